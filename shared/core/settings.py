@@ -1,0 +1,90 @@
+"""All configuration, from environment variables prefixed TESSERA_ (pydantic-settings).
+
+With nothing set, Tessera runs embedded: a SQLite file, a local artifact folder and a Celery broker
+on the file system, all under TESSERA_DATA_DIR. Point TESSERA_DATABASE_URL at PostgreSQL and
+TESSERA_BROKER_URL at Redis for the production shape; no code changes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _persistent_secret(data_dir: Path, name: str, make) -> str:
+    """A secret generated once and kept in the data dir, so restarts don't log everyone out."""
+    path = data_dir / name
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = make()
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TESSERA_", extra="ignore")
+
+    environment: str = "development"
+    data_dir: Path = Path(".tessera")
+    database_url: str = ""
+    broker_url: str = ""
+    # Celery key prefix on Redis, so several Tessera installations (or test sessions) share one Redis.
+    broker_key_prefix: str = ""
+    artifact_root: str = ""
+    public_url: str = "http://127.0.0.1:8000"
+
+    # Identity
+    jwt_secret: str = ""
+    jwt_ttl_s: int = 3600
+    # Fernet keys for channel secrets at rest; the first encrypts, all decrypt (rotation).
+    encryption_keys: list[str] = Field(default_factory=list)
+    api_key_touch_interval_s: int = 60
+
+    # Requests
+    max_request_bytes: int = 64 * 1024 * 1024
+    log_level: str = "INFO"
+    log_json: bool = False
+    sql_echo: bool = False
+    db_pool_size: int = 10
+
+    # Outbound HTTP (webhooks, Slack): addresses allowed even though private/loopback.
+    outbound_allowlist: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _embedded_defaults(self) -> Settings:
+        data_dir = self.data_dir.resolve()
+        self.data_dir = data_dir
+        if not self.database_url:
+            self.database_url = f"sqlite:///{data_dir / 'tessera.db'}"
+        if not self.broker_url:
+            self.broker_url = "filesystem://"
+        if not self.artifact_root:
+            self.artifact_root = str(data_dir / "artifacts")
+        if not self.jwt_secret:
+            self.jwt_secret = _persistent_secret(data_dir, "jwt.secret", lambda: secrets.token_urlsafe(48))
+        if not self.encryption_keys:
+            from cryptography.fernet import Fernet
+
+            self.encryption_keys = [
+                _persistent_secret(data_dir, "fernet.key", lambda: Fernet.generate_key().decode())
+            ]
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.data_dir / "broker"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

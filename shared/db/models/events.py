@@ -1,0 +1,28 @@
+"""The transactional outbox: events are written with the change that caused them, relayed after commit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db.base import Base, JSONType, UTCDateTime, UUIDPrimaryKey, utcnow
+
+
+class OutboxEvent(UUIDPrimaryKey, Base):
+    __tablename__ = "outbox_events"
+    # The relay's query: unpublished events, oldest first.
+    __table_args__ = (Index(None, "published_at", "created_at"),)
+
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    project_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    event_type: Mapped[str] = mapped_column(String(100), nullable=False)
+    payload: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    publish_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)

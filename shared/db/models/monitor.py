@@ -1,0 +1,94 @@
+"""Model monitors, the drift reports they produce, and the alerts those reports raise."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db.base import Base, JSONType, SoftDelete, Timestamps, UTCDateTime, UUIDPrimaryKey, utcnow
+
+SEVERITIES = ("info", "warning", "high", "critical")
+ALERT_STATES = ("firing", "acknowledged", "resolved")
+
+
+class ModelMonitoring(UUIDPrimaryKey, Timestamps, SoftDelete, Base):
+    __tablename__ = "model_monitoring"
+    __table_args__ = (UniqueConstraint("project_id", "name"), Index(None, "enabled", "next_check_at"))
+
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    deployment_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("deployments.id", ondelete="SET NULL"), index=True
+    )
+    model_version_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    # Either an interval in seconds or a cron expression (croniter), evaluated in UTC.
+    schedule_interval_s: Mapped[int | None] = mapped_column(Integer)
+    schedule_cron: Mapped[str | None] = mapped_column(String(100))
+    window_s: Mapped[int] = mapped_column(Integer, nullable=False, default=86400)
+    min_rows: Mapped[int] = mapped_column(Integer, nullable=False, default=100)
+    column_schema: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
+    config: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
+    reference_uri: Mapped[str | None] = mapped_column(Text)
+    reference_profile_uri: Mapped[str | None] = mapped_column(Text)
+    last_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="SET NULL")
+    )
+
+
+class DataDriftReport(UUIDPrimaryKey, Base):
+    __tablename__ = "data_drift_reports"
+    __table_args__ = (Index(None, "monitor_id", "created_at"),)
+
+    monitor_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("model_monitoring.id", ondelete="CASCADE"), nullable=False
+    )
+    status: Mapped[str] = mapped_column(String(30), nullable=False)
+    dataset_drift: Mapped[bool | None] = mapped_column(Boolean)
+    drift_share: Mapped[float | None] = mapped_column(Float)
+    number_of_columns: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    number_of_drifted_columns: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    current_rows: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    window_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    window_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    report: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class Alert(UUIDPrimaryKey, Timestamps, Base):
+    """One alert per (monitor, kind) while it fires: later checks update it instead of adding rows."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index(None, "monitor_id", "status"), Index(None, "fingerprint", "status"))
+
+    monitor_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("model_monitoring.id", ondelete="CASCADE"), nullable=False
+    )
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False
+    )
+    report_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("data_drift_reports.id", ondelete="SET NULL")
+    )
+    kind: Mapped[str] = mapped_column(String(50), nullable=False)
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    severity: Mapped[str] = mapped_column(String(20), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default="firing")
+    title: Mapped[str] = mapped_column(String(500), nullable=False)
+    details: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
+    labels: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_by: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="SET NULL")
+    )
