@@ -1,0 +1,214 @@
+"""Outbound HTTP to addresses users type in (webhooks, Slack), safe against SSRF.
+
+Every request goes through `post`, for the "send test message" button as much as for real sends:
+
+1. The URL must be http(s) with a host.
+2. The host is resolved once; the request is refused if ANY resolved address is not public
+   (private, loopback, link-local, multicast, reserved, unspecified, shared/CGNAT, or one of those
+   wrapped in IPv6: IPv4-mapped `::ffff:a.b.c.d`, 6to4, Teredo) unless the allow-list admits it.
+3. The connection goes to the vetted IP itself, while the Host header and the TLS SNI/certificate
+   check keep the original hostname. A second DNS answer (DNS rebinding) is therefore never used.
+4. Redirects are never followed: the 3xx comes back to the caller, who treats it as a failure.
+   Proxies from the environment are ignored, since a proxy would resolve the name again.
+5. Timeouts are bounded, and at most `MAX_BODY_BYTES` of the answer are read.
+
+Known limit: `socket.getaddrinfo` has no timeout of its own; the system resolver's (resolv.conf) applies.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], list[str]]
+
+DEFAULT_TIMEOUT_SECONDS = 10.0
+MAX_TIMEOUT_SECONDS = 30.0
+CONNECT_TIMEOUT_SECONDS = 5.0
+# Enough for an error message from the receiver; a hostile one cannot make us buffer more.
+MAX_BODY_BYTES = 16 * 1024
+
+
+class OutboundRefused(Exception):
+    """The destination is not allowed (bad URL, or an address that is not public). Never retry."""
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    # Keep the resolver's order (it prefers reachable families) but drop duplicates.
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+@dataclass(frozen=True)
+class OutboundPolicy:
+    """What may be reached and how long to wait; built from settings (`outbound_allowlist`)."""
+
+    # IPs, CIDRs ("10.0.0.0/8") or hostnames ("hooks.internal") allowed although not public.
+    allowlist: Sequence[str] = ()
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    # TLS verification: True (system CAs) or an SSLContext trusting a private CA.
+    verify: ssl.SSLContext | bool = True
+    # DNS lookup; replaceable only because DNS is the edge of the world in tests.
+    resolver: Resolver = field(default=system_resolver)
+
+    def split_allowlist(self) -> tuple[list[IPNetwork], set[str]]:
+        """(networks, hostnames): entries that parse as an IP or CIDR are networks, the rest names."""
+        networks: list[IPNetwork] = []
+        hostnames: set[str] = set()
+        for raw_entry in self.allowlist:
+            entry = raw_entry.strip()
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                hostnames.add(entry.lower().rstrip("."))
+        return networks, hostnames
+
+
+@dataclass(frozen=True)
+class PinnedDestination:
+    url: httpx.URL
+    # Every address the name resolved to (all vetted), and the one the connection will use.
+    addresses: tuple[IPAddress, ...]
+    ip: IPAddress
+
+
+@dataclass(frozen=True)
+class OutboundResponse:
+    status_code: int
+    headers: httpx.Headers
+    # The first MAX_BODY_BYTES of the answer.
+    body: bytes
+    elapsed_ms: float
+
+
+def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, 6to4, Teredo client), which is where it goes."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    return None
+
+
+def is_public_address(ip: IPAddress) -> bool:
+    embedded = _embedded_ipv4(ip)
+    if embedded is not None and not is_public_address(embedded):
+        return False
+    # `is_global` alone lets multicast through, and older Pythons miss some special ranges.
+    return ip.is_global and not (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+    )
+
+
+def _is_allowlisted(ip: IPAddress, networks: Sequence[IPNetwork]) -> bool:
+    candidates = [ip]
+    embedded = _embedded_ipv4(ip)
+    if embedded is not None:
+        candidates.append(embedded)
+    return any(candidate in network for candidate in candidates for network in networks)
+
+
+def vet_destination(url: str | httpx.URL, policy: OutboundPolicy) -> PinnedDestination:
+    """Resolve the URL's host once and check every address; the result says which IP to connect to."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise OutboundRefused(f"invalid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https"):
+        raise OutboundRefused(f"scheme {parsed.scheme!r} is not allowed, use http or https")
+    host = parsed.raw_host.decode("ascii").lower().rstrip(".")
+    if not host:
+        raise OutboundRefused("URL has no host")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+
+    try:
+        # A scope suffix ("fe80::1%eth0") is not part of the address.
+        resolved = policy.resolver(host, port)
+        addresses = tuple(ipaddress.ip_address(address.split("%")[0]) for address in resolved)
+    except (OSError, UnicodeError) as exc:
+        raise OutboundRefused(f"cannot resolve {host}: {exc}") from None
+    if not addresses:
+        raise OutboundRefused(f"{host} resolved to no address")
+
+    networks, hostnames = policy.split_allowlist()
+    if host not in hostnames:
+        for address in addresses:
+            if not is_public_address(address) and not _is_allowlisted(address, networks):
+                raise OutboundRefused(
+                    f"{host} resolves to {address}, which is not a public address (not in the allow-list)"
+                )
+
+    ip = addresses[0]
+    # A mapped address reaches its IPv4 target; connect to that directly (no dual-stack socket needed).
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return PinnedDestination(url=parsed, addresses=addresses, ip=ip)
+
+
+def post(
+    url: str,
+    *,
+    content: bytes,
+    headers: Mapping[str, str],
+    policy: OutboundPolicy,
+) -> OutboundResponse:
+    """POST `content` to `url` through the vetted, pinned IP.
+
+    Raises OutboundRefused for a forbidden destination, httpx.TimeoutException / httpx.TransportError
+    when the receiver cannot be reached in time. A 3xx is returned, not followed.
+    """
+    destination = vet_destination(url, policy)
+    pinned_url = destination.url.copy_with(host=str(destination.ip))
+    request_headers = {
+        key: value for key, value in headers.items() if key.lower() not in ("host", "accept-encoding")
+    }
+    request_headers["Host"] = destination.url.netloc.decode("ascii")
+    # Raw bytes are capped below; a compressed answer could inflate far beyond the cap in one chunk.
+    request_headers["Accept-Encoding"] = "identity"
+    extensions = {}
+    if destination.url.scheme == "https":
+        # Certificate and SNI are checked against the name the user configured, not the IP.
+        extensions["sni_hostname"] = destination.url.raw_host.decode("ascii")
+
+    timeout_seconds = min(policy.timeout_seconds, MAX_TIMEOUT_SECONDS)
+    timeout = httpx.Timeout(timeout_seconds, connect=min(CONNECT_TIMEOUT_SECONDS, timeout_seconds))
+    started = time.monotonic()
+    with httpx.Client(
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+        transport=httpx.HTTPTransport(verify=policy.verify, retries=0),
+    ) as client:
+        request = client.build_request(
+            "POST", pinned_url, content=content, headers=request_headers, extensions=extensions
+        )
+        with client.send(request, stream=True) as response:
+            body = bytearray()
+            for chunk in response.iter_raw():
+                body.extend(chunk)
+                # A receiver trickling bytes must not hold the worker past the overall budget.
+                if len(body) >= MAX_BODY_BYTES or time.monotonic() - started > timeout_seconds:
+                    break
+            return OutboundResponse(
+                status_code=response.status_code,
+                headers=response.headers,
+                body=bytes(body[:MAX_BODY_BYTES]),
+                elapsed_ms=(time.monotonic() - started) * 1000,
+            )
