@@ -1,0 +1,1 @@
+"""Schema data for the KServe target (loaded with importlib.resources by `domain/kserve.py`)."""
