@@ -1,0 +1,329 @@
+"""Senders for webhooks, Slack and email, and what to do after each attempt.
+
+Every sender returns a `DeliveryResult`, never raises for a failed delivery, and classifies it:
+
+- HTTP 2xx: delivered. 3xx: failed for good (redirects are not followed; the URL must be fixed).
+- HTTP 429: retry, not before `Retry-After` (seconds or an HTTP date), as Slack asks.
+- HTTP 408, 5xx, timeouts and connection errors: retry (a 503's Retry-After is honoured too).
+- HTTP 410 Gone: failed for good and the channel should be disabled (Slack: channel archived or
+  the webhook revoked).
+- Other 4xx, refused destinations (SSRF guard), TLS certificate errors: failed for good.
+- SMTP 4xx replies and connection trouble: retry. SMTP 5xx replies: failed for good.
+
+Retries back off exponentially with full jitter (`next_attempt_delay`); after `MAX_ATTEMPTS` the
+notification is dead-lettered (`state_after`). Errors name hosts and status codes only: Slack
+webhook URLs and SMTP passwords are secrets and never appear in results.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import secrets as token_source
+import smtplib
+import ssl
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any
+
+import httpx
+from standardwebhooks import Webhook
+
+from shared.core.outbound import OutboundPolicy, OutboundRefused, OutboundResponse, post
+
+MAX_ATTEMPTS = 8
+BACKOFF_BASE_SECONDS = 10.0
+BACKOFF_CAP_SECONDS = 30 * 60.0
+# A receiver may ask us to wait, but not to park a notification for days.
+MAX_RETRY_AFTER_SECONDS = 6 * 3600.0
+USER_AGENT = "Tessera-Notifier/1"
+# Set by the sender; a channel's custom headers cannot replace them.
+RESERVED_WEBHOOK_HEADERS = frozenset(
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-type",
+        "content-length",
+        "host",
+        "transfer-encoding",
+        "user-agent",
+    }
+)
+_ERROR_BODY_CHARS = 200
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    FAILED = "failed"
+    # Failed for good, and the channel's endpoint is gone: disable the channel.
+    DISABLE_CHANNEL = "disable_channel"
+
+
+class DeliveryState(StrEnum):
+    DELIVERED = "delivered"
+    RETRY_SCHEDULED = "retry_scheduled"
+    FAILED = "failed"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    outcome: Outcome
+    latency_ms: float
+    # HTTP status, or the SMTP reply code.
+    status_code: int | None = None
+    error: str | None = None
+    # Seconds the receiver asked us to wait before the next attempt.
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.DELIVERED
+
+    @property
+    def retryable(self) -> bool:
+        return self.outcome is Outcome.RETRY
+
+    @property
+    def disable_channel(self) -> bool:
+        return self.outcome is Outcome.DISABLE_CHANNEL
+
+
+def state_after(result: DeliveryResult, attempt: int) -> DeliveryState:
+    """State after `attempt` attempts (1-based) ended in `result`."""
+    if result.ok:
+        return DeliveryState.DELIVERED
+    if not result.retryable:
+        return DeliveryState.FAILED
+    return DeliveryState.DEAD_LETTER if attempt >= MAX_ATTEMPTS else DeliveryState.RETRY_SCHEDULED
+
+
+def next_attempt_delay(
+    attempt: int, retry_after: float | None = None, *, rng: Callable[[], float] = random.random
+) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based).
+
+    Full jitter (uniform in [0, min(cap, base * 2^(attempt-1))]) spreads retries of many failing
+    notifications, so a receiver coming back is not hit by all of them at once; Retry-After is a floor.
+    """
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0))
+    delay = rng() * ceiling
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER_SECONDS))
+    return delay
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Retry-After as delta-seconds or an HTTP date (RFC 9110); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - now).total_seconds(), 0.0)
+
+
+def _body_excerpt(body: bytes) -> str:
+    return body[:_ERROR_BODY_CHARS].decode("utf-8", errors="replace").strip()
+
+
+def classify_http(response: OutboundResponse, now: datetime) -> DeliveryResult:
+    status = response.status_code
+    latency = response.elapsed_ms
+    if 200 <= status < 300:
+        return DeliveryResult(Outcome.DELIVERED, latency, status)
+    if 300 <= status < 400:
+        target = httpx.URL(response.headers.get("location", "")).host or "elsewhere"
+        return DeliveryResult(
+            Outcome.FAILED,
+            latency,
+            status,
+            error=f"receiver answered {status} redirecting to {target}; redirects are not followed, "
+            "configure the final URL",
+        )
+    detail = f"receiver answered {status}: {_body_excerpt(response.body)}".rstrip(": ")
+    if status == 410:
+        return DeliveryResult(Outcome.DISABLE_CHANNEL, latency, status, error=detail)
+    if status == 429 or status == 408 or status >= 500:
+        retry_after = parse_retry_after(response.headers.get("retry-after"), now)
+        return DeliveryResult(Outcome.RETRY, latency, status, error=detail, retry_after=retry_after)
+    return DeliveryResult(Outcome.FAILED, latency, status, error=detail)
+
+
+def _caused_by_certificate(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _post_and_classify(url: str, content: bytes, headers: Mapping[str, str], policy: OutboundPolicy) -> DeliveryResult:
+    started = time.monotonic()
+
+    def elapsed() -> float:
+        return (time.monotonic() - started) * 1000
+
+    try:
+        response = post(url, content=content, headers=headers, policy=policy)
+    except OutboundRefused as exc:
+        return DeliveryResult(Outcome.FAILED, elapsed(), error=f"destination refused: {exc}")
+    except httpx.TimeoutException as exc:
+        return DeliveryResult(Outcome.RETRY, elapsed(), error=f"timed out: {type(exc).__name__}")
+    except httpx.TransportError as exc:
+        # A bad certificate will not fix itself; everything else on the wire may.
+        if _caused_by_certificate(exc):
+            return DeliveryResult(Outcome.FAILED, elapsed(), error=f"TLS certificate rejected: {exc}")
+        return DeliveryResult(Outcome.RETRY, elapsed(), error=f"{type(exc).__name__}: {exc}")
+    return classify_http(response, datetime.now(UTC))
+
+
+# --- Webhooks (Standard Webhooks) --------------------------------------------------------------
+
+
+def generate_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(token_source.token_bytes(32)).decode()
+
+
+def webhook_signature_headers(
+    message_id: str, body: bytes, signing_secrets: Sequence[str], timestamp: datetime
+) -> dict[str, str]:
+    """Standard Webhooks headers. Several secrets (rotation: new and old) give space-separated
+    signatures, and a receiver holding either secret verifies."""
+    if not signing_secrets:
+        raise ValueError("at least one signing secret is required")
+    moment = timestamp.astimezone(UTC)
+    payload = body.decode("utf-8")
+    signatures = [Webhook(secret).sign(message_id, moment, payload) for secret in signing_secrets]
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(moment.timestamp())),
+        "webhook-signature": " ".join(signatures),
+    }
+
+
+def send_webhook(
+    url: str,
+    body: bytes,
+    *,
+    notification_id: str,
+    signing_secrets: Sequence[str],
+    policy: OutboundPolicy,
+    custom_headers: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+) -> DeliveryResult:
+    """POST a rendered webhook body (`messages.render_webhook`), signed; `webhook-id` is the
+    notification id so the receiver can drop duplicates of a retried delivery."""
+    headers = {
+        name: value for name, value in (custom_headers or {}).items() if name.lower() not in RESERVED_WEBHOOK_HEADERS
+    }
+    headers |= webhook_signature_headers(notification_id, body, signing_secrets, now or datetime.now(UTC))
+    headers |= {"content-type": "application/json", "user-agent": USER_AGENT}
+    return _post_and_classify(url, body, headers, policy)
+
+
+# --- Slack -------------------------------------------------------------------------------------
+
+
+def send_slack(webhook_url: str, payload: Mapping[str, Any], *, policy: OutboundPolicy) -> DeliveryResult:
+    """POST Block Kit (`messages.render_slack`) to an incoming-webhook URL (the URL is the secret)."""
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    headers = {"content-type": "application/json; charset=utf-8", "user-agent": USER_AGENT}
+    return _post_and_classify(webhook_url, body, headers, policy)
+
+
+# --- Email -------------------------------------------------------------------------------------
+
+
+class SmtpSecurity(StrEnum):
+    STARTTLS = "starttls"
+    # Implicit TLS from the first byte (port 465).
+    TLS = "tls"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int = 587
+    security: SmtpSecurity = SmtpSecurity.STARTTLS
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout_seconds: float = 15.0
+    # None: the system's default verification.
+    ssl_context: ssl.SSLContext | None = None
+
+
+def _smtp_reply_result(code: int, reply: bytes | str, elapsed_ms: float, what: str) -> DeliveryResult:
+    text = reply.decode("utf-8", errors="replace") if isinstance(reply, bytes) else reply
+    outcome = Outcome.RETRY if 400 <= code < 500 else Outcome.FAILED
+    return DeliveryResult(outcome, elapsed_ms, code, error=f"{what}: {code} {text}".strip())
+
+
+def send_email(message: EmailMessage, *, smtp: SmtpSettings) -> DeliveryResult:
+    """Send a rendered email (`messages.render_email`) to every recipient in its headers.
+
+    Recipients the server refuses while others are accepted do not fail the delivery; they are
+    named in `error`.
+    """
+    started = time.monotonic()
+
+    def elapsed() -> float:
+        return (time.monotonic() - started) * 1000
+
+    context = smtp.ssl_context or ssl.create_default_context()
+    try:
+        client: smtplib.SMTP
+        if smtp.security is SmtpSecurity.TLS:
+            client = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout_seconds, context=context)
+        else:
+            client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
+        with client:
+            if smtp.security is SmtpSecurity.STARTTLS:
+                client.starttls(context=context)
+            if smtp.username:
+                client.login(smtp.username, smtp.password or "")
+            refused = client.send_message(message)
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
+        retry = any(400 <= code < 500 for code in codes)
+        return DeliveryResult(
+            Outcome.RETRY if retry else Outcome.FAILED,
+            elapsed(),
+            max(codes, default=None),
+            error="all recipients refused: "
+            + ", ".join(f"{address} ({code})" for address, (code, _) in exc.recipients.items()),
+        )
+    except smtplib.SMTPConnectError as exc:
+        return DeliveryResult(Outcome.RETRY, elapsed(), exc.smtp_code, error=f"cannot connect: {exc.smtp_code}")
+    except smtplib.SMTPResponseException as exc:
+        # Sender refused, data refused, authentication failed, HELO refused: the reply code decides.
+        return _smtp_reply_result(exc.smtp_code, exc.smtp_error, elapsed(), type(exc).__name__)
+    except smtplib.SMTPNotSupportedError as exc:
+        return DeliveryResult(Outcome.FAILED, elapsed(), error=f"server does not support: {exc}")
+    except ssl.SSLCertVerificationError as exc:
+        return DeliveryResult(Outcome.FAILED, elapsed(), error=f"TLS certificate rejected: {exc.verify_message}")
+    except (smtplib.SMTPException, OSError) as exc:
+        # Disconnects, timeouts, refused connections, TLS hiccups: worth another try.
+        return DeliveryResult(Outcome.RETRY, elapsed(), error=f"{type(exc).__name__}: {exc}")
+    error = None
+    if refused:
+        error = "some recipients refused: " + ", ".join(
+            f"{address} ({code})" for address, (code, _) in sorted(refused.items())
+        )
+    return DeliveryResult(Outcome.DELIVERED, elapsed(), 250, error=error)
