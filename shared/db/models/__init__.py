@@ -13,17 +13,38 @@ from shared.db.models.monitor import Alert, DataDriftReport, ModelMonitoring
 from shared.db.models.notifier import NotificationChannel, NotificationRule
 from shared.db.models.registry import Model, ModelVersion
 from shared.db.models.security import ApiKey, AuditLog
-from shared.db.models.tracking import Experiment, ExperimentRun, RunMetric
+from shared.db.models.tracking import (
+    Dataset,
+    Experiment,
+    ExperimentRun,
+    ExperimentTag,
+    LoggedModel,
+    LoggedModelMetric,
+    LoggedModelParam,
+    LoggedModelTag,
+    RunDatasetInput,
+    RunLatestMetric,
+    RunMetric,
+    RunModelLink,
+    RunParam,
+    RunTag,
+)
 
 __all__ = [
     "Alert",
     "ApiKey",
     "AuditLog",
     "DataDriftReport",
+    "Dataset",
     "Deployment",
     "DeploymentHistory",
     "Experiment",
     "ExperimentRun",
+    "ExperimentTag",
+    "LoggedModel",
+    "LoggedModelMetric",
+    "LoggedModelParam",
+    "LoggedModelTag",
     "Model",
     "ModelMonitoring",
     "ModelVersion",
@@ -34,6 +55,11 @@ __all__ = [
     "OutboxEvent",
     "Project",
     "ProjectMember",
+    "RunDatasetInput",
+    "RunLatestMetric",
     "RunMetric",
+    "RunModelLink",
+    "RunParam",
+    "RunTag",
     "User",
 ]
