@@ -1,0 +1,17 @@
+"""Tessera Notifier.
+
+Notification channels, rules, grouping, silences and reliable delivery.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+
+from shared.core.settings import Settings
+from shared.core.web import build_app
+
+ROUTERS: list[APIRouter] = []
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return build_app(settings, title="Tessera Notifier", service="notifier", routers=ROUTERS, description=__doc__)

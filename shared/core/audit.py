@@ -1,0 +1,85 @@
+"""The audit trail: one row per state-changing request, whether it succeeded or failed.
+
+Domain code says *what* happened with `describe()`; the request machinery (`shared.core.deps`) adds
+*who, from where and with what outcome* and writes the row — inside the request's transaction on
+success, in a transaction of its own on failure (the request's own work was rolled back).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from shared.core.auth import Principal
+from shared.core.context import current_request
+from shared.db.models import AuditLog
+
+_AUDIT_KEY = "tessera_audit"
+
+
+@dataclass
+class AuditDescription:
+    action: str
+    object_type: str | None = None
+    object_id: str | None = None
+    organization_id: uuid.UUID | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def describe(
+    session: Session,
+    *,
+    action: str,
+    object_type: str | None = None,
+    object_id: Any = None,
+    organization_id: uuid.UUID | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    session.info[_AUDIT_KEY] = AuditDescription(
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id) if object_id is not None else None,
+        organization_id=organization_id,
+        details=details or {},
+    )
+
+
+def described(session: Session) -> AuditDescription | None:
+    return session.info.get(_AUDIT_KEY)
+
+
+def record(
+    session: Session,
+    *,
+    principal: Principal | None,
+    outcome: str,
+    status_code: int,
+    description: AuditDescription | None,
+    error_code: str | None = None,
+) -> None:
+    ctx = current_request()
+    desc = description or AuditDescription(action=f"{ctx.method} {ctx.path}" if ctx else "unknown")
+    details = dict(desc.details)
+    if error_code:
+        details["error_code"] = error_code
+    session.add(
+        AuditLog(
+            organization_id=desc.organization_id or (principal.organization_id if principal else None),
+            actor_user_id=principal.user_id if principal else None,
+            actor_api_key_id=principal.api_key_id if principal else None,
+            action=desc.action,
+            object_type=desc.object_type,
+            object_id=desc.object_id,
+            method=ctx.method if ctx else None,
+            path=ctx.path if ctx else None,
+            ip_address=ctx.ip_address if ctx else None,
+            user_agent=ctx.user_agent if ctx else None,
+            request_id=ctx.request_id if ctx else None,
+            outcome=outcome,
+            status_code=status_code,
+            details=details,
+        )
+    )

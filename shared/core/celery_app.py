@@ -1,0 +1,98 @@
+"""The one Celery application: every service's tasks, one configuration, one beat schedule.
+
+Defaults are chosen for "lose nothing": a task is acknowledged only after it ran (acks_late), and a
+task whose worker died is given back to the broker (reject_on_worker_lost) — acks_late alone does not
+do that. Prefetch is 1 so one slow delivery cannot hold other tasks hostage. Results are not stored:
+progress and outcomes live in the database, which is the source of truth.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from shared.core import events
+from shared.core.settings import Settings, get_settings
+from shared.db.session import Database, get_database
+
+TASK_MODULES = [
+    "shared.core.tasks",
+    "services.registry.tasks",
+    "services.tracking.tasks",
+    "services.deployer.tasks",
+    "services.monitor.tasks",
+    "services.notifier.tasks",
+]
+
+# Beat only fans out; each periodic task makes itself idempotent against a second beat process.
+BEAT_SCHEDULE: dict[str, dict] = {
+    "events-relay": {"task": "events.relay", "schedule": timedelta(seconds=2)},
+}
+
+
+def _transport_options(settings: Settings) -> dict:
+    if settings.broker_url.startswith("filesystem"):
+        folder = settings.broker_folder
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    options: dict = {
+        # Longer than any task may run, so a slow task is not redelivered to a second worker meanwhile.
+        "visibility_timeout": 3600,
+    }
+    if settings.broker_key_prefix:
+        options["global_keyprefix"] = settings.broker_key_prefix
+    return options
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("tessera", broker=settings.broker_url, include=TASK_MODULES)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=_transport_options(settings),
+        beat_schedule=BEAT_SCHEDULE,
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+        enable_utc=True,
+    )
+    app.conf.tessera_settings = settings
+    return app
+
+
+celery_app = create_celery(get_settings())
+
+
+def settings() -> Settings:
+    return celery_app.conf.tessera_settings
+
+
+def database() -> Database:
+    s = settings()
+    return get_database(s.database_url, s.sql_echo, s.db_pool_size)
+
+
+def _queue_relay() -> None:
+    celery_app.send_task("events.relay")
+
+
+events.on_events_committed(_queue_relay)
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_kwargs) -> None:
+    # Connections inherited from the parent across fork() must not be shared: start a new pool.
+    get_database.cache_clear()

@@ -1,0 +1,90 @@
+"""Request dependencies: one session and one commit per request, the caller, their access, the audit row.
+
+Polar's habit: the request's session commits once, after the handler and before the response, and a
+failed request rolls everything back — including the events it queued (they are rows in the same
+transaction). Every non-GET request leaves exactly one audit row, success or failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.orm import Session
+
+from shared.core import audit
+from shared.core.auth import Access, Principal
+from shared.core.errors import TesseraError
+from shared.core.settings import Settings
+from shared.db.session import Database
+
+_READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+_PRINCIPAL = "tessera_principal"
+
+
+def _session(request: Request) -> Iterator[Session]:
+    db: Database = request.app.state.db
+    session = db.sessionmaker()
+    state_changing = request.method not in _READ_METHODS
+    try:
+        yield session
+        if state_changing:
+            audit.record(
+                session,
+                principal=getattr(request.state, _PRINCIPAL, None),
+                outcome="success",
+                status_code=200,
+                description=audit.described(session),
+            )
+        session.commit()
+    except BaseException as exc:
+        session.rollback()
+        if state_changing:
+            _record_failure(db, request, session, exc)
+        raise
+    finally:
+        session.close()
+
+
+def _record_failure(db: Database, request: Request, failed: Session, exc: BaseException) -> None:
+    if isinstance(exc, TesseraError):
+        status, code = exc.status_code, exc.code
+    elif isinstance(exc, RequestValidationError):
+        status, code = 422, "INVALID_PARAMETER_VALUE"
+    else:
+        status, code = getattr(exc, "status_code", 500), "INTERNAL_ERROR"
+    with db.session_scope() as session:
+        audit.record(
+            session,
+            principal=getattr(request.state, _PRINCIPAL, None),
+            outcome="failure",
+            status_code=status,
+            description=audit.described(failed),
+            error_code=code,
+        )
+
+
+def _principal(request: Request, session: Annotated[Session, Depends(_session, scope="function")]) -> Principal:
+    principal = request.app.state.authenticator.authenticate(session, request.headers.get("authorization"))
+    setattr(request.state, _PRINCIPAL, principal)
+    return principal
+
+
+def _access(
+    request: Request,
+    session: Annotated[Session, Depends(_session, scope="function")],
+    principal: Annotated[Principal, Depends(_principal)],
+) -> Access:
+    return Access(session, principal, project_hint=request.headers.get("x-tessera-project"))
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SessionDep = Annotated[Session, Depends(_session, scope="function")]
+PrincipalDep = Annotated[Principal, Depends(_principal)]
+AccessDep = Annotated[Access, Depends(_access)]
+SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -1,0 +1,105 @@
+"""Platform events through a transactional outbox.
+
+`emit()` writes the event in the caller's transaction, so an event exists if and only if the change
+that caused it was committed. A relay publishes unpublished events to the subscribed Celery tasks and
+marks them published; it runs right after commit (a nudge) and periodically from beat (the guarantee),
+so neither a dead worker nor a restarted Redis loses an event. Delivery is at-least-once: subscribers
+dedupe by event id.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from shared.db.base import utcnow
+from shared.db.models import OutboxEvent
+
+log = structlog.get_logger(__name__)
+
+_OUTBOX_DIRTY = "tessera_outbox_dirty"
+
+# (event type pattern, Celery task name); filled by the services' tasks modules at import.
+_subscriptions: list[tuple[str, str]] = []
+# Called after a commit that wrote events; the Celery app installs one that queues the relay task.
+_after_commit_hooks: list[Callable[[], None]] = []
+
+
+def subscribe(pattern: str, task_name: str) -> None:
+    if (pattern, task_name) not in _subscriptions:
+        _subscriptions.append((pattern, task_name))
+
+
+def subscribers(event_type: str) -> list[str]:
+    return [task for pattern, task in _subscriptions if fnmatch.fnmatchcase(event_type, pattern)]
+
+
+def on_events_committed(hook: Callable[[], None]) -> None:
+    if hook not in _after_commit_hooks:
+        _after_commit_hooks.append(hook)
+
+
+def emit(
+    session: Session,
+    event_type: str,
+    payload: dict[str, Any],
+    *,
+    organization_id: uuid.UUID | None,
+    project_id: uuid.UUID | None = None,
+) -> OutboxEvent:
+    row = OutboxEvent(
+        id=uuid.uuid4(),
+        event_type=event_type,
+        payload=payload,
+        organization_id=organization_id,
+        project_id=project_id,
+        created_at=utcnow(),
+    )
+    session.add(row)
+    session.info[_OUTBOX_DIRTY] = True
+    return row
+
+
+@event.listens_for(Session, "after_commit")
+def _nudge_relay(session: Session) -> None:
+    if not session.info.pop(_OUTBOX_DIRTY, False):
+        return
+    for hook in _after_commit_hooks:
+        try:
+            hook()
+        except Exception as exc:  # the periodic relay will publish it; never fail a committed request
+            log.warning("outbox.nudge_failed", error=str(exc))
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_events(session: Session) -> None:
+    session.info.pop(_OUTBOX_DIRTY, None)
+
+
+def relay_pending(session: Session, publish: Callable[[str, str], None], *, limit: int = 500) -> int:
+    """Publish up to `limit` unpublished events, oldest first; returns how many.
+
+    Rows are locked with SKIP LOCKED so concurrent relays split the work instead of double-sending.
+    `publish(task_name, event_id)` raising (broker down) aborts the batch; it stays unpublished.
+    """
+    rows = session.scalars(
+        select(OutboxEvent)
+        .where(OutboxEvent.published_at.is_(None))
+        .order_by(OutboxEvent.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    now = utcnow()
+    for row in rows:
+        row.publish_attempts += 1
+        for task_name in subscribers(row.event_type):
+            publish(task_name, str(row.id))
+        row.published_at = now
+    session.flush()
+    return len(rows)

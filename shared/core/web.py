@@ -1,0 +1,177 @@
+"""The FastAPI application factory every service uses: errors, request ids, logs, health, metrics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.core.auth import Authenticator
+from shared.core.context import RequestContext, reset_request, set_request
+from shared.core.errors import TesseraError
+from shared.core.logging import configure_logging
+from shared.core.settings import Settings, get_settings
+from shared.db.session import get_database
+
+log = structlog.get_logger("tessera.http")
+
+# The MLflow-compatible APIs answer bad input with 400 as MLflow does; native APIs use 422 as FastAPI
+# documents in their OpenAPI schemas.
+MLFLOW_PREFIXES = ("/api/2.0/", "/api/3.0/", "/ajax-api/")
+_HTTP_CODES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "ENDPOINT_NOT_FOUND",
+               405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
+
+REGISTRY = CollectorRegistry()
+REQUESTS = Counter(
+    "tessera_http_requests_total", "HTTP requests", ["service", "method", "route", "status"], registry=REGISTRY
+)
+LATENCY = Histogram(
+    "tessera_http_request_duration_seconds",
+    "HTTP request latency",
+    ["service", "method", "route"],
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def _error(status: int, code: str, message: str, details: dict | None = None) -> JSONResponse:
+    body = {"error_code": code, "message": message}
+    if details:
+        body["details"] = details
+    return JSONResponse(body, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TesseraError)
+    async def _tessera_error(_request: Request, exc: TesseraError):
+        return _error(exc.status_code, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        problems = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
+        message = f"Invalid value for {'.'.join(first['loc'][1:]) or 'request'}: {first['msg']}"
+        status = 400 if request.url.path.startswith(MLFLOW_PREFIXES) else 422
+        return _error(status, "INVALID_PARAMETER_VALUE", message, {"errors": problems})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException):
+        code = _HTTP_CODES.get(exc.status_code, "BAD_REQUEST" if exc.status_code < 500 else "INTERNAL_ERROR")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception):
+        log.exception("http.unhandled_error", error=str(exc))
+        return _error(500, "INTERNAL_ERROR", "Internal error; see the server log for the request id")
+
+
+def _install_request_middleware(app: FastAPI, service: str, max_body: int) -> None:
+    @app.middleware("http")
+    async def _request_context(request: Request, call_next):
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        token = set_request(
+            RequestContext(
+                request_id=request_id,
+                method=request.method,
+                path=request.url.path,
+                ip_address=request.client.host if request.client else None,
+                user_agent=request.headers.get("user-agent"),
+            )
+        )
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        try:
+            length = request.headers.get("content-length")
+            if length and length.isdigit() and int(length) > max_body:
+                response = _error(413, "PAYLOAD_TOO_LARGE", f"Request body over {max_body} bytes")
+            else:
+                response = await call_next(request)
+        finally:
+            reset_request(token)
+            structlog.contextvars.unbind_contextvars("request_id")
+        elapsed = time.perf_counter() - started
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        REQUESTS.labels(service, request.method, template, str(response.status_code)).inc()
+        LATENCY.labels(service, request.method, template).observe(elapsed)
+        response.headers["x-request-id"] = request_id
+        return response
+
+
+def _ops_router(service: str) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="Liveness and dependencies (database, broker)")
+    def healthz(request: Request):
+        settings: Settings = request.app.state.settings
+        checks = {"database": _check_database(request), "broker": _check_broker(settings)}
+        healthy = all(c == "ok" for c in checks.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "degraded", "service": service, "checks": checks},
+            status_code=200 if healthy else 503,
+        )
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    def metrics():
+        return PlainTextResponse(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def _check_database(request: Request) -> str:
+    try:
+        with request.app.state.db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return "ok"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+
+
+def _check_broker(settings: Settings) -> str:
+    from shared.core.celery_app import celery_app
+
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return "ok"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+
+
+def build_app(
+    settings: Settings | None = None,
+    *,
+    title: str,
+    service: str,
+    routers: Iterable[APIRouter],
+    description: str = "",
+) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="0.1.0",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.db = get_database(settings.database_url, settings.sql_echo, settings.db_pool_size)
+    app.state.authenticator = Authenticator(settings.jwt_secret, settings.api_key_touch_interval_s)
+    _install_error_handlers(app)
+    _install_request_middleware(app, service, settings.max_request_bytes)
+    app.include_router(_ops_router(service))
+    for router in routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,38 @@
+"""All five services in one process and one port (the embedded default, like Loki's monolithic mode).
+
+The routers are the very ones each service serves alone; only the process boundary differs.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from shared.core.settings import Settings
+from shared.core.web import build_app
+
+SERVICES = ("registry", "tracking", "deployer", "monitor", "notifier")
+
+
+def service_routers(name: str):
+    module = __import__(f"services.{name}.app", fromlist=["ROUTERS"])
+    return module.ROUTERS
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    routers = [router for name in SERVICES for router in service_routers(name)]
+    return build_app(
+        settings,
+        title="Tessera",
+        service="platform",
+        routers=routers,
+        description="Experiment tracking, model registry, deployment, monitoring and notifications.",
+    )
+
+
+def create_service_app(name: str, settings: Settings | None = None) -> FastAPI:
+    if name == "all":
+        return create_app(settings)
+    if name not in SERVICES:
+        raise ValueError(f"unknown service {name!r}; one of {', '.join(SERVICES)} or 'all'")
+    module = __import__(f"services.{name}.app", fromlist=["create_app"])
+    return module.create_app(settings)

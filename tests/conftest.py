@@ -1,0 +1,211 @@
+"""Shared fixtures: a fresh PostgreSQL database per test session, migrated with Alembic; Redis with a
+per-session key prefix; a rolled-back transaction per test; a live server and a real Celery worker.
+
+Configuration reaches the code only through TESSERA_* settings, set here before anything imports them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SESSION_ID = uuid.uuid4().hex[:10]
+PG_SERVER = os.environ.get("TESSERA_TEST_PG_SERVER", "postgresql+psycopg://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("TESSERA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+TEST_DB_NAME = f"tessera_test_{SESSION_ID}"
+DATA_DIR = Path(tempfile.mkdtemp(prefix=f"tessera-test-{SESSION_ID}-"))
+
+os.environ.update(
+    {
+        "TESSERA_DATABASE_URL": f"{PG_SERVER}/{TEST_DB_NAME}",
+        "TESSERA_BROKER_URL": REDIS_URL,
+        "TESSERA_BROKER_KEY_PREFIX": f"tessera-test-{SESSION_ID}:",
+        "TESSERA_DATA_DIR": str(DATA_DIR),
+        "TESSERA_ARTIFACT_ROOT": str(DATA_DIR / "artifacts"),
+        "TESSERA_OUTBOUND_ALLOWLIST": '["127.0.0.1", "::1", "localhost"]',
+        "TESSERA_LOG_LEVEL": "WARNING",
+    }
+)
+
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
+
+from shared.core.settings import Settings  # noqa: E402
+from shared.db.session import Database, get_database  # noqa: E402
+from tests import factories  # noqa: E402
+
+
+def _admin_engine():
+    return create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+
+
+def pytest_configure(config):
+    engine = _admin_engine()
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{TEST_DB_NAME}"'))
+    engine.dispose()
+    from alembic import command
+    from alembic.config import Config
+
+    command.upgrade(Config(str(ROOT / "alembic.ini")), "head")
+
+
+def pytest_unconfigure(config):
+    get_database.cache_clear()
+    engine = _admin_engine()
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{TEST_DB_NAME}" WITH (FORCE)'))
+    engine.dispose()
+    shutil.rmtree(DATA_DIR, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def db(settings) -> Database:
+    """The real test database; what is committed through it stays for the whole session."""
+    return get_database(settings.database_url)
+
+
+class _TransactionalDatabase(Database):
+    """A Database whose sessions live inside one outer transaction that the test rolls back."""
+
+    def __init__(self, connection, url: str):
+        self.url = url
+        self.engine = connection.engine
+        self.sessionmaker = sessionmaker(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
+
+
+@pytest.fixture
+def db_session(db) -> Iterator[Session]:
+    connection = db.engine.connect()
+    outer = connection.begin()
+    tx_db = _TransactionalDatabase(connection, db.url)
+    session = tx_db.sessionmaker()
+    session.info["tx_db"] = tx_db
+    try:
+        yield session
+    finally:
+        session.close()
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def app(settings, db_session):
+    """The platform app, its every request inside the test's rolled-back transaction."""
+    from tessera.platform import create_app
+
+    application = create_app(settings)
+    application.state.db = db_session.info["tx_db"]
+    return application
+
+
+@pytest.fixture
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def tenant(db_session, settings) -> factories.Tenant:
+    return factories.make_tenant(db_session, jwt_secret=settings.jwt_secret)
+
+
+@pytest.fixture
+def other_tenant(db_session, settings) -> factories.Tenant:
+    return factories.make_tenant(db_session, jwt_secret=settings.jwt_secret)
+
+
+# --- Real servers, for the mlflow client, workers and end-to-end tests (data is committed) ---------
+
+
+class LiveServer:
+    def __init__(self, url: str, settings: Settings):
+        self.url = url
+        self.settings = settings
+
+
+@pytest.fixture(scope="session")
+def live_server(settings) -> Iterator[LiveServer]:
+    import uvicorn
+
+    from tessera.platform import create_app
+
+    port = free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("live server did not start")
+        time.sleep(0.05)
+    yield LiveServer(f"http://127.0.0.1:{port}", settings)
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_tenant(db, settings) -> factories.Tenant:
+    """A tenant committed to the database, for tests that go through real servers and workers."""
+    with db.session_scope() as session:
+        return factories.make_tenant(session, jwt_secret=settings.jwt_secret)
+
+
+def start_worker(*, queues: str | None = None, concurrency: int = 2, extra_env: dict | None = None):
+    cmd = [
+        sys.executable, "-m", "celery", "-A", "shared.core.celery_app:celery_app", "worker",
+        "--loglevel=WARNING", f"--concurrency={concurrency}", "--without-gossip", "--without-mingle",
+        "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h",
+    ]
+    if queues:
+        cmd += ["-Q", queues]
+    env = {**os.environ, **(extra_env or {})}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def celery_worker() -> Iterator[subprocess.Popen]:
+    """A real Celery worker process on the machine's Redis (this session's key prefix)."""
+    proc = start_worker()
+    time.sleep(2)
+    assert proc.poll() is None, "celery worker exited at start-up"
+    yield proc
+    stop_process(proc)

@@ -1,0 +1,24 @@
+"""Every service answers /healthz, /metrics and serves its OpenAPI document, alone and all-in-one."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tessera.platform import SERVICES, create_service_app
+
+
+@pytest.mark.parametrize("service", [*SERVICES, "all"])
+def test_service_serves_health_metrics_and_docs(service, settings):
+    with TestClient(create_service_app(service, settings)) as client:
+        health = client.get("/healthz")
+        assert health.status_code == 200, health.text
+        assert health.json()["checks"] == {"database": "ok", "broker": "ok"}
+        assert client.get("/metrics").status_code == 200
+        assert "tessera_http_requests_total" in client.get("/metrics").text
+        assert client.get("/openapi.json").json()["info"]["title"].startswith("Tessera")
+        assert client.get("/docs").status_code == 200
+
+
+def test_unknown_route_is_a_json_404(client):
+    response = client.get("/no/such/route")
+    assert response.status_code == 404
+    assert response.json()["error_code"] == "ENDPOINT_NOT_FOUND"
