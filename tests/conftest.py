@@ -56,10 +56,9 @@ def pytest_configure(config):
     with engine.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{TEST_DB_NAME}"'))
     engine.dispose()
-    from alembic import command
-    from alembic.config import Config
+    from shared.db.migrate import upgrade
 
-    command.upgrade(Config(str(ROOT / "alembic.ini")), "head")
+    upgrade(os.environ["TESSERA_DATABASE_URL"])
 
 
 def pytest_unconfigure(config):
