@@ -13,8 +13,10 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from shared.core.errors import TesseraError
 
-class SecretDecryptionError(Exception):
+
+class SecretDecryptionError(TesseraError):
     """A token that none of the keys can open (wrong keys, or tampered). Carries no secret material."""
 
 

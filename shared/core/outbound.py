@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from shared.core.errors import InvalidParameter
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], list[str]]
@@ -37,7 +39,7 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 MAX_BODY_BYTES = 16 * 1024
 
 
-class OutboundRefused(Exception):
+class OutboundRefused(InvalidParameter):
     """The destination is not allowed (bad URL, or an address that is not public). Never retry."""
 
 
@@ -108,12 +110,7 @@ def is_public_address(ip: IPAddress) -> bool:
         return False
     # `is_global` alone lets multicast through, and older Pythons miss some special ranges.
     return ip.is_global and not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
+        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
     )
 
 
@@ -176,9 +173,7 @@ def post(
     """
     destination = vet_destination(url, policy)
     pinned_url = destination.url.copy_with(host=str(destination.ip))
-    request_headers = {
-        key: value for key, value in headers.items() if key.lower() not in ("host", "accept-encoding")
-    }
+    request_headers = {key: value for key, value in headers.items() if key.lower() not in ("host", "accept-encoding")}
     request_headers["Host"] = destination.url.netloc.decode("ascii")
     # Raw bytes are capped below; a compressed answer could inflate far beyond the cap in one chunk.
     request_headers["Accept-Encoding"] = "identity"
@@ -199,16 +194,19 @@ def post(
         request = client.build_request(
             "POST", pinned_url, content=content, headers=request_headers, extensions=extensions
         )
-        with client.send(request, stream=True) as response:
+        response = client.send(request, stream=True)
+        try:
             body = bytearray()
             for chunk in response.iter_raw():
                 body.extend(chunk)
                 # A receiver trickling bytes must not hold the worker past the overall budget.
                 if len(body) >= MAX_BODY_BYTES or time.monotonic() - started > timeout_seconds:
                     break
-            return OutboundResponse(
-                status_code=response.status_code,
-                headers=response.headers,
-                body=bytes(body[:MAX_BODY_BYTES]),
-                elapsed_ms=(time.monotonic() - started) * 1000,
-            )
+        finally:
+            response.close()
+        return OutboundResponse(
+            status_code=response.status_code,
+            headers=response.headers,
+            body=bytes(body[:MAX_BODY_BYTES]),
+            elapsed_ms=(time.monotonic() - started) * 1000,
+        )

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from shared.core.errors import InvalidParameter
 
-class MatcherError(ValueError):
+
+class MatcherError(InvalidParameter):
     """A matcher that cannot be parsed or whose regex does not compile."""
 
 

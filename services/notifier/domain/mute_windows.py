@@ -25,8 +25,10 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from shared.core.errors import InvalidParameter
 
-class MuteWindowError(ValueError):
+
+class MuteWindowError(InvalidParameter):
     """A time interval Alertmanager would refuse to load."""
 
 

@@ -14,9 +14,10 @@ from datetime import datetime
 from enum import StrEnum
 
 from services.notifier.domain.matchers import Matcher, matches_all
+from shared.core.errors import InvalidParameter
 
 
-class SilenceError(ValueError):
+class SilenceError(InvalidParameter):
     """A silence that would be rejected by Alertmanager."""
 
 

@@ -1,0 +1,121 @@
+"""SSRF guard and IP pinning of shared.core.outbound against a real local receiver."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.core.outbound import MAX_BODY_BYTES, OutboundPolicy, OutboundRefused, post, vet_destination
+from tests.notifier.conftest import PINNED_HOSTNAME, Certificate, Receiver, Reply
+
+LOOPBACK_ONLY = OutboundPolicy(allowlist=["127.0.0.1"])
+
+
+class CountingResolver:
+    """DNS for names only the test knows; `answers` are returned in turn (the last one repeats)."""
+
+    def __init__(self, *answers: list[str]) -> None:
+        self.answers = list(answers)
+        self.calls: list[str] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.calls.append(host)
+        return self.answers[min(len(self.calls), len(self.answers)) - 1]
+
+
+def _post(url: str, policy: OutboundPolicy):
+    return post(url, content=b"{}", headers={"content-type": "application/json"}, policy=policy)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/hook",
+        "http://[::ffff:127.0.0.1]:{port}/hook",
+        "http://localhost:{port}/hook",  # a name resolving (via /etc/hosts) to loopback
+        "http://[::1]:{port}/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://0.0.0.0:{port}/hook",
+        "http://10.0.0.7/hook",
+        "http://[fe80::1]/hook",
+        "http://224.0.0.1/hook",
+    ],
+)
+def test_non_public_destinations_are_refused_by_default(receiver: Receiver, url: str):
+    with pytest.raises(OutboundRefused, match="not a public address"):
+        _post(url.format(port=receiver.port), OutboundPolicy())
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize(
+    ("url", "allowlist"),
+    [
+        ("http://127.0.0.1:{port}/hook", ["127.0.0.1"]),
+        ("http://[::ffff:127.0.0.1]:{port}/hook", ["127.0.0.1"]),
+        ("http://localhost:{port}/hook", ["localhost"]),
+        ("http://localhost:{port}/hook", ["127.0.0.0/8"]),
+    ],
+)
+def test_allowlisted_destinations_are_reached(receiver: Receiver, url: str, allowlist: list[str]):
+    response = _post(url.format(port=receiver.port), OutboundPolicy(allowlist=allowlist))
+    assert response.status_code == 200
+    assert response.body == b"ok"
+    assert len(receiver.requests) == 1
+
+
+def test_allowlisted_metadata_address_passes_vetting():
+    destination = vet_destination("http://169.254.169.254/x", OutboundPolicy(allowlist=["169.254.0.0/16"]))
+    assert str(destination.ip) == "169.254.169.254"
+
+
+def test_one_private_address_among_public_ones_refuses():
+    resolver = CountingResolver(["93.184.215.14", "10.1.2.3"])
+    with pytest.raises(OutboundRefused, match=r"10\.1\.2\.3"):
+        vet_destination("https://hooks.example.com/x", OutboundPolicy(resolver=resolver))
+
+
+def test_bad_urls_are_refused():
+    for url in ("ftp://example.com/x", "http:///path-only", "file:///etc/passwd", "not a url"):
+        with pytest.raises(OutboundRefused):
+            vet_destination(url, OutboundPolicy())
+
+
+def test_connection_goes_to_the_vetted_ip_with_original_host_header(receiver: Receiver):
+    # First answer is vetted; a rebinding second answer would point at a private network.
+    resolver = CountingResolver(["127.0.0.1"], ["10.0.0.1"])
+    policy = OutboundPolicy(allowlist=["127.0.0.1"], resolver=resolver)
+    response = _post(receiver.url(host=PINNED_HOSTNAME), policy)
+    assert response.status_code == 200
+    assert resolver.calls == [PINNED_HOSTNAME]
+    assert receiver.requests[0].headers["host"] == f"{PINNED_HOSTNAME}:{receiver.port}"
+
+
+def test_https_pins_ip_but_checks_certificate_and_sni_for_the_hostname(
+    tls_receiver: Receiver, certificate: Certificate
+):
+    policy = OutboundPolicy(
+        allowlist=["127.0.0.1"], resolver=CountingResolver(["127.0.0.1"]), verify=certificate.client_context()
+    )
+    response = _post(tls_receiver.url(host=PINNED_HOSTNAME), policy)
+    assert response.status_code == 200
+    assert tls_receiver.requests[0].headers["host"] == f"{PINNED_HOSTNAME}:{tls_receiver.port}"
+
+
+def test_redirects_are_returned_not_followed(receiver: Receiver):
+    receiver.script(Reply(302, headers={"location": f"http://localhost:{receiver.port}/internal"}))
+    response = _post(receiver.url(), LOOPBACK_ONLY)
+    assert response.status_code == 302
+    assert [request.path for request in receiver.requests] == ["/hook"]
+
+
+def test_proxy_environment_is_ignored(receiver: Receiver, monkeypatch: pytest.MonkeyPatch):
+    # A proxy would resolve the name again, undoing the pinning.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    assert _post(receiver.url(), LOOPBACK_ONLY).status_code == 200
+
+
+def test_response_body_is_capped(receiver: Receiver):
+    receiver.script(Reply(500, body=b"x" * (MAX_BODY_BYTES * 4)))
+    response = _post(receiver.url(), LOOPBACK_ONLY)
+    assert response.status_code == 500
+    assert len(response.body) == MAX_BODY_BYTES
