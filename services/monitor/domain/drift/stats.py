@@ -1,0 +1,289 @@
+"""Drift statistics on `Distribution`s, numerically equal to Evidently 0.7's stattests.
+
+Each function mirrors one module of `evidently/legacy/calculations/stattests/`; comments point at the
+places where the arithmetic has to follow Evidently's exactly for scores to agree. Nothing here loops
+over rows: both sides are already sorted distinct values with counts, so CDFs are cumulative sums and
+histograms are `searchsorted` calls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+from scipy.spatial import distance
+
+from services.monitor.domain.drift.columns import ColumnType, Distribution
+
+# scipy's ks_2samp(method="auto") computes the exact p-value up to this sample size, asymptotic above.
+KS_EXACT_MAX_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    display_name: str
+    default_threshold: float
+    column_types: frozenset[ColumnType]
+    # p-value tests flag drift when the score is small, distances when it is large.
+    is_p_value: bool
+    # Evidently's K-S flags drift at p <= threshold, chi-square and z at p < threshold.
+    drift_at_threshold: bool
+    score: Callable[[Distribution, Distribution, ColumnType], float]
+
+    def is_drift(self, score: float, threshold: float) -> bool:
+        if self.is_p_value:
+            return score <= threshold if self.drift_at_threshold else score < threshold
+        return score >= threshold
+
+
+def ks_p_value(reference: Distribution, current: Distribution, _: ColumnType) -> float:
+    if max(reference.size, current.size) <= KS_EXACT_MAX_SIZE:
+        # Small samples: scipy's exact p-value, on the samples rebuilt from the counts (cheap at this size).
+        return float(
+            stats.ks_2samp(
+                np.repeat(reference.values, reference.counts), np.repeat(current.values, current.counts)
+            ).pvalue
+        )
+    merged, ref_cum, cur_cum = _merged_cdf_counts(reference, current)
+    # The CDFs are only evaluated at the last copy of a value shared by both sides, as searchsorted does.
+    last_of_value = np.append(merged[1:] != merged[:-1], True)
+    differences = (ref_cum / reference.size - cur_cum / current.size)[last_of_value]
+    statistic = max(float(np.clip(-differences.min(), 0, 1)), float(differences.max()))
+    larger, smaller = sorted([float(reference.size), float(current.size)], reverse=True)
+    effective_size = larger * smaller / (larger + smaller)
+    return float(np.clip(stats.kstwo.sf(statistic, np.round(effective_size)), 0, 1))
+
+
+def wasserstein_normed(reference: Distribution, current: Distribution, _: ColumnType) -> float:
+    merged, ref_cum, cur_cum = _merged_cdf_counts(reference, current)
+    cdf_gap = np.abs(ref_cum[:-1] / reference.size - cur_cum[:-1] / current.size)
+    distance_value = float(np.dot(cdf_gap, np.diff(merged)))
+    return distance_value / max(float(reference.std or 0.0), 0.001)
+
+
+def chisquare_p_value(reference: Distribution, current: Distribution, _: ColumnType) -> float:
+    ref_counts, cur_counts = _aligned_counts(reference, current)
+    expected = ref_counts * (current.size / reference.size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # A category absent from the reference has expected count 0: statistic inf, p-value 0.
+        return float(stats.chisquare(cur_counts, expected).pvalue)
+
+
+def z_p_value(reference: Distribution, current: Distribution, _: ColumnType) -> float:
+    if reference.distinct == 1 and current.distinct == 1 and reference.values[0] == current.values[0]:
+        return 1.0
+    ref_counts, cur_counts = _aligned_counts(reference, current)
+    # Evidently codes the smallest category as 0 and every other one as 1.
+    ref_size, cur_size = reference.size, current.size
+    ref_share = float(ref_size - ref_counts[0]) / ref_size
+    cur_share = float(cur_size - cur_counts[0]) / cur_size
+    pooled = float(ref_share * ref_size + cur_share * cur_size) / (ref_size + cur_size)
+    z = (ref_share - cur_share) / np.sqrt(pooled * (1 - pooled) * (1.0 / ref_size + 1.0 / cur_size))
+    return float(2 * (1 - stats.norm.cdf(np.abs(z))))
+
+
+def jensenshannon_distance(reference: Distribution, current: Distribution, column_type: ColumnType) -> float:
+    ref_share, cur_share = binned_shares(reference, current, column_type, fill_zeroes=False)
+    return float(distance.jensenshannon(ref_share, cur_share))
+
+
+def psi(reference: Distribution, current: Distribution, column_type: ColumnType) -> float:
+    ref_share, cur_share = binned_shares(reference, current, column_type, fill_zeroes=True)
+    return float(np.sum((ref_share - cur_share) * np.log(ref_share / cur_share)))
+
+
+def kl_divergence(reference: Distribution, current: Distribution, column_type: ColumnType) -> float:
+    ref_share, cur_share = binned_shares(reference, current, column_type, fill_zeroes=True)
+    return float(stats.entropy(ref_share, cur_share))
+
+
+def hellinger_distance(reference: Distribution, current: Distribution, column_type: ColumnType) -> float:
+    if column_type == ColumnType.CATEGORICAL:
+        ref_counts, cur_counts = _aligned_counts(reference, current)
+        overlap = float(np.sum(np.sqrt((ref_counts / reference.size) * (cur_counts / current.size))))
+    else:
+        # Evidently bins the *distinct* values of both sides here (not the rows), and uses densities.
+        distinct = _union_size(reference, current)
+        edges = sturges_edges(
+            min(reference.values[0], current.values[0]),
+            max(reference.values[-1], current.values[-1]),
+            distinct,
+            integer_dtype=reference.integer_dtype and current.integer_dtype,
+        )
+        widths = np.diff(edges)
+        ref_density = histogram(reference, edges) / widths / reference.size
+        cur_density = histogram(current, edges) / widths / current.size
+        bin_width = (edges.max() - edges.min()) / (len(edges) - 1)
+        overlap = float(np.sum(np.sqrt(ref_density * cur_density))) * bin_width
+    return math.sqrt(1 - float(np.clip(overlap, 0, 1)))
+
+
+def binned_shares(
+    reference: Distribution, current: Distribution, column_type: ColumnType, fill_zeroes: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Evidently's `get_binned_data`: Sturges bins on both sides for numerical columns with more than
+    20 distinct reference values, one bucket per value otherwise; empty buckets get a small epsilon."""
+    if column_type == ColumnType.NUMERICAL and reference.distinct > 20:
+        edges = sturges_edges(
+            min(reference.values[0], current.values[0]),
+            max(reference.values[-1], current.values[-1]),
+            reference.size + current.size,
+            integer_dtype=reference.integer_dtype and current.integer_dtype,
+        )
+        ref_share = histogram(reference, edges) / reference.size
+        cur_share = histogram(current, edges) / current.size
+    else:
+        ref_counts, cur_counts = _aligned_counts(reference, current)
+        ref_share = ref_counts / reference.size
+        cur_share = cur_counts / current.size
+    if fill_zeroes:
+        ref_share = _fill_zeroes(ref_share)
+        cur_share = _fill_zeroes(cur_share)
+    return ref_share, cur_share
+
+
+def _fill_zeroes(shares: np.ndarray) -> np.ndarray:
+    smallest = shares[shares != 0].min()
+    return np.where(shares == 0, smallest / 10**6 if smallest <= 0.0001 else 0.0001, shares)
+
+
+def sturges_edges(low: float, high: float, size: int, integer_dtype: bool) -> np.ndarray:
+    """`np.histogram_bin_edges(data, bins="sturges")` from the data's min, max and size alone."""
+    first, last = float(low), float(high)
+    spread = last - first
+    if first == last:
+        first, last = first - 0.5, last + 0.5
+    width = spread / (np.log2(size) + 1.0)
+    if width:
+        if integer_dtype and width < 1:
+            width = 1
+        bin_count = int(np.ceil((last - first) / width))
+    else:
+        bin_count = 1
+    return np.linspace(first, last, bin_count + 1)
+
+
+def histogram(distribution: Distribution, edges: np.ndarray) -> np.ndarray:
+    """`np.histogram(data, edges)[0]`: half-open bins, the last one closed."""
+    cumulative = np.concatenate(([0], np.cumsum(distribution.counts)))
+    bounds = np.append(
+        np.searchsorted(distribution.values, edges[:-1], side="left"),
+        np.searchsorted(distribution.values, edges[-1], side="right"),
+    )
+    return np.diff(cumulative[bounds])
+
+
+def _merged_cdf_counts(
+    reference: Distribution, current: Distribution
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both sides' values merged in order, with the cumulative counts of each side at every position.
+
+    A merge by searchsorted instead of sorting the concatenation: the reference is sorted once in its
+    profile, the current once when read.
+    """
+    ref_len, cur_len = reference.distinct, current.distinct
+    # Where equal values meet, the current one goes after the reference one.
+    cur_positions = np.searchsorted(reference.values, current.values, side="right") + np.arange(cur_len)
+    from_current = np.zeros(ref_len + cur_len, dtype=bool)
+    from_current[cur_positions] = True
+    merged = np.empty(ref_len + cur_len, dtype=np.float64)
+    merged[cur_positions] = current.values
+    merged[~from_current] = reference.values
+    ref_steps = np.zeros(ref_len + cur_len, dtype=np.int64)
+    ref_steps[~from_current] = reference.counts
+    cur_steps = np.zeros(ref_len + cur_len, dtype=np.int64)
+    cur_steps[cur_positions] = current.counts
+    return merged, np.cumsum(ref_steps), np.cumsum(cur_steps)
+
+
+def _comparable(reference: Distribution, current: Distribution) -> tuple[np.ndarray, np.ndarray]:
+    # Labels meet numbers only when the two sides were read with different types: compare as text.
+    if reference.values.dtype.kind == current.values.dtype.kind:
+        return reference.values, current.values
+    return _as_labels(reference.values), _as_labels(current.values)
+
+
+def _as_labels(values: np.ndarray) -> np.ndarray:
+    return values if values.dtype.kind == "U" else values.astype(np.str_)
+
+
+def union_counts(
+    reference: Distribution, current: Distribution
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sorted union of both sides' values, with each side's count of every value (0 if absent)."""
+    ref_values, cur_values = _comparable(reference, current)
+    keys = np.union1d(ref_values, cur_values)
+    ref_counts = np.zeros(len(keys), dtype=np.int64)
+    ref_counts[np.searchsorted(keys, ref_values)] = reference.counts
+    cur_counts = np.zeros(len(keys), dtype=np.int64)
+    cur_counts[np.searchsorted(keys, cur_values)] = current.counts
+    return keys, ref_counts, cur_counts
+
+
+def _aligned_counts(reference: Distribution, current: Distribution) -> tuple[np.ndarray, np.ndarray]:
+    _, ref_counts, cur_counts = union_counts(reference, current)
+    return ref_counts, cur_counts
+
+
+def _union_size(reference: Distribution, current: Distribution) -> int:
+    ref_values, cur_values = _comparable(reference, current)
+    positions = np.searchsorted(ref_values, cur_values)
+    inside = positions < len(ref_values)
+    shared = np.count_nonzero(ref_values[positions[inside]] == cur_values[inside])
+    return reference.distinct + current.distinct - shared
+
+
+def combined_distinct(reference: Distribution, current: Distribution) -> int:
+    """Distinct values over both sides (Evidently's `pd.concat([ref, cur]).nunique()`)."""
+    return _union_size(reference, current)
+
+
+KS = Method("ks", "K-S p_value", 0.05, frozenset({ColumnType.NUMERICAL}), True, True, ks_p_value)
+WASSERSTEIN = Method(
+    "wasserstein",
+    "Wasserstein distance (normed)",
+    0.1,
+    frozenset({ColumnType.NUMERICAL}),
+    False,
+    False,
+    wasserstein_normed,
+)
+CHISQUARE = Method(
+    "chisquare", "chi-square p_value", 0.05, frozenset({ColumnType.CATEGORICAL}), True, False, chisquare_p_value
+)
+Z = Method("z", "Z-test p_value", 0.05, frozenset({ColumnType.CATEGORICAL}), True, False, z_p_value)
+_BOTH = frozenset({ColumnType.NUMERICAL, ColumnType.CATEGORICAL})
+JENSENSHANNON = Method(
+    "jensenshannon", "Jensen-Shannon distance", 0.1, _BOTH, False, False, jensenshannon_distance
+)
+PSI = Method("psi", "PSI", 0.1, _BOTH, False, False, psi)
+HELLINGER = Method("hellinger", "Hellinger distance", 0.1, _BOTH, False, False, hellinger_distance)
+KL_DIV = Method("kl_div", "Kullback-Leibler divergence", 0.1, _BOTH, False, False, kl_divergence)
+
+METHODS: dict[str, Method] = {
+    method.name: method for method in (KS, WASSERSTEIN, CHISQUARE, Z, JENSENSHANNON, PSI, HELLINGER, KL_DIV)
+}
+
+# Up to this many reference values the default tests are p-value tests, above it distances.
+DEFAULT_SMALL_REFERENCE = 1000
+
+
+def default_method(column_type: ColumnType, reference: Distribution, current: Distribution) -> Method:
+    """Evidently's `_get_default_stattest`.
+
+    A named test must suit the column type, but the automatic choice gives chi-square and z to
+    low-cardinality numerical columns too, as Evidently does.
+    """
+    # Only whether there are more than 5 distinct values matters: skip the union for large columns.
+    many_values = reference.distinct > 5 or current.distinct > 5 or combined_distinct(reference, current) > 5
+    if reference.size <= DEFAULT_SMALL_REFERENCE:
+        if column_type == ColumnType.NUMERICAL and many_values:
+            return KS
+        return CHISQUARE if combined_distinct(reference, current) > 2 else Z
+    if column_type == ColumnType.NUMERICAL and many_values:
+        return WASSERSTEIN
+    return JENSENSHANNON
