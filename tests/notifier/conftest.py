@@ -216,7 +216,8 @@ def _authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult
         SMTP_USER.encode(),
         SMTP_PASSWORD.encode(),
     )
-    return AuthResult(success=valid)
+    # handled=False: aiosmtpd itself answers a failure with 535.
+    return AuthResult(success=valid, handled=False)
 
 
 @pytest.fixture
@@ -230,5 +231,14 @@ def starttls_smtp_server(certificate: Certificate) -> Iterator[SmtpServer]:
         authenticator=_authenticate,
         auth_required=True,
     )
+    yield SmtpServer(sink, port)
+    controller.stop()
+
+
+@pytest.fixture
+def implicit_tls_smtp_server(certificate: Certificate) -> Iterator[SmtpServer]:
+    """TLS from the first byte, like port 465."""
+    sink = MailSink()
+    controller, port = _start_smtp(sink, ssl_context=certificate.server_context())
     yield SmtpServer(sink, port)
     controller.stop()
