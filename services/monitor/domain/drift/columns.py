@@ -62,9 +62,11 @@ class Distribution:
 
 
 def column_names(frame: Frame) -> list[str]:
-    return [str(name) for name in frame.column_names] if isinstance(frame, pa.Table) else [
-        str(name) for name in frame.columns
-    ]
+    return (
+        [str(name) for name in frame.column_names]
+        if isinstance(frame, pa.Table)
+        else [str(name) for name in frame.columns]
+    )
 
 
 def row_count(frame: Frame) -> int:
@@ -134,9 +136,7 @@ def numerical_distribution(frame: Frame, name: str) -> Distribution | None:
     if isinstance(frame, pa.Table):
         column = frame.column(name)
         if not (
-            pa.types.is_floating(column.type)
-            or pa.types.is_integer(column.type)
-            or pa.types.is_decimal(column.type)
+            pa.types.is_floating(column.type) or pa.types.is_integer(column.type) or pa.types.is_decimal(column.type)
         ):
             return None
         integer_dtype = pa.types.is_integer(column.type) and column.null_count == 0

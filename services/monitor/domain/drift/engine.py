@@ -78,9 +78,7 @@ def detect_drift(
     return compute_drift_report(build_reference_profile(reference, column_types), current, options)
 
 
-def compute_drift_report(
-    profile: ReferenceProfile, current: Frame, options: DriftOptions | None = None
-) -> DriftReport:
+def compute_drift_report(profile: ReferenceProfile, current: Frame, options: DriftOptions | None = None) -> DriftReport:
     options = options or DriftOptions()
     present = set(column_names(current))
     columns = {

@@ -101,20 +101,16 @@ def render_html(report: DriftReport, title: str = "Data drift report") -> str:
     summary = {key: value for key, value in data.items() if key != "columns"}
     # "</" inside a script element would end it early.
     summary_json = json.dumps(summary).replace("</", "<\\/")
-    head = "".join(
-        f'<th data-key="{key}" scope="col">{escape(label)}</th>' for key, label in _COLUMNS
-    )
+    head = "".join(f'<th data-key="{key}" scope="col">{escape(label)}</th>' for key, label in _COLUMNS)
     rows = "".join(_row(index, name, column) for index, (name, column) in enumerate(data["columns"].items()))
-    sections = "".join(
-        _section(index, name, column) for index, (name, column) in enumerate(data["columns"].items())
-    )
+    sections = "".join(_section(index, name, column) for index, (name, column) in enumerate(data["columns"].items()))
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{escape(title)}</h1>"
         '<div id="verdict" class="banner pending">The verdict needs JavaScript.</div>'
         f'<p class="meta">Reference rows: {data["reference_rows"]:,} &middot; '
-        f'current rows: {data["current_rows"]:,} &middot; columns tested: {data["number_of_columns"]}</p>'
+        f"current rows: {data['current_rows']:,} &middot; columns tested: {data['number_of_columns']}</p>"
         f'<table id="columns"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
         f"{sections}"
         f'<script type="application/json" id="summary">{summary_json}</script>'
@@ -162,7 +158,8 @@ def _section(index: int, name: str, column: dict[str, Any]) -> str:
     new = column["new_categories"]
     if new and new["count"]:
         examples = ", ".join(escape(example) for example in new["examples"])
-        notes.append(f"{new['count']} new categories ({_percent(new['share'])} of current rows): {examples}")
+        noun = "category" if new["count"] == 1 else "categories"
+        notes.append(f"{new['count']} new {noun} ({_percent(new['share'])} of current rows): {examples}")
     for side in ("reference", "current"):
         stats = column[side]
         if stats:
@@ -205,14 +202,18 @@ def _chart(reference: dict[str, Any] | None, current: dict[str, Any] | None) -> 
     plot_height = CHART_HEIGHT - 18
     slot = CHART_WIDTH / bins
     bar = max(slot / 2 - 1, 0.5)
+    shares = [
+        [count / (sum(histogram["counts"]) or 1) for count in histogram["counts"]]
+        if histogram and histogram["counts"]
+        else []
+        for histogram in histograms
+    ]
+    # The tallest bar of either side fills the plot, so small shares stay visible.
+    scale = plot_height / (max(max(side, default=0) for side in shares) or 1)
     shapes = []
-    for offset, (histogram, color) in enumerate(zip(histograms, (REFERENCE_COLOR, CURRENT_COLOR), strict=True)):
-        if not histogram or not histogram["counts"]:
-            continue
-        total = sum(histogram["counts"]) or 1
-        for position, count in enumerate(histogram["counts"]):
-            share = count / total
-            height = share * plot_height
+    for offset, (side, color) in enumerate(zip(shares, (REFERENCE_COLOR, CURRENT_COLOR), strict=True)):
+        for position, share in enumerate(side):
+            height = share * scale
             x = position * slot + offset * bar + 0.5
             shapes.append(
                 f'<rect x="{x:.1f}" y="{plot_height - height:.1f}" width="{bar:.1f}" height="{height:.1f}" '
@@ -234,7 +235,7 @@ def _chart(reference: dict[str, Any] | None, current: dict[str, Any] | None) -> 
         f'<svg width="{CHART_WIDTH}" height="{CHART_HEIGHT}" viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" '
         f'role="img" xmlns="http://www.w3.org/2000/svg">'
         f'<line x1="0" y1="{plot_height}" x2="{CHART_WIDTH}" y2="{plot_height}" stroke="#999"/>'
-        f'{"".join(shapes)}</svg>'
+        f"{''.join(shapes)}</svg>"
     )
 
 

@@ -177,9 +177,7 @@ def histogram(distribution: Distribution, edges: np.ndarray) -> np.ndarray:
     return np.diff(cumulative[bounds])
 
 
-def _merged_cdf_counts(
-    reference: Distribution, current: Distribution
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _merged_cdf_counts(reference: Distribution, current: Distribution) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Both sides' values merged in order, with the cumulative counts of each side at every position.
 
     A merge by searchsorted instead of sorting the concatenation: the reference is sorted once in its
@@ -211,9 +209,7 @@ def _as_labels(values: np.ndarray) -> np.ndarray:
     return values if values.dtype.kind == "U" else values.astype(np.str_)
 
 
-def union_counts(
-    reference: Distribution, current: Distribution
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def union_counts(reference: Distribution, current: Distribution) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The sorted union of both sides' values, with each side's count of every value (0 if absent)."""
     ref_values, cur_values = _comparable(reference, current)
     keys = np.union1d(ref_values, cur_values)
@@ -257,9 +253,7 @@ CHISQUARE = Method(
 )
 Z = Method("z", "Z-test p_value", 0.05, frozenset({ColumnType.CATEGORICAL}), True, False, z_p_value)
 _BOTH = frozenset({ColumnType.NUMERICAL, ColumnType.CATEGORICAL})
-JENSENSHANNON = Method(
-    "jensenshannon", "Jensen-Shannon distance", 0.1, _BOTH, False, False, jensenshannon_distance
-)
+JENSENSHANNON = Method("jensenshannon", "Jensen-Shannon distance", 0.1, _BOTH, False, False, jensenshannon_distance)
 PSI = Method("psi", "PSI", 0.1, _BOTH, False, False, psi)
 HELLINGER = Method("hellinger", "Hellinger distance", 0.1, _BOTH, False, False, hellinger_distance)
 KL_DIV = Method("kl_div", "Kullback-Leibler divergence", 0.1, _BOTH, False, False, kl_divergence)
