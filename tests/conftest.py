@@ -19,17 +19,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSION_ID = uuid.uuid4().hex[:10]
-PG_SERVER = os.environ.get("TESSERA_TEST_PG_SERVER", "postgresql+psycopg://postgres@127.0.0.1:5432")
+PG_SERVER = make_url(os.environ.get("TESSERA_TEST_PG_SERVER", "postgresql+psycopg://postgres@127.0.0.1:5432"))
 REDIS_URL = os.environ.get("TESSERA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TEST_DB_NAME = f"tessera_test_{SESSION_ID}"
 DATA_DIR = Path(tempfile.mkdtemp(prefix=f"tessera-test-{SESSION_ID}-"))
 
 os.environ.update(
     {
-        "TESSERA_DATABASE_URL": f"{PG_SERVER}/{TEST_DB_NAME}",
+        "TESSERA_DATABASE_URL": PG_SERVER.set(database=TEST_DB_NAME).render_as_string(hide_password=False),
         "TESSERA_BROKER_URL": REDIS_URL,
         "TESSERA_BROKER_KEY_PREFIX": f"tessera-test-{SESSION_ID}:",
         "TESSERA_DATA_DIR": str(DATA_DIR),
@@ -48,7 +49,7 @@ from tests import factories  # noqa: E402
 
 
 def _admin_engine():
-    return create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    return create_engine(PG_SERVER.set(database="postgres"), isolation_level="AUTOCOMMIT")
 
 
 def pytest_configure(config):
