@@ -32,12 +32,6 @@ app = typer.Typer(add_completion=False, help="Offline data drift checks.")
 console = Console()
 
 
-@app.callback()
-def _group() -> None:
-    """Offline data drift checks."""
-    # A callback keeps `drift` a named subcommand even though it is the only one.
-
-
 def _pairs(values: list[str], option: str) -> dict[str, str]:
     pairs = {}
     for value in values:
@@ -153,4 +147,5 @@ def _print_table(report: DriftReport) -> None:
 
 
 if __name__ == "__main__":
-    app()
+    # As a group, so the command is spelled `drift` here too, as under `tessera`.
+    typer.main.get_group(app)()
