@@ -86,7 +86,8 @@ def database() -> Database:
 
 
 def _queue_relay() -> None:
-    celery_app.send_task("events.relay")
+    # No publish retries: a request must not wait on a broker that is down; the periodic relay catches up.
+    celery_app.send_task("events.relay", retry=False)
 
 
 events.on_events_committed(_queue_relay)

@@ -1,0 +1,60 @@
+"""The outbox: events exist exactly when their transaction commits, and the relay publishes each to
+its subscribers, keeping it for the next sweep when the broker fails."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from shared.core import events
+from shared.db.models import OutboxEvent
+
+
+@pytest.fixture
+def subscription():
+    events.subscribe("test.*", "tests.record_event")
+    yield
+    events._subscriptions.remove(("test.*", "tests.record_event"))
+
+
+def _pending(session) -> list[OutboxEvent]:
+    return session.scalars(select(OutboxEvent).where(OutboxEvent.published_at.is_(None))).all()
+
+
+def test_event_of_a_rolled_back_transaction_never_exists(db_session, tenant):
+    tx_db = db_session.info["tx_db"]
+    with pytest.raises(RuntimeError), tx_db.session_scope() as session:
+        events.emit(session, "test.created", {"n": 1}, organization_id=tenant.org_id)
+        raise RuntimeError("the change failed")
+    assert not [e for e in _pending(db_session) if e.event_type == "test.created"]
+
+
+def test_relay_publishes_each_event_to_matching_subscribers_once(db_session, tenant, subscription):
+    first = events.emit(db_session, "test.created", {"n": 1}, organization_id=tenant.org_id)
+    events.emit(db_session, "other.thing", {"n": 2}, organization_id=tenant.org_id)
+    db_session.flush()
+    published: list[tuple[str, str]] = []
+    assert events.relay_pending(db_session, lambda task, event_id: published.append((task, event_id))) >= 2
+    assert ("tests.record_event", str(first.id)) in published
+    assert all(task == "tests.record_event" for task, _ in published)
+    assert events.relay_pending(db_session, lambda *a: published.append(a)) == 0
+    assert db_session.get(OutboxEvent, first.id).published_at is not None
+
+
+def test_broker_failure_keeps_events_for_the_next_sweep(db_session, tenant, subscription):
+    event = events.emit(db_session, "test.created", {"n": 1}, organization_id=tenant.org_id)
+    db_session.commit()
+
+    def broker_down(task, event_id):
+        raise ConnectionError("redis is restarting")
+
+    tx_db = db_session.info["tx_db"]
+    with pytest.raises(ConnectionError), tx_db.session_scope() as session:
+        events.relay_pending(session, broker_down)
+    db_session.expire_all()
+    assert db_session.get(OutboxEvent, event.id).published_at is None
+
+    published = []
+    with tx_db.session_scope() as session:
+        events.relay_pending(session, lambda task, event_id: published.append(event_id))
+    assert str(event.id) in published
