@@ -64,7 +64,8 @@ def validate_scopes(scopes: list[str]) -> list[str]:
 # Basic auth with a real password costs an argon2 verification (~50 ms); scripts that send it on every
 # call (the mlflow client does) would pay that each time, so a successful check is remembered briefly.
 _PASSWORD_CACHE_TTL_S = 300.0
-_password_cache: dict[str, tuple[uuid.UUID, float]] = {}
+# Each entry keeps the hash it was verified against, so a changed password invalidates it at once.
+_password_cache: dict[str, tuple[uuid.UUID, float, str]] = {}
 _password_cache_lock = threading.Lock()
 
 
@@ -107,15 +108,14 @@ class Authenticator:
         cache_key = _password_cache_key(email, secret)
         with _password_cache_lock:
             cached = _password_cache.get(cache_key)
-        if cached and cached[1] > time.monotonic():
-            user = session.get(User, cached[0])
-        else:
+        user = session.get(User, cached[0]) if cached and cached[1] > time.monotonic() else None
+        if user is None or user.password_hash != cached[2]:
             user = session.scalar(select(User).where(User.email == email.lower()))
             if user is None or not user.password_hash or not verify_password(user.password_hash, secret):
                 raise Unauthenticated("Invalid credentials")
             with _password_cache_lock:
-                _password_cache[cache_key] = (user.id, time.monotonic() + _PASSWORD_CACHE_TTL_S)
-        if user is None or not user.is_active or user.deleted_at is not None:
+                _password_cache[cache_key] = (user.id, time.monotonic() + _PASSWORD_CACHE_TTL_S, user.password_hash)
+        if not user.is_active or user.deleted_at is not None:
             raise Unauthenticated("Invalid credentials")
         return Principal(user_id=user.id, email=user.email)
 

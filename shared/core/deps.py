@@ -35,7 +35,8 @@ def _session(request: Request) -> Iterator[Session]:
                 session,
                 principal=getattr(request.state, _PRINCIPAL, None),
                 outcome="success",
-                status_code=200,
+                # The route's declared status (201 for creates); handlers here return bodies, not Responses.
+                status_code=getattr(request.scope.get("route"), "status_code", None) or 200,
                 description=audit.described(session),
             )
         session.commit()
@@ -72,6 +73,16 @@ def _principal(request: Request, session: Annotated[Session, Depends(_session, s
     return principal
 
 
+def _optional_principal(
+    request: Request, session: Annotated[Session, Depends(_session, scope="function")]
+) -> Principal | None:
+    """The caller if they sent credentials (bad credentials still fail), else None: for open routes such as
+    sign-up that behave differently for an authenticated admin."""
+    if not request.headers.get("authorization"):
+        return None
+    return _principal(request, session)
+
+
 def _access(
     request: Request,
     session: Annotated[Session, Depends(_session, scope="function")],
@@ -86,5 +97,6 @@ def _settings(request: Request) -> Settings:
 
 SessionDep = Annotated[Session, Depends(_session, scope="function")]
 PrincipalDep = Annotated[Principal, Depends(_principal)]
+OptionalPrincipalDep = Annotated[Principal | None, Depends(_optional_principal)]
 AccessDep = Annotated[Access, Depends(_access)]
 SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Fernet keys for channel secrets at rest; the first encrypts, all decrypt (rotation).
     encryption_keys: list[str] = Field(default_factory=list)
     api_key_touch_interval_s: int = 60
+    # Anyone may create an account with POST /api/v1/users (a fresh platform needs its first user);
+    # set false to allow only org admins adding people to their organization.
+    signup_open: bool = True
 
     # Requests
     max_request_bytes: int = 64 * 1024 * 1024
