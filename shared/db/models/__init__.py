@@ -11,7 +11,7 @@ from shared.db.models.identity import (
 )
 from shared.db.models.monitor import Alert, DataDriftReport, ModelMonitoring
 from shared.db.models.notifier import NotificationChannel, NotificationRule
-from shared.db.models.registry import Model, ModelVersion
+from shared.db.models.registry import Model, ModelAlias, ModelVersion, ModelVersionTransition
 from shared.db.models.security import ApiKey, AuditLog
 from shared.db.models.tracking import (
     Dataset,
@@ -46,8 +46,10 @@ __all__ = [
     "LoggedModelParam",
     "LoggedModelTag",
     "Model",
+    "ModelAlias",
     "ModelMonitoring",
     "ModelVersion",
+    "ModelVersionTransition",
     "NotificationChannel",
     "NotificationRule",
     "Organization",
