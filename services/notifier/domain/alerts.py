@@ -51,6 +51,10 @@ class Alert:
         object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
         object.__setattr__(self, "annotations", MappingProxyType(dict(self.annotations)))
 
+    def __hash__(self) -> int:
+        # The generated hash would fail on the label mappings; identity and timing are enough.
+        return hash((self.fingerprint, self.starts_at, self.ends_at))
+
     @property
     def fingerprint(self) -> str:
         return label_fingerprint(self.labels)
