@@ -5,7 +5,7 @@ Every request goes through `post`, for the "send test message" button as much as
 1. The URL must be http(s) with a host.
 2. The host is resolved once; the request is refused if ANY resolved address is not public
    (private, loopback, link-local, multicast, reserved, unspecified, shared/CGNAT, or one of those
-   wrapped in IPv6: IPv4-mapped `::ffff:a.b.c.d`, 6to4, Teredo) unless the allow-list admits it.
+   wrapped in IPv6: IPv4-mapped `::ffff:a.b.c.d`, NAT64, 6to4) unless the allow-list admits it.
 3. The connection goes to the vetted IP itself, while the Host header and the TLS SNI/certificate
    check keep the original hostname. A second DNS answer (DNS rebinding) is therefore never used.
 4. Redirects are never followed: the 3xx comes back to the caller, who treats it as a failure.
@@ -91,22 +91,27 @@ class OutboundResponse:
     elapsed_ms: float
 
 
-def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address carries (mapped, 6to4, Teredo client), which is where it goes."""
+# NAT64's well-known prefix: the last 32 bits are the IPv4 destination.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _ipv4_destination(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 host an IPv6 address really reaches (IPv4-mapped or NAT64), if it is one of those."""
     if isinstance(ip, ipaddress.IPv4Address):
         return None
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 
 
 def is_public_address(ip: IPAddress) -> bool:
-    embedded = _embedded_ipv4(ip)
-    if embedded is not None and not is_public_address(embedded):
+    destination = _ipv4_destination(ip)
+    if destination is not None:
+        return is_public_address(destination)
+    # 6to4 tunnels to the embedded IPv4 host (Teredo, 2001::/32, counts as private already).
+    if isinstance(ip, ipaddress.IPv6Address) and ip.sixtofour is not None and not is_public_address(ip.sixtofour):
         return False
     # `is_global` alone lets multicast through, and older Pythons miss some special ranges.
     return ip.is_global and not (
@@ -116,9 +121,9 @@ def is_public_address(ip: IPAddress) -> bool:
 
 def _is_allowlisted(ip: IPAddress, networks: Sequence[IPNetwork]) -> bool:
     candidates = [ip]
-    embedded = _embedded_ipv4(ip)
-    if embedded is not None:
-        candidates.append(embedded)
+    destination = _ipv4_destination(ip)
+    if destination is not None:
+        candidates.append(destination)
     return any(candidate in network for candidate in candidates for network in networks)
 
 
@@ -152,8 +157,8 @@ def vet_destination(url: str | httpx.URL, policy: OutboundPolicy) -> PinnedDesti
                     f"{host} resolves to {address}, which is not a public address (not in the allow-list)"
                 )
 
+    # A mapped address reaches its IPv4 host; connect to that directly (no dual-stack socket needed).
     ip = addresses[0]
-    # A mapped address reaches its IPv4 target; connect to that directly (no dual-stack socket needed).
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return PinnedDestination(url=parsed, addresses=addresses, ip=ip)

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
-from shared.core.outbound import MAX_BODY_BYTES, OutboundPolicy, OutboundRefused, post, vet_destination
+from shared.core.outbound import (
+    MAX_BODY_BYTES,
+    OutboundPolicy,
+    OutboundRefused,
+    is_public_address,
+    post,
+    vet_destination,
+)
 from tests.notifier.conftest import PINNED_HOSTNAME, Certificate, Receiver, Reply
 
 LOOPBACK_ONLY = OutboundPolicy(allowlist=["127.0.0.1"])
@@ -60,6 +69,29 @@ def test_allowlisted_destinations_are_reached(receiver: Receiver, url: str, allo
     assert response.status_code == 200
     assert response.body == b"ok"
     assert len(receiver.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2606:4700::1111", True),
+        ("::ffff:8.8.8.8", True),  # IPv4-mapped: judged by the IPv4 host it reaches
+        ("64:ff9b::808:808", True),  # NAT64 likewise
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:169.254.169.254", False),
+        ("64:ff9b::a00:1", False),
+        ("2002:7f00:1::1", False),  # 6to4 wrapping loopback
+        ("100.64.0.1", False),  # shared address space (CGNAT)
+        ("192.0.2.1", False),  # documentation
+        ("240.0.0.1", False),  # reserved
+        ("::", False),
+        ("ff02::1", False),
+        ("fc00::1", False),
+    ],
+)
+def test_public_address_classification(address: str, public: bool):
+    assert is_public_address(ipaddress.ip_address(address)) is public
 
 
 def test_allowlisted_metadata_address_passes_vetting():
