@@ -1,0 +1,268 @@
+"""Request and response bodies of the registry service (pydantic; never ORM classes)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from shared.core.auth import SCOPES
+
+# --- Identity, tenancy, API keys and the audit log ------------------------------------------------
+# Requests forbid unknown fields so a typo is a 422, not a silently ignored setting. Strings are bounded
+# to their column sizes and refuse NUL, which PostgreSQL text cannot store.
+
+NO_NUL = r"^[^\x00]*$"
+SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?$"
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)]
+Slug = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=SLUG_PATTERN)]
+Description = Annotated[str, StringConstraints(max_length=10_000, pattern=NO_NUL)]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=256, pattern=NO_NUL)]
+Email = Annotated[EmailStr, StringConstraints(max_length=320)]
+OrgRole = Literal["owner", "admin", "member", "viewer"]
+ProjectRole = Literal["admin", "member", "viewer"]
+Scope = Literal[tuple(sorted(SCOPES))]
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("timestamp out of range") from None
+
+
+# Time zone required (naive times are ambiguous) and normalised to UTC.
+Timestamp = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Read(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class LoginRequest(_Request):
+    email: Annotated[str, StringConstraints(min_length=1, max_length=320, pattern=NO_NUL)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=NO_NUL)]
+
+
+class TokenRead(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_at: datetime
+
+
+class UserCreate(_Request):
+    email: Email
+    password: Password
+    full_name: Name | None = None
+    # Set by an org admin adding a new person to their organization (required when sign-up is closed).
+    organization_id: uuid.UUID | None = None
+    role: OrgRole = "member"
+
+
+class UserUpdate(_Request):
+    full_name: Name | None = None
+    password: Password | None = None
+    # Required with `password`: a stolen session must not be able to lock the owner out.
+    current_password: Annotated[str, StringConstraints(max_length=256, pattern=NO_NUL)] | None = None
+
+
+class UserRead(_Read):
+    id: uuid.UUID
+    email: str
+    full_name: str | None
+    created_at: datetime
+    last_login_at: datetime | None
+
+
+class MeOrganization(BaseModel):
+    id: uuid.UUID
+    slug: str
+    name: str
+    role: OrgRole
+
+
+class MeProjectRole(BaseModel):
+    project_id: uuid.UUID
+    organization_id: uuid.UUID
+    role: ProjectRole
+
+
+class MeApiKey(BaseModel):
+    id: uuid.UUID
+    scopes: list[str]
+    organization_id: uuid.UUID | None
+    project_id: uuid.UUID | None
+
+
+class MeRead(BaseModel):
+    user: UserRead
+    organizations: list[MeOrganization]
+    # Explicit project roles only; every other project takes its role from the organization role.
+    project_roles: list[MeProjectRole]
+    api_key: MeApiKey | None = None
+
+
+class OrganizationCreate(_Request):
+    name: Name
+    # Derived from the name when omitted.
+    slug: Slug | None = None
+    description: Description | None = None
+
+
+class OrganizationUpdate(_Request):
+    name: Name | None = None
+    description: Description | None = None
+
+
+class OrganizationRead(_Read):
+    id: uuid.UUID
+    name: str
+    slug: str
+    description: str | None
+    role: OrgRole
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+class OrganizationPage(BaseModel):
+    organizations: list[OrganizationRead]
+    next_page_token: str | None = None
+
+
+class MembershipCreate(_Request):
+    email: Email
+    role: OrgRole = "member"
+
+
+class MembershipUpdate(_Request):
+    role: OrgRole
+
+
+class MembershipRead(_Read):
+    user_id: uuid.UUID
+    email: str
+    full_name: str | None
+    role: OrgRole
+    created_at: datetime
+
+
+class MembershipPage(BaseModel):
+    members: list[MembershipRead]
+    next_page_token: str | None = None
+
+
+class ProjectCreate(_Request):
+    name: Name
+    slug: Slug | None = None
+    description: Description | None = None
+
+
+class ProjectUpdate(_Request):
+    name: Name | None = None
+    description: Description | None = None
+
+
+class ProjectRead(_Read):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    name: str
+    slug: str
+    description: str | None
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+class ProjectPage(BaseModel):
+    projects: list[ProjectRead]
+    next_page_token: str | None = None
+
+
+class ProjectMemberCreate(_Request):
+    email: Email
+    role: ProjectRole
+
+
+class ProjectMemberUpdate(_Request):
+    role: ProjectRole
+
+
+class ProjectMemberRead(_Read):
+    user_id: uuid.UUID
+    email: str
+    full_name: str | None
+    role: ProjectRole
+    created_at: datetime
+
+
+class ProjectMemberPage(BaseModel):
+    members: list[ProjectMemberRead]
+    next_page_token: str | None = None
+
+
+class ApiKeyCreate(_Request):
+    name: Name
+    organization_id: uuid.UUID
+    scopes: Annotated[list[Scope], Field(min_length=1, max_length=len(SCOPES))]
+    # Limit the key to one project of the organization.
+    project_id: uuid.UUID | None = None
+    # At most one of the two; neither means the key does not expire.
+    expires_at: Timestamp | None = None
+    ttl_seconds: Annotated[int, Field(ge=60, le=10 * 365 * 24 * 3600)] | None = None
+
+
+class ApiKeyRead(_Read):
+    id: uuid.UUID
+    name: str
+    prefix: str
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+    project_id: uuid.UUID | None
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyRead):
+    # Shown once, here; only its digest is stored.
+    key: str
+
+
+class ApiKeyPage(BaseModel):
+    api_keys: list[ApiKeyRead]
+    next_page_token: str | None = None
+
+
+class AuditLogRead(_Read):
+    id: uuid.UUID
+    created_at: datetime
+    organization_id: uuid.UUID | None
+    actor_user_id: uuid.UUID | None
+    actor_email: str | None
+    actor_api_key_id: uuid.UUID | None
+    action: str
+    object_type: str | None
+    object_id: str | None
+    method: str | None
+    path: str | None
+    ip_address: str | None
+    user_agent: str | None
+    request_id: str | None
+    outcome: str
+    status_code: int | None
+    details: dict[str, Any]
+
+
+class AuditLogPage(BaseModel):
+    audit_logs: list[AuditLogRead]
+    next_page_token: str | None = None
