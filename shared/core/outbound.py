@@ -43,6 +43,10 @@ class OutboundRefused(InvalidParameter):
     """The destination is not allowed (bad URL, or an address that is not public). Never retry."""
 
 
+class ResolutionFailed(Exception):
+    """The host name did not resolve; DNS trouble is often temporary, so callers may retry."""
+
+
 def system_resolver(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     # Keep the resolver's order (it prefers reachable families) but drop duplicates.
@@ -145,9 +149,9 @@ def vet_destination(url: str | httpx.URL, policy: OutboundPolicy) -> PinnedDesti
         resolved = policy.resolver(host, port)
         addresses = tuple(ipaddress.ip_address(address.split("%")[0]) for address in resolved)
     except (OSError, UnicodeError) as exc:
-        raise OutboundRefused(f"cannot resolve {host}: {exc}") from None
+        raise ResolutionFailed(f"cannot resolve {host}: {exc}") from None
     if not addresses:
-        raise OutboundRefused(f"{host} resolved to no address")
+        raise ResolutionFailed(f"{host} resolved to no address")
 
     networks, hostnames = policy.split_allowlist()
     if host not in hostnames:
@@ -173,8 +177,9 @@ def post(
 ) -> OutboundResponse:
     """POST `content` to `url` through the vetted, pinned IP.
 
-    Raises OutboundRefused for a forbidden destination, httpx.TimeoutException / httpx.TransportError
-    when the receiver cannot be reached in time. A 3xx is returned, not followed.
+    Raises OutboundRefused for a forbidden destination, ResolutionFailed when DNS has no answer,
+    httpx.TimeoutException / httpx.TransportError when the receiver cannot be reached in time.
+    A 3xx is returned, not followed.
     """
     destination = vet_destination(url, policy)
     pinned_url = destination.url.copy_with(host=str(destination.ip))

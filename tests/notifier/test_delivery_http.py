@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -205,3 +206,13 @@ def test_parse_retry_after_forms():
     assert parse_retry_after("Wed, 25 Nov 2026 11:00:00 GMT", now) == 0
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after(None, now) is None
+
+
+def test_dns_failure_is_retried():
+    def no_answer(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    result = send_slack(
+        "https://hooks.slack.example/services/x", {"text": "x"}, policy=OutboundPolicy(resolver=no_answer)
+    )
+    assert result.outcome is Outcome.RETRY and "cannot resolve hooks.slack.example" in (result.error or "")

@@ -4,7 +4,8 @@ Every sender returns a `DeliveryResult`, never raises for a failed delivery, and
 
 - HTTP 2xx: delivered. 3xx: failed for good (redirects are not followed; the URL must be fixed).
 - HTTP 429: retry, not before `Retry-After` (seconds or an HTTP date), as Slack asks.
-- HTTP 408, 5xx, timeouts and connection errors: retry (a 503's Retry-After is honoured too).
+- HTTP 408, 5xx, timeouts, connection errors and DNS failures: retry (a 503's Retry-After is
+  honoured too).
 - HTTP 410 Gone: failed for good and the channel should be disabled (Slack: channel archived or
   the webhook revoked).
 - Other 4xx, refused destinations (SSRF guard), TLS certificate errors: failed for good.
@@ -35,7 +36,7 @@ from typing import Any
 import httpx
 from standardwebhooks import Webhook
 
-from shared.core.outbound import OutboundPolicy, OutboundRefused, OutboundResponse, post
+from shared.core.outbound import OutboundPolicy, OutboundRefused, OutboundResponse, ResolutionFailed, post
 
 MAX_ATTEMPTS = 8
 BACKOFF_BASE_SECONDS = 10.0
@@ -183,6 +184,8 @@ def _post_and_classify(url: str, content: bytes, headers: Mapping[str, str], pol
         response = post(url, content=content, headers=headers, policy=policy)
     except OutboundRefused as exc:
         return DeliveryResult(Outcome.FAILED, elapsed(), error=f"destination refused: {exc}")
+    except ResolutionFailed as exc:
+        return DeliveryResult(Outcome.RETRY, elapsed(), error=str(exc))
     except httpx.TimeoutException as exc:
         return DeliveryResult(Outcome.RETRY, elapsed(), error=f"timed out: {type(exc).__name__}")
     except httpx.TransportError as exc:
