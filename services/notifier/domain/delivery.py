@@ -148,7 +148,10 @@ def classify_http(response: OutboundResponse, now: datetime) -> DeliveryResult:
     if 200 <= status < 300:
         return DeliveryResult(Outcome.DELIVERED, latency, status)
     if 300 <= status < 400:
-        target = httpx.URL(response.headers.get("location", "")).host or "elsewhere"
+        try:
+            target = httpx.URL(response.headers.get("location", "")).host or "a relative location"
+        except httpx.InvalidURL:
+            target = "an invalid location"
         return DeliveryResult(
             Outcome.FAILED,
             latency,

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, parseaddr
 from types import MappingProxyType
 from typing import Any
 
@@ -250,7 +250,8 @@ def render_email(notification: Notification, *, sender: str, recipients: Sequenc
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Date"] = format_datetime(notification.created_at.astimezone(UTC))
-    message["Message-ID"] = message_id(notification, sender.rpartition("@")[2] or "tessera.invalid")
+    sender_domain = parseaddr(sender)[1].rpartition("@")[2]
+    message["Message-ID"] = message_id(notification, sender_domain or "tessera.invalid")
     message["X-Tessera-Notification-Id"] = notification.id
     message.set_content(_email_text(notification))
     message.add_alternative(_email_html(notification), subtype="html")
