@@ -18,6 +18,9 @@ from services.notifier.domain.grouping import (
     group_labels,
     notify_reason,
 )
+from services.notifier.domain.matchers import parse_matchers
+from services.notifier.domain.mute_windows import TimeInterval, is_muted
+from services.notifier.domain.silences import Silence, is_silenced
 from tests.notifier.builders import T0, make_alert
 
 TIMING = GroupTiming()  # 30 s / 5 min / 4 h
@@ -30,8 +33,8 @@ def _after_flush(state: GroupState, decision: FlushDecision, now) -> GroupState:
     return replace(state, last_flush_at=now, last_notification=decision.log_entry or state.last_notification)
 
 
-def _decide(state: GroupState, alerts: list[Alert], now, send_resolved: bool = True) -> FlushDecision:
-    return decide_flush(state, alerts, now, timing=TIMING, send_resolved=send_resolved)
+def _decide(state: GroupState, alerts: list[Alert], now, **options) -> FlushDecision:
+    return decide_flush(state, alerts, now, timing=TIMING, **{"send_resolved": True, **options})
 
 
 def test_group_labels_and_key():
@@ -168,3 +171,52 @@ def test_defaults_follow_alertmanager():
     assert default_send_resolved("slack") and default_send_resolved("webhook")
     assert not default_send_resolved("email")
     assert GroupTiming.from_seconds(30, 300, 14400) == GroupTiming()
+
+
+def test_silenced_alerts_are_held_back_until_the_silence_ends():
+    silence = Silence(
+        matchers=tuple(parse_matchers('alertname="AccuracyDropped"')),
+        starts_at=T0,
+        ends_at=T0 + 10 * MINUTE,
+        created_by="ana@example.com",
+        comment="known issue",
+    )
+    drift, accuracy = make_alert("DriftDetected"), make_alert("AccuracyDropped")
+    state = GroupState(created_at=T0, first_alert_starts_at=T0)
+
+    def silenced_at(now, alerts):
+        return {alert.fingerprint for alert in alerts if is_silenced(alert.labels, [silence], now)}
+
+    now = T0 + 30 * SECOND
+    only_silenced = _decide(state, [accuracy], now, silenced=silenced_at(now, [accuracy]))
+    assert only_silenced.reason is NotifyReason.DO_NOT_NOTIFY and only_silenced.log_entry is None
+    assert not only_silenced.delete_group
+
+    first = _decide(state, [drift, accuracy], now, silenced=silenced_at(now, [drift, accuracy]))
+    assert first.deliver == (drift,) and first.log_entry.firing == {drift.fingerprint}
+    state = _after_flush(state, first, now)
+
+    now += 5 * MINUTE
+    assert _decide(state, [drift, accuracy], now, silenced=silenced_at(now, [drift, accuracy])).deliver == ()
+    now += 5 * MINUTE + SECOND  # the silence has ended
+    unsilenced = _decide(state, [drift, accuracy], now, silenced=silenced_at(now, [drift, accuracy]))
+    assert unsilenced.reason is NotifyReason.NEW_ALERTS_IN_GROUP
+    assert set(unsilenced.deliver) == {drift, accuracy}
+
+
+def test_mute_window_defers_the_notification_to_the_first_tick_after_it():
+    # T0 is 13:00 in Berlin; the window covers the first tick (13:00:30) but not the second.
+    lunch = TimeInterval.from_dict(
+        {"times": [{"start_time": "13:00", "end_time": "13:03"}], "location": "Europe/Berlin"}
+    )
+    alert = make_alert()
+    state = GroupState(created_at=T0, first_alert_starts_at=T0)
+    now = T0 + 30 * SECOND
+    muted = _decide(state, [alert], now, muted=is_muted([lunch], now))
+    assert muted.flush_now and muted.reason is NotifyReason.DO_NOT_NOTIFY and muted.log_entry is None
+    state = _after_flush(state, muted, now)
+
+    now = muted.next_flush_at
+    assert not is_muted([lunch], now)
+    after = _decide(state, [alert], now, muted=False)
+    assert after.reason is NotifyReason.FIRST_NOTIFICATION and after.deliver == (alert,)

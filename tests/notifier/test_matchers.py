@@ -77,4 +77,6 @@ def test_mixed_stored_forms_and_conjunction():
     assert matches_all(matchers, labels)
     assert not matches_all(matchers, {**labels, "project": "churn"})
     assert matches_all([], labels)
+    # Both stored forms round-trip.
     assert [parse_matcher(str(matcher)) for matcher in matchers] == matchers
+    assert [matcher_from_dict(matcher.to_dict()) for matcher in matchers] == matchers

@@ -20,6 +20,9 @@ How this maps onto Alertmanager (dispatch/dispatch.go, notify/dedup_stage.go, no
   `repeat_interval` rounded up to a multiple of `group_interval`, as in Alertmanager.
 - send_resolved (`RetryStage.exec`): off -> resolved alerts are not delivered, and a notification
   with only resolved alerts is not delivered at all, yet its log entry is still recorded.
+- Silences and mute windows come before dedup (`MuteStage`, `TimeMuteStage`): silenced alerts are
+  left out of what is sent and logged (they stay in the group), and inside a mute window nothing is
+  sent or logged at all, so firing alerts go out on the first tick after the window.
 - After a flush, resolved alerts are removed from the group and an empty group is deleted
   (`aggrGroup.flush` -> `DeleteIfNotModified`); in Alertmanager only when the pipeline did not fail.
 """
@@ -165,43 +168,49 @@ def decide_flush(
     *,
     timing: GroupTiming,
     send_resolved: bool,
+    silenced: Collection[str] = frozenset(),
+    muted: bool = False,
 ) -> FlushDecision:
     """Run the group's timer at `now`: not due yet, or a flush with what to send and record.
 
-    The caller stores `now` as `last_flush_at` when `flush_now` is true.
+    `alerts` are all alerts in the group, `silenced` the fingerprints of those an active silence
+    covers (`silences.is_silenced`), `muted` whether a mute window contains `now`
+    (`mute_windows.is_muted`). The caller stores `now` as `last_flush_at` when `flush_now` is true,
+    and renders the notification with `created_at=now`, so alert statuses agree with this decision.
     """
     due_at = next_flush_at(state, timing)
     if now < due_at:
         return FlushDecision(flush_now=False, next_flush_at=due_at)
-    following = now + timing.group_interval
-    if not alerts:
-        return FlushDecision(flush_now=True, next_flush_at=following, delete_group=True)
 
     ordered = sorted(alerts, key=lambda alert: sorted(alert.labels.items()))
-    firing = frozenset(alert.fingerprint for alert in ordered if not alert.is_resolved_at(now))
-    resolved = frozenset(alert.fingerprint for alert in ordered if alert.is_resolved_at(now))
-    reason = notify_reason(
-        state.last_notification,
-        firing,
-        resolved,
-        send_resolved=send_resolved,
-        repeat_interval=timing.repeat_interval,
-        now=now,
-    )
+    all_resolved = frozenset(alert.fingerprint for alert in ordered if alert.is_resolved_at(now))
+    visible = [alert for alert in ordered if alert.fingerprint not in silenced]
+    firing = frozenset(alert.fingerprint for alert in visible if not alert.is_resolved_at(now))
+    resolved = frozenset(alert.fingerprint for alert in visible if alert.is_resolved_at(now))
+    reason = NotifyReason.DO_NOT_NOTIFY
+    if visible and not muted:
+        reason = notify_reason(
+            state.last_notification,
+            firing,
+            resolved,
+            send_resolved=send_resolved,
+            repeat_interval=timing.repeat_interval,
+            now=now,
+        )
     deliver: tuple[Alert, ...] = ()
     log_entry = None
     if reason.should_notify:
         log_entry = NotificationLogEntry(sent_at=now, firing=firing, resolved=resolved)
         if send_resolved:
-            deliver = tuple(ordered)
+            deliver = tuple(visible)
         elif firing:
-            deliver = tuple(alert for alert in ordered if alert.fingerprint in firing)
+            deliver = tuple(alert for alert in visible if alert.fingerprint in firing)
     return FlushDecision(
         flush_now=True,
-        next_flush_at=following,
+        next_flush_at=now + timing.group_interval,
         reason=reason,
         deliver=deliver,
         log_entry=log_entry,
-        drop_resolved=resolved,
-        delete_group=not firing,
+        drop_resolved=all_resolved,
+        delete_group=len(all_resolved) == len(ordered),
     )
