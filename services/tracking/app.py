@@ -7,10 +7,27 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from services.tracking.api import mlflow_artifacts, mlflow_tracking, native
 from shared.core.settings import Settings
 from shared.core.web import build_app
 
-ROUTERS: list[APIRouter] = []
+
+def _mounted(router: APIRouter, *prefixes: str) -> list[APIRouter]:
+    """The same routes under each prefix (MLflow serves its API under /api and the /ajax-api alias)."""
+    mounts = []
+    for prefix in prefixes:
+        mount = APIRouter(prefix=prefix)
+        mount.include_router(router)
+        mounts.append(mount)
+    return mounts
+
+
+ROUTERS: list[APIRouter] = [
+    *_mounted(mlflow_tracking.router, "/api/2.0/mlflow", "/ajax-api/2.0/mlflow"),
+    *_mounted(mlflow_artifacts.router, "/api/2.0/mlflow-artifacts", "/ajax-api/2.0/mlflow-artifacts"),
+    *_mounted(mlflow_artifacts.server_info_router, "/api/3.0/mlflow", "/ajax-api/3.0/mlflow"),
+    native.router,
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # Celery key prefix on Redis, so several Tessera installations (or test sessions) share one Redis.
     broker_key_prefix: str = ""
     artifact_root: str = ""
+    # For S3-compatible servers (MinIO...) when artifact_root is s3://; empty = AWS itself.
+    artifact_s3_endpoint_url: str = ""
     public_url: str = "http://127.0.0.1:8000"
 
     # Identity

@@ -1,0 +1,332 @@
+"""MLflow tracking REST API (experiments, runs, metrics, search, logged models, inputs/outputs).
+
+Served under /api/2.0/mlflow and its /ajax-api/2.0/mlflow alias. Handlers parse the protobuf-JSON
+body, call the domain and render protobuf JSON; errors carry MLflow's error codes so the mlflow client
+raises the MlflowException it would raise against MLflow's own server.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from services.tracking.api import render
+from services.tracking.api.common import JsonBody, QueryParams, as_list, key_value_pairs, respond, run_id_of
+from services.tracking.domain import experiments, logged_models, metrics, runs, search
+from shared.core.deps import AccessDep, SessionDep
+
+router = APIRouter(tags=["mlflow-tracking"])
+
+
+# --- experiments -------------------------------------------------------------------------------------
+
+
+@router.post("/experiments/create")
+def create_experiment(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    experiment = experiments.create_experiment(
+        session,
+        access,
+        body.get("name"),
+        body.get("artifact_location") or None,
+        key_value_pairs(body.get("tags"), "tags"),
+    )
+    return respond({"experiment_id": experiment.id.hex})
+
+
+@router.get("/experiments/get")
+def get_experiment(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
+    experiment = experiments.get_experiment(session, access, query.get("experiment_id"))
+    return respond({"experiment": render.experiment(experiments.view(session, experiment))})
+
+
+@router.get("/experiments/get-by-name")
+def get_experiment_by_name(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
+    experiment = experiments.get_experiment_by_name(session, access, query.get("experiment_name"))
+    return respond({"experiment": render.experiment(experiments.view(session, experiment))})
+
+
+def _search_experiments(params: dict, session, access) -> Response:
+    found, next_token = experiments.search_experiments(
+        session,
+        access,
+        filter_string=params.get("filter"),
+        order_by=as_list(params.get("order_by"), "order_by"),
+        max_results=params.get("max_results"),
+        page_token=params.get("page_token"),
+        view_type=params.get("view_type"),
+    )
+    content: dict = {"experiments": [render.experiment(v) for v in found]}
+    if next_token:
+        content["next_page_token"] = next_token
+    return respond(content)
+
+
+@router.post("/experiments/search")
+def search_experiments(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    return _search_experiments(body, session, access)
+
+
+@router.get("/experiments/search")
+def search_experiments_get(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
+    return _search_experiments(query, session, access)
+
+
+@router.post("/experiments/update")
+def update_experiment(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    experiments.rename_experiment(session, access, body.get("experiment_id"), body.get("new_name"))
+    return respond()
+
+
+@router.post("/experiments/delete")
+def delete_experiment(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    experiments.delete_experiment(session, access, body.get("experiment_id"))
+    return respond()
+
+
+@router.post("/experiments/restore")
+def restore_experiment(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    experiments.restore_experiment(session, access, body.get("experiment_id"))
+    return respond()
+
+
+@router.post("/experiments/set-experiment-tag")
+def set_experiment_tag(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    experiments.set_experiment_tag(session, access, body.get("experiment_id"), body.get("key"), body.get("value"))
+    return respond()
+
+
+@router.post("/experiments/delete-experiment-tag")
+def delete_experiment_tag(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    experiments.delete_experiment_tag(session, access, body.get("experiment_id"), body.get("key"))
+    return respond()
+
+
+# --- runs ----------------------------------------------------------------------------------------------
+
+
+@router.post("/runs/create")
+def create_run(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    view = runs.create_run(
+        session,
+        access,
+        experiment_id=body.get("experiment_id"),
+        user_id=body.get("user_id"),
+        run_name=body.get("run_name"),
+        start_time=body.get("start_time"),
+        tags=key_value_pairs(body.get("tags"), "tags"),
+    )
+    return respond({"run": render.run(view)})
+
+
+@router.get("/runs/get")
+def get_run(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
+    return respond({"run": render.run(runs.get_run(session, access, run_id_of(query)))})
+
+
+@router.post("/runs/update")
+def update_run(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    run = runs.update_run(
+        session,
+        access,
+        run_id_of(body),
+        status=body.get("status"),
+        end_time=body.get("end_time"),
+        run_name=body.get("run_name"),
+    )
+    return respond({"run_info": render.run_info(run)})
+
+
+@router.post("/runs/delete")
+def delete_run(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    runs.delete_run(session, access, run_id_of(body))
+    return respond()
+
+
+@router.post("/runs/restore")
+def restore_run(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    runs.restore_run(session, access, run_id_of(body))
+    return respond()
+
+
+@router.post("/runs/set-tag")
+def set_tag(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    runs.set_tag(session, access, run_id_of(body), body.get("key"), body.get("value"))
+    return respond()
+
+
+@router.post("/runs/delete-tag")
+def delete_tag(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    runs.delete_tag(session, access, run_id_of(body), body.get("key"))
+    return respond()
+
+
+@router.post("/runs/log-parameter")
+def log_parameter(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    runs.log_param(session, access, run_id_of(body), body.get("key"), body.get("value"))
+    return respond()
+
+
+@router.post("/runs/log-metric")
+def log_metric(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    metrics.log_metric(session, access, run_id_of(body), body)
+    return respond()
+
+
+@router.post("/runs/log-batch")
+def log_batch(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    metrics.log_batch(
+        session,
+        access,
+        run_id_of(body),
+        as_list(body.get("metrics"), "metrics"),
+        as_list(body.get("params"), "params"),
+        as_list(body.get("tags"), "tags"),
+    )
+    return respond()
+
+
+@router.post("/runs/log-inputs")
+def log_inputs(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    logged_models.log_inputs(
+        session,
+        access,
+        run_id_of(body),
+        as_list(body.get("datasets"), "datasets"),
+        as_list(body.get("models"), "models"),
+    )
+    return respond()
+
+
+@router.post("/runs/outputs")
+def log_outputs(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    logged_models.log_outputs(session, access, run_id_of(body), as_list(body.get("models"), "models"))
+    return respond()
+
+
+@router.post("/runs/search")
+def search_runs(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    found, next_token = search.search_runs(
+        session,
+        access,
+        experiment_ids=[str(e) for e in as_list(body.get("experiment_ids"), "experiment_ids")],
+        filter_string=body.get("filter"),
+        run_view_type=body.get("run_view_type"),
+        max_results=body.get("max_results"),
+        order_by=as_list(body.get("order_by"), "order_by"),
+        page_token=body.get("page_token"),
+    )
+    content: dict = {"runs": [render.run(view) for view in found]}
+    if next_token:
+        content["next_page_token"] = next_token
+    return respond(content)
+
+
+# --- metric history -----------------------------------------------------------------------------------
+
+
+@router.get("/metrics/get-history")
+def get_metric_history(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
+    key = query.get("metric_key")
+    rows, next_token = metrics.get_metric_history(
+        session,
+        access,
+        run_id_of(query),
+        key,
+        max_results=query.get("max_results"),
+        page_token=query.get("page_token"),
+    )
+    content: dict = {"metrics": [render.history_point(key, r[0], r[1], r[2], r[3]) for r in rows]}
+    if next_token:
+        content["next_page_token"] = next_token
+    return respond(content)
+
+
+@router.get("/metrics/get-history-bulk-interval")
+def get_metric_history_bulk_interval(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
+    key = query.get("metric_key")
+    per_run = metrics.get_metric_history_bulk_interval(
+        session,
+        access,
+        as_list(query.get("run_ids"), "run_ids"),
+        key,
+        start_step=query.get("start_step"),
+        end_step=query.get("end_step"),
+        max_results=query.get("max_results"),
+    )
+    points = [
+        {**render.history_point(key, r[0], r[1], r[2], r[3]), "run_id": run_id}
+        for run_id, rows in per_run
+        for r in rows
+    ]
+    return respond({"metrics": points})
+
+
+# --- logged models -------------------------------------------------------------------------------------
+
+
+@router.post("/logged-models")
+def create_logged_model(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    view = logged_models.create_logged_model(
+        session,
+        access,
+        experiment_id=body.get("experiment_id"),
+        name=body.get("name"),
+        model_type=body.get("model_type"),
+        source_run_id=body.get("source_run_id"),
+        params=as_list(body.get("params"), "params"),
+        tags=as_list(body.get("tags"), "tags"),
+    )
+    return respond({"model": render.logged_model(view)})
+
+
+@router.post("/logged-models/search")
+def search_logged_models(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    found, next_token = logged_models.search_logged_models(
+        session,
+        access,
+        experiment_ids=[str(e) for e in as_list(body.get("experiment_ids"), "experiment_ids")],
+        filter_string=body.get("filter"),
+        order_by=as_list(body.get("order_by"), "order_by"),
+        max_results=body.get("max_results"),
+        page_token=body.get("page_token"),
+    )
+    content: dict = {"models": [render.logged_model(v) for v in found]}
+    if next_token:
+        content["next_page_token"] = next_token
+    return respond(content)
+
+
+@router.get("/logged-models/{model_id}")
+def get_logged_model(model_id: str, query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
+    allow_deleted = str(query.get("allow_deleted", "")).lower() == "true"
+    view = logged_models.get_logged_model(session, access, model_id, allow_deleted=allow_deleted)
+    return respond({"model": render.logged_model(view)})
+
+
+@router.patch("/logged-models/{model_id}")
+def finalize_logged_model(model_id: str, body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    view = logged_models.finalize_logged_model(session, access, model_id, body.get("status"))
+    return respond({"model": render.logged_model(view)})
+
+
+@router.delete("/logged-models/{model_id}")
+def delete_logged_model(model_id: str, session: SessionDep, access: AccessDep) -> Response:
+    logged_models.delete_logged_model(session, access, model_id)
+    return respond()
+
+
+@router.patch("/logged-models/{model_id}/tags")
+def set_logged_model_tags(model_id: str, body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    view = logged_models.set_logged_model_tags(session, access, model_id, as_list(body.get("tags"), "tags"))
+    return respond({"model": render.logged_model(view)})
+
+
+@router.delete("/logged-models/{model_id}/tags/{key:path}")
+def delete_logged_model_tag(model_id: str, key: str, session: SessionDep, access: AccessDep) -> Response:
+    logged_models.delete_logged_model_tag(session, access, model_id, key)
+    return respond()
+
+
+@router.post("/logged-models/{model_id}/params")
+def log_logged_model_params(model_id: str, body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
+    logged_models.log_logged_model_params(session, access, model_id, as_list(body.get("params"), "params"))
+    return respond()

@@ -1,0 +1,360 @@
+"""Metric logging and history: the hottest path of the platform.
+
+A batch is validated as a whole first (nothing is written if any item is bad), then written with set
+operations: the points with one COPY on PostgreSQL (an executemany elsewhere), the latest-value table
+with one INSERT .. ON CONFLICT DO UPDATE whose WHERE keeps the point with the highest step, then the
+latest timestamp. No ORM objects are built per point.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import uuid
+from dataclasses import dataclass
+
+import orjson
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.orm import Session
+
+from services.tracking.domain import runs
+from services.tracking.domain.ids import parse_model_id
+from services.tracking.domain.sql import upsert
+from services.tracking.domain.validation import (
+    parse_double,
+    parse_int64,
+    validate_batch_sizes,
+    validate_key,
+)
+from shared.core.auth import Access
+from shared.core.errors import InvalidParameter, NotFound
+from shared.db.models import (
+    Experiment,
+    ExperimentRun,
+    LoggedModel,
+    LoggedModelMetric,
+    RunLatestMetric,
+    RunMetric,
+)
+
+HISTORY_PAGE_LIMIT = 25000
+BULK_INTERVAL_MAX_RUNS = 100
+BULK_INTERVAL_DEFAULT_POINTS = 320
+# Below this many points a plain multi-row INSERT beats setting up a COPY.
+_COPY_THRESHOLD = 16
+
+
+@dataclass(slots=True)
+class MetricPoint:
+    key: str
+    value: float
+    timestamp: int
+    step: int
+    model_id: uuid.UUID | None = None
+    dataset_name: str | None = None
+    dataset_digest: str | None = None
+
+
+def parse_metric(item: dict, index: int | None = None) -> MetricPoint:
+    """One metric from its protobuf JSON form ({"key", "value", "timestamp", "step", ...})."""
+    where = f"metrics[{index}]" if index is not None else "metric"
+    if not isinstance(item, dict):
+        raise InvalidParameter(f"Invalid value for {where}: expected an object")
+    key = item.get("key")
+    if "value" not in item:
+        raise InvalidParameter(f"Missing value for required parameter '{where}.value'")
+    model_id = item.get("model_id")
+    return MetricPoint(
+        key=validate_key(key, "metric"),
+        value=parse_double(item["value"], f"metric '{key}'"),
+        timestamp=parse_int64(item.get("timestamp"), f"{where}.timestamp"),
+        step=parse_int64(item.get("step"), f"{where}.step", default=0),
+        model_id=parse_model_id(model_id) if model_id else None,
+        dataset_name=item.get("dataset_name") or None,
+        dataset_digest=item.get("dataset_digest") or None,
+    )
+
+
+def _copy_literal(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)
+
+
+def _insert_points(session: Session, run_id: uuid.UUID, points: list[MetricPoint]) -> None:
+    connection = session.connection()
+    if connection.dialect.driver == "psycopg" and len(points) >= _COPY_THRESHOLD:
+        # Keys passed validate_key (no tab, newline or backslash), so COPY's text format needs no escaping.
+        run = str(run_id)
+        buffer = "".join(
+            f"{run}\t{p.key}\t{_copy_literal(p.value)}\t{'t' if p.value != p.value else 'f'}\t{p.step}\t{p.timestamp}\n"
+            for p in points
+        )
+        copy_sql = "COPY run_metrics (run_id, key, value, is_nan, step, timestamp) FROM STDIN"
+        with connection.connection.driver_connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
+            copy.write(buffer)
+        return
+    # SQLite cannot store NaN: it becomes NULL with is_nan set (see RunMetric).
+    store_nan = connection.dialect.name == "postgresql"
+    session.execute(
+        RunMetric.__table__.insert(),
+        [
+            {
+                "run_id": run_id,
+                "key": p.key,
+                "value": p.value if store_nan or p.value == p.value else None,
+                "is_nan": p.value != p.value,
+                "step": p.step,
+                "timestamp": p.timestamp,
+            }
+            for p in points
+        ],
+    )
+
+
+def _upsert_latest(session: Session, run_id: uuid.UUID, points: list[MetricPoint]) -> None:
+    best: dict[str, MetricPoint] = {}
+    for point in points:
+        current = best.get(point.key)
+        if current is None or (point.step, point.timestamp) >= (current.step, current.timestamp):
+            best[point.key] = point
+    rows = [
+        {
+            "run_id": run_id,
+            "key": p.key,
+            "value": None if p.value != p.value else p.value,
+            "is_nan": p.value != p.value,
+            "step": p.step,
+            "timestamp": p.timestamp,
+        }
+        # Sorted keys: concurrent batches on one run lock rows in the same order (no deadlock).
+        for p in sorted(best.values(), key=lambda p: p.key)
+    ]
+    statement = upsert(session, RunLatestMetric).values(rows)
+    new = statement.excluded
+    table = RunLatestMetric.__table__.c
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["run_id", "key"],
+            set_={"value": new.value, "is_nan": new.is_nan, "step": new.step, "timestamp": new.timestamp},
+            where=tuple_(new.step, new.timestamp) >= tuple_(table.step, table.timestamp),
+        )
+    )
+
+
+def _log_model_metrics(session: Session, run: ExperimentRun, points: list[MetricPoint]) -> None:
+    """Points that name a logged model are also kept against that model (same project only)."""
+    model_ids = {p.model_id for p in points if p.model_id is not None}
+    if not model_ids:
+        return
+    same_project = select(Experiment.project_id).where(Experiment.id == run.experiment_id).scalar_subquery()
+    found = set(
+        session.scalars(
+            select(LoggedModel.id)
+            .join(Experiment, Experiment.id == LoggedModel.experiment_id)
+            .where(LoggedModel.id.in_(model_ids), Experiment.project_id == same_project)
+        )
+    )
+    missing = model_ids - found
+    if missing:
+        raise NotFound(f"Logged model with ID 'm-{next(iter(missing)).hex}' not found")
+    session.execute(
+        LoggedModelMetric.__table__.insert(),
+        [
+            {
+                "model_id": p.model_id,
+                "run_id": run.id,
+                "key": p.key,
+                "value": None if p.value != p.value else p.value,
+                "is_nan": p.value != p.value,
+                "step": p.step,
+                "timestamp": p.timestamp,
+                "dataset_name": p.dataset_name,
+                "dataset_digest": p.dataset_digest,
+            }
+            for p in points
+            if p.model_id is not None
+        ],
+    )
+
+
+def write_points(session: Session, run: ExperimentRun, points: list[MetricPoint]) -> None:
+    if not points:
+        return
+    _log_model_metrics(session, run, points)
+    _insert_points(session, run.id, points)
+    _upsert_latest(session, run.id, points)
+
+
+def log_metric(session: Session, access: Access, run_id: str | None, item: dict) -> None:
+    point = parse_metric(item)
+    run = runs.get_active_run_for_write(session, access, run_id)
+    write_points(session, run, [point])
+
+
+def log_batch(
+    session: Session,
+    access: Access,
+    run_id: str | None,
+    metrics: list,
+    params: list,
+    tags: list,
+) -> None:
+    """MLflow's LogBatch: everything is validated before the first write; params are checked against
+    what the run already has before any point is written."""
+    validate_batch_sizes(len(metrics), len(params), len(tags))
+    points = [parse_metric(item, index) for index, item in enumerate(metrics)]
+    param_values = runs.validate_params([_pair(p) for p in params])
+    tag_values = runs.validate_tags([_pair(t) for t in tags])
+    run = runs.get_active_run_for_write(session, access, run_id)
+    runs.log_params(session, run, param_values)
+    write_points(session, run, points)
+    runs.set_tags(session, run, tag_values)
+
+
+def _pair(item: object) -> tuple[object, object]:
+    if not isinstance(item, dict):
+        raise InvalidParameter("Invalid value for params/tags: expected objects with 'key' and 'value'")
+    return item.get("key"), item.get("value")
+
+
+# --- history -----------------------------------------------------------------------------------------
+
+
+def _encode_cursor(step: int, timestamp: int, point_id: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([step, timestamp, point_id])).decode()
+
+
+def _decode_cursor(token: str) -> tuple[int, int, int]:
+    try:
+        step, timestamp, point_id = orjson.loads(base64.urlsafe_b64decode(token.encode()))
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        raise InvalidParameter(f"Invalid page token '{token}'") from None
+    if not all(isinstance(v, int) for v in (step, timestamp, point_id)):
+        raise InvalidParameter(f"Invalid page token '{token}'")
+    return step, timestamp, point_id
+
+
+def get_metric_history(
+    session: Session,
+    access: Access,
+    run_id: str | None,
+    key: str | None,
+    *,
+    max_results: object = None,
+    page_token: str | None = None,
+) -> tuple[list, str | None]:
+    """Points of one metric in step order, as rows (value, is_nan, timestamp, step). Pages are keyset
+    cursors (step, timestamp, id), so deep pages cost the same as the first."""
+    if not key:
+        raise InvalidParameter("Missing value for required parameter 'metric_key'")
+    run = runs.get_run_row(session, access, run_id)
+    limit = parse_int64(max_results, "max_results", default=0) or None
+    if limit is not None and limit < 0:
+        raise InvalidParameter(f"Invalid value {limit} for parameter 'max_results'")
+    query = select(RunMetric.value, RunMetric.is_nan, RunMetric.timestamp, RunMetric.step, RunMetric.id).where(
+        RunMetric.run_id == run.id, RunMetric.key == key
+    )
+    if page_token:
+        query = query.where(
+            tuple_(RunMetric.step, RunMetric.timestamp, RunMetric.id) > tuple_(*_decode_cursor(page_token))
+        )
+    query = query.order_by(RunMetric.step, RunMetric.timestamp, RunMetric.id)
+    if limit is not None:
+        query = query.limit(limit + 1)
+    rows = session.execute(query).all()
+    next_token = None
+    if limit is not None and len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_token = _encode_cursor(last.step, last.timestamp, last.id)
+    return rows, next_token
+
+
+def get_metric_history_bulk_interval(
+    session: Session,
+    access: Access,
+    run_ids: list[str],
+    key: str | None,
+    *,
+    start_step: object = None,
+    end_step: object = None,
+    max_results: object = None,
+) -> list[tuple[str, list]]:
+    """For charts: each run's points between two steps, thinned evenly to at most `max_results`
+    steps per run (first and last kept)."""
+    if not key:
+        raise InvalidParameter("Missing value for required parameter 'metric_key'")
+    if not run_ids or len(run_ids) > BULK_INTERVAL_MAX_RUNS:
+        raise InvalidParameter(f"GetMetricHistoryBulkInterval needs 1 to {BULK_INTERVAL_MAX_RUNS} run_ids")
+    points_per_run = parse_int64(max_results, "max_results", default=BULK_INTERVAL_DEFAULT_POINTS)
+    result = []
+    for run_id in run_ids:
+        run = runs.get_run_row(session, access, run_id)
+        query = select(RunMetric.value, RunMetric.is_nan, RunMetric.timestamp, RunMetric.step).where(
+            RunMetric.run_id == run.id, RunMetric.key == key
+        )
+        if start_step is not None:
+            query = query.where(RunMetric.step >= parse_int64(start_step, "start_step"))
+        if end_step is not None:
+            query = query.where(RunMetric.step <= parse_int64(end_step, "end_step"))
+        rows = session.execute(query.order_by(RunMetric.step, RunMetric.timestamp)).all()
+        result.append((run.id.hex, _thin(rows, points_per_run)))
+    return result
+
+
+def _thin(rows: list, limit: int) -> list:
+    if len(rows) <= limit or limit < 2:
+        return rows[: max(limit, 0)] if limit < 2 else rows
+    stride = (len(rows) - 1) / (limit - 1)
+    return [rows[round(i * stride)] for i in range(limit)]
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    key: str
+    latest_value: float | None
+    latest_step: int
+    latest_timestamp: int
+    min_value: float | None
+    max_value: float | None
+    count: int
+
+
+def metric_summaries(session: Session, access: Access, run_id: str) -> list[MetricSummary]:
+    """Per metric of a run: the latest point plus min, max and count over its history (NaN excluded
+    from min/max), in one aggregate query."""
+    run = runs.get_run_row(session, access, run_id)
+    finite = RunMetric.is_nan.is_(False)
+    aggregates = (
+        select(
+            RunMetric.key,
+            func.min(RunMetric.value).filter(finite).label("min_value"),
+            func.max(RunMetric.value).filter(finite).label("max_value"),
+            func.count().label("count"),
+        )
+        .where(RunMetric.run_id == run.id)
+        .group_by(RunMetric.key)
+        .subquery()
+    )
+    rows = session.execute(
+        select(RunLatestMetric, aggregates.c.min_value, aggregates.c.max_value, aggregates.c.count)
+        .join(aggregates, aggregates.c.key == RunLatestMetric.key)
+        .where(RunLatestMetric.run_id == run.id)
+        .order_by(RunLatestMetric.key)
+    )
+    return [
+        MetricSummary(
+            latest.key,
+            float("nan") if latest.is_nan else latest.value,
+            latest.step,
+            latest.timestamp,
+            min_value,
+            max_value,
+            count,
+        )
+        for latest, min_value, max_value, count in rows
+    ]

@@ -1,0 +1,301 @@
+"""Compile parsed search filters and order-by keys into SQLAlchemy Core for runs, experiments and
+logged models. Nothing is ever filtered in Python: every comparison becomes SQL.
+
+Child key/value data (params, tags, latest metrics, datasets) is tested with correlated EXISTS: a run
+matches `params.lr = '0.1'` if it has a param `lr` whose value is '0.1' (so `!=` never matches runs
+that lack the key, as in MLflow). Sorting by a child value uses one outer join per sort key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import ColumnElement, and_, exists, or_, true
+from sqlalchemy.orm import aliased
+
+from services.tracking.domain.search_grammar import And, Comparison, Node, Or, OrderKey
+from shared.core.errors import InvalidParameter
+from shared.db.models import (
+    Dataset,
+    Experiment,
+    ExperimentRun,
+    ExperimentTag,
+    LoggedModel,
+    LoggedModelMetric,
+    LoggedModelParam,
+    LoggedModelTag,
+    RunDatasetInput,
+    RunLatestMetric,
+    RunParam,
+    RunTag,
+)
+
+STRING_OPS = frozenset({"=", "!=", "LIKE", "ILIKE", "IN", "NOT IN"})
+NUMBER_OPS = frozenset({"=", "!=", "<", "<=", ">", ">=", "IN", "NOT IN"})
+ID_OPS = frozenset({"=", "!=", "IN", "NOT IN"})
+_NEVER_AN_ID = uuid.UUID(int=0)
+
+
+def _values(cmp: Comparison) -> tuple:
+    return cmp.value if isinstance(cmp.value, tuple) else (cmp.value,)
+
+
+def _check(cmp: Comparison, kind: str, ops: frozenset[str]) -> None:
+    """Operators and operand types a key accepts, with an error naming the offending part."""
+    name = f"{cmp.entity}.{cmp.key}" if cmp.entity != "attributes" else cmp.key
+    if cmp.op not in ops:
+        raise InvalidParameter(f"Invalid comparator '{cmp.op}' for '{name}'; expected one of {', '.join(sorted(ops))}")
+    expected = float if kind == "number" else str
+    for value in _values(cmp):
+        if not isinstance(value, expected):
+            what = "a number" if kind == "number" else "a quoted string"
+            raise InvalidParameter(f"Invalid value {value!r} for '{name}': expected {what}")
+
+
+def _compare(column, op: str, value) -> ColumnElement[bool]:
+    if op == "=":
+        return column == value
+    if op == "!=":
+        return column != value
+    if op == "<":
+        return column < value
+    if op == "<=":
+        return column <= value
+    if op == ">":
+        return column > value
+    if op == ">=":
+        return column >= value
+    if op == "LIKE":
+        return column.like(value)
+    if op == "ILIKE":
+        return column.ilike(value)
+    if op == "IN":
+        return column.in_(value)
+    if op == "NOT IN":
+        return column.not_in(value)
+    raise InvalidParameter(f"Invalid comparator '{op}'")
+
+
+def _as_uuid(value: str, prefix: str = "") -> uuid.UUID:
+    # An id that is not even well-formed names nothing: it can match no row.
+    try:
+        return uuid.UUID(value.removeprefix(prefix))
+    except ValueError:
+        return _NEVER_AN_ID
+
+
+def _compare_id(column, cmp: Comparison, prefix: str = "") -> ColumnElement[bool]:
+    _check(cmp, "string", ID_OPS)
+    ids = tuple(_as_uuid(v, prefix) for v in _values(cmp))
+    return _compare(column, cmp.op, ids if cmp.op in ("IN", "NOT IN") else ids[0])
+
+
+def _kv_exists(model, owner_column, owner_id, cmp: Comparison, kind: str) -> ColumnElement[bool]:
+    """Owner has child key `cmp.key` (whose value satisfies the comparison)."""
+    has_key = and_(owner_column == owner_id, model.key == cmp.key)
+    if cmp.op == "IS NULL":
+        return ~exists().where(has_key)
+    if cmp.op == "IS NOT NULL":
+        return exists().where(has_key)
+    _check(cmp, kind, NUMBER_OPS if kind == "number" else STRING_OPS)
+    return exists().where(has_key, _compare(model.value, cmp.op, cmp.value))
+
+
+def compile_filter(node: Node | None, compile_comparison: Callable[[Comparison], ColumnElement[bool]]):
+    if node is None:
+        return true()
+    if isinstance(node, And):
+        return and_(*(compile_filter(item, compile_comparison) for item in node.items))
+    if isinstance(node, Or):
+        return or_(*(compile_filter(item, compile_comparison) for item in node.items))
+    return compile_comparison(node)
+
+
+# --- runs ------------------------------------------------------------------------------------------
+
+_RUN_STRING_ATTRIBUTES = {
+    "run_name": ExperimentRun.name,
+    "status": ExperimentRun.status,
+    "user_id": ExperimentRun.user_name,
+    "artifact_uri": ExperimentRun.artifact_uri,
+}
+_RUN_NUMBER_ATTRIBUTES = {
+    "start_time": ExperimentRun.start_time,
+    "end_time": ExperimentRun.end_time,
+    "created": ExperimentRun.start_time,
+    "Created": ExperimentRun.start_time,
+}
+_DATASET_COLUMNS = {
+    "name": Dataset.name,
+    "digest": Dataset.digest,
+    "context": RunDatasetInput.tags["mlflow.data.context"].as_string(),
+}
+
+
+def run_comparison(cmp: Comparison) -> ColumnElement[bool]:
+    if cmp.entity == "metrics":
+        return _kv_exists(RunLatestMetric, RunLatestMetric.run_id, ExperimentRun.id, cmp, "number")
+    if cmp.entity == "params":
+        return _kv_exists(RunParam, RunParam.run_id, ExperimentRun.id, cmp, "string")
+    if cmp.entity == "tags":
+        return _kv_exists(RunTag, RunTag.run_id, ExperimentRun.id, cmp, "string")
+    if cmp.entity == "datasets":
+        column = _DATASET_COLUMNS.get(cmp.key)
+        if column is None:
+            raise InvalidParameter(
+                f"Invalid dataset attribute '{cmp.key}'; expected one of {', '.join(_DATASET_COLUMNS)}"
+            )
+        _check(cmp, "string", STRING_OPS)
+        return exists().where(
+            RunDatasetInput.run_id == ExperimentRun.id,
+            Dataset.id == RunDatasetInput.dataset_id,
+            _compare(column, cmp.op, cmp.value),
+        )
+    key = cmp.key
+    if key in ("run_id", "run_uuid", "id"):
+        return _compare_id(ExperimentRun.id, cmp)
+    if key in _RUN_STRING_ATTRIBUTES:
+        _check(cmp, "string", STRING_OPS)
+        return _compare(_RUN_STRING_ATTRIBUTES[key], cmp.op, cmp.value)
+    if key in _RUN_NUMBER_ATTRIBUTES:
+        _check(cmp, "number", NUMBER_OPS)
+        values = tuple(int(v) for v in _values(cmp))
+        return _compare(_RUN_NUMBER_ATTRIBUTES[key], cmp.op, values if cmp.op in ("IN", "NOT IN") else values[0])
+    raise InvalidParameter(
+        f"Invalid attribute key '{key}' specified. Valid keys are "
+        f"{sorted(['run_id', *_RUN_STRING_ATTRIBUTES, *_RUN_NUMBER_ATTRIBUTES])}"
+    )
+
+
+@dataclass
+class CompiledOrder:
+    """ORDER BY expressions plus the outer joins they need, applied to a SELECT over runs."""
+
+    joins: list[tuple]
+    clauses: list
+
+
+_RUN_ORDER_ATTRIBUTES = {
+    **_RUN_STRING_ATTRIBUTES,
+    **_RUN_NUMBER_ATTRIBUTES,
+    "run_id": ExperimentRun.id,
+}
+_KV_MODELS = {"metrics": RunLatestMetric, "params": RunParam, "tags": RunTag}
+
+
+def run_order(keys: list[OrderKey]) -> CompiledOrder:
+    """Missing values sort last in either direction; ties fall back to MLflow's default order
+    (newest start first, then run id) so pages are stable."""
+    order = CompiledOrder([], [])
+    for key in keys:
+        if key.entity in _KV_MODELS:
+            alias = aliased(_KV_MODELS[key.entity])
+            order.joins.append((alias, and_(alias.run_id == ExperimentRun.id, alias.key == key.key)))
+            column = alias.value
+        elif key.entity == "attributes" and key.key in _RUN_ORDER_ATTRIBUTES:
+            column = _RUN_ORDER_ATTRIBUTES[key.key]
+        else:
+            raise InvalidParameter(
+                f"Invalid order_by key '{key.entity}.{key.key}': expected metrics.<key>, params.<key>, "
+                f"tags.<key> or one of {sorted(_RUN_ORDER_ATTRIBUTES)}"
+            )
+        order.clauses += [column.is_(None), column.asc() if key.ascending else column.desc()]
+    order.clauses += [ExperimentRun.start_time.is_(None), ExperimentRun.start_time.desc(), ExperimentRun.id]
+    return order
+
+
+# --- experiments -----------------------------------------------------------------------------------
+
+_EXPERIMENT_TIME_ATTRIBUTES = {
+    "creation_time": Experiment.created_at,
+    "last_update_time": Experiment.updated_at,
+}
+
+
+def _ms_to_datetime(value: float) -> datetime:
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
+def experiment_comparison(cmp: Comparison) -> ColumnElement[bool]:
+    if cmp.entity == "tags":
+        return _kv_exists(ExperimentTag, ExperimentTag.experiment_id, Experiment.id, cmp, "string")
+    if cmp.entity != "attributes":
+        raise InvalidParameter(f"Invalid entity '{cmp.entity}' in an experiment filter: use attributes or tags")
+    if cmp.key == "name":
+        _check(cmp, "string", STRING_OPS)
+        return _compare(Experiment.name, cmp.op, cmp.value)
+    if cmp.key == "experiment_id":
+        return _compare_id(Experiment.id, cmp)
+    if cmp.key in _EXPERIMENT_TIME_ATTRIBUTES:
+        _check(cmp, "number", NUMBER_OPS - {"IN", "NOT IN"})
+        return _compare(_EXPERIMENT_TIME_ATTRIBUTES[cmp.key], cmp.op, _ms_to_datetime(float(cmp.value)))
+    raise InvalidParameter(
+        f"Invalid attribute key '{cmp.key}' specified. Valid keys are "
+        "['creation_time', 'experiment_id', 'last_update_time', 'name']"
+    )
+
+
+def experiment_order(keys: list[OrderKey]) -> list:
+    columns = {"name": Experiment.name, "experiment_id": Experiment.id, **_EXPERIMENT_TIME_ATTRIBUTES}
+    clauses = []
+    for key in keys:
+        if key.entity != "attributes" or key.key not in columns:
+            raise InvalidParameter(f"Invalid order_by key '{key.key}': expected one of {sorted(columns)}")
+        column = columns[key.key]
+        clauses.append(column.asc() if key.ascending else column.desc())
+    return [*clauses, Experiment.created_at.desc(), Experiment.id]
+
+
+# --- logged models ---------------------------------------------------------------------------------
+
+_MODEL_STRING_ATTRIBUTES = {
+    "name": LoggedModel.name,
+    "status": LoggedModel.status,
+    "model_type": LoggedModel.model_type,
+}
+_MODEL_TIME_ATTRIBUTES = {
+    "creation_timestamp": LoggedModel.created_at,
+    "creation_time": LoggedModel.created_at,
+    "last_updated_timestamp": LoggedModel.updated_at,
+}
+
+
+def logged_model_comparison(cmp: Comparison) -> ColumnElement[bool]:
+    if cmp.entity == "tags":
+        return _kv_exists(LoggedModelTag, LoggedModelTag.model_id, LoggedModel.id, cmp, "string")
+    if cmp.entity == "params":
+        return _kv_exists(LoggedModelParam, LoggedModelParam.model_id, LoggedModel.id, cmp, "string")
+    if cmp.entity == "metrics":
+        return _kv_exists(LoggedModelMetric, LoggedModelMetric.model_id, LoggedModel.id, cmp, "number")
+    if cmp.entity != "attributes":
+        raise InvalidParameter(f"Invalid entity '{cmp.entity}' in a logged model filter")
+    if cmp.key == "model_id":
+        return _compare_id(LoggedModel.id, cmp, prefix="m-")
+    if cmp.key == "source_run_id":
+        return _compare_id(LoggedModel.source_run_id, cmp)
+    if cmp.key in _MODEL_STRING_ATTRIBUTES:
+        _check(cmp, "string", STRING_OPS)
+        return _compare(_MODEL_STRING_ATTRIBUTES[cmp.key], cmp.op, cmp.value)
+    if cmp.key in _MODEL_TIME_ATTRIBUTES:
+        _check(cmp, "number", NUMBER_OPS - {"IN", "NOT IN"})
+        return _compare(_MODEL_TIME_ATTRIBUTES[cmp.key], cmp.op, _ms_to_datetime(float(cmp.value)))
+    raise InvalidParameter(f"Invalid attribute key '{cmp.key}' in a logged model filter")
+
+
+def logged_model_order(fields: list[tuple[str, bool]]) -> list:
+    columns = {
+        "model_id": LoggedModel.id,
+        "source_run_id": LoggedModel.source_run_id,
+        **_MODEL_STRING_ATTRIBUTES,
+        **_MODEL_TIME_ATTRIBUTES,
+    }
+    clauses = []
+    for field, ascending in fields:
+        column = columns.get(field.removeprefix("attributes."))
+        if column is None:
+            raise InvalidParameter(f"Invalid order_by field '{field}': expected one of {sorted(columns)}")
+        clauses.append(column.asc() if ascending else column.desc())
+    return [*clauses, LoggedModel.created_at.desc(), LoggedModel.id]

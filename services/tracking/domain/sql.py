@@ -1,0 +1,36 @@
+"""Small SQL helpers shared by the tracking domain modules."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import orjson
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from shared.core.errors import InvalidParameter
+
+
+def upsert(session: Session, table):
+    """INSERT with ON CONFLICT support for the session's backend (PostgreSQL or SQLite)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def encode_page_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"offset": offset})).decode()
+
+
+def decode_page_token(token: str | None) -> int:
+    """Page tokens are opaque to clients; inside they are an offset into the ordered result."""
+    if not token:
+        return 0
+    try:
+        offset = orjson.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
+    except (binascii.Error, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+        raise InvalidParameter(f"Invalid page token '{token}'") from None
+    if not isinstance(offset, int) or offset < 0:
+        raise InvalidParameter(f"Invalid page token '{token}'")
+    return offset
