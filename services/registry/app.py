@@ -7,10 +7,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from services.registry.api import api_keys, audit_logs, auth, organizations, projects, users
 from shared.core.settings import Settings
 from shared.core.web import build_app
 
-ROUTERS: list[APIRouter] = []
+ROUTERS: list[APIRouter] = [
+    # identity, tenancy and the audit log
+    auth.router,
+    users.router,
+    organizations.router,
+    projects.router,
+    api_keys.router,
+    audit_logs.router,
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -248,7 +248,8 @@ class AuditLogRead(_Read):
     created_at: datetime
     organization_id: uuid.UUID | None
     actor_user_id: uuid.UUID | None
-    actor_email: str | None
+    # Filled from the users table by the query (one join, no look-up per row).
+    actor_email: str | None = None
     actor_api_key_id: uuid.UUID | None
     action: str
     object_type: str | None
