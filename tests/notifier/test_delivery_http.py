@@ -48,7 +48,7 @@ def _send(receiver: Receiver, secrets: list[str], **options):
 
 def test_signed_webhook_verifies_with_standard_webhooks(receiver: Receiver):
     secret = generate_webhook_secret()
-    result = _send(receiver, [secret], custom_headers={"X-Team": "ml", "webhook-id": "forged"})
+    result = _send(receiver, [secret], custom_headers={"X-Team": "ml"})
     assert result.ok and result.status_code == 200 and result.latency_ms > 0
 
     request = receiver.requests[0]
@@ -58,6 +58,21 @@ def test_signed_webhook_verifies_with_standard_webhooks(receiver: Receiver):
     assert request.headers["webhook-id"] == make_notification().id
     assert request.headers["x-team"] == "ml"
     assert request.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("headers", "problem"),
+    [
+        ({"webhook-id": "forged"}, "cannot be overridden"),
+        ({"Content-Type": "text/plain"}, "cannot be overridden"),
+        ({"X-Evil": "1\r\nX-Injected: yes"}, "control character"),
+        ({"Bad Name": "x"}, "invalid header name"),
+    ],
+)
+def test_bad_custom_headers_fail_without_sending(receiver: Receiver, headers: dict, problem: str):
+    result = _send(receiver, [generate_webhook_secret()], custom_headers=headers)
+    assert result.outcome is Outcome.FAILED and problem in (result.error or "")
+    assert receiver.requests == []
 
 
 def test_rotation_signs_with_both_secrets(receiver: Receiver):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 import secrets as token_source
 import smtplib
 import ssl
@@ -36,6 +37,7 @@ from typing import Any
 import httpx
 from standardwebhooks import Webhook
 
+from shared.core.errors import InvalidParameter
 from shared.core.outbound import OutboundPolicy, OutboundRefused, OutboundResponse, ResolutionFailed, post
 
 MAX_ATTEMPTS = 8
@@ -58,6 +60,8 @@ RESERVED_WEBHOOK_HEADERS = frozenset(
     }
 )
 _ERROR_BODY_CHARS = 200
+# RFC 9110 token characters.
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class Outcome(StrEnum):
@@ -223,6 +227,19 @@ def webhook_signature_headers(
     }
 
 
+def validate_custom_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A channel's extra headers; also for validating channel config before it is stored."""
+    for name, value in headers.items():
+        if not _HEADER_NAME_RE.fullmatch(name):
+            raise InvalidParameter(f"invalid header name {name!r}")
+        if name.lower() in RESERVED_WEBHOOK_HEADERS:
+            raise InvalidParameter(f"header {name!r} is set by Tessera and cannot be overridden")
+        # CR/LF would let a value smuggle in further headers.
+        if any(char in value for char in "\r\n\0"):
+            raise InvalidParameter(f"header {name!r} has a control character in its value")
+    return dict(headers)
+
+
 def send_webhook(
     url: str,
     body: bytes,
@@ -235,9 +252,10 @@ def send_webhook(
 ) -> DeliveryResult:
     """POST a rendered webhook body (`messages.render_webhook`), signed; `webhook-id` is the
     notification id so the receiver can drop duplicates of a retried delivery."""
-    headers = {
-        name: value for name, value in (custom_headers or {}).items() if name.lower() not in RESERVED_WEBHOOK_HEADERS
-    }
+    try:
+        headers = validate_custom_headers(custom_headers or {})
+    except InvalidParameter as exc:
+        return DeliveryResult(Outcome.FAILED, 0.0, error=exc.message)
     headers |= webhook_signature_headers(notification_id, body, signing_secrets, now or datetime.now(UTC))
     headers |= {"content-type": "application/json", "user-agent": USER_AGENT}
     return _post_and_classify(url, body, headers, policy)
