@@ -8,7 +8,8 @@ Every sender returns a `DeliveryResult`, never raises for a failed delivery, and
   honoured too).
 - HTTP 410 Gone: failed for good and the channel should be disabled (Slack: channel archived or
   the webhook revoked).
-- Other 4xx, refused destinations (SSRF guard), TLS certificate errors: failed for good.
+- Other 4xx, refused destinations (SSRF guard), TLS certificate errors, invalid custom headers:
+  failed for good.
 - SMTP 4xx replies and connection trouble: retry. SMTP 5xx replies: failed for good.
 
 Retries back off exponentially with full jitter (`next_attempt_delay`); after `MAX_ATTEMPTS` the
