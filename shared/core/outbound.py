@@ -81,8 +81,7 @@ class OutboundPolicy:
 @dataclass(frozen=True)
 class PinnedDestination:
     url: httpx.URL
-    # Every address the name resolved to (all vetted), and the one the connection will use.
-    addresses: tuple[IPAddress, ...]
+    # The vetted address the connection will use, whatever DNS says later.
     ip: IPAddress
 
 
@@ -165,7 +164,7 @@ def vet_destination(url: str | httpx.URL, policy: OutboundPolicy) -> PinnedDesti
     ip = addresses[0]
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return PinnedDestination(url=parsed, addresses=addresses, ip=ip)
+    return PinnedDestination(url=parsed, ip=ip)
 
 
 def post(

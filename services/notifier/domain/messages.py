@@ -52,10 +52,6 @@ class Notification:
         return [alert for alert in self.alerts if not alert.is_resolved_at(self.created_at)]
 
     @property
-    def resolved(self) -> list[Alert]:
-        return [alert for alert in self.alerts if alert.is_resolved_at(self.created_at)]
-
-    @property
     def status(self) -> AlertStatus:
         return AlertStatus.FIRING if self.firing else AlertStatus.RESOLVED
 
