@@ -267,3 +267,184 @@ class AuditLogRead(_Read):
 class AuditLogPage(BaseModel):
     audit_logs: list[AuditLogRead]
     next_page_token: str | None = None
+
+
+# --- Model registry: models, versions, stages, aliases, lineage -----------------------------------
+
+# '/' and ':' would make `models:/<name>/<version>` URIs ambiguous.
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^/:\x00]+$")]
+TagKey = Annotated[str, StringConstraints(min_length=1, max_length=250, pattern=NO_NUL)]
+TagValue = Annotated[str, StringConstraints(max_length=100_000, pattern=NO_NUL)]
+Stage = Literal["development", "staging", "production", "archived"]
+
+
+class ModelCreate(_Request):
+    name: ModelName
+    description: Description | None = None
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict)
+
+
+class ModelUpdate(_Request):
+    name: ModelName | None = None
+    description: Description | None = None
+    tags: dict[TagKey, TagValue] | None = Field(None, description="Replaces the whole set")
+
+
+class ModelRead(BaseModel):
+    id: uuid.UUID
+    project_id: uuid.UUID
+    name: str
+    description: str | None
+    tags: dict[str, str]
+    aliases: dict[str, int] = Field(description="alias -> version number")
+    last_version: int
+    created_by: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+class ModelPage(BaseModel):
+    models: list[ModelRead]
+    next_page_token: str | None = None
+
+
+class ModelVersionCreate(_Request):
+    """From a tracked run's model artifact (run_id + artifact_path) or an MLflow 3 logged model."""
+
+    run_id: uuid.UUID | None = None
+    artifact_path: Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=NO_NUL)] = "model"
+    logged_model_id: Annotated[str, StringConstraints(pattern=r"^(m-)?[0-9a-fA-F-]{32,36}$")] | None = None
+    description: Description | None = None
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict)
+
+
+class ModelVersionUpdate(_Request):
+    description: Description | None = None
+    tags: dict[TagKey, TagValue] | None = Field(None, description="Replaces the whole set")
+
+
+class ModelVersionRead(BaseModel):
+    id: uuid.UUID
+    model_id: uuid.UUID
+    model_name: str
+    version: int
+    stage: Stage
+    status: str
+    description: str | None
+    source: str | None
+    artifact_uri: str | None
+    run_id: uuid.UUID | None
+    logged_model_id: uuid.UUID | None
+    signature: dict[str, Any] | None
+    metrics: dict[str, float | None] = Field(description="The run's latest metrics when registered (NaN as null)")
+    tags: dict[str, str]
+    aliases: list[str]
+    created_by: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ModelVersionPage(BaseModel):
+    model_versions: list[ModelVersionRead]
+    next_page_token: str | None = None
+
+
+class StageTransitionCreate(_Request):
+    stage: Stage
+    comment: Description | None = None
+    archive_existing: bool = Field(
+        True, description="Archive the versions already in the target stage (staging/production only)"
+    )
+
+
+class StageTransitionRead(_Read):
+    id: uuid.UUID
+    model_version_id: uuid.UUID
+    from_stage: Stage
+    to_stage: Stage
+    comment: str | None
+    actor_id: uuid.UUID | None
+    created_at: datetime
+
+
+class StageTransitionResult(BaseModel):
+    model_version: ModelVersionRead
+    transitions: list[StageTransitionRead] = Field(description="Made by this request, archived versions first")
+
+
+class AliasSet(_Request):
+    version: int = Field(ge=1)
+
+
+class AliasRead(BaseModel):
+    model_id: uuid.UUID
+    alias: str
+    version: int
+    model_version_id: uuid.UUID
+
+
+class LineageRun(_Read):
+    id: uuid.UUID
+    name: str | None
+    status: str
+    start_time: int | None
+    end_time: int | None
+    artifact_uri: str | None
+
+
+class LineageExperiment(_Read):
+    id: uuid.UUID
+    name: str
+
+
+class LineageDataset(BaseModel):
+    id: uuid.UUID
+    name: str
+    digest: str
+    source_type: str
+    source: str
+    tags: dict[str, Any] = Field(description="Input tags, e.g. mlflow.data.context=training")
+
+
+class LineageLoggedModel(_Read):
+    id: uuid.UUID
+    name: str
+    artifact_location: str
+    status: str
+
+
+class LineageDeployment(BaseModel):
+    id: uuid.UUID
+    name: str
+    target: str
+    status: str
+    role: Literal["stable", "canary"]
+
+
+class LineageDriftReport(_Read):
+    id: uuid.UUID
+    status: str
+    dataset_drift: bool | None
+    drift_share: float | None
+    number_of_columns: int
+    number_of_drifted_columns: int
+    created_at: datetime
+
+
+class LineageMonitor(BaseModel):
+    id: uuid.UUID
+    name: str
+    deployment_id: uuid.UUID | None
+    enabled: bool
+    drift_reports: list[LineageDriftReport] = Field(description="The latest few, newest first")
+
+
+class ModelVersionLineage(BaseModel):
+    model_version: ModelVersionRead
+    run: LineageRun | None
+    experiment: LineageExperiment | None
+    logged_model: LineageLoggedModel | None
+    datasets: list[LineageDataset]
+    deployments: list[LineageDeployment]
+    monitors: list[LineageMonitor]
