@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import typer
 from rich.console import Console
@@ -153,6 +154,113 @@ def _supervise(children: dict[str, subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
     raise typer.Exit(exit_code)
+
+
+# --- bootstrap: users, API keys and demo data ------------------------------------------------------------
+
+user_app = typer.Typer(help="Create users (for scripts that set a platform up).", no_args_is_help=True)
+api_key_app = typer.Typer(help="Create API keys for machines and the mlflow client.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(api_key_app, name="api-key")
+
+
+def _migrated_database():
+    from shared.db.migrate import is_at_head
+    from shared.db.session import get_database
+
+    settings = _settings()
+    if not is_at_head(settings.database_url):
+        err.print("[red]The database is not at the latest migration: run `tessera migrate` first.[/red]")
+        raise typer.Exit(2)
+    return get_database(settings.database_url)
+
+
+@contextmanager
+def _unit_of_work():
+    """One committed transaction; a refused request prints its reason and exits 1 (nothing is written)."""
+    from shared.core.errors import TesseraError
+
+    try:
+        with _migrated_database().session_scope() as session:
+            yield session
+    except TesseraError as exc:
+        err.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
+
+
+@user_app.command("create")
+def user_create(
+    email: str = typer.Option(..., help="Login email"),
+    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True, help="8+ characters"),
+    org: str | None = typer.Option(None, help="Organization slug: created with the user as owner, or joined"),
+    role: str = typer.Option("member", help="Role when joining an existing organization"),
+    name: str | None = typer.Option(None, help="Full name"),
+) -> None:
+    """Create a user (re-running with the same password is fine), optionally in an organization."""
+    from services.registry.domain.bootstrap import ensure_user
+
+    with _unit_of_work() as session:
+        outcome = ensure_user(session, email=email, password=password, full_name=name, org_slug=org, role=role)
+        email, created = outcome.user.email, outcome.created_user
+        org_line = (
+            f"organization {outcome.organization.slug} ({'created, ' if outcome.created_organization else ''}"
+            f"role {outcome.role})" if outcome.organization else "no organization"
+        )
+    console.print(f"{'Created' if created else 'Found'} user {email}; {org_line}")
+
+
+@api_key_app.command("create")
+def api_key_create(
+    email: str = typer.Option(..., help="The user the key acts for"),
+    scopes: str = typer.Option(..., help="Comma-separated, e.g. tracking:write,registry:read (or admin)"),
+    org: str | None = typer.Option(None, help="Organization slug (needed if the user has several)"),
+    project: str | None = typer.Option(None, help="Limit the key to this project (slug or id)"),
+    expires_in_days: int | None = typer.Option(None, help="Expire after N days (default: never)"),
+    name: str | None = typer.Option(None, help="A label for the key"),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object; the key is in its `key` field"),
+) -> None:
+    """Create an API key and print it once (only its digest is stored)."""
+    import json
+
+    from services.registry.domain.bootstrap import create_key_for
+
+    with _unit_of_work() as session:
+        row, key = create_key_for(
+            session, email=email, scopes=[s.strip() for s in scopes.split(",") if s.strip()], org_slug=org,
+            project=project, expires_in_days=expires_in_days, name=name,
+        )
+        facts = {
+            "key": key, "id": str(row.id), "prefix": row.prefix, "name": row.name, "scopes": row.scopes,
+            "organization_id": str(row.organization_id),
+            "project_id": str(row.project_id) if row.project_id else None,
+            "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+        }
+    if as_json:
+        print(json.dumps(facts))
+    else:
+        # The key alone on stdout, so `KEY=$(tessera api-key create ...)` works; the rest on stderr.
+        print(key)
+        err.print(f"API key {row.prefix} for {email} (scopes {', '.join(row.scopes)}); it is not shown again.")
+
+
+@app.command()
+def seed(password: str = typer.Option("tessera-demo", help="Password of the demo users it creates")) -> None:
+    """Populate a fresh platform with demo data (idempotent: a second run changes nothing)."""
+    from services.registry.domain.seed import seed as seed_demo
+
+    with _unit_of_work() as session:
+        report = seed_demo(session, password=password)
+    for line in report.created:
+        console.print(f"created {line}")
+    if not report.created:
+        console.print("Nothing to do: the demo data is already there.")
+    table = Table(title="Seeded logins (organization acme)")
+    table.add_column("email")
+    table.add_column("role")
+    table.add_column("password")
+    for login_email, role, login_password in report.logins:
+        table.add_row(login_email, role, login_password or "(existing account, unchanged)")
+    console.print(table)
 
 
 def _redact(url: str) -> str:
