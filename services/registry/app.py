@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from services.registry.api import api_keys, audit_logs, auth, organizations, projects, users
+from services.registry.api import (
+    api_keys,
+    audit_logs,
+    auth,
+    mlflow_registry,
+    model_versions,
+    models,
+    organizations,
+    projects,
+    users,
+)
 from shared.core.settings import Settings
 from shared.core.web import build_app
 
@@ -19,6 +29,10 @@ ROUTERS: list[APIRouter] = [
     projects.router,
     api_keys.router,
     audit_logs.router,
+    # the model registry, native and MLflow's REST API
+    models.router,
+    model_versions.router,
+    mlflow_registry.router,
 ]
 
 
