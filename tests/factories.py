@@ -118,3 +118,24 @@ def make_tenant(session: Session, *, jwt_secret: str, scopes: list[str] | None =
     _, key = make_api_key(session, user=user, org=org, scopes=scopes)
     token, _ = issue_token(user.id, secret=jwt_secret, ttl_s=3600)
     return Tenant(user.id, user.email, org.id, org.slug, project.id, key, token)
+
+
+@dataclass
+class Member:
+    """A user added to an existing organization with some role, holding a login token."""
+
+    user_id: uuid.UUID
+    email: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.token)
+
+
+def make_member(session: Session, *, org_id: uuid.UUID, role: str, jwt_secret: str) -> Member:
+    user = make_user(session)
+    session.add(OrganizationMembership(organization_id=org_id, user_id=user.id, role=role))
+    session.flush()
+    token, _ = issue_token(user.id, secret=jwt_secret, ttl_s=3600)
+    return Member(user.id, user.email, token)
