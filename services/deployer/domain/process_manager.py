@@ -126,15 +126,13 @@ class ProcessManager:
         )
 
     def stop(self, state: ModelServerState) -> None:
-        """SIGTERM the server's process group, SIGKILL it after the grace period; a no-op if already gone."""
+        """SIGTERM the server's process group, SIGKILL what is left after the grace period; no-op if gone."""
         if not self.is_running(state):
-            _reap(state.pid)
             return
         _signal_group(state.pid, signal.SIGTERM)
-        if _wait_for_exit(state.pid, self.stop_grace_s):
-            return
-        _signal_group(state.pid, signal.SIGKILL)
-        _wait_for_exit(state.pid, self.stop_grace_s)
+        if not _wait_for_group_exit(state.pid, self.stop_grace_s):
+            _signal_group(state.pid, signal.SIGKILL)
+            _wait_for_group_exit(state.pid, self.stop_grace_s)
 
     def is_running(self, state: ModelServerState) -> bool:
         """True when the pid is alive, not a zombie, and still our server on that port (pids get reused)."""
@@ -259,29 +257,53 @@ def _signal_group(pid: int, signum: signal.Signals) -> None:
         os.killpg(pid, signum)
 
 
-def _reap(pid: int) -> bool:
-    """Collect the exit status if the server is our child; True when it has exited."""
-    try:
-        reaped_pid, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return False
-    return reaped_pid == pid
+def _reap(pid: int) -> None:
+    """Collect the exit status if the server is our child, so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
-def _wait_for_exit(pid: int, timeout_s: float) -> bool:
+def _wait_for_group_exit(pgid: int, timeout_s: float) -> bool:
+    """Wait until no live process is left in the group (the server and anything it spawned)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if _reap(pid) or not _pid_alive(pid):
+        if not _live_group_members(pgid):
+            # The leader is dead now, so this reap cannot miss it.
+            _reap(pgid)
             return True
+        _reap(pgid)
         time.sleep(0.05)
     return False
 
 
-def _pid_alive(pid: int) -> bool:
-    """Linux-only by design: /proc also tells a zombie (exited, not yet reaped) from a live process."""
+def _stat_fields(path: Path) -> list[str] | None:
+    """Fields of a /proc stat file after the command name (state, ppid, pgrp, ...); None if it is gone.
+
+    Linux-only by design: /proc tells a zombie (exited, not yet reaped) from a live process.
+    """
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+        stat = path.read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name is parenthesised and may itself contain spaces or parentheses.
+    return stat.rpartition(")")[2].split()
+
+
+def _pid_alive(pid: int) -> bool:
+    """Any thread still running: a multithreaded process whose main thread has exited shows state Z for the
+    leader while its other threads are still finishing."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    # The state letter follows the parenthesised command name, which may itself contain spaces.
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+    return any((fields := _stat_fields(task / "stat")) is not None and fields[0] not in "ZX" for task in tasks)
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(entry / "stat")
+            if fields is not None and fields[2] == str(pgid) and _pid_alive(int(entry.name)):
+                members.append(int(entry.name))
+    return members

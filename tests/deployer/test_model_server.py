@@ -1,0 +1,245 @@
+"""The model server over real HTTP: MLflow's scoring protocol and the Open Inference Protocol (V2)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from services.deployer.model_server.app import PID_HEADER, create_app
+from tests.deployer.conftest import RunningServer, SavedModel
+
+
+@pytest.fixture(scope="module")
+def client(iris_server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=iris_server.state.url, timeout=10.0) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def rows(iris_model: SavedModel) -> pd.DataFrame:
+    # Rows from all three classes, so "same predictions" is not satisfied by a constant.
+    return iris_model.features.sample(n=24, random_state=7)
+
+
+@pytest.fixture(scope="module")
+def expected(iris_model: SavedModel, rows: pd.DataFrame) -> list[int]:
+    predictions = mlflow.pyfunc.load_model(str(iris_model.path)).predict(rows)
+    assert len(set(predictions.tolist())) == 3
+    return predictions.tolist()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        lambda df: {"dataframe_split": df.to_dict(orient="split")},
+        lambda df: {"dataframe_records": df.to_dict(orient="records")},
+        lambda df: {"instances": df.to_dict(orient="records")},
+        lambda df: {"inputs": df.to_dict(orient="list")},
+        lambda df: {"dataframe_split": df.to_dict(orient="split"), "params": {}},
+    ],
+    ids=["dataframe_split", "dataframe_records", "instances", "inputs", "with_params"],
+)
+def test_invocations_json_formats_match_in_process_predictions(client, rows, expected, payload):
+    response = client.post("/invocations", json=payload(rows))
+
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"predictions": expected}
+
+
+def test_invocations_csv_matches_in_process_predictions(client, rows, expected):
+    response = client.post(
+        "/invocations", content=rows.to_csv(index=False), headers={"content-type": "text/csv; charset=utf-8"}
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": expected}
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"features": [[1, 2, 3, 4]]}, "exactly one of the input fields"),
+        ({"dataframe_split": {"columns": ["a"], "data": [[1]]}, "inputs": [1]}, "exactly one of the input fields"),
+        ({"dataframe_records": [{"sepal length (cm)": 1.0}]}, "missing inputs"),
+    ],
+)
+def test_invocations_bad_input_is_400_with_mlflow_error_body(client, body, fragment):
+    response = client.post("/invocations", json=body)
+
+    assert response.status_code == 400
+    error = response.json()
+    assert error["error_code"] in ("BAD_REQUEST", "INVALID_PARAMETER_VALUE")
+    assert fragment in error["message"]
+
+
+def test_invocations_malformed_json_and_unsupported_content_type(client):
+    malformed = client.post("/invocations", content=b"{not json", headers={"content-type": "application/json"})
+    unsupported = client.post("/invocations", content=b"<x/>", headers={"content-type": "application/xml"})
+
+    assert malformed.status_code == 400
+    assert malformed.json()["error_code"] == "BAD_REQUEST"
+    assert unsupported.status_code == 415
+    assert "application/xml" in unsupported.json()["message"]
+
+
+def test_model_raising_is_500_with_its_message_and_the_server_keeps_serving(client, rows, expected):
+    # LogisticRegression itself raises ValueError on NaN, which MLflow's schema check lets through.
+    record = dict.fromkeys(rows.columns, 1.0) | {"sepal length (cm)": None}
+
+    failed = client.post("/invocations", json={"dataframe_records": [record]})
+    after = client.post("/invocations", json={"dataframe_split": rows.to_dict(orient="split")})
+
+    assert failed.status_code == 500
+    assert failed.json()["error_code"] == "INTERNAL_ERROR"
+    assert "ValueError" in failed.json()["message"] and "NaN" in failed.json()["message"]
+    assert after.json() == {"predictions": expected}
+
+
+def test_health_and_version_endpoints(client, iris_server):
+    for path in ("/ping", "/health"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert response.headers[PID_HEADER] == str(iris_server.state.pid)
+    assert client.get("/version").text == mlflow.__version__
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    assert client.get("/v2/models/iris/ready").json() == {"name": "iris", "ready": True}
+    assert client.get("/v2/models/iris/versions/3/ready").status_code == 200
+
+
+def test_v2_metadata_comes_from_the_signature(client, rows):
+    metadata = client.get("/v2/models/iris").json()
+
+    assert metadata["name"] == "iris"
+    assert metadata["versions"] == ["3"]
+    assert metadata["platform"] == "mlflow"
+    assert metadata["inputs"] == [{"name": column, "datatype": "FP64", "shape": [-1]} for column in rows.columns]
+    assert metadata["outputs"] == [{"name": "predictions", "datatype": "INT64", "shape": [-1]}]
+
+
+def test_v2_infer_one_tensor_per_column(client, rows, expected):
+    request = {
+        "id": "req-42",
+        "inputs": [
+            {"name": column, "shape": [len(rows)], "datatype": "FP64", "data": rows[column].tolist()}
+            for column in rows.columns
+        ],
+    }
+
+    response = client.post("/v2/models/iris/infer", json=request)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "model_name": "iris",
+        "model_version": "3",
+        "id": "req-42",
+        "outputs": [{"name": "predictions", "datatype": "INT64", "shape": [len(rows)], "data": expected}],
+    }
+
+
+def test_v2_infer_one_matrix_tensor_nested_data(client, rows, expected):
+    request = {
+        "inputs": [
+            {"name": "input-0", "shape": list(rows.shape), "datatype": "FP32", "data": rows.to_numpy().tolist()}
+        ],
+        "outputs": [{"name": "predictions"}],
+    }
+
+    response = client.post("/v2/models/iris/versions/3/infer", json=request)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "id" not in body
+    assert body["outputs"][0]["data"] == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "request_body", "status", "fragment"),
+    [
+        ("/v2/models/other/infer", {"inputs": []}, 404, "not served here"),
+        ("/v2/models/iris/infer", {"inputs": []}, 400, "non-empty list"),
+        (
+            "/v2/models/iris/infer",
+            {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "COMPLEX", "data": [1, 2, 3, 4]}]},
+            400,
+            "unsupported datatype",
+        ),
+        (
+            "/v2/models/iris/infer",
+            {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]},
+            400,
+            "does not match shape",
+        ),
+        (
+            "/v2/models/iris/infer",
+            {
+                "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}],
+                "outputs": [{"name": "probabilities"}],
+            },
+            400,
+            "unknown requested outputs",
+        ),
+    ],
+)
+def test_v2_errors_use_the_protocol_error_body(client, path, request_body, status, fragment):
+    response = client.post(path, json=request_body)
+
+    assert response.status_code == status
+    assert fragment in response.json()["error"]
+
+
+class ExplodingModel(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        raise RuntimeError("feature store unreachable")
+
+
+def test_python_model_that_always_raises_gives_500_on_both_protocols(tmp_path):
+    path = tmp_path / "exploding"
+    mlflow.pyfunc.save_model(str(path), python_model=ExplodingModel())
+    app = create_app(mlflow.pyfunc.load_model(str(path)), name="exploding", version="1")
+
+    with TestClient(app) as http:
+        scoring = http.post("/invocations", json={"inputs": {"x": [1.0]}})
+        v2 = http.post(
+            "/v2/models/exploding/infer",
+            json={"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}]},
+        )
+
+    assert scoring.status_code == 500
+    assert scoring.json() == {
+        "error_code": "INTERNAL_ERROR",
+        "message": "The model raised an error during prediction: RuntimeError: feature store unreachable",
+    }
+    assert v2.status_code == 500
+    assert "feature store unreachable" in v2.json()["error"]
+
+
+def test_v2_metadata_without_signature_and_tensor_outputs(tmp_path):
+    class Doubler(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return {"doubled": np.asarray(model_input) * 2, "label": np.array(["a"] * len(model_input))}
+
+    path = tmp_path / "doubler"
+    mlflow.pyfunc.save_model(str(path), python_model=Doubler())
+    app = create_app(mlflow.pyfunc.load_model(str(path)), name="doubler", version="7")
+
+    with TestClient(app) as http:
+        metadata = http.get("/v2/models/doubler").json()
+        response = http.post(
+            "/v2/models/doubler/infer",
+            json={"inputs": [{"name": "x", "shape": [2, 2], "datatype": "INT32", "data": [1, 2, 3, 4]}]},
+        )
+
+    assert metadata["inputs"] == [] and metadata["outputs"] == []
+    assert response.json()["outputs"] == [
+        {"name": "doubled", "datatype": "INT32", "shape": [2, 2], "data": [2, 4, 6, 8]},
+        {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["a", "a"]},
+    ]
