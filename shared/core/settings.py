@@ -61,6 +61,17 @@ class Settings(BaseSettings):
     # Outbound HTTP (webhooks, Slack): addresses allowed even though private/loopback.
     outbound_allowlist: list[str] = Field(default_factory=list)
 
+    # Notifier: beat ticks (group timers, retry sweeper) and the delivery retry policy.
+    notifier_flush_interval_s: float = 1.0
+    notifier_sweep_interval_s: float = 5.0
+    # An in-flight delivery whose worker vanished is retried after this lease (> the send timeout).
+    notifier_lease_s: float = 120.0
+    # A queued message not picked up within this time (lost with a broker restart) is queued again.
+    notifier_requeue_after_s: float = 60.0
+    notifier_backoff_base_s: float = 10.0
+    notifier_backoff_cap_s: float = 1800.0
+    notifier_max_attempts: int = 8
+
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:
         data_dir = self.data_dir.resolve()

@@ -10,7 +10,20 @@ from shared.db.models.identity import (
     User,
 )
 from shared.db.models.monitor import Alert, DataDriftReport, ModelMonitoring
-from shared.db.models.notifier import NotificationChannel, NotificationRule
+from shared.db.models.notifier import (
+    Delivery,
+    DeliveryAttempt,
+    Notification,
+    NotificationAlert,
+    NotificationChannel,
+    NotificationGroup,
+    NotificationGroupAlert,
+    NotificationMuteWindow,
+    NotificationRule,
+    NotificationSilence,
+    NotifierPeriodicRun,
+    NotifierProcessedEvent,
+)
 from shared.db.models.registry import Model, ModelAlias, ModelVersion, ModelVersionTransition
 from shared.db.models.security import ApiKey, AuditLog
 from shared.db.models.tracking import (
@@ -36,6 +49,8 @@ __all__ = [
     "AuditLog",
     "DataDriftReport",
     "Dataset",
+    "Delivery",
+    "DeliveryAttempt",
     "Deployment",
     "DeploymentHistory",
     "Experiment",
@@ -50,8 +65,16 @@ __all__ = [
     "ModelMonitoring",
     "ModelVersion",
     "ModelVersionTransition",
+    "Notification",
+    "NotificationAlert",
     "NotificationChannel",
+    "NotificationGroup",
+    "NotificationGroupAlert",
+    "NotificationMuteWindow",
     "NotificationRule",
+    "NotificationSilence",
+    "NotifierPeriodicRun",
+    "NotifierProcessedEvent",
     "Organization",
     "OrganizationMembership",
     "OutboxEvent",
