@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from services.registry.domain import models as models_domain
@@ -47,6 +47,7 @@ SEARCH_MODELS_MAX = 1000
 SEARCH_VERSIONS_DEFAULT = 10_000
 SEARCH_VERSIONS_MAX = 200_000
 LOGGED_MODEL_PREFIX = "m-"
+PROMPT_TAG = "mlflow.prompt.is_prompt"
 
 
 def stage_from_mlflow(name: str) -> str:
@@ -221,8 +222,20 @@ _NUMERIC_COMPARATORS = ("=", "!=", "<", "<=", ">", ">=")
 def _tag_clause(tags_column: Any, clause: dict) -> ColumnElement[bool]:
     if clause["comparator"] not in _STRING_COMPARATORS:
         raise InvalidParameter(f"Invalid comparator for tag: {clause['comparator']}")
-    # A missing tag compares as NULL, so no comparison (not even !=) matches it, as in MLflow.
-    return _compare(tags_column[clause["key"]].as_string(), clause["comparator"], clause["value"])
+    value = tags_column[clause["key"]].as_string()
+    if clause["key"] == PROMPT_TAG:
+        value = func.coalesce(value, "false")
+    # Otherwise a missing tag compares as NULL, so no comparison (not even !=) matches it, as in MLflow.
+    return _compare(value, clause["comparator"], clause["value"])
+
+
+def _tag_filters(tags_column: Any, clauses: list[dict]) -> list[ColumnElement[bool]]:
+    """The tag clauses; and unless the filter asks about prompts, MLflow's rule that searches leave out
+    prompts (registered models tagged `mlflow.prompt.is_prompt=true`, a missing tag meaning false)."""
+    filters = [_tag_clause(tags_column, c) for c in clauses]
+    if not any(c["key"] == PROMPT_TAG for c in clauses):
+        filters.append(_tag_clause(tags_column, {"key": PROMPT_TAG, "comparator": "!=", "value": "true"}))
+    return filters
 
 
 _ORDER_RE = re.compile(r"^\s*(?:attribute\.|attributes\.)?`?([\w]+)`?(?:\s+(ASC|DESC))?\s*$", re.IGNORECASE)
@@ -292,13 +305,14 @@ def search_models(
 
     limit = _max_results(max_results, SEARCH_MODELS_DEFAULT, SEARCH_MODELS_MAX)
     query = select(Model).where(Model.project_id == project(access, READ).id, Model.deleted_at.is_(None))
-    for clause in _mlflow_parse(SearchModelUtils.parse_search_filter, filter_string):
+    clauses = _mlflow_parse(SearchModelUtils.parse_search_filter, filter_string)
+    for clause in clauses:
         if clause["type"] == "tag":
-            query = query.where(_tag_clause(Model.tags, clause))
-        elif clause["key"] == "name":
-            query = query.where(_compare(Model.name, clause["comparator"], clause["value"]))
-        else:
+            continue
+        if clause["key"] != "name":
             raise InvalidParameter(f"Invalid attribute name: {clause['key']}")
+        query = query.where(_compare(Model.name, clause["comparator"], clause["value"]))
+    query = query.where(*_tag_filters(Model.tags, [c for c in clauses if c["type"] == "tag"]))
     columns = {
         "name": Model.name,
         "timestamp": Model.updated_at,
@@ -332,8 +346,9 @@ def search_versions(
             ModelVersion.deleted_at.is_(None),
         )
     )
-    for clause in _mlflow_parse(SearchModelVersionUtils.parse_search_filter, filter_string):
-        query = query.where(_version_clause(clause))
+    clauses = _mlflow_parse(SearchModelVersionUtils.parse_search_filter, filter_string)
+    query = query.where(*(_version_clause(c) for c in clauses if c["type"] != "tag"))
+    query = query.where(*_tag_filters(ModelVersion.tags, [c for c in clauses if c["type"] == "tag"]))
     columns = {
         "name": Model.name,
         "version_number": ModelVersion.version,
@@ -349,8 +364,6 @@ def search_versions(
 
 def _version_clause(clause: dict) -> ColumnElement[bool]:
     key, comparator, value = clause["key"], clause["comparator"], clause["value"]
-    if clause["type"] == "tag":
-        return _tag_clause(ModelVersion.tags, clause)
     if key == "name":
         return _compare(Model.name, comparator, value)
     if key == "source_path":
