@@ -48,15 +48,23 @@ class Distribution:
     mean: float | None = None
     std: float | None = None
 
-    @cached_property
-    def cumulative(self) -> np.ndarray:
-        """Values up to (not including) each distinct value, and the total last: CDF numerators."""
-        return np.concatenate(([0], np.cumsum(self.counts)))
+    def value_at(self, ranks: np.ndarray) -> np.ndarray:
+        """The values at these 0-based positions of the sorted sample."""
+        if self.size == self.distinct:
+            return self.values[ranks]
+        return self.values[np.searchsorted(np.cumsum(self.counts, dtype=np.int64), ranks, side="right")]
 
-    @property
+    def count_before(self, positions: np.ndarray) -> np.ndarray:
+        """How many values lie before each position in `values`: the CDF numerators."""
+        if self.size == self.distinct:
+            # Every count is 1 (continuous data): no cumulative sum needed.
+            return np.asarray(positions, dtype=np.int64)
+        return np.concatenate(([0], np.cumsum(self.counts, dtype=np.int64)))[positions]
+
+    @cached_property
     def size(self) -> int:
         """Number of values that take part in the test."""
-        return int(self.cumulative[-1])
+        return int(self.counts.sum(dtype=np.int64))
 
     @property
     def distinct(self) -> int:
@@ -183,11 +191,19 @@ def distribution_from_numbers(raw: np.ndarray, integer_dtype: bool = False) -> D
 
 
 def _run_lengths(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if sorted_values.size == 0:
-        return sorted_values, np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.concatenate(([True], sorted_values[1:] != sorted_values[:-1])))
-    counts = np.diff(np.append(starts, sorted_values.size)).astype(np.int64)
-    return sorted_values[starts], counts
+    """Distinct values and their counts, the counts in the narrowest unsigned type (1 byte for
+    continuous data, where every count is 1 and the values array is reused as is)."""
+    size = sorted_values.size
+    if size == 0:
+        return sorted_values, np.zeros(0, dtype=np.uint8)
+    starts_run = np.empty(size, dtype=bool)
+    starts_run[0] = True
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=starts_run[1:])
+    if starts_run.all():
+        return sorted_values, np.ones(size, dtype=np.uint8)
+    starts = np.flatnonzero(starts_run)
+    counts = np.diff(np.append(starts, size))
+    return sorted_values[starts], counts.astype(np.min_scalar_type(int(counts.max())))
 
 
 def categorical_distribution(frame: Frame, name: str) -> Distribution:

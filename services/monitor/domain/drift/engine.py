@@ -199,11 +199,10 @@ def _summary(side: Distribution, column_type: ColumnType, histogram: dict[str, l
 
 def _quantiles(side: Distribution, levels: tuple[float, ...]) -> list[float]:
     """`np.quantile` (linear interpolation) on the rows the counts stand for."""
-    ends = np.cumsum(side.counts)
     positions = np.asarray(levels) * (side.size - 1)
     below = np.floor(positions)
-    low = side.values[np.searchsorted(ends, below, side="right")]
-    high = side.values[np.searchsorted(ends, np.minimum(below + 1, side.size - 1), side="right")]
+    low = side.value_at(below.astype(np.int64))
+    high = side.value_at(np.minimum(below + 1, side.size - 1).astype(np.int64))
     return list(low + (positions - below) * (high - low))
 
 

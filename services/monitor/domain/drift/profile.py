@@ -90,7 +90,7 @@ class ReferenceProfile:
             if f"values_{index}" in archive:
                 distribution = Distribution(
                     values=archive[f"values_{index}"],
-                    counts=archive[f"counts_{index}"].astype(np.int64),
+                    counts=archive[f"counts_{index}"],
                     row_count=entry["row_count"],
                     missing_count=entry["missing_count"],
                     infinite_count=entry["infinite_count"],

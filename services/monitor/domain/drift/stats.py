@@ -204,7 +204,7 @@ def histogram(distribution: Distribution, edges: np.ndarray) -> np.ndarray:
         np.searchsorted(distribution.values, edges[:-1], side="left"),
         np.searchsorted(distribution.values, edges[-1], side="right"),
     )
-    return np.diff(distribution.cumulative[bounds])
+    return np.diff(distribution.count_before(bounds))
 
 
 def _merged_cdf_counts(reference: Distribution, current: Distribution) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
