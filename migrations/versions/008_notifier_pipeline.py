@@ -124,7 +124,7 @@ def upgrade() -> None:
     op.create_table(
         "notification_group_alerts",
         sa.Column("group_id", sa.Uuid(), nullable=False),
-        sa.Column("fingerprint", sa.String(length=32), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
         sa.Column("labels", JSON, nullable=False),
         sa.Column("annotations", JSON, nullable=False),
         sa.Column("starts_at", TZ, nullable=False),
@@ -183,7 +183,7 @@ def upgrade() -> None:
     op.create_table(
         "notification_alerts",
         sa.Column("notification_id", sa.Uuid(), nullable=False),
-        sa.Column("fingerprint", sa.String(length=32), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
         sa.ForeignKeyConstraint(
             ["notification_id"],
             ["notifications.id"],

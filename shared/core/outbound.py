@@ -142,7 +142,13 @@ def vet_destination(url: str | httpx.URL, policy: OutboundPolicy) -> PinnedDesti
     if not host:
         raise OutboundRefused("URL has no host")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return PinnedDestination(url=parsed, ip=vet_host(host, port, policy))
 
+
+def vet_host(host: str, port: int, policy: OutboundPolicy) -> IPAddress:
+    """Resolve `host` once and check every address (also for non-HTTP protocols such as SMTP);
+    returns the address to connect to."""
+    host = host.lower().rstrip(".")
     try:
         # A scope suffix ("fe80::1%eth0") is not part of the address.
         resolved = policy.resolver(host, port)
@@ -164,7 +170,7 @@ def vet_destination(url: str | httpx.URL, policy: OutboundPolicy) -> PinnedDesti
     ip = addresses[0]
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return PinnedDestination(url=parsed, ip=ip)
+    return ip
 
 
 def post(

@@ -10,7 +10,7 @@ Every sender returns a `DeliveryResult`, never raises for a failed delivery, and
   the webhook revoked).
 - Other 4xx, refused destinations (SSRF guard), TLS certificate errors, invalid custom headers:
   failed for good.
-- SMTP 4xx replies and connection trouble: retry. SMTP 5xx replies: failed for good.
+- SMTP 4xx replies and connection trouble: retry. SMTP 5xx replies and refused hosts: failed for good.
 
 Retries back off exponentially with full jitter (`next_attempt_delay`); after `MAX_ATTEMPTS` the
 notification is dead-lettered (`state_after`). Errors name hosts and status codes only: Slack
@@ -39,7 +39,14 @@ import httpx
 from standardwebhooks import Webhook
 
 from shared.core.errors import InvalidParameter
-from shared.core.outbound import OutboundPolicy, OutboundRefused, OutboundResponse, ResolutionFailed, post
+from shared.core.outbound import (
+    OutboundPolicy,
+    OutboundRefused,
+    OutboundResponse,
+    ResolutionFailed,
+    post,
+    vet_host,
+)
 
 MAX_ATTEMPTS = 8
 BACKOFF_BASE_SECONDS = 10.0
@@ -103,24 +110,29 @@ class DeliveryResult:
         return self.outcome is Outcome.DISABLE_CHANNEL
 
 
-def state_after(result: DeliveryResult, attempt: int) -> DeliveryState:
+def state_after(result: DeliveryResult, attempt: int, *, max_attempts: int = MAX_ATTEMPTS) -> DeliveryState:
     """State after `attempt` attempts (1-based) ended in `result`."""
     if result.ok:
         return DeliveryState.DELIVERED
     if not result.retryable:
         return DeliveryState.FAILED
-    return DeliveryState.DEAD_LETTER if attempt >= MAX_ATTEMPTS else DeliveryState.RETRY_SCHEDULED
+    return DeliveryState.DEAD_LETTER if attempt >= max_attempts else DeliveryState.RETRY_SCHEDULED
 
 
 def next_attempt_delay(
-    attempt: int, retry_after: float | None = None, *, rng: Callable[[], float] = random.random
+    attempt: int,
+    retry_after: float | None = None,
+    *,
+    base: float = BACKOFF_BASE_SECONDS,
+    cap: float = BACKOFF_CAP_SECONDS,
+    rng: Callable[[], float] = random.random,
 ) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based).
 
     Full jitter (uniform in [0, min(cap, base * 2^(attempt-1))]) spreads retries of many failing
     notifications, so a receiver coming back is not hit by all of them at once; Retry-After is a floor.
     """
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempt - 1, 0))
+    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
     delay = rng() * ceiling
     if retry_after is not None:
         delay = max(delay, min(retry_after, MAX_RETRY_AFTER_SECONDS))
@@ -300,8 +312,11 @@ def _smtp_reply_result(code: int, reply: bytes | str, elapsed_ms: float, what: s
     return DeliveryResult(outcome, elapsed_ms, code, error=f"{what}: {code} {text}".strip())
 
 
-def send_email(message: EmailMessage, *, smtp: SmtpSettings) -> DeliveryResult:
+def send_email(message: EmailMessage, *, smtp: SmtpSettings, policy: OutboundPolicy) -> DeliveryResult:
     """Send a rendered email (`messages.render_email`) to every recipient in its headers.
+
+    The SMTP host is vetted like webhook URLs (`policy`): a user-configured host must not reach
+    internal services (SMTP commands can be smuggled into other line protocols).
 
     Recipients the server refuses while others are accepted do not fail the delivery; they are
     named in `error`.
@@ -311,13 +326,26 @@ def send_email(message: EmailMessage, *, smtp: SmtpSettings) -> DeliveryResult:
     def elapsed() -> float:
         return (time.monotonic() - started) * 1000
 
+    try:
+        address = vet_host(smtp.host, smtp.port, policy)
+    except OutboundRefused as exc:
+        return DeliveryResult(Outcome.FAILED, elapsed(), error=f"destination refused: {exc}")
+    except ResolutionFailed as exc:
+        return DeliveryResult(Outcome.RETRY, elapsed(), error=str(exc))
     context = smtp.ssl_context or ssl.create_default_context()
     try:
         client: smtplib.SMTP
         if smtp.security is SmtpSecurity.TLS:
-            client = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout_seconds, context=context)
+            client = smtplib.SMTP_SSL(timeout=smtp.timeout_seconds, context=context)
         else:
-            client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
+            client = smtplib.SMTP(timeout=smtp.timeout_seconds)
+        # Connect to the vetted address (no second DNS answer), while TLS still checks the configured
+        # name: smtplib takes SNI and the certificate's expected name from `_host`.
+        client._host = smtp.host
+        code, reply = client.connect(str(address), smtp.port)
+        if code != 220:
+            client.close()
+            raise smtplib.SMTPConnectError(code, reply)
         with client:
             if smtp.security is SmtpSecurity.STARTTLS:
                 client.starttls(context=context)

@@ -140,7 +140,7 @@ class NotificationGroupAlert(UUIDPrimaryKey, Base):
     group_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("notification_groups.id", ondelete="CASCADE"), nullable=False
     )
-    fingerprint: Mapped[str] = mapped_column(String(32), nullable=False)
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
     labels: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
     annotations: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -182,7 +182,7 @@ class NotificationAlert(Base):
     notification_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("notifications.id", ondelete="CASCADE"), primary_key=True
     )
-    fingerprint: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
 DELIVERY_STATES = ("pending", "in_flight", "delivered", "failed", "dead")
