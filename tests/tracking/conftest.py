@@ -1,22 +1,43 @@
-"""The real mlflow client pointed at the live Tessera server, one tenant per test."""
+"""The real mlflow client pointed at the live Tessera server, configured as a data scientist would
+(MLFLOW_TRACKING_URI + MLFLOW_TRACKING_TOKEN). One tenant per test module; tests isolate themselves
+with their own experiments."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from tests import factories
+
+
+def point_mlflow_at(monkeypatch: pytest.MonkeyPatch, url: str, api_key: str) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", api_key)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    # The fluent API caches the URI it resolved first.
+    mlflow.set_tracking_uri(url)
+
+
+@pytest.fixture(scope="module")
+def module_tenant(db, settings) -> factories.Tenant:
+    with db.session_scope() as session:
+        return factories.make_tenant(session, jwt_secret=settings.jwt_secret)
+
+
+@pytest.fixture(scope="module")
+def module_client(live_server, module_tenant) -> Iterator[MlflowClient]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        point_mlflow_at(monkeypatch, live_server.url, module_tenant.api_key)
+        yield MlflowClient(live_server.url)
+
 
 @pytest.fixture
-def mlflow_client(live_server, live_tenant, monkeypatch) -> MlflowClient:
-    """MLFLOW_TRACKING_URI/TOKEN as a data scientist would set them; the fluent API uses them too."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", live_server.url)
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", live_tenant.api_key)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    mlflow.set_tracking_uri(live_server.url)
-    yield MlflowClient(live_server.url)
+def mlflow_client(module_client) -> Iterator[MlflowClient]:
+    yield module_client
     while mlflow.active_run() is not None:
         mlflow.end_run()
 

@@ -45,7 +45,7 @@ def download_artifact(path: str, session: SessionDep, access: AccessDep, setting
 async def upload_artifact(
     path: str, request: Request, session: SessionDep, access: AccessDep, settings: SettingsDep
 ) -> Response:
-    key = await run_in_threadpool(artifacts.storage_key, session, access, path, experiments.WRITE)
+    key = await run_in_threadpool(artifacts.storage_key, session, access, path, experiments.WRITE, "artifact.upload")
     handle = await run_in_threadpool(get_artifact_store(settings).open_write, key)
     try:
         async for chunk in request.stream():
