@@ -430,6 +430,8 @@ def create_uploaded_version(
 
 
 def _lock_version(session: Session, version: ModelVersion) -> ModelVersion:
+    """The version's row lock. Whoever also needs the model's lock takes that one first (one order, no
+    deadlocks); edits of a version alone (description, tags) leave the model row alone."""
     session.execute(
         select(ModelVersion)
         .where(ModelVersion.id == version.id)
@@ -449,7 +451,6 @@ def update_version(session: Session, access: Access, version: ModelVersion, *, c
         version.description = changes["description"]
     if "tags" in changes:
         version.tags = models_domain.validate_tags(changes["tags"])
-    models_domain.touch(version.model)
     session.flush()
     audit.describe(
         session,
@@ -466,7 +467,6 @@ def set_tag(session: Session, access: Access, version: ModelVersion, key: str, v
     models_domain.validate_tag(key, value)
     _lock_version(session, version)
     version.tags = {**version.tags, key: value}
-    models_domain.touch(version.model)
 
 
 def delete_tag(session: Session, access: Access, version: ModelVersion, key: str) -> None:
@@ -474,7 +474,6 @@ def delete_tag(session: Session, access: Access, version: ModelVersion, key: str
     _lock_version(session, version)
     if key in version.tags:
         version.tags = {k: v for k, v in version.tags.items() if k != key}
-        models_domain.touch(version.model)
 
 
 def _move(
