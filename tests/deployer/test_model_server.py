@@ -178,6 +178,13 @@ def test_v2_infer_one_matrix_tensor_nested_data(client, rows, expected):
             400,
             "does not match shape",
         ),
+        ("/v2/models/iris/infer", {"inputs": ["x"]}, 400, "each input must be an object"),
+        (
+            "/v2/models/iris/infer",
+            {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1]}] * 2},
+            400,
+            "input names must be unique",
+        ),
         (
             "/v2/models/iris/infer",
             {

@@ -163,7 +163,8 @@ class ProcessManager:
         return [self.ensure_running(spec, state) for spec, state in servers]
 
     def _spawn(self, spec: ModelServerSpec, port: int) -> tuple[subprocess.Popen[bytes], Path, int]:
-        log_path = self.log_dir / _UNSAFE_FILENAME_CHARS.sub("_", f"{spec.name}-v{spec.version}.log")
+        # Per port as well, so two deployments of one version never interleave their logs.
+        log_path = self.log_dir / _UNSAFE_FILENAME_CHARS.sub("_", f"{spec.name}-v{spec.version}-{port}.log")
         command = [
             self.python_executable,
             "-m",

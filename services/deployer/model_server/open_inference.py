@@ -69,7 +69,9 @@ def decode_inputs(request: dict[str, Any], input_schema: Schema | None) -> Any:
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InferenceError(400, "'inputs' must be a non-empty list of tensors")
-    arrays = {tensor.get("name", ""): _decode_tensor(tensor) for tensor in inputs}
+    arrays = dict(_decode_tensor(tensor) for tensor in inputs)
+    if len(arrays) != len(inputs):
+        raise InferenceError(400, "input names must be unique")
     if input_schema is None or input_schema.is_tensor_spec():
         return next(iter(arrays.values())) if len(arrays) == 1 else arrays
     columns = input_schema.input_names()
@@ -135,7 +137,7 @@ def _column_numpy_type(column_type: Any) -> np.dtype:
     return np.dtype(to_numpy()) if to_numpy else np.dtype(object)
 
 
-def _decode_tensor(tensor: Any) -> np.ndarray:
+def _decode_tensor(tensor: Any) -> tuple[str, np.ndarray]:
     if not isinstance(tensor, dict):
         raise InferenceError(400, "each input must be an object with name, shape, datatype and data")
     name, shape, datatype, data = (tensor.get(key) for key in ("name", "shape", "datatype", "data"))
@@ -153,7 +155,7 @@ def _decode_tensor(tensor: Any) -> np.ndarray:
         raise InferenceError(400, f"input '{name}': 'data' must be a list")
     try:
         # The protocol allows flat or nested row-major data; reshape checks the element count either way.
-        return np.asarray(data, dtype=dtype).reshape(shape)
+        return name, np.asarray(data, dtype=dtype).reshape(shape)
     except (ValueError, TypeError) as exc:
         raise InferenceError(400, f"input '{name}': data does not match shape {shape} / {datatype}: {exc}") from exc
 
