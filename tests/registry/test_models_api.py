@@ -4,7 +4,7 @@ and the outbox events the lifecycle emits."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from shared.core.artifacts import get_artifact_store
 from shared.db.models import (
@@ -15,6 +15,7 @@ from shared.db.models import (
     OutboxEvent,
     RunDatasetInput,
 )
+from tests.factories import unique
 from tests.registry.model_builders import SIGNATURE, caller, make_run
 
 
@@ -314,3 +315,44 @@ def test_lineage(client, tenant, db_session):
     [monitor_lineage] = lineage["monitors"]
     assert monitor_lineage["name"] == "churn-drift"
     assert len(monitor_lineage["drift_reports"]) == 5
+
+
+def test_list_queries_do_not_grow_with_rows(client, tenant, db_session):
+    tracked = make_run(db_session, tenant.project_id)
+    connection = db_session.connection()
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    def queries(url: str, **params) -> int:
+        statements.clear()
+        event.listen(connection, "before_cursor_execute", record)
+        try:
+            assert client.get(url, params=params, headers=tenant.headers).status_code == 200
+        finally:
+            event.remove(connection, "before_cursor_execute", record)
+        return len(statements)
+
+    def add_models(count: int) -> str:
+        for _ in range(count):
+            model = _create_model(client, tenant, unique("model"))
+            for number in (1, 2):
+                _create_version(client, tenant, model["id"], tracked)
+                client.put(
+                    f"/api/v1/models/{model['id']}/aliases/a{number}", json={"version": number}, headers=tenant.headers
+                )
+        return model["id"]
+
+    model_id = add_models(2)
+    urls = [
+        (f"/api/v1/projects/{tenant.project_id}/models", {}),
+        ("/api/2.0/mlflow/registered-models/search", {}),
+        ("/api/2.0/mlflow/model-versions/search", {}),
+        (f"/api/v1/models/{model_id}/versions", {}),
+        ("/api/v1/model-versions", {"run_id": tracked.run_id}),
+    ]
+    before = [queries(url, **params) for url, params in urls]
+    assert all(count > 0 for count in before)
+    add_models(4)
+    assert [queries(url, **params) for url, params in urls] == before

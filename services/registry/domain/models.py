@@ -74,7 +74,11 @@ def get_model(
     min_role: str | None = None,
     include_deleted: bool = False,
 ) -> Model:
-    model = session.get(Model, model_id)
+    model = session.scalar(
+        select(Model)
+        .where(Model.id == model_id)
+        .options(selectinload(Model.aliases).selectinload(ModelAlias.model_version))
+    )
     if model is None or (model.deleted_at is not None and not include_deleted):
         raise _not_found(model_id)
     _require(access, model.project_id, scope, min_role, _not_found(model_id))

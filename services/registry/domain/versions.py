@@ -445,7 +445,7 @@ def _lock_version(session: Session, version: ModelVersion) -> ModelVersion:
 
 def update_version(session: Session, access: Access, version: ModelVersion, *, changes: dict[str, Any]) -> ModelVersion:
     """Apply description and/or tags (tags replace the whole set)."""
-    access.require_project(version.model.project_id, WRITE)
+    project = access.require_project(version.model.project_id, WRITE)
     _lock_version(session, version)
     if "description" in changes:
         version.description = changes["description"]
@@ -457,6 +457,7 @@ def update_version(session: Session, access: Access, version: ModelVersion, *, c
         action="model_version.update",
         object_type="model_version",
         object_id=version.id,
+        organization_id=project.organization_id,
         details={"fields": sorted(changes)},
     )
     return version
