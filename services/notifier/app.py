@@ -7,10 +7,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from services.notifier.api import channels, deliveries, events, notifications, rules, silences
 from shared.core.settings import Settings
 from shared.core.web import build_app
 
-ROUTERS: list[APIRouter] = []
+ROUTERS: list[APIRouter] = [
+    channels.router,
+    rules.router,
+    silences.router,
+    notifications.router,
+    deliveries.router,
+    events.router,
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

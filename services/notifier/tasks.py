@@ -1,1 +1,91 @@
-"""Celery tasks of the notifier service."""
+"""Celery tasks of the notifier: ids in, a short session each, the domain does the work.
+
+Every task is idempotent, because the broker may deliver twice and the sweeper re-queues what a
+lost message or a dead worker left behind: events are claimed by id, deliveries by state and lease,
+periodic runs by time slot. Tasks are queued only after the transaction that made them due commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from functools import lru_cache
+
+from services.notifier.domain import dispatch, flushing, ingest, periodic
+from shared.core import events
+from shared.core.celery_app import celery_app, database, settings
+from shared.core.crypto import SecretBox
+from shared.db.base import utcnow
+
+# Every event may match some organization's rule; the handler drops the rest cheaply.
+events.subscribe("*", "notifier.handle_event")
+
+FLUSH_BATCH = 200
+
+
+@lru_cache(maxsize=4)
+def _secret_box(keys: tuple[str, ...]) -> SecretBox:
+    return SecretBox(keys)
+
+
+def _queue_dispatch(delivery_ids: Iterable[uuid.UUID]) -> None:
+    for delivery_id in delivery_ids:
+        celery_app.send_task("notifier.dispatch", [str(delivery_id)])
+
+
+@celery_app.task(name="notifier.handle_event", ignore_result=True)
+def handle_event(event_id: str) -> None:
+    with database().session_scope() as session:
+        delivery_ids = ingest.handle_event(session, uuid.UUID(event_id), utcnow(), settings().public_url)
+    _queue_dispatch(delivery_ids)
+
+
+@celery_app.task(name="notifier.dispatch", ignore_result=True)
+def dispatch_delivery(delivery_id: str) -> None:
+    current = settings()
+    retry = dispatch.RetryPolicy.from_settings(current)
+    with database().session_scope() as session:
+        claimed = dispatch.claim(
+            session, uuid.UUID(delivery_id), _secret_box(tuple(current.encryption_keys)), retry, utcnow()
+        )
+    if claimed is None:
+        return
+    started_at = utcnow()
+    result = dispatch.send(claimed, current, started_at)
+    with database().session_scope() as session:
+        dispatch.record(session, claimed, result, started_at=started_at, retry=retry, now=utcnow())
+
+
+def _claim(task: str, interval_s: float) -> bool:
+    with database().session_scope() as session:
+        return periodic.claim_slot(session, task, interval_s, utcnow())
+
+
+@celery_app.task(name="notifier.flush", ignore_result=True)
+def flush_due_groups() -> None:
+    current = settings()
+    if not _claim("notifier.flush", current.notifier_flush_interval_s):
+        return
+    while True:
+        with database().session_scope() as session:
+            delivery_ids, flushed = flushing.flush_due_groups(session, utcnow(), current.public_url, FLUSH_BATCH)
+        _queue_dispatch(delivery_ids)
+        if flushed < FLUSH_BATCH:
+            return
+
+
+@celery_app.task(name="notifier.sweep", ignore_result=True)
+def sweep() -> None:
+    """Re-queue due retries, lost dispatch messages, deliveries of dead workers and unhandled events."""
+    current = settings()
+    if not _claim("notifier.sweep", current.notifier_sweep_interval_s):
+        return
+    retry = dispatch.RetryPolicy.from_settings(current)
+    with database().session_scope() as session:
+        delivery_ids = dispatch.due_for_dispatch(session, retry, utcnow())
+    _queue_dispatch(delivery_ids)
+    with database().session_scope() as session:
+        event_ids = ingest.unhandled_events(session, utcnow(), retry.requeue_after)
+        periodic.prune(session, utcnow())
+    for event_id in event_ids:
+        celery_app.send_task("notifier.handle_event", [str(event_id)])

@@ -27,8 +27,20 @@ TASK_MODULES = [
 ]
 
 # Beat only fans out; each periodic task makes itself idempotent against a second beat process.
+_NOTIFIER_TICKS = get_settings()
 BEAT_SCHEDULE: dict[str, dict] = {
     "events-relay": {"task": "events.relay", "schedule": timedelta(seconds=2)},
+    # Group timers and the retry sweeper; a tick that waited longer than its interval is dropped.
+    "notifier-flush": {
+        "task": "notifier.flush",
+        "schedule": timedelta(seconds=_NOTIFIER_TICKS.notifier_flush_interval_s),
+        "options": {"expires": _NOTIFIER_TICKS.notifier_flush_interval_s},
+    },
+    "notifier-sweep": {
+        "task": "notifier.sweep",
+        "schedule": timedelta(seconds=_NOTIFIER_TICKS.notifier_sweep_interval_s),
+        "options": {"expires": _NOTIFIER_TICKS.notifier_sweep_interval_s},
+    },
 }
 
 

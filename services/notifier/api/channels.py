@@ -1,0 +1,90 @@
+"""Channels: CRUD (org admins), secret rotation and the test button."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query
+
+from services.notifier.domain import channels, deliveries
+from services.notifier.schemas import (
+    ChannelCreate,
+    ChannelCreated,
+    ChannelRead,
+    ChannelUpdate,
+    DeliveryRead,
+    SecretRotated,
+    SecretRotation,
+)
+from shared.core.crypto import SecretBox
+from shared.core.deps import AccessDep, SessionDep, SettingsDep
+from shared.db.base import utcnow
+
+router = APIRouter(prefix="/api/v1/channels", tags=["notification channels"])
+
+
+@router.post("", response_model=ChannelCreated, status_code=201, summary="Create a channel")
+def create_channel(body: ChannelCreate, session: SessionDep, access: AccessDep, settings: SettingsDep):
+    fields = body.model_dump(exclude={"name", "type", "organization_id", "project_id"})
+    channel, signing_secret = channels.create_channel(
+        session,
+        access,
+        SecretBox(settings.encryption_keys),
+        organization_id=body.organization_id,
+        project_id=body.project_id,
+        name=body.name,
+        channel_type=body.type,
+        fields=fields,
+    )
+    return ChannelCreated.model_validate(
+        {**ChannelRead.model_validate(channel).model_dump(), "signing_secret": signing_secret}
+    )
+
+
+@router.get("", response_model=list[ChannelRead], summary="The organization's channels")
+def list_channels(session: SessionDep, access: AccessDep, organization_id: uuid.UUID | None = Query(None)):
+    return channels.list_channels(session, access, organization_id)
+
+
+@router.get("/{channel_id}", response_model=ChannelRead, summary="One channel (never its secrets)")
+def get_channel(channel_id: uuid.UUID, session: SessionDep, access: AccessDep):
+    return channels.get_channel(session, access, channel_id)
+
+
+@router.patch("/{channel_id}", response_model=ChannelRead, summary="Change a channel")
+def update_channel(
+    channel_id: uuid.UUID, body: ChannelUpdate, session: SessionDep, access: AccessDep, settings: SettingsDep
+):
+    box = SecretBox(settings.encryption_keys)
+    return channels.update_channel(session, access, box, channel_id, body.model_dump(exclude_unset=True))
+
+
+@router.delete("/{channel_id}", response_model=ChannelRead, summary="Delete a channel")
+def delete_channel(channel_id: uuid.UUID, session: SessionDep, access: AccessDep):
+    return channels.delete_channel(session, access, channel_id)
+
+
+@router.post(
+    "/{channel_id}/rotate-secret",
+    response_model=SecretRotated,
+    summary="New webhook signing secret; the old one keeps signing during the overlap",
+)
+def rotate_secret(
+    channel_id: uuid.UUID, body: SecretRotation, session: SessionDep, access: AccessDep, settings: SettingsDep
+):
+    channel, secret, previous_expires_at = channels.rotate_signing_secret(
+        session,
+        access,
+        SecretBox(settings.encryption_keys),
+        channel_id,
+        overlap_seconds=body.overlap_seconds,
+        new_secret=body.signing_secret,
+        now=utcnow(),
+    )
+    return SecretRotated(channel_id=channel.id, signing_secret=secret, previous_expires_at=previous_expires_at)
+
+
+@router.post("/{channel_id}/test", response_model=DeliveryRead, summary="Send a test message now")
+def test_channel(channel_id: uuid.UUID, session: SessionDep, access: AccessDep, settings: SettingsDep):
+    box = SecretBox(settings.encryption_keys)
+    return deliveries.send_test(session, access, box, settings, channel_id, utcnow())

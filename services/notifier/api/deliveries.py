@@ -1,0 +1,63 @@
+"""The delivery log: per channel, rule, alert or notification; every attempt; redelivery."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from fastapi import APIRouter, Query
+
+from services.notifier.api.notifications import Fingerprint
+from services.notifier.domain import deliveries
+from services.notifier.schemas import DeliveryAttemptRead, DeliveryDetail, DeliveryPage, DeliveryRead
+from services.registry.api.paging import MaxResults, PageToken
+from shared.core.deps import AccessDep, SessionDep
+from shared.db.base import utcnow
+from shared.db.models import Delivery
+
+router = APIRouter(prefix="/api/v1/deliveries", tags=["deliveries"])
+
+
+def _detail(session, row: Delivery) -> DeliveryDetail:
+    attempts = [DeliveryAttemptRead.model_validate(a) for a in deliveries.attempts_of(session, row.id)]
+    return DeliveryDetail.model_validate({**DeliveryRead.model_validate(row).model_dump(), "attempt_log": attempts})
+
+
+@router.get("", response_model=DeliveryPage, summary="Deliveries, newest first")
+def list_deliveries(
+    session: SessionDep,
+    access: AccessDep,
+    organization_id: uuid.UUID | None = Query(None),
+    channel_id: uuid.UUID | None = Query(None),
+    rule_id: uuid.UUID | None = Query(None),
+    notification_id: uuid.UUID | None = Query(None),
+    fingerprint: Fingerprint = None,
+    state: Literal["pending", "in_flight", "delivered", "failed", "dead"] | None = Query(None),
+    page_token: PageToken = None,
+    max_results: MaxResults = 100,
+):
+    page = deliveries.list_deliveries(
+        session,
+        access,
+        organization_id=organization_id,
+        channel_id=channel_id,
+        rule_id=rule_id,
+        notification_id=notification_id,
+        fingerprint=fingerprint,
+        state=state,
+        page_token=page_token,
+        max_results=max_results,
+    )
+    return DeliveryPage(
+        deliveries=[DeliveryRead.model_validate(row[0]) for row in page.rows], next_page_token=page.next_page_token
+    )
+
+
+@router.get("/{delivery_id}", response_model=DeliveryDetail, summary="One delivery with every attempt")
+def get_delivery(delivery_id: uuid.UUID, session: SessionDep, access: AccessDep):
+    return _detail(session, deliveries.get_delivery(session, access, delivery_id))
+
+
+@router.post("/{delivery_id}/redeliver", response_model=DeliveryDetail, summary="Send a finished delivery again")
+def redeliver(delivery_id: uuid.UUID, session: SessionDep, access: AccessDep):
+    return _detail(session, deliveries.redeliver(session, access, delivery_id, utcnow()))

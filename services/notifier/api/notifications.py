@@ -1,0 +1,47 @@
+"""Notifications: what was sent (or is being sent), by rule or alert."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from services.notifier.domain import deliveries
+from services.notifier.schemas import NotificationPage, NotificationRead
+from services.registry.api.paging import MaxResults, PageToken
+from shared.core.deps import AccessDep, SessionDep
+
+router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
+
+Fingerprint = Annotated[str | None, Query(max_length=64, description="Only those carrying this alert")]
+
+
+@router.get("", response_model=NotificationPage, summary="Notifications, newest first")
+def list_notifications(
+    session: SessionDep,
+    access: AccessDep,
+    organization_id: uuid.UUID | None = Query(None),
+    rule_id: uuid.UUID | None = Query(None),
+    fingerprint: Fingerprint = None,
+    page_token: PageToken = None,
+    max_results: MaxResults = 100,
+):
+    page = deliveries.list_notifications(
+        session,
+        access,
+        organization_id=organization_id,
+        rule_id=rule_id,
+        fingerprint=fingerprint,
+        page_token=page_token,
+        max_results=max_results,
+    )
+    return NotificationPage(
+        notifications=[NotificationRead.model_validate(row[0]) for row in page.rows],
+        next_page_token=page.next_page_token,
+    )
+
+
+@router.get("/{notification_id}", response_model=NotificationRead, summary="One notification")
+def get_notification(notification_id: uuid.UUID, session: SessionDep, access: AccessDep):
+    return deliveries.get_notification(session, access, notification_id)

@@ -1,0 +1,67 @@
+"""Rules: CRUD and the preview ("which rules would this event hit?")."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Query
+
+from services.notifier.domain import ingest, rules
+from services.notifier.domain.storage import resolve_organization
+from services.notifier.schemas import RuleCreate, RuleHit, RulePreview, RulePreviewRequest, RuleRead, RuleUpdate
+from shared.core.deps import AccessDep, SessionDep
+from shared.db.base import utcnow
+
+router = APIRouter(prefix="/api/v1/rules", tags=["notification rules"])
+
+
+def _stored(fields: dict) -> dict:
+    # JSON columns hold ids as strings.
+    for name in ("channel_ids", "mute_window_ids"):
+        if fields.get(name) is not None:
+            fields[name] = [str(value) for value in fields[name]]
+    return fields
+
+
+@router.post("", response_model=RuleRead, status_code=201, summary="Create a rule")
+def create_rule(body: RuleCreate, session: SessionDep, access: AccessDep):
+    return rules.create_rule(
+        session, access, body.organization_id, _stored(body.model_dump(exclude={"organization_id"}))
+    )
+
+
+@router.get("", response_model=list[RuleRead], summary="The organization's rules")
+def list_rules(session: SessionDep, access: AccessDep, organization_id: uuid.UUID | None = Query(None)):
+    return rules.list_rules(session, access, organization_id)
+
+
+@router.post("/preview", response_model=RulePreview, summary="Which rules would this event hit?")
+def preview(body: RulePreviewRequest, session: SessionDep, access: AccessDep):
+    org = resolve_organization(access, body.organization_id, "notifications:read")
+    if body.project_id is not None:
+        access.require_project(body.project_id, "notifications:read")
+    alert, hits = ingest.preview(session, org.id, body.project_id, body.event_type, body.payload, utcnow())
+    return RulePreview(
+        labels=dict(alert.labels),
+        rules=[
+            RuleHit(
+                rule=RuleRead.model_validate(hit.rule), group_key=hit.group_key, silenced=hit.silenced, muted=hit.muted
+            )
+            for hit in hits
+        ],
+    )
+
+
+@router.get("/{rule_id}", response_model=RuleRead, summary="One rule")
+def get_rule(rule_id: uuid.UUID, session: SessionDep, access: AccessDep):
+    return rules.get_rule(session, access, rule_id)
+
+
+@router.patch("/{rule_id}", response_model=RuleRead, summary="Change a rule")
+def update_rule(rule_id: uuid.UUID, body: RuleUpdate, session: SessionDep, access: AccessDep):
+    return rules.update_rule(session, access, rule_id, _stored(body.model_dump(exclude_unset=True)))
+
+
+@router.delete("/{rule_id}", response_model=RuleRead, summary="Delete a rule")
+def delete_rule(rule_id: uuid.UUID, session: SessionDep, access: AccessDep):
+    return rules.delete_rule(session, access, rule_id)

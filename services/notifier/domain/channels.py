@@ -1,0 +1,314 @@
+"""Channels: create/read/update/delete with secrets encrypted at rest, webhook signing-secret rotation,
+and `send`, the one path every message takes (real deliveries and the test button alike).
+
+What a channel needs but must never show — the Slack webhook URL, the webhook URL and its custom
+headers, the SMTP password, the `whsec_` signing secrets — lives Fernet-encrypted in
+`secret_encrypted`; `config` keeps only what may be displayed (hosts, header names, recipients).
+"""
+
+from __future__ import annotations
+
+import ssl
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from standardwebhooks import Webhook
+
+from services.notifier.domain import delivery, messages
+from services.notifier.domain.delivery import DeliveryResult, SmtpSecurity, SmtpSettings
+from services.notifier.domain.storage import resolve_organization
+from shared.core import audit
+from shared.core.auth import Access
+from shared.core.crypto import SecretBox
+from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
+from shared.core.outbound import OutboundPolicy
+from shared.db.base import utcnow
+from shared.db.models import NotificationChannel
+
+# Which of a channel type's fields are secret (encrypted, never returned).
+SECRET_FIELDS = {"slack": ("url",), "webhook": ("url", "headers"), "email": ("password",)}
+VISIBLE_FIELDS = {
+    "slack": (),
+    "webhook": (),
+    "email": ("smtp_host", "smtp_port", "security", "username", "sender", "recipients"),
+}
+
+
+@lru_cache(maxsize=8)
+def outbound_policy(allowlist: tuple[str, ...]) -> OutboundPolicy:
+    """One policy per process: building an SSL context loads the system CAs (milliseconds), too slow
+    to repeat for every delivery."""
+    return OutboundPolicy(allowlist=allowlist, verify=ssl.create_default_context())
+
+
+@dataclass(frozen=True)
+class ChannelTarget:
+    """A channel decrypted for one send; lives only in memory."""
+
+    id: uuid.UUID
+    name: str
+    type: str
+    config: Mapping[str, Any]
+    secrets: Mapping[str, Any]
+
+
+def target_for(channel: NotificationChannel, box: SecretBox) -> ChannelTarget:
+    secrets = box.decrypt_json(channel.secret_encrypted) if channel.secret_encrypted else {}
+    return ChannelTarget(channel.id, channel.name, channel.type, dict(channel.config), secrets)
+
+
+def active_signing_secrets(secrets: Mapping[str, Any], now: datetime) -> list[str]:
+    """The current secret first, then old ones still inside their rotation overlap."""
+    return [
+        entry["secret"]
+        for entry in secrets.get("signing_secrets", [])
+        if entry["expires_at"] is None or datetime.fromisoformat(entry["expires_at"]) > now
+    ]
+
+
+def send(target: ChannelTarget, notification: messages.Notification, policy: OutboundPolicy, now: datetime):
+    """Render for the channel type and send; never raises for a failed delivery."""
+    if target.type == "slack":
+        return delivery.send_slack(target.secrets["url"], messages.render_slack(notification), policy=policy)
+    if target.type == "webhook":
+        return delivery.send_webhook(
+            target.secrets["url"],
+            messages.render_webhook(notification),
+            notification_id=notification.id,
+            signing_secrets=active_signing_secrets(target.secrets, now),
+            policy=policy,
+            custom_headers=target.secrets.get("headers") or {},
+            now=now,
+        )
+    config = target.config
+    message = messages.render_email(notification, sender=config["sender"], recipients=config["recipients"])
+    smtp = SmtpSettings(
+        host=config["smtp_host"],
+        port=config["smtp_port"],
+        security=SmtpSecurity(config["security"]),
+        username=config.get("username"),
+        password=target.secrets.get("password"),
+    )
+    return delivery.send_email(message, smtp=smtp, policy=policy)
+
+
+def disable(channel: NotificationChannel, result: DeliveryResult) -> None:
+    channel.enabled = False
+    channel.disabled_reason = f"disabled after a delivery: {result.error or result.status_code}"
+
+
+# --- CRUD --------------------------------------------------------------------------------------
+
+
+def _check_url(url: str) -> str:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise InvalidParameter(f"invalid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidParameter("the URL must be http(s) with a host")
+    return url
+
+
+def _check_signing_secret(secret: str) -> str:
+    try:
+        Webhook(secret)
+    except Exception:  # the library raises plain errors for bad base64
+        raise InvalidParameter("signing secret must be 'whsec_' followed by base64") from None
+    if not secret.startswith("whsec_"):
+        raise InvalidParameter("signing secret must start with 'whsec_'")
+    return secret
+
+
+def _validate(channel_type: str, fields: dict[str, Any]) -> None:
+    if channel_type in ("slack", "webhook"):
+        _check_url(fields.get("url") or "")
+    if channel_type == "webhook":
+        fields["headers"] = delivery.validate_custom_headers(fields.get("headers") or {})
+    if channel_type == "email":
+        if not fields.get("recipients") or not fields.get("sender") or not fields.get("smtp_host"):
+            raise InvalidParameter("an email channel needs smtp_host, sender and at least one recipient")
+        SmtpSecurity(fields["security"])
+
+
+def _visible_config(channel_type: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    config = {name: fields.get(name) for name in VISIBLE_FIELDS[channel_type]}
+    if "url" in SECRET_FIELDS[channel_type]:
+        config["host"] = httpx.URL(fields["url"]).host
+    if channel_type == "webhook":
+        config["header_names"] = sorted(fields.get("headers") or {})
+    if channel_type == "email":
+        config["has_password"] = bool(fields.get("password"))
+    return config
+
+
+def _store(channel: NotificationChannel, box: SecretBox, fields: dict[str, Any], secrets: dict[str, Any]) -> None:
+    _validate(channel.type, fields)
+    channel.config = _visible_config(channel.type, fields)
+    secrets = {**secrets, **{name: fields.get(name) for name in SECRET_FIELDS[channel.type]}}
+    channel.secret_encrypted = box.encrypt_json(secrets)
+
+
+def _fields_of(channel: NotificationChannel, secrets: Mapping[str, Any]) -> dict[str, Any]:
+    """The channel's current settings as `create` took them, to apply a partial update onto."""
+    fields = {name: channel.config.get(name) for name in VISIBLE_FIELDS[channel.type]}
+    fields.update({name: secrets.get(name) for name in SECRET_FIELDS[channel.type]})
+    return fields
+
+
+def _name_taken(session: Session, organization_id: uuid.UUID, name: str, exclude: uuid.UUID | None = None) -> bool:
+    stmt = select(NotificationChannel.id).where(
+        NotificationChannel.organization_id == organization_id,
+        NotificationChannel.name == name,
+    )
+    if exclude is not None:
+        stmt = stmt.where(NotificationChannel.id != exclude)
+    return session.scalar(stmt) is not None
+
+
+def create_channel(
+    session: Session,
+    access: Access,
+    box: SecretBox,
+    *,
+    organization_id: uuid.UUID | None,
+    project_id: uuid.UUID | None,
+    name: str,
+    channel_type: str,
+    fields: dict[str, Any],
+) -> tuple[NotificationChannel, str | None]:
+    """Returns the channel and, for webhooks, the signing secret (shown this once)."""
+    org = resolve_organization(access, organization_id, "notifications:write", min_role="admin")
+    if project_id is not None:
+        access.require_project(project_id, "notifications:write")
+    if _name_taken(session, org.id, name):
+        raise AlreadyExists(f"Channel '{name}' already exists")
+    secrets: dict[str, Any] = {}
+    signing_secret = None
+    if channel_type == "webhook":
+        signing_secret = _check_signing_secret(fields.pop("signing_secret", None) or delivery.generate_webhook_secret())
+        secrets["signing_secrets"] = [{"secret": signing_secret, "expires_at": None}]
+    channel = NotificationChannel(organization_id=org.id, project_id=project_id, name=name, type=channel_type)
+    _store(channel, box, fields, secrets)
+    session.add(channel)
+    session.flush()
+    audit.describe(
+        session,
+        action="notification_channel.create",
+        object_type="notification_channel",
+        object_id=channel.id,
+        organization_id=org.id,
+        details={"name": name, "type": channel_type},
+    )
+    return channel, signing_secret
+
+
+def get_channel(session: Session, access: Access, channel_id: uuid.UUID, *, write: bool = False) -> NotificationChannel:
+    channel = session.get(NotificationChannel, channel_id)
+    if channel is None or channel.deleted_at is not None:
+        raise NotFound(f"Channel '{channel_id}' does not exist")
+    scope = "notifications:write" if write else "notifications:read"
+    # Channels hold credentials: changing them is for org admins (reading the safe part is for members).
+    access.require_org(channel.organization_id, scope, min_role="admin" if write else None)
+    return channel
+
+
+def list_channels(session: Session, access: Access, organization_id: uuid.UUID | None) -> list[NotificationChannel]:
+    org = resolve_organization(access, organization_id, "notifications:read")
+    return list(
+        session.scalars(
+            select(NotificationChannel)
+            .where(NotificationChannel.organization_id == org.id, NotificationChannel.deleted_at.is_(None))
+            .order_by(NotificationChannel.name)
+        )
+    )
+
+
+def update_channel(
+    session: Session, access: Access, box: SecretBox, channel_id: uuid.UUID, changes: dict[str, Any]
+) -> NotificationChannel:
+    channel = get_channel(session, access, channel_id, write=True)
+    if "name" in changes:
+        if _name_taken(session, channel.organization_id, changes["name"], exclude=channel.id):
+            raise AlreadyExists(f"Channel '{changes['name']}' already exists")
+        channel.name = changes.pop("name")
+    if "enabled" in changes:
+        channel.enabled = changes.pop("enabled")
+        if channel.enabled:
+            channel.disabled_reason = None
+    unknown = set(changes) - set(SECRET_FIELDS[channel.type]) - set(VISIBLE_FIELDS[channel.type])
+    if unknown:
+        raise InvalidParameter(f"{sorted(unknown)} do not apply to a {channel.type} channel")
+    if changes:
+        secrets = box.decrypt_json(channel.secret_encrypted) if channel.secret_encrypted else {}
+        _store(channel, box, {**_fields_of(channel, secrets), **changes}, secrets)
+    session.flush()
+    audit.describe(
+        session,
+        action="notification_channel.update",
+        object_type="notification_channel",
+        object_id=channel.id,
+        organization_id=channel.organization_id,
+        # Names of what changed only: values may be secrets.
+        details={"fields": sorted(changes)},
+    )
+    return channel
+
+
+def rotate_signing_secret(
+    session: Session,
+    access: Access,
+    box: SecretBox,
+    channel_id: uuid.UUID,
+    *,
+    overlap_seconds: int,
+    new_secret: str | None,
+    now: datetime,
+) -> tuple[NotificationChannel, str, datetime]:
+    """Sign with a new secret from now on, and also with the old one until the overlap ends, so
+    receivers can switch at their pace. Returns the channel, the new secret and when the old expires."""
+    channel = get_channel(session, access, channel_id, write=True)
+    if channel.type != "webhook":
+        raise InvalidParameter("only webhook channels have signing secrets")
+    secret = _check_signing_secret(new_secret or delivery.generate_webhook_secret())
+    secrets = box.decrypt_json(channel.secret_encrypted)
+    old_expires_at = now + timedelta(seconds=overlap_seconds)
+    kept = [
+        {"secret": entry["secret"], "expires_at": entry["expires_at"] or old_expires_at.isoformat()}
+        for entry in secrets.get("signing_secrets", [])
+        if entry["secret"] in active_signing_secrets(secrets, now)
+    ]
+    secrets["signing_secrets"] = [{"secret": secret, "expires_at": None}, *kept]
+    channel.secret_encrypted = box.encrypt_json(secrets)
+    channel.updated_at = utcnow()
+    session.flush()
+    audit.describe(
+        session,
+        action="notification_channel.rotate_secret",
+        object_type="notification_channel",
+        object_id=channel.id,
+        organization_id=channel.organization_id,
+        details={"overlap_seconds": overlap_seconds},
+    )
+    return channel, secret, old_expires_at
+
+
+def delete_channel(session: Session, access: Access, channel_id: uuid.UUID) -> NotificationChannel:
+    channel = get_channel(session, access, channel_id, write=True)
+    channel.deleted_at = utcnow()
+    session.flush()
+    audit.describe(
+        session,
+        action="notification_channel.delete",
+        object_type="notification_channel",
+        object_id=channel.id,
+        organization_id=channel.organization_id,
+    )
+    return channel

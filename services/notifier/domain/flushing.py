@@ -1,0 +1,253 @@
+"""Group timers: turn due groups into notifications and deliveries, in the caller's transaction.
+
+Open questions of the grouping module, decided here:
+
+- When to record `log_entry` and apply `drop_resolved`: at the flush, in the same transaction that
+  creates the notification and its deliveries. Alertmanager records its notification log only after
+  a successful send, because its retries live in memory and a failed flush is simply re-run on the
+  next tick. Here a notification, once created, is durable: its deliveries retry from the database
+  until delivered or dead-lettered (and can be redelivered by hand). Recording at send time would
+  make the next tick notify again while the first one is still retrying — a duplicate message with a
+  new id. So the log says "handed to delivery", and resolved alerts leave the group with the flush
+  (the notification carries them).
+- The group timer is per rule; the notification log is per channel (Alertmanager keeps one per
+  receiver integration), so `send_resolved` and dedup are decided for each channel. Channels that
+  would receive the same alerts share one notification (one id, one rendering).
+- One-shot alerts (events that are not alert firing/resolved) leave the group after the first tick
+  that is not muted, and are left out of the stored log, so their leaving never reads as "resolved".
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.notifier.domain import muting, records
+from services.notifier.domain.grouping import (
+    FlushDecision,
+    GroupState,
+    GroupTiming,
+    NotificationLogEntry,
+    decide_flush,
+    default_send_resolved,
+)
+from services.notifier.domain.mute_windows import TimeInterval, is_muted
+from services.notifier.domain.silences import Silence, is_silenced
+from shared.db.models import (
+    Delivery,
+    Notification,
+    NotificationAlert,
+    NotificationChannel,
+    NotificationGroup,
+    NotificationGroupAlert,
+    NotificationRule,
+)
+
+
+@dataclass(frozen=True)
+class FlushContext:
+    """Everything a batch of groups needs, loaded with one query per kind (no per-group queries)."""
+
+    rules: dict[uuid.UUID, NotificationRule]
+    channels: dict[str, NotificationChannel]
+    alerts: dict[uuid.UUID, list[NotificationGroupAlert]]
+    silences: dict[uuid.UUID, list[Silence]]
+    mute_intervals: dict[str, list[TimeInterval]]
+
+
+def load_context(session: Session, groups: Sequence[NotificationGroup], now: datetime) -> FlushContext:
+    rule_rows = session.scalars(
+        select(NotificationRule).where(NotificationRule.id.in_({group.rule_id for group in groups}))
+    ).all()
+    rule_map = {rule.id: rule for rule in rule_rows}
+    channel_ids = {uuid.UUID(cid) for rule in rule_rows for cid in rule.channel_ids}
+    channels = session.scalars(
+        select(NotificationChannel).where(
+            NotificationChannel.id.in_(channel_ids),
+            NotificationChannel.enabled.is_(True),
+            NotificationChannel.deleted_at.is_(None),
+        )
+    )
+    alerts: dict[uuid.UUID, list[NotificationGroupAlert]] = defaultdict(list)
+    for row in session.scalars(
+        select(NotificationGroupAlert).where(NotificationGroupAlert.group_id.in_({group.id for group in groups}))
+    ):
+        alerts[row.group_id].append(row)
+    return FlushContext(
+        rules=rule_map,
+        channels={str(channel.id): channel for channel in channels},
+        alerts=alerts,
+        silences=muting.silences_in_force(session, {group.organization_id for group in groups}, now),
+        mute_intervals=muting.mute_intervals(session, {wid for rule in rule_rows for wid in rule.mute_window_ids}),
+    )
+
+
+def _log_entry(raw: dict | None) -> NotificationLogEntry | None:
+    if not raw:
+        return None
+    return NotificationLogEntry(
+        sent_at=datetime.fromisoformat(raw["sent_at"]),
+        firing=frozenset(raw["firing"]),
+        resolved=frozenset(raw["resolved"]),
+    )
+
+
+def _log_json(entry: NotificationLogEntry) -> dict:
+    return {"sent_at": entry.sent_at.isoformat(), "firing": sorted(entry.firing), "resolved": sorted(entry.resolved)}
+
+
+def _deactivate(session: Session, group: NotificationGroup, rows: Sequence[NotificationGroupAlert]) -> None:
+    for row in rows:
+        session.delete(row)
+    group.active = False
+    group.next_flush_at = None
+
+
+def _flush(session: Session, group: NotificationGroup, ctx: FlushContext, now: datetime, link_base: str):
+    rule = ctx.rules.get(group.rule_id)
+    rows = ctx.alerts.get(group.id, [])
+    if rule is None or rule.deleted_at is not None or not rule.enabled or not rows:
+        _deactivate(session, group, rows)
+        return []
+    alerts = [records.alert_of(row) for row in rows]
+    timing = GroupTiming.from_seconds(rule.group_wait_s, rule.group_interval_s, rule.repeat_interval_s)
+    silences = ctx.silences.get(group.organization_id, [])
+    silenced = frozenset(alert.fingerprint for alert in alerts if is_silenced(alert.labels, silences, now))
+    muted = is_muted([i for wid in rule.mute_window_ids for i in ctx.mute_intervals.get(wid, [])], now)
+    state = GroupState(group.created_at, group.first_alert_starts_at, group.last_flush_at)
+    one_shot = frozenset(alert.fingerprint for alert, row in zip(alerts, rows, strict=True) if row.one_shot)
+
+    def decide(channel: NotificationChannel | None) -> FlushDecision:
+        send_resolved = True
+        last = None
+        if channel is not None:
+            send_resolved = (
+                rule.send_resolved if rule.send_resolved is not None else default_send_resolved(channel.type)
+            )
+            last = _log_entry(group.notification_log.get(str(channel.id)))
+        return decide_flush(
+            replace(state, last_notification=last),
+            alerts,
+            now,
+            timing=timing,
+            send_resolved=send_resolved,
+            silenced=silenced,
+            muted=muted,
+        )
+
+    channels = [ctx.channels[cid] for cid in rule.channel_ids if cid in ctx.channels]
+    decisions = [(channel, decide(channel)) for channel in channels]
+    timer = decisions[0][1] if decisions else decide(None)
+    if not timer.flush_now:
+        group.next_flush_at = timer.next_flush_at
+        return []
+
+    log = dict(group.notification_log)
+    same_content: dict[tuple, list[tuple[NotificationChannel, FlushDecision]]] = defaultdict(list)
+    for channel, decision in decisions:
+        if decision.log_entry is not None:
+            log[str(channel.id)] = _log_json(replace(decision.log_entry, firing=decision.log_entry.firing - one_shot))
+        if decision.deliver:
+            same_content[tuple((alert.fingerprint, alert.status_at(now)) for alert in decision.deliver)].append(
+                (channel, decision)
+            )
+    keys = {alert.fingerprint: row.fingerprint for alert, row in zip(alerts, rows, strict=True)}
+    delivery_ids = [
+        delivery_id
+        for entries in same_content.values()
+        for delivery_id in _notify(session, group, rule, entries, keys, now, link_base)
+    ]
+
+    group.notification_log = log
+    group.last_flush_at = now
+    group.next_flush_at = timer.next_flush_at
+    leaving = timer.drop_resolved | (frozenset() if muted else one_shot)
+    gone = [row for alert, row in zip(alerts, rows, strict=True) if alert.fingerprint in leaving]
+    for row in gone:
+        session.delete(row)
+    if len(gone) == len(rows):
+        _deactivate(session, group, [])
+    return delivery_ids
+
+
+def _notify(
+    session: Session,
+    group: NotificationGroup,
+    rule: NotificationRule,
+    entries: list[tuple[NotificationChannel, FlushDecision]],
+    keys: dict[str, str],
+    now: datetime,
+    link_base: str,
+) -> list[uuid.UUID]:
+    decision = entries[0][1]
+    notification_id = uuid.uuid4()
+    firing = any(not alert.is_resolved_at(now) for alert in decision.deliver)
+    session.add(
+        Notification(
+            id=notification_id,
+            organization_id=group.organization_id,
+            rule_id=rule.id,
+            group_id=group.id,
+            group_key=group.group_key,
+            kind="alert",
+            status="firing" if firing else "resolved",
+            reason=str(decision.reason),
+            payload=records.payload_json(
+                decision.deliver,
+                group_labels=group.labels,
+                link=f"{link_base}/api/v1/notifications/{notification_id}",
+                receiver=rule.name,
+            ),
+            created_at=now,
+        )
+    )
+    # Both the label fingerprint and the producer's, so the log can be searched by either.
+    fingerprints = {fp for alert in decision.deliver for fp in (alert.fingerprint, keys[alert.fingerprint])}
+    session.add_all(NotificationAlert(notification_id=notification_id, fingerprint=fp) for fp in fingerprints)
+    deliveries = [
+        Delivery(
+            id=uuid.uuid4(),
+            notification_id=notification_id,
+            channel_id=channel.id,
+            organization_id=group.organization_id,
+            rule_id=rule.id,
+            state="pending",
+            attempts=0,
+            total_attempts=0,
+            next_attempt_at=now,
+            queued_at=now,
+            created_at=now,
+        )
+        for channel, _ in entries
+    ]
+    session.add_all(deliveries)
+    return [delivery.id for delivery in deliveries]
+
+
+def flush_groups(session: Session, groups: Sequence[NotificationGroup], now: datetime, link_base: str):
+    """Flush locked groups; returns the ids of the deliveries created (to dispatch after commit)."""
+    ctx = load_context(session, groups, now)
+    delivery_ids = [delivery_id for group in groups for delivery_id in _flush(session, group, ctx, now, link_base)]
+    session.flush()
+    return delivery_ids
+
+
+def flush_due_groups(session: Session, now: datetime, link_base: str, limit: int = 200) -> tuple[list[uuid.UUID], int]:
+    """Flush up to `limit` due groups; SKIP LOCKED lets concurrent flushes and event handlers share
+    the work without waiting on each other. Returns (delivery ids, groups flushed)."""
+    groups = session.scalars(
+        select(NotificationGroup)
+        .where(NotificationGroup.active.is_(True), NotificationGroup.next_flush_at <= now)
+        .order_by(NotificationGroup.next_flush_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not groups:
+        return [], 0
+    return flush_groups(session, groups, now, link_base), len(groups)

@@ -1,0 +1,225 @@
+"""Stored silences and mute windows: CRUD, and loading what applies at a given moment."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.notifier.domain.matchers import coerce_matchers
+from services.notifier.domain.mute_windows import TimeInterval
+from services.notifier.domain.silences import Silence
+from services.notifier.domain.storage import resolve_organization
+from shared.core import audit
+from shared.core.auth import Access
+from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
+from shared.db.models import NotificationMuteWindow, NotificationSilence
+
+
+def to_silence(row: NotificationSilence) -> Silence:
+    return Silence(
+        matchers=tuple(coerce_matchers(row.matchers)),
+        starts_at=row.starts_at,
+        ends_at=row.ends_at,
+        created_by=row.created_by,
+        comment=row.comment,
+        id=str(row.id),
+    )
+
+
+def silences_in_force(session: Session, organization_ids: Collection[uuid.UUID], now: datetime):
+    """Active silences per organization, in one query."""
+    rows = session.scalars(
+        select(NotificationSilence).where(
+            NotificationSilence.organization_id.in_(organization_ids),
+            NotificationSilence.starts_at <= now,
+            NotificationSilence.ends_at >= now,
+        )
+    )
+    by_org: dict[uuid.UUID, list[Silence]] = defaultdict(list)
+    for row in rows:
+        by_org[row.organization_id].append(to_silence(row))
+    return by_org
+
+
+def mute_intervals(session: Session, window_ids: Collection[str]) -> dict[str, list[TimeInterval]]:
+    """Time intervals per mute window id, in one query."""
+    if not window_ids:
+        return {}
+    rows = session.scalars(
+        select(NotificationMuteWindow).where(NotificationMuteWindow.id.in_({uuid.UUID(i) for i in window_ids}))
+    )
+    return {str(row.id): [TimeInterval.from_dict(item) for item in row.time_intervals] for row in rows}
+
+
+# --- silences ----------------------------------------------------------------------------------
+
+
+def create_silence(
+    session: Session,
+    access: Access,
+    *,
+    organization_id: uuid.UUID | None,
+    matchers: Sequence[str | Mapping[str, Any]],
+    starts_at: datetime,
+    ends_at: datetime,
+    comment: str,
+) -> NotificationSilence:
+    org = resolve_organization(access, organization_id, "notifications:write")
+    # The domain type validates as Alertmanager does (a matcher that is not empty-matching, times).
+    silence = Silence(
+        matchers=tuple(coerce_matchers(matchers)),
+        starts_at=starts_at,
+        ends_at=ends_at,
+        created_by=access.principal.email,
+        comment=comment,
+    )
+    row = NotificationSilence(
+        organization_id=org.id,
+        matchers=[matcher.to_dict() for matcher in silence.matchers],
+        starts_at=starts_at,
+        ends_at=ends_at,
+        created_by_id=access.principal.user_id,
+        created_by=access.principal.email,
+        comment=comment,
+    )
+    session.add(row)
+    session.flush()
+    audit.describe(
+        session,
+        action="notification_silence.create",
+        object_type="notification_silence",
+        object_id=row.id,
+        organization_id=org.id,
+        details={"matchers": [str(matcher) for matcher in silence.matchers], "ends_at": ends_at.isoformat()},
+    )
+    return row
+
+
+def get_silence(session: Session, access: Access, silence_id: uuid.UUID, *, write: bool = False):
+    row = session.get(NotificationSilence, silence_id)
+    if row is None:
+        raise NotFound(f"Silence '{silence_id}' does not exist")
+    access.require_org(row.organization_id, "notifications:write" if write else "notifications:read")
+    return row
+
+
+def list_silences(session: Session, access: Access, organization_id: uuid.UUID | None):
+    org = resolve_organization(access, organization_id, "notifications:read")
+    return list(
+        session.scalars(
+            select(NotificationSilence)
+            .where(NotificationSilence.organization_id == org.id)
+            .order_by(NotificationSilence.ends_at.desc())
+        )
+    )
+
+
+def expire_silence(session: Session, access: Access, silence_id: uuid.UUID, now: datetime) -> NotificationSilence:
+    """Alertmanager's expire: the silence ends now and stays in the history."""
+    row = get_silence(session, access, silence_id, write=True)
+    if row.ends_at > now:
+        row.ends_at = max(now, row.starts_at)
+    session.flush()
+    audit.describe(
+        session,
+        action="notification_silence.expire",
+        object_type="notification_silence",
+        object_id=row.id,
+        organization_id=row.organization_id,
+    )
+    return row
+
+
+# --- mute windows ------------------------------------------------------------------------------
+
+
+def _validated_intervals(time_intervals: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    if not time_intervals:
+        raise InvalidParameter("a mute window needs at least one time interval")
+    for item in time_intervals:
+        TimeInterval.from_dict(item)
+    return [dict(item) for item in time_intervals]
+
+
+def create_mute_window(
+    session: Session,
+    access: Access,
+    *,
+    organization_id: uuid.UUID | None,
+    name: str,
+    time_intervals: Sequence[Mapping[str, Any]],
+) -> NotificationMuteWindow:
+    org = resolve_organization(access, organization_id, "notifications:write")
+    taken = session.scalar(
+        select(NotificationMuteWindow.id).where(
+            NotificationMuteWindow.organization_id == org.id, NotificationMuteWindow.name == name
+        )
+    )
+    if taken is not None:
+        raise AlreadyExists(f"Mute window '{name}' already exists")
+    row = NotificationMuteWindow(organization_id=org.id, name=name, time_intervals=_validated_intervals(time_intervals))
+    session.add(row)
+    session.flush()
+    audit.describe(
+        session,
+        action="notification_mute_window.create",
+        object_type="notification_mute_window",
+        object_id=row.id,
+        organization_id=org.id,
+        details={"name": name},
+    )
+    return row
+
+
+def get_mute_window(session: Session, access: Access, window_id: uuid.UUID, *, write: bool = False):
+    row = session.get(NotificationMuteWindow, window_id)
+    if row is None:
+        raise NotFound(f"Mute window '{window_id}' does not exist")
+    access.require_org(row.organization_id, "notifications:write" if write else "notifications:read")
+    return row
+
+
+def list_mute_windows(session: Session, access: Access, organization_id: uuid.UUID | None):
+    org = resolve_organization(access, organization_id, "notifications:read")
+    return list(
+        session.scalars(
+            select(NotificationMuteWindow)
+            .where(NotificationMuteWindow.organization_id == org.id)
+            .order_by(NotificationMuteWindow.name)
+        )
+    )
+
+
+def update_mute_window(
+    session: Session, access: Access, window_id: uuid.UUID, time_intervals: Sequence[Mapping[str, Any]]
+) -> NotificationMuteWindow:
+    row = get_mute_window(session, access, window_id, write=True)
+    row.time_intervals = _validated_intervals(time_intervals)
+    session.flush()
+    audit.describe(
+        session,
+        action="notification_mute_window.update",
+        object_type="notification_mute_window",
+        object_id=row.id,
+        organization_id=row.organization_id,
+    )
+    return row
+
+
+def delete_mute_window(session: Session, access: Access, window_id: uuid.UUID) -> None:
+    row = get_mute_window(session, access, window_id, write=True)
+    session.delete(row)
+    session.flush()
+    audit.describe(
+        session,
+        action="notification_mute_window.delete",
+        object_type="notification_mute_window",
+        object_id=window_id,
+        organization_id=row.organization_id,
+    )

@@ -1,0 +1,69 @@
+"""How alerts and notifications are stored as JSON, and read back into the domain's value types.
+
+A notification is stored with everything needed to render it again, byte for byte: a retried
+delivery sends exactly what the first attempt sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from services.notifier.domain.alerts import Alert
+from services.notifier.domain.messages import Notification as Message
+from shared.db.models import Notification, NotificationGroupAlert
+
+
+def alert_of(row: NotificationGroupAlert) -> Alert:
+    return Alert(
+        labels=row.labels, starts_at=row.starts_at, ends_at=row.ends_at, annotations=row.annotations, url=row.url
+    )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def alert_json(alert: Alert) -> dict[str, Any]:
+    return {
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "starts_at": _iso(alert.starts_at),
+        "ends_at": _iso(alert.ends_at),
+        "url": alert.url,
+    }
+
+
+def payload_json(
+    alerts: Sequence[Alert], *, group_labels: Mapping[str, str], link: str | None, receiver: str
+) -> dict[str, Any]:
+    return {
+        "alerts": [alert_json(alert) for alert in alerts],
+        "group_labels": dict(group_labels),
+        "link": link,
+        "receiver": receiver,
+    }
+
+
+def message_of(row: Notification) -> Message:
+    payload = row.payload
+    alerts = tuple(
+        Alert(
+            labels=item["labels"],
+            annotations=item["annotations"],
+            starts_at=datetime.fromisoformat(item["starts_at"]),
+            ends_at=datetime.fromisoformat(item["ends_at"]) if item["ends_at"] else None,
+            url=item["url"],
+        )
+        for item in payload["alerts"]
+    )
+    return Message(
+        id=str(row.id),
+        group_key=row.group_key,
+        alerts=alerts,
+        created_at=row.created_at,
+        group_labels=payload["group_labels"],
+        link=payload["link"],
+        receiver=payload["receiver"],
+    )

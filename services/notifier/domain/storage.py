@@ -1,0 +1,30 @@
+"""Small database helpers the notifier's domain modules share."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from shared.core.auth import Access
+from shared.core.errors import InvalidParameter
+from shared.db.base import Base
+
+
+def upsert_insert(session: Session, model: type[Base]):
+    """INSERT with the dialect's ON CONFLICT support (PostgreSQL in production, SQLite embedded)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(model)
+
+
+def resolve_organization(access: Access, organization_id: uuid.UUID | None, scope: str, min_role: str | None = None):
+    """The organization a request acts in: the one named, else the API key's, else the caller's only one."""
+    if organization_id is None:
+        organization_id = access.principal.organization_id
+    if organization_id is None:
+        org_ids = access.session.scalars(access.readable_org_ids()).all()
+        if len(org_ids) != 1:
+            raise InvalidParameter("Name the organization: pass organization_id")
+        organization_id = org_ids[0]
+    return access.require_org(organization_id, scope, min_role)

@@ -1,0 +1,310 @@
+"""Request and response bodies of the notifier (pydantic; never ORM classes).
+
+Channel secrets (URLs, headers, passwords, signing secrets) appear only in requests, never in
+responses — except a webhook's signing secret, shown once when created or rotated.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+NO_NUL = r"^[^\x00]*$"
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=NO_NUL)]
+EventType = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+(\.[a-z0-9_*]+)*$|^\*$", max_length=100)]
+Timestamp = Annotated[AwareDatetime, AfterValidator(lambda value: value.astimezone(UTC))]
+Matcher = str | dict[str, Any]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Read(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --- channels ----------------------------------------------------------------------------------
+
+
+class _ChannelCreate(_Request):
+    name: Name
+    organization_id: uuid.UUID | None = None
+    project_id: uuid.UUID | None = None
+
+
+class SlackChannelCreate(_ChannelCreate):
+    type: Literal["slack"]
+    url: Url = Field(description="Slack incoming-webhook URL (secret)")
+
+
+class WebhookChannelCreate(_ChannelCreate):
+    type: Literal["webhook"]
+    url: Url = Field(description="Receiver URL (secret)")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers (secret)")
+    signing_secret: str | None = Field(None, description="whsec_...; generated when omitted")
+
+
+class EmailChannelCreate(_ChannelCreate):
+    type: Literal["email"]
+    smtp_host: Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=NO_NUL)]
+    smtp_port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: str | None = Field(None, description="SMTP password (secret)")
+    sender: Annotated[str, StringConstraints(min_length=3, max_length=320, pattern=NO_NUL)]
+    recipients: list[Annotated[str, StringConstraints(min_length=3, max_length=320)]] = Field(min_length=1)
+
+
+ChannelCreate = Annotated[
+    SlackChannelCreate | WebhookChannelCreate | EmailChannelCreate, Field(discriminator="type")
+]
+
+
+class ChannelUpdate(_Request):
+    """Only what is given changes; type-specific fields must match the channel's type."""
+
+    name: Name | None = None
+    enabled: bool | None = None
+    url: Url | None = None
+    headers: dict[str, str] | None = None
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(None, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] | None = None
+    username: str | None = None
+    password: str | None = None
+    sender: str | None = None
+    recipients: list[str] | None = Field(None, min_length=1)
+
+
+class ChannelRead(_Read):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    project_id: uuid.UUID | None
+    name: str
+    type: str
+    enabled: bool
+    disabled_reason: str | None
+    config: dict[str, Any] = Field(description="What may be shown; secrets never are")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ChannelCreated(ChannelRead):
+    signing_secret: str | None = Field(None, description="Webhook signing secret; shown only now")
+
+
+class SecretRotation(_Request):
+    overlap_seconds: int = Field(86400, ge=0, le=30 * 86400, description="How long the old secret still signs")
+    signing_secret: str | None = Field(None, description="whsec_...; generated when omitted")
+
+
+class SecretRotated(BaseModel):
+    channel_id: uuid.UUID
+    signing_secret: str = Field(description="The new secret; shown only now")
+    previous_expires_at: datetime
+
+
+# --- rules -------------------------------------------------------------------------------------
+
+
+class _RuleFields(_Request):
+    description: str | None = None
+    enabled: bool = True
+    project_id: uuid.UUID | None = None
+    event_types: list[EventType] = Field(default_factory=list, description="Glob patterns; empty = every event")
+    min_severity: Literal["critical", "high", "warning", "info"] | None = None
+    model_id: uuid.UUID | None = None
+    deployment_id: uuid.UUID | None = None
+    matchers: list[Matcher] = Field(default_factory=list, description='e.g. \'severity=~"critical|high"\'')
+    channel_ids: list[uuid.UUID] = Field(min_length=1)
+    group_by: list[str] = Field(default_factory=list, description='Label names; ["..."] = every label')
+    group_wait_s: int = Field(30, ge=0, le=86400)
+    group_interval_s: int = Field(300, ge=1, le=86400)
+    repeat_interval_s: int = Field(14400, ge=1, le=30 * 86400)
+    send_resolved: bool | None = Field(None, description="None: the channel type's default")
+    mute_window_ids: list[uuid.UUID] = Field(default_factory=list)
+
+
+class RuleCreate(_RuleFields):
+    name: Name
+    organization_id: uuid.UUID | None = None
+
+
+class RuleUpdate(_Request):
+    name: Name | None = None
+    description: str | None = None
+    enabled: bool | None = None
+    project_id: uuid.UUID | None = None
+    event_types: list[EventType] | None = None
+    min_severity: Literal["critical", "high", "warning", "info"] | None = None
+    model_id: uuid.UUID | None = None
+    deployment_id: uuid.UUID | None = None
+    matchers: list[Matcher] | None = None
+    channel_ids: list[uuid.UUID] | None = Field(None, min_length=1)
+    group_by: list[str] | None = None
+    group_wait_s: int | None = Field(None, ge=0, le=86400)
+    group_interval_s: int | None = Field(None, ge=1, le=86400)
+    repeat_interval_s: int | None = Field(None, ge=1, le=30 * 86400)
+    send_resolved: bool | None = None
+    mute_window_ids: list[uuid.UUID] | None = None
+
+
+class RuleRead(_Read):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    project_id: uuid.UUID | None
+    name: str
+    description: str | None
+    enabled: bool
+    event_types: list[str]
+    min_severity: str | None
+    model_id: uuid.UUID | None
+    deployment_id: uuid.UUID | None
+    matchers: list[dict[str, Any]]
+    channel_ids: list[uuid.UUID]
+    group_by: list[str]
+    group_wait_s: int
+    group_interval_s: int
+    repeat_interval_s: int
+    send_resolved: bool | None
+    mute_window_ids: list[uuid.UUID]
+    created_at: datetime
+    updated_at: datetime
+
+
+class RulePreviewRequest(_Request):
+    organization_id: uuid.UUID | None = None
+    project_id: uuid.UUID | None = None
+    event_type: EventType
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class RuleHit(BaseModel):
+    rule: RuleRead
+    group_key: str
+    silenced: bool
+    muted: bool
+
+
+class RulePreview(BaseModel):
+    labels: dict[str, str] = Field(description="The labels the event's alert would carry")
+    rules: list[RuleHit]
+
+
+# --- silences and mute windows -----------------------------------------------------------------
+
+
+class SilenceCreate(_Request):
+    organization_id: uuid.UUID | None = None
+    matchers: list[Matcher] = Field(min_length=1)
+    starts_at: Timestamp | None = Field(None, description="Default: now")
+    ends_at: Timestamp
+    comment: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class SilenceRead(_Read):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    matchers: list[dict[str, Any]]
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    comment: str
+    state: str
+    created_at: datetime
+
+
+class MuteWindowCreate(_Request):
+    organization_id: uuid.UUID | None = None
+    name: Name
+    time_intervals: list[dict[str, Any]] = Field(
+        min_length=1,
+        description='Alertmanager time intervals, e.g. {"weekdays": ["saturday:sunday"], "location": "Europe/Berlin"}',
+    )
+
+
+class MuteWindowUpdate(_Request):
+    time_intervals: list[dict[str, Any]] = Field(min_length=1)
+
+
+class MuteWindowRead(_Read):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    name: str
+    time_intervals: list[dict[str, Any]]
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- notifications, deliveries, events ---------------------------------------------------------
+
+
+class NotificationRead(_Read):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    rule_id: uuid.UUID | None
+    group_key: str
+    kind: str
+    status: str
+    reason: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+class NotificationPage(BaseModel):
+    notifications: list[NotificationRead]
+    next_page_token: str | None = None
+
+
+class DeliveryAttemptRead(_Read):
+    attempt: int
+    started_at: datetime
+    outcome: str
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+
+
+class DeliveryRead(_Read):
+    id: uuid.UUID
+    notification_id: uuid.UUID
+    channel_id: uuid.UUID
+    rule_id: uuid.UUID | None
+    state: str
+    attempts: int
+    total_attempts: int
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    delivered_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+
+
+class DeliveryDetail(DeliveryRead):
+    attempt_log: list[DeliveryAttemptRead]
+
+
+class DeliveryPage(BaseModel):
+    deliveries: list[DeliveryRead]
+    next_page_token: str | None = None
+
+
+class EventCreate(_Request):
+    organization_id: uuid.UUID | None = None
+    project_id: uuid.UUID | None = None
+    event_type: Annotated[str, StringConstraints(pattern=r"^custom(\.[a-z0-9_]+)+$", max_length=100)] = Field(
+        description="custom.<name>: platform event types are emitted by the platform only"
+    )
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventAccepted(BaseModel):
+    id: uuid.UUID
+    event_type: str
+    created_at: datetime
