@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from services.deployer.model_server.app import PID_HEADER, create_app
+from services.deployer.model_server import PID_HEADER
+from services.deployer.model_server.app import create_app
 from tests.deployer.conftest import RunningServer, SavedModel
 
 
@@ -210,7 +211,7 @@ class ExplodingModel(mlflow.pyfunc.PythonModel):
 
 def test_python_model_that_always_raises_gives_500_on_both_protocols(tmp_path):
     path = tmp_path / "exploding"
-    mlflow.pyfunc.save_model(str(path), python_model=ExplodingModel())
+    mlflow.pyfunc.save_model(str(path), python_model=ExplodingModel(), pip_requirements=[])
     app = create_app(mlflow.pyfunc.load_model(str(path)), name="exploding", version="1")
 
     with TestClient(app) as http:
@@ -235,7 +236,7 @@ def test_v2_metadata_without_signature_and_tensor_outputs(tmp_path):
             return {"doubled": np.asarray(model_input) * 2, "label": np.array(["a"] * len(model_input))}
 
     path = tmp_path / "doubler"
-    mlflow.pyfunc.save_model(str(path), python_model=Doubler())
+    mlflow.pyfunc.save_model(str(path), python_model=Doubler(), pip_requirements=[])
     app = create_app(mlflow.pyfunc.load_model(str(path)), name="doubler", version="7")
 
     with TestClient(app) as http:

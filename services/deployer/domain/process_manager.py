@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import httpx
 
-from services.deployer.model_server.app import PID_HEADER
+from services.deployer.model_server import PID_HEADER
 from shared.core.errors import TesseraError
 
 SERVER_MODULE = "services.deployer.model_server"

@@ -14,11 +14,9 @@ from mlflow.pyfunc import PyFuncModel
 from mlflow.types import Schema
 from starlette.concurrency import run_in_threadpool
 
-from services.deployer.model_server import open_inference, scoring
+from services.deployer.model_server import PID_HEADER, open_inference, scoring
 
 JSON = "application/json"
-# The process manager checks this on /ping so it never mistakes another server on a reused port for its own.
-PID_HEADER = "x-model-server-pid"
 
 T = TypeVar("T")
 
