@@ -251,3 +251,22 @@ def test_v2_metadata_without_signature_and_tensor_outputs(tmp_path):
         {"name": "doubled", "datatype": "INT32", "shape": [2, 2], "data": [2, 4, 6, 8]},
         {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["a", "a"]},
     ]
+
+
+class Greeter(mlflow.pyfunc.PythonModel):
+    def predict(self, model_input: list[str], params=None) -> list[str]:
+        return [f"hello {name}" for name in model_input]
+
+
+def test_type_hinted_model_gets_the_raw_inputs_like_mlflow_serve(tmp_path):
+    path = tmp_path / "greeter"
+    mlflow.pyfunc.save_model(str(path), python_model=Greeter(), pip_requirements=[])
+    app = create_app(mlflow.pyfunc.load_model(str(path)), name="greeter", version="1")
+
+    with TestClient(app) as http:
+        greeted = http.post("/invocations", json={"inputs": ["ada", "alan"]})
+        wrong_key = http.post("/invocations", json={"instances": ["ada"]})
+
+    assert greeted.json() == {"predictions": ["hello ada", "hello alan"]}
+    assert wrong_key.status_code == 400
+    assert "'inputs' key" in wrong_key.json()["message"]

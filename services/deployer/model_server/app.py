@@ -24,9 +24,12 @@ T = TypeVar("T")
 def create_app(model: PyFuncModel, name: str, version: str, request_timeout_s: float = 60.0) -> FastAPI:
     app = FastAPI(title=f"tessera model server: {name} v{version}", docs_url=None, redoc_url=None)
     input_schema = model.metadata.get_input_schema()
+    signature = model.metadata.signature
+    # The same (private) flag `mlflow models serve` reads to decide whether to parse inputs itself.
+    typed_inputs = bool(getattr(signature, "_is_signature_from_type_hint", False))
     pid_headers = {PID_HEADER: str(os.getpid())}
     ready_body = orjson.dumps({"name": name, "ready": True})
-    metadata_body = orjson.dumps(open_inference.model_metadata(name, version, model.metadata.signature))
+    metadata_body = orjson.dumps(open_inference.model_metadata(name, version, signature))
 
     async def in_thread(func: Callable[..., T], *args: Any) -> T:
         # Prediction runs off the event loop so health checks answer while a slow model works.
@@ -47,7 +50,7 @@ def create_app(model: PyFuncModel, name: str, version: str, request_timeout_s: f
         body = await request.body()
         content_type = request.headers.get("content-type")
         try:
-            payload = await in_thread(_score, model, body, content_type, input_schema)
+            payload = await in_thread(_score, model, body, content_type, input_schema, typed_inputs)
         except scoring.ScoringError as exc:
             return Response(content=exc.to_json(), status_code=exc.status_code, media_type=JSON)
         except TimeoutError:
@@ -107,8 +110,10 @@ def create_app(model: PyFuncModel, name: str, version: str, request_timeout_s: f
     return app
 
 
-def _score(model: PyFuncModel, body: bytes, content_type: str | None, input_schema: Schema | None) -> bytes:
-    request = scoring.parse_request(body, content_type, input_schema)
+def _score(
+    model: PyFuncModel, body: bytes, content_type: str | None, input_schema: Schema | None, typed_inputs: bool
+) -> bytes:
+    request = scoring.parse_request(body, content_type, input_schema, typed_inputs=typed_inputs)
     return scoring.predictions_response(scoring.predict(model, request))
 
 

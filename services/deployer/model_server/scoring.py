@@ -46,7 +46,11 @@ class ScoringRequest:
     params: dict[str, Any] | None
 
 
-def parse_request(body: bytes, content_type: str | None, input_schema: Schema | None) -> ScoringRequest:
+def parse_request(
+    body: bytes, content_type: str | None, input_schema: Schema | None, *, typed_inputs: bool = False
+) -> ScoringRequest:
+    """`typed_inputs`: the model's signature comes from Python type hints, so MLflow hands the model the raw
+    `inputs` value and lets the type hints validate it, rather than building a DataFrame."""
     mime_type, charset, unknown_parameters = _split_content_type(content_type)
     if charset != "utf-8":
         raise ScoringError(415, "UNSUPPORTED_MEDIA_TYPE", "The scoring server only supports UTF-8")
@@ -55,7 +59,7 @@ def parse_request(body: bytes, content_type: str | None, input_schema: Schema | 
             415, "UNSUPPORTED_MEDIA_TYPE", f"Unrecognized content type parameters: {', '.join(unknown_parameters)}."
         )
     if mime_type == CONTENT_TYPE_JSON:
-        return _parse_json(body, input_schema)
+        return _parse_json(body, input_schema, typed_inputs)
     if mime_type == CONTENT_TYPE_CSV:
         return ScoringRequest(_parse_csv(body, input_schema), None)
     if mime_type == CONTENT_TYPE_PARQUET:
@@ -110,7 +114,7 @@ def _split_content_type(content_type: str | None) -> tuple[str | None, str, list
     return mime_type.lower(), charset, sorted(parameters)
 
 
-def _parse_json(body: bytes, input_schema: Schema | None) -> ScoringRequest:
+def _parse_json(body: bytes, input_schema: Schema | None, typed_inputs: bool) -> ScoringRequest:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -119,6 +123,18 @@ def _parse_json(body: bytes, input_schema: Schema | None) -> ScoringRequest:
         ) from exc
     if not isinstance(document, dict):
         raise ScoringError(400, "BAD_REQUEST", f"{REQUIRED_INPUT_FORMAT}. Received {type(document).__name__}.")
+    params = document.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise ScoringError(400, "BAD_REQUEST", "'params' must be a JSON object.")
+    if typed_inputs:
+        if "inputs" not in document:
+            raise ScoringError(
+                400,
+                "INVALID_PARAMETER_VALUE",
+                "Request payload must be a dictionary with 'inputs' key when the model contains a valid "
+                f"type hint. Found keys in payload: {list(document)}.",
+            )
+        return ScoringRequest(document["inputs"], params)
     formats = [key for key in INPUT_FORMATS if key in document]
     if len(formats) != 1:
         raise ScoringError(
@@ -126,9 +142,6 @@ def _parse_json(body: bytes, input_schema: Schema | None) -> ScoringRequest:
             "BAD_REQUEST",
             f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: {list(document)}.",
         )
-    params = document.get("params")
-    if params is not None and not isinstance(params, dict):
-        raise ScoringError(400, "BAD_REQUEST", "'params' must be a JSON object.")
     input_format = formats[0]
     try:
         if input_format in ("instances", "inputs"):
