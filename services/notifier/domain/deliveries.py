@@ -39,6 +39,7 @@ def send_test(
             created_at=now,
         )
     )
+    session.flush()
     row = Delivery(
         id=uuid.uuid4(),
         notification_id=notification_id,

@@ -207,6 +207,8 @@ def _notify(
             created_at=now,
         )
     )
+    # No ORM relationships order the inserts: the notification goes first, for the foreign keys.
+    session.flush()
     # Both the label fingerprint and the producer's, so the log can be searched by either.
     fingerprints = {fp for alert in decision.deliver for fp in (alert.fingerprint, keys[alert.fingerprint])}
     session.add_all(NotificationAlert(notification_id=notification_id, fingerprint=fp) for fp in fingerprints)

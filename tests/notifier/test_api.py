@@ -1,0 +1,229 @@
+"""The notifier's API on the platform app: channels and their secrets, the test button (and its SSRF
+guard), rules and preview, silences and mute windows, the delivery log, redelivery, custom events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from shared.db.models import AuditLog, NotificationChannel, OutboxEvent
+from tests.factories import make_member
+from tests.notifier.conftest import Receiver, Reply
+
+SLACK_URL = "https://hooks.slack.com/services/T000/B000/very-secret-token"
+
+
+def _webhook(client, tenant, url: str, **extra):
+    body = {"type": "webhook", "name": f"hook-{url[-12:]}", "url": url, **extra}
+    response = client.post("/api/v1/channels", json=body, headers=tenant.headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _verify(secret: str, request) -> dict:
+    return Webhook(secret).verify(request.body, request.headers)
+
+
+def test_channel_secrets_are_encrypted_never_returned_and_never_logged(client, db_session, tenant):
+    created = client.post(
+        "/api/v1/channels",
+        json={"type": "slack", "name": "ml-alerts", "url": SLACK_URL},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    channel = created.json()
+    assert channel["config"] == {"host": "hooks.slack.com"}
+    listed = client.get("/api/v1/channels", headers=tenant.headers)
+    assert "very-secret-token" not in listed.text and "very-secret-token" not in created.text
+
+    row = db_session.get(NotificationChannel, channel["id"])
+    assert "very-secret-token" not in row.secret_encrypted and "very-secret-token" not in str(row.config)
+    renamed = client.patch(f"/api/v1/channels/{channel['id']}", json={"url": SLACK_URL + "2"}, headers=tenant.headers)
+    assert renamed.status_code == 200
+    audit_rows = db_session.scalars(select(AuditLog).where(AuditLog.organization_id == tenant.org_id)).all()
+    assert audit_rows and all("very-secret-token" not in str(audit.details) for audit in audit_rows)
+
+
+def test_webhook_secret_is_shown_once_and_signs_test_messages(client, tenant, receiver: Receiver):
+    channel = _webhook(client, tenant, receiver.url(), headers={"X-Team": "ml"})
+    secret = channel["signing_secret"]
+    assert secret.startswith("whsec_")
+    assert channel["config"] == {"host": "127.0.0.1", "header_names": ["X-Team"]}
+    assert "signing_secret" not in client.get(f"/api/v1/channels/{channel['id']}", headers=tenant.headers).json()
+
+    result = client.post(f"/api/v1/channels/{channel['id']}/test", headers=tenant.headers)
+    assert result.status_code == 200, result.text
+    assert result.json()["state"] == "delivered" and result.json()["last_status_code"] == 200
+    [request] = receiver.requests
+    assert request.headers["x-team"] == "ml"
+    assert _verify(secret, request)["alerts"][0]["labels"]["alertname"] == "TesseraTestNotification"
+
+    detail = client.get(f"/api/v1/deliveries/{result.json()['id']}", headers=tenant.headers).json()
+    assert [a["outcome"] for a in detail["attempt_log"]] == ["delivered"]
+
+
+def test_rotation_signs_with_old_and_new_secret_during_the_overlap(client, tenant, receiver: Receiver):
+    channel = _webhook(client, tenant, receiver.url())
+    old = channel["signing_secret"]
+    rotated = client.post(
+        f"/api/v1/channels/{channel['id']}/rotate-secret", json={"overlap_seconds": 3600}, headers=tenant.headers
+    )
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["signing_secret"]
+    assert new != old
+    assert client.post(f"/api/v1/channels/{channel['id']}/test", headers=tenant.headers).json()["state"] == "delivered"
+    request = receiver.requests[-1]
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    # Receivers holding either secret verify the same message.
+    assert _verify(old, request) == _verify(new, request)
+
+    # A rotation without overlap retires `new` at once; `old` keeps its hour.
+    newest = client.post(
+        f"/api/v1/channels/{channel['id']}/rotate-secret", json={"overlap_seconds": 0}, headers=tenant.headers
+    ).json()["signing_secret"]
+    client.post(f"/api/v1/channels/{channel['id']}/test", headers=tenant.headers)
+    request = receiver.requests[-1]
+    assert _verify(newest, request) and _verify(old, request)
+    with pytest.raises(WebhookVerificationError):
+        _verify(new, request)
+
+
+@pytest.fixture
+def no_allowlist(app, settings):
+    """The app as deployed: nothing private is allow-listed."""
+    app.state.settings = settings.model_copy(update={"outbound_allowlist": []})
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1:{port}", "[::ffff:127.0.0.1]:{port}", "169.254.169.254", "localhost:{port}"],
+)
+def test_the_test_button_refuses_private_destinations(client, tenant, receiver: Receiver, no_allowlist, host):
+    channel = _webhook(client, tenant, f"http://{host.format(port=receiver.port)}/hook")
+    result = client.post(f"/api/v1/channels/{channel['id']}/test", headers=tenant.headers).json()
+    assert result["state"] == "failed" and "not a public address" in result["last_error"]
+    assert receiver.requests == []
+
+
+def test_the_test_button_does_not_follow_a_redirect_to_localhost(client, tenant, receiver: Receiver):
+    receiver.script(Reply(302, headers={"location": "http://localhost/admin"}))
+    channel = _webhook(client, tenant, receiver.url())
+    result = client.post(f"/api/v1/channels/{channel['id']}/test", headers=tenant.headers).json()
+    assert result["state"] == "failed" and "redirects are not followed" in result["last_error"]
+    assert len(receiver.requests) == 1
+
+
+def test_only_org_admins_manage_channels_and_other_orgs_see_nothing(client, db_session, tenant, other_tenant, settings):
+    member = make_member(db_session, org_id=tenant.org_id, role="member", jwt_secret=settings.jwt_secret)
+    body = {"type": "slack", "name": "x", "url": SLACK_URL, "organization_id": str(tenant.org_id)}
+    assert client.post("/api/v1/channels", json=body, headers=member.headers).status_code == 403
+    channel = client.post("/api/v1/channels", json=body, headers=tenant.headers).json()
+    assert client.get(f"/api/v1/channels/{channel['id']}", headers=member.headers).status_code == 200
+    assert client.get(f"/api/v1/channels/{channel['id']}", headers=other_tenant.headers).status_code == 404
+    assert client.post(f"/api/v1/channels/{channel['id']}/test", headers=other_tenant.headers).status_code == 404
+
+
+def test_rules_crud_validation_and_preview(client, tenant, receiver: Receiver):
+    channel = _webhook(client, tenant, receiver.url())
+    rule = {
+        "name": "drift on churn",
+        "event_types": ["alert.*", "drift.detected"],
+        "min_severity": "warning",
+        "matchers": ['model=~"churn.*"'],
+        "channel_ids": [channel["id"]],
+        "group_by": ["model"],
+    }
+    created = client.post("/api/v1/rules", json=rule, headers=tenant.headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["group_wait_s"] == 30 and created.json()["repeat_interval_s"] == 14400
+    assert created.json()["matchers"] == [{"name": "model", "type": "=~", "value": "churn.*"}]
+
+    bad = client.post("/api/v1/rules", json={**rule, "name": "bad", "matchers": ["model=~("]}, headers=tenant.headers)
+    assert bad.status_code == 400
+    unknown = {**rule, "name": "other", "channel_ids": ["00000000-0000-0000-0000-000000000000"]}
+    assert client.post("/api/v1/rules", json=unknown, headers=tenant.headers).status_code == 400
+
+    def preview(event_type, **payload):
+        response = client.post(
+            "/api/v1/rules/preview", json={"event_type": event_type, "payload": payload}, headers=tenant.headers
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    hit = preview("alert.firing", model_name="churn-v2", severity="critical")
+    assert [r["rule"]["name"] for r in hit["rules"]] == ["drift on churn"]
+    assert hit["labels"]["model"] == "churn-v2" and hit["rules"][0]["group_key"].endswith('{model="churn-v2"}')
+    assert preview("alert.firing", model_name="churn-v2", severity="info")["rules"] == []
+    assert preview("alert.firing", model_name="fraud", severity="critical")["rules"] == []
+    assert preview("deployment.failed", model_name="churn")["rules"] == []
+
+    changed = client.patch(
+        f"/api/v1/rules/{created.json()['id']}", json={"min_severity": "info"}, headers=tenant.headers
+    )
+    assert changed.status_code == 200
+    assert len(preview("alert.firing", model_name="churn-v2", severity="info")["rules"]) == 1
+    assert client.delete(f"/api/v1/rules/{created.json()['id']}", headers=tenant.headers).status_code == 200
+    assert preview("alert.firing", model_name="churn-v2", severity="critical")["rules"] == []
+
+
+def test_silences_and_mute_windows(client, tenant):
+    now = datetime.now(UTC)
+    silence = client.post(
+        "/api/v1/silences",
+        json={"matchers": ['model="churn"'], "ends_at": (now + timedelta(hours=1)).isoformat(), "comment": "retraining"},
+        headers=tenant.headers,
+    )
+    assert silence.status_code == 201, silence.text
+    assert silence.json()["state"] == "active" and silence.json()["created_by"] == tenant.email
+    everything = {"matchers": ['model=~".*"'], "ends_at": (now + timedelta(hours=1)).isoformat(), "comment": "x"}
+    assert client.post("/api/v1/silences", json=everything, headers=tenant.headers).status_code == 400
+    expired = client.delete(f"/api/v1/silences/{silence.json()['id']}", headers=tenant.headers)
+    assert expired.json()["state"] == "expired"
+
+    window = {"name": "workdays", "time_intervals": [{"weekdays": ["monday:friday"], "location": "Europe/Berlin"}]}
+    created = client.post("/api/v1/silences/mute-windows", json=window, headers=tenant.headers)
+    assert created.status_code == 201, created.text
+    bad_zone = {"name": "mars", "time_intervals": [{"weekdays": ["monday"], "location": "Mars/Olympus"}]}
+    assert client.post("/api/v1/silences/mute-windows", json=bad_zone, headers=tenant.headers).status_code == 400
+    listed = client.get("/api/v1/silences/mute-windows", headers=tenant.headers).json()
+    assert [w["name"] for w in listed] == ["workdays"]
+
+
+def test_custom_events_go_through_the_outbox(client, db_session, tenant):
+    accepted = client.post(
+        "/api/v1/events",
+        json={"event_type": "custom.batch_job.failed", "payload": {"severity": "high", "summary": "nightly ETL"}},
+        headers=tenant.headers,
+    )
+    assert accepted.status_code == 202, accepted.text
+    row = db_session.get(OutboxEvent, accepted.json()["id"])
+    assert row.organization_id == tenant.org_id and row.payload["summary"] == "nightly ETL"
+    forged = client.post("/api/v1/events", json={"event_type": "alert.firing", "payload": {}}, headers=tenant.headers)
+    assert forged.status_code == 422
+
+
+def test_delivery_log_queries_and_redelivery(client, tenant, receiver: Receiver):
+    channel = _webhook(client, tenant, receiver.url())
+    first = client.post(f"/api/v1/channels/{channel['id']}/test", headers=tenant.headers).json()
+    client.post(f"/api/v1/channels/{channel['id']}/test", headers=tenant.headers)
+    page = client.get(
+        "/api/v1/deliveries", params={"channel_id": channel["id"], "max_results": 1}, headers=tenant.headers
+    ).json()
+    assert len(page["deliveries"]) == 1 and page["next_page_token"]
+    rest = client.get(
+        "/api/v1/deliveries",
+        params={"channel_id": channel["id"], "page_token": page["next_page_token"]},
+        headers=tenant.headers,
+    ).json()
+    assert [d["id"] for d in rest["deliveries"]] == [first["id"]]
+
+    again = client.post(f"/api/v1/deliveries/{first['id']}/redeliver", headers=tenant.headers)
+    assert again.status_code == 200 and again.json()["state"] == "pending" and again.json()["attempts"] == 0
+    refused = client.post(f"/api/v1/deliveries/{first['id']}/redeliver", headers=tenant.headers)
+    assert refused.status_code == 400 and refused.json()["error_code"] == "INVALID_STATE"
+    notification = client.get(f"/api/v1/notifications/{first['notification_id']}", headers=tenant.headers).json()
+    assert notification["kind"] == "test"
