@@ -174,7 +174,11 @@ def test_silences_and_mute_windows(client, tenant):
     now = datetime.now(UTC)
     silence = client.post(
         "/api/v1/silences",
-        json={"matchers": ['model="churn"'], "ends_at": (now + timedelta(hours=1)).isoformat(), "comment": "retraining"},
+        json={
+            "matchers": ['model="churn"'],
+            "ends_at": (now + timedelta(hours=1)).isoformat(),
+            "comment": "retraining",
+        },
         headers=tenant.headers,
     )
     assert silence.status_code == 201, silence.text
