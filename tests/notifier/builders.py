@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
+from services.notifier.domain import channels, rules
 from services.notifier.domain.alerts import Alert
 from services.notifier.domain.messages import Notification
+from shared.core.auth import Access, Principal
+from shared.db.models import NotificationChannel, NotificationRule
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -42,4 +46,32 @@ def make_notification(
         group_labels={"model": "churn"},
         link="https://tessera.example/notifications/groups/1",
         receiver="ml-oncall",
+    )
+
+
+def owner_access(session, tenant) -> Access:
+    return Access(session, Principal(user_id=tenant.user_id, email=tenant.email))
+
+
+def make_channel(session, box, tenant, *, type: str = "webhook", **fields) -> tuple[NotificationChannel, str | None]:
+    """A channel created the way the API creates it; returns it with its signing secret (webhooks)."""
+    return channels.create_channel(
+        session,
+        owner_access(session, tenant),
+        box,
+        organization_id=tenant.org_id,
+        project_id=None,
+        name=fields.pop("name", f"{type}-{uuid.uuid4().hex[:8]}"),
+        channel_type=type,
+        fields=fields,
+    )
+
+
+def make_rule(session, tenant, channel_list, **fields) -> NotificationRule:
+    """A rule over the given channels; Alertmanager's defaults unless overridden."""
+    return rules.create_rule(
+        session,
+        owner_access(session, tenant),
+        tenant.org_id,
+        {"name": f"rule-{uuid.uuid4().hex[:8]}", "channel_ids": [str(c.id) for c in channel_list], **fields},
     )

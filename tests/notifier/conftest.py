@@ -4,6 +4,7 @@ like Slack or a flaky webhook, and an aiosmtpd SMTP server; plus a throwaway TLS
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import ssl
 import threading
@@ -24,6 +25,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+# Pipeline timings for tests, set before any worker, beat or Settings reads them: ticks of a fraction
+# of a second, retries after a fraction of a second, a dead worker's delivery retried after 3 s.
+os.environ.update(
+    {
+        "TESSERA_NOTIFIER_FLUSH_INTERVAL_S": "0.2",
+        "TESSERA_NOTIFIER_SWEEP_INTERVAL_S": "0.5",
+        "TESSERA_NOTIFIER_LEASE_S": "3",
+        "TESSERA_NOTIFIER_REQUEUE_AFTER_S": "3",
+        "TESSERA_NOTIFIER_BACKOFF_BASE_S": "0.2",
+        "TESSERA_NOTIFIER_BACKOFF_CAP_S": "1",
+        "TESSERA_NOTIFIER_MAX_ATTEMPTS": "5",
+    }
+)
 
 # A name no DNS knows: reaching it proves the connection went to the pinned IP, not a new lookup.
 PINNED_HOSTNAME = "hooks.tessera.test"
@@ -165,6 +180,8 @@ class MailSink:
 
     def __init__(self) -> None:
         self.messages: list[tuple[Envelope, Message]] = []
+        # Every message offered, accepted or refused (to compare retries).
+        self.offered: list[Message] = []
         self.data_reply: str | None = None
         self.refuse: dict[str, str] = {}
 
@@ -175,9 +192,11 @@ class MailSink:
         return "250 OK"
 
     async def handle_DATA(self, server, session: Session, envelope: Envelope) -> str:
+        message = message_from_bytes(envelope.original_content or b"")
+        self.offered.append(message)
         if self.data_reply:
             return self.data_reply
-        self.messages.append((envelope, message_from_bytes(envelope.original_content or b"")))
+        self.messages.append((envelope, message))
         return "250 Message accepted for delivery"
 
 

@@ -1,0 +1,317 @@
+"""The pipeline in one process on the real database, with the clock passed in: events into groups,
+Alertmanager's timers and dedup, silences, mute windows, send_resolved, one-shot events, and the
+delivery state machine (retries scheduled in the database, Retry-After, 410, dead letters, email)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from services.notifier.domain import dispatch, flushing, ingest
+from shared.core import events
+from shared.core.crypto import SecretBox
+from shared.db.base import utcnow
+from shared.db.models import (
+    Delivery,
+    DeliveryAttempt,
+    Notification,
+    NotificationChannel,
+    NotificationSilence,
+    NotifierProcessedEvent,
+)
+from tests.notifier.builders import make_channel, make_rule
+from tests.notifier.conftest import Receiver, Reply, SmtpServer
+
+LINK = "https://tessera.test"
+
+
+class Pipeline:
+    """Drives handler, flush and dispatch in the test's transaction, at times the test chooses."""
+
+    def __init__(self, session, settings, tenant):
+        self.session, self.settings, self.tenant = session, settings, tenant
+        self.box = SecretBox(settings.encryption_keys)
+        self.retry = dispatch.RetryPolicy.from_settings(settings)
+
+    def emit(self, event_type: str, at: datetime, **payload) -> list[uuid.UUID]:
+        row = events.emit(
+            self.session, event_type, payload, organization_id=self.tenant.org_id, project_id=self.tenant.project_id
+        )
+        row.created_at = at
+        self.session.flush()
+        return ingest.handle_event(self.session, row.id, at, LINK)
+
+    def flush(self, at: datetime) -> list[uuid.UUID]:
+        return flushing.flush_due_groups(self.session, at, LINK)[0]
+
+    def attempt(self, delivery_id: uuid.UUID, at: datetime) -> Delivery | None:
+        claimed = dispatch.claim(self.session, delivery_id, self.box, self.retry, at)
+        if claimed is None:
+            return None
+        result = dispatch.send(claimed, self.settings, at)
+        return dispatch.record(self.session, claimed, result, started_at=at, retry=self.retry, now=at)
+
+    def deliver(self, delivery_ids, at: datetime) -> list[Delivery | None]:
+        return [self.attempt(delivery_id, at) for delivery_id in delivery_ids]
+
+
+@pytest.fixture
+def pipeline(db_session, settings, tenant) -> Pipeline:
+    return Pipeline(db_session, settings, tenant)
+
+
+@pytest.fixture
+def now() -> datetime:
+    # Real time: receivers verify webhook timestamps against their own clock.
+    return utcnow()
+
+
+def _firing(index: int, **labels) -> dict:
+    return {"alertname": "DriftDetected", "severity": "high", "fingerprint": f"fp-{index}", "labels": labels}
+
+
+def _bodies(receiver: Receiver) -> list[dict]:
+    return [json.loads(request.body) for request in receiver.requests]
+
+
+def test_twenty_alerts_within_group_wait_make_one_grouped_message(pipeline, receiver, now):
+    channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
+    make_rule(pipeline.session, pipeline.tenant, [channel], group_by=["model"], group_wait_s=30)
+    for index in range(20):
+        assert pipeline.emit("alert.firing", now + timedelta(seconds=index), **_firing(index, model="churn")) == []
+    assert pipeline.flush(now + timedelta(seconds=29)) == []
+    delivery_ids = pipeline.flush(now + timedelta(seconds=30))
+    assert len(delivery_ids) == 1
+    [delivered] = pipeline.deliver(delivery_ids, now + timedelta(seconds=30))
+    assert delivered.state == "delivered"
+    [body] = _bodies(receiver)
+    assert len(body["alerts"]) == 20 and body["group_labels"] == {"model": "churn"} and body["status"] == "firing"
+    assert receiver.requests[0].headers["webhook-id"] == body["notification_id"] == str(delivered.notification_id)
+
+
+def test_a_repeat_only_after_repeat_interval(pipeline, receiver, now):
+    channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
+    make_rule(pipeline.session, pipeline.tenant, [channel], group_wait_s=0, group_interval_s=60, repeat_interval_s=300)
+    first = pipeline.emit("alert.firing", now, **_firing(1))
+    assert len(first) == 1, "group_wait 0: flushed by the handler itself"
+    sent_at = [0]
+    for tick in range(1, 8):
+        if pipeline.flush(now + timedelta(seconds=60 * tick)):
+            sent_at.append(60 * tick)
+    # Repeats are noticed on group_interval ticks: the first tick past 300 s after the last message.
+    assert sent_at == [0, 360]
+    # The same alert firing again is no news.
+    assert pipeline.emit("alert.firing", now + timedelta(seconds=370), **_firing(1)) == []
+
+
+def test_a_silenced_alert_sends_nothing(pipeline, receiver, now):
+    channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
+    make_rule(pipeline.session, pipeline.tenant, [channel], group_by=["model"], group_wait_s=0)
+    pipeline.session.add(
+        NotificationSilence(
+            organization_id=pipeline.tenant.org_id,
+            matchers=[{"name": "model", "type": "=", "value": "churn"}],
+            starts_at=now - timedelta(minutes=1),
+            ends_at=now + timedelta(hours=1),
+            created_by="oncall@example.com",
+            comment="retraining",
+        )
+    )
+    assert pipeline.emit("alert.firing", now, **_firing(1, model="churn")) == []
+    assert pipeline.flush(now + timedelta(minutes=10)) == []
+    other = pipeline.emit("alert.firing", now, **_firing(2, model="fraud"))
+    assert len(other) == 1
+
+
+def test_resolved_messages_follow_send_resolved_per_channel(pipeline, receiver, smtp_server: SmtpServer, now):
+    webhook, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
+    email, _ = make_channel(
+        pipeline.session,
+        pipeline.box,
+        pipeline.tenant,
+        type="email",
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_server.port,
+        security="none",
+        sender="tessera@alerts.example",
+        recipients=["oncall@example.com"],
+    )
+    make_rule(pipeline.session, pipeline.tenant, [webhook, email], group_wait_s=0, group_interval_s=10)
+    firing = pipeline.emit("alert.firing", now, **_firing(1))
+    assert len(firing) == 2
+    pipeline.deliver(firing, now)
+    resolved_at = now + timedelta(seconds=5)
+    assert pipeline.emit("alert.resolved", resolved_at, fingerprint="fp-1") == []
+    resolved = pipeline.flush(now + timedelta(seconds=10))
+    pipeline.deliver(resolved, now + timedelta(seconds=10))
+    # Webhooks hear about the resolution (send_resolved defaults on); email does not (off).
+    assert [body["status"] for body in _bodies(receiver)] == ["firing", "resolved"]
+    assert len(smtp_server.sink.messages) == 1
+    # The group is done: nothing more, ever, for it.
+    assert pipeline.flush(now + timedelta(hours=5)) == []
+
+
+def test_one_shot_events_are_notified_once_without_a_resolved_echo(pipeline, receiver, now):
+    channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
+    make_rule(pipeline.session, pipeline.tenant, [channel], event_types=["deployment.*"], group_wait_s=0)
+    sent = pipeline.emit("deployment.failed", now, deployment_name="churn-prod", summary="OOMKilled")
+    pipeline.deliver(sent, now)
+    [body] = _bodies(receiver)
+    assert body["alerts"][0]["labels"]["severity"] == "critical" and body["alerts"][0]["labels"]["deployment"]
+    assert pipeline.flush(now + timedelta(hours=5)) == []
+    assert len(pipeline.emit("deployment.failed", now + timedelta(hours=5), deployment_name="churn-prod")) == 1
+
+
+def test_a_mute_window_holds_messages_until_it_ends(client, pipeline, receiver, now):
+    channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
+    minute = now.hour * 60 + now.minute
+    window = client.post(
+        "/api/v1/silences/mute-windows",
+        json={
+            "name": "now",
+            "time_intervals": [
+                {
+                    "times": [{"start_time": f"{minute // 60:02d}:{minute % 60:02d}", "end_time": "24:00"}],
+                    "location": "UTC",
+                }
+            ],
+        },
+        headers=pipeline.tenant.headers,
+    ).json()
+    make_rule(
+        pipeline.session,
+        pipeline.tenant,
+        [channel],
+        group_wait_s=0,
+        group_interval_s=60,
+        mute_window_ids=[window["id"]],
+    )
+    assert pipeline.emit("alert.firing", now, **_firing(1)) == []
+    next_day = now.replace(hour=0, minute=0) + timedelta(days=1)
+    assert len(pipeline.flush(next_day)) == 1
+
+
+def test_redelivered_events_are_handled_once(pipeline, receiver, now):
+    channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
+    make_rule(pipeline.session, pipeline.tenant, [channel], group_wait_s=0)
+    row = events.emit(pipeline.session, "alert.firing", _firing(1), organization_id=pipeline.tenant.org_id)
+    pipeline.session.flush()
+    assert len(ingest.handle_event(pipeline.session, row.id, now, LINK)) == 1
+    assert ingest.handle_event(pipeline.session, row.id, now, LINK) == []
+    assert pipeline.session.scalar(select(NotifierProcessedEvent).where(NotifierProcessedEvent.event_id == row.id))
+
+
+def test_published_events_lost_with_the_broker_are_found_again(pipeline, now):
+    row = events.emit(pipeline.session, "drift.detected", {}, organization_id=pipeline.tenant.org_id)
+    row.published_at = now - timedelta(minutes=5)
+    pipeline.session.flush()
+    assert row.id in ingest.unhandled_events(pipeline.session, now, timedelta(minutes=1))
+    ingest.handle_event(pipeline.session, row.id, now, LINK)
+    assert row.id not in ingest.unhandled_events(pipeline.session, now, timedelta(minutes=1))
+
+
+# --- the delivery state machine ------------------------------------------------------------------
+
+
+def _one_delivery(pipeline, receiver, now) -> uuid.UUID:
+    channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
+    make_rule(pipeline.session, pipeline.tenant, [channel], group_wait_s=0)
+    [delivery_id] = pipeline.emit("alert.firing", now, **_firing(1))
+    return delivery_id
+
+
+def test_500_three_times_then_200_delivers_once_with_one_webhook_id(pipeline, receiver, now):
+    receiver.script(Reply(500), Reply(500), Reply(500))
+    delivery_id = _one_delivery(pipeline, receiver, now)
+    at = now
+    for _ in range(4):
+        row = pipeline.attempt(delivery_id, at)
+        if row.state == "delivered":
+            break
+        assert row.state == "pending" and row.queued_at is None and row.next_attempt_at > at
+        # Not before it is due; then the sweeper hands it out again.
+        assert pipeline.attempt(delivery_id, at) is None
+        at = row.next_attempt_at
+        assert dispatch.due_for_dispatch(pipeline.session, pipeline.retry, at) == [delivery_id]
+    assert row.state == "delivered" and row.total_attempts == 4
+    assert len({request.headers["webhook-id"] for request in receiver.requests}) == 1
+    assert len({request.body for request in receiver.requests}) == 1
+    log = pipeline.session.scalars(select(DeliveryAttempt).where(DeliveryAttempt.delivery_id == delivery_id)).all()
+    assert [(a.attempt, a.status_code) for a in sorted(log, key=lambda a: a.attempt)] == [
+        (1, 500),
+        (2, 500),
+        (3, 500),
+        (4, 200),
+    ]
+    # Delivered is final: no claim, no sweep.
+    assert pipeline.attempt(delivery_id, at + timedelta(hours=1)) is None
+    assert delivery_id not in dispatch.due_for_dispatch(pipeline.session, pipeline.retry, at + timedelta(hours=1))
+
+
+def test_retry_after_is_honoured(pipeline, receiver, now):
+    receiver.script(Reply(429, headers={"retry-after": "120"}))
+    row = pipeline.attempt(_one_delivery(pipeline, receiver, now), now)
+    assert row.state == "pending" and row.next_attempt_at >= now + timedelta(seconds=120)
+
+
+def test_410_disables_the_channel(pipeline, receiver, now):
+    receiver.script(Reply(410, body=b"channel_is_archived"))
+    row = pipeline.attempt(_one_delivery(pipeline, receiver, now), now)
+    assert row.state == "failed"
+    channel = pipeline.session.get(NotificationChannel, row.channel_id)
+    assert not channel.enabled and "channel_is_archived" in channel.disabled_reason
+
+
+def test_attempts_are_bounded_then_dead_lettered(pipeline, receiver, now):
+    receiver.script(*[Reply(503)] * 10)
+    delivery_id = _one_delivery(pipeline, receiver, now)
+    at = now
+    for _ in range(pipeline.retry.max_attempts):
+        row = pipeline.attempt(delivery_id, at)
+        at = row.next_attempt_at or at
+    assert row.state == "dead" and row.attempts == pipeline.retry.max_attempts
+    assert pipeline.attempt(delivery_id, at + timedelta(hours=1)) is None
+
+
+def test_a_dead_workers_delivery_is_retried_after_its_lease(pipeline, receiver, now):
+    delivery_id = _one_delivery(pipeline, receiver, now)
+    assert dispatch.claim(pipeline.session, delivery_id, pipeline.box, pipeline.retry, now) is not None
+    # The worker died before recording anything: in flight, its lease still running.
+    assert pipeline.attempt(delivery_id, now + timedelta(seconds=1)) is None
+    after_lease = now + pipeline.retry.lease + timedelta(seconds=1)
+    assert dispatch.due_for_dispatch(pipeline.session, pipeline.retry, after_lease) == [delivery_id]
+    assert pipeline.attempt(delivery_id, after_lease).state == "delivered"
+
+
+def test_email_keeps_its_message_id_across_retries_4xx_retried_5xx_permanent(pipeline, smtp_server, now):
+    channel, _ = make_channel(
+        pipeline.session,
+        pipeline.box,
+        pipeline.tenant,
+        type="email",
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_server.port,
+        security="none",
+        sender="tessera@alerts.example",
+        recipients=["oncall@example.com", "ml@example.com"],
+    )
+    make_rule(pipeline.session, pipeline.tenant, [channel], group_wait_s=0, group_by=["..."])
+    [first] = pipeline.emit("alert.firing", now, **_firing(1, model="churn"))
+    smtp_server.sink.data_reply = "451 4.3.0 try again later"
+    row = pipeline.attempt(first, now)
+    assert row.state == "pending" and row.last_status_code == 451
+    smtp_server.sink.data_reply = None
+    assert pipeline.attempt(first, row.next_attempt_at).state == "delivered"
+    [(envelope, message)] = smtp_server.sink.messages
+    notification = pipeline.session.get(Notification, row.notification_id)
+    expected = f"<notification.{notification.id}@alerts.example>"
+    assert [offered["Message-ID"] for offered in smtp_server.sink.offered] == [expected, expected]
+    assert message.is_multipart() and sorted(envelope.rcpt_tos) == ["ml@example.com", "oncall@example.com"]
+
+    [second] = pipeline.emit("alert.firing", now, **_firing(2, model="fraud"))
+    smtp_server.sink.data_reply = "554 5.7.1 rejected"
+    assert pipeline.attempt(second, now).state == "failed"
