@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
 
 from tests import factories
 
@@ -58,16 +59,16 @@ def test_register_from_run_then_load_by_alias_and_stage(mlflow_client):
     mlflow.set_experiment(_name("exp"))
     with mlflow.start_run() as run:
         mlflow.log_metric("rmse", 0.01)
-        # pip_requirements given: inferring them imports the model in a subprocess (seconds).
+        # Requirements given (inferring them imports the model in a subprocess) and cloudpickle rather
+        # than skops (whose import alone takes seconds): what is tested here is the registry, not the flavor.
+        fast = {"pip_requirements": ["scikit-learn"], "serialization_format": "cloudpickle"}
         first = mlflow.sklearn.log_model(
             LinearRegression().fit(features, 2 * features[:, 0]),
             name="model",
-            input_example=features[:1],
-            pip_requirements=["scikit-learn"],
+            signature=infer_signature(features, 2 * features[:, 0]),
+            **fast,
         )
-        second = mlflow.sklearn.log_model(
-            LinearRegression().fit(features, 3 * features[:, 0]), name="model-x3", pip_requirements=["scikit-learn"]
-        )
+        second = mlflow.sklearn.log_model(LinearRegression().fit(features, 3 * features[:, 0]), name="x3", **fast)
 
     v1 = mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
     assert (v1.name, v1.version, v1.current_stage) == (name, "1", "None")
