@@ -14,6 +14,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from collections.abc import Sequence
@@ -85,9 +86,7 @@ def _not_found(what: Any) -> NotFound:
     return NotFound(f"Model version '{what}' does not exist")
 
 
-def get_version(
-    session: Session, access: Access, version_id: uuid.UUID, scope: str = READ, *, min_role: str | None = None
-) -> ModelVersion:
+def get_version(session: Session, access: Access, version_id: uuid.UUID, scope: str = READ) -> ModelVersion:
     version = session.scalar(
         select(ModelVersion)
         .join(Model, Model.id == ModelVersion.model_id)
@@ -96,7 +95,7 @@ def get_version(
     )
     if version is None or access.project_role(version.model.project_id) is None:
         raise _not_found(version_id)
-    access.require_project(version.model.project_id, scope, min_role)
+    access.require_project(version.model.project_id, scope)
     return version
 
 
@@ -259,7 +258,11 @@ def from_run(session: Session, model: Model, run_id: uuid.UUID, artifact_path: s
 
 def from_logged_model(session: Session, model: Model, logged_model_id: uuid.UUID) -> Source:
     logged = source_logged_model(session, model, logged_model_id)
-    run = source_run(session, model, logged.source_run_id) if logged.source_run_id else None
+    run = None
+    if logged.source_run_id is not None:
+        # A run deleted since it logged the model costs the version its lineage, not its registration.
+        with contextlib.suppress(NotFound):
+            run = source_run(session, model, logged.source_run_id)
     return Source(f"models:/m-{logged.id.hex}", logged.artifact_location, run=run, logged_model=logged)
 
 
