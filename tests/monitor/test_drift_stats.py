@@ -12,6 +12,7 @@ from scipy import stats
 from scipy.spatial import distance
 
 from services.monitor.domain.drift import (
+    METHODS,
     ColumnStatus,
     ColumnType,
     DriftOptions,
@@ -169,6 +170,11 @@ def test_missing_and_infinite_values_are_removed_before_the_test():
     assert result.current["missing_count"] == 50
     assert result.current["infinite_count"] == 15
     assert result.current["count"] == 435
+    low, median, high = np.quantile(current[65:], [0.25, 0.5, 0.75])
+    assert (result.current["p25"], result.current["median"], result.current["p75"]) == pytest.approx(
+        (low, median, high), rel=1e-12
+    )
+    assert result.current["std"] == pytest.approx(np.std(current[65:]), rel=1e-12)
 
 
 def test_constant_columns_are_tested_without_division_errors():
@@ -270,3 +276,11 @@ def test_per_column_methods_and_thresholds_override_the_defaults():
     assert "does not apply" in report.columns["y"].reason
     with pytest.raises(ValueError, match="unknown drift method"):
         DriftOptions(method="t-test")
+
+
+def test_a_score_equal_to_the_threshold_follows_evidentlys_rule_per_method():
+    assert METHODS["ks"].is_drift(0.05, 0.05) is True
+    assert METHODS["chisquare"].is_drift(0.05, 0.05) is False
+    assert METHODS["z"].is_drift(0.05, 0.05) is False
+    assert METHODS["wasserstein"].is_drift(0.1, 0.1) is True
+    assert METHODS["psi"].is_drift(0.09, 0.1) is False

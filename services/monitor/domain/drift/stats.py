@@ -2,8 +2,9 @@
 
 Each function mirrors one module of `evidently/legacy/calculations/stattests/`; comments point at the
 places where the arithmetic has to follow Evidently's exactly for scores to agree. Nothing here loops
-over rows: both sides are already sorted distinct values with counts, so CDFs are cumulative sums and
-histograms are `searchsorted` calls.
+over rows: both sides are already sorted distinct values with counts, so histograms and CDFs are
+`searchsorted` calls and cumulative sums, and the Wasserstein distance is integer arithmetic on the
+quantile grid.
 """
 
 from __future__ import annotations
@@ -27,29 +28,25 @@ QUANTILE_BLOCK = 1 << 16
 @dataclass(frozen=True)
 class Method:
     name: str
-    display_name: str
     default_threshold: float
     column_types: frozenset[ColumnType]
     # p-value tests flag drift when the score is small, distances when it is large.
     is_p_value: bool
-    # Evidently's K-S flags drift at p <= threshold, chi-square and z at p < threshold.
+    # Whether a score equal to the threshold is drift: Evidently's K-S and distances say yes,
+    # chi-square and z no.
     drift_at_threshold: bool
     score: Callable[[Distribution, Distribution, ColumnType], float]
 
     def is_drift(self, score: float, threshold: float) -> bool:
-        if self.is_p_value:
-            return score <= threshold if self.drift_at_threshold else score < threshold
-        return score >= threshold
+        if score == threshold:
+            return self.drift_at_threshold
+        return score < threshold if self.is_p_value else score > threshold
 
 
 def ks_p_value(reference: Distribution, current: Distribution, _: ColumnType) -> float:
     if max(reference.size, current.size) <= KS_EXACT_MAX_SIZE:
         # Small samples: scipy's exact p-value, on the samples rebuilt from the counts (cheap at this size).
-        return float(
-            stats.ks_2samp(
-                np.repeat(reference.values, reference.counts), np.repeat(current.values, current.counts)
-            ).pvalue
-        )
+        return float(stats.ks_2samp(reference.sorted_values(), current.sorted_values()).pvalue)
     merged, ref_cum, cur_cum = _merged_cdf_counts(reference, current)
     # The CDFs are only evaluated at the last copy of a value shared by both sides, as searchsorted does.
     last_of_value = np.append(merged[1:] != merged[:-1], True)
@@ -138,7 +135,7 @@ def hellinger_distance(reference: Distribution, current: Distribution, column_ty
         overlap = float(np.sum(np.sqrt((ref_counts / reference.size) * (cur_counts / current.size))))
     else:
         # Evidently bins the *distinct* values of both sides here (not the rows), and uses densities.
-        distinct = _union_size(reference, current)
+        distinct = combined_distinct(reference, current)
         edges = sturges_edges(
             min(reference.values[0], current.values[0]),
             max(reference.values[-1], current.values[-1]),
@@ -255,7 +252,8 @@ def _aligned_counts(reference: Distribution, current: Distribution) -> tuple[np.
     return ref_counts, cur_counts
 
 
-def _union_size(reference: Distribution, current: Distribution) -> int:
+def combined_distinct(reference: Distribution, current: Distribution) -> int:
+    """Distinct values over both sides (Evidently's `pd.concat([ref, cur]).nunique()`)."""
     ref_values, cur_values = _comparable(reference, current)
     positions = np.searchsorted(ref_values, cur_values)
     inside = positions < len(ref_values)
@@ -263,30 +261,21 @@ def _union_size(reference: Distribution, current: Distribution) -> int:
     return reference.distinct + current.distinct - shared
 
 
-def combined_distinct(reference: Distribution, current: Distribution) -> int:
-    """Distinct values over both sides (Evidently's `pd.concat([ref, cur]).nunique()`)."""
-    return _union_size(reference, current)
-
-
-KS = Method("ks", "K-S p_value", 0.05, frozenset({ColumnType.NUMERICAL}), True, True, ks_p_value)
+_NUMERICAL = frozenset({ColumnType.NUMERICAL})
+_CATEGORICAL = frozenset({ColumnType.CATEGORICAL})
+_BOTH = _NUMERICAL | _CATEGORICAL
+KS = Method("ks", 0.05, _NUMERICAL, is_p_value=True, drift_at_threshold=True, score=ks_p_value)
 WASSERSTEIN = Method(
-    "wasserstein",
-    "Wasserstein distance (normed)",
-    0.1,
-    frozenset({ColumnType.NUMERICAL}),
-    False,
-    False,
-    wasserstein_normed,
+    "wasserstein", 0.1, _NUMERICAL, is_p_value=False, drift_at_threshold=True, score=wasserstein_normed
 )
-CHISQUARE = Method(
-    "chisquare", "chi-square p_value", 0.05, frozenset({ColumnType.CATEGORICAL}), True, False, chisquare_p_value
+CHISQUARE = Method("chisquare", 0.05, _CATEGORICAL, is_p_value=True, drift_at_threshold=False, score=chisquare_p_value)
+Z = Method("z", 0.05, _CATEGORICAL, is_p_value=True, drift_at_threshold=False, score=z_p_value)
+JENSENSHANNON = Method(
+    "jensenshannon", 0.1, _BOTH, is_p_value=False, drift_at_threshold=True, score=jensenshannon_distance
 )
-Z = Method("z", "Z-test p_value", 0.05, frozenset({ColumnType.CATEGORICAL}), True, False, z_p_value)
-_BOTH = frozenset({ColumnType.NUMERICAL, ColumnType.CATEGORICAL})
-JENSENSHANNON = Method("jensenshannon", "Jensen-Shannon distance", 0.1, _BOTH, False, False, jensenshannon_distance)
-PSI = Method("psi", "PSI", 0.1, _BOTH, False, False, psi)
-HELLINGER = Method("hellinger", "Hellinger distance", 0.1, _BOTH, False, False, hellinger_distance)
-KL_DIV = Method("kl_div", "Kullback-Leibler divergence", 0.1, _BOTH, False, False, kl_divergence)
+PSI = Method("psi", 0.1, _BOTH, is_p_value=False, drift_at_threshold=True, score=psi)
+HELLINGER = Method("hellinger", 0.1, _BOTH, is_p_value=False, drift_at_threshold=True, score=hellinger_distance)
+KL_DIV = Method("kl_div", 0.1, _BOTH, is_p_value=False, drift_at_threshold=True, score=kl_divergence)
 
 METHODS: dict[str, Method] = {
     method.name: method for method in (KS, WASSERSTEIN, CHISQUARE, Z, JENSENSHANNON, PSI, HELLINGER, KL_DIV)
