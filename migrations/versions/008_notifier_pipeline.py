@@ -39,10 +39,10 @@ def upgrade() -> None:
     op.create_table(
         "notifier_periodic_runs",
         sa.Column("task", sa.String(length=100), nullable=False),
-        sa.Column("slot", sa.BigInteger(), autoincrement=False, nullable=False),
-        sa.Column("claims", sa.Integer(), nullable=False),
-        sa.Column("claimed_at", TZ, nullable=False),
-        sa.PrimaryKeyConstraint("task", "slot", name=op.f("pk_notifier_periodic_runs")),
+        sa.Column("last_run_at", TZ, nullable=False),
+        sa.Column("runs", sa.BigInteger(), nullable=False),
+        sa.Column("requests", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("task", name=op.f("pk_notifier_periodic_runs")),
     )
     op.create_table(
         "notifier_processed_events",

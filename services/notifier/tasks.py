@@ -2,7 +2,7 @@
 
 Every task is idempotent, because the broker may deliver twice and the sweeper re-queues what a
 lost message or a dead worker left behind: events are claimed by id, deliveries by state and lease,
-periodic runs by time slot. Tasks are queued only after the transaction that made them due commits.
+periodic runs by interval. Tasks are queued only after the transaction that made them due commits.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def dispatch_delivery(delivery_id: str) -> None:
 
 def _claim(task: str, interval_s: float) -> bool:
     with database().session_scope() as session:
-        return periodic.claim_slot(session, task, interval_s, utcnow())
+        return periodic.claim_run(session, task, interval_s, utcnow())
 
 
 @celery_app.task(name="notifier.flush", ignore_result=True)

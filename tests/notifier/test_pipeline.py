@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from services.notifier.domain import dispatch, flushing, ingest
+from services.notifier.domain import dispatch, flushing, ingest, periodic
 from shared.core import events
 from shared.core.crypto import SecretBox
 from shared.db.base import utcnow
@@ -21,6 +21,7 @@ from shared.db.models import (
     Notification,
     NotificationChannel,
     NotificationSilence,
+    NotifierPeriodicRun,
     NotifierProcessedEvent,
 )
 from tests.notifier.builders import make_channel, make_rule
@@ -315,3 +316,19 @@ def test_email_keeps_its_message_id_across_retries_4xx_retried_5xx_permanent(pip
     [second] = pipeline.emit("alert.firing", now, **_firing(2, model="fraud"))
     smtp_server.sink.data_reply = "554 5.7.1 rejected"
     assert pipeline.attempt(second, now).state == "failed"
+
+
+def test_a_periodic_task_runs_once_per_interval_however_often_it_is_asked(db_session, now):
+    task = f"test-{uuid.uuid4().hex[:8]}"
+    asks = [now + timedelta(seconds=offset) for offset in (0, 0.3, 0.9, 1.0, 1.8, 2.0, 2.05)]
+    assert [periodic.claim_run(db_session, task, 1.0, at) for at in asks] == [
+        True,
+        False,
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
+    row = db_session.get(NotifierPeriodicRun, task)
+    assert (row.runs, row.requests) == (3, 7)

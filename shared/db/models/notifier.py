@@ -252,12 +252,12 @@ class NotifierProcessedEvent(Base):
 
 
 class NotifierPeriodicRun(Base):
-    """A claimed slot of a periodic task: two beat processes may both fire, only one claim wins."""
+    """When a periodic task last ran: two beat processes may both fire it, only one run is claimed."""
 
     __tablename__ = "notifier_periodic_runs"
 
     task: Mapped[str] = mapped_column(String(100), primary_key=True)
-    slot: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    # How many beats asked for this slot; more than 1 shows a duplicate that was refused.
-    claims: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
-    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    last_run_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # Runs claimed, and times asked: more asks than runs shows duplicates that were refused.
+    runs: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    requests: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
