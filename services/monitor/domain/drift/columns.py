@@ -74,9 +74,12 @@ class Distribution:
         """Every value, sorted (the counts expanded again)."""
         return self.values if self.size == self.distinct else np.repeat(self.values, self.counts)
 
-    @property
-    def is_numeric(self) -> bool:
-        return self.values.dtype.kind == "f"
+
+def with_text_names(frame: Frame) -> Frame:
+    """Column names as text, as the report keys them (pandas allows any hashable label)."""
+    if isinstance(frame, pd.DataFrame) and not all(isinstance(name, str) for name in frame.columns):
+        return frame.rename(columns=str)
+    return frame
 
 
 def column_names(frame: Frame) -> list[str]:

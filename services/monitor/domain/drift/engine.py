@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 
 from services.monitor.domain.drift import stats
-from services.monitor.domain.drift.columns import ColumnType, Distribution, Frame, column_names, row_count
+from services.monitor.domain.drift.columns import (
+    ColumnType,
+    Distribution,
+    Frame,
+    column_names,
+    row_count,
+    with_text_names,
+)
 from services.monitor.domain.drift.profile import (
     ColumnProfile,
     ReferenceProfile,
@@ -80,6 +87,7 @@ def detect_drift(
 
 def compute_drift_report(profile: ReferenceProfile, current: Frame, options: DriftOptions | None = None) -> DriftReport:
     options = options or DriftOptions()
+    current = with_text_names(current)
     present = set(column_names(current))
     columns = {
         name: _column_drift(name, column, current if name in present else None, options)

@@ -23,6 +23,7 @@ from services.monitor.domain.drift.columns import (
     infer_column_type,
     numerical_distribution,
     row_count,
+    with_text_names,
 )
 
 PROFILE_FORMAT = "tessera.drift.reference_profile"
@@ -109,6 +110,7 @@ def build_reference_profile(
 ) -> ReferenceProfile:
     """Profile `reference` once. Column types are inferred as Evidently does unless given in
     `column_types`; `columns` restricts the profile to those columns (all by default)."""
+    reference = with_text_names(reference)
     overrides = {name: ColumnType(kind) for name, kind in (column_types or {}).items()}
     names = list(columns) if columns is not None else column_names(reference)
     profiled = {}
