@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.monitor.cli import app as drift_app
 from shared.core.settings import Settings
 from tessera.platform import SERVICES
 
@@ -162,6 +163,8 @@ user_app = typer.Typer(help="Create users (for scripts that set a platform up)."
 api_key_app = typer.Typer(help="Create API keys for machines and the mlflow client.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(api_key_app, name="api-key")
+# `tessera drift REFERENCE CURRENT`: the monitor's drift engine, offline.
+app.add_typer(drift_app)
 
 
 def _migrated_database():
