@@ -46,9 +46,11 @@ def _transition(client, headers, version_id, stage, **extra):
     )
 
 
-def _events(db_session, event_type):
+def _events(db_session, tenant, event_type):
     rows = db_session.scalars(
-        select(OutboxEvent).where(OutboxEvent.event_type == event_type).order_by(OutboxEvent.created_at)
+        select(OutboxEvent)
+        .where(OutboxEvent.event_type == event_type, OutboxEvent.organization_id == tenant.org_id)
+        .order_by(OutboxEvent.created_at)
     ).all()
     return [row.payload for row in rows]
 
@@ -132,7 +134,7 @@ def test_version_from_run_snapshots_metrics_and_signature(client, tenant, db_ses
     ).json()
     assert patched["description"] == "tuned" and patched["tags"] == {"algo": "gbm"}
 
-    events = _events(db_session, "model_version.created")
+    events = _events(db_session, tenant, "model_version.created")
     assert [(e["model_name"], e["version"]) for e in events] == [("churn", 1), ("churn", 2)]
     assert events[0]["run_id"] == tracked.run_id
 
@@ -193,7 +195,7 @@ def test_stage_transitions_archive_previous_production(client, tenant, db_sessio
     ).json()["model_versions"]
     assert [v["version"] for v in production] == [3, 2]
 
-    changes = _events(db_session, "model_version.stage_changed")
+    changes = _events(db_session, tenant, "model_version.stage_changed")
     assert [(e["version"], e["from_stage"], e["to_stage"]) for e in changes] == [
         (1, "development", "staging"),
         (1, "staging", "production"),
@@ -236,7 +238,7 @@ def test_aliases_move_atomically(client, tenant, db_session):
     assert client.get(f"/api/v1/models/{model['id']}", headers=tenant.headers).json()["aliases"] == {}
     assert client.get(f"/api/v1/model-versions/{v1['id']}", headers=tenant.headers).status_code == 200
 
-    moves = _events(db_session, "model_version.alias_moved")
+    moves = _events(db_session, tenant, "model_version.alias_moved")
     assert [(e["alias"], e["from_version"], e["to_version"]) for e in moves] == [
         ("champion", None, 1),
         ("challenger", None, 2),
