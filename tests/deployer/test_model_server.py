@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.deployer.model_server import PID_HEADER
+from services.deployer.model_server.__main__ import show_each_warning_site_once
 from services.deployer.model_server.app import create_app
 from tests.deployer.conftest import RunningServer, SavedModel
 
@@ -270,3 +272,16 @@ def test_type_hinted_model_gets_the_raw_inputs_like_mlflow_serve(tmp_path):
     assert greeted.json() == {"predictions": ["hello ada", "hello alan"]}
     assert wrong_key.status_code == 400
     assert "'inputs' key" in wrong_key.json()["message"]
+
+
+def test_each_warning_site_is_logged_once_however_often_it_fires():
+    shown: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *args, **kwargs: shown.append(str(message))
+        show_each_warning_site_once()
+        for request in range(3):
+            warnings.warn(f"feature names missing (request {request})", UserWarning, stacklevel=1)
+        warnings.warn("another site", UserWarning, stacklevel=1)
+
+    assert shown == ["feature names missing (request 0)", "another site"]

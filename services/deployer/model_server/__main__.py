@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
+from typing import TextIO
 
 import mlflow.pyfunc
 import uvicorn
@@ -26,9 +28,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def show_each_warning_site_once() -> None:
+    """Write each warning to the log once per code site.
+
+    Python's own once/default de-duplication is wiped whenever any library enters `catch_warnings` (sklearn
+    does on every predict), so a per-request warning such as sklearn's feature-name check would otherwise
+    be written on every request: CPU per request, and a log that grows without bound.
+    """
+    seen: set[tuple[type[Warning], str, int]] = set()
+    show = warnings.showwarning
+
+    def show_once(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if (category, filename, lineno) not in seen:
+            seen.add((category, filename, lineno))
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show_once
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    show_each_warning_site_once()
     log = logging.getLogger("tessera.model_server")
     log.info("loading model %s v%s from %s", args.name, args.version, args.model_uri)
     try:
