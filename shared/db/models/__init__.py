@@ -1,6 +1,6 @@
 """Every table of the one Tessera schema. Import from here so Alembic and the services see all of them."""
 
-from shared.db.models.deployer import Deployment, DeploymentHistory
+from shared.db.models.deployer import Deployment, DeploymentHistory, DeploymentServer
 from shared.db.models.events import OutboxEvent
 from shared.db.models.identity import (
     Organization,
@@ -9,7 +9,14 @@ from shared.db.models.identity import (
     ProjectMember,
     User,
 )
-from shared.db.models.monitor import Alert, DataDriftReport, ModelMonitoring
+from shared.db.models.monitor import (
+    Alert,
+    DataDriftReport,
+    ModelMonitoring,
+    MonitorCheckRun,
+    MonitorGroundTruth,
+    MonitorPredictionBatch,
+)
 from shared.db.models.notifier import (
     Delivery,
     DeliveryAttempt,
@@ -53,6 +60,7 @@ __all__ = [
     "DeliveryAttempt",
     "Deployment",
     "DeploymentHistory",
+    "DeploymentServer",
     "Experiment",
     "ExperimentRun",
     "ExperimentTag",
@@ -65,6 +73,9 @@ __all__ = [
     "ModelMonitoring",
     "ModelVersion",
     "ModelVersionTransition",
+    "MonitorCheckRun",
+    "MonitorGroundTruth",
+    "MonitorPredictionBatch",
     "Notification",
     "NotificationAlert",
     "NotificationChannel",

@@ -12,6 +12,8 @@ from shared.db.base import Base, JSONType, SoftDelete, Timestamps, UTCDateTime, 
 
 DEPLOYMENT_STATES = ("pending", "deploying", "healthy", "failed", "stopped", "rolled_back")
 TARGETS = ("local", "kserve")
+SERVER_ROLES = ("stable", "canary", "shadow")
+SERVER_STATES = ("running", "failed")
 
 
 class Deployment(UUIDPrimaryKey, Timestamps, SoftDelete, Base):
@@ -32,6 +34,11 @@ class Deployment(UUIDPrimaryKey, Timestamps, SoftDelete, Base):
         Uuid, ForeignKey("model_versions.id", ondelete="SET NULL")
     )
     canary_percent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Mirrored, never answered: see the gateway.
+    shadow_version_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    shadow_percent: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     config: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
     endpoint_url: Mapped[str | None] = mapped_column(Text)
     status_reason: Mapped[str | None] = mapped_column(Text)
@@ -59,3 +66,32 @@ class DeploymentHistory(UUIDPrimaryKey, Base):
     details: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
     actor_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class DeploymentServer(UUIDPrimaryKey, Timestamps, Base):
+    """One local model-server process of a deployment, per role; the gateway routes to these rows.
+
+    A row exists only for a server that was started (or is being restarted): a rollout starts the new
+    process first and swaps the row afterwards, so the previous version keeps serving until then.
+    """
+
+    __tablename__ = "deployment_servers"
+    __table_args__ = (UniqueConstraint("deployment_id", "role"), Index(None, "model_version_id"))
+
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("deployments.id", ondelete="CASCADE"), nullable=False
+    )
+    role: Mapped[str] = mapped_column(String(20), nullable=False)
+    model_version_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("model_versions.id", ondelete="RESTRICT"), nullable=False
+    )
+    # The spec to restart it with (resolved local model path, name, version label).
+    model_uri: Mapped[str] = mapped_column(Text, nullable=False)
+    state: Mapped[str] = mapped_column(String(20), nullable=False, default="running")
+    pid: Mapped[int | None] = mapped_column(Integer)
+    port: Mapped[int | None] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(255), nullable=False, default="127.0.0.1")
+    log_path: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    restarts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
