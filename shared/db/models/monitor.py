@@ -5,22 +5,22 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db.base import Base, JSONType, SoftDelete, Timestamps, UTCDateTime, UUIDPrimaryKey, utcnow
 
 SEVERITIES = ("info", "warning", "high", "critical")
 ALERT_STATES = ("firing", "acknowledged", "resolved")
+CHECK_STATES = ("queued", "running", "done", "failed", "insufficient_data")
+_OPEN_ALERT = text("status != 'resolved'")
 
 
 class ModelMonitoring(UUIDPrimaryKey, Timestamps, SoftDelete, Base):
     __tablename__ = "model_monitoring"
     __table_args__ = (UniqueConstraint("project_id", "name"), Index(None, "enabled", "next_check_at"))
 
-    project_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False
-    )
+    project_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     deployment_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("deployments.id", ondelete="SET NULL"), index=True
@@ -40,9 +40,7 @@ class ModelMonitoring(UUIDPrimaryKey, Timestamps, SoftDelete, Base):
     reference_profile_uri: Mapped[str | None] = mapped_column(Text)
     last_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_by: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("users.id", ondelete="SET NULL")
-    )
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("users.id", ondelete="SET NULL"))
 
 
 class DataDriftReport(UUIDPrimaryKey, Base):
@@ -68,17 +66,18 @@ class Alert(UUIDPrimaryKey, Timestamps, Base):
     """One alert per (monitor, kind) while it fires: later checks update it instead of adding rows."""
 
     __tablename__ = "alerts"
-    __table_args__ = (Index(None, "monitor_id", "status"), Index(None, "fingerprint", "status"))
+    __table_args__ = (
+        Index(None, "monitor_id", "status"),
+        Index(None, "fingerprint", "status"),
+        # The database itself keeps one open alert per (monitor, kind), even against racing checks.
+        Index(None, "monitor_id", "kind", unique=True, postgresql_where=_OPEN_ALERT, sqlite_where=_OPEN_ALERT),
+    )
 
     monitor_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("model_monitoring.id", ondelete="CASCADE"), nullable=False
     )
-    project_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False
-    )
-    report_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("data_drift_reports.id", ondelete="SET NULL")
-    )
+    project_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False)
+    report_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("data_drift_reports.id", ondelete="SET NULL"))
     kind: Mapped[str] = mapped_column(String(50), nullable=False)
     fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
     severity: Mapped[str] = mapped_column(String(20), nullable=False)
@@ -89,6 +88,57 @@ class Alert(UUIDPrimaryKey, Timestamps, Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    acknowledged_by: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("users.id", ondelete="SET NULL")
+    acknowledged_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("users.id", ondelete="SET NULL"))
+
+
+class MonitorCheckRun(UUIDPrimaryKey, Base):
+    """One check of a monitor: a scheduled slot (claimed once: unique per monitor and slot) or a manual run."""
+
+    __tablename__ = "monitor_check_runs"
+    __table_args__ = (UniqueConstraint("monitor_id", "slot_time"), Index(None, "status", "queued_at"))
+
+    monitor_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("model_monitoring.id", ondelete="CASCADE"), nullable=False
     )
+    slot_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    trigger: Mapped[str] = mapped_column(String(20), nullable=False)
+    status: Mapped[str] = mapped_column(String(30), nullable=False, default="queued")
+    progress: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    report_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("data_drift_reports.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # When the task was last sent to the broker; a run still queued long after is sent again.
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MonitorPredictionBatch(UUIDPrimaryKey, Base):
+    """Index of logged prediction batches; the rows themselves are one Parquet file per batch in the
+    artifact store, so a window is read by listing the batches that overlap it."""
+
+    __tablename__ = "monitor_prediction_batches"
+    __table_args__ = (Index(None, "monitor_id", "last_at"),)
+
+    monitor_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("model_monitoring.id", ondelete="CASCADE"), nullable=False
+    )
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    row_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    storage_key: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class MonitorGroundTruth(Base):
+    """The true outcome of one logged request, arriving later; keyed by the request id (re-sending replaces)."""
+
+    __tablename__ = "monitor_ground_truth"
+    __table_args__ = (Index(None, "monitor_id", "logged_at"),)
+
+    monitor_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("model_monitoring.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+    logged_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
