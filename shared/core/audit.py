@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from shared.core.auth import Principal
 from shared.core.context import current_request
-from shared.db.models import AuditLog
+from shared.db.models import AuditLog, Organization
 
 _AUDIT_KEY = "tessera_audit"
 
@@ -65,9 +65,15 @@ def record(
     details = dict(desc.details)
     if error_code:
         details["error_code"] = error_code
+    organization_id = desc.organization_id
+    if organization_id is not None and session.get(Organization, organization_id) is None:
+        # A refused request may name an organization that does not exist: keep the id, not the foreign key.
+        details["organization_id"] = str(organization_id)
+        organization_id = None
+    organization_id = organization_id or (principal.organization_id if principal else None)
     session.add(
         AuditLog(
-            organization_id=desc.organization_id or (principal.organization_id if principal else None),
+            organization_id=organization_id,
             actor_user_id=principal.user_id if principal else None,
             actor_api_key_id=principal.api_key_id if principal else None,
             action=desc.action,

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from shared.core import audit
@@ -54,6 +55,8 @@ def _record_failure(db: Database, request: Request, failed: Session, exc: BaseEx
         status, code = exc.status_code, exc.code
     elif isinstance(exc, RequestValidationError):
         status, code = 422, "INVALID_PARAMETER_VALUE"
+    elif isinstance(exc, DataError):
+        status, code = 400, "INVALID_PARAMETER_VALUE"
     else:
         status, code = getattr(exc, "status_code", 500), "INTERNAL_ERROR"
     with db.session_scope() as session:

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy import text
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.core.auth import Authenticator
@@ -69,6 +70,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _http_error(_request: Request, exc: StarletteHTTPException):
         code = _HTTP_CODES.get(exc.status_code, "BAD_REQUEST" if exc.status_code < 500 else "INTERNAL_ERROR")
         return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(DataError)
+    async def _data_error(_request: Request, exc: DataError):
+        # The database refused a value (NUL in text, out of range, too long): bad input, not a server fault.
+        log.warning("http.data_error", error=str(exc.orig))
+        return _error(400, "INVALID_PARAMETER_VALUE", "A value was refused by the database (e.g. a NUL character)")
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception):

@@ -64,6 +64,16 @@ def test_anonymous_and_invalid_requests_are_recorded_too(client, db_session, ten
     assert (row.action, row.outcome, row.details["email"]) == ("auth.login", "failure", tenant.email)
 
 
+def test_a_request_naming_a_missing_organization_is_still_recorded(client, db_session, tenant):
+    request_id, missing = uuid.uuid4().hex, uuid.uuid4()
+    response = client.patch(f"/api/v1/orgs/{missing}", json={"name": "x"}, headers=_headers(tenant.headers, request_id))
+    assert response.status_code == 404
+    [row] = _rows(db_session, request_id)
+    # In the calling key's organization trail, naming what was asked for.
+    assert (row.outcome, row.organization_id) == ("failure", tenant.org_id)
+    assert row.details["organization_id"] == str(missing)
+
+
 def test_reads_leave_no_rows(client, db_session, tenant):
     request_id = uuid.uuid4().hex
     assert client.get(f"/api/v1/orgs/{tenant.org_id}", headers=_headers(tenant.headers, request_id)).status_code == 200
