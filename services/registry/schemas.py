@@ -6,7 +6,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from shared.core.auth import SCOPES
 
@@ -116,9 +125,21 @@ class OrganizationCreate(_Request):
     description: Description | None = None
 
 
-class OrganizationUpdate(_Request):
+class _NameAndDescriptionUpdate(_Request):
+    # Omit a field to keep it; `description: null` clears it, but a name cannot be null.
     name: Name | None = None
     description: Description | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_null(cls, value: str | None) -> str:
+        if value is None:
+            raise ValueError("name cannot be null; omit it to keep the current one")
+        return value
+
+
+class OrganizationUpdate(_NameAndDescriptionUpdate):
+    pass
 
 
 class OrganizationRead(_Read):
@@ -165,9 +186,8 @@ class ProjectCreate(_Request):
     description: Description | None = None
 
 
-class ProjectUpdate(_Request):
-    name: Name | None = None
-    description: Description | None = None
+class ProjectUpdate(_NameAndDescriptionUpdate):
+    pass
 
 
 class ProjectRead(_Read):

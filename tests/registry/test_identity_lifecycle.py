@@ -102,6 +102,9 @@ def test_bad_input_is_a_4xx_with_a_code_and_writes_nothing(client, db_session, t
         ("POST", "/api/v1/orgs", b'{"name": "nul \\u0000 byte"}', 422, "INVALID_PARAMETER_VALUE"),
         ("POST", "/api/v1/orgs", b'{"name": "' + b"x" * 201 + b'"}', 422, "INVALID_PARAMETER_VALUE"),
         ("POST", f"/api/v1/orgs/{tenant.org_id}/projects", b'{"name": "Default"}', 409, "CONFLICT"),
+        ("PATCH", f"/api/v1/orgs/{tenant.org_id}", b'{"name": null}', 422, "INVALID_PARAMETER_VALUE"),
+        ("PATCH", f"/api/v1/projects/{tenant.project_id}", b'{"name": null}', 422, "INVALID_PARAMETER_VALUE"),
+        ("POST", "/api/v1/orgs", b'{"name": "!!!"}', 400, "INVALID_PARAMETER_VALUE"),
         ("POST", f"/api/v1/orgs/{tenant.org_id}/members", b'{"email": "ghost@example.com"}', 400,
          "INVALID_PARAMETER_VALUE"),
         ("POST", "/api/v1/api-keys", b'{"name": "k", "organization_id": "%s", "scopes": ["root"]}'
