@@ -17,6 +17,14 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # History pages are keyset-ordered by (step, timestamp, id): widen 002's (run_id, key, step) index.
+    op.drop_index(op.f("ix_run_metrics_run_id_key_step"), table_name="run_metrics")
+    op.create_index(
+        op.f("ix_run_metrics_run_id_key_step_timestamp_id"),
+        "run_metrics",
+        ["run_id", "key", "step", "timestamp", "id"],
+        unique=False,
+    )
     op.create_table(
         "datasets",
         sa.Column("experiment_id", sa.Uuid(), nullable=False),
@@ -241,3 +249,5 @@ def downgrade() -> None:
     op.drop_table("logged_models")
     op.drop_table("experiment_tags")
     op.drop_table("datasets")
+    op.drop_index(op.f("ix_run_metrics_run_id_key_step_timestamp_id"), table_name="run_metrics")
+    op.create_index(op.f("ix_run_metrics_run_id_key_step"), "run_metrics", ["run_id", "key", "step"], unique=False)

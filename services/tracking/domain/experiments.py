@@ -81,9 +81,15 @@ def get_experiment(session: Session, access: Access, experiment_id: str | None, 
     """The experiment, if the caller may use it in `scope` (else 404; 403 if seen but not allowed)."""
     if experiment_id == DEFAULT_EXPERIMENT_ID:
         return _ensure_default_experiment(session, access, scope)
-    experiment = session.get(Experiment, parse_uuid(experiment_id, "experiment_id"))
-    if experiment is None:
+    # Loading the project alongside saves the access check a query (it reads the identity map).
+    row = session.execute(
+        select(Experiment, Project)
+        .join(Project, Project.id == Experiment.project_id)
+        .where(Experiment.id == parse_uuid(experiment_id, "experiment_id"))
+    ).first()
+    if row is None:
         raise _not_found(experiment_id or "")
+    experiment = row.Experiment
     try:
         access.require_project(experiment.project_id, scope)
     except NotFound:
@@ -276,10 +282,6 @@ def search_experiments(
     rows = rows[:limit]
     tags = experiment_tags(session, [e.id for e in rows])
     return [ExperimentView(e, tags[e.id]) for e in rows], next_token
-
-
-def organization_of(session: Session, project_id: uuid.UUID) -> uuid.UUID:
-    return session.scalar(select(Project.organization_id).where(Project.id == project_id))
 
 
 def _describe(session: Session, access: Access, experiment: Experiment, action: str, details: dict | None = None):

@@ -84,7 +84,9 @@ class RunMetric(Base):
     """One metric point. Append-only and the highest-volume table, so a bigint key rather than a UUID."""
 
     __tablename__ = "run_metrics"
-    __table_args__ = (Index(None, "run_id", "key", "step"),)
+    # History is read in (step, timestamp) order and paged by keyset: the index gives that order
+    # directly, so a page of a 100,000-point metric costs the page, not a sort of the whole history.
+    __table_args__ = (Index(None, "run_id", "key", "step", "timestamp", "id"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     run_id: Mapped[uuid.UUID] = mapped_column(
