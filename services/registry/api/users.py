@@ -18,6 +18,9 @@ router = APIRouter(prefix="/api/v1/users", tags=["users"])
 def create_user(
     body: UserCreate, session: SessionDep, principal: OptionalPrincipalDep, settings: SettingsDep
 ) -> UserRead:
+    """Without `organization_id`: open sign-up, allowed while `TESSERA_SIGNUP_OPEN` is true (the default).
+    With `organization_id`: an admin of that organization (sending their own credentials) creates the
+    account as a member with `role`; only owners can create owners. Emails are unique (409 otherwise)."""
     user = identity.sign_up(
         session,
         Access(session, principal) if principal else None,
