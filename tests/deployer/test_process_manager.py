@@ -21,6 +21,8 @@ from services.deployer.domain.process_manager import (
 )
 from tests.deployer.conftest import SavedModel
 
+pytestmark = pytest.mark.slow
+
 
 def _group_exists(pgid: int) -> bool:
     try:
