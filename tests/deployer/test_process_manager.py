@@ -43,6 +43,16 @@ def test_bad_model_uri_fails_with_the_load_error_as_reason(process_manager: Proc
     assert f"failed to load model from '{missing}'" in reason
 
 
+def test_unspawnable_server_is_a_model_server_error(tmp_path):
+    broken = ProcessManager(tmp_path / "logs", python_executable=str(tmp_path / "no-python"))
+
+    with pytest.raises(ModelServerError) as failure:
+        broken.start(ModelServerSpec(model_uri="models:/m/1", name="m", version="1"))
+
+    assert "could not be spawned" in failure.value.reason
+    assert "no-python" in failure.value.reason
+
+
 def test_server_that_never_gets_ready_is_killed_and_reported(iris_model: SavedModel, tmp_path):
     impatient = ProcessManager(tmp_path / "logs", ready_timeout_s=0.3, stop_grace_s=5.0)
 

@@ -111,7 +111,13 @@ class ProcessManager:
                 port = preferred_port
             else:
                 port = free_port()
-            process, log_path, log_offset = self._spawn(spec, port)
+            try:
+                process, log_path, log_offset = self._spawn(spec, port)
+            except OSError as exc:
+                # An unwritable log directory or a missing interpreter: nothing to retry on another port.
+                raise ModelServerError(
+                    f"model server for {spec.name} v{spec.version} could not be spawned: {exc}"
+                ) from exc
             failure = self._wait_until_ready(process, port, log_path, log_offset)
             if failure is None:
                 return ModelServerState(
