@@ -36,6 +36,12 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": timedelta(seconds=_NOTIFIER_TICKS.notifier_flush_interval_s),
         "options": {"expires": _NOTIFIER_TICKS.notifier_flush_interval_s},
     },
+    # Due monitor checks are read from the database at every tick; each slot is claimed once there.
+    "monitor-schedule": {
+        "task": "monitor.schedule_due_checks",
+        "schedule": timedelta(seconds=_NOTIFIER_TICKS.monitor_schedule_interval_s),
+        "options": {"expires": _NOTIFIER_TICKS.monitor_schedule_interval_s},
+    },
     "notifier-sweep": {
         "task": "notifier.sweep",
         "schedule": timedelta(seconds=_NOTIFIER_TICKS.notifier_sweep_interval_s),

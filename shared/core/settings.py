@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     notifier_backoff_cap_s: float = 1800.0
     notifier_max_attempts: int = 8
 
+    # Monitor: how often beat looks for due checks; a check still queued this long after it was sent
+    # (message lost with a broker restart) is sent again; a running check older than the lease is retaken.
+    monitor_schedule_interval_s: float = 5.0
+    monitor_requeue_after_s: float = 60.0
+    monitor_check_lease_s: float = 900.0
+
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:
         data_dir = self.data_dir.resolve()

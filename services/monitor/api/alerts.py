@@ -1,0 +1,41 @@
+"""Alerts raised by monitor checks: list, inspect, acknowledge, resolve."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from fastapi import APIRouter, Query
+
+from services.monitor.domain import alerts
+from services.monitor.schemas import AlertRead
+from shared.core.deps import AccessDep, SessionDep, SettingsDep
+from shared.db.base import utcnow
+
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+
+
+@router.get("", response_model=list[AlertRead], summary="Alerts, latest first")
+def list_alerts(
+    session: SessionDep,
+    access: AccessDep,
+    monitor_id: uuid.UUID | None = Query(None),
+    status: Literal["firing", "acknowledged", "resolved"] | None = Query(None),
+    limit: int = Query(100, ge=1, le=1000),
+):
+    return alerts.list_alerts(session, access, monitor_id=monitor_id, status=status, limit=limit)
+
+
+@router.get("/{alert_id}", response_model=AlertRead, summary="One alert")
+def get_alert(alert_id: uuid.UUID, session: SessionDep, access: AccessDep):
+    return alerts.get_alert(session, access, alert_id)
+
+
+@router.post("/{alert_id}/acknowledge", response_model=AlertRead, summary="Acknowledge (it stays open)")
+def acknowledge_alert(alert_id: uuid.UUID, session: SessionDep, access: AccessDep):
+    return alerts.acknowledge(session, access, alert_id, utcnow())
+
+
+@router.post("/{alert_id}/resolve", response_model=AlertRead, summary="Resolve by hand")
+def resolve_alert(alert_id: uuid.UUID, session: SessionDep, access: AccessDep, settings: SettingsDep):
+    return alerts.resolve(session, access, alert_id, utcnow(), settings.public_url)

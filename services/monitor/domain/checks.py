@@ -1,0 +1,322 @@
+"""Check runs: claimed slots, the run's lifecycle (queued -> running -> done | insufficient_data | failed)
+and what a run produces (a drift report, its HTML page, alert changes).
+
+Exactly one run per due slot: beat's tick moves `next_check_at` forward with one conditional UPDATE
+(`WHERE next_check_at = <the slot it read>`); of two beats reading the same slot, the second's UPDATE
+finds the row already moved and claims nothing. The run row is unique on (monitor, slot) as well.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from services.monitor.domain import alerts, predictions, quality, reference
+from services.monitor.domain.drift import ColumnStatus, ProfileFormatError, compute_drift_report, render_html
+from services.monitor.domain.monitors import READ, WRITE, drift_options, get_monitor, next_check_after
+from shared.core import audit
+from shared.core.artifacts import ArtifactStore, safe_key
+from shared.core.auth import Access
+from shared.core.errors import NotFound, TesseraError
+from shared.db.models import DataDriftReport, ModelMonitoring, MonitorCheckRun, Project
+
+QUEUED, RUNNING, DONE, FAILED, INSUFFICIENT = "queued", "running", "done", "failed", "insufficient_data"
+# Monitors claimed per beat tick; the rest wait for the next tick.
+CLAIM_BATCH = 200
+
+
+def claim_due_slots(session: Session, now: datetime) -> list[uuid.UUID]:
+    """Turn every due slot into a queued run, once; returns the new run ids."""
+    due = session.scalars(
+        select(ModelMonitoring)
+        .where(
+            ModelMonitoring.enabled.is_(True),
+            ModelMonitoring.deleted_at.is_(None),
+            ModelMonitoring.next_check_at <= now,
+        )
+        .order_by(ModelMonitoring.next_check_at)
+        .limit(CLAIM_BATCH)
+    ).all()
+    run_ids = []
+    for monitor in due:
+        slot = monitor.next_check_at
+        claimed = session.execute(
+            update(ModelMonitoring)
+            .where(ModelMonitoring.id == monitor.id, ModelMonitoring.next_check_at == slot)
+            .values(next_check_at=next_check_after(monitor, now))
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount == 1:
+            run = MonitorCheckRun(
+                id=uuid.uuid4(),
+                monitor_id=monitor.id,
+                slot_time=slot,
+                trigger="schedule",
+                status=QUEUED,
+                progress=0.0,
+                created_at=now,
+                queued_at=now,
+            )
+            session.add(run)
+            run_ids.append(run.id)
+    session.flush()
+    return run_ids
+
+
+def stranded_runs(session: Session, now: datetime, requeue_after: timedelta, lease: timedelta) -> list[uuid.UUID]:
+    """Runs whose message was lost (queued too long) or whose worker died (running past the lease):
+    they are sent again; the run's own claim makes a duplicate delivery harmless."""
+    rows = session.scalars(
+        select(MonitorCheckRun)
+        .where(
+            or_(
+                (MonitorCheckRun.status == QUEUED) & (MonitorCheckRun.queued_at < now - requeue_after),
+                (MonitorCheckRun.status == RUNNING) & (MonitorCheckRun.started_at < now - lease),
+            )
+        )
+        .limit(CLAIM_BATCH)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for run in rows:
+        run.queued_at = now
+    session.flush()
+    return [run.id for run in rows]
+
+
+def request_check(session: Session, access: Access, monitor_id: uuid.UUID, now: datetime) -> MonitorCheckRun:
+    """ "Run now": a manual run, outside the schedule (which goes on unchanged)."""
+    monitor = get_monitor(session, access, monitor_id, WRITE)
+    run = MonitorCheckRun(
+        id=uuid.uuid4(),
+        monitor_id=monitor.id,
+        slot_time=now,
+        trigger="manual",
+        status=QUEUED,
+        progress=0.0,
+        created_at=now,
+        queued_at=now,
+    )
+    session.add(run)
+    session.flush()
+    project = session.get(Project, monitor.project_id)
+    audit.describe(
+        session,
+        action="monitor.check",
+        object_type="monitor",
+        object_id=monitor.id,
+        organization_id=project.organization_id,
+        details={"run_id": str(run.id)},
+    )
+    return run
+
+
+def get_run(session: Session, access: Access, monitor_id: uuid.UUID, run_id: uuid.UUID) -> MonitorCheckRun:
+    get_monitor(session, access, monitor_id, READ)
+    run = session.get(MonitorCheckRun, run_id)
+    if run is None or run.monitor_id != monitor_id:
+        raise NotFound(f"Check run '{run_id}' does not exist")
+    return run
+
+
+def list_runs(session: Session, access: Access, monitor_id: uuid.UUID, limit: int) -> list[MonitorCheckRun]:
+    get_monitor(session, access, monitor_id, READ)
+    return list(
+        session.scalars(
+            select(MonitorCheckRun)
+            .where(MonitorCheckRun.monitor_id == monitor_id)
+            .order_by(MonitorCheckRun.created_at.desc())
+            .limit(limit)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class CheckJob:
+    """What a started run needs, read once, so the long computation holds no transaction open."""
+
+    run_id: uuid.UUID
+    monitor_id: uuid.UUID
+    window_start: datetime
+    window_end: datetime
+
+
+def start(session: Session, run_id: uuid.UUID, now: datetime, lease: timedelta) -> CheckJob | None:
+    """Claim the run for this worker; None if it is finished, or running elsewhere within its lease."""
+    claimed = session.execute(
+        update(MonitorCheckRun)
+        .where(
+            MonitorCheckRun.id == run_id,
+            or_(
+                MonitorCheckRun.status == QUEUED,
+                (MonitorCheckRun.status == RUNNING) & (MonitorCheckRun.started_at < now - lease),
+            ),
+        )
+        .values(status=RUNNING, started_at=now, progress=0.0)
+        .returning(MonitorCheckRun.monitor_id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if claimed is None:
+        return None
+    monitor = session.get(ModelMonitoring, claimed.monitor_id)
+    if monitor is None or monitor.deleted_at is not None:
+        _finish_run(session, run_id, FAILED, now, error="The monitor was deleted")
+        return None
+    return CheckJob(run_id, monitor.id, now - timedelta(seconds=monitor.window_s), now)
+
+
+def set_progress(session: Session, run_id: uuid.UUID, progress: float) -> None:
+    session.execute(
+        update(MonitorCheckRun)
+        .where(MonitorCheckRun.id == run_id, MonitorCheckRun.status == RUNNING)
+        .values(progress=progress)
+        .execution_options(synchronize_session=False)
+    )
+
+
+@dataclass
+class CheckWindow:
+    rows: pa.Table
+    truth: pa.Table | None
+
+
+def read_window(session: Session, store: ArtifactStore, job: CheckJob) -> CheckWindow:
+    monitor = session.get(ModelMonitoring, job.monitor_id)
+    rows = predictions.read_window(session, store, monitor, job.window_start, job.window_end)
+    truth = predictions.ground_truth_since(session, monitor.id, job.window_start) if monitor.config["quality"] else None
+    return CheckWindow(rows, truth)
+
+
+@dataclass
+class CheckResult:
+    report_id: uuid.UUID
+    status: str
+    report: dict[str, Any]
+    findings: list[alerts.Finding]
+
+
+def compute(session: Session, store: ArtifactStore, job: CheckJob, window: CheckWindow) -> CheckResult:
+    """The drift report (and the quality section) of the window, its HTML page stored next to the
+    monitor's files; no database writes, so it can run outside any transaction."""
+    monitor = session.get(ModelMonitoring, job.monitor_id)
+    report_id = uuid.uuid4()
+    try:
+        profile = reference.load_profile(store, monitor.reference_profile_uri)
+    except (NotFound, ProfileFormatError) as error:
+        raise CheckFailed(f"The reference profile cannot be read: {error}") from None
+    rows = window.rows
+    if rows.num_rows < monitor.min_rows:
+        report = {
+            "status": INSUFFICIENT,
+            "reason": f"{rows.num_rows} rows in the window, the monitor needs {monitor.min_rows}",
+            "current_rows": rows.num_rows,
+            "columns": {},
+        }
+        return CheckResult(report_id, INSUFFICIENT, report, [])
+    drift = compute_drift_report(profile, rows, drift_options(monitor))
+    report = drift.to_dict()
+    findings: list[alerts.Finding] = []
+    status = INSUFFICIENT if drift.status == ColumnStatus.INSUFFICIENT_DATA else DONE
+    if drift.status == ColumnStatus.OK:
+        findings.append(_drift_finding(monitor, report))
+    quality_config = monitor.config["quality"]
+    if quality_config and window.truth is not None:
+        section = quality.evaluate(quality_config, rows, predictions.prediction_column(monitor), window.truth)
+        report["quality"] = section
+        if section["status"] == "ok":
+            findings.append(_quality_finding(quality_config, section))
+    project = session.get(Project, monitor.project_id)
+    store.write(
+        html_key(project, monitor.id, report_id),
+        [render_html(drift, title=f"Data drift: {monitor.name}").encode()],
+    )
+    return CheckResult(report_id, status, report, findings)
+
+
+class CheckFailed(TesseraError):
+    """A check that cannot run (unreadable reference): the run fails with this message, no alert changes."""
+
+
+def _drift_finding(monitor: ModelMonitoring, report: dict[str, Any]) -> alerts.Finding:
+    share = report["drift_share"]
+    drifted = sorted(name for name, column in report["columns"].items() if column["drift"])
+    return alerts.Finding(
+        kind=alerts.DATA_DRIFT,
+        firing=report["dataset_drift"],
+        severity=alerts.severity_for(share, monitor.config["severity_bands"]),
+        title=f"Data drift on {monitor.name}: {report['number_of_drifted_columns']} of "
+        f"{report['number_of_columns']} columns drifted ({share:.0%})",
+        details={"drift_share": share, "drifted_columns": drifted, "current_rows": report["current_rows"]},
+    )
+
+
+def _quality_finding(config: dict[str, Any], section: dict[str, Any]) -> alerts.Finding:
+    violations = section["violations"]
+    return alerts.Finding(
+        kind=alerts.QUALITY,
+        firing=bool(violations),
+        severity=config["severity"],
+        title="Model quality below threshold: "
+        + ", ".join(f"{metric}={found['value']:.4g}" for metric, found in sorted(violations.items())),
+        details={"metrics": section["metrics"], "violations": violations, "rows": section["rows"]},
+    )
+
+
+def finish(session: Session, job: CheckJob, result: CheckResult, now: datetime, public_url: str) -> None:
+    """Store the report and apply its findings in one transaction, under the monitor's row lock."""
+    monitor = session.scalars(
+        select(ModelMonitoring).where(ModelMonitoring.id == job.monitor_id).with_for_update()
+    ).one()
+    report = result.report
+    session.add(
+        DataDriftReport(
+            id=result.report_id,
+            monitor_id=monitor.id,
+            status=result.status,
+            dataset_drift=report.get("dataset_drift"),
+            drift_share=report.get("drift_share"),
+            number_of_columns=report.get("number_of_columns", 0),
+            number_of_drifted_columns=report.get("number_of_drifted_columns", 0),
+            current_rows=report["current_rows"],
+            window_start=job.window_start,
+            window_end=job.window_end,
+            report=report,
+            created_at=now,
+        )
+    )
+    session.flush()
+    alerts.apply_findings(session, monitor, result.report_id, result.findings, now, public_url)
+    monitor.last_check_at = now
+    _finish_run(session, job.run_id, result.status, now, report_id=result.report_id)
+
+
+def fail(session: Session, run_id: uuid.UUID, error: str, now: datetime) -> None:
+    _finish_run(session, run_id, FAILED, now, error=error[:2000])
+
+
+def _finish_run(
+    session: Session,
+    run_id: uuid.UUID,
+    status: str,
+    now: datetime,
+    *,
+    error: str | None = None,
+    report_id: uuid.UUID | None = None,
+) -> None:
+    session.execute(
+        update(MonitorCheckRun)
+        .where(MonitorCheckRun.id == run_id)
+        .values(status=status, progress=1.0, finished_at=now, error=error, report_id=report_id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def html_key(project: Project, monitor_id: uuid.UUID, report_id: uuid.UUID) -> str:
+    return safe_key(
+        reference.monitor_prefix(project.organization_id, project.id, monitor_id), "reports", f"{report_id.hex}.html"
+    )

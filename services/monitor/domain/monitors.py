@@ -1,0 +1,298 @@
+"""Monitors: what is watched (a deployment or a model version), against which reference, how often."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.monitor.domain import reference, schedule
+from services.monitor.domain.drift import DriftOptions
+from services.monitor.schemas import DEFAULT_SEVERITY_BANDS, MonitorCreate, MonitorUpdate, RunArtifact
+from services.tracking.domain import artifacts as tracking_artifacts
+from services.tracking.domain import runs as tracking_runs
+from shared.core import audit
+from shared.core.artifacts import ArtifactStore
+from shared.core.auth import Access
+from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
+from shared.db.models import Deployment, Model, ModelMonitoring, ModelVersion, Project
+
+READ = "monitoring:read"
+WRITE = "monitoring:write"
+DEFAULT_INTERVAL_S = 3600
+DEFAULT_WINDOW_S = 86400
+DEFAULT_MIN_ROWS = 100
+_TRACKING_READ = "tracking:read"
+_MLFLOW_ARTIFACTS = "mlflow-artifacts:/"
+
+
+@dataclass(frozen=True)
+class ReferenceUpload:
+    data: bytes
+    filename: str
+
+
+def get_monitor(session: Session, access: Access, monitor_id: uuid.UUID, scope: str = READ) -> ModelMonitoring:
+    monitor = session.get(ModelMonitoring, monitor_id)
+    if monitor is None or monitor.deleted_at is not None:
+        raise NotFound(f"Monitor '{monitor_id}' does not exist")
+    require_visible(access, monitor.project_id, scope, f"Monitor '{monitor_id}'")
+    return monitor
+
+
+def require_visible(access: Access, project_id: uuid.UUID, scope: str, what: str) -> None:
+    """The caller's access to the project of `what`; another tenant's object simply does not exist."""
+    try:
+        access.require_project(project_id, scope)
+    except NotFound:
+        raise NotFound(f"{what} does not exist") from None
+
+
+def list_monitors(session: Session, access: Access, project_id: uuid.UUID | None) -> list[ModelMonitoring]:
+    query = select(ModelMonitoring).where(
+        ModelMonitoring.deleted_at.is_(None), ModelMonitoring.project_id.in_(access.readable_project_ids(READ))
+    )
+    if project_id is not None:
+        query = query.where(ModelMonitoring.project_id == project_id)
+    return list(session.scalars(query.order_by(ModelMonitoring.created_at.desc())))
+
+
+def _check_target(session: Session, project: Project, deployment_id: uuid.UUID | None, version_id: uuid.UUID | None):
+    if deployment_id is not None:
+        deployment = session.get(Deployment, deployment_id)
+        if deployment is None or deployment.deleted_at is not None or deployment.project_id != project.id:
+            raise NotFound(f"Deployment '{deployment_id}' does not exist")
+    if version_id is not None:
+        found = session.execute(
+            select(ModelVersion.id)
+            .join(Model, Model.id == ModelVersion.model_id)
+            .where(ModelVersion.id == version_id, ModelVersion.deleted_at.is_(None), Model.project_id == project.id)
+        ).first()
+        if found is None:
+            raise NotFound(f"Model version '{version_id}' does not exist")
+
+
+def _run_artifact(session: Session, access: Access, store: ArtifactStore, source: RunArtifact) -> pa.Table:
+    """A tracked run's artifact, read with the caller's tracking access (tracking's own tenant check)."""
+    run = tracking_runs.get_run_row(session, access, source.run_id.hex, _TRACKING_READ)
+    root = (run.artifact_uri or "").removeprefix(_MLFLOW_ARTIFACTS)
+    key = tracking_artifacts.storage_key(session, access, f"{root}/{source.path}", _TRACKING_READ)
+    try:
+        data = reference.read_stored(store, key)
+    except NotFound:
+        raise NotFound(f"Run '{source.run_id}' has no artifact '{source.path}'") from None
+    return reference.read_table_bytes(data, f"Artifact '{source.path}'")
+
+
+def _config(spec: MonitorCreate | MonitorUpdate, current: dict[str, Any]) -> dict[str, Any]:
+    config = {
+        "prediction_column": current.get("prediction_column", "prediction"),
+        "drift_share": current.get("drift_share", 0.5),
+        "methods": current.get("methods", {}),
+        "thresholds": current.get("thresholds", {}),
+        "severity_bands": current.get("severity_bands", [band.model_dump() for band in DEFAULT_SEVERITY_BANDS]),
+        "quality": current.get("quality"),
+    }
+    given = spec.model_dump(
+        include={"prediction_column", "drift_share", "methods", "thresholds", "severity_bands", "quality"},
+        exclude_unset=True,
+        mode="json",
+    )
+    config.update(given)
+    config["severity_bands"] = sorted(config["severity_bands"], key=lambda band: band["min_share"])
+    try:
+        DriftOptions(drift_share=config["drift_share"], per_column_method=config["methods"])
+    except ValueError as error:
+        raise InvalidParameter(f"methods: {error}") from None
+    return config
+
+
+def drift_options(monitor: ModelMonitoring) -> DriftOptions:
+    config = monitor.config
+    return DriftOptions(
+        drift_share=config["drift_share"],
+        per_column_method=config["methods"],
+        per_column_threshold=config["thresholds"],
+    )
+
+
+def _schedule(monitor: ModelMonitoring, spec: MonitorCreate | MonitorUpdate, now: datetime) -> None:
+    if spec.schedule_cron is not None:
+        monitor.schedule_cron, monitor.schedule_interval_s = schedule.validate_cron(spec.schedule_cron), None
+    elif spec.schedule_interval_s is not None:
+        monitor.schedule_interval_s, monitor.schedule_cron = spec.schedule_interval_s, None
+    elif monitor.schedule_interval_s is None and monitor.schedule_cron is None:
+        monitor.schedule_interval_s = DEFAULT_INTERVAL_S
+    # Beat reads this column at every tick, so a new schedule needs no beat restart.
+    monitor.next_check_at = next_check_after(monitor, now)
+
+
+def next_check_after(monitor: ModelMonitoring, moment: datetime) -> datetime:
+    return schedule.next_slot(
+        interval_s=monitor.schedule_interval_s, cron=monitor.schedule_cron, anchor=monitor.created_at, after=moment
+    )
+
+
+def _set_reference(
+    session: Session,
+    access: Access,
+    store: ArtifactStore,
+    monitor: ModelMonitoring,
+    project: Project,
+    spec: MonitorCreate | MonitorUpdate,
+    upload: ReferenceUpload | None,
+) -> None:
+    """Read the new reference (an upload, a run's artifact, or the stored one when only the columns
+    change), infer the schema and profile it once."""
+    if upload is not None and spec.reference_run is not None:
+        raise InvalidParameter("Give the reference as an uploaded file or as reference_run, not both")
+    if upload is not None:
+        table = reference.read_table_bytes(upload.data, f"Reference file '{upload.filename}'")
+    elif spec.reference_run is not None:
+        table = _run_artifact(session, access, store, spec.reference_run)
+    elif monitor.reference_uri:
+        table = reference.read_table_bytes(reference.read_stored(store, monitor.reference_uri), "Stored reference")
+    else:
+        raise InvalidParameter("A monitor needs reference data: upload a `reference` file or give reference_run")
+    if table.num_rows == 0:
+        raise InvalidParameter("The reference data has no rows")
+    overrides, features = spec.columns or {}, spec.features
+    if upload is None and spec.reference_run is None and monitor.column_schema:
+        # Same data as before: keep the earlier column choices unless this update names new ones.
+        previous = {name: column["type"] for name, column in monitor.column_schema["columns"].items()}
+        overrides = {**previous, **overrides}
+        features = features if features is not None else list(previous)
+    schema = reference.infer_schema(
+        table, overrides=overrides, features=features, prediction_column=monitor.config["prediction_column"]
+    )
+    monitor.column_schema = schema
+    monitor.reference_uri, monitor.reference_profile_uri = reference.store_reference(
+        store, reference.monitor_prefix(project.organization_id, project.id, monitor.id), table, schema
+    )
+
+
+def create_monitor(
+    session: Session,
+    access: Access,
+    store: ArtifactStore,
+    spec: MonitorCreate,
+    upload: ReferenceUpload | None,
+    now: datetime,
+) -> ModelMonitoring:
+    project = access.require_project(spec.project_id, WRITE) if spec.project_id else access.default_project(WRITE)
+    audit.describe(session, action="monitor.create", object_type="monitor", organization_id=project.organization_id)
+    _check_target(session, project, spec.deployment_id, spec.model_version_id)
+    taken = session.scalar(
+        select(ModelMonitoring.id).where(ModelMonitoring.project_id == project.id, ModelMonitoring.name == spec.name)
+    )
+    if taken is not None:
+        raise AlreadyExists(f"Monitor '{spec.name}' already exists in this project")
+    monitor = ModelMonitoring(
+        id=uuid.uuid4(),
+        project_id=project.id,
+        name=spec.name,
+        deployment_id=spec.deployment_id,
+        model_version_id=spec.model_version_id,
+        enabled=spec.enabled,
+        window_s=spec.window_s or DEFAULT_WINDOW_S,
+        min_rows=spec.min_rows or DEFAULT_MIN_ROWS,
+        config=_config(spec, {}),
+        created_by=access.principal.user_id,
+        created_at=now,
+        updated_at=now,
+    )
+    _set_reference(session, access, store, monitor, project, spec, upload)
+    _schedule(monitor, spec, now)
+    session.add(monitor)
+    session.flush()
+    audit.describe(
+        session,
+        action="monitor.create",
+        object_type="monitor",
+        object_id=monitor.id,
+        organization_id=project.organization_id,
+        details={"name": monitor.name},
+    )
+    return monitor
+
+
+def update_monitor(
+    session: Session,
+    access: Access,
+    store: ArtifactStore,
+    monitor_id: uuid.UUID,
+    spec: MonitorUpdate,
+    upload: ReferenceUpload | None,
+    now: datetime,
+) -> ModelMonitoring:
+    monitor = get_monitor(session, access, monitor_id, WRITE)
+    project = session.get(Project, monitor.project_id)
+    if spec.name is not None and spec.name != monitor.name:
+        taken = session.scalar(
+            select(ModelMonitoring.id).where(
+                ModelMonitoring.project_id == monitor.project_id, ModelMonitoring.name == spec.name
+            )
+        )
+        if taken is not None:
+            raise AlreadyExists(f"Monitor '{spec.name}' already exists in this project")
+        monitor.name = spec.name
+    monitor.config = _config(spec, monitor.config)
+    if spec.window_s is not None:
+        monitor.window_s = spec.window_s
+    if spec.min_rows is not None:
+        monitor.min_rows = spec.min_rows
+    reprofile = upload is not None or spec.reference_run is not None or "prediction_column" in spec.model_fields_set
+    if reprofile or spec.columns is not None or spec.features is not None:
+        _set_reference(session, access, store, monitor, project, spec, upload)
+    if spec.schedule_cron is not None or spec.schedule_interval_s is not None:
+        _schedule(monitor, spec, now)
+    session.flush()
+    audit.describe(
+        session,
+        action="monitor.update",
+        object_type="monitor",
+        object_id=monitor.id,
+        organization_id=project.organization_id,
+        details={"fields": sorted(spec.model_fields_set) + (["reference"] if upload else [])},
+    )
+    return monitor
+
+
+def set_enabled(session: Session, access: Access, monitor_id: uuid.UUID, enabled: bool, now: datetime):
+    monitor = get_monitor(session, access, monitor_id, WRITE)
+    if enabled and not monitor.enabled:
+        # Resume from now on: slots missed while paused are not run after the fact.
+        monitor.next_check_at = next_check_after(monitor, now)
+    monitor.enabled = enabled
+    session.flush()
+    project = session.get(Project, monitor.project_id)
+    audit.describe(
+        session,
+        action="monitor.resume" if enabled else "monitor.pause",
+        object_type="monitor",
+        object_id=monitor.id,
+        organization_id=project.organization_id,
+    )
+    return monitor
+
+
+def delete_monitor(session: Session, access: Access, monitor_id: uuid.UUID, now: datetime) -> None:
+    monitor = get_monitor(session, access, monitor_id, WRITE)
+    monitor.deleted_at = now
+    monitor.enabled = False
+    # Frees the name for a new monitor (the unique key ignores soft deletion).
+    monitor.name = f"{monitor.name[:160]}~deleted~{monitor.id.hex[:8]}"
+    session.flush()
+    project = session.get(Project, monitor.project_id)
+    audit.describe(
+        session,
+        action="monitor.delete",
+        object_type="monitor",
+        object_id=monitor.id,
+        organization_id=project.organization_id,
+    )

@@ -1,0 +1,239 @@
+"""Logged predictions: one Parquet file per batch in the artifact store, indexed by a small table.
+
+Why files and not rows: a check reads whole columns of a window (often millions of rows) and never
+single rows. Parquet (zstd) keeps ~10x less than a row table, and pyarrow reads a window's files
+column by column at hundreds of MB/s; the index (one row per batch, by monitor and time) tells which
+files overlap the window without listing the store. Keys are time-partitioned by hour for retention.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.monitor.domain import reference
+from services.monitor.domain.monitors import WRITE, get_monitor
+from services.monitor.schemas import GroundTruthRow, PredictionRow
+from services.notifier.domain.storage import upsert_insert
+from shared.core.artifacts import ArtifactStore, safe_key
+from shared.core.auth import Access
+from shared.core.errors import InvalidParameter
+from shared.db.models import ModelMonitoring, MonitorGroundTruth, MonitorPredictionBatch, Project
+
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+# Files of a window are fetched concurrently: with S3 the latency, not the bytes, is what costs.
+_READ_THREADS = 8
+
+
+def prediction_column(monitor: ModelMonitoring) -> str:
+    return monitor.config["prediction_column"]
+
+
+def _physical_types(monitor: ModelMonitoring) -> dict[str, str]:
+    """Stored type per logged column. The prediction is stored even when it is not monitored for drift
+    (the reference lacks it): as numbers for regression quality metrics, else as labels."""
+    types = {name: column["dtype"] for name, column in monitor.column_schema["columns"].items()}
+    quality = monitor.config.get("quality") or {}
+    types.setdefault(prediction_column(monitor), "float" if quality.get("task") == "regression" else "string")
+    return types
+
+
+def rows_to_table(rows: Iterable[PredictionRow], monitor: ModelMonitoring, now: datetime) -> pa.Table:
+    """JSON rows as a table of the stored columns; unknown or missing features are refused."""
+    expected = _feature_names(monitor)
+    columns: dict[str, list[Any]] = {name: [] for name in expected}
+    predictions, request_ids, timestamps = [], [], []
+    for index, row in enumerate(rows):
+        unknown, missing = sorted(row.features.keys() - set(expected)), sorted(set(expected) - row.features.keys())
+        if unknown or missing:
+            raise InvalidParameter(
+                f"rows[{index}]: features do not match the monitor's schema",
+                details={"unknown": unknown, "missing": missing, "expected": expected},
+            )
+        for name in expected:
+            columns[name].append(row.features[name])
+        predictions.append(row.prediction)
+        request_ids.append(row.request_id)
+        timestamps.append(row.timestamp or now)
+    arrays = {name: _array(values) for name, values in columns.items()}
+    arrays[prediction_column(monitor)] = _array(predictions)
+    arrays[reference.REQUEST_ID] = pa.array(request_ids, pa.string())
+    arrays[reference.LOGGED_AT] = pa.array(timestamps, _TIMESTAMP)
+    return _conform(pa.table(arrays), monitor)
+
+
+def _array(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowException, TypeError, ValueError):
+        # Mixed kinds (numbers and text): as text, so the cast names the column that does not fit.
+        return pa.array([None if value is None else str(value) for value in values], pa.string())
+
+
+def parquet_to_table(data: bytes, monitor: ModelMonitoring, now: datetime) -> pa.Table:
+    """A Parquet body: the feature columns, the prediction column (optional unless monitored), and
+    optional `request_id` (text) and `timestamp` columns."""
+    table = reference.read_table_bytes(data, "The Parquet body")
+    names = table.column_names
+    predicted = prediction_column(monitor)
+    expected = _feature_names(monitor) + ([predicted] if predicted in monitor.column_schema["columns"] else [])
+    unknown = sorted(set(names) - set(expected) - {predicted, "request_id", "timestamp"})
+    missing = sorted(set(expected) - set(names))
+    if unknown or missing:
+        raise InvalidParameter(
+            "Columns do not match the monitor's schema",
+            details={"unknown": unknown, "missing": missing, "expected": expected},
+        )
+    rows = table.num_rows
+    columns = {name: table.column(name) for name in expected}
+    columns[predicted] = table.column(predicted) if predicted in names else pa.nulls(rows)
+    columns[reference.REQUEST_ID] = table.column("request_id") if "request_id" in names else pa.nulls(rows)
+    columns[reference.LOGGED_AT] = (
+        _cast("timestamp", table.column("timestamp"), _TIMESTAMP)
+        if "timestamp" in names
+        else pa.array([now] * rows, _TIMESTAMP)
+    )
+    return _conform(pa.table(columns), monitor)
+
+
+def _feature_names(monitor: ModelMonitoring) -> list[str]:
+    return [name for name in monitor.column_schema["columns"] if name != prediction_column(monitor)]
+
+
+def _cast(name: str, column: pa.Array | pa.ChunkedArray, target: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    try:
+        return pc.cast(column, target, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise InvalidParameter(
+            f"Column '{name}': {column.type} values do not fit its type {target}",
+            details={"column": name, "given": str(column.type), "expected": str(target)},
+        ) from None
+
+
+def _conform(table: pa.Table, monitor: ModelMonitoring) -> pa.Table:
+    """Every column in its stored type (the reference's own); 400 naming the first that does not fit."""
+    types = _physical_types(monitor) | {reference.REQUEST_ID: "string"}
+    columns = {
+        name: _cast(name, table.column(name), reference.ARROW_TYPES[types[name]])
+        if name in types
+        else table.column(name)
+        for name in table.column_names
+    }
+    return pa.table(columns)
+
+
+def log_batch(
+    session: Session, store: ArtifactStore, monitor: ModelMonitoring, table: pa.Table, now: datetime
+) -> MonitorPredictionBatch:
+    """Write a validated batch (from `rows_to_table` / `parquet_to_table`) and index it. Validation came
+    first, so a refused batch writes nothing; a failed commit leaves at most an unindexed file."""
+    if table.num_rows == 0:
+        raise InvalidParameter("The batch has no rows")
+    logged_at = table.column(reference.LOGGED_AT)
+    if logged_at.null_count:
+        raise InvalidParameter("Column 'timestamp' has empty values")
+    first_at, last_at = (value.as_py() for value in pc.min_max(logged_at).values())
+    project = session.get(Project, monitor.project_id)
+    batch_id = uuid.uuid4()
+    key = safe_key(
+        reference.monitor_prefix(project.organization_id, project.id, monitor.id),
+        "predictions",
+        first_at.strftime("%Y/%m/%d/%H"),
+        f"{batch_id.hex}.parquet",
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    store.write(key, [buffer.getvalue()])
+    batch = MonitorPredictionBatch(
+        id=batch_id,
+        monitor_id=monitor.id,
+        first_at=first_at,
+        last_at=last_at,
+        row_count=table.num_rows,
+        storage_key=key,
+        created_at=now,
+    )
+    session.add(batch)
+    session.flush()
+    return batch
+
+
+def read_window(
+    session: Session, store: ArtifactStore, monitor: ModelMonitoring, start: datetime, end: datetime
+) -> pa.Table:
+    """Every row logged in [start, end), all batch files that overlap it read in parallel."""
+    keys = session.scalars(
+        select(MonitorPredictionBatch.storage_key).where(
+            MonitorPredictionBatch.monitor_id == monitor.id,
+            MonitorPredictionBatch.last_at >= start,
+            MonitorPredictionBatch.first_at < end,
+        )
+    ).all()
+    if not keys:
+        return _empty_window(monitor)
+
+    def read(key: str) -> pa.Table:
+        return pq.read_table(pa.BufferReader(reference.read_stored(store, key)))
+
+    with ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(keys))) as pool:
+        tables = list(pool.map(read, keys))
+    # "permissive": batches logged before a schema change lack the newer columns (nulls there).
+    window = pa.concat_tables(tables, promote_options="permissive")
+    logged_at = window.column(reference.LOGGED_AT)
+    inside = pc.and_(
+        pc.greater_equal(logged_at, pa.scalar(start, _TIMESTAMP)), pc.less(logged_at, pa.scalar(end, _TIMESTAMP))
+    )
+    return window.filter(inside)
+
+
+def _empty_window(monitor: ModelMonitoring) -> pa.Table:
+    fields = [pa.field(name, reference.ARROW_TYPES[dtype]) for name, dtype in _physical_types(monitor).items()]
+    return pa.schema(
+        [*fields, pa.field(reference.REQUEST_ID, pa.string()), pa.field(reference.LOGGED_AT, _TIMESTAMP)]
+    ).empty_table()
+
+
+def log_ground_truth(
+    session: Session, access: Access, monitor_id: uuid.UUID, rows: list[GroundTruthRow], now: datetime
+) -> int:
+    """Upsert by request id: a corrected label replaces the earlier one."""
+    monitor = get_monitor(session, access, monitor_id, WRITE)
+    values = {row.request_id: str(row.value) for row in rows}
+    statement = upsert_insert(session, MonitorGroundTruth).values(
+        [
+            {"monitor_id": monitor.id, "request_id": rid, "value": value, "logged_at": now}
+            for rid, value in values.items()
+        ]
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["monitor_id", "request_id"],
+            set_={"value": statement.excluded.value, "logged_at": statement.excluded.logged_at},
+        )
+    )
+    return len(values)
+
+
+def ground_truth_since(session: Session, monitor_id: uuid.UUID, start: datetime) -> pa.Table:
+    """Labels logged since `start` (they arrive after the predictions they belong to)."""
+    rows = session.execute(
+        select(MonitorGroundTruth.request_id, MonitorGroundTruth.value).where(
+            MonitorGroundTruth.monitor_id == monitor_id, MonitorGroundTruth.logged_at >= start
+        )
+    ).all()
+    return pa.table(
+        {
+            reference.REQUEST_ID: pa.array([row[0] for row in rows], pa.string()),
+            "truth": pa.array([row[1] for row in rows], pa.string()),
+        }
+    )
