@@ -98,11 +98,9 @@ def _config(spec: MonitorCreate | MonitorUpdate, current: dict[str, Any]) -> dic
         "severity_bands": current.get("severity_bands", [band.model_dump() for band in DEFAULT_SEVERITY_BANDS]),
         "quality": current.get("quality"),
     }
-    given = spec.model_dump(
-        include={"prediction_column", "drift_share", "methods", "thresholds", "severity_bands", "quality"},
-        exclude_unset=True,
-        mode="json",
-    )
+    keys = {"prediction_column", "drift_share", "methods", "thresholds", "severity_bands", "quality"}
+    # Only the fields this request set, but each with its nested defaults filled in.
+    given = spec.model_dump(include=keys & spec.model_fields_set, mode="json")
     config.update(given)
     config["severity_bands"] = sorted(config["severity_bands"], key=lambda band: band["min_share"])
     try:
