@@ -11,12 +11,12 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select
+from sqlalchemy import Float, String, delete, false, literal, null, select, union, union_all
 from sqlalchemy.orm import Session
 
 from services.tracking.domain import experiments
 from services.tracking.domain.ids import format_model_id, parse_uuid
-from services.tracking.domain.sql import upsert
+from services.tracking.domain.sql import ids_match, upsert
 from services.tracking.domain.validation import (
     MAX_PARAM_VALUE_LENGTH,
     MAX_TAG_VALUE_LENGTH,
@@ -158,27 +158,56 @@ def get_active_run_for_write(session: Session, access: Access, run_id: str | Non
 
 
 def load_views(session: Session, runs: list[ExperimentRun]) -> list[RunView]:
-    """Runs with their latest metrics, params, tags, inputs and outputs: one query per child table."""
+    """Runs with their latest metrics, params, tags, inputs and outputs for a whole page.
+
+    Round trips, not rows, dominate here: metrics, params and tags come in one UNION ALL query, and
+    one probe tells whether any run of the page has inputs or outputs before those are read (most
+    pages have none)."""
     views = {run.id: RunView(run) for run in runs}
     if not views:
         return []
     ids = list(views)
-    for run_id, key, value, is_nan, timestamp, step in session.execute(
+    no_text, no_number = literal(None, String), literal(None, Float)
+    key_values = union_all(
         select(
+            literal("m"),
             RunLatestMetric.run_id,
             RunLatestMetric.key,
+            no_text,
             RunLatestMetric.value,
             RunLatestMetric.is_nan,
             RunLatestMetric.timestamp,
             RunLatestMetric.step,
-        ).where(RunLatestMetric.run_id.in_(ids))
-    ):
-        views[run_id].metrics.append(Metric(key, float("nan") if is_nan else value, timestamp, step))
-    for model, target in ((RunParam, "params"), (RunTag, "tags")):
-        for run_id, key, value in session.execute(
-            select(model.run_id, model.key, model.value).where(model.run_id.in_(ids))
-        ):
-            getattr(views[run_id], target).append((key, value))
+        ).where(ids_match(session, RunLatestMetric.run_id, ids)),
+        *(
+            select(literal(kind), model.run_id, model.key, model.value, no_number, false(), null(), null()).where(
+                ids_match(session, model.run_id, ids)
+            )
+            for kind, model in (("p", RunParam), ("t", RunTag))
+        ),
+    )
+    for kind, run_id, key, text, number, is_nan, timestamp, step in session.execute(key_values):
+        view = views[run_id]
+        if kind == "m":
+            view.metrics.append(Metric(key, float("nan") if is_nan else number, timestamp, step))
+        elif kind == "p":
+            view.params.append((key, text))
+        else:
+            view.tags.append((key, text))
+    with_io = set(
+        session.scalars(
+            union(
+                select(RunDatasetInput.run_id).where(ids_match(session, RunDatasetInput.run_id, ids)),
+                select(RunModelLink.run_id).where(ids_match(session, RunModelLink.run_id, ids)),
+            )
+        )
+    )
+    if with_io:
+        _load_inputs_outputs(session, views, list(with_io))
+    return [views[run.id] for run in runs]
+
+
+def _load_inputs_outputs(session: Session, views: dict[uuid.UUID, RunView], ids: list[uuid.UUID]) -> None:
     for run_id, tags, dataset in session.execute(
         select(RunDatasetInput.run_id, RunDatasetInput.tags, Dataset)
         .join(Dataset, Dataset.id == RunDatasetInput.dataset_id)
@@ -194,7 +223,6 @@ def load_views(session: Session, runs: list[ExperimentRun]) -> list[RunView]:
             views[run_id].model_inputs.append(format_model_id(model_id))
         else:
             views[run_id].model_outputs.append((format_model_id(model_id), step))
-    return [views[run.id] for run in runs]
 
 
 def get_run(session: Session, access: Access, run_id: str | None) -> RunView:

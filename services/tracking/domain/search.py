@@ -61,19 +61,18 @@ def search_runs(
     if view_type not in VIEW_TYPES:
         raise InvalidParameter(f"Invalid run_view_type '{view_type}'; expected one of {', '.join(VIEW_TYPES)}")
     # Parse everything before touching the database: a bad filter is a 400 whatever the data.
-    condition = search_sql.compile_filter(parse_filter(filter_string), search_sql.run_comparison)
-    order = search_sql.run_order(parse_order_by(order_by))
+    compiled = search_sql.compile_run_search(parse_filter(filter_string), parse_order_by(order_by))
     scope = _readable_experiment_ids(session, access, experiment_ids)
     if not scope:
         return [], None
-    query = select(ExperimentRun).where(ExperimentRun.experiment_id.in_(scope), condition)
+    query = select(ExperimentRun).where(ExperimentRun.experiment_id.in_(scope), compiled.condition)
     if view_type == "ACTIVE_ONLY":
         query = query.where(ExperimentRun.deleted_at.is_(None))
     elif view_type == "DELETED_ONLY":
         query = query.where(ExperimentRun.deleted_at.is_not(None))
-    for target, on in order.joins:
-        query = query.outerjoin(target, on)
-    query = query.order_by(*order.clauses).offset(offset).limit(limit + 1)
+    for target, on, outer in compiled.joins:
+        query = query.join(target, on, isouter=outer)
+    query = query.order_by(*compiled.clauses).offset(offset).limit(limit + 1)
     page = list(session.scalars(query))
     next_token = encode_page_token(offset + limit) if len(page) > limit else None
     return runs.load_views(session, page[:limit]), next_token

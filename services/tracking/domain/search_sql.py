@@ -171,9 +171,10 @@ def run_comparison(cmp: Comparison) -> ColumnElement[bool]:
 
 
 @dataclass
-class CompiledOrder:
-    """ORDER BY expressions plus the outer joins they need, applied to a SELECT over runs."""
+class CompiledRunSearch:
+    """WHERE condition, joins (target, on-clause, outer?) and ORDER BY of a run search."""
 
+    condition: ColumnElement[bool]
     joins: list[tuple]
     clauses: list
 
@@ -183,18 +184,44 @@ _RUN_ORDER_ATTRIBUTES = {
     **_RUN_NUMBER_ATTRIBUTES,
     "run_id": ExperimentRun.id,
 }
+# Columns create_run always fills: ordering by them needs no "missing last" key (which would keep
+# PostgreSQL from reading the order off an index).
+_NEVER_NULL_ATTRIBUTES = frozenset({"start_time", "created", "Created", "run_id", "status", "run_name"})
 _KV_MODELS = {"metrics": RunLatestMetric, "params": RunParam, "tags": RunTag}
 
 
-def run_order(keys: list[OrderKey]) -> CompiledOrder:
-    """Missing values sort last in either direction; ties fall back to MLflow's default order
-    (newest start first, then run id) so pages are stable."""
-    order = CompiledOrder([], [])
+def _required_metric_terms(node: Node | None) -> dict[str, list[Comparison]]:
+    """Metric comparisons in the filter's top-level AND: every matching run has those metrics."""
+    terms = node.items if isinstance(node, And) else (node,) if node is not None else ()
+    required: dict[str, list[Comparison]] = {}
+    for term in terms:
+        if isinstance(term, Comparison) and term.entity == "metrics" and term.op not in ("IS NULL", "IS NOT NULL"):
+            required.setdefault(term.key, []).append(term)
+    return required
+
+
+def compile_run_search(node: Node | None, keys: list[OrderKey]) -> CompiledRunSearch:
+    """Filter and order of a run search. Missing values sort last in either direction; ties fall back to
+    MLflow's default order (newest start first, then run id) so pages are stable.
+
+    When the filter already requires the metric a search sorts by (`metrics.acc > 0.9` ... ORDER BY
+    metrics.acc), that metric is joined once with an inner join and compared on the join, instead of an
+    EXISTS plus an outer join: PostgreSQL then starts from the (key, value) index range."""
+    required = _required_metric_terms(node)
+    joined_terms: dict[int, ColumnElement[bool]] = {}
+    joins: list[tuple] = []
+    clauses: list = []
     for key in keys:
+        inner = False
         if key.entity in _KV_MODELS:
             alias = aliased(_KV_MODELS[key.entity])
-            order.joins.append((alias, and_(alias.run_id == ExperimentRun.id, alias.key == key.key)))
+            inner = key.entity == "metrics" and key.key in required
+            joins.append((alias, and_(alias.run_id == ExperimentRun.id, alias.key == key.key), not inner))
             column = alias.value
+            if inner:
+                for term in required.pop(key.key):
+                    _check(term, "number", NUMBER_OPS)
+                    joined_terms[id(term)] = _compare(alias.value, term.op, term.value)
         elif key.entity == "attributes" and key.key in _RUN_ORDER_ATTRIBUTES:
             column = _RUN_ORDER_ATTRIBUTES[key.key]
         else:
@@ -202,9 +229,18 @@ def run_order(keys: list[OrderKey]) -> CompiledOrder:
                 f"Invalid order_by key '{key.entity}.{key.key}': expected metrics.<key>, params.<key>, "
                 f"tags.<key> or one of {sorted(_RUN_ORDER_ATTRIBUTES)}"
             )
-        order.clauses += [column.is_(None), column.asc() if key.ascending else column.desc()]
-    order.clauses += [ExperimentRun.start_time.is_(None), ExperimentRun.start_time.desc(), ExperimentRun.id]
-    return order
+        # An inner-joined metric matched a comparison, so it is never NULL (NaN fails every comparison).
+        if not inner and not (key.entity == "attributes" and key.key in _NEVER_NULL_ATTRIBUTES):
+            clauses.append(column.is_(None))
+        clauses.append(column.asc() if key.ascending else column.desc())
+    # start_time is always set (create_run defaults it), so the (experiment_id, start_time) index
+    # serves the default order directly.
+    clauses += [ExperimentRun.start_time.desc(), ExperimentRun.id]
+
+    def comparison(cmp: Comparison) -> ColumnElement[bool]:
+        return joined_terms.get(id(cmp)) if id(cmp) in joined_terms else run_comparison(cmp)
+
+    return CompiledRunSearch(compile_filter(node, comparison), joins, clauses)
 
 
 # --- experiments -----------------------------------------------------------------------------------

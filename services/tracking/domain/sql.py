@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 
 import orjson
+from sqlalchemy import ColumnElement, Uuid, any_, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -17,6 +19,14 @@ def upsert(session: Session, table):
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def ids_match(session: Session, column, ids: list[uuid.UUID]) -> ColumnElement[bool]:
+    """`column IN ids`. On PostgreSQL as `= ANY(:array)`: one bind parameter whatever the page size,
+    so the statement text is stable (cached, prepared) instead of re-rendered with N placeholders."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, ids, type_=postgresql.ARRAY(Uuid)))
+    return column.in_(ids)
 
 
 def encode_page_token(offset: int) -> str:
