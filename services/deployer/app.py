@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
+from services.deployer.api import deployments, gateway
 from shared.core.settings import Settings
 from shared.core.web import build_app
 
-ROUTERS: list[APIRouter] = []
+ROUTERS: list[APIRouter] = [deployments.router, gateway.router]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

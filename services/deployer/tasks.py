@@ -1,1 +1,78 @@
-"""Celery tasks of the deployer service."""
+"""Celery tasks of the deployer: ids in, short sessions, the domain does the work.
+
+`deployer.deploy` and `deployer.stop` are fed by the outbox (so they run only after the request that asked
+for them committed, and are redelivered if lost); `deployer.supervise` is periodic. All are idempotent:
+a rollout is claimed by its history row, a stop of a process already gone is a no-op, and supervision
+locks each server row while it restarts it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from services.deployer.domain import deployments, rollouts
+from services.deployer.domain.process_manager import ModelServerError, ModelServerSpec, ModelServerState
+from shared.core import events
+from shared.core.artifacts import get_artifact_store
+from shared.core.celery_app import celery_app, database, settings
+from shared.db.models import OutboxEvent
+
+events.subscribe(deployments.ROLLOUT_REQUESTED, "deployer.deploy")
+events.subscribe(deployments.SERVER_RETIRED, "deployer.stop")
+
+
+def _payload(event_id: str) -> dict:
+    with database().session_scope() as session:
+        return session.get(OutboxEvent, uuid.UUID(event_id)).payload
+
+
+@celery_app.task(name="deployer.deploy", ignore_result=True)
+def deploy(event_id: str) -> None:
+    """Start the model server a rollout asked for and swap it in; on any failure record the reason."""
+    current = settings()
+    history_id = uuid.UUID(_payload(event_id)["history_id"])
+    # A claim outlives the slowest start-up, so only a worker that died mid-rollout loses it.
+    lease = timedelta(seconds=2 * current.deployer_ready_timeout_s + 30)
+    with database().session_scope() as session:
+        plan = rollouts.claim_rollout(session, history_id, lease)
+    if plan is None:
+        return
+    manager = rollouts.process_manager(current)
+    spec: ModelServerSpec | None = None
+    state: ModelServerState | None = None
+    failure = None
+    try:
+        spec = rollouts.resolve_model(plan, get_artifact_store(current), current.data_dir / "model-cache")
+        state = manager.start(spec)
+    except (rollouts.UnloadableModel, ModelServerError) as exc:
+        failure = exc.message
+    except Exception as exc:  # the history must say why, whatever broke; the worker log has the trace
+        failure = f"{type(exc).__name__}: {exc}"
+    try:
+        with database().session_scope() as session:
+            retired = rollouts.finish_rollout(session, plan, spec, state, failure)
+    except BaseException:
+        # Not recorded, so not serving: do not leave an orphan process behind.
+        if state is not None:
+            manager.stop(state)
+        raise
+    for old in retired:
+        manager.stop(old)
+
+
+@celery_app.task(name="deployer.stop", ignore_result=True)
+def stop(event_id: str) -> None:
+    payload = _payload(event_id)
+    rollouts.stop_retired(rollouts.process_manager(settings()), payload["pid"], payload["port"])
+
+
+@celery_app.task(name="deployer.supervise", ignore_result=True)
+def supervise() -> None:
+    """Restart crashed model servers, one row (and one short transaction) at a time."""
+    manager = rollouts.process_manager(settings())
+    with database().session_scope() as session:
+        server_ids = rollouts.supervised_server_ids(session)
+    for server_id in server_ids:
+        with database().session_scope() as session:
+            rollouts.supervise_server(session, server_id, manager)

@@ -47,6 +47,12 @@ BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": timedelta(seconds=_NOTIFIER_TICKS.notifier_sweep_interval_s),
         "options": {"expires": _NOTIFIER_TICKS.notifier_sweep_interval_s},
     },
+    # Restarts crashed model servers; a second beat skips the server rows the first one holds.
+    "deployer-supervise": {
+        "task": "deployer.supervise",
+        "schedule": timedelta(seconds=_NOTIFIER_TICKS.deployer_supervise_interval_s),
+        "options": {"expires": _NOTIFIER_TICKS.deployer_supervise_interval_s},
+    },
 }
 
 

@@ -72,6 +72,16 @@ class Settings(BaseSettings):
     notifier_backoff_cap_s: float = 1800.0
     notifier_max_attempts: int = 8
 
+    # Deployer: supervision tick, model-server start-up limit, the gateway's routing cache and its
+    # prediction log (batched to the monitor's logging endpoint; empty URL = not logged).
+    deployer_supervise_interval_s: float = 10.0
+    deployer_ready_timeout_s: float = 60.0
+    deployer_route_ttl_s: float = 2.0
+    deployer_prediction_log_url: str = ""
+    deployer_prediction_log_api_key: str = ""
+    deployer_log_batch_size: int = 200
+    deployer_log_flush_interval_s: float = 1.0
+
     # Monitor: how often beat looks for due checks; a check still queued this long after it was sent
     # (message lost with a broker restart) is sent again; a running check older than the lease is retaken.
     monitor_schedule_interval_s: float = 5.0

@@ -1,0 +1,146 @@
+"""Deployments: create, read, history, and the changes (canary, promote, rollback, shadow, stop, manifest)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+
+from services.deployer.domain import deployments, kserve
+from services.deployer.schemas import (
+    CanaryStart,
+    DeploymentCreate,
+    DeploymentRead,
+    HistoryRead,
+    RollbackRequest,
+    ServerRead,
+    ShadowSet,
+)
+from shared.core.deps import AccessDep, SessionDep
+from shared.core.errors import InvalidState
+from shared.db.models import Deployment
+
+router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
+
+
+def _read_all(session, items: Sequence[Deployment]) -> list[DeploymentRead]:
+    servers = deployments.servers_by_deployment(session, [item.id for item in items])
+    return [
+        DeploymentRead.model_validate(item).model_copy(
+            update={"servers": [ServerRead.model_validate(server) for server in servers[item.id]]}
+        )
+        for item in items
+    ]
+
+
+def _changed(request: Request, session, deployment: Deployment) -> DeploymentRead:
+    # This process's gateway sees the change at once; others within their routing-table TTL.
+    gateway = getattr(request.app.state, "deployer_gateway", None)
+    if gateway is not None:
+        gateway.invalidate(deployment.id)
+    return _read_all(session, [deployment])[0]
+
+
+@router.post("", response_model=DeploymentRead, status_code=201, summary="Deploy a model version")
+def create_deployment(body: DeploymentCreate, request: Request, session: SessionDep, access: AccessDep):
+    project_id = body.project_id or access.default_project(deployments.WRITE).id
+    config = {"monitor_id": body.monitor_id} if body.monitor_id else {}
+    if body.kserve is not None:
+        config["kserve"] = body.kserve.model_dump(exclude_none=True)
+    deployment = deployments.create_deployment(
+        session,
+        access,
+        project_id=project_id,
+        name=body.name,
+        model_version_id=body.model_version_id,
+        target=body.target,
+        canary=body.canary.model_dump(),
+        config=config,
+    )
+    return _changed(request, session, deployment)
+
+
+@router.get("", response_model=list[DeploymentRead], summary="List deployments")
+def list_deployments(
+    session: SessionDep,
+    access: AccessDep,
+    project_id: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+):
+    items = deployments.list_deployments(session, access, project_id=project_id, limit=limit, offset=offset)
+    return _read_all(session, items)
+
+
+@router.get("/{deployment_id}", response_model=DeploymentRead, summary="Get a deployment")
+def get_deployment(deployment_id: uuid.UUID, session: SessionDep, access: AccessDep):
+    return _read_all(session, [deployments.get_deployment(session, access, deployment_id)])[0]
+
+
+@router.get("/{deployment_id}/history", response_model=list[HistoryRead], summary="Every change, newest first")
+def history(deployment_id: uuid.UUID, session: SessionDep, access: AccessDep):
+    return deployments.list_history(session, access, deployment_id)
+
+
+@router.post("/{deployment_id}/canary", response_model=DeploymentRead, summary="Start a canary at N %")
+def start_canary(deployment_id: uuid.UUID, body: CanaryStart, request: Request, session: SessionDep, access: AccessDep):
+    deployment = deployments.start_canary(session, access, deployment_id, body.model_version_id, body.percent)
+    return _changed(request, session, deployment)
+
+
+@router.post("/{deployment_id}/promote", response_model=DeploymentRead, summary="Promote the canary to 100 %")
+def promote(deployment_id: uuid.UUID, request: Request, session: SessionDep, access: AccessDep):
+    return _changed(request, session, deployments.promote(session, access, deployment_id))
+
+
+@router.post(
+    "/{deployment_id}/rollback",
+    response_model=DeploymentRead,
+    summary="Drop the canary, or return to the previous healthy version",
+)
+def rollback(
+    deployment_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    access: AccessDep,
+    body: RollbackRequest | None = None,
+):
+    deployment = deployments.rollback(session, access, deployment_id, body.reason if body else None)
+    return _changed(request, session, deployment)
+
+
+@router.post("/{deployment_id}/shadow", response_model=DeploymentRead, summary="Set or unset the shadow version")
+def set_shadow(deployment_id: uuid.UUID, body: ShadowSet, request: Request, session: SessionDep, access: AccessDep):
+    deployment = deployments.set_shadow(session, access, deployment_id, body.model_version_id, body.percent)
+    return _changed(request, session, deployment)
+
+
+@router.post("/{deployment_id}/stop", response_model=DeploymentRead, summary="Stop serving")
+def stop(deployment_id: uuid.UUID, request: Request, session: SessionDep, access: AccessDep):
+    return _changed(request, session, deployments.stop(session, access, deployment_id))
+
+
+@router.get(
+    "/{deployment_id}/manifest",
+    summary="The KServe InferenceService manifest (validated), for kubectl apply",
+    response_class=Response,
+    responses={200: {"content": {"application/yaml": {}, "application/json": {}}}},
+)
+def manifest(
+    deployment_id: uuid.UUID,
+    session: SessionDep,
+    access: AccessDep,
+    format: Literal["yaml", "json"] = "yaml",
+):
+    deployment = deployments.get_deployment(session, access, deployment_id)
+    if deployment.target != "kserve":
+        raise InvalidState("Manifests are rendered for deployments with target 'kserve'")
+    text = kserve.dump_manifest(deployments.render_manifest(session, deployment), format)
+    filename = f"{kserve.dns1035_name(deployment.name)}.{format}"
+    return Response(
+        content=text,
+        media_type="application/json" if format == "json" else "application/yaml",
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )

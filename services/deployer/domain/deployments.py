@@ -1,0 +1,479 @@
+"""Deployments: what should serve, every change recorded in `deployment_history` and announced via the outbox.
+
+Changes that need a new model-server process (a first deploy, a canary, a shadow, a rollback to an older
+version) are *requested* here: a history row with outcome `pending` plus a `deployment.rollout_requested`
+event, which the outbox relays to the `deployer.deploy` task after commit (see rollouts.py). Changes that
+only move traffic between running servers (promote, dropping a canary or shadow, stop) happen right here;
+the processes they retire are stopped by the `deployer.stop` task from a `deployment.server_retired` event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.deployer.domain import kserve
+from services.deployer.domain.canary import CanaryThresholds
+from shared.core import audit, events
+from shared.core.auth import Access
+from shared.core.errors import AlreadyExists, Conflict, InvalidParameter, InvalidState, NotFound
+from shared.db.models import Deployment, DeploymentHistory, DeploymentServer, Model, ModelVersion, Project
+
+READ, WRITE = "deployments:read", "deployments:write"
+# States in which the stable version answers requests.
+SERVING_STATES = ("healthy", "rolled_back")
+# Actions after which the stable version is one that served healthily: what a rollback may return to.
+_STABLE_ACTIONS = ("deploy", "promote", "rollback")
+ROLLOUT_REQUESTED = "deployment.rollout_requested"
+SERVER_RETIRED = "deployment.server_retired"
+
+
+def canary_thresholds(deployment: Deployment) -> CanaryThresholds:
+    settings = deployment.config.get("canary", {})
+    return CanaryThresholds(
+        **{key: settings[key] for key in ("max_error_rate", "max_p95_latency_ms", "min_requests") if key in settings}
+    )
+
+
+def canary_window(deployment: Deployment) -> tuple[float | None, int | None]:
+    """(seconds, requests) of the sliding window the canary is judged over."""
+    settings = deployment.config.get("canary", {})
+    return settings.get("window_seconds", 60.0), settings.get("max_requests", 500)
+
+
+# --- reads ----------------------------------------------------------------------------------------
+
+
+def get_deployment(session: Session, access: Access, deployment_id: uuid.UUID, scope: str = READ) -> Deployment:
+    deployment = session.get(Deployment, deployment_id)
+    if deployment is None or deployment.deleted_at is not None:
+        raise NotFound(f"Deployment '{deployment_id}' does not exist")
+    try:
+        access.require_project(deployment.project_id, scope)
+    except NotFound:
+        raise NotFound(f"Deployment '{deployment_id}' does not exist") from None
+    return deployment
+
+
+def list_deployments(
+    session: Session, access: Access, *, project_id: uuid.UUID | None, limit: int, offset: int
+) -> Sequence[Deployment]:
+    query = select(Deployment).where(
+        Deployment.deleted_at.is_(None), Deployment.project_id.in_(access.readable_project_ids(READ))
+    )
+    if project_id is not None:
+        query = query.where(Deployment.project_id == project_id)
+    return session.scalars(query.order_by(Deployment.created_at.desc()).limit(limit).offset(offset)).all()
+
+
+def list_history(session: Session, access: Access, deployment_id: uuid.UUID) -> Sequence[DeploymentHistory]:
+    get_deployment(session, access, deployment_id)
+    return session.scalars(
+        select(DeploymentHistory)
+        .where(DeploymentHistory.deployment_id == deployment_id)
+        .order_by(DeploymentHistory.created_at.desc(), DeploymentHistory.id)
+    ).all()
+
+
+def servers_by_deployment(
+    session: Session, deployment_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[DeploymentServer]]:
+    """The model servers of many deployments in one query (a list page must not query per row)."""
+    servers: dict[uuid.UUID, list[DeploymentServer]] = {deployment_id: [] for deployment_id in deployment_ids}
+    rows = session.scalars(
+        select(DeploymentServer)
+        .where(DeploymentServer.deployment_id.in_(deployment_ids))
+        .order_by(DeploymentServer.role)
+    )
+    for server in rows:
+        servers[server.deployment_id].append(server)
+    return servers
+
+
+# --- changes --------------------------------------------------------------------------------------
+
+
+def create_deployment(
+    session: Session,
+    access: Access,
+    *,
+    project_id: uuid.UUID,
+    name: str,
+    model_version_id: uuid.UUID,
+    target: str,
+    canary: dict[str, Any],
+    config: dict[str, Any],
+) -> Deployment:
+    project = access.require_project(project_id, WRITE)
+    version = _version_in_project(session, project.id, model_version_id)
+    taken = session.scalar(select(Deployment.id).where(Deployment.project_id == project.id, Deployment.name == name))
+    if taken is not None:
+        raise AlreadyExists(f"Deployment '{name}' already exists in this project")
+    deployment = Deployment(
+        id=uuid.uuid4(),
+        project_id=project.id,
+        name=name,
+        target=target,
+        status="pending",
+        model_version_id=version.id,
+        canary_percent=0,
+        shadow_percent=0,
+        config={**config, "canary": canary},
+        created_by=access.principal.user_id,
+    )
+    session.add(deployment)
+    session.flush()
+    _describe(session, project, deployment, "deployment.create")
+    if target == "kserve":
+        # Validated now, so a deployment that could never be applied is refused at once.
+        render_manifest(session, deployment)
+        deployment.status_reason = "manifest ready: download it from /manifest and apply it with kubectl"
+        record(session, deployment, "deploy", "rendered", to_version_id=version.id, actor_id=access.principal.user_id)
+    else:
+        _request_rollout(session, project, deployment, version, role="stable", action="deploy", access=access)
+    return deployment
+
+
+def start_canary(
+    session: Session, access: Access, deployment_id: uuid.UUID, model_version_id: uuid.UUID, percent: int
+) -> Deployment:
+    deployment, project = _for_change(session, access, deployment_id, local_only=True)
+    if deployment.status not in SERVING_STATES:
+        raise InvalidState(f"A canary needs a serving deployment; this one is '{deployment.status}'")
+    version = _version_in_project(session, project.id, model_version_id)
+    if version.id == deployment.model_version_id:
+        raise InvalidParameter("The canary version is already the stable version")
+    _request_rollout(
+        session, project, deployment, version, role="canary", action="canary", access=access, percent=percent
+    )
+    return deployment
+
+
+def set_shadow(
+    session: Session, access: Access, deployment_id: uuid.UUID, model_version_id: uuid.UUID | None, percent: int
+) -> Deployment:
+    deployment, project = _for_change(session, access, deployment_id, local_only=True)
+    if model_version_id is None:
+        if deployment.shadow_version_id is None:
+            return deployment
+        retired = deployment.shadow_version_id
+        retire_server(session, project, deployment, "shadow")
+        deployment.shadow_version_id, deployment.shadow_percent = None, 0
+        record(session, deployment, "unshadow", "succeeded", from_version_id=retired, actor_id=access.principal.user_id)
+        return deployment
+    if deployment.status not in SERVING_STATES:
+        raise InvalidState(f"A shadow needs a serving deployment; this one is '{deployment.status}'")
+    version = _version_in_project(session, project.id, model_version_id)
+    _request_rollout(
+        session, project, deployment, version, role="shadow", action="shadow", access=access, percent=percent
+    )
+    return deployment
+
+
+def promote(session: Session, access: Access, deployment_id: uuid.UUID) -> Deployment:
+    """The canary becomes the stable version at 100 %: its running server simply changes role."""
+    deployment, project = _for_change(session, access, deployment_id, local_only=True)
+    if deployment.canary_version_id is None:
+        raise InvalidState("There is no canary to promote")
+    previous = deployment.model_version_id
+    retire_server(session, project, deployment, "stable")
+    canary_server = server_for_role(session, deployment.id, "canary")
+    if canary_server is not None:
+        canary_server.role = "stable"
+    deployment.model_version_id, deployment.canary_version_id, deployment.canary_percent = (
+        deployment.canary_version_id,
+        None,
+        0,
+    )
+    deployment.status, deployment.status_reason = "healthy", None
+    record(
+        session,
+        deployment,
+        "promote",
+        "succeeded",
+        from_version_id=previous,
+        to_version_id=deployment.model_version_id,
+        actor_id=access.principal.user_id,
+    )
+    announce(session, project, deployment, "deployment.promoted", from_version_id=previous)
+    return deployment
+
+
+def rollback(session: Session, access: Access, deployment_id: uuid.UUID, reason: str | None = None) -> Deployment:
+    """One call back to safety: drop the canary if there is one, else return to the previous healthy version."""
+    deployment, project = _for_change(session, access, deployment_id, local_only=True)
+    actor_id = access.principal.user_id
+    if deployment.canary_version_id is not None:
+        _drop_canary(session, project, deployment, action="rollback", reason=reason, actor_id=actor_id)
+        return deployment
+    previous = previous_healthy_version(session, deployment)
+    if previous is None:
+        raise InvalidState("No earlier healthy version in this deployment's history to roll back to")
+    version = _version_in_project(session, project.id, previous)
+    _request_rollout(
+        session, project, deployment, version, role="stable", action="rollback", access=access, reason=reason
+    )
+    return deployment
+
+
+def auto_rollback(session: Session, deployment_id: uuid.UUID, canary_version_id: uuid.UUID, reason: str) -> bool:
+    """The gateway's verdict on a failing canary; False when that canary is already gone (another gateway
+    process or an operator got there first), so a verdict reached twice is recorded once."""
+    deployment = session.scalar(select(Deployment).where(Deployment.id == deployment_id).with_for_update())
+    if deployment is None or deployment.canary_version_id != canary_version_id:
+        return False
+    project = session.get(Project, deployment.project_id)
+    _drop_canary(session, project, deployment, action="auto_rollback", reason=reason, actor_id=None)
+    return True
+
+
+def stop(session: Session, access: Access, deployment_id: uuid.UUID) -> Deployment:
+    deployment, project = _for_change(session, access, deployment_id, local_only=False)
+    if deployment.status == "stopped":
+        return deployment
+    for role in ("stable", "canary", "shadow"):
+        retire_server(session, project, deployment, role)
+    deployment.canary_version_id, deployment.canary_percent = None, 0
+    deployment.shadow_version_id, deployment.shadow_percent = None, 0
+    deployment.status, deployment.status_reason = "stopped", None
+    record(
+        session,
+        deployment,
+        "stop",
+        "succeeded",
+        from_version_id=deployment.model_version_id,
+        actor_id=access.principal.user_id,
+    )
+    announce(session, project, deployment, "deployment.stopped")
+    return deployment
+
+
+def render_manifest(session: Session, deployment: Deployment) -> dict[str, Any]:
+    """The KServe InferenceService for the stable version (and the canary's share, if any); validated."""
+    version = session.get(ModelVersion, deployment.canary_version_id or deployment.model_version_id)
+    model = session.get(Model, version.model_id)
+    if not version.artifact_uri:
+        raise InvalidState(f"Version {version.version} of '{model.name}' has no artifact to serve")
+    options = deployment.config.get("kserve", {})
+    manifest = kserve.render_inference_service(
+        name=kserve.dns1035_name(deployment.name),
+        storage_uri=version.artifact_uri,
+        model_name=model.name,
+        model_version=str(version.version),
+        namespace=options.get("namespace"),
+        requests=options.get("requests"),
+        limits=options.get("limits"),
+        min_replicas=options.get("min_replicas"),
+        max_replicas=options.get("max_replicas"),
+        canary_traffic_percent=deployment.canary_percent if deployment.canary_version_id else None,
+        service_account_name=options.get("service_account_name"),
+        runtime=options.get("runtime"),
+    )
+    kserve.validate_inference_service(manifest)
+    return manifest
+
+
+def previous_healthy_version(session: Session, deployment: Deployment) -> uuid.UUID | None:
+    """The newest version that served as stable, other than the current one."""
+    return session.scalar(
+        select(DeploymentHistory.to_version_id)
+        .where(
+            DeploymentHistory.deployment_id == deployment.id,
+            DeploymentHistory.action.in_(_STABLE_ACTIONS),
+            DeploymentHistory.outcome == "succeeded",
+            DeploymentHistory.to_version_id != deployment.model_version_id,
+        )
+        .order_by(DeploymentHistory.created_at.desc())
+        .limit(1)
+    )
+
+
+# --- shared by the rollout and supervision steps --------------------------------------------------
+
+
+def record(
+    session: Session,
+    deployment: Deployment,
+    action: str,
+    outcome: str,
+    *,
+    from_version_id: uuid.UUID | None = None,
+    to_version_id: uuid.UUID | None = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+    actor_id: uuid.UUID | None = None,
+) -> DeploymentHistory:
+    row = DeploymentHistory(
+        deployment_id=deployment.id,
+        action=action,
+        outcome=outcome,
+        from_version_id=from_version_id,
+        to_version_id=to_version_id,
+        reason=reason,
+        details=details or {},
+        actor_id=actor_id,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def announce(session: Session, project: Project, deployment: Deployment, event_type: str, **payload: Any) -> None:
+    events.emit(
+        session,
+        event_type,
+        {
+            "deployment_id": str(deployment.id),
+            "name": deployment.name,
+            "status": deployment.status,
+            "model_version_id": str(deployment.model_version_id),
+            **{key: str(value) if isinstance(value, uuid.UUID) else value for key, value in payload.items()},
+        },
+        organization_id=project.organization_id,
+        project_id=project.id,
+    )
+
+
+def retire_server(session: Session, project: Project, deployment: Deployment, role: str) -> None:
+    """Remove the role's server row at once (the gateway stops routing to it) and have its process stopped."""
+    server = server_for_role(session, deployment.id, role)
+    if server is None:
+        return
+    if server.pid is not None and server.port is not None:
+        events.emit(
+            session,
+            SERVER_RETIRED,
+            {"deployment_id": str(deployment.id), "role": role, "pid": server.pid, "port": server.port},
+            organization_id=project.organization_id,
+            project_id=project.id,
+        )
+    session.delete(server)
+    session.flush()
+
+
+def server_for_role(session: Session, deployment_id: uuid.UUID, role: str) -> DeploymentServer | None:
+    return session.scalar(
+        select(DeploymentServer).where(DeploymentServer.deployment_id == deployment_id, DeploymentServer.role == role)
+    )
+
+
+def _drop_canary(
+    session: Session,
+    project: Project,
+    deployment: Deployment,
+    *,
+    action: str,
+    reason: str | None,
+    actor_id: uuid.UUID | None,
+) -> None:
+    canary = deployment.canary_version_id
+    retire_server(session, project, deployment, "canary")
+    deployment.canary_version_id, deployment.canary_percent = None, 0
+    deployment.status, deployment.status_reason = "rolled_back", reason
+    record(
+        session,
+        deployment,
+        action,
+        "succeeded",
+        from_version_id=canary,
+        to_version_id=deployment.model_version_id,
+        reason=reason,
+        actor_id=actor_id,
+    )
+    announce(session, project, deployment, "deployment.rolled_back", from_version_id=canary, reason=reason)
+
+
+def _request_rollout(
+    session: Session,
+    project: Project,
+    deployment: Deployment,
+    version: ModelVersion,
+    *,
+    role: str,
+    action: str,
+    access: Access,
+    percent: int = 100,
+    reason: str | None = None,
+) -> DeploymentHistory:
+    current = {
+        "stable": deployment.model_version_id,
+        "canary": deployment.canary_version_id,
+        "shadow": deployment.shadow_version_id,
+    }[role]
+    entry = record(
+        session,
+        deployment,
+        action,
+        "pending",
+        from_version_id=None if action == "deploy" else current,
+        to_version_id=version.id,
+        reason=reason,
+        details={"role": role, "percent": percent, "status_before": deployment.status},
+        actor_id=access.principal.user_id,
+    )
+    if role == "stable":
+        deployment.status = "deploying"
+    deployment.status_reason = f"{action}: starting a model server for version {version.version}"
+    events.emit(
+        session,
+        ROLLOUT_REQUESTED,
+        {"deployment_id": str(deployment.id), "history_id": str(entry.id)},
+        organization_id=project.organization_id,
+        project_id=project.id,
+    )
+    _describe(session, project, deployment, f"deployment.{action}", {"version_id": str(version.id), "role": role})
+    return entry
+
+
+def _for_change(
+    session: Session, access: Access, deployment_id: uuid.UUID, *, local_only: bool
+) -> tuple[Deployment, Project]:
+    # Locked, so two concurrent changes of one deployment queue instead of interleaving.
+    deployment = get_deployment(session, access, deployment_id, WRITE)
+    session.refresh(deployment, with_for_update=True)
+    project = session.get(Project, deployment.project_id)
+    if local_only and deployment.target != "local":
+        raise InvalidState("Traffic changes apply to local deployments; for KServe, edit and apply the manifest")
+    if deployment.status == "stopped":
+        raise InvalidState("The deployment is stopped")
+    in_flight = session.scalar(
+        select(DeploymentHistory.id).where(
+            DeploymentHistory.deployment_id == deployment.id, DeploymentHistory.outcome == "pending"
+        )
+    )
+    if in_flight is not None:
+        raise Conflict("Another change of this deployment is still in progress; retry when it has finished")
+    return deployment, project
+
+
+def _version_in_project(session: Session, project_id: uuid.UUID, version_id: uuid.UUID) -> ModelVersion:
+    version = session.scalar(
+        select(ModelVersion)
+        .join(Model, Model.id == ModelVersion.model_id)
+        .where(
+            ModelVersion.id == version_id,
+            ModelVersion.deleted_at.is_(None),
+            Model.deleted_at.is_(None),
+            Model.project_id == project_id,
+        )
+    )
+    if version is None:
+        raise NotFound(f"Model version '{version_id}' does not exist in this project")
+    return version
+
+
+def _describe(
+    session: Session, project: Project, deployment: Deployment, action: str, details: dict | None = None
+) -> None:
+    audit.describe(
+        session,
+        action=action,
+        object_type="deployment",
+        object_id=str(deployment.id),
+        organization_id=project.organization_id,
+        details=details or {"name": deployment.name},
+    )

@@ -1,0 +1,112 @@
+"""Served requests and predictions, batched in memory and sent to the monitor off the response path.
+
+The monitor's logging endpoint (`POST /api/v1/monitors/{monitor_id}/predictions`) is the default sink;
+the sink is a plain async callable so the transport can change without touching the gateway. Batches
+leave when `max_batch` records are waiting or every `flush_interval_s`, whichever comes first. The buffer
+is bounded: if the monitor is down longer than the buffer lasts, the oldest records are dropped and
+counted, because serving must never wait on logging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import orjson
+import structlog
+from prometheus_client import Counter
+
+from shared.core.web import REGISTRY
+
+log = structlog.get_logger("tessera.prediction_log")
+
+PredictionSink = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+LOGGED = Counter(
+    "tessera_deployment_predictions_logged_total",
+    "Prediction records handed to the monitor (sent) or lost (dropped)",
+    ["result"],
+    registry=REGISTRY,
+)
+
+
+class PredictionLogger:
+    def __init__(
+        self, sink: PredictionSink, *, max_batch: int = 200, flush_interval_s: float = 1.0, max_buffer: int = 20_000
+    ) -> None:
+        self.sink = sink
+        self.max_batch = max_batch
+        self.flush_interval_s = flush_interval_s
+        self._buffer: deque[dict[str, Any]] = deque(maxlen=max_buffer)
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+
+    def add(self, record: dict[str, Any]) -> None:
+        """O(1) and never blocks: the record waits in memory for the background flusher."""
+        if len(self._buffer) == self._buffer.maxlen:
+            LOGGED.labels("dropped").inc()
+        self._buffer.append(record)
+        if self._runner is None:
+            self._runner = asyncio.ensure_future(self._run())
+        if len(self._buffer) >= self.max_batch:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        while self._buffer:
+            batch = [self._buffer.popleft() for _ in range(min(self.max_batch, len(self._buffer)))]
+            try:
+                await self.sink(batch)
+            except Exception as exc:  # whatever the transport raises, the gateway carries on
+                LOGGED.labels("dropped").inc(len(batch))
+                log.warning("prediction_log.send_failed", error=str(exc), records=len(batch))
+                return
+            LOGGED.labels("sent").inc(len(batch))
+
+    async def aclose(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        await self.flush()
+
+
+def monitor_http_sink(client: httpx.AsyncClient, url_template: str, api_key: str = "") -> PredictionSink:
+    """POST `{"records": [...]}` per monitor to `url_template.format(monitor_id=...)`.
+
+    Request and response bodies travel as the JSON they were (parsed here, off the response path).
+    """
+    headers = {"content-type": "application/json"}
+    if api_key:
+        headers["authorization"] = f"Bearer {api_key}"
+
+    async def send(batch: list[dict[str, Any]]) -> None:
+        by_monitor: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for record in batch:
+            by_monitor[record["monitor_id"]].append(
+                {**record, "request": _json_or_text(record["request"]), "response": _json_or_text(record["response"])}
+            )
+        for monitor_id, records in by_monitor.items():
+            response = await client.post(
+                url_template.format(monitor_id=monitor_id), content=orjson.dumps({"records": records}), headers=headers
+            )
+            response.raise_for_status()
+
+    return send
+
+
+def _json_or_text(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", errors="replace")

@@ -1,0 +1,124 @@
+"""Pydantic I/O models of the deployer API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Read(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class CanarySettings(_Input):
+    """When the gateway rolls a canary back on its own, judged over a sliding window of canary requests."""
+
+    max_error_rate: float = Field(0.05, ge=0.0, le=1.0)
+    max_p95_latency_ms: float | None = Field(None, gt=0)
+    min_requests: int = Field(50, ge=1)
+    window_seconds: float | None = Field(60.0, gt=0)
+    max_requests: int | None = Field(500, ge=1)
+
+    @model_validator(mode="after")
+    def _has_window(self) -> CanarySettings:
+        if self.window_seconds is None and self.max_requests is None:
+            raise ValueError("the canary window needs window_seconds, max_requests or both")
+        return self
+
+
+class KServeOptions(_Input):
+    namespace: str | None = None
+    requests: dict[str, str | int] | None = None
+    limits: dict[str, str | int] | None = None
+    min_replicas: int | None = Field(None, ge=0)
+    max_replicas: int | None = Field(None, ge=0)
+    service_account_name: str | None = None
+    runtime: str | None = None
+
+
+class DeploymentCreate(_Input):
+    name: str = Field(min_length=1, max_length=200)
+    model_version_id: uuid.UUID
+    target: Literal["local", "kserve"] = "local"
+    # Default: the API key's project, the X-Tessera-Project header, or the organization's `default` project.
+    project_id: uuid.UUID | None = None
+    canary: CanarySettings = Field(default_factory=CanarySettings)
+    kserve: KServeOptions | None = None
+    # Where the gateway logs requests and predictions (the monitor's id); none = not logged.
+    monitor_id: str | None = Field(None, max_length=200)
+
+
+class CanaryStart(_Input):
+    model_version_id: uuid.UUID
+    percent: int = Field(ge=1, le=100)
+
+
+class ShadowSet(_Input):
+    """A version to mirror traffic to, or null to stop mirroring."""
+
+    model_version_id: uuid.UUID | None
+    percent: int = Field(100, ge=1, le=100)
+
+
+class RollbackRequest(_Input):
+    reason: str | None = Field(None, max_length=2000)
+
+
+class ServerRead(_Read):
+    role: str
+    model_version_id: uuid.UUID
+    state: str
+    pid: int | None
+    port: int | None
+    restarts: int
+    started_at: datetime | None
+    last_error: str | None
+
+
+class DeploymentRead(_Read):
+    id: uuid.UUID
+    project_id: uuid.UUID
+    name: str
+    target: str
+    status: str
+    status_reason: str | None
+    model_version_id: uuid.UUID
+    canary_version_id: uuid.UUID | None
+    canary_percent: int
+    shadow_version_id: uuid.UUID | None
+    shadow_percent: int
+    endpoint_url: str | None
+    config: dict[str, Any]
+    created_by: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+    servers: list[ServerRead] = []
+
+
+class HistoryRead(_Read):
+    id: uuid.UUID
+    action: str
+    outcome: str
+    from_version_id: uuid.UUID | None
+    to_version_id: uuid.UUID | None
+    reason: str | None
+    details: dict[str, Any]
+    actor_id: uuid.UUID | None
+    created_at: datetime
+
+
+class ShadowStatsRead(BaseModel):
+    model_version_id: uuid.UUID
+    compared_count: int
+    exact_match_count: int
+    exact_match_rate: float | None
+    numeric_value_count: int
+    mean_abs_diff: float | None
+    max_abs_diff: float | None
