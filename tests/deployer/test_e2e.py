@@ -7,6 +7,7 @@ each leaving it serving for the next.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import mlflow
 import pandas as pd
 import pytest
@@ -202,6 +204,26 @@ def _invoke(api, tenant, deployment_id, rows: pd.DataFrame):
     )
 
 
+def _invoke_many(api, tenant, deployment_id, rows: pd.DataFrame, count: int) -> list[httpx.Response]:
+    """`count` invocations, 8 at a time, on the app's own event loop (where the gateway's client lives)."""
+    body = {"dataframe_split": rows.to_dict(orient="split")}
+
+    async def send_all() -> list[httpx.Response]:
+        slots = asyncio.Semaphore(8)
+        transport = httpx.ASGITransport(app=api.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+
+            async def one() -> httpx.Response:
+                async with slots:
+                    return await client.post(
+                        f"/deployments/{deployment_id}/invocations", json=body, headers=tenant.headers
+                    )
+
+            return await asyncio.gather(*(one() for _ in range(count)))
+
+    return api.portal.call(send_all)
+
+
 def test_deployed_version_serves_the_same_predictions_as_in_process(api, tenant, registered, deployment, receiver):
     body = _wait_for(api, tenant, deployment, lambda d: d["status"] != "pending" and d["status"] != "deploying")
     assert body["status"] == "healthy", body
@@ -254,7 +276,9 @@ def test_a_canary_at_20_percent_gets_20_percent_of_the_traffic(api, tenant, regi
     _wait_for(api, tenant, deployment, lambda d: d["canary_version_id"] is not None)
     rows = registered.features.head(1)
 
-    versions = [_invoke(api, tenant, deployment, rows).headers["x-tessera-model-version"] for _ in range(1000)]
+    versions = [
+        response.headers["x-tessera-model-version"] for response in _invoke_many(api, tenant, deployment, rows, 1000)
+    ]
 
     assert 160 <= versions.count("2") <= 240, versions.count("2")
     assert versions.count("1") + versions.count("2") == 1000
@@ -290,7 +314,7 @@ def test_a_failing_canary_is_rolled_back_automatically(api, tenant, registered, 
     _wait_for(api, tenant, deployment, lambda d: d["canary_version_id"] is not None)
     rows = registered.features.head(1)
 
-    statuses = [_invoke(api, tenant, deployment, rows).status_code for _ in range(120)]
+    statuses = [response.status_code for response in _invoke_many(api, tenant, deployment, rows, 120)]
 
     # The canary's 500s stop as soon as its window crosses the threshold (20 requests, 20 % errors).
     assert 500 in statuses and statuses[-40:] == [200] * 40

@@ -127,7 +127,6 @@ def create_deployment(
     )
     session.add(deployment)
     session.flush()
-    _describe(session, project, deployment, "deployment.create")
     if target == "kserve":
         # Validated now, so a deployment that could never be applied is refused at once.
         render_manifest(session, deployment)
@@ -135,6 +134,7 @@ def create_deployment(
         record(session, deployment, "deploy", "rendered", to_version_id=version.id, actor_id=access.principal.user_id)
     else:
         _request_rollout(session, project, deployment, version, role="stable", action="deploy", access=access)
+    _describe(session, project, deployment, "deployment.create")
     return deployment
 
 

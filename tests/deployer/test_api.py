@@ -1,0 +1,177 @@
+"""The deployments API and the gateway's guards, each test in a rolled-back transaction (no model servers)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.db.models import (
+    AuditLog,
+    Deployment,
+    DeploymentHistory,
+    Model,
+    ModelVersion,
+    Organization,
+    OutboxEvent,
+    User,
+)
+from tests import factories
+
+
+def make_version(session: Session, project_id: uuid.UUID, *, number: int = 1, model: Model | None = None):
+    if model is None:
+        model = Model(project_id=project_id, name=factories.unique("model"), tags={})
+        session.add(model)
+        session.flush()
+    model.last_version = number
+    version = ModelVersion(
+        model_id=model.id,
+        version=number,
+        artifact_uri=f"mlflow-artifacts:/{uuid.uuid4().hex}/models/m-1/artifacts",
+        metrics={},
+        tags={},
+    )
+    session.add(version)
+    session.flush()
+    return version
+
+
+def serving(session: Session, deployment_id: str) -> Deployment:
+    """As if the worker had finished the first rollout."""
+    deployment = session.get(Deployment, uuid.UUID(deployment_id))
+    deployment.status = "healthy"
+    session.execute(
+        DeploymentHistory.__table__.update()
+        .where(DeploymentHistory.deployment_id == deployment.id)
+        .values(outcome="succeeded")
+    )
+    session.flush()
+    return deployment
+
+
+@pytest.fixture
+def version(db_session, tenant) -> ModelVersion:
+    return make_version(db_session, tenant.project_id)
+
+
+def create(client, tenant, version, **extra):
+    body = {"name": factories.unique("dep"), "model_version_id": str(version.id), **extra}
+    return client.post("/api/v1/deployments", json=body, headers=tenant.headers)
+
+
+def test_create_requests_a_rollout_through_the_outbox_and_records_it(client, db_session, tenant, version):
+    response = create(client, tenant, version, canary={"max_error_rate": 0.1, "min_requests": 10})
+
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["status"], body["project_id"], body["servers"]) == ("deploying", str(tenant.project_id), [])
+    assert body["config"]["canary"]["max_error_rate"] == 0.1
+    history = client.get(f"/api/v1/deployments/{body['id']}/history", headers=tenant.headers).json()
+    assert [(row["action"], row["outcome"], row["to_version_id"]) for row in history] == [
+        ("deploy", "pending", str(version.id))
+    ]
+    assert history[0]["actor_id"] == str(tenant.user_id)
+    event = db_session.scalar(select(OutboxEvent).where(OutboxEvent.event_type == "deployment.rollout_requested"))
+    assert event.payload == {"deployment_id": body["id"], "history_id": history[0]["id"]}
+    audit = db_session.scalar(select(AuditLog).where(AuditLog.object_id == body["id"]))
+    assert audit.action == "deployment.create"
+
+
+def test_a_second_change_while_one_is_in_progress_is_refused(client, db_session, tenant, version):
+    deployment = create(client, tenant, version).json()
+    serving(db_session, deployment["id"])
+    other = make_version(db_session, tenant.project_id, number=2, model=db_session.get(Model, version.model_id))
+    first = client.post(
+        f"/api/v1/deployments/{deployment['id']}/canary",
+        json={"model_version_id": str(other.id), "percent": 10},
+        headers=tenant.headers,
+    )
+    assert first.status_code == 200, first.text
+
+    again = client.post(
+        f"/api/v1/deployments/{deployment['id']}/canary",
+        json={"model_version_id": str(other.id), "percent": 30},
+        headers=tenant.headers,
+    )
+
+    assert again.status_code == 409 and again.json()["error_code"] == "CONFLICT"
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [("promote", "no canary"), ("rollback", "No earlier healthy version")],
+)
+def test_promote_and_rollback_need_something_to_act_on(client, db_session, tenant, version, path, message):
+    deployment = create(client, tenant, version).json()
+    serving(db_session, deployment["id"])
+
+    response = client.post(f"/api/v1/deployments/{deployment['id']}/{path}", headers=tenant.headers)
+
+    assert response.status_code == 400 and response.json()["error_code"] == "INVALID_STATE"
+    assert message in response.json()["message"]
+
+
+def test_bad_input_is_refused(client, db_session, tenant, other_tenant, version):
+    foreign = make_version(db_session, other_tenant.project_id)
+    assert create(client, tenant, foreign).status_code == 404
+    assert create(client, tenant, version, canary={"window_seconds": None, "max_requests": None}).status_code == 422
+    assert create(client, tenant, version, target="elsewhere").status_code == 422
+    first = create(client, tenant, version)
+    duplicate = client.post(
+        "/api/v1/deployments",
+        json={"name": first.json()["name"], "model_version_id": str(version.id)},
+        headers=tenant.headers,
+    )
+    assert duplicate.status_code == 400 and duplicate.json()["error_code"] == "RESOURCE_ALREADY_EXISTS"
+
+
+def test_kserve_deployments_are_validated_at_creation_and_local_ones_have_no_manifest(client, tenant, version):
+    refused = create(client, tenant, version, target="kserve", kserve={"min_replicas": 5, "max_replicas": 2})
+    assert refused.status_code == 400
+    assert "minReplicas (5) cannot be greater than maxReplicas (2)" in refused.json()["message"]
+
+    local = create(client, tenant, version).json()
+    response = client.get(f"/api/v1/deployments/{local['id']}/manifest", headers=tenant.headers)
+    assert response.status_code == 400 and response.json()["error_code"] == "INVALID_STATE"
+
+
+def test_tenancy_and_scopes(client, db_session, settings, tenant, other_tenant, version):
+    deployment = create(client, tenant, version).json()
+    url = f"/api/v1/deployments/{deployment['id']}"
+    assert client.get(url, headers=other_tenant.headers).status_code == 404
+    assert deployment["id"] not in [
+        d["id"] for d in client.get("/api/v1/deployments", headers=other_tenant.headers).json()
+    ]
+    assert deployment["id"] in [d["id"] for d in client.get("/api/v1/deployments", headers=tenant.headers).json()]
+
+    user = factories.make_user(db_session)
+    org = db_session.get(Organization, tenant.org_id)
+    factories.add_org_member(db_session, org, user, "member")
+    _, read_only = factories.make_api_key(db_session, user=user, org=org, scopes=["deployments:read"])
+    headers = factories.bearer(read_only)
+    assert client.get(url, headers=headers).status_code == 200
+    refused = client.post(f"{url}/stop", headers=headers)
+    assert refused.status_code == 403 and "deployments:write" in refused.json()["message"]
+
+
+def test_the_gateway_authenticates_authorizes_and_reports_a_deployment_not_yet_serving(
+    client, db_session, tenant, other_tenant, version
+):
+    deployment = create(client, tenant, version).json()
+    url = f"/deployments/{deployment['id']}/invocations"
+    _, tracking_key = factories.make_api_key(
+        db_session,
+        user=db_session.get(User, tenant.user_id),
+        org=db_session.get(Organization, tenant.org_id),
+        scopes=["tracking:read"],
+    )
+
+    assert client.post(url, json={}).status_code == 401
+    assert client.post(url, json={}, headers=other_tenant.headers).status_code == 404
+    assert client.post(url, json={}, headers=factories.bearer(tracking_key)).status_code == 403
+    assert client.post(f"/deployments/{uuid.uuid4()}/invocations", json={}, headers=tenant.headers).status_code == 404
+    not_serving = client.post(url, json={}, headers=tenant.headers)
+    assert not_serving.status_code == 503 and not_serving.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
