@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.core import audit
@@ -57,6 +57,8 @@ def _record_failure(db: Database, request: Request, failed: Session, exc: BaseEx
         status, code = 422, "INVALID_PARAMETER_VALUE"
     elif isinstance(exc, DataError):
         status, code = 400, "INVALID_PARAMETER_VALUE"
+    elif isinstance(exc, IntegrityError):
+        status, code = 409, "CONFLICT"
     else:
         status, code = getattr(exc, "status_code", 500), "INTERNAL_ERROR"
     with db.session_scope() as session:

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy import text
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.core.auth import Authenticator
@@ -76,6 +76,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         # The database refused a value (NUL in text, out of range, too long): bad input, not a server fault.
         log.warning("http.data_error", error=str(exc.orig))
         return _error(400, "INVALID_PARAMETER_VALUE", "A value was refused by the database (e.g. a NUL character)")
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity_error(_request: Request, exc: IntegrityError):
+        # Two concurrent writers can both pass a duplicate check; the unique constraint decides.
+        log.warning("http.integrity_error", error=str(exc.orig))
+        return _error(409, "CONFLICT", "The change conflicts with existing data (a duplicate or a missing reference)")
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception):
