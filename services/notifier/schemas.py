@@ -60,9 +60,7 @@ class EmailChannelCreate(_ChannelCreate):
     recipients: list[Annotated[str, StringConstraints(min_length=3, max_length=320)]] = Field(min_length=1)
 
 
-ChannelCreate = Annotated[
-    SlackChannelCreate | WebhookChannelCreate | EmailChannelCreate, Field(discriminator="type")
-]
+ChannelCreate = Annotated[SlackChannelCreate | WebhookChannelCreate | EmailChannelCreate, Field(discriminator="type")]
 
 
 class ChannelUpdate(_Request):
@@ -120,7 +118,7 @@ class _RuleFields(_Request):
     min_severity: Literal["critical", "high", "warning", "info"] | None = None
     model_id: uuid.UUID | None = None
     deployment_id: uuid.UUID | None = None
-    matchers: list[Matcher] = Field(default_factory=list, description='e.g. \'severity=~"critical|high"\'')
+    matchers: list[Matcher] = Field(default_factory=list, description="e.g. 'severity=~\"critical|high\"'")
     channel_ids: list[uuid.UUID] = Field(min_length=1)
     group_by: list[str] = Field(default_factory=list, description='Label names; ["..."] = every label')
     group_wait_s: int = Field(30, ge=0, le=86400)

@@ -21,6 +21,7 @@ from shared.db.base import utcnow
 events.subscribe("*", "notifier.handle_event")
 
 FLUSH_BATCH = 200
+EVENT_BATCH = 50
 
 
 @lru_cache(maxsize=4)
@@ -35,8 +36,11 @@ def _queue_dispatch(delivery_ids: Iterable[uuid.UUID]) -> None:
 
 @celery_app.task(name="notifier.handle_event", ignore_result=True)
 def handle_event(event_id: str) -> None:
+    """Handles its event and takes other published, unhandled ones along (a burst in batches)."""
     with database().session_scope() as session:
-        delivery_ids = ingest.handle_event(session, uuid.UUID(event_id), utcnow(), settings().public_url)
+        now = utcnow()
+        batch = [uuid.UUID(event_id), *ingest.pending_events(session, now, EVENT_BATCH - 1)]
+        delivery_ids = ingest.handle_events(session, batch, now, settings().public_url)
     _queue_dispatch(delivery_ids)
 
 

@@ -30,8 +30,8 @@ from cryptography.x509.oid import NameOID
 # of a second, retries after a fraction of a second, a dead worker's delivery retried after 3 s.
 os.environ.update(
     {
-        "TESSERA_NOTIFIER_FLUSH_INTERVAL_S": "0.2",
-        "TESSERA_NOTIFIER_SWEEP_INTERVAL_S": "0.5",
+        "TESSERA_NOTIFIER_FLUSH_INTERVAL_S": "0.5",
+        "TESSERA_NOTIFIER_SWEEP_INTERVAL_S": "1",
         "TESSERA_NOTIFIER_LEASE_S": "3",
         "TESSERA_NOTIFIER_REQUEUE_AFTER_S": "3",
         "TESSERA_NOTIFIER_BACKOFF_BASE_S": "0.2",

@@ -44,7 +44,7 @@ class Pipeline:
         )
         row.created_at = at
         self.session.flush()
-        return ingest.handle_event(self.session, row.id, at, LINK)
+        return ingest.handle_events(self.session, [row.id], at, LINK)
 
     def flush(self, at: datetime) -> list[uuid.UUID]:
         return flushing.flush_due_groups(self.session, at, LINK)[0]
@@ -54,7 +54,8 @@ class Pipeline:
         if claimed is None:
             return None
         result = dispatch.send(claimed, self.settings, at)
-        return dispatch.record(self.session, claimed, result, started_at=at, retry=self.retry, now=at)
+        dispatch.record(self.session, claimed, result, started_at=at, retry=self.retry, now=at)
+        return self.session.get(Delivery, delivery_id, populate_existing=True)
 
     def deliver(self, delivery_ids, at: datetime) -> list[Delivery | None]:
         return [self.attempt(delivery_id, at) for delivery_id in delivery_ids]
@@ -201,8 +202,8 @@ def test_redelivered_events_are_handled_once(pipeline, receiver, now):
     make_rule(pipeline.session, pipeline.tenant, [channel], group_wait_s=0)
     row = events.emit(pipeline.session, "alert.firing", _firing(1), organization_id=pipeline.tenant.org_id)
     pipeline.session.flush()
-    assert len(ingest.handle_event(pipeline.session, row.id, now, LINK)) == 1
-    assert ingest.handle_event(pipeline.session, row.id, now, LINK) == []
+    assert len(ingest.handle_events(pipeline.session, [row.id], now, LINK)) == 1
+    assert ingest.handle_events(pipeline.session, [row.id], now, LINK) == []
     assert pipeline.session.scalar(select(NotifierProcessedEvent).where(NotifierProcessedEvent.event_id == row.id))
 
 
@@ -211,7 +212,7 @@ def test_published_events_lost_with_the_broker_are_found_again(pipeline, now):
     row.published_at = now - timedelta(minutes=5)
     pipeline.session.flush()
     assert row.id in ingest.unhandled_events(pipeline.session, now, timedelta(minutes=1))
-    ingest.handle_event(pipeline.session, row.id, now, LINK)
+    ingest.handle_events(pipeline.session, [row.id], now, LINK)
     assert row.id not in ingest.unhandled_events(pipeline.session, now, timedelta(minutes=1))
 
 

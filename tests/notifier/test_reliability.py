@@ -31,7 +31,7 @@ from tests.notifier.builders import make_channel, make_rule, owner_access
 from tests.notifier.conftest import Receiver, Reply
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str = "condition"):
+def wait_for(predicate: Callable[[], object], timeout: float = 40.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -191,7 +191,7 @@ def test_a_worker_killed_mid_dispatch_loses_nothing(stack, db, box, live_tenant,
     wait_for(lambda: receiver.requests, what="a first delivery in flight")
     stack.kill_worker()
     stack.start_worker()
-    wait_for(lambda: _all_delivered(db, live_tenant, 6), timeout=40, what="every delivery after the restart")
+    wait_for(lambda: _all_delivered(db, live_tenant, 6), timeout=60, what="every delivery after the restart")
     received = _ids_received(receiver)
     assert set(received) == {str(row.notification_id) for row in _deliveries(db, live_tenant)}
     # The one in flight when the worker died went out again once its lease ran out: same id.
@@ -214,12 +214,12 @@ def test_two_beats_never_run_a_periodic_task_twice(stack, db, settings):
     interval = settings.notifier_flush_interval_s
     try:
 
-        def both_beats_asking():
+        def duplicates_refused():
             runs, requests = counts()
-            # About two asks per interval once the second beat is up, yet about one run.
-            return runs - runs_before >= 10 and requests - requests_before > 1.5 * (runs - runs_before)
+            # Once the second beat is up, asks outnumber runs: the duplicates were refused.
+            return runs - runs_before >= 4 and requests - runs - (requests_before - runs_before) >= 3
 
-        wait_for(both_beats_asking, timeout=20, what="the second beat's ticks")
+        wait_for(duplicates_refused, what="the second beat's ticks")
         runs, _ = counts()
         assert runs - runs_before <= (time.monotonic() - started) / interval + 2
     finally:
@@ -270,7 +270,7 @@ def test_a_redis_restart_loses_nothing(stack, tmp_path, db, box, live_tenant, re
         private_redis.stop()
         _emit(db, live_tenant, 3, prefix="while-down-")
         private_redis()
-        wait_for(lambda: _all_delivered(db, live_tenant, 9), timeout=45, what="every delivery after the restart")
+        wait_for(lambda: _all_delivered(db, live_tenant, 9), timeout=60, what="every delivery after the restart")
         assert set(_ids_received(receiver)) == {str(row.notification_id) for row in _deliveries(db, live_tenant)}
     finally:
         private.stop()

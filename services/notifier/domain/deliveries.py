@@ -65,7 +65,8 @@ def send_test(
         organization_id=channel.organization_id,
         details={"outcome": str(result.outcome), "status_code": result.status_code},
     )
-    return dispatch.record(session, claimed, result, started_at=now, retry=retry, now=now)
+    dispatch.record(session, claimed, result, started_at=now, retry=retry, now=now)
+    return session.get(Delivery, row.id, populate_existing=True)
 
 
 def get_notification(session: Session, access: Access, notification_id: uuid.UUID) -> Notification:

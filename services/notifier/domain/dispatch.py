@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.notifier.domain import channels, records
@@ -59,7 +59,9 @@ class ClaimedDelivery:
     """What one attempt needs, read while claiming, so the send runs outside any transaction."""
 
     delivery_id: uuid.UUID
+    # Attempt number in the log, and within the current round (which decides the dead letter).
     attempt: int
+    round_attempt: int
     target: ChannelTarget | None
     message: Message
 
@@ -68,31 +70,38 @@ def claim(
     session: Session, delivery_id: uuid.UUID, box: SecretBox, retry: RetryPolicy, now: datetime
 ) -> ClaimedDelivery | None:
     """Mark the delivery in flight if it is due; None if it is delivered, finished, not due yet, or
-    being sent by another worker right now (locked, or in flight with a live lease)."""
-    found = session.execute(
-        select(Delivery, Notification, NotificationChannel)
-        .join(Notification, Notification.id == Delivery.notification_id)
-        .join(NotificationChannel, NotificationChannel.id == Delivery.channel_id)
-        .where(Delivery.id == delivery_id)
-        .with_for_update(of=Delivery, skip_locked=True)
+    being sent by another worker (in flight with a live lease). One conditional UPDATE decides, so
+    two workers given the same delivery cannot both claim it."""
+    due = or_(
+        and_(Delivery.state == "pending", or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now)),
+        and_(Delivery.state == "in_flight", Delivery.lease_until <= now),
+    )
+    claimed = session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, due)
+        .values(
+            state="in_flight",
+            lease_until=now + retry.lease,
+            attempts=Delivery.attempts + 1,
+            total_attempts=Delivery.total_attempts + 1,
+            last_attempt_at=now,
+            updated_at=now,
+        )
+        .returning(Delivery.total_attempts, Delivery.attempts, Delivery.notification_id, Delivery.channel_id)
+        .execution_options(synchronize_session=False)
     ).first()
-    if found is None:
+    if claimed is None:
         return None
-    row, notification, channel = found
-    due = row.state == "pending" and (row.next_attempt_at is None or row.next_attempt_at <= now)
-    abandoned = row.state == "in_flight" and row.lease_until is not None and row.lease_until <= now
-    if not (due or abandoned):
-        return None
-    row.state = "in_flight"
-    row.lease_until = now + retry.lease
-    row.attempts += 1
-    row.total_attempts += 1
-    row.last_attempt_at = now
-    session.flush()
+    notification, channel = session.execute(
+        select(Notification, NotificationChannel)
+        .join(NotificationChannel, NotificationChannel.id == claimed.channel_id)
+        .where(Notification.id == claimed.notification_id)
+    ).one()
     usable = channel.enabled and channel.deleted_at is None
     return ClaimedDelivery(
-        delivery_id=row.id,
-        attempt=row.total_attempts,
+        delivery_id=delivery_id,
+        attempt=claimed.total_attempts,
+        round_attempt=claimed.attempts,
         target=channels.target_for(channel, box) if usable else None,
         message=records.message_of(notification),
     )
@@ -113,12 +122,11 @@ def record(
     started_at: datetime,
     retry: RetryPolicy,
     now: datetime,
-) -> Delivery:
+) -> None:
     """Log the attempt and move the delivery on; a 410 disables the channel."""
-    row = session.get(Delivery, claimed.delivery_id, with_for_update=True)
     session.add(
         DeliveryAttempt(
-            delivery_id=row.id,
+            delivery_id=claimed.delivery_id,
             attempt=claimed.attempt,
             started_at=started_at,
             outcome=str(result.outcome),
@@ -127,23 +135,32 @@ def record(
             error=result.error,
         )
     )
-    state = state_after(result, row.attempts, max_attempts=retry.max_attempts)
-    row.state = _STATE_NAMES[state]
-    row.lease_until = None
-    row.last_status_code = result.status_code
-    row.last_error = result.error
+    state = state_after(result, claimed.round_attempt, max_attempts=retry.max_attempts)
+    values: dict = {
+        "state": _STATE_NAMES[state],
+        "lease_until": None,
+        "last_status_code": result.status_code,
+        "last_error": result.error,
+        "updated_at": now,
+    }
     if state is DeliveryState.DELIVERED:
-        row.delivered_at = now
+        values["delivered_at"] = now
     if state is DeliveryState.RETRY_SCHEDULED:
-        delay = next_attempt_delay(row.attempts, result.retry_after, base=retry.backoff_base_s, cap=retry.backoff_cap_s)
-        row.next_attempt_at = now + timedelta(seconds=delay)
+        delay = next_attempt_delay(
+            claimed.round_attempt, result.retry_after, base=retry.backoff_base_s, cap=retry.backoff_cap_s
+        )
         # Not queued: the sweeper queues it when due.
-        row.queued_at = None
-    if result.disable_channel:
-        channel = session.get(NotificationChannel, row.channel_id)
-        channels.disable(channel, result)
+        values |= {"next_attempt_at": now + timedelta(seconds=delay), "queued_at": None}
+    # Only the latest claim moves the delivery (a send that outlived its lease was claimed again).
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == claimed.delivery_id, Delivery.total_attempts == claimed.attempt)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.disable_channel and claimed.target is not None:
+        channels.disable(session.get(NotificationChannel, claimed.target.id), result)
     session.flush()
-    return row
 
 
 def due_for_dispatch(session: Session, retry: RetryPolicy, now: datetime, limit: int = 500) -> list[uuid.UUID]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import select
@@ -76,7 +76,10 @@ def load_context(session: Session, groups: Sequence[NotificationGroup], now: dat
     )
     alerts: dict[uuid.UUID, list[NotificationGroupAlert]] = defaultdict(list)
     for row in session.scalars(
-        select(NotificationGroupAlert).where(NotificationGroupAlert.group_id.in_({group.id for group in groups}))
+        select(NotificationGroupAlert)
+        .where(NotificationGroupAlert.group_id.in_({group.id for group in groups}))
+        # Alerts are written with upserts, behind the identity map's back.
+        .execution_options(populate_existing=True)
     ):
         alerts[row.group_id].append(row)
     return FlushContext(
@@ -109,12 +112,21 @@ def _deactivate(session: Session, group: NotificationGroup, rows: Sequence[Notif
     group.next_flush_at = None
 
 
-def _flush(session: Session, group: NotificationGroup, ctx: FlushContext, now: datetime, link_base: str):
+@dataclass
+class _Planned:
+    """Rows a batch of flushes creates, inserted table by table (one statement each, not per row)."""
+
+    notifications: list[Notification] = field(default_factory=list)
+    alerts: list[NotificationAlert] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+
+
+def _flush(session: Session, group: NotificationGroup, ctx: FlushContext, now: datetime, planned: _Planned, link_base):
     rule = ctx.rules.get(group.rule_id)
     rows = ctx.alerts.get(group.id, [])
     if rule is None or rule.deleted_at is not None or not rule.enabled or not rows:
         _deactivate(session, group, rows)
-        return []
+        return
     alerts = [records.alert_of(row) for row in rows]
     timing = GroupTiming.from_seconds(rule.group_wait_s, rule.group_interval_s, rule.repeat_interval_s)
     silences = ctx.silences.get(group.organization_id, [])
@@ -146,7 +158,7 @@ def _flush(session: Session, group: NotificationGroup, ctx: FlushContext, now: d
     timer = decisions[0][1] if decisions else decide(None)
     if not timer.flush_now:
         group.next_flush_at = timer.next_flush_at
-        return []
+        return
 
     log = dict(group.notification_log)
     same_content: dict[tuple, list[tuple[NotificationChannel, FlushDecision]]] = defaultdict(list)
@@ -158,11 +170,8 @@ def _flush(session: Session, group: NotificationGroup, ctx: FlushContext, now: d
                 (channel, decision)
             )
     keys = {alert.fingerprint: row.fingerprint for alert, row in zip(alerts, rows, strict=True)}
-    delivery_ids = [
-        delivery_id
-        for entries in same_content.values()
-        for delivery_id in _notify(session, group, rule, entries, keys, now, link_base)
-    ]
+    for entries in same_content.values():
+        _notify(planned, group, rule, entries, keys, now, link_base)
 
     group.notification_log = log
     group.last_flush_at = now
@@ -173,22 +182,21 @@ def _flush(session: Session, group: NotificationGroup, ctx: FlushContext, now: d
         session.delete(row)
     if len(gone) == len(rows):
         _deactivate(session, group, [])
-    return delivery_ids
 
 
 def _notify(
-    session: Session,
+    planned: _Planned,
     group: NotificationGroup,
     rule: NotificationRule,
     entries: list[tuple[NotificationChannel, FlushDecision]],
     keys: dict[str, str],
     now: datetime,
     link_base: str,
-) -> list[uuid.UUID]:
+) -> None:
     decision = entries[0][1]
     notification_id = uuid.uuid4()
     firing = any(not alert.is_resolved_at(now) for alert in decision.deliver)
-    session.add(
+    planned.notifications.append(
         Notification(
             id=notification_id,
             organization_id=group.organization_id,
@@ -207,12 +215,10 @@ def _notify(
             created_at=now,
         )
     )
-    # No ORM relationships order the inserts: the notification goes first, for the foreign keys.
-    session.flush()
     # Both the label fingerprint and the producer's, so the log can be searched by either.
     fingerprints = {fp for alert in decision.deliver for fp in (alert.fingerprint, keys[alert.fingerprint])}
-    session.add_all(NotificationAlert(notification_id=notification_id, fingerprint=fp) for fp in fingerprints)
-    deliveries = [
+    planned.alerts.extend(NotificationAlert(notification_id=notification_id, fingerprint=fp) for fp in fingerprints)
+    planned.deliveries.extend(
         Delivery(
             id=uuid.uuid4(),
             notification_id=notification_id,
@@ -227,17 +233,21 @@ def _notify(
             created_at=now,
         )
         for channel, _ in entries
-    ]
-    session.add_all(deliveries)
-    return [delivery.id for delivery in deliveries]
+    )
 
 
 def flush_groups(session: Session, groups: Sequence[NotificationGroup], now: datetime, link_base: str):
     """Flush locked groups; returns the ids of the deliveries created (to dispatch after commit)."""
     ctx = load_context(session, groups, now)
-    delivery_ids = [delivery_id for group in groups for delivery_id in _flush(session, group, ctx, now, link_base)]
+    planned = _Planned()
+    for group in groups:
+        _flush(session, group, ctx, now, planned, link_base)
+    # No ORM relationships order the inserts: notifications first, for the foreign keys.
+    session.add_all(planned.notifications)
     session.flush()
-    return delivery_ids
+    session.add_all([*planned.alerts, *planned.deliveries])
+    session.flush()
+    return [delivery.id for delivery in planned.deliveries]
 
 
 def flush_due_groups(session: Session, now: datetime, link_base: str, limit: int = 200) -> tuple[list[uuid.UUID], int]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, select
+from sqlalchemy import case, exists, null, select, update
 from sqlalchemy.orm import Session
 
 from services.notifier.domain import flushing, muting, rules
@@ -46,6 +46,8 @@ _CONTEXT_LABELS = (
     ("stage", "stage"),
 )
 _STATEFUL = {"alert.firing": "firing", "alert.resolved": "resolved"}
+# How far back a handler looks for published events to take along with its own.
+RECENT = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -98,122 +100,159 @@ def alert_from_event(
     )
 
 
-def event_alert(session: Session, event: OutboxEvent) -> EventAlert:
-    project = session.get(Project, event.project_id) if event.project_id else None
-    return alert_from_event(
-        event.event_type, event.payload, created_at=event.created_at, project_label=project.slug if project else None
-    )
-
-
-def _claim_event(session: Session, event_id: uuid.UUID, now: datetime) -> bool:
-    """Record the event as processed; False if it already was (a redelivered or re-published event)."""
-    inserted = session.execute(
+def _claim_events(session: Session, event_ids: list[uuid.UUID], now: datetime) -> list[uuid.UUID]:
+    """Record the events as processed; returns those that were not already (redelivered or
+    re-published ones drop out). Sorted, so concurrent handlers take these row locks in one order."""
+    inserted = session.scalars(
         upsert_insert(session, NotifierProcessedEvent)
-        .values(event_id=event_id, processed_at=now)
+        .values([{"event_id": event_id, "processed_at": now} for event_id in sorted(set(event_ids))])
         .on_conflict_do_nothing(index_elements=["event_id"])
         .returning(NotifierProcessedEvent.event_id)
-    ).first()
-    return inserted is not None
+    )
+    return list(inserted)
 
 
-def _locked_group(
-    session: Session, rule: NotificationRule, found: EventAlert, now: datetime
+def _lock_group(
+    session: Session, rule: NotificationRule, key: str, found: EventAlert, now: datetime
 ) -> NotificationGroup | None:
-    """The rule's group for this alert, row-locked so flushes and other events wait; a firing alert
-    creates (or restarts) it, a resolved one only updates an existing group."""
-    key = group_key(f"rule-{rule.id}", found.alert.labels, rule.group_by)
-    timing = GroupTiming.from_seconds(rule.group_wait_s, rule.group_interval_s, rule.repeat_interval_s)
-    if not found.resolved:
-        first = GroupState(created_at=now, first_alert_starts_at=found.alert.starts_at)
-        session.execute(
-            upsert_insert(session, NotificationGroup)
-            .values(
-                id=uuid.uuid4(),
-                organization_id=rule.organization_id,
-                rule_id=rule.id,
-                group_key=key,
-                labels=group_labels(found.alert.labels, rule.group_by),
-                active=True,
-                created_at=now,
-                first_alert_starts_at=found.alert.starts_at,
-                next_flush_at=next_flush_at(first, timing),
-                notification_log={},
-            )
-            .on_conflict_do_nothing(index_elements=["rule_id", "group_key"])
-        )
-    group = session.scalar(
-        select(NotificationGroup)
-        .where(NotificationGroup.rule_id == rule.id, NotificationGroup.group_key == key)
-        .with_for_update()
-    )
-    if group is None or (found.resolved and not group.active):
-        return None
-    if not group.active:
-        # Alertmanager deleted the old group: this is a new one, with its own group_wait.
-        group.active = True
-        group.created_at = now
-        group.first_alert_starts_at = found.alert.starts_at
-        group.last_flush_at = None
-        group.next_flush_at = next_flush_at(GroupState(now, found.alert.starts_at), timing)
-    return group
-
-
-def _store_alert(session: Session, group: NotificationGroup, found: EventAlert) -> None:
-    row = session.scalar(
-        select(NotificationGroupAlert).where(
-            NotificationGroupAlert.group_id == group.id, NotificationGroupAlert.fingerprint == found.key
-        )
-    )
+    """The rule's group for this alert, row-locked so flushes and other events wait. A firing alert
+    creates it — or restarts a group whose alerts had all resolved, as a new group with its own
+    group_wait (Alertmanager deletes and recreates it) — in one upsert; a resolved alert only finds
+    an active group."""
     if found.resolved:
-        if row is not None:
-            row.ends_at = found.alert.ends_at
+        return session.scalar(
+            select(NotificationGroup)
+            .where(NotificationGroup.rule_id == rule.id, NotificationGroup.group_key == key, NotificationGroup.active)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    timing = GroupTiming.from_seconds(rule.group_wait_s, rule.group_interval_s, rule.repeat_interval_s)
+    statement = upsert_insert(session, NotificationGroup).values(
+        id=uuid.uuid4(),
+        organization_id=rule.organization_id,
+        rule_id=rule.id,
+        group_key=key,
+        labels=group_labels(found.alert.labels, rule.group_by),
+        active=True,
+        created_at=now,
+        first_alert_starts_at=found.alert.starts_at,
+        next_flush_at=next_flush_at(GroupState(now, found.alert.starts_at), timing),
+        notification_log={},
+    )
+    table, new = NotificationGroup.__table__.c, statement.excluded
+
+    def kept_unless_restarted(column: str, restarted):
+        return case((table.active, table[column]), else_=restarted)
+
+    statement = statement.on_conflict_do_update(
+        index_elements=["rule_id", "group_key"],
+        set_={
+            "active": True,
+            "created_at": kept_unless_restarted("created_at", new.created_at),
+            "first_alert_starts_at": kept_unless_restarted("first_alert_starts_at", new.first_alert_starts_at),
+            "last_flush_at": kept_unless_restarted("last_flush_at", null()),
+            "next_flush_at": kept_unless_restarted("next_flush_at", new.next_flush_at),
+        },
+    )
+    return session.scalars(statement.returning(NotificationGroup), execution_options={"populate_existing": True}).one()
+
+
+def _store_alert(session: Session, group: NotificationGroup, found: EventAlert, now: datetime) -> None:
+    if found.resolved:
+        session.execute(
+            update(NotificationGroupAlert)
+            .where(NotificationGroupAlert.group_id == group.id, NotificationGroupAlert.fingerprint == found.key)
+            .values(ends_at=found.alert.ends_at, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
         return
     alert = found.alert
-    if row is None:
-        session.add(
-            NotificationGroupAlert(
-                group_id=group.id,
-                fingerprint=found.key,
-                labels=dict(alert.labels),
-                annotations=dict(alert.annotations),
-                starts_at=alert.starts_at,
-                url=alert.url,
-                one_shot=found.one_shot,
-            )
-        )
-        return
+    statement = upsert_insert(session, NotificationGroupAlert).values(
+        id=uuid.uuid4(),
+        group_id=group.id,
+        fingerprint=found.key,
+        labels=dict(alert.labels),
+        annotations=dict(alert.annotations),
+        starts_at=alert.starts_at,
+        url=alert.url,
+        one_shot=found.one_shot,
+        updated_at=now,
+    )
     # Firing again (or still): fresh labels and annotations, the original start time.
-    row.labels, row.annotations, row.url, row.ends_at = dict(alert.labels), dict(alert.annotations), alert.url, None
+    new = statement.excluded
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["group_id", "fingerprint"],
+            set_={
+                "labels": new.labels,
+                "annotations": new.annotations,
+                "url": new.url,
+                "ends_at": null(),
+                "updated_at": now,
+            },
+        )
+    )
 
 
-def handle_event(session: Session, event_id: uuid.UUID, now: datetime, link_base: str) -> list[uuid.UUID]:
-    """Put the event's alert into the group of every rule it matches; groups already due (group_wait
-    0, or an old alert) are flushed at once. Returns the deliveries to dispatch after commit."""
-    if not _claim_event(session, event_id, now):
+def handle_events(session: Session, event_ids: list[uuid.UUID], now: datetime, link_base: str) -> list[uuid.UUID]:
+    """Put each event's alert into the group of every rule it matches; groups already due (group_wait
+    0, or an old alert) are flushed at once. Events already processed are skipped. Returns the
+    deliveries to dispatch after commit.
+
+    Work for a batch is done with a fixed number of queries plus one upsert per (group, alert).
+    """
+    claimed = _claim_events(session, event_ids, now)
+    if not claimed:
         return []
-    event = session.get(OutboxEvent, event_id)
-    if event is None or event.organization_id is None:
-        return []
-    candidates = rules.live_rules(session, event.organization_id)
-    if not candidates:
-        return []
-    found = event_alert(session, event)
-    matched = [
-        rule
-        for rule in candidates
-        if rules.rule_matches(rule, event.event_type, event.project_id, event.payload, found.alert)
-    ]
-    due: list[NotificationGroup] = []
-    # Rules come ordered by id, so concurrent handlers lock groups in the same order (no deadlock).
-    for rule in matched:
-        group = _locked_group(session, rule, found, now)
-        if group is None:
-            continue
-        _store_alert(session, group, found)
-        if group.next_flush_at is not None and group.next_flush_at <= now:
-            due.append(group)
+    batch = session.scalars(
+        select(OutboxEvent)
+        .where(OutboxEvent.id.in_(claimed), OutboxEvent.organization_id.is_not(None))
+        .order_by(OutboxEvent.created_at)
+    ).all()
+    rules_by_org = rules.live_rules(session, {event.organization_id for event in batch})
+    project_ids = {event.project_id for event in batch if event.project_id and rules_by_org.get(event.organization_id)}
+    slugs = dict(session.execute(select(Project.id, Project.slug).where(Project.id.in_(project_ids))).all())
+
+    targets: list[tuple[NotificationRule, str, EventAlert]] = []
+    for event in batch:
+        found = alert_from_event(
+            event.event_type, event.payload, created_at=event.created_at, project_label=slugs.get(event.project_id)
+        )
+        for rule in rules_by_org.get(event.organization_id, []):
+            if rules.rule_matches(rule, event.event_type, event.project_id, event.payload, found.alert):
+                targets.append((rule, group_key(f"rule-{rule.id}", found.alert.labels, rule.group_by), found))
+    # Groups are locked in one global order, so concurrent handlers cannot deadlock on them.
+    groups: dict[tuple[uuid.UUID, str], NotificationGroup | None] = {}
+    for rule, key, found in sorted(targets, key=lambda target: (target[0].id, target[1], target[2].resolved)):
+        if groups.get((rule.id, key)) is None:
+            groups[(rule.id, key)] = _lock_group(session, rule, key, found, now)
+    for rule, key, found in targets:
+        group = groups[(rule.id, key)]
+        if group is not None:
+            _store_alert(session, group, found, now)
+    due = [group for group in groups.values() if group is not None and group.next_flush_at <= now]
     session.flush()
     return flushing.flush_groups(session, due, now, link_base) if due else []
+
+
+def pending_events(session: Session, now: datetime, limit: int) -> list[uuid.UUID]:
+    """Recently published events no handler has taken yet, locked for this transaction: a handler
+    takes them along with its own event, so a burst is handled in batches (their own messages then
+    find them processed and cost one statement)."""
+    processed = exists().where(NotifierProcessedEvent.event_id == OutboxEvent.id)
+    return list(
+        session.scalars(
+            select(OutboxEvent.id)
+            .where(
+                OutboxEvent.published_at >= now - RECENT,
+                OutboxEvent.organization_id.is_not(None),
+                ~processed,
+            )
+            .order_by(OutboxEvent.published_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
 
 
 def unhandled_events(session: Session, now: datetime, older_than: timedelta, limit: int = 500) -> list[uuid.UUID]:
@@ -224,15 +263,13 @@ def unhandled_events(session: Session, now: datetime, older_than: timedelta, lim
         session.scalars(
             select(OutboxEvent.id)
             .where(
-                and_(
-                    OutboxEvent.published_at.is_not(None),
-                    OutboxEvent.published_at < now - older_than,
-                    OutboxEvent.created_at > now - timedelta(days=1),
-                    OutboxEvent.organization_id.is_not(None),
-                    ~processed,
-                )
+                # A range on the index's leading column: cheap however long the outbox grows.
+                OutboxEvent.published_at >= now - timedelta(days=1),
+                OutboxEvent.published_at < now - older_than,
+                OutboxEvent.organization_id.is_not(None),
+                ~processed,
             )
-            .order_by(OutboxEvent.created_at)
+            .order_by(OutboxEvent.published_at)
             .limit(limit)
         )
     )
@@ -260,7 +297,7 @@ def preview(
     found = alert_from_event(event_type, payload, created_at=now, project_label=project.slug if project else None)
     matched = [
         rule
-        for rule in rules.live_rules(session, organization_id)
+        for rule in rules.live_rules(session, [organization_id]).get(organization_id, [])
         if rules.rule_matches(rule, event_type, project_id, payload, found.alert)
     ]
     silences = muting.silences_in_force(session, [organization_id], now).get(organization_id, [])

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import fnmatch
 import uuid
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -55,18 +56,20 @@ def rule_matches(rule: NotificationRule, event_type: str, project_id: uuid.UUID 
     return matches_all(coerce_matchers(rule.matchers), alert.labels)
 
 
-def live_rules(session: Session, organization_id: uuid.UUID) -> list[NotificationRule]:
-    return list(
-        session.scalars(
-            select(NotificationRule)
-            .where(
-                NotificationRule.organization_id == organization_id,
-                NotificationRule.enabled.is_(True),
-                NotificationRule.deleted_at.is_(None),
-            )
-            .order_by(NotificationRule.id)
+def live_rules(session: Session, organization_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, list[NotificationRule]]:
+    """Enabled rules per organization, ordered by id, in one query."""
+    by_org: dict[uuid.UUID, list[NotificationRule]] = defaultdict(list)
+    for rule in session.scalars(
+        select(NotificationRule)
+        .where(
+            NotificationRule.organization_id.in_(organization_ids),
+            NotificationRule.enabled.is_(True),
+            NotificationRule.deleted_at.is_(None),
         )
-    )
+        .order_by(NotificationRule.id)
+    ):
+        by_org[rule.organization_id].append(rule)
+    return by_org
 
 
 def _existing_ids(session: Session, model, organization_id: uuid.UUID, ids: Iterable[Any], what: str) -> list[str]:
