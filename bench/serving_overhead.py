@@ -1,4 +1,4 @@
-"""Serving overhead: latency and throughput of a model server called directly.
+"""Serving overhead: latency and throughput of a model server called directly and through the gateway.
 
     .venv/bin/python bench/serving_overhead.py [--requests 2000] [--concurrency 4] [--rows 1]
 
@@ -8,8 +8,11 @@ drives `POST /invocations` with httpx (bounded in count and time, loopback only)
 - throughput: requests/s with `--concurrency` concurrent keep-alive connections;
 - CPU: milliseconds of the serving process's CPU per request, which a busy shared machine distorts far
   less than wall-clock latency.
-Each measured path is a `Target`; the gateway in front of the same server is meant to be added as a
-second one. The last line is a JSON summary for scripts.
+The gateway target is the deployer service (uvicorn, its own process, `tessera.asgi:deployer`) on a scratch
+SQLite database seeded with a tenant and a healthy deployment routed to the same server, with prediction
+logging on: it batches every request and prediction to a local receiver standing in for the monitor. Its
+CPU column is the gateway process's own. The last line is a JSON summary for scripts (`direct_*`,
+`gateway_*`, `overhead_p50_ms`, `logged_records`).
 """
 
 from __future__ import annotations
@@ -18,9 +21,14 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -30,7 +38,22 @@ import pandas as pd
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from services.deployer.domain.process_manager import ModelServerSpec, ProcessManager
+from services.deployer.domain.process_manager import ModelServerSpec, ModelServerState, ProcessManager, free_port
+from shared.core.security import generate_api_key
+from shared.core.settings import Settings
+from shared.db.migrate import upgrade
+from shared.db.models import (
+    ApiKey,
+    Deployment,
+    DeploymentServer,
+    Model,
+    ModelVersion,
+    Organization,
+    OrganizationMembership,
+    Project,
+    User,
+)
+from shared.db.session import get_database
 
 # Upper bound on one phase, whatever --requests says, so a stuck server cannot hang the run.
 MAX_SECONDS_PER_PHASE = 120.0
@@ -41,8 +64,9 @@ HEADERS = {"content-type": "application/json"}
 class Target:
     label: str
     url: str
-    # The process whose CPU is charged to this path (the model server directly; later the gateway too).
+    # The process whose CPU is charged to this path (the model server directly, the gateway's own process).
     pid: int
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,7 +95,9 @@ def process_cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
 
 
-async def drive(url: str, body: bytes, *, requests: int, concurrency: int) -> tuple[list[float], int, float]:
+async def drive(
+    url: str, body: bytes, *, requests: int, concurrency: int, headers: dict[str, str]
+) -> tuple[list[float], int, float]:
     """`requests` POSTs from `concurrency` workers; returns per-request ms, error count, elapsed seconds."""
     latencies: list[float] = []
     errors = 0
@@ -84,7 +110,7 @@ async def drive(url: str, body: bytes, *, requests: int, concurrency: int) -> tu
         while remaining > 0 and time.monotonic() < deadline:
             remaining -= 1
             started = time.perf_counter()
-            response = await client.post(url, content=body, headers=HEADERS)
+            response = await client.post(url, content=body, headers={**HEADERS, **headers})
             latencies.append((time.perf_counter() - started) * 1000.0)
             errors += response.status_code != 200
 
@@ -95,12 +121,14 @@ async def drive(url: str, body: bytes, *, requests: int, concurrency: int) -> tu
 
 
 async def measure(target: Target, body: bytes, args: argparse.Namespace) -> TargetResult:
-    await drive(target.url, body, requests=args.warmup, concurrency=args.concurrency)
+    await drive(target.url, body, requests=args.warmup, concurrency=args.concurrency, headers=target.headers)
     cpu_before = process_cpu_ms(target.pid)
-    latencies, latency_errors, _ = await drive(target.url, body, requests=args.requests, concurrency=1)
+    latencies, latency_errors, _ = await drive(
+        target.url, body, requests=args.requests, concurrency=1, headers=target.headers
+    )
     cpu_ms_per_request = (process_cpu_ms(target.pid) - cpu_before) / max(len(latencies), 1)
     throughput_latencies, throughput_errors, elapsed = await drive(
-        target.url, body, requests=args.requests, concurrency=args.concurrency
+        target.url, body, requests=args.requests, concurrency=args.concurrency, headers=target.headers
     )
     return TargetResult(
         latencies_ms=np.asarray(latencies),
@@ -128,6 +156,106 @@ def report(results: dict[str, TargetResult], concurrency: int) -> dict[str, floa
     return summary
 
 
+class LogReceiver:
+    """Stands in for the monitor's logging endpoint: counts the records the gateway sends."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.records += len(json.loads(body)["records"])
+                self.send_response(202)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def seed_deployment(settings: Settings, model_path: Path, server: ModelServerState) -> tuple[uuid.UUID, str]:
+    """A user owning an organization and project, a model version and a healthy deployment served by `server`.
+
+    Written straight to the database: the rollout task is not what is measured. Returns (id, API key).
+    """
+    upgrade(settings.database_url)
+    with get_database(settings.database_url).session_scope() as session:
+        user = User(email="bench@example.com", full_name="Bench")
+        org = Organization(name="Bench", slug="bench", settings={})
+        session.add_all([user, org])
+        session.flush()
+        project = Project(organization_id=org.id, name="Default", slug="default")
+        key = generate_api_key()
+        session.add_all(
+            [
+                project,
+                OrganizationMembership(organization_id=org.id, user_id=user.id, role="owner"),
+                ApiKey(
+                    user_id=user.id,
+                    organization_id=org.id,
+                    name="bench",
+                    prefix=key.prefix,
+                    key_hash=key.digest,
+                    scopes=["deployments:read"],
+                ),
+            ]
+        )
+        session.flush()
+        model = Model(project_id=project.id, name="iris", tags={}, last_version=1)
+        session.add(model)
+        session.flush()
+        version = ModelVersion(model_id=model.id, version=1, artifact_uri=str(model_path), metrics={}, tags={})
+        session.add(version)
+        session.flush()
+        deployment = Deployment(
+            project_id=project.id,
+            name="iris",
+            target="local",
+            status="healthy",
+            model_version_id=version.id,
+            canary_percent=0,
+            shadow_percent=0,
+            config={"monitor_id": "bench", "canary": {}},
+        )
+        session.add(deployment)
+        session.flush()
+        session.add(
+            DeploymentServer(
+                deployment_id=deployment.id,
+                role="stable",
+                model_version_id=version.id,
+                model_uri=str(model_path),
+                state="running",
+                pid=server.pid,
+                port=server.port,
+                host=server.host,
+                log_path=server.log_path,
+                started_at=server.started_at,
+            )
+        )
+        return deployment.id, key.key
+
+
+def start_gateway(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "uvicorn", "tessera.asgi:deployer", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--no-access-log", "--log-level", "warning"]
+    process = subprocess.Popen(command, env={**os.environ, **env}, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1.0).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the deployer service did not start")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="requests per phase")
@@ -136,17 +264,49 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1, help="rows per request")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="tessera-bench-") as scratch:
-        model_path, features = save_iris_model(Path(scratch))
+    receiver = LogReceiver()
+    with tempfile.TemporaryDirectory(prefix="tessera-bench-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        model_path, features = save_iris_model(scratch)
         body = json.dumps({"dataframe_split": features.head(args.rows).to_dict(orient="split")}).encode()
-        manager = ProcessManager(Path(scratch) / "logs")
+        # The gateway process reads the same settings from its environment.
+        env = {
+            "TESSERA_DATA_DIR": str(scratch / "data"),
+            "TESSERA_DATABASE_URL": f"sqlite:///{scratch / 'bench.db'}",
+            "TESSERA_LOG_LEVEL": "WARNING",
+            "TESSERA_DEPLOYER_PREDICTION_LOG_URL": receiver.url + "/api/v1/monitors/{monitor_id}/predictions",
+        }
+        settings = Settings(data_dir=scratch / "data", database_url=env["TESSERA_DATABASE_URL"])
+        manager = ProcessManager(scratch / "logs")
         server = manager.start(ModelServerSpec(model_uri=str(model_path), name="iris", version="1"))
+        gateway = None
         try:
-            targets = [Target("direct", f"{server.url}/invocations", server.pid)]
+            deployment_id, api_key = seed_deployment(settings, model_path, server)
+            gateway_port = free_port()
+            gateway = start_gateway(env, gateway_port)
+            targets = [
+                Target("direct", f"{server.url}/invocations", server.pid),
+                Target(
+                    "gateway",
+                    f"http://127.0.0.1:{gateway_port}/deployments/{deployment_id}/invocations",
+                    gateway.pid,
+                    {"authorization": f"Bearer {api_key}"},
+                ),
+            ]
             results = {target.label: asyncio.run(measure(target, body, args)) for target in targets}
+            # Let the last batch leave (the flush interval is one second).
+            time.sleep(1.5)
         finally:
+            if gateway is not None:
+                gateway.terminate()
+                gateway.wait(timeout=10)
             manager.stop(server)
-    print(json.dumps(report(results, args.concurrency)))
+    receiver.server.shutdown()
+    summary = report(results, args.concurrency)
+    summary["overhead_p50_ms"] = round(summary["gateway_p50_ms"] - summary["direct_p50_ms"], 3)
+    summary["logged_records"] = receiver.records
+    print(f"gateway overhead p50: {summary['overhead_p50_ms']:.2f} ms; records logged: {receiver.records}")
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
