@@ -207,6 +207,26 @@ def test_redelivered_events_are_handled_once(pipeline, receiver, now):
     assert pipeline.session.scalar(select(NotifierProcessedEvent).where(NotifierProcessedEvent.event_id == row.id))
 
 
+def test_a_burst_is_handled_in_one_batch_and_each_event_once(pipeline, receiver, now):
+    channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
+    make_rule(pipeline.session, pipeline.tenant, [channel], group_wait_s=0, group_by=["..."])
+    burst = []
+    for index in range(5):
+        row = events.emit(
+            pipeline.session, "alert.firing", _firing(index, n=str(index)), organization_id=pipeline.tenant.org_id
+        )
+        row.published_at = now
+        burst.append(row.id)
+    pipeline.session.flush()
+    # The handler of the first event takes the others along ...
+    taken = ingest.pending_events(pipeline.session, now, 49)
+    assert set(burst) <= {burst[0], *taken}
+    assert len(ingest.handle_events(pipeline.session, [burst[0], *taken], now, LINK)) == 5
+    # ... and their own messages, arriving later, find nothing left to do.
+    assert all(ingest.handle_events(pipeline.session, [event_id], now, LINK) == [] for event_id in burst)
+    assert not set(burst) & set(ingest.pending_events(pipeline.session, now, 49))
+
+
 def test_published_events_lost_with_the_broker_are_found_again(pipeline, now):
     row = events.emit(pipeline.session, "drift.detected", {}, organization_id=pipeline.tenant.org_id)
     row.published_at = now - timedelta(minutes=5)

@@ -185,9 +185,6 @@ class NotificationAlert(Base):
     fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
-DELIVERY_STATES = ("pending", "in_flight", "delivered", "failed", "dead")
-
-
 class Delivery(UUIDPrimaryKey, Base):
     """One notification to one channel; the retry schedule lives here, not in the broker."""
 
