@@ -171,7 +171,8 @@ def log_batch(
 def read_window(
     session: Session, store: ArtifactStore, monitor: ModelMonitoring, start: datetime, end: datetime
 ) -> pa.Table:
-    """Every row logged in [start, end), all batch files that overlap it read in parallel."""
+    """Every row logged in [start, end), all batch files that overlap it read in parallel. Only the
+    monitored columns are decoded (request ids and predictions too when quality is measured)."""
     keys = session.scalars(
         select(MonitorPredictionBatch.storage_key).where(
             MonitorPredictionBatch.monitor_id == monitor.id,
@@ -182,8 +183,14 @@ def read_window(
     if not keys:
         return _empty_window(monitor)
 
+    wanted = [*monitor.column_schema["columns"], reference.LOGGED_AT]
+    if monitor.config.get("quality"):
+        wanted += [prediction_column(monitor), reference.REQUEST_ID]
+
     def read(key: str) -> pa.Table:
-        return pq.read_table(pa.BufferReader(reference.read_stored(store, key)))
+        file = pq.ParquetFile(pa.BufferReader(reference.read_stored(store, key)))
+        present = set(file.schema_arrow.names)
+        return file.read(columns=[name for name in dict.fromkeys(wanted) if name in present])
 
     with ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(keys))) as pool:
         tables = list(pool.map(read, keys))
