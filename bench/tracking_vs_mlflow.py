@@ -110,6 +110,8 @@ class Servers:
             sys.executable, "-m", "uvicorn", "services.tracking.app:create_app", "--factory",
             "--host", "127.0.0.1", "--port", str(port), "--workers", str(self.workers),
             "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+            # Training jobs pause between epochs: keep their connections instead of racing a close.
+            "--timeout-keep-alive", "75",
         ]  # fmt: skip
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
         self.procs.append(proc)
@@ -455,7 +457,6 @@ def main() -> None:
     with Servers(args.workers) as servers:
         # The mlflow client sends this bearer token to both; MLflow's server (no auth app) ignores it.
         os.environ["MLFLOW_TRACKING_TOKEN"] = servers.api_key
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
         urls = {"tessera": servers.tessera_url, "mlflow": servers.mlflow_url}
         experiments = {
             name: _client(url).create_experiment(f"bench-{uuid.uuid4().hex[:6]}") for name, url in urls.items()

@@ -76,12 +76,34 @@ def parse_metric(item: dict, index: int | None = None) -> MetricPoint:
     )
 
 
+def parse_metrics(items: list) -> list[MetricPoint]:
+    """A batch of metrics. The common shape (float value, int timestamp and step, no model) takes a
+    fast path, and each distinct key is validated once: this loop runs for every point ingested."""
+    points: list[MetricPoint] = []
+    valid_keys: set[str] = set()
+    for index, item in enumerate(items):
+        if type(item) is not dict or item.get("model_id") or "value" not in item:
+            points.append(parse_metric(item, index))
+            continue
+        key, value, timestamp, step = item.get("key"), item["value"], item.get("timestamp"), item.get("step", 0)
+        if key not in valid_keys:
+            valid_keys.add(validate_key(key, "metric"))
+        if type(value) is not float:
+            value = parse_double(value, f"metric '{key}'")
+        if type(timestamp) is not int:
+            timestamp = parse_int64(timestamp, f"metrics[{index}].timestamp")
+        if type(step) is not int:
+            step = parse_int64(step, f"metrics[{index}].step", default=0)
+        points.append(MetricPoint(key, value, timestamp, step))
+    return points
+
+
 def _copy_literal(value: float) -> str:
-    if math.isnan(value):
+    if math.isfinite(value):
+        return repr(value)
+    if value != value:
         return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return repr(value)
+    return "Infinity" if value > 0 else "-Infinity"
 
 
 def _insert_points(session: Session, run_id: uuid.UUID, points: list[MetricPoint]) -> None:
@@ -206,7 +228,7 @@ def log_batch(
     """MLflow's LogBatch: everything is validated before the first write; params are checked against
     what the run already has before any point is written."""
     validate_batch_sizes(len(metrics), len(params), len(tags))
-    points = [parse_metric(item, index) for index, item in enumerate(metrics)]
+    points = parse_metrics(metrics)
     param_values = runs.validate_params([_pair(p) for p in params])
     tag_values = runs.validate_tags([_pair(t) for t in tags])
     run = runs.get_active_run_for_write(session, access, run_id)
