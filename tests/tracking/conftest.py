@@ -17,7 +17,6 @@ from tests import factories
 def point_mlflow_at(monkeypatch: pytest.MonkeyPatch, url: str, api_key: str) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", api_key)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     # The fluent API caches the URI it resolved first.
     mlflow.set_tracking_uri(url)
 
