@@ -19,8 +19,7 @@ from sqlalchemy.orm import Session
 
 from services.monitor.domain import alerts, predictions, quality, reference
 from services.monitor.domain.drift import ColumnStatus, ProfileFormatError, compute_drift_report, render_html
-from services.monitor.domain.monitors import READ, WRITE, drift_options, get_monitor, next_check_after
-from shared.core import audit
+from services.monitor.domain.monitors import READ, WRITE, describe, drift_options, get_monitor, next_check_after
 from shared.core.artifacts import ArtifactStore, safe_key
 from shared.core.auth import Access
 from shared.core.errors import NotFound, TesseraError
@@ -53,20 +52,29 @@ def claim_due_slots(session: Session, now: datetime) -> list[uuid.UUID]:
             .execution_options(synchronize_session=False)
         )
         if claimed.rowcount == 1:
-            run = MonitorCheckRun(
-                id=uuid.uuid4(),
-                monitor_id=monitor.id,
-                slot_time=slot,
-                trigger="schedule",
-                status=QUEUED,
-                progress=0.0,
-                created_at=now,
-                queued_at=now,
-            )
-            session.add(run)
-            run_ids.append(run.id)
+            run_ids.append(_add_run(session, monitor.id, slot, "schedule", now).id)
     session.flush()
     return run_ids
+
+
+def _add_run(session: Session, monitor_id: uuid.UUID, slot: datetime, trigger: str, now: datetime) -> MonitorCheckRun:
+    run = MonitorCheckRun(
+        id=uuid.uuid4(),
+        monitor_id=monitor_id,
+        slot_time=slot,
+        trigger=trigger,
+        status=QUEUED,
+        progress=0.0,
+        created_at=now,
+        queued_at=now,
+    )
+    session.add(run)
+    return run
+
+
+def _abandoned(now: datetime, lease: timedelta):
+    """A run some worker started and did not finish within the lease: that worker is gone."""
+    return (MonitorCheckRun.status == RUNNING) & (MonitorCheckRun.started_at < now - lease)
 
 
 def stranded_runs(session: Session, now: datetime, requeue_after: timedelta, lease: timedelta) -> list[uuid.UUID]:
@@ -77,7 +85,7 @@ def stranded_runs(session: Session, now: datetime, requeue_after: timedelta, lea
         .where(
             or_(
                 (MonitorCheckRun.status == QUEUED) & (MonitorCheckRun.queued_at < now - requeue_after),
-                (MonitorCheckRun.status == RUNNING) & (MonitorCheckRun.started_at < now - lease),
+                _abandoned(now, lease),
             )
         )
         .limit(CLAIM_BATCH)
@@ -90,29 +98,11 @@ def stranded_runs(session: Session, now: datetime, requeue_after: timedelta, lea
 
 
 def request_check(session: Session, access: Access, monitor_id: uuid.UUID, now: datetime) -> MonitorCheckRun:
-    """ "Run now": a manual run, outside the schedule (which goes on unchanged)."""
+    """A manual ("run now") run, outside the schedule (which goes on unchanged)."""
     monitor = get_monitor(session, access, monitor_id, WRITE)
-    run = MonitorCheckRun(
-        id=uuid.uuid4(),
-        monitor_id=monitor.id,
-        slot_time=now,
-        trigger="manual",
-        status=QUEUED,
-        progress=0.0,
-        created_at=now,
-        queued_at=now,
-    )
-    session.add(run)
+    run = _add_run(session, monitor.id, now, "manual", now)
     session.flush()
-    project = session.get(Project, monitor.project_id)
-    audit.describe(
-        session,
-        action="monitor.check",
-        object_type="monitor",
-        object_id=monitor.id,
-        organization_id=project.organization_id,
-        details={"run_id": str(run.id)},
-    )
+    describe(session, monitor, "monitor.check", {"run_id": str(run.id)})
     return run
 
 
@@ -152,10 +142,7 @@ def start(session: Session, run_id: uuid.UUID, now: datetime, lease: timedelta) 
         update(MonitorCheckRun)
         .where(
             MonitorCheckRun.id == run_id,
-            or_(
-                MonitorCheckRun.status == QUEUED,
-                (MonitorCheckRun.status == RUNNING) & (MonitorCheckRun.started_at < now - lease),
-            ),
+            or_(MonitorCheckRun.status == QUEUED, _abandoned(now, lease)),
         )
         .values(status=RUNNING, started_at=now, progress=0.0)
         .returning(MonitorCheckRun.monitor_id)

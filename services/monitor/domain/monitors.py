@@ -53,6 +53,19 @@ def require_visible(access: Access, project_id: uuid.UUID, scope: str, what: str
         raise NotFound(f"{what} does not exist") from None
 
 
+def describe(session: Session, monitor: ModelMonitoring, action: str, details: dict[str, Any] | None = None) -> None:
+    """Name the request's action on `monitor` for its audit row."""
+    project = session.get(Project, monitor.project_id)
+    audit.describe(
+        session,
+        action=action,
+        object_type="monitor",
+        object_id=monitor.id,
+        organization_id=project.organization_id,
+        details=details,
+    )
+
+
 def list_monitors(session: Session, access: Access, project_id: uuid.UUID | None) -> list[ModelMonitoring]:
     query = select(ModelMonitoring).where(
         ModelMonitoring.deleted_at.is_(None), ModelMonitoring.project_id.in_(access.readable_project_ids(READ))
@@ -208,14 +221,7 @@ def create_monitor(
     _schedule(monitor, spec, now)
     session.add(monitor)
     session.flush()
-    audit.describe(
-        session,
-        action="monitor.create",
-        object_type="monitor",
-        object_id=monitor.id,
-        organization_id=project.organization_id,
-        details={"name": monitor.name},
-    )
+    describe(session, monitor, "monitor.create", {"name": monitor.name})
     return monitor
 
 
@@ -250,13 +256,11 @@ def update_monitor(
     if spec.schedule_cron is not None or spec.schedule_interval_s is not None:
         _schedule(monitor, spec, now)
     session.flush()
-    audit.describe(
+    describe(
         session,
-        action="monitor.update",
-        object_type="monitor",
-        object_id=monitor.id,
-        organization_id=project.organization_id,
-        details={"fields": sorted(spec.model_fields_set) + (["reference"] if upload else [])},
+        monitor,
+        "monitor.update",
+        {"fields": sorted(spec.model_fields_set) + (["reference"] if upload else [])},
     )
     return monitor
 
@@ -268,14 +272,7 @@ def set_enabled(session: Session, access: Access, monitor_id: uuid.UUID, enabled
         monitor.next_check_at = next_check_after(monitor, now)
     monitor.enabled = enabled
     session.flush()
-    project = session.get(Project, monitor.project_id)
-    audit.describe(
-        session,
-        action="monitor.resume" if enabled else "monitor.pause",
-        object_type="monitor",
-        object_id=monitor.id,
-        organization_id=project.organization_id,
-    )
+    describe(session, monitor, "monitor.resume" if enabled else "monitor.pause")
     return monitor
 
 
@@ -286,11 +283,4 @@ def delete_monitor(session: Session, access: Access, monitor_id: uuid.UUID, now:
     # Frees the name for a new monitor (the unique key ignores soft deletion).
     monitor.name = f"{monitor.name[:160]}~deleted~{monitor.id.hex[:8]}"
     session.flush()
-    project = session.get(Project, monitor.project_id)
-    audit.describe(
-        session,
-        action="monitor.delete",
-        object_type="monitor",
-        object_id=monitor.id,
-        organization_id=project.organization_id,
-    )
+    describe(session, monitor, "monitor.delete")
