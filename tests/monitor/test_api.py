@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from services.monitor.domain import checks
 from shared.core.artifacts import get_artifact_store
 from shared.db.base import utcnow
-from shared.db.models import Alert, Model, ModelVersion, MonitorPredictionBatch, OutboxEvent
+from shared.db.models import Alert, Model, ModelMonitoring, ModelVersion, MonitorPredictionBatch, OutboxEvent
 
 MONITORS = "/api/v1/monitors"
 
@@ -306,3 +306,42 @@ def test_another_organization_sees_nothing(client, db_session, tenant, other_ten
         assert client.request(method, path, headers=headers).status_code == 404, path
     assert client.post(f"{url}/predictions", json=rows(reference_frame(2)), headers=headers).status_code == 404
     assert client.get(MONITORS, headers=headers).json() == []
+
+
+def test_reference_from_a_tracked_runs_artifact(client, db_session, tenant, other_tenant, version):
+    mlflow = "/api/2.0/mlflow"
+    experiment_id = client.post(f"{mlflow}/experiments/create", json={"name": "ref"}, headers=tenant.headers).json()[
+        "experiment_id"
+    ]
+    run = client.post(f"{mlflow}/runs/create", json={"experiment_id": experiment_id}, headers=tenant.headers).json()
+    run_id = run["run"]["info"]["run_id"]
+    uploaded = client.put(
+        f"/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/data/ref.csv",
+        content=csv_bytes(reference_frame()),
+        headers=tenant.headers,
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    body = {"name": "from-run", "model_version_id": str(version.id), "reference_run": {"run_id": run_id, "path": ""}}
+    for path, status in [("data/ref.csv", 201), ("data/missing.csv", 404)]:
+        body["reference_run"]["path"] = path
+        body["name"] = f"from-run-{status}"
+        response = client.post(MONITORS, data={"spec": json.dumps(body)}, headers=tenant.headers)
+        assert response.status_code == status, response.text
+    assert "has no artifact 'data/missing.csv'" in response.json()["message"]
+    # Another organization's run cannot be read, even with a monitor of its own.
+    other_version = make_version(db_session, other_tenant.project_id)
+    body |= {"name": "stolen", "model_version_id": str(other_version.id)}
+    body["reference_run"]["path"] = "data/ref.csv"
+    stolen = client.post(MONITORS, data={"spec": json.dumps(body)}, headers=other_tenant.headers)
+    assert stolen.status_code == 404
+
+
+def test_an_unreadable_reference_profile_fails_the_run_without_alerts(client, db_session, tenant, monitor, settings):
+    store = get_artifact_store(settings)
+    client.post(f"{MONITORS}/{monitor['id']}/predictions", json=rows(reference_frame(50)), headers=tenant.headers)
+    profile_key = db_session.get(ModelMonitoring, uuid.UUID(monitor["id"])).reference_profile_uri
+    store.write(profile_key, [b"not a profile"])
+    run = client.post(f"{MONITORS}/{monitor['id']}/checks", headers=tenant.headers).json()
+    job = checks.start(db_session, uuid.UUID(run["id"]), utcnow(), timedelta(minutes=15))
+    with pytest.raises(checks.CheckFailed, match="reference profile cannot be read"):
+        checks.compute(db_session, store, job, checks.read_window(db_session, store, job))

@@ -21,6 +21,7 @@ from shared.db.models import Alert, Deployment, Model, ModelMonitoring, ModelVer
 DATA_DRIFT = "data_drift"
 QUALITY = "quality"
 RESOLVED = "resolved"
+STATEFUL_EVENTS = ("alert.firing", "alert.resolved")
 
 
 @dataclass(frozen=True)
@@ -69,31 +70,30 @@ def _target_labels(session: Session, monitor: ModelMonitoring) -> dict[str, str]
 
 def _emit(session: Session, event_type: str, alert: Alert, project: Project, public_url: str) -> None:
     labels = alert.labels
-    events.emit(
-        session,
-        event_type,
-        {
-            "alertname": f"monitor_{alert.kind}",
-            "kind": alert.kind,
-            "alert_id": str(alert.id),
-            "monitor_id": str(alert.monitor_id),
-            "report_id": str(alert.report_id) if alert.report_id else None,
-            "fingerprint": alert.fingerprint,
-            "severity": alert.severity,
-            "status": "resolved" if alert.status == RESOLVED else "firing",
-            "title": alert.title,
-            "starts_at": alert.started_at.isoformat(),
-            "ends_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
-            "url": f"{public_url.rstrip('/')}/api/v1/alerts/{alert.id}",
-            "model_name": labels.get("model"),
-            "version": labels.get("version"),
-            "deployment_name": labels.get("deployment"),
-            "labels": labels,
-            "details": alert.details,
-        },
-        organization_id=project.organization_id,
-        project_id=project.id,
-    )
+    payload = {
+        "alertname": f"monitor_{alert.kind}",
+        "kind": alert.kind,
+        "alert_id": str(alert.id),
+        "monitor_id": str(alert.monitor_id),
+        "report_id": str(alert.report_id) if alert.report_id else None,
+        "fingerprint": alert.fingerprint,
+        "severity": alert.severity,
+        "status": "resolved" if alert.status == RESOLVED else "firing",
+        "title": alert.title,
+        "starts_at": alert.started_at.isoformat(),
+        "ends_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
+        "url": f"{public_url.rstrip('/')}/api/v1/alerts/{alert.id}",
+        "model_name": labels.get("model"),
+        "version": labels.get("version"),
+        "deployment_name": labels.get("deployment"),
+        "labels": labels,
+        "details": alert.details,
+    }
+    if event_type not in STATEFUL_EVENTS:
+        # A one-shot notice for the notifier (no state, no fingerprint): it must not merge into the alert.
+        for key in ("status", "fingerprint", "ends_at"):
+            payload.pop(key)
+    events.emit(session, event_type, payload, organization_id=project.organization_id, project_id=project.id)
 
 
 def apply_findings(
