@@ -215,7 +215,9 @@ def log_ground_truth(
 ) -> int:
     """Upsert by request id: a corrected label replaces the earlier one."""
     monitor = get_monitor(session, access, monitor_id, WRITE)
-    values = {row.request_id: str(row.value) for row in rows}
+    # Text as Arrow writes it, the way predictions are compared (1.0 -> "1", True -> "true").
+    labels = pc.cast(_array([row.value for row in rows]), pa.string()).to_pylist()
+    values = {row.request_id: label for row, label in zip(rows, labels, strict=True)}
     statement = upsert_insert(session, MonitorGroundTruth).values(
         [
             {"monitor_id": monitor.id, "request_id": rid, "value": value, "logged_at": now}
