@@ -35,10 +35,16 @@ def read_table_bytes(data: bytes, what: str) -> pa.Table:
         raise InvalidParameter(f"{what} is empty")
     try:
         if data[:4] == _PARQUET_MAGIC:
-            return pq.read_table(pa.BufferReader(data))
-        return pyarrow.csv.read_csv(pa.BufferReader(data))
+            table = pq.read_table(pa.BufferReader(data))
+        else:
+            table = pyarrow.csv.read_csv(pa.BufferReader(data))
     except (pa.ArrowException, OSError) as error:
         raise InvalidParameter(f"{what} is not readable CSV or Parquet: {error}") from None
+    names = table.column_names
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidParameter(f"{what} repeats column names {repeated}")
+    return table
 
 
 def physical_type(data_type: pa.DataType) -> str:
@@ -65,6 +71,10 @@ def infer_schema(
     win; columns that are neither numerical nor categorical (ids, free text, dates) are left out unless
     overridden or listed in `features`."""
     names = table.column_names
+    if len(set(names)) != len(names):
+        raise InvalidParameter(
+            f"The reference data repeats column names: {sorted({n for n in names if names.count(n) > 1})}"
+        )
     reserved = sorted(set(names) & set(RESERVED))
     if reserved:
         raise InvalidParameter(f"Column names {reserved} are reserved")
