@@ -75,8 +75,8 @@ def rows_to_table(rows: Iterable[PredictionRow], monitor: ModelMonitoring, now: 
 def _array(values: list[Any]) -> pa.Array:
     try:
         return pa.array(values)
-    except (pa.ArrowException, TypeError, ValueError):
-        # Mixed kinds (numbers and text): as text, so the cast names the column that does not fit.
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        # Mixed kinds (numbers and text), or integers past 64 bits: as text, so the cast names the column.
         return pa.array([None if value is None else str(value) for value in values], pa.string())
 
 
