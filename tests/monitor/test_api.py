@@ -19,7 +19,15 @@ from sqlalchemy import func, select
 from services.monitor.domain import checks
 from shared.core.artifacts import get_artifact_store
 from shared.db.base import utcnow
-from shared.db.models import Alert, Model, ModelMonitoring, ModelVersion, MonitorPredictionBatch, OutboxEvent
+from shared.db.models import (
+    Alert,
+    Deployment,
+    Model,
+    ModelMonitoring,
+    ModelVersion,
+    MonitorPredictionBatch,
+    OutboxEvent,
+)
 
 MONITORS = "/api/v1/monitors"
 
@@ -345,3 +353,25 @@ def test_an_unreadable_reference_profile_fails_the_run_without_alerts(client, db
     job = checks.start(db_session, uuid.UUID(run["id"]), utcnow(), timedelta(minutes=15))
     with pytest.raises(checks.CheckFailed, match="reference profile cannot be read"):
         checks.compute(db_session, store, job, checks.read_window(db_session, store, job))
+
+
+def test_a_deployment_monitor_labels_its_alerts_with_deployment_and_model(
+    client, db_session, tenant, version, settings
+):
+    deployment = Deployment(
+        id=uuid.uuid4(), project_id=tenant.project_id, name="churn-prod", model_version_id=version.id
+    )
+    db_session.add(deployment)
+    db_session.flush()
+    body = {"name": "on-deployment", "deployment_id": str(deployment.id), "min_rows": 20}
+    files = {"reference": ("reference.csv", csv_bytes(reference_frame()))}
+    created = client.post(MONITORS, data={"spec": json.dumps(body)}, files=files, headers=tenant.headers).json()
+    drifted = reference_frame(100, seed=9).assign(x=lambda f: f.x + 5, y=lambda f: f.y + 5, c="c")
+    client.post(f"{MONITORS}/{created['id']}/predictions", json=rows(drifted), headers=tenant.headers)
+    run_check(client, db_session, settings, tenant.headers, created["id"])
+    [event] = _events(db_session, "alert.firing")
+    model_name = db_session.get(Model, version.model_id).name
+    labels = event.payload["labels"]
+    assert (labels["deployment"], labels["model"], labels["version"]) == ("churn-prod", model_name, "1")
+    assert event.payload["deployment_name"] == "churn-prod" and event.payload["model_name"] == model_name
+    assert event.payload["severity"] == "critical"  # every column drifted: the 1.0 band
