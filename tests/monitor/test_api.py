@@ -375,3 +375,7 @@ def test_a_deployment_monitor_labels_its_alerts_with_deployment_and_model(
     assert (labels["deployment"], labels["model"], labels["version"]) == ("churn-prod", model_name, "1")
     assert event.payload["deployment_name"] == "churn-prod" and event.payload["model_name"] == model_name
     assert event.payload["severity"] == "critical"  # every column drifted: the 1.0 band
+    # Deleting the monitor resolves its alert: no later check ever would.
+    assert client.delete(f"{MONITORS}/{created['id']}", headers=tenant.headers).status_code == 204
+    [resolved] = _events(db_session, "alert.resolved")
+    assert resolved.payload["fingerprint"] == event.payload["fingerprint"]

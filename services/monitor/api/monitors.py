@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.monitor import tasks
 from services.monitor.domain import checks, monitors, predictions, reports
+from services.monitor.domain.visibility import WRITE
 from services.monitor.schemas import (
     CheckRunRead,
     DriftReportSummary,
@@ -101,8 +102,8 @@ def resume_monitor(monitor_id: uuid.UUID, session: SessionDep, access: AccessDep
 
 
 @router.delete("/{monitor_id}", status_code=204, summary="Delete a monitor")
-def delete_monitor(monitor_id: uuid.UUID, session: SessionDep, access: AccessDep) -> Response:
-    monitors.delete_monitor(session, access, monitor_id, utcnow())
+def delete_monitor(monitor_id: uuid.UUID, session: SessionDep, access: AccessDep, settings: SettingsDep) -> Response:
+    monitors.delete_monitor(session, access, monitor_id, utcnow(), settings.public_url)
     return Response(status_code=204)
 
 
@@ -124,7 +125,7 @@ def delete_monitor(monitor_id: uuid.UUID, session: SessionDep, access: AccessDep
 async def log_predictions(
     monitor_id: uuid.UUID, request: Request, session: SessionDep, access: AccessDep, settings: SettingsDep
 ):
-    monitor = monitors.get_monitor(session, access, monitor_id, monitors.WRITE)
+    monitor = monitors.get_monitor(session, access, monitor_id, WRITE)
     now = utcnow()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.monitor.domain.monitors import READ, WRITE, require_visible
+from services.monitor.domain.visibility import READ, WRITE, require_visible
 from shared.core import audit, events
 from shared.core.auth import Access
 from shared.core.errors import InvalidState, NotFound
@@ -147,6 +147,12 @@ def apply_findings(
         elif alert is not None:
             alert.report_id = report_id
             _resolve(session, alert, project, now, public_url)
+
+
+def resolve_open(session: Session, monitor: ModelMonitoring, now: datetime, public_url: str) -> None:
+    project = session.get(Project, monitor.project_id)
+    for alert in session.scalars(select(Alert).where(Alert.monitor_id == monitor.id, Alert.status != RESOLVED)):
+        _resolve(session, alert, project, now, public_url)
 
 
 def _resolve(session: Session, alert: Alert, project: Project, now: datetime, public_url: str) -> None:

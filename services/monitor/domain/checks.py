@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from services.monitor.domain import alerts, predictions, quality, reference
 from services.monitor.domain.drift import ColumnStatus, ProfileFormatError, compute_drift_report, render_html
-from services.monitor.domain.monitors import READ, WRITE, describe, drift_options, get_monitor, next_check_after
+from services.monitor.domain.monitors import describe, drift_options, get_monitor, next_check_after
+from services.monitor.domain.visibility import READ, WRITE
 from shared.core.artifacts import ArtifactStore, safe_key
 from shared.core.auth import Access
 from shared.core.errors import NotFound, TesseraError

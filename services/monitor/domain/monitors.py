@@ -11,8 +11,9 @@ import pyarrow as pa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.monitor.domain import reference, schedule
+from services.monitor.domain import alerts, reference, schedule
 from services.monitor.domain.drift import DriftOptions
+from services.monitor.domain.visibility import READ, WRITE, require_visible
 from services.monitor.schemas import DEFAULT_SEVERITY_BANDS, MonitorCreate, MonitorUpdate, RunArtifact
 from services.tracking.domain import artifacts as tracking_artifacts
 from services.tracking.domain import runs as tracking_runs
@@ -22,8 +23,6 @@ from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
 from shared.db.models import Deployment, Model, ModelMonitoring, ModelVersion, Project
 
-READ = "monitoring:read"
-WRITE = "monitoring:write"
 DEFAULT_INTERVAL_S = 3600
 DEFAULT_WINDOW_S = 86400
 DEFAULT_MIN_ROWS = 100
@@ -43,14 +42,6 @@ def get_monitor(session: Session, access: Access, monitor_id: uuid.UUID, scope: 
         raise NotFound(f"Monitor '{monitor_id}' does not exist")
     require_visible(access, monitor.project_id, scope, f"Monitor '{monitor_id}'")
     return monitor
-
-
-def require_visible(access: Access, project_id: uuid.UUID, scope: str, what: str) -> None:
-    """The caller's access to the project of `what`; another tenant's object simply does not exist."""
-    try:
-        access.require_project(project_id, scope)
-    except NotFound:
-        raise NotFound(f"{what} does not exist") from None
 
 
 def describe(session: Session, monitor: ModelMonitoring, action: str, details: dict[str, Any] | None = None) -> None:
@@ -276,8 +267,10 @@ def set_enabled(session: Session, access: Access, monitor_id: uuid.UUID, enabled
     return monitor
 
 
-def delete_monitor(session: Session, access: Access, monitor_id: uuid.UUID, now: datetime) -> None:
+def delete_monitor(session: Session, access: Access, monitor_id: uuid.UUID, now: datetime, public_url: str) -> None:
+    """Soft delete; its open alerts are resolved, since no later check will ever resolve them."""
     monitor = get_monitor(session, access, monitor_id, WRITE)
+    alerts.resolve_open(session, monitor, now, public_url)
     monitor.deleted_at = now
     monitor.enabled = False
     # Frees the name for a new monitor (the unique key ignores soft deletion).

@@ -22,7 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.monitor.domain import reference
-from services.monitor.domain.monitors import WRITE, get_monitor
+from services.monitor.domain.monitors import get_monitor
+from services.monitor.domain.visibility import WRITE
 from services.monitor.schemas import GroundTruthRow, PredictionRow
 from services.notifier.domain.storage import upsert_insert
 from shared.core.artifacts import ArtifactStore, safe_key

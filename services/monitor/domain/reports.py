@@ -8,7 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.monitor.domain.checks import html_key
-from services.monitor.domain.monitors import READ, get_monitor, require_visible
+from services.monitor.domain.monitors import get_monitor
+from services.monitor.domain.visibility import READ, require_visible
 from shared.core.artifacts import ArtifactStore
 from shared.core.auth import Access
 from shared.core.errors import NotFound
