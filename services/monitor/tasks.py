@@ -52,7 +52,8 @@ def run_check(run_id: str) -> None:
     if job is None:
         return
     try:
-        # Read-only sessions: the window can be large, no transaction should wait on it.
+        # One short session per step: status and progress are visible to the API as they change, and
+        # no row stays locked while the window is read and the report computed.
         with db.session_scope() as session:
             window = checks.read_window(session, store, job)
         with db.session_scope() as session:
