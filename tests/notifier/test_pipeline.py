@@ -50,11 +50,11 @@ class Pipeline:
         return flushing.flush_due_groups(self.session, at, LINK)[0]
 
     def attempt(self, delivery_id: uuid.UUID, at: datetime) -> Delivery | None:
-        claimed = dispatch.claim(self.session, delivery_id, self.box, self.retry, at)
-        if claimed is None:
+        claimed = dispatch.claim(self.session, [delivery_id], self.box, self.retry, at)
+        if not claimed:
             return None
-        result = dispatch.send(claimed, self.settings, at)
-        dispatch.record(self.session, claimed, result, started_at=at, retry=self.retry, now=at)
+        result = dispatch.send(claimed[0], self.settings, at)
+        dispatch.record(self.session, claimed[0], result, started_at=at, retry=self.retry, now=at)
         return self.session.get(Delivery, delivery_id, populate_existing=True)
 
     def deliver(self, delivery_ids, at: datetime) -> list[Delivery | None]:
@@ -301,7 +301,7 @@ def test_attempts_are_bounded_then_dead_lettered(pipeline, receiver, now):
 
 def test_a_dead_workers_delivery_is_retried_after_its_lease(pipeline, receiver, now):
     delivery_id = _one_delivery(pipeline, receiver, now)
-    assert dispatch.claim(pipeline.session, delivery_id, pipeline.box, pipeline.retry, now) is not None
+    assert dispatch.claim(pipeline.session, [delivery_id], pipeline.box, pipeline.retry, now)
     # The worker died before recording anything: in flight, its lease still running.
     assert pipeline.attempt(delivery_id, now + timedelta(seconds=1)) is None
     after_lease = now + pipeline.retry.lease + timedelta(seconds=1)

@@ -55,7 +55,7 @@ def send_test(
     session.flush()
     # One attempt only: a test reports what happens now; it is not retried.
     retry = dispatch.RetryPolicy.from_settings(settings.model_copy(update={"notifier_max_attempts": 1}))
-    claimed = dispatch.claim(session, row.id, box, retry, now)
+    [claimed] = dispatch.claim(session, [row.id], box, retry, now)
     result = dispatch.send(claimed, settings, now)
     audit.describe(
         session,

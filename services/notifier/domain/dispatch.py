@@ -12,6 +12,7 @@ the same id (`webhook-id`, Message-ID), by which it deduplicates.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -67,18 +68,18 @@ class ClaimedDelivery:
 
 
 def claim(
-    session: Session, delivery_id: uuid.UUID, box: SecretBox, retry: RetryPolicy, now: datetime
-) -> ClaimedDelivery | None:
-    """Mark the delivery in flight if it is due; None if it is delivered, finished, not due yet, or
-    being sent by another worker (in flight with a live lease). One conditional UPDATE decides, so
-    two workers given the same delivery cannot both claim it."""
+    session: Session, delivery_ids: Sequence[uuid.UUID], box: SecretBox, retry: RetryPolicy, now: datetime
+) -> list[ClaimedDelivery]:
+    """Mark the due ones among the deliveries in flight; those delivered, finished, not due yet, or
+    being sent by another worker (in flight with a live lease) drop out. One conditional UPDATE
+    decides, so two workers given the same delivery cannot both claim it."""
     due = or_(
         and_(Delivery.state == "pending", or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now)),
         and_(Delivery.state == "in_flight", Delivery.lease_until <= now),
     )
     claimed = session.execute(
         update(Delivery)
-        .where(Delivery.id == delivery_id, due)
+        .where(Delivery.id.in_(delivery_ids), due)
         .values(
             state="in_flight",
             lease_until=now + retry.lease,
@@ -87,23 +88,49 @@ def claim(
             last_attempt_at=now,
             updated_at=now,
         )
-        .returning(Delivery.total_attempts, Delivery.attempts, Delivery.notification_id, Delivery.channel_id)
+        .returning(
+            Delivery.id, Delivery.total_attempts, Delivery.attempts, Delivery.notification_id, Delivery.channel_id
+        )
         .execution_options(synchronize_session=False)
-    ).first()
-    if claimed is None:
-        return None
-    notification, channel = session.execute(
-        select(Notification, NotificationChannel)
-        .join(NotificationChannel, NotificationChannel.id == claimed.channel_id)
-        .where(Notification.id == claimed.notification_id)
-    ).one()
-    usable = channel.enabled and channel.deleted_at is None
-    return ClaimedDelivery(
-        delivery_id=delivery_id,
-        attempt=claimed.total_attempts,
-        round_attempt=claimed.attempts,
-        target=channels.target_for(channel, box) if usable else None,
-        message=records.message_of(notification),
+    ).all()
+    if not claimed:
+        return []
+    notifications = {
+        row.id: row
+        for row in session.scalars(
+            select(Notification).where(Notification.id.in_({row.notification_id for row in claimed}))
+        )
+    }
+    targets = {
+        channel.id: channels.target_for(channel, box) if channel.enabled and channel.deleted_at is None else None
+        for channel in session.scalars(
+            select(NotificationChannel).where(NotificationChannel.id.in_({row.channel_id for row in claimed}))
+        )
+    }
+    return [
+        ClaimedDelivery(
+            delivery_id=row.id,
+            attempt=row.total_attempts,
+            round_attempt=row.attempts,
+            target=targets[row.channel_id],
+            message=records.message_of(notifications[row.notification_id]),
+        )
+        for row in claimed
+    ]
+
+
+def due_pending(session: Session, now: datetime, limit: int) -> list[uuid.UUID]:
+    """The most recently due pending deliveries, locked for this transaction: a dispatch task takes
+    them along with its own, so a burst costs a few transactions, not two per delivery (their own
+    messages then find them claimed)."""
+    return list(
+        session.scalars(
+            select(Delivery.id)
+            .where(Delivery.state == "pending", Delivery.next_attempt_at <= now)
+            .order_by(Delivery.next_attempt_at.desc())
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
     )
 
 
