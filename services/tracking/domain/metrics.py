@@ -13,6 +13,7 @@ import binascii
 import math
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 
 import orjson
 from sqlalchemy import func, select, tuple_
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from services.tracking.domain import runs
 from services.tracking.domain.ids import parse_model_id
-from services.tracking.domain.sql import upsert
+from services.tracking.domain.sql import insert_for
 from services.tracking.domain.validation import (
     parse_double,
     parse_int64,
@@ -155,15 +156,19 @@ def _upsert_latest(session: Session, run_id: uuid.UUID, points: list[MetricPoint
         # Sorted keys: concurrent batches on one run lock rows in the same order (no deadlock).
         for p in sorted(best.values(), key=lambda p: p.key)
     ]
-    statement = upsert(session, RunLatestMetric).values(rows)
+    session.execute(_latest_upsert(session.get_bind().dialect.name), rows)
+
+
+@lru_cache(maxsize=2)
+def _latest_upsert(dialect_name: str):
+    """Built once per backend and run as an executemany: this statement runs on every log call."""
+    statement = insert_for(dialect_name, RunLatestMetric)
     new = statement.excluded
     table = RunLatestMetric.__table__.c
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["run_id", "key"],
-            set_={"value": new.value, "is_nan": new.is_nan, "step": new.step, "timestamp": new.timestamp},
-            where=tuple_(new.step, new.timestamp) >= tuple_(table.step, table.timestamp),
-        )
+    return statement.on_conflict_do_update(
+        index_elements=["run_id", "key"],
+        set_={"value": new.value, "is_nan": new.is_nan, "step": new.step, "timestamp": new.timestamp},
+        where=tuple_(new.step, new.timestamp) >= tuple_(table.step, table.timestamp),
     )
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from sqlalchemy import Float, String, delete, false, literal, null, select, union, union_all
 from sqlalchemy.orm import Session
 
 from services.tracking.domain import experiments
 from services.tracking.domain.ids import format_model_id, parse_uuid
-from services.tracking.domain.sql import ids_match, upsert
+from services.tracking.domain.sql import ids_match, insert_for, upsert
 from services.tracking.domain.validation import (
     MAX_PARAM_VALUE_LENGTH,
     MAX_TAG_VALUE_LENGTH,
@@ -314,12 +315,18 @@ def set_tags(session: Session, run: ExperimentRun, tags: dict[str, str]) -> None
     """Upsert validated tags in one statement; mlflow.runName renames the run."""
     if not tags:
         return
-    statement = upsert(session, RunTag).values([{"run_id": run.id, "key": k, "value": v} for k, v in tags.items()])
     session.execute(
-        statement.on_conflict_do_update(index_elements=["run_id", "key"], set_={"value": statement.excluded.value})
+        _tag_upsert(session.get_bind().dialect.name),
+        [{"run_id": run.id, "key": k, "value": v} for k, v in tags.items()],
     )
     if RUN_NAME_TAG in tags:
         run.name = tags[RUN_NAME_TAG]
+
+
+@lru_cache(maxsize=2)
+def _tag_upsert(dialect_name: str):
+    statement = insert_for(dialect_name, RunTag)
+    return statement.on_conflict_do_update(index_elements=["run_id", "key"], set_={"value": statement.excluded.value})
 
 
 def set_tag(session: Session, access: Access, run_id: str | None, key: str, value: str) -> None:
