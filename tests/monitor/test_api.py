@@ -205,7 +205,8 @@ def test_logging_refuses_schema_mismatch_and_writes_nothing(client, db_session, 
         )
         assert response.status_code == 400, response.text
         assert message in response.json()["message"]
-    assert db_session.scalar(select(func.count()).select_from(MonitorPredictionBatch)) == 0
+    logged = select(func.count()).where(MonitorPredictionBatch.monitor_id == uuid.UUID(monitor["id"]))
+    assert db_session.scalar(logged) == 0
 
 
 def test_logging_refuses_other_media_types(client, tenant, monitor):
@@ -217,8 +218,10 @@ def test_logging_refuses_other_media_types(client, tenant, monitor):
     assert response.status_code == 415
 
 
-def _events(session, event_type):
-    return session.scalars(select(OutboxEvent).where(OutboxEvent.event_type == event_type)).all()
+def _events(session, event_type, monitor_id):
+    """This monitor's events (end-to-end tests commit events of their own to the same database)."""
+    rows = session.scalars(select(OutboxEvent).where(OutboxEvent.event_type == event_type)).all()
+    return [row for row in rows if row.payload.get("monitor_id") == str(monitor_id)]
 
 
 def test_drift_fires_one_alert_updated_then_resolved(client, db_session, tenant, monitor, settings):
@@ -235,17 +238,17 @@ def test_drift_fires_one_alert_updated_then_resolved(client, db_session, tenant,
     [alert] = client.get("/api/v1/alerts", params={"monitor_id": monitor["id"]}, headers=headers).json()
     assert alert["status"] == "firing" and alert["kind"] == "data_drift"
     assert alert["severity"] == "warning"  # 2 of 3 columns: the 0.0-0.75 band
-    [fired] = _events(db_session, "alert.firing")
+    [fired] = _events(db_session, "alert.firing", monitor["id"])
     assert (
         fired.payload["labels"]["monitor"] == monitor["name"] and fired.payload["fingerprint"] == alert["fingerprint"]
     )
     assert fired.payload["labels"]["project"] == "default" and "model" in fired.payload["labels"]
-    assert len(_events(db_session, "drift.detected")) == 1
+    assert len(_events(db_session, "drift.detected", monitor["id"])) == 1
 
     second = run_check(client, db_session, settings, headers, monitor["id"])
     assert second["status"] == "done"
     assert len(client.get("/api/v1/alerts", headers=headers).json()) == 1  # updated, not duplicated
-    assert len(_events(db_session, "alert.firing")) == 1  # same severity: the notifier is not told again
+    assert len(_events(db_session, "alert.firing", monitor["id"])) == 1  # same severity: the notifier is not told again
     acked = client.post(f"/api/v1/alerts/{alert['id']}/acknowledge", headers=headers).json()
     assert acked["status"] == "acknowledged" and acked["acknowledged_by"] == str(tenant.user_id)
 
@@ -258,7 +261,7 @@ def test_drift_fires_one_alert_updated_then_resolved(client, db_session, tenant,
     assert clean["status"] == "done"
     resolved = client.get(f"/api/v1/alerts/{alert['id']}", headers=headers).json()
     assert resolved["status"] == "resolved" and resolved["resolved_at"]
-    [event] = _events(db_session, "alert.resolved")
+    [event] = _events(db_session, "alert.resolved", monitor["id"])
     assert event.payload["status"] == "resolved" and event.payload["fingerprint"] == alert["fingerprint"]
     listed = client.get(f"{url}/reports", headers=headers).json()
     assert [r["dataset_drift"] for r in listed] == [False, True, True]
@@ -271,7 +274,7 @@ def test_too_few_rows_is_insufficient_data_without_alerts(client, db_session, te
     report = client.get(f"/api/v1/drift-reports/{run['report_id']}", headers=tenant.headers).json()
     assert report["status"] == "insufficient_data" and report["current_rows"] == 5
     assert client.get(f"/api/v1/drift-reports/{run['report_id']}/html", headers=tenant.headers).status_code == 404
-    assert db_session.scalar(select(func.count()).select_from(Alert)) == 0
+    assert db_session.scalar(select(func.count()).where(Alert.monitor_id == uuid.UUID(monitor["id"]))) == 0
 
 
 def test_quality_alert_from_ground_truth(client, db_session, tenant, version, settings):
@@ -369,7 +372,7 @@ def test_a_deployment_monitor_labels_its_alerts_with_deployment_and_model(
     drifted = reference_frame(100, seed=9).assign(x=lambda f: f.x + 5, y=lambda f: f.y + 5, c="c")
     client.post(f"{MONITORS}/{created['id']}/predictions", json=rows(drifted), headers=tenant.headers)
     run_check(client, db_session, settings, tenant.headers, created["id"])
-    [event] = _events(db_session, "alert.firing")
+    [event] = _events(db_session, "alert.firing", created["id"])
     model_name = db_session.get(Model, version.model_id).name
     labels = event.payload["labels"]
     assert (labels["deployment"], labels["model"], labels["version"]) == ("churn-prod", model_name, "1")
@@ -377,5 +380,5 @@ def test_a_deployment_monitor_labels_its_alerts_with_deployment_and_model(
     assert event.payload["severity"] == "critical"  # every column drifted: the 1.0 band
     # Deleting the monitor resolves its alert: no later check ever would.
     assert client.delete(f"{MONITORS}/{created['id']}", headers=tenant.headers).status_code == 204
-    [resolved] = _events(db_session, "alert.resolved")
+    [resolved] = _events(db_session, "alert.resolved", created["id"])
     assert resolved.payload["fingerprint"] == event.payload["fingerprint"]
