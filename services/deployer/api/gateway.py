@@ -7,6 +7,7 @@ working within that time. The gateway itself lives for the app's lifetime (one k
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,6 +43,8 @@ def build_gateway(app: FastAPI, client: httpx.AsyncClient) -> Gateway:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # httpx logs every request at INFO: on the serving path that line would cost more than the proxying.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").getEffectiveLevel()))
     # Generous pool: every concurrent request holds one connection to a model server.
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30.0)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0, connect=2.0)) as client:

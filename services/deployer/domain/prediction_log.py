@@ -44,6 +44,7 @@ class PredictionLogger:
         self._buffer: deque[dict[str, Any]] = deque(maxlen=max_buffer)
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self._closing = False
 
     def add(self, record: dict[str, Any]) -> None:
         """O(1) and never blocks: the record waits in memory for the background flusher."""
@@ -56,9 +57,11 @@ class PredictionLogger:
             self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races the wake-up.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+                async with asyncio.timeout(self.flush_interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             await self.flush()
 
@@ -74,10 +77,11 @@ class PredictionLogger:
             LOGGED.labels("sent").inc(len(batch))
 
     async def aclose(self) -> None:
+        """Stop the flusher after it has sent what is buffered (no cancellation mid-send)."""
+        self._closing = True
         if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+            self._wake.set()
+            await self._runner
         await self.flush()
 
 

@@ -1,0 +1,159 @@
+"""The gateway's own logic on the test database, with model servers replaced by an in-process HTTP handler
+(the one edge here): caching (no database per request), canary auto-rollback, and the prediction log."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from services.deployer.domain.gateway import Gateway
+from services.deployer.domain.prediction_log import PredictionLogger
+from shared.core.auth import Authenticator
+from shared.db.models import Deployment, DeploymentHistory, DeploymentServer, OutboxEvent
+from tests.deployer.test_api import make_version
+
+STABLE_PORT, CANARY_PORT = 40001, 40002
+
+
+@pytest.fixture
+def deployment(db_session, tenant) -> Deployment:
+    stable = make_version(db_session, tenant.project_id)
+    canary = make_version(db_session, tenant.project_id)
+    deployment = Deployment(
+        project_id=tenant.project_id,
+        name="gw",
+        target="local",
+        status="healthy",
+        model_version_id=stable.id,
+        canary_version_id=canary.id,
+        canary_percent=50,
+        shadow_percent=0,
+        config={"monitor_id": "m-1", "canary": {"max_error_rate": 0.1, "min_requests": 10, "max_requests": 50}},
+    )
+    db_session.add(deployment)
+    db_session.flush()
+    for role, version, port in (("stable", stable, STABLE_PORT), ("canary", canary, CANARY_PORT)):
+        db_session.add(
+            DeploymentServer(
+                deployment_id=deployment.id, role=role, model_version_id=version.id, model_uri="/m", pid=1, port=port
+            )
+        )
+    db_session.flush()
+    return deployment
+
+
+def model_servers(request: httpx.Request) -> httpx.Response:
+    # The canary's model raises on every request.
+    if request.url.port == CANARY_PORT:
+        return httpx.Response(500, json={"error_code": "INTERNAL_ERROR", "message": "boom"})
+    return httpx.Response(200, json={"predictions": [1]})
+
+
+def build(db_session, settings, sink_batches: list | None = None) -> tuple[Gateway, list[int]]:
+    opened: list[int] = []
+    tx_db = db_session.info["tx_db"]
+
+    @contextlib.contextmanager
+    def counting_scope():
+        opened.append(1)
+        with tx_db.session_scope() as session:
+            yield session
+
+    async def sink(batch):
+        sink_batches.append(batch)
+
+    gateway = Gateway(
+        session_scope=counting_scope,
+        authenticator=Authenticator(settings.jwt_secret),
+        client=httpx.AsyncClient(transport=httpx.MockTransport(model_servers)),
+        prediction_log=PredictionLogger(sink, max_batch=25, flush_interval_s=60) if sink_batches is not None else None,
+        route_ttl_s=60,
+    )
+    return gateway, opened
+
+
+def test_a_failing_canary_is_cut_off_and_rolled_back_without_a_query_per_request(
+    db_session, settings, tenant, deployment
+):
+    gateway, opened = build(db_session, settings)
+    authorization = f"Bearer {tenant.api_key}"
+
+    async def serve(count: int) -> list[httpx.Response]:
+        answers = [
+            await gateway.forward(deployment.id, "/invocations", b"{}", "application/json", authorization)
+            for _ in range(count)
+        ]
+        await gateway.aclose()
+        return answers
+
+    answers = asyncio.run(serve(200))
+
+    routes = [answer.headers["x-tessera-route"] for answer in answers]
+    canary_requests = routes.count("canary")
+    # Judged after 10 canary requests at > 10 % errors; none reaches the canary afterwards.
+    assert canary_requests == 10 and "canary" not in routes[routes.index("canary") + 30 :]
+    # One routing-table load and one authorization check, then the auto-rollback's transaction.
+    assert len(opened) == 3
+    db_session.expire_all()
+    assert (deployment.canary_version_id, deployment.status) == (None, "rolled_back")
+    history = db_session.scalar(select(DeploymentHistory).where(DeploymentHistory.deployment_id == deployment.id))
+    assert (history.action, history.outcome) == ("auto_rollback", "succeeded")
+    assert "error rate 100.0% exceeds 10.0%" in history.reason
+    events = db_session.scalars(select(OutboxEvent.event_type)).all()
+    assert "deployment.rolled_back" in events and "deployment.server_retired" in events
+
+
+def test_served_requests_reach_the_prediction_log_in_batches(db_session, settings, tenant, deployment):
+    deployment.canary_version_id, deployment.canary_percent = None, 0
+    db_session.flush()
+    batches: list[list[dict]] = []
+    gateway, _ = build(db_session, settings, batches)
+
+    async def serve() -> None:
+        for _ in range(60):
+            await gateway.forward(deployment.id, "/invocations", b'{"inputs": [1]}', None, f"Bearer {tenant.api_key}")
+        await asyncio.sleep(0)  # the flusher runs once the event loop is free
+        await gateway.aclose()
+
+    asyncio.run(serve())
+
+    assert [len(batch) for batch in batches] == [25, 25, 10]  # two full batches, the rest on close
+    record = batches[0][0]
+    assert (record["monitor_id"], record["role"], record["request"], record["response"]) == (
+        "m-1",
+        "stable",
+        b'{"inputs": [1]}',
+        b'{"predictions":[1]}',
+    )
+
+
+def test_a_sink_that_fails_drops_its_batch_and_the_log_carries_on():
+    sent: list[int] = []
+
+    async def flaky(batch):
+        if not sent:
+            sent.append(0)
+            raise httpx.ConnectError("monitor down")
+        sent.append(len(batch))
+
+    async def run() -> None:
+        log = PredictionLogger(flaky, max_batch=5, flush_interval_s=60)
+        for index in range(12):
+            log.add({"n": index})
+            await asyncio.sleep(0)
+        await log.aclose()
+
+    asyncio.run(run())
+
+    assert sent[0] == 0 and sum(sent[1:]) >= 5
+
+
+def test_unknown_deployments_are_not_found(db_session, settings, tenant):
+    gateway, _ = build(db_session, settings)
+    with pytest.raises(Exception, match="does not exist"):
+        asyncio.run(gateway.forward(uuid.uuid4(), "/invocations", b"{}", None, f"Bearer {tenant.api_key}"))
