@@ -88,7 +88,8 @@ async def infer(deployment_id: uuid.UUID, model_name: str, request: Request) -> 
 @router.get("/v2/models/{model_name}", summary="V2 model metadata")
 @router.get("/v2/models/{model_name}/ready", summary="V2 model readiness")
 async def v2_read(deployment_id: uuid.UUID, request: Request) -> Response:
-    path = request.url.path.removeprefix(f"/deployments/{deployment_id}")
+    # Everything after /deployments/{id}, however the client spelled the id.
+    path = "/" + request.url.path.split("/", 3)[3]
     return await _forward(request, deployment_id, path, with_body=False)
 
 

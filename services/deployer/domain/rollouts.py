@@ -104,6 +104,7 @@ def resolve_model(plan: RolloutPlan, store: ArtifactStore, cache_dir: Path) -> M
     else:
         path = cache_dir / plan.version_id.hex
         if not (path / "MLmodel").is_file():
+            cache_dir.mkdir(parents=True, exist_ok=True)
             partial = cache_dir / f"{plan.version_id.hex}.partial"
             store.fs.get(f"{store.root}/{key}/", str(partial), recursive=True)
             # A rename, so a download cut short is never mistaken for a model.
