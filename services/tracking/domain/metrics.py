@@ -42,7 +42,7 @@ from shared.db.models import (
 HISTORY_PAGE_LIMIT = 25000
 BULK_INTERVAL_MAX_RUNS = 100
 BULK_INTERVAL_DEFAULT_POINTS = 320
-# Below this many points a plain multi-row INSERT beats setting up a COPY.
+# Below this many points one INSERT statement beats setting up a COPY.
 _COPY_THRESHOLD = 16
 
 
@@ -107,44 +107,41 @@ def _copy_literal(value: float) -> str:
     return "Infinity" if value > 0 else "-Infinity"
 
 
-def _insert_points(session: Session, run_id: uuid.UUID, points: list[MetricPoint]) -> None:
-    connection = session.connection()
-    if connection.dialect.driver == "psycopg" and len(points) >= _COPY_THRESHOLD:
-        # Keys passed validate_key (no tab, newline or backslash), so COPY's text format needs no escaping.
-        run = str(run_id)
-        buffer = "".join(
-            f"{run}\t{p.key}\t{_copy_literal(p.value)}\t{'t' if p.value != p.value else 'f'}\t{p.step}\t{p.timestamp}\n"
-            for p in points
-        )
-        copy_sql = "COPY run_metrics (run_id, key, value, is_nan, step, timestamp) FROM STDIN"
-        with connection.connection.driver_connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
-            copy.write(buffer)
-        return
-    # SQLite cannot store NaN: it becomes NULL with is_nan set (see RunMetric).
-    store_nan = connection.dialect.name == "postgresql"
-    session.execute(
-        RunMetric.__table__.insert(),
-        [
-            {
-                "run_id": run_id,
-                "key": p.key,
-                "value": p.value if store_nan or p.value == p.value else None,
-                "is_nan": p.value != p.value,
-                "step": p.step,
-                "timestamp": p.timestamp,
-            }
-            for p in points
-        ],
+def _copy_points(session: Session, run_id: uuid.UUID, points: list[MetricPoint]) -> None:
+    # Keys passed validate_key (no tab, newline or backslash), so COPY's text format needs no escaping.
+    run = str(run_id)
+    buffer = "".join(
+        f"{run}\t{p.key}\t{_copy_literal(p.value)}\t{'t' if p.value != p.value else 'f'}\t{p.step}\t{p.timestamp}\n"
+        for p in points
     )
+    copy_sql = "COPY run_metrics (run_id, key, value, is_nan, step, timestamp) FROM STDIN"
+    with session.connection().connection.driver_connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
+        copy.write(buffer)
 
 
-def _upsert_latest(session: Session, run_id: uuid.UUID, points: list[MetricPoint]) -> None:
+def _point_rows(run_id: uuid.UUID, points: list[MetricPoint], *, store_nan: bool) -> list[dict]:
+    # SQLite cannot store NaN: it becomes NULL with is_nan set (see RunMetric).
+    return [
+        {
+            "run_id": run_id,
+            "key": p.key,
+            "value": p.value if store_nan or p.value == p.value else None,
+            "is_nan": p.value != p.value,
+            "step": p.step,
+            "timestamp": p.timestamp,
+        }
+        for p in points
+    ]
+
+
+def _latest_rows(run_id: uuid.UUID, points: list[MetricPoint]) -> list[dict]:
+    """Each key's point with the highest (step, timestamp) in this batch; NaN kept as NULL + is_nan."""
     best: dict[str, MetricPoint] = {}
     for point in points:
         current = best.get(point.key)
         if current is None or (point.step, point.timestamp) >= (current.step, current.timestamp):
             best[point.key] = point
-    rows = [
+    return [
         {
             "run_id": run_id,
             "key": p.key,
@@ -156,7 +153,22 @@ def _upsert_latest(session: Session, run_id: uuid.UUID, points: list[MetricPoint
         # Sorted keys: concurrent batches on one run lock rows in the same order (no deadlock).
         for p in sorted(best.values(), key=lambda p: p.key)
     ]
-    session.execute(_latest_upsert(session.get_bind().dialect.name), rows)
+
+
+def _write_run_points(session: Session, run_id: uuid.UUID, points: list[MetricPoint]) -> None:
+    dialect = session.get_bind().dialect
+    latest = _latest_rows(run_id, points)
+    if dialect.driver == "psycopg" and len(points) >= _COPY_THRESHOLD:
+        _copy_points(session, run_id, points)
+        session.execute(_latest_upsert(dialect.name), latest)
+    elif dialect.name == "postgresql":
+        # One round trip for small writes (a single log_metric): the points ride along as a
+        # data-modifying CTE of the latest-value upsert.
+        new_points = RunMetric.__table__.insert().values(_point_rows(run_id, points, store_nan=True)).cte("new_points")
+        session.execute(_latest_upsert(dialect.name).values(latest).add_cte(new_points))
+    else:
+        session.execute(RunMetric.__table__.insert(), _point_rows(run_id, points, store_nan=False))
+        session.execute(_latest_upsert(dialect.name), latest)
 
 
 @lru_cache(maxsize=2)
@@ -212,8 +224,7 @@ def write_points(session: Session, run: ExperimentRun, points: list[MetricPoint]
     if not points:
         return
     _log_model_metrics(session, run, points)
-    _insert_points(session, run.id, points)
-    _upsert_latest(session, run.id, points)
+    _write_run_points(session, run.id, points)
 
 
 def log_metric(session: Session, access: Access, run_id: str | None, item: dict) -> None:
