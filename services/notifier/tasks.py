@@ -46,9 +46,11 @@ def _queue_dispatch(delivery_ids: Iterable[uuid.UUID]) -> None:
 def handle_event(event_id: str) -> None:
     """Handles its event and takes other published, unhandled ones along (a burst in batches)."""
     with database().session_scope() as session:
+        if ingest.is_processed(session, uuid.UUID(event_id)):
+            return
         now = utcnow()
-        batch = [uuid.UUID(event_id), *ingest.pending_events(session, now, EVENT_BATCH - 1)]
-        delivery_ids = ingest.handle_events(session, batch, now, settings().public_url)
+        batch = ingest.take_events(session, uuid.UUID(event_id), now, EVENT_BATCH)
+        delivery_ids = ingest.handle_events(session, batch, now, settings().public_url) if batch else []
     _queue_dispatch(delivery_ids)
 
 
@@ -59,6 +61,8 @@ def dispatch_delivery(delivery_id: str) -> None:
     retry = dispatch.RetryPolicy.from_settings(current)
     with database().session_scope() as session:
         now = utcnow()
+        if dispatch.is_finished_or_taken(session, uuid.UUID(delivery_id), now):
+            return
         batch = [uuid.UUID(delivery_id), *dispatch.due_pending(session, now, DISPATCH_BATCH - 1)]
         claimed = dispatch.claim(session, batch, _secret_box(tuple(current.encryption_keys)), retry, now)
     if not claimed:

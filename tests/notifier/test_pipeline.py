@@ -219,12 +219,13 @@ def test_a_burst_is_handled_in_one_batch_and_each_event_once(pipeline, receiver,
         burst.append(row.id)
     pipeline.session.flush()
     # The handler of the first event takes the others along ...
-    taken = ingest.pending_events(pipeline.session, now, 49)
-    assert set(burst) <= {burst[0], *taken}
-    assert len(ingest.handle_events(pipeline.session, [burst[0], *taken], now, LINK)) == 5
+    taken = ingest.take_events(pipeline.session, burst[0], now, 50)
+    assert taken[0] == burst[0] and set(burst) <= set(taken)
+    assert len(ingest.handle_events(pipeline.session, taken, now, LINK)) == 5
     # ... and their own messages, arriving later, find nothing left to do.
+    assert all(ingest.is_processed(pipeline.session, event_id) for event_id in burst)
+    assert not set(burst) & set(ingest.take_events(pipeline.session, burst[1], now, 50))
     assert all(ingest.handle_events(pipeline.session, [event_id], now, LINK) == [] for event_id in burst)
-    assert not set(burst) & set(ingest.pending_events(pipeline.session, now, 49))
 
 
 def test_published_events_lost_with_the_broker_are_found_again(pipeline, now):

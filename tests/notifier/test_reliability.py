@@ -270,12 +270,15 @@ def test_a_redis_restart_loses_nothing(stack, tmp_path, db, box, live_tenant, re
         private_redis.stop()
         _emit(db, live_tenant, 3, prefix="while-down-")
         private_redis()
-        # Celery's worker may die of the lost connection ("Unrecoverable error" in kombu's Redis
-        # transport); a supervisor restarts it, as compose or systemd would.
-        time.sleep(2)
-        if private.worker.poll() is not None:
-            private.start_worker()
-        wait_for(lambda: _all_delivered(db, live_tenant, 9), timeout=60, what="every delivery after the restart")
+
+        def supervised_until_delivered() -> bool:
+            # Celery's worker may die of the lost connection ("Unrecoverable error" in kombu's Redis
+            # transport); a supervisor restarts it, as compose or systemd would.
+            if private.worker.poll() is not None:
+                private.start_worker()
+            return _all_delivered(db, live_tenant, 9)
+
+        wait_for(supervised_until_delivered, timeout=60, what="every delivery after the restart")
         assert set(_ids_received(receiver)) == {str(row.notification_id) for row in _deliveries(db, live_tenant)}
     finally:
         private.stop()

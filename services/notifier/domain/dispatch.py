@@ -119,6 +119,15 @@ def claim(
     ]
 
 
+def is_finished_or_taken(session: Session, delivery_id: uuid.UUID, now: datetime) -> bool:
+    """A read-only check, so the messages of deliveries already taken along in a batch cost no commit
+    (`claim` still decides for those that look claimable)."""
+    row = session.execute(select(Delivery.state, Delivery.lease_until).where(Delivery.id == delivery_id)).first()
+    if row is None:
+        return True
+    return row.state in FINAL_STATES or (row.state == "in_flight" and row.lease_until > now)
+
+
 def due_pending(session: Session, now: datetime, limit: int) -> list[uuid.UUID]:
     """The most recently due pending deliveries, locked for this transaction: a dispatch task takes
     them along with its own, so a burst costs a few transactions, not two per delivery (their own

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, exists, null, select, update
+from sqlalchemy import case, exists, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.notifier.domain import flushing, muting, rules
@@ -236,11 +236,19 @@ def handle_events(session: Session, event_ids: list[uuid.UUID], now: datetime, l
     return flushing.flush_groups(session, due, now, link_base) if due else []
 
 
-def pending_events(session: Session, now: datetime, limit: int) -> list[uuid.UUID]:
-    """Recently published events no handler has taken yet, locked for this transaction: a handler
-    takes them along with its own event, so a burst is handled in batches (their own messages then
-    find them processed and cost one statement). Only the newest `STEAL_WINDOW` published events are
-    looked at, so the query costs the same in a burst and in a quiet hour."""
+def is_processed(session: Session, event_id: uuid.UUID) -> bool:
+    """A read-only check, so the many messages of events already taken along in a batch cost no commit."""
+    return session.get(NotifierProcessedEvent, event_id) is not None
+
+
+def take_events(session: Session, event_id: uuid.UUID, now: datetime, limit: int) -> list[uuid.UUID]:
+    """The event and recently published ones no handler has taken yet, locked for this transaction.
+
+    A handler takes others along with its own, so a burst is handled in batches; their own messages
+    then find them processed. Locks are taken with SKIP LOCKED — an event another handler holds is
+    left to it rather than waited for — and only the newest `STEAL_WINDOW` published events are
+    looked at, so the query costs the same in a burst and in a quiet hour.
+    """
     recent = (
         select(OutboxEvent.id)
         .where(OutboxEvent.published_at >= now - RECENT)
@@ -248,10 +256,12 @@ def pending_events(session: Session, now: datetime, limit: int) -> list[uuid.UUI
         .limit(STEAL_WINDOW)
     )
     processed = exists().where(NotifierProcessedEvent.event_id == OutboxEvent.id)
+    own = OutboxEvent.id == event_id
     return list(
         session.scalars(
             select(OutboxEvent.id)
-            .where(OutboxEvent.id.in_(recent), OutboxEvent.organization_id.is_not(None), ~processed)
+            .where(or_(own, OutboxEvent.id.in_(recent)), OutboxEvent.organization_id.is_not(None), ~processed)
+            .order_by(own.desc())
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
