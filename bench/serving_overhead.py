@@ -157,7 +157,7 @@ def report(results: dict[str, TargetResult], concurrency: int) -> dict[str, floa
 
 
 class LogReceiver:
-    """Stands in for the monitor's logging endpoint: counts the records the gateway sends."""
+    """Stands in for the monitor's logging endpoint: counts the rows the gateway sends."""
 
     def __init__(self) -> None:
         self.records = 0
@@ -166,7 +166,7 @@ class LogReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
-                receiver.records += len(json.loads(body)["records"])
+                receiver.records += len(json.loads(body)["rows"])
                 self.send_response(202)
                 self.end_headers()
 

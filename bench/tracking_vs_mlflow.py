@@ -55,6 +55,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            for child in children.read().split():
+                pids += _process_tree(int(child))
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a server and all its workers: a cost that does not move with the load."""
+    total = 0
+    for process in _process_tree(pid):
+        with open(f"/proc/{process}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _admin(sql: str) -> None:
     with psycopg.connect(f"postgresql://{PG_SERVER}/postgres", autocommit=True) as conn:
         conn.execute(sql)
@@ -371,7 +390,7 @@ def bench_concurrent(url: str, experiment_id: str, clients: int, seconds: float)
     return sum(counts) / (time.perf_counter() - started)
 
 
-def bench_loadgen(url: str, experiment_id: str, headers: dict, seconds: float, connections: int) -> float:
+def bench_loadgen(url: str, experiment_id: str, headers: dict, seconds: float, connections: int) -> tuple[float, int]:
     """Server capacity without the mlflow client's own CPU cost: pre-encoded 1000-metric log-batch
     bodies sent by a light asyncio client over kept-alive connections (like mlflow-go's k6 runs)."""
     client = _client(url)
@@ -409,7 +428,7 @@ def bench_loadgen(url: str, experiment_id: str, headers: dict, seconds: float, c
 
     started = time.perf_counter()
     sent = asyncio.run(run())
-    return sent / (time.perf_counter() - started)
+    return sent / (time.perf_counter() - started), sent // 1000
 
 
 def bench_scale(url: str, db_url: str, reps: int) -> dict[str, tuple[float, float]]:
@@ -503,9 +522,19 @@ def main() -> None:
             results.append(_row("log_batch, 20 concurrent clients", t, m, "metrics/s", True))
         if "loadgen" in only:
             headers = {"Authorization": f"Bearer {servers.api_key}"}
-            t = bench_loadgen(urls["tessera"], experiments["tessera"], headers, args.seconds, 8)
-            m = bench_loadgen(urls["mlflow"], experiments["mlflow"], headers, args.seconds, 8)
-            results.append(_row("log-batch, pre-encoded bodies (load generator)", t, m, "metrics/s", True))
+            rates, cpu_per_batch = {}, {}
+            for (name, url), proc in zip(urls.items(), servers.procs, strict=True):
+                before = cpu_seconds(proc.pid)
+                rates[name], batches = bench_loadgen(url, experiments[name], headers, args.seconds, 8)
+                cpu_per_batch[name] = (cpu_seconds(proc.pid) - before) / batches * 1000
+            results.append(
+                _row("log-batch, pre-encoded bodies (load generator)", rates["tessera"], rates["mlflow"],
+                     "metrics/s", True)
+            )  # fmt: skip
+            results.append(
+                _row("  server CPU per 1000-metric batch", cpu_per_batch["tessera"], cpu_per_batch["mlflow"],
+                     "ms", False)
+            )  # fmt: skip
         if "scale" in only:
             for name, (p50, p95) in bench_scale(urls["tessera"], servers.tessera_sqlalchemy_url, reps=20).items():
                 print(f"tessera search over {SCALE_RUNS:,} runs, {name:<40} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms",
