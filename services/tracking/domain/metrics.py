@@ -39,7 +39,6 @@ from shared.db.models import (
     RunMetric,
 )
 
-HISTORY_PAGE_LIMIT = 25000
 BULK_INTERVAL_MAX_RUNS = 100
 BULK_INTERVAL_DEFAULT_POINTS = 320
 # Below this many points one INSERT statement beats setting up a COPY.
