@@ -255,8 +255,10 @@ def test_deployed_version_serves_the_same_predictions_as_in_process(api, tenant,
         time.sleep(0.1)
     path, batch = receiver.batches[0]
     assert path == "/api/v1/monitors/iris-monitor/predictions"
-    assert batch["records"][0]["response"] == {"predictions": expected}
-    assert batch["records"][0]["request"]["dataframe_split"]["columns"] == list(rows.columns)
+    # In the monitor's format: one row per input row, its features and its prediction.
+    logged = batch["rows"][:30]
+    assert [row["prediction"] for row in logged] == expected
+    assert logged[0]["features"] == rows.iloc[0].to_dict()
     latest = _history(api, tenant, deployment)[0]
     assert (latest["action"], latest["outcome"]) == ("deploy", "succeeded")
     metrics = api.get("/metrics").text

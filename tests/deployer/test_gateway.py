@@ -8,11 +8,12 @@ import contextlib
 import uuid
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import select
 
 from services.deployer.domain.gateway import Gateway
-from services.deployer.domain.prediction_log import PredictionLogger
+from services.deployer.domain.prediction_log import PredictionLogger, monitor_rows
 from shared.core.auth import Authenticator
 from shared.db.models import Deployment, DeploymentHistory, DeploymentServer, OutboxEvent
 from tests.deployer.test_api import make_version
@@ -157,3 +158,33 @@ def test_unknown_deployments_are_not_found(db_session, settings, tenant):
     gateway, _ = build(db_session, settings)
     with pytest.raises(Exception, match="does not exist"):
         asyncio.run(gateway.forward(uuid.uuid4(), "/invocations", b"{}", None, f"Bearer {tenant.api_key}"))
+
+
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2], [3, 4]]}},
+        {"dataframe_records": [{"a": 1, "b": 2}, {"a": 3, "b": 4}]},
+        {"inputs": {"a": [1, 3], "b": [2, 4]}},
+        {
+            "inputs": [
+                {"name": "a", "shape": [2], "datatype": "INT64", "data": [1, 3]},
+                {"name": "b", "shape": [2], "datatype": "INT64", "data": [2, 4]},
+            ]
+        },
+    ],
+    ids=["dataframe_split", "dataframe_records", "inputs", "v2"],
+)
+def test_monitor_rows_pair_each_input_row_with_its_prediction(request_body):
+    record = {
+        "status_code": 200,
+        "timestamp": 1_700_000_000.0,
+        "request": orjson.dumps(request_body),
+        "response": b'{"predictions": [0, 1]}',
+    }
+
+    rows = monitor_rows(record)
+
+    assert [(row["features"], row["prediction"]) for row in rows] == [({"a": 1, "b": 2}, 0), ({"a": 3, "b": 4}, 1)]
+    assert rows[0]["timestamp"] == "2023-11-14T22:13:20+00:00"
+    assert monitor_rows(record | {"status_code": 500}) == []

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -86,9 +87,12 @@ class PredictionLogger:
 
 
 def monitor_http_sink(client: httpx.AsyncClient, url_template: str, api_key: str = "") -> PredictionSink:
-    """POST `{"records": [...]}` per monitor to `url_template.format(monitor_id=...)`.
+    """POST the monitor's `{"rows": [{"features", "prediction", "timestamp"}]}` per monitor to
+    `url_template.format(monitor_id=...)` (an API key with `monitoring:write`).
 
-    Request and response bodies travel as the JSON they were (parsed here, off the response path).
+    Requests and answers are parsed here, at flush time, off the response path; one served request with
+    N input rows becomes N rows. Failed requests, and payloads whose rows cannot be paired with their
+    predictions, are not logged.
     """
     headers = {"content-type": "application/json"}
     if api_key:
@@ -97,20 +101,62 @@ def monitor_http_sink(client: httpx.AsyncClient, url_template: str, api_key: str
     async def send(batch: list[dict[str, Any]]) -> None:
         by_monitor: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for record in batch:
-            by_monitor[record["monitor_id"]].append(
-                {**record, "request": _json_or_text(record["request"]), "response": _json_or_text(record["response"])}
-            )
-        for monitor_id, records in by_monitor.items():
+            by_monitor[record["monitor_id"]].extend(monitor_rows(record))
+        for monitor_id, rows in by_monitor.items():
+            if not rows:
+                continue
             response = await client.post(
-                url_template.format(monitor_id=monitor_id), content=orjson.dumps({"records": records}), headers=headers
+                url_template.format(monitor_id=monitor_id), content=orjson.dumps({"rows": rows}), headers=headers
             )
             response.raise_for_status()
 
     return send
 
 
-def _json_or_text(raw: bytes) -> Any:
+def monitor_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The monitor's rows for one served request: its input rows paired with their predictions."""
+    if record["status_code"] != 200:
+        return []
     try:
-        return orjson.loads(raw)
+        features = _feature_rows(orjson.loads(record["request"]))
+        predictions = _prediction_list(orjson.loads(record["response"]))
     except orjson.JSONDecodeError:
-        return raw.decode("utf-8", errors="replace")
+        return []
+    if features is None or predictions is None or len(features) != len(predictions):
+        return []
+    timestamp = datetime.fromtimestamp(record["timestamp"], UTC).isoformat()
+    return [
+        {"features": row, "prediction": prediction, "timestamp": timestamp}
+        for row, prediction in zip(features, predictions, strict=True)
+    ]
+
+
+def _feature_rows(request: Any) -> list[dict[str, Any]] | None:
+    """Input rows as {column: value} from any request shape the model server accepts (MLflow or V2)."""
+    if not isinstance(request, dict):
+        return None
+    if isinstance(split := request.get("dataframe_split"), dict):
+        columns = split.get("columns") or [str(index) for index in range(len((split.get("data") or [[]])[0]))]
+        return [dict(zip(columns, row, strict=False)) for row in split.get("data") or []]
+    inputs = request.get("inputs")
+    if isinstance(inputs, dict):
+        columns = list(inputs)
+        return [dict(zip(columns, values, strict=False)) for values in zip(*inputs.values(), strict=False)]
+    if isinstance(inputs, list) and inputs and all(isinstance(item, dict) and "data" in item for item in inputs):
+        # Open Inference Protocol: one named tensor per column.
+        columns = [item.get("name") for item in inputs]
+        tensors = (item["data"] for item in inputs)
+        return [dict(zip(columns, values, strict=False)) for values in zip(*tensors, strict=False)]
+    records = request.get("dataframe_records", request.get("instances", inputs))
+    if isinstance(records, list):
+        return [row if isinstance(row, dict) else {"input": row} for row in records]
+    return None
+
+
+def _prediction_list(answer: Any) -> list[Any] | None:
+    if isinstance(answer, dict):
+        predictions = answer.get("predictions")
+        if predictions is None and answer.get("outputs"):
+            predictions = answer["outputs"][0].get("data")
+        return predictions if isinstance(predictions, list) else None
+    return answer if isinstance(answer, list) else None
