@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=4, help="pool size per worker")
     parser.add_argument(
-        "--timeout", type=float, default=60.0, help="give up after this many seconds without a delivery"
+        "--timeout", type=float, default=300.0, help="give up after this many seconds without a delivery"
     )
     options = parser.parse_args()
 
