@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, IntegrityError
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.core.auth import Authenticator
@@ -89,37 +90,59 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "INTERNAL_ERROR", "Internal error; see the server log for the request id")
 
 
-def _install_request_middleware(app: FastAPI, service: str, max_body: int) -> None:
-    @app.middleware("http")
-    async def _request_context(request: Request, call_next):
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+class RequestContextMiddleware:
+    """Request id, client facts for the audit trail, body-size limit, and Prometheus timings.
+
+    A plain ASGI middleware rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware
+    re-wraps every request and response in extra tasks and streams, which costs milliseconds on hot
+    paths (metric logging, the deployer's gateway).
+    """
+
+    def __init__(self, app, *, service: str, max_body: int):
+        self.app = app
+        self.service = service
+        self.max_body = max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        client = scope.get("client")
         token = set_request(
             RequestContext(
                 request_id=request_id,
-                method=request.method,
-                path=request.url.path,
-                ip_address=request.client.host if request.client else None,
-                user_agent=request.headers.get("user-agent"),
+                method=scope["method"],
+                path=scope["path"],
+                ip_address=client[0] if client else None,
+                user_agent=headers.get("user-agent"),
             )
         )
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
+        status = 500
+
+        async def send_with_request_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).append("x-request-id", request_id)
+            await send(message)
+
         try:
-            length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > max_body:
-                response = _error(413, "PAYLOAD_TOO_LARGE", f"Request body over {max_body} bytes")
+            length = headers.get("content-length")
+            if length and length.isdigit() and int(length) > self.max_body:
+                response = _error(413, "PAYLOAD_TOO_LARGE", f"Request body over {self.max_body} bytes")
+                await response(scope, receive, send_with_request_id)
             else:
-                response = await call_next(request)
+                await self.app(scope, receive, send_with_request_id)
         finally:
             reset_request(token)
             structlog.contextvars.unbind_contextvars("request_id")
-        elapsed = time.perf_counter() - started
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        REQUESTS.labels(service, request.method, template, str(response.status_code)).inc()
-        LATENCY.labels(service, request.method, template).observe(elapsed)
-        response.headers["x-request-id"] = request_id
-        return response
+            template = getattr(scope.get("route"), "path", "unmatched")
+            REQUESTS.labels(self.service, scope["method"], template, str(status)).inc()
+            LATENCY.labels(self.service, scope["method"], template).observe(time.perf_counter() - started)
 
 
 def _ops_router(service: str) -> APIRouter:
@@ -183,7 +206,7 @@ def build_app(
     app.state.db = get_database(settings.database_url, settings.sql_echo, settings.db_pool_size)
     app.state.authenticator = Authenticator(settings.jwt_secret, settings.api_key_touch_interval_s)
     _install_error_handlers(app)
-    _install_request_middleware(app, service, settings.max_request_bytes)
+    app.add_middleware(RequestContextMiddleware, service=service, max_body=settings.max_request_bytes)
     app.include_router(_ops_router(service))
     for router in routers:
         app.include_router(router)
