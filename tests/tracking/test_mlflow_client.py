@@ -14,6 +14,8 @@ import requests
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.protos.service_pb2 import LogBatch
+from mlflow.tracking._tracking_service.utils import _get_store
+from mlflow.utils.credentials import get_default_host_creds
 from mlflow.utils.rest_utils import call_endpoint
 
 
@@ -164,7 +166,7 @@ def test_log_batch_at_limits(mlflow_client, experiment_id):
 
 def _raw_log_batch(mlflow_client, run_id: str, **body) -> MlflowException:
     """log-batch bodies the client would refuse to build, sent through the client's own transport."""
-    creds = mlflow_client._tracking_client.store.get_host_creds()
+    creds = get_default_host_creds(mlflow.get_tracking_uri())
     with pytest.raises(MlflowException) as exc:
         call_endpoint(
             creds, "/api/2.0/mlflow/runs/log-batch", "POST", json.dumps({"run_id": run_id, **body}), LogBatch.Response()
@@ -230,14 +232,15 @@ def test_metric_history_pages(mlflow_client, experiment_id):
     run_id = mlflow_client.create_run(experiment_id).info.run_id
     now = int(time.time() * 1000)
     mlflow_client.log_batch(run_id, metrics=[Metric("loss", float(i), now + i, i) for i in range(1000)])
-    store = mlflow_client._tracking_client.store
+    # The REST store exposes the paging that MlflowClient.get_metric_history loops over.
+    store = _get_store()
     first = store.get_metric_history(run_id, "loss", max_results=300)
     assert [m.step for m in first] == list(range(300)) and first.token
     second = store.get_metric_history(run_id, "loss", max_results=800, page_token=first.token)
     assert [m.step for m in second] == list(range(300, 1000)) and second.token is None
 
 
-def test_bulk_interval_history(mlflow_client, experiment_id):
+def test_bulk_interval_history(mlflow_client, experiment_id, module_tenant):
     run_ids = [mlflow_client.create_run(experiment_id).info.run_id for _ in range(2)]
     now = int(time.time() * 1000)
     for run_id in run_ids:
@@ -245,7 +248,7 @@ def test_bulk_interval_history(mlflow_client, experiment_id):
     response = requests.get(
         f"{mlflow.get_tracking_uri()}/api/2.0/mlflow/metrics/get-history-bulk-interval",
         params={"run_ids": run_ids, "metric_key": "loss", "start_step": 10, "end_step": 50, "max_results": 5},
-        headers={"Authorization": f"Bearer {mlflow_client._tracking_client.store.get_host_creds().token}"},
+        headers={"Authorization": f"Bearer {module_tenant.api_key}"},
         timeout=10,
     )
     assert response.status_code == 200
