@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from sqlalchemy import Float, String, delete, false, literal, null, select, union, union_all
+from sqlalchemy import BigInteger, Float, String, cast, delete, false, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from services.tracking.domain import experiments
@@ -161,15 +161,15 @@ def get_active_run_for_write(session: Session, access: Access, run_id: str | Non
 def load_views(session: Session, runs: list[ExperimentRun]) -> list[RunView]:
     """Runs with their latest metrics, params, tags, inputs and outputs for a whole page.
 
-    Round trips, not rows, dominate here: metrics, params and tags come in one UNION ALL query, and
-    one probe tells whether any run of the page has inputs or outputs before those are read (most
-    pages have none)."""
+    Round trips, not rows, dominate here: metrics, params, tags, model links and a marker for each
+    dataset input come back in one UNION ALL query; datasets themselves are read only when a run of
+    the page has some (most have none)."""
     views = {run.id: RunView(run) for run in runs}
     if not views:
         return []
     ids = list(views)
-    no_text, no_number = literal(None, String), literal(None, Float)
-    key_values = union_all(
+    no_text, no_number, no_int = literal(None, String), literal(None, Float), literal(None, BigInteger)
+    children = union_all(
         select(
             literal("m"),
             RunLatestMetric.run_id,
@@ -181,49 +181,48 @@ def load_views(session: Session, runs: list[ExperimentRun]) -> list[RunView]:
             RunLatestMetric.step,
         ).where(ids_match(session, RunLatestMetric.run_id, ids)),
         *(
-            select(literal(kind), model.run_id, model.key, model.value, no_number, false(), null(), null()).where(
+            select(literal(kind), model.run_id, model.key, model.value, no_number, false(), no_int, no_int).where(
                 ids_match(session, model.run_id, ids)
             )
             for kind, model in (("p", RunParam), ("t", RunTag))
         ),
+        select(
+            literal("l"),
+            RunModelLink.run_id,
+            RunModelLink.direction,
+            cast(RunModelLink.model_id, String),
+            no_number,
+            false(),
+            no_int,
+            RunModelLink.step,
+        ).where(ids_match(session, RunModelLink.run_id, ids)),
+        select(literal("d"), RunDatasetInput.run_id, no_text, no_text, no_number, false(), no_int, no_int).where(
+            ids_match(session, RunDatasetInput.run_id, ids)
+        ),
     )
-    for kind, run_id, key, text, number, is_nan, timestamp, step in session.execute(key_values):
+    with_datasets = []
+    for kind, run_id, key, text, number, is_nan, timestamp, step in session.execute(children):
         view = views[run_id]
         if kind == "m":
             view.metrics.append(Metric(key, float("nan") if is_nan else number, timestamp, step))
         elif kind == "p":
             view.params.append((key, text))
-        else:
+        elif kind == "t":
             view.tags.append((key, text))
-    with_io = set(
-        session.scalars(
-            union(
-                select(RunDatasetInput.run_id).where(ids_match(session, RunDatasetInput.run_id, ids)),
-                select(RunModelLink.run_id).where(ids_match(session, RunModelLink.run_id, ids)),
-            )
-        )
-    )
-    if with_io:
-        _load_inputs_outputs(session, views, list(with_io))
-    return [views[run.id] for run in runs]
-
-
-def _load_inputs_outputs(session: Session, views: dict[uuid.UUID, RunView], ids: list[uuid.UUID]) -> None:
-    for run_id, tags, dataset in session.execute(
-        select(RunDatasetInput.run_id, RunDatasetInput.tags, Dataset)
-        .join(Dataset, Dataset.id == RunDatasetInput.dataset_id)
-        .where(RunDatasetInput.run_id.in_(ids))
-    ):
-        views[run_id].dataset_inputs.append(DatasetInputView(dataset, tags))
-    for run_id, model_id, direction, step in session.execute(
-        select(RunModelLink.run_id, RunModelLink.model_id, RunModelLink.direction, RunModelLink.step).where(
-            RunModelLink.run_id.in_(ids)
-        )
-    ):
-        if direction == "input":
-            views[run_id].model_inputs.append(format_model_id(model_id))
+        elif kind == "l" and key == "input":
+            view.model_inputs.append(format_model_id(uuid.UUID(text)))
+        elif kind == "l":
+            view.model_outputs.append((format_model_id(uuid.UUID(text)), step))
         else:
-            views[run_id].model_outputs.append((format_model_id(model_id), step))
+            with_datasets.append(run_id)
+    if with_datasets:
+        for run_id, tags, dataset in session.execute(
+            select(RunDatasetInput.run_id, RunDatasetInput.tags, Dataset)
+            .join(Dataset, Dataset.id == RunDatasetInput.dataset_id)
+            .where(RunDatasetInput.run_id.in_(set(with_datasets)))
+        ):
+            views[run_id].dataset_inputs.append(DatasetInputView(dataset, tags))
+    return [views[run.id] for run in runs]
 
 
 def get_run(session: Session, access: Access, run_id: str | None) -> RunView:
