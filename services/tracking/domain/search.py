@@ -1,5 +1,5 @@
 """Run search: MLflow's SearchRuns (filter, order_by, max_results, page_token, run_view_type), plus OR
-and parentheses, compiled to one SQL query for the page and one query per child table for its data."""
+and parentheses, compiled to one SQL query for the page; its data comes in one more (runs.load_views)."""
 
 from __future__ import annotations
 
