@@ -66,7 +66,8 @@ def record(
     if error_code:
         details["error_code"] = error_code
     organization_id = desc.organization_id
-    if organization_id is not None and session.get(Organization, organization_id) is None:
+    # Only a refused request can name an organization that does not exist; a successful one touched it.
+    if outcome != "success" and organization_id is not None and session.get(Organization, organization_id) is None:
         # A refused request may name an organization that does not exist: keep the id, not the foreign key.
         details["organization_id"] = str(organization_id)
         organization_id = None
@@ -76,14 +77,15 @@ def record(
             organization_id=organization_id,
             actor_user_id=principal.user_id if principal else None,
             actor_api_key_id=principal.api_key_id if principal else None,
-            action=desc.action,
-            object_type=desc.object_type,
-            object_id=desc.object_id,
+            # Client-chosen text (paths, request ids) is clipped to the columns: an audit row never fails a request.
+            action=desc.action[:100],
+            object_type=desc.object_type[:50] if desc.object_type else None,
+            object_id=desc.object_id[:100] if desc.object_id else None,
             method=ctx.method if ctx else None,
             path=ctx.path if ctx else None,
             ip_address=ctx.ip_address if ctx else None,
             user_agent=ctx.user_agent if ctx else None,
-            request_id=ctx.request_id if ctx else None,
+            request_id=ctx.request_id[:64] if ctx else None,
             outcome=outcome,
             status_code=status_code,
             details=details,

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, and_, select, update
 from sqlalchemy.orm import Session
 
 from shared.core.errors import InvalidParameter, NotFound, PermissionDenied, Unauthenticated
@@ -178,25 +178,27 @@ class Access:
 
     def _project_and_role(self, project_id: uuid.UUID) -> tuple[Project | None, str | None]:
         if project_id not in self._project_roles:
-            project = self.session.get(Project, project_id)
-            role = None
-            visible = project is not None and project.deleted_at is None
-            if visible and self.principal.project_id not in (None, project_id):
-                visible = False
-            if visible:
-                org_role = self.org_role(project.organization_id)
-                if org_role is not None:
-                    member_role = self.session.scalar(
-                        select(ProjectMember.role).where(
-                            ProjectMember.project_id == project_id,
-                            ProjectMember.user_id == self.principal.user_id,
-                        )
-                    )
-                    if org_role == "owner":
-                        role = "admin"
-                    else:
-                        role = member_role or _PROJECT_ROLE_FROM_ORG[org_role]
-            self._project_roles[project_id] = (project if role else None, role)
+            uid = self.principal.user_id
+            # One round trip for the project and both roles: this runs on every tracking call.
+            row = self.session.execute(
+                select(Project, OrganizationMembership.role, ProjectMember.role)
+                .join(Organization, Organization.id == Project.organization_id)
+                .join(
+                    OrganizationMembership,
+                    and_(OrganizationMembership.organization_id == Project.organization_id,
+                         OrganizationMembership.user_id == uid),
+                )
+                .outerjoin(ProjectMember, and_(ProjectMember.project_id == Project.id, ProjectMember.user_id == uid))
+                .where(Project.id == project_id, Project.deleted_at.is_(None), Organization.deleted_at.is_(None))
+            ).first()
+            project, role = None, None
+            if row is not None and self.principal.project_id in (None, project_id) and (
+                self.principal.organization_id in (None, row[0].organization_id)
+            ):
+                project, org_role, member_role = row
+                self._org_roles[project.organization_id] = org_role
+                role = "admin" if org_role == "owner" else member_role or _PROJECT_ROLE_FROM_ORG[org_role]
+            self._project_roles[project_id] = (project, role)
         return self._project_roles[project_id]
 
     def project_role(self, project_id: uuid.UUID) -> str | None:
