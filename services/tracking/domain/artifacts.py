@@ -4,17 +4,30 @@ Clients see `mlflow-artifacts:/<experiment>/<run>/artifacts/...` (and `<experime
 for logged models). The first segment names the experiment; the caller must be able to use its project,
 and the file lives at `<org>/<project>/<experiment>/...` in the store, so one tenant's paths can never
 reach another's files, whatever the client sends.
+
+Versions uploaded to the registry live at `registry/<model>/<version>/...` (services/registry/domain/
+versions.py) and are read here too, which is how `models:/<name>/<version>` loads them: the second segment
+names the model, the caller needs `registry:read` on its project. They are read-only through this API:
+the registry's upload endpoint writes them along with the version row, and a file changed or deleted
+behind the registry's back would break the version it belongs to.
 """
 
 from __future__ import annotations
 
+import uuid
+
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.tracking.domain import experiments
 from shared.core import audit
 from shared.core.artifacts import ArtifactEntry, ArtifactStore, safe_key
 from shared.core.auth import Access
-from shared.core.errors import NotFound
+from shared.core.errors import InvalidParameter, NotFound
+from shared.db.models import Model, Project
+
+REGISTRY_PREFIX = "registry"
+REGISTRY_READ = "registry:read"
 
 
 def storage_key(session: Session, access: Access, path: str, scope: str, action: str | None = None) -> str:
@@ -23,12 +36,20 @@ def storage_key(session: Session, access: Access, path: str, scope: str, action:
     if action:
         audit.describe(session, action=action, object_type="artifact", details={"path": path})
     key = safe_key(path)
-    experiment_segment = key.split("/", 1)[0]
-    try:
-        experiment = experiments.get_experiment(session, access, experiment_segment, scope)
-    except NotFound:
-        raise NotFound(f"Artifact '{path}' does not exist") from None
-    project = access.require_project(experiment.project_id, scope)
+    first_segment = key.split("/", 1)[0]
+    if first_segment == REGISTRY_PREFIX:
+        if scope != experiments.READ:
+            raise InvalidParameter(
+                f"Artifact '{path}' belongs to a registered model version and is read-only here; "
+                "upload versions with POST /api/v1/models/{model_id}/versions/upload"
+            )
+        project = _registry_project(session, access, key, path)
+    else:
+        try:
+            experiment = experiments.get_experiment(session, access, first_segment, scope)
+        except NotFound:
+            raise NotFound(f"Artifact '{path}' does not exist") from None
+        project = access.require_project(experiment.project_id, scope)
     if action:
         audit.describe(
             session,
@@ -38,6 +59,23 @@ def storage_key(session: Session, access: Access, path: str, scope: str, action:
             details={"path": path},
         )
     return safe_key(project.organization_id.hex, project.id.hex, key)
+
+
+def _registry_project(session: Session, access: Access, key: str, path: str) -> Project:
+    """The project of the live model named by `registry/<model>/...`, if the caller may read it."""
+    missing = NotFound(f"Artifact '{path}' does not exist")
+    segments = key.split("/")
+    try:
+        model_id = uuid.UUID(hex=segments[1])
+    except (IndexError, ValueError):
+        raise missing from None
+    project_id = session.scalar(select(Model.project_id).where(Model.id == model_id, Model.deleted_at.is_(None)))
+    if project_id is None:
+        raise missing
+    try:
+        return access.require_project(project_id, REGISTRY_READ)
+    except NotFound:
+        raise missing from None
 
 
 def list_artifacts(session: Session, access: Access, store: ArtifactStore, path: str | None) -> list[ArtifactEntry]:
