@@ -209,3 +209,20 @@ def celery_worker() -> Iterator[subprocess.Popen]:
     assert proc.poll() is None, "celery worker exited at start-up"
     yield proc
     stop_process(proc)
+
+
+@pytest.fixture(autouse=True)
+def _forget_mlflow_client_state():
+    """The mlflow client keeps the active experiment and run in module globals and environment variables;
+    tests act as different tenants, so each starts with none."""
+    yield
+    if "mlflow" not in sys.modules:
+        return
+    import mlflow
+    from mlflow.tracking import fluent
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    fluent._active_experiment_id = None
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        os.environ.pop(name, None)
