@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, exists, null, or_, select, update
+from sqlalchemy import case, exists, null, select, update
 from sqlalchemy.orm import Session
 
 from services.notifier.domain import flushing, muting, rules
@@ -244,11 +244,17 @@ def is_processed(session: Session, event_id: uuid.UUID) -> bool:
 def take_events(session: Session, event_id: uuid.UUID, now: datetime, limit: int) -> list[uuid.UUID]:
     """The event and recently published ones no handler has taken yet, locked for this transaction.
 
-    A handler takes others along with its own, so a burst is handled in batches; their own messages
-    then find them processed. Locks are taken with SKIP LOCKED — an event another handler holds is
-    left to it rather than waited for — and only the newest `STEAL_WINDOW` published events are
-    looked at, so the query costs the same in a burst and in a quiet hour.
+    The event's own row is waited for: the relay holds it until its commit, and a handler that took
+    it along holds it until its batch commits (the event is then processed and drops out of the
+    batch). Others are taken with SKIP LOCKED, and only among the newest `STEAL_WINDOW` published
+    events, so the query costs the same in a burst and in a quiet hour. A handler thus handles a
+    burst in batches; the other events' own messages then find them processed.
     """
+    own = session.scalars(
+        select(OutboxEvent.id)
+        .where(OutboxEvent.id == event_id, OutboxEvent.organization_id.is_not(None))
+        .with_for_update()
+    ).all()
     recent = (
         select(OutboxEvent.id)
         .where(OutboxEvent.published_at >= now - RECENT)
@@ -256,16 +262,18 @@ def take_events(session: Session, event_id: uuid.UUID, now: datetime, limit: int
         .limit(STEAL_WINDOW)
     )
     processed = exists().where(NotifierProcessedEvent.event_id == OutboxEvent.id)
-    own = OutboxEvent.id == event_id
-    return list(
-        session.scalars(
-            select(OutboxEvent.id)
-            .where(or_(own, OutboxEvent.id.in_(recent)), OutboxEvent.organization_id.is_not(None), ~processed)
-            .order_by(own.desc())
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+    others = session.scalars(
+        select(OutboxEvent.id)
+        .where(
+            OutboxEvent.id.in_(recent),
+            OutboxEvent.id != event_id,
+            OutboxEvent.organization_id.is_not(None),
+            ~processed,
         )
-    )
+        .limit(limit - 1)
+        .with_for_update(skip_locked=True)
+    ).all()
+    return [*own, *others]
 
 
 def unhandled_events(session: Session, now: datetime, older_than: timedelta, limit: int = 500) -> list[uuid.UUID]:
