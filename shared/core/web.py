@@ -17,6 +17,10 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.core.auth import Authenticator
+
+# Importing the Celery app also installs the after-commit outbox nudge, so events leave right after the
+# request commits instead of waiting for beat's periodic relay.
+from shared.core.celery_app import celery_app
 from shared.core.context import RequestContext, reset_request, set_request
 from shared.core.errors import TesseraError
 from shared.core.logging import configure_logging
@@ -175,8 +179,6 @@ def _check_database(request: Request) -> str:
 
 
 def _check_broker(settings: Settings) -> str:
-    from shared.core.celery_app import celery_app
-
     try:
         with celery_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
