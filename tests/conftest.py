@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -201,14 +202,31 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
             proc.wait()
 
 
+# The session's shared workers; tests that kill or count their own workers pause these.
+SESSION_WORKERS: list[subprocess.Popen] = []
+
+
 @pytest.fixture(scope="session")
 def celery_worker() -> Iterator[subprocess.Popen]:
     """A real Celery worker process on the machine's Redis (this session's key prefix)."""
     proc = start_worker()
+    SESSION_WORKERS.append(proc)
     time.sleep(2)
     assert proc.poll() is None, "celery worker exited at start-up"
     yield proc
+    SESSION_WORKERS.remove(proc)
     stop_process(proc)
+
+
+@pytest.fixture
+def only_private_workers() -> Iterator[None]:
+    """Pause the session's shared worker (SIGSTOP), so only the test's own workers take tasks."""
+    paused = [proc for proc in SESSION_WORKERS if proc.poll() is None]
+    for proc in paused:
+        os.killpg(proc.pid, signal.SIGSTOP)
+    yield
+    for proc in paused:
+        os.killpg(proc.pid, signal.SIGCONT)
 
 
 @pytest.fixture(autouse=True)

@@ -30,6 +30,10 @@ from tests.conftest import ROOT, free_port, start_worker, stop_process
 from tests.notifier.builders import make_channel, make_rule, owner_access
 from tests.notifier.conftest import Receiver, Reply
 
+# Only this module's own workers may take tasks: the session's shared worker (started by earlier
+# modules) would otherwise deliver what these tests kill, restart or count.
+pytestmark = pytest.mark.usefixtures("only_private_workers")
+
 
 def wait_for(predicate: Callable[[], object], timeout: float = 40.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
