@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
@@ -105,3 +105,9 @@ PrincipalDep = Annotated[Principal, Depends(_principal)]
 OptionalPrincipalDep = Annotated[Principal | None, Depends(_optional_principal)]
 AccessDep = Annotated[Access, Depends(_access)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+
+# Query parameters every paginated list takes (see shared.core.pagination).
+PageToken = Annotated[
+    str | None, Query(max_length=512, pattern=r"^[A-Za-z0-9_-]*$", description="next_page_token of the previous page")
+]
+MaxResults = Annotated[int, Query(ge=1, le=500, description="Page size (at most 500)")]

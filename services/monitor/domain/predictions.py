@@ -25,10 +25,10 @@ from services.monitor.domain import reference
 from services.monitor.domain.monitors import get_monitor
 from services.monitor.domain.visibility import WRITE
 from services.monitor.schemas import GroundTruthRow, PredictionRow
-from services.notifier.domain.storage import upsert_insert
 from shared.core.artifacts import ArtifactStore, safe_key
 from shared.core.auth import Access
 from shared.core.errors import InvalidParameter
+from shared.db.dialect import upsert_insert
 from shared.db.models import ModelMonitoring, MonitorGroundTruth, MonitorPredictionBatch, Project
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")

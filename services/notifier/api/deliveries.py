@@ -10,8 +10,7 @@ from fastapi import APIRouter, Query
 from services.notifier.api.notifications import Fingerprint
 from services.notifier.domain import deliveries
 from services.notifier.schemas import DeliveryAttemptRead, DeliveryDetail, DeliveryPage, DeliveryRead
-from services.registry.api.paging import MaxResults, PageToken
-from shared.core.deps import AccessDep, SessionDep
+from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
 from shared.db.base import utcnow
 from shared.db.models import Delivery
 

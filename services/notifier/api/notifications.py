@@ -9,8 +9,7 @@ from fastapi import APIRouter, Query
 
 from services.notifier.domain import deliveries
 from services.notifier.schemas import NotificationPage, NotificationRead
-from services.registry.api.paging import MaxResults, PageToken
-from shared.core.deps import AccessDep, SessionDep
+from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
 
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
 

@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 from services.notifier.domain import channels, dispatch, records
 from services.notifier.domain.messages import build_test_notification
 from services.notifier.domain.storage import resolve_organization
-from services.registry.domain.paging import Page, paginate
 from shared.core import audit
 from shared.core.auth import Access
 from shared.core.crypto import SecretBox
 from shared.core.errors import InvalidState, NotFound
+from shared.core.pagination import Page, paginate
 from shared.core.settings import Settings
 from shared.db.models import Delivery, DeliveryAttempt, Notification, NotificationAlert
 

@@ -22,7 +22,7 @@ from services.notifier.domain.alerts import Alert
 from services.notifier.domain.grouping import GroupState, GroupTiming, group_key, group_labels, next_flush_at
 from services.notifier.domain.mute_windows import is_muted
 from services.notifier.domain.silences import is_silenced
-from services.notifier.domain.storage import upsert_insert
+from shared.db.dialect import upsert_insert
 from shared.db.models import (
     NotificationGroup,
     NotificationGroupAlert,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import case, delete, update
 from sqlalchemy.orm import Session
 
-from services.notifier.domain.storage import upsert_insert
+from shared.db.dialect import upsert_insert
 from shared.db.models import NotifierPeriodicRun, NotifierProcessedEvent
 
 # A tick this close to the previous run belongs to the same interval (beats drift by milliseconds).

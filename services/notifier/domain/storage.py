@@ -1,21 +1,11 @@
-"""Small database helpers the notifier's domain modules share."""
+"""Which organization a notifier request acts in."""
 
 from __future__ import annotations
 
 import uuid
 
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
-
 from shared.core.auth import Access
 from shared.core.errors import InvalidParameter
-from shared.db.base import Base
-
-
-def upsert_insert(session: Session, model: type[Base]):
-    """INSERT with the dialect's ON CONFLICT support (PostgreSQL in production, SQLite embedded)."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(model)
 
 
 def resolve_organization(access: Access, organization_id: uuid.UUID | None, scope: str, min_role: str | None = None):

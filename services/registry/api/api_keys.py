@@ -6,11 +6,10 @@ import uuid
 
 from fastapi import APIRouter, Query
 
-from services.registry.api.paging import MaxResults, PageToken
 from services.registry.domain import api_keys
-from services.registry.domain.paging import Page
 from services.registry.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPage, ApiKeyRead
-from shared.core.deps import AccessDep, SessionDep
+from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
+from shared.core.pagination import Page
 
 router = APIRouter(prefix="/api/v1", tags=["api keys"])
 

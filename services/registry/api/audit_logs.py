@@ -7,10 +7,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from services.registry.api.paging import MaxResults, PageToken
 from services.registry.domain import audit_logs
 from services.registry.schemas import AuditLogPage, AuditLogRead, Timestamp
-from shared.core.deps import AccessDep, SessionDep
+from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
 
 router = APIRouter(prefix="/api/v1", tags=["audit log"])
 

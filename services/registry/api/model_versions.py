@@ -8,7 +8,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
-from services.registry.api.paging import MaxResults, PageToken
 from services.registry.domain import lineage, models, versions
 from services.registry.schemas import (
     LineageDataset,
@@ -29,7 +28,7 @@ from services.registry.schemas import (
     StageTransitionResult,
 )
 from shared.core.artifacts import get_artifact_store
-from shared.core.deps import AccessDep, SessionDep, SettingsDep
+from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep, SettingsDep
 from shared.core.errors import InvalidParameter
 from shared.db.models import ModelVersion
 

@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from services.registry.api.model_versions import version_read
-from services.registry.api.paging import MaxResults, PageToken
 from services.registry.domain import models, versions
 from services.registry.schemas import (
     AliasRead,
@@ -19,7 +18,7 @@ from services.registry.schemas import (
     ModelUpdate,
     ModelVersionRead,
 )
-from shared.core.deps import AccessDep, SessionDep
+from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
 from shared.core.errors import InvalidParameter, NotFound
 from shared.db.models import Model
 

@@ -7,7 +7,6 @@ import uuid
 from fastapi import APIRouter, Query
 from sqlalchemy import Row
 
-from services.registry.api.paging import MaxResults, PageToken
 from services.registry.domain import organizations
 from services.registry.schemas import (
     MembershipCreate,
@@ -19,7 +18,7 @@ from services.registry.schemas import (
     OrganizationRead,
     OrganizationUpdate,
 )
-from shared.core.deps import AccessDep, SessionDep
+from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
 from shared.db.models import Organization
 
 router = APIRouter(prefix="/api/v1/orgs", tags=["organizations"])

@@ -7,7 +7,6 @@ import uuid
 from fastapi import APIRouter, Query
 from sqlalchemy import Row
 
-from services.registry.api.paging import MaxResults, PageToken
 from services.registry.domain import projects
 from services.registry.schemas import (
     ProjectCreate,
@@ -19,7 +18,7 @@ from services.registry.schemas import (
     ProjectRead,
     ProjectUpdate,
 )
-from shared.core.deps import AccessDep, SessionDep
+from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
 
 router = APIRouter(prefix="/api/v1", tags=["projects"])
 

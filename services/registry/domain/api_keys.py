@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.registry.domain.paging import Page, paginate
 from shared.core import audit
 from shared.core.auth import ROLE_RANK, Access, validate_scopes
 from shared.core.errors import InvalidParameter, NotFound, PermissionDenied
+from shared.core.pagination import Page, paginate
 from shared.core.security import generate_api_key
 from shared.db.base import utcnow
 from shared.db.models import ApiKey, Project

@@ -9,8 +9,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.registry.domain.paging import Page, paginate
 from shared.core.auth import Access
+from shared.core.pagination import Page, paginate
 from shared.db.models import AuditLog, User
 
 

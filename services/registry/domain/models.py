@@ -14,10 +14,10 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from services.registry.domain.paging import Page, paginate
 from shared.core import audit
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
+from shared.core.pagination import Page, paginate
 from shared.db.base import utcnow
 from shared.db.models import Model, ModelAlias, Project
 

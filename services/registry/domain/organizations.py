@@ -13,11 +13,11 @@ from sqlalchemy import Row, and_, delete, select, update
 from sqlalchemy.orm import Session
 
 from services.registry.domain.identity import add_organization_member, normalize_email
-from services.registry.domain.paging import Page, paginate
 from services.registry.domain.projects import create_project_row, slugify
 from shared.core import audit
 from shared.core.auth import ROLE_RANK, Access
 from shared.core.errors import Conflict, InvalidParameter, InvalidState, NotFound, PermissionDenied
+from shared.core.pagination import Page, paginate
 from shared.db.base import utcnow
 from shared.db.models import ApiKey, Organization, OrganizationMembership, Project, ProjectMember, User
 

@@ -13,10 +13,10 @@ import uuid
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
-from services.registry.domain.paging import Page, paginate
 from shared.core import audit
 from shared.core.auth import ROLE_RANK, Access
 from shared.core.errors import Conflict, InvalidParameter, InvalidState, NotFound, PermissionDenied
+from shared.core.pagination import Page, paginate
 from shared.db.base import utcnow
 from shared.db.models import OrganizationMembership, Project, ProjectMember, User
 

@@ -27,11 +27,11 @@ from sqlalchemy.orm import Session, selectinload
 
 from services.registry.domain import models as models_domain
 from services.registry.domain.models import READ, WRITE
-from services.registry.domain.paging import Page, paginate
 from shared.core import audit, events
 from shared.core.artifacts import CHUNK_SIZE, ArtifactStore, safe_key
 from shared.core.auth import Access
 from shared.core.errors import InvalidParameter, NotFound
+from shared.core.pagination import Page, paginate
 from shared.db.base import utcnow
 from shared.db.models import (
     Experiment,

@@ -1,0 +1,14 @@
+"""Statements whose SQL differs by backend, written once for every service."""
+
+from __future__ import annotations
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from shared.db.base import Base
+
+
+def upsert_insert(session: Session, model: type[Base]):
+    """INSERT with the dialect's ON CONFLICT support (PostgreSQL in production, SQLite embedded)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(model)
