@@ -101,12 +101,16 @@ def create_silence(
     return row
 
 
-def get_silence(session: Session, access: Access, silence_id: uuid.UUID, *, write: bool = False):
-    row = session.get(NotificationSilence, silence_id)
+def _get_org_row(session: Session, access: Access, model, row_id: uuid.UUID, label: str, write: bool):
+    row = session.get(model, row_id)
     if row is None:
-        raise NotFound(f"Silence '{silence_id}' does not exist")
+        raise NotFound(f"{label} '{row_id}' does not exist")
     access.require_org(row.organization_id, "notifications:write" if write else "notifications:read")
     return row
+
+
+def get_silence(session: Session, access: Access, silence_id: uuid.UUID, *, write: bool = False):
+    return _get_org_row(session, access, NotificationSilence, silence_id, "Silence", write)
 
 
 def list_silences(session: Session, access: Access, organization_id: uuid.UUID | None):
@@ -178,11 +182,7 @@ def create_mute_window(
 
 
 def get_mute_window(session: Session, access: Access, window_id: uuid.UUID, *, write: bool = False):
-    row = session.get(NotificationMuteWindow, window_id)
-    if row is None:
-        raise NotFound(f"Mute window '{window_id}' does not exist")
-    access.require_org(row.organization_id, "notifications:write" if write else "notifications:read")
-    return row
+    return _get_org_row(session, access, NotificationMuteWindow, window_id, "Mute window", write)
 
 
 def list_mute_windows(session: Session, access: Access, organization_id: uuid.UUID | None):

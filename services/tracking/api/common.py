@@ -47,6 +47,14 @@ def respond(content: Any = None) -> Response:
     return Response(EMPTY if content is None else orjson.dumps(content), media_type="application/json")
 
 
+def respond_page(field: str, items: list, next_token: str | None) -> Response:
+    """MLflow's page envelope: the items, and `next_page_token` only when there is a next page."""
+    content: dict[str, Any] = {field: items}
+    if next_token:
+        content["next_page_token"] = next_token
+    return respond(content)
+
+
 def run_id_of(body: dict[str, Any]) -> str | None:
     """MLflow sends both run_id and the deprecated run_uuid; either names the run."""
     return body.get("run_id") or body.get("run_uuid")

@@ -10,7 +10,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from services.tracking.api import render
-from services.tracking.api.common import JsonBody, QueryParams, as_list, key_value_pairs, respond, run_id_of
+from services.tracking.api.common import (
+    JsonBody,
+    QueryParams,
+    as_list,
+    key_value_pairs,
+    respond,
+    respond_page,
+    run_id_of,
+)
 from services.tracking.domain import experiments, logged_models, metrics, runs, search
 from shared.core.deps import AccessDep, SessionDep
 
@@ -54,10 +62,7 @@ def _search_experiments(params: dict, session, access) -> Response:
         page_token=params.get("page_token"),
         view_type=params.get("view_type"),
     )
-    content: dict = {"experiments": [render.experiment(v) for v in found]}
-    if next_token:
-        content["next_page_token"] = next_token
-    return respond(content)
+    return respond_page("experiments", [render.experiment(v) for v in found], next_token)
 
 
 @router.post("/experiments/search")
@@ -214,10 +219,7 @@ def search_runs(body: JsonBody, session: SessionDep, access: AccessDep) -> Respo
         order_by=as_list(body.get("order_by"), "order_by"),
         page_token=body.get("page_token"),
     )
-    content: dict = {"runs": [render.run(view) for view in found]}
-    if next_token:
-        content["next_page_token"] = next_token
-    return respond(content)
+    return respond_page("runs", [render.run(view) for view in found], next_token)
 
 
 # --- metric history -----------------------------------------------------------------------------------
@@ -234,10 +236,7 @@ def get_metric_history(query: QueryParams, session: SessionDep, access: AccessDe
         max_results=query.get("max_results"),
         page_token=query.get("page_token"),
     )
-    content: dict = {"metrics": [render.history_point(key, r[0], r[1], r[2], r[3]) for r in rows]}
-    if next_token:
-        content["next_page_token"] = next_token
-    return respond(content)
+    return respond_page("metrics", [render.history_point(key, r[0], r[1], r[2], r[3]) for r in rows], next_token)
 
 
 @router.get("/metrics/get-history-bulk-interval")
@@ -289,10 +288,7 @@ def search_logged_models(body: JsonBody, session: SessionDep, access: AccessDep)
         max_results=body.get("max_results"),
         page_token=body.get("page_token"),
     )
-    content: dict = {"models": [render.logged_model(v) for v in found]}
-    if next_token:
-        content["next_page_token"] = next_token
-    return respond(content)
+    return respond_page("models", [render.logged_model(v) for v in found], next_token)
 
 
 @router.get("/logged-models/{model_id}")
