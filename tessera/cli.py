@@ -92,11 +92,12 @@ def up(
     settings = _settings()
     migrate()
     base = f"http://{host}:{port}"
-    children = {
-        "api": subprocess.Popen([sys.executable, "-m", "tessera", "serve", "all", "--host", host, "--port", str(port)]),
-        "worker": subprocess.Popen(_celery("worker", "--concurrency=2", "--loglevel=WARNING")),
-        "beat": subprocess.Popen(_celery("beat", "--loglevel=WARNING")),
+    commands = {
+        "api": [sys.executable, "-m", "tessera", "serve", "all", "--host", host, "--port", str(port)],
+        "worker": _celery("worker", "--concurrency=2", "--loglevel=WARNING"),
+        "beat": _celery("beat", "--loglevel=WARNING"),
     }
+    children = {name: subprocess.Popen(command) for name, command in commands.items()}
     _wait_for_api(base, children["api"])
     table = Table(title="Tessera is running", show_lines=False)
     table.add_column("service")
@@ -109,7 +110,7 @@ def up(
     console.print(table)
     console.print(f"data: {settings.data_dir}   database: {_redact(settings.database_url)}")
     console.print("Populate it with [bold]tessera seed[/bold]; stop with Ctrl-C.")
-    _supervise(children)
+    _supervise(commands, children)
 
 
 def _wait_for_api(base: str, proc: subprocess.Popen) -> None:
@@ -129,7 +130,13 @@ def _wait_for_api(base: str, proc: subprocess.Popen) -> None:
     err.print("[yellow]The API is slow to start; carrying on.[/yellow]")
 
 
-def _supervise(children: dict[str, subprocess.Popen]) -> None:
+# A child that keeps crashing this soon after its start is given up on (a broken install, a port in use).
+_QUICK_EXIT_S = 10.0
+_MAX_QUICK_EXITS = 5
+
+
+def _supervise(commands: dict[str, list[str]], children: dict[str, subprocess.Popen]) -> None:
+    """Restart a child that exits (as compose's `restart: unless-stopped` does) until Ctrl-C."""
     stopping = False
 
     def _stop(*_args) -> None:
@@ -138,12 +145,23 @@ def _supervise(children: dict[str, subprocess.Popen]) -> None:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    started = {name: time.monotonic() for name in children}
+    quick_exits = dict.fromkeys(children, 0)
     exit_code = 0
     while not stopping:
         for name, proc in children.items():
-            if proc.poll() is not None:
-                err.print(f"[red]{name} exited with code {proc.returncode}; stopping everything.[/red]")
+            if proc.poll() is None:
+                continue
+            quick_exits[name] = quick_exits[name] + 1 if time.monotonic() - started[name] < _QUICK_EXIT_S else 1
+            if quick_exits[name] >= _MAX_QUICK_EXITS:
+                err.print(f"[red]{name} keeps exiting (code {proc.returncode}); stopping everything.[/red]")
                 stopping, exit_code = True, 1
+                break
+            delay = 2 ** (quick_exits[name] - 1)
+            err.print(f"[yellow]{name} exited with code {proc.returncode}; restarting in {delay} s.[/yellow]")
+            time.sleep(delay)
+            children[name] = subprocess.Popen(commands[name])
+            started[name] = time.monotonic()
         time.sleep(0.5)
     console.print("Stopping…")
     for proc in children.values():
@@ -207,7 +225,9 @@ def user_create(
         email, created = outcome.user.email, outcome.created_user
         org_line = (
             f"organization {outcome.organization.slug} ({'created, ' if outcome.created_organization else ''}"
-            f"role {outcome.role})" if outcome.organization else "no organization"
+            f"role {outcome.role})"
+            if outcome.organization
+            else "no organization"
         )
     console.print(f"{'Created' if created else 'Found'} user {email}; {org_line}")
 
@@ -229,11 +249,20 @@ def api_key_create(
 
     with _unit_of_work() as session:
         row, key = create_key_for(
-            session, email=email, scopes=[s.strip() for s in scopes.split(",") if s.strip()], org_slug=org,
-            project=project, expires_in_days=expires_in_days, name=name,
+            session,
+            email=email,
+            scopes=[s.strip() for s in scopes.split(",") if s.strip()],
+            org_slug=org,
+            project=project,
+            expires_in_days=expires_in_days,
+            name=name,
         )
         facts = {
-            "key": key, "id": str(row.id), "prefix": row.prefix, "name": row.name, "scopes": row.scopes,
+            "key": key,
+            "id": str(row.id),
+            "prefix": row.prefix,
+            "name": row.name,
+            "scopes": row.scopes,
             "organization_id": str(row.organization_id),
             "project_id": str(row.project_id) if row.project_id else None,
             "expires_at": row.expires_at.isoformat() if row.expires_at else None,
