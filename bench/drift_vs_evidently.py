@@ -4,12 +4,13 @@ Run it in the benchmark venv, which has Evidently (see bench/README.md):
 
     .venv-bench/bin/python bench/drift_vs_evidently.py [--scenarios small,100k,1m,1m-wide] [--evidently-wide]
 
-Each tool runs in a fresh child process per scenario that builds the same fixed-seed DataFrames, then
-times the tool and measures its peak resident memory (VmHWM after resetting it through
-/proc/self/clear_refs once the data is built). RSS of a fresh process is used rather than tracemalloc
-because tracemalloc misses memory that does not go through Python's allocator hooks (Arrow's pool, some C
-extensions) and slows Python-heavy code such as Evidently's by several times, which would skew the
-time ratio. The last line printed is a JSON object with all figures.
+Each tool runs in a fresh child process per scenario that builds the same fixed-seed columns in the
+tool's own input type (a pandas DataFrame for Evidently, a pyarrow Table for Tessera, which is what the
+monitor service reads logged Parquet into), then times the tool and measures its peak resident memory
+(VmHWM after resetting it through /proc/self/clear_refs once the data is built). RSS of a fresh process
+is used rather than tracemalloc because tracemalloc misses memory that does not go through Python's
+allocator hooks (Arrow's pool, some C extensions) and slows Python-heavy code such as Evidently's by
+several times, which would skew the time ratio. The last line printed is a JSON object with all figures.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS: dict[str, tuple[int, int, int]] = {
@@ -47,10 +51,16 @@ EVIDENTLY_METHODS = {
     "Kullback-Leibler divergence": "kl_div",
 }
 SCORE_TOLERANCE = 1e-6
+# Reported per child: which of these large libraries the tool's process had loaded.
+HEAVY_MODULES = ("pandas", "scipy.stats", "scipy.special", "scipy.spatial", "pyarrow.parquet")
 
 
-def make_frames(rows: int, numerical: int, categorical: int, seed: int = 2026) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Reference and current data with a spread of drift sizes, some right at the thresholds."""
+Columns = dict[str, np.ndarray]
+
+
+def make_columns(rows: int, numerical: int, categorical: int, seed: int = 2026) -> tuple[Columns, Columns]:
+    """Reference and current data with a spread of drift sizes, some right at the thresholds: float64
+    arrays with NaN for missing numbers, object arrays of str with None for missing labels."""
     generator = np.random.default_rng(seed)
     reference: dict[str, Any] = {}
     current: dict[str, Any] = {}
@@ -95,6 +105,17 @@ def make_frames(rows: int, numerical: int, categorical: int, seed: int = 2026) -
         current[name] = generator.choice(current_labels, rows, p=drifted / drifted.sum())
         if index % 5 == 4:
             current[name][generator.random(rows) < 0.03] = None
+    return reference, current
+
+
+def make_frames(tool: str, scenario: str) -> tuple[Any, Any]:
+    """The scenario's data as the tool takes it. Arrow keeps NaN as a float value (not a null), so both
+    tools see the same missing values; Tessera's child never imports pandas."""
+    reference, current = make_columns(*SCENARIOS[scenario])
+    if tool == "tessera":
+        return pa.table(reference), pa.table(current)
+    import pandas as pd
+
     return pd.DataFrame(reference), pd.DataFrame(current)
 
 
@@ -110,14 +131,14 @@ def _reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-Runner = Callable[[pd.DataFrame, pd.DataFrame], dict[str, Any]]
+Runner = Callable[[Any, Any], dict[str, Any]]
 
 
 def tessera_runner() -> Runner:
     sys.path.insert(0, str(ROOT))
     from services.monitor.domain.drift import build_reference_profile, compute_drift_report
 
-    def run(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, Any]:
+    def run(reference: pa.Table, current: pa.Table) -> dict[str, Any]:
         started = time.perf_counter()
         profile = build_reference_profile(reference)
         profiled = time.perf_counter()
@@ -193,12 +214,13 @@ def _evidently_verdict(method: str, score: float, threshold: float) -> bool:
 def child(tool: str, scenario: str) -> None:
     # Imports and data come before the baseline: the peak measures the work on the data.
     run = tessera_runner() if tool == "tessera" else evidently_runner()
-    reference, current = make_frames(*SCENARIOS[scenario])
+    reference, current = make_frames(tool, scenario)
     baseline = _rss_mb("VmRSS")
     _reset_peak_rss()
     result = run(reference, current)
     result["baseline_rss_mb"] = baseline
     result["peak_increase_mb"] = result["peak_rss_mb"] - baseline
+    result["heavy_imports"] = sorted(name for name in HEAVY_MODULES if name in sys.modules)
     print(json.dumps(result))
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.csv
-import pyarrow.parquet
 
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
@@ -14,6 +12,10 @@ CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
 
 def read_table(path: str | Path) -> pa.Table:
     """A CSV (comma, or tab for .tsv) or Parquet file as an Arrow table, chosen by the file suffix."""
+    # Imported here: the engine itself never reads files, and the readers cost ~10 MB once imported.
+    import pyarrow.csv
+    import pyarrow.parquet
+
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
