@@ -225,25 +225,25 @@ def _project_of_experiment(session: Session, experiment_id: uuid.UUID) -> uuid.U
     )
 
 
+def _in_model_project(session: Session, model: Model, source: ExperimentRun | LoggedModel | None) -> bool:
+    return (
+        source is not None
+        and source.deleted_at is None
+        and _project_of_experiment(session, source.experiment_id) == model.project_id
+    )
+
+
 def source_run(session: Session, model: Model, run_id: uuid.UUID) -> ExperimentRun:
     """A live run of the model's own project (lineage and artifact access stay within one tenant)."""
     run = session.get(ExperimentRun, run_id)
-    if (
-        run is None
-        or run.deleted_at is not None
-        or _project_of_experiment(session, run.experiment_id) != model.project_id
-    ):
+    if not _in_model_project(session, model, run):
         raise NotFound(f"Run '{run_id.hex}' does not exist in the model's project")
     return run
 
 
 def source_logged_model(session: Session, model: Model, logged_model_id: uuid.UUID) -> LoggedModel:
     logged = session.get(LoggedModel, logged_model_id)
-    if (
-        logged is None
-        or logged.deleted_at is not None
-        or _project_of_experiment(session, logged.experiment_id) != model.project_id
-    ):
+    if not _in_model_project(session, model, logged):
         raise NotFound(f"Logged model 'm-{logged_model_id.hex}' does not exist in the model's project")
     return logged
 
