@@ -15,8 +15,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Select, and_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, and_, event, select, update
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 
 from shared.core.errors import InvalidParameter, NotFound, PermissionDenied, Unauthenticated
 from shared.core.security import api_key_matches, decode_token, parse_api_key, verify_password
@@ -73,12 +74,112 @@ def _password_cache_key(email: str, password: str) -> str:
     return hashlib.sha256(f"{email}\0{password}".encode()).hexdigest()
 
 
+# Who a credential is and which roles a user holds, remembered for a few seconds per process: without
+# this, every call of a training job paid three queries (key, roles, project) before doing its work.
+# Bound: a revoked or expired key, a removed member or a changed role stops working at once in the
+# process that made the change (see _forget_on_identity_change) and within IDENTITY_CACHE_TTL_S in every
+# other process (other uvicorn workers, other services). Key and token expiry are checked on every hit.
+IDENTITY_CACHE_TTL_S = 5.0
+_IDENTITY_CACHE_MAX = 10_000
+_IDENTITY_MODELS = (User, ApiKey, Organization, OrganizationMembership, Project, ProjectMember)
+_IDENTITY_TABLES = frozenset(model.__table__.name for model in _IDENTITY_MODELS)
+_IDENTITY_CHANGED = "tessera_identity_changed"
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedPrincipal:
+    principal: Principal
+    fresh_until: float  # monotonic
+    valid_until: datetime | None  # the key's or token's own expiry
+    touched_at: datetime | None  # the key's last_used_at as last written
+
+
+class _IdentityCache:
+    """Successful authentications (by digest of the Authorization header) and role look-ups. Failures
+    are never remembered. A generation counter keeps a look-up that raced an invalidation out."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.generation = 0
+        self.principals: dict[str, _CachedPrincipal] = {}
+        # (user, project) -> (detached copy of the live project or None, org role, project member role)
+        self.project_roles: dict[tuple[uuid.UUID, uuid.UUID], tuple[float, Project | None, str | None, str | None]] = {}
+        self.org_roles: dict[tuple[uuid.UUID, uuid.UUID], tuple[float, str | None]] = {}
+
+    def clear(self) -> None:
+        with self.lock:
+            self.generation += 1
+            self.principals.clear()
+            self.project_roles.clear()
+            self.org_roles.clear()
+
+    def put(self, table: dict, key: object, value: object, generation: int) -> None:
+        with self.lock:
+            if generation != self.generation:
+                return
+            if len(table) >= _IDENTITY_CACHE_MAX:
+                table.clear()
+            table[key] = value
+
+
+_identity_cache = _IdentityCache()
+
+
+@event.listens_for(Session, "after_flush")
+def _note_identity_flush(session: Session, _flush: UOWTransaction) -> None:
+    if any(isinstance(obj, _IDENTITY_MODELS) for objs in (session.new, session.dirty, session.deleted) for obj in objs):
+        session.info[_IDENTITY_CHANGED] = True
+        _identity_cache.clear()
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_identity_statement(state: ORMExecuteState) -> None:
+    if (state.is_update or state.is_delete or state.is_insert) and getattr(
+        state.statement.table, "name", None
+    ) in _IDENTITY_TABLES:
+        state.session.info[_IDENTITY_CHANGED] = True
+        _identity_cache.clear()
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_on_identity_change(session: Session) -> None:
+    # Cleared again after commit: a request may have re-read the old rows between the flush and the commit.
+    if session.info.pop(_IDENTITY_CHANGED, False):
+        _identity_cache.clear()
+
+
 @dataclass(frozen=True)
 class Authenticator:
     jwt_secret: str
     touch_interval_s: int = 60
 
+    def cached(self, authorization: str | None) -> Principal | None:
+        """The caller from memory, without I/O; None when the database must be asked."""
+        if not authorization:
+            return None
+        entry = _identity_cache.principals.get(_credential_digest(authorization))
+        if entry is None or entry.fresh_until <= time.monotonic():
+            return None
+        now = datetime.now(UTC)
+        if entry.valid_until is not None and entry.valid_until <= now:
+            return None
+        if entry.touched_at is not None and now - entry.touched_at > timedelta(seconds=self.touch_interval_s):
+            return None
+        return entry.principal
+
     def authenticate(self, session: Session, authorization: str | None) -> Principal:
+        principal = self.cached(authorization)
+        if principal is not None:
+            return principal
+        generation = _identity_cache.generation
+        principal, valid_until, touched_at = self._authenticate(session, authorization)
+        entry = _CachedPrincipal(principal, time.monotonic() + IDENTITY_CACHE_TTL_S, valid_until, touched_at)
+        _identity_cache.put(_identity_cache.principals, _credential_digest(authorization), entry, generation)
+        return principal
+
+    def _authenticate(
+        self, session: Session, authorization: str | None
+    ) -> tuple[Principal, datetime | None, datetime | None]:
         if not authorization:
             raise Unauthenticated("Authentication required: send a bearer token or API key")
         scheme, _, credentials = authorization.partition(" ")
@@ -87,18 +188,19 @@ class Authenticator:
         if scheme == "bearer":
             if parse_api_key(credentials):
                 return self._from_api_key(session, credentials, email=None)
-            user_id = decode_token(credentials, secret=self.jwt_secret)
-            if user_id is None:
+            claims = decode_token(credentials, secret=self.jwt_secret)
+            if claims is None:
                 raise Unauthenticated("Invalid or expired token")
+            user_id, expires = claims
             user = session.get(User, user_id)
             if user is None or not user.is_active or user.deleted_at is not None:
                 raise Unauthenticated("Invalid or expired token")
-            return Principal(user_id=user.id, email=user.email)
+            return Principal(user_id=user.id, email=user.email), expires, None
         if scheme == "basic":
             return self._from_basic(session, credentials)
         raise Unauthenticated("Unsupported authorization scheme")
 
-    def _from_basic(self, session: Session, credentials: str) -> Principal:
+    def _from_basic(self, session: Session, credentials: str) -> tuple[Principal, datetime | None, datetime | None]:
         try:
             email, _, secret = base64.b64decode(credentials, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
@@ -117,9 +219,11 @@ class Authenticator:
                 _password_cache[cache_key] = (user.id, time.monotonic() + _PASSWORD_CACHE_TTL_S, user.password_hash)
         if not user.is_active or user.deleted_at is not None:
             raise Unauthenticated("Invalid credentials")
-        return Principal(user_id=user.id, email=user.email)
+        return Principal(user_id=user.id, email=user.email), None, None
 
-    def _from_api_key(self, session: Session, key: str, *, email: str | None) -> Principal:
+    def _from_api_key(
+        self, session: Session, key: str, *, email: str | None
+    ) -> tuple[Principal, datetime | None, datetime | None]:
         prefix = parse_api_key(key)
         row = session.execute(
             select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.prefix == prefix)
@@ -136,10 +240,14 @@ class Authenticator:
             raise Unauthenticated("Invalid API key")
         if email is not None and email.lower() != user.email:
             raise Unauthenticated("API key does not belong to that user")
-        # Touch last_used_at at most once per interval: a write per call would double hot-path cost.
-        if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(seconds=self.touch_interval_s):
-            session.execute(update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=now))
-        return Principal(
+        # Touch last_used_at at most once per interval: a write per call would double hot-path cost. On the
+        # Core connection, so that this write is not taken for an identity change that empties the cache.
+        touched_at = api_key.last_used_at
+        if touched_at is None or now - touched_at > timedelta(seconds=self.touch_interval_s):
+            touch = update(ApiKey.__table__).where(ApiKey.id == api_key.id).values(last_used_at=now)
+            session.connection().execute(touch)
+            touched_at = now
+        principal = Principal(
             user_id=user.id,
             email=user.email,
             api_key_id=api_key.id,
@@ -147,6 +255,11 @@ class Authenticator:
             organization_id=api_key.organization_id,
             project_id=api_key.project_id,
         )
+        return principal, api_key.expires_at, touched_at
+
+
+def _credential_digest(authorization: str) -> str:
+    return hashlib.sha256(authorization.encode()).hexdigest()
 
 
 class Access:
@@ -164,38 +277,70 @@ class Access:
         if organization_id not in self._org_roles:
             role = None
             if self.principal.organization_id in (None, organization_id):
-                role = self.session.scalar(
-                    select(OrganizationMembership.role)
-                    .join(Organization, Organization.id == OrganizationMembership.organization_id)
-                    .where(
-                        OrganizationMembership.organization_id == organization_id,
-                        OrganizationMembership.user_id == self.principal.user_id,
-                        Organization.deleted_at.is_(None),
-                    )
-                )
+                role = self._member_org_role(organization_id)
             self._org_roles[organization_id] = role
         return self._org_roles[organization_id]
 
+    def _member_org_role(self, organization_id: uuid.UUID) -> str | None:
+        key = (self.principal.user_id, organization_id)
+        cached = _identity_cache.org_roles.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        generation = _identity_cache.generation
+        role = self.session.scalar(
+            select(OrganizationMembership.role)
+            .join(Organization, Organization.id == OrganizationMembership.organization_id)
+            .where(
+                OrganizationMembership.organization_id == organization_id,
+                OrganizationMembership.user_id == self.principal.user_id,
+                Organization.deleted_at.is_(None),
+            )
+        )
+        _identity_cache.put(_identity_cache.org_roles, key, (time.monotonic() + IDENTITY_CACHE_TTL_S, role), generation)
+        return role
+
+    def _member_project(self, project_id: uuid.UUID) -> tuple[Project | None, str | None, str | None]:
+        """The live project with the user's org role and project role (None, None, None: not a member)."""
+        key = (self.principal.user_id, project_id)
+        cached = _identity_cache.project_roles.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            _, snapshot, org_role, member_role = cached
+            return (self._in_session(snapshot) if snapshot is not None else None), org_role, member_role
+        generation = _identity_cache.generation
+        uid = self.principal.user_id
+        # One round trip for the project and both roles.
+        row = self.session.execute(
+            select(Project, OrganizationMembership.role, ProjectMember.role)
+            .join(Organization, Organization.id == Project.organization_id)
+            .join(
+                OrganizationMembership,
+                and_(OrganizationMembership.organization_id == Project.organization_id,
+                     OrganizationMembership.user_id == uid),
+            )
+            .outerjoin(ProjectMember, and_(ProjectMember.project_id == Project.id, ProjectMember.user_id == uid))
+            .where(Project.id == project_id, Project.deleted_at.is_(None), Organization.deleted_at.is_(None))
+        ).first()
+        project, org_role, member_role = row if row is not None else (None, None, None)
+        snapshot = _detached_copy(project) if project is not None else None
+        entry = (time.monotonic() + IDENTITY_CACHE_TTL_S, snapshot, org_role, member_role)
+        _identity_cache.put(_identity_cache.project_roles, key, entry, generation)
+        return project, org_role, member_role
+
+    def _in_session(self, snapshot: Project) -> Project:
+        """The session's own instance of a remembered project: from its identity map when a query of this
+        request already loaded it (tracking loads a run with its project), else merged without a query."""
+        present = self.session.identity_map.get(identity_key(Project, snapshot.id))
+        return present if present is not None else self.session.merge(snapshot, load=False)
+
     def _project_and_role(self, project_id: uuid.UUID) -> tuple[Project | None, str | None]:
         if project_id not in self._project_roles:
-            uid = self.principal.user_id
-            # One round trip for the project and both roles: this runs on every tracking call.
-            row = self.session.execute(
-                select(Project, OrganizationMembership.role, ProjectMember.role)
-                .join(Organization, Organization.id == Project.organization_id)
-                .join(
-                    OrganizationMembership,
-                    and_(OrganizationMembership.organization_id == Project.organization_id,
-                         OrganizationMembership.user_id == uid),
-                )
-                .outerjoin(ProjectMember, and_(ProjectMember.project_id == Project.id, ProjectMember.user_id == uid))
-                .where(Project.id == project_id, Project.deleted_at.is_(None), Organization.deleted_at.is_(None))
-            ).first()
-            project, role = None, None
-            if row is not None and self.principal.project_id in (None, project_id) and (
-                self.principal.organization_id in (None, row[0].organization_id)
+            project, org_role, member_role = self._member_project(project_id)
+            role = None
+            if project is None or self.principal.project_id not in (None, project_id) or (
+                self.principal.organization_id not in (None, project.organization_id)
             ):
-                project, org_role, member_role = row
+                project = None
+            else:
                 self._org_roles[project.organization_id] = org_role
                 role = "admin" if org_role == "owner" else member_role or _PROJECT_ROLE_FROM_ORG[org_role]
             self._project_roles[project_id] = (project, role)
@@ -295,3 +440,11 @@ class Access:
         if len(ids) != 1:
             raise NotFound(f"Project '{hint}' does not exist")
         return ids[0]
+
+
+def _detached_copy(project: Project) -> Project:
+    """A detached copy of a loaded project, safe to share between threads: the request that loaded the
+    original may still change it."""
+    copy = Project(**{column.key: getattr(project, column.key) for column in Project.__mapper__.column_attrs})
+    make_transient_to_detached(copy)
+    return copy

@@ -3,14 +3,20 @@
 Polar's habit: the request's session commits once, after the handler and before the response, and a
 failed request rolls everything back — including the events it queued (they are rows in the same
 transaction). Every non-GET request leaves exactly one audit row, success or failure.
+
+The dependencies are async and hand only I/O to the thread pool: a sync dependency costs a thread-pool
+round trip each, and a request used to make five of them. Opening a session does no I/O (it connects at
+its first statement) and a remembered caller needs none either, so a request now makes two: its handler,
+and the commit with the audit row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
@@ -25,13 +31,20 @@ _READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 _PRINCIPAL = "tessera_principal"
 
 
-def _session(request: Request) -> Iterator[Session]:
+async def _session(request: Request) -> AsyncIterator[Session]:
     db: Database = request.app.state.db
     session = db.sessionmaker()
-    state_changing = request.method not in _READ_METHODS
     try:
         yield session
-        if state_changing:
+    except BaseException as exc:
+        await run_in_threadpool(_roll_back, db, request, session, exc)
+        raise
+    await run_in_threadpool(_commit, request, session)
+
+
+def _commit(request: Request, session: Session) -> None:
+    try:
+        if request.method not in _READ_METHODS:
             audit.record(
                 session,
                 principal=getattr(request.state, _PRINCIPAL, None),
@@ -42,10 +55,17 @@ def _session(request: Request) -> Iterator[Session]:
             )
         session.commit()
     except BaseException as exc:
-        session.rollback()
-        if state_changing:
-            _record_failure(db, request, session, exc)
+        _roll_back(request.app.state.db, request, session, exc)
         raise
+    finally:
+        session.close()
+
+
+def _roll_back(db: Database, request: Request, session: Session, exc: BaseException) -> None:
+    try:
+        session.rollback()
+        if request.method not in _READ_METHODS:
+            _record_failure(db, request, session, exc)
     finally:
         session.close()
 
@@ -72,23 +92,29 @@ def _record_failure(db: Database, request: Request, failed: Session, exc: BaseEx
         )
 
 
-def _principal(request: Request, session: Annotated[Session, Depends(_session, scope="function")]) -> Principal:
-    principal = request.app.state.authenticator.authenticate(session, request.headers.get("authorization"))
+async def _principal(
+    request: Request, session: Annotated[Session, Depends(_session, scope="function")]
+) -> Principal:
+    authenticator = request.app.state.authenticator
+    authorization = request.headers.get("authorization")
+    principal = authenticator.cached(authorization)
+    if principal is None:
+        principal = await run_in_threadpool(authenticator.authenticate, session, authorization)
     setattr(request.state, _PRINCIPAL, principal)
     return principal
 
 
-def _optional_principal(
+async def _optional_principal(
     request: Request, session: Annotated[Session, Depends(_session, scope="function")]
 ) -> Principal | None:
     """The caller if they sent credentials (bad credentials still fail), else None: for open routes such as
     sign-up that behave differently for an authenticated admin."""
     if not request.headers.get("authorization"):
         return None
-    return _principal(request, session)
+    return await _principal(request, session)
 
 
-def _access(
+async def _access(
     request: Request,
     session: Annotated[Session, Depends(_session, scope="function")],
     principal: Annotated[Principal, Depends(_principal)],
@@ -96,7 +122,7 @@ def _access(
     return Access(session, principal, project_hint=request.headers.get("x-tessera-project"))
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 

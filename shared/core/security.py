@@ -35,11 +35,12 @@ def issue_token(user_id: uuid.UUID, *, secret: str, ttl_s: int) -> tuple[str, da
     return jwt.encode(claims, secret, algorithm="HS256"), expires
 
 
-def decode_token(token: str, *, secret: str) -> uuid.UUID | None:
+def decode_token(token: str, *, secret: str) -> tuple[uuid.UUID, datetime] | None:
+    """The user id and expiry of a valid, unexpired token, else None."""
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})
-        return uuid.UUID(claims["sub"])
-    except (jwt.PyJWTError, ValueError):
+        return uuid.UUID(claims["sub"]), datetime.fromtimestamp(claims["exp"], UTC)
+    except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
         return None
 
 
