@@ -52,7 +52,7 @@ EVIDENTLY_METHODS = {
 }
 SCORE_TOLERANCE = 1e-6
 # Reported per child: which of these large libraries the tool's process had loaded.
-HEAVY_MODULES = ("pandas", "scipy.stats", "scipy.special", "scipy.spatial", "pyarrow.parquet")
+HEAVY_MODULES = ("pandas", "scipy.stats", "scipy.special", "scipy.spatial")
 
 
 Columns = dict[str, np.ndarray]
@@ -108,15 +108,35 @@ def make_columns(rows: int, numerical: int, categorical: int, seed: int = 2026) 
     return reference, current
 
 
-def make_frames(tool: str, scenario: str) -> tuple[Any, Any]:
-    """The scenario's data as the tool takes it. Arrow keeps NaN as a float value (not a null), so both
-    tools see the same missing values; Tessera's child never imports pandas."""
+def load_input(tool: str, scenario: str) -> tuple[Any, Any]:
+    """The scenario's columns as each tool takes them: pandas DataFrames for Evidently, Arrow tables for
+    Tessera (what the monitor reads logged Parquet into). Same values, same missing values."""
     reference, current = make_columns(*SCENARIOS[scenario])
     if tool == "tessera":
-        return pa.table(reference), pa.table(current)
+        return arrow_table(reference), arrow_table(current)
     import pandas as pd
 
     return pd.DataFrame(reference), pd.DataFrame(current)
+
+
+def arrow_table(columns: Columns) -> pa.Table:
+    """Arrow columns built from buffers: a float column shares its numpy array (NaN stays a float value,
+    as in the DataFrame), a label column becomes an Arrow string array with nulls for None. Built by hand
+    because `pa.array`/`pa.table` on numpy input import pandas, which Tessera's engine does not use."""
+    arrays = {}
+    for name, values in columns.items():
+        if values.dtype == np.float64:
+            arrays[name] = pa.Array.from_buffers(pa.float64(), len(values), [None, pa.py_buffer(values)])
+            continue
+        present = np.array([value is not None for value in values])
+        encoded = [value.encode() if value is not None else b"" for value in values]
+        offsets = np.zeros(len(values) + 1, dtype=np.int32)
+        np.cumsum([len(text) for text in encoded], out=offsets[1:])
+        buffers = [pa.py_buffer(np.packbits(present, bitorder="little")), pa.py_buffer(offsets)]
+        arrays[name] = pa.Array.from_buffers(
+            pa.string(), len(values), [*buffers, pa.py_buffer(b"".join(encoded))], null_count=int((~present).sum())
+        )
+    return pa.table(arrays)
 
 
 def _rss_mb(field: str) -> float:
@@ -214,7 +234,7 @@ def _evidently_verdict(method: str, score: float, threshold: float) -> bool:
 def child(tool: str, scenario: str) -> None:
     # Imports and data come before the baseline: the peak measures the work on the data.
     run = tessera_runner() if tool == "tessera" else evidently_runner()
-    reference, current = make_frames(tool, scenario)
+    reference, current = load_input(tool, scenario)
     baseline = _rss_mb("VmRSS")
     _reset_peak_rss()
     result = run(reference, current)

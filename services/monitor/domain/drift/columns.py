@@ -167,7 +167,7 @@ def numerical_distribution(frame: Frame, name: str) -> Distribution | None:
         ):
             return None
         integer_dtype = pa.types.is_integer(column.type) and column.null_count == 0
-        raw = pc.cast(column, pa.float64()).to_numpy()
+        raw = float64_values(column)
     else:
         import pandas as pd
 
@@ -177,6 +177,30 @@ def numerical_distribution(frame: Frame, name: str) -> Distribution | None:
         integer_dtype = pd.api.types.is_integer_dtype(series.dtype) and not series.hasnans
         raw = series.to_numpy(dtype=np.float64, na_value=np.nan)
     return distribution_from_numbers(raw, integer_dtype=integer_dtype)
+
+
+def float64_values(column: pa.ChunkedArray) -> np.ndarray:
+    """Numbers as float64, NaN for nulls; a view of Arrow's buffer for one chunk without nulls.
+
+    From the buffers rather than with `to_numpy`, which goes through pyarrow's pandas conversion and
+    imports pandas (~50 MB) in a process that otherwise has no use for it.
+    """
+    chunks = pc.cast(column, pa.float64()).chunks
+    if len(chunks) == 1:
+        return _chunk_values(chunks[0])
+    return np.concatenate([_chunk_values(chunk) for chunk in chunks]) if chunks else np.zeros(0)
+
+
+def _chunk_values(chunk: pa.Array) -> np.ndarray:
+    end = chunk.offset + len(chunk)
+    validity, data = chunk.buffers()
+    if data is None:
+        return np.zeros(0)
+    values = np.frombuffer(data, dtype=np.float64, count=end)[chunk.offset :]
+    if not chunk.null_count:
+        return values
+    valid = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), count=end, bitorder="little")[chunk.offset :]
+    return np.where(valid.view(bool), values, np.nan)
 
 
 def distribution_from_numbers(raw: np.ndarray, integer_dtype: bool = False) -> Distribution:
@@ -248,7 +272,7 @@ def _arrow_categories(column: pa.ChunkedArray) -> Distribution:
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type):
-        raw = pc.cast(column, pa.float64()).to_numpy()
+        raw = float64_values(column)
         distribution = distribution_from_numbers(raw)
         return Distribution(
             values=distribution.values,
@@ -260,8 +284,9 @@ def _arrow_categories(column: pa.ChunkedArray) -> Distribution:
     value_counts = pc.value_counts(pc.cast(column, pa.string()))
     values = value_counts.field("values")
     keep = pc.is_valid(values)
-    labels = np.asarray(values.filter(keep).to_numpy(zero_copy_only=False), dtype=np.str_)
-    counts = value_counts.field("counts").filter(keep).to_numpy().astype(np.int64)
+    # One entry per distinct label; to_pylist, not to_numpy, which would import pandas.
+    labels = np.array(values.filter(keep).to_pylist(), dtype=np.str_)
+    counts = np.array(value_counts.field("counts").filter(keep).to_pylist(), dtype=np.int64)
     return _label_counts(labels, counts, len(column), column.null_count)
 
 
