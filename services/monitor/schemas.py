@@ -80,6 +80,8 @@ class _MonitorFields(_Request):
     severity_bands: list[SeverityBand] | None = Field(None, min_length=1)
     quality: QualityConfig | None = None
     reference_run: RunArtifact | None = None
+    # Logged predictions older than this are deleted; the platform's default when not set.
+    retention_days: int | None = Field(None, ge=1, le=3650)
 
     @model_validator(mode="after")
     def _one_schedule(self) -> _MonitorFields:

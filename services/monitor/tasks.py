@@ -1,7 +1,9 @@
-"""Celery tasks of the monitor: beat's fan-out of due checks, and one check run per task.
+"""Celery tasks of the monitor: beat's fan-out of due checks, and one check run per task; beat's fan-out
+of prediction-log upkeep, and the upkeep of one monitor's files per task.
 
-Both are idempotent: a slot is claimed once in the database (see `domain.checks`), and a run is
-claimed by state, so a redelivered or re-sent message finds nothing left to do.
+All are idempotent: a slot is claimed once in the database (see `domain.checks`), a run is claimed by
+state, and upkeep locks the index rows it changes (SKIP LOCKED) and ignores files already gone, so a
+redelivered or re-sent message finds nothing left to do.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from datetime import timedelta
 
 import structlog
 
-from services.monitor.domain import checks
+from services.monitor.domain import checks, prediction_log, predictions
+from services.monitor.settings import get_monitor_settings
 from shared.core.artifacts import get_artifact_store
 from shared.core.celery_app import celery_app, database, settings
 from shared.core.errors import TesseraError
 from shared.db.base import utcnow
+from shared.db.models import ModelMonitoring
 
 log = structlog.get_logger(__name__)
 
@@ -68,3 +72,62 @@ def run_check(run_id: str) -> None:
             log.exception("monitor.check_failed", run_id=run_id)
         with db.session_scope() as session:
             checks.fail(session, job.run_id, getattr(error, "message", None) or repr(error), utcnow())
+
+
+@celery_app.task(name="monitor.maintain_prediction_logs", ignore_result=True)
+def maintain_prediction_logs() -> None:
+    with database().session_scope() as session:
+        monitor_ids = prediction_log.monitors_to_maintain(session)
+    queue_maintenance(monitor_ids)
+
+
+def queue_maintenance(monitor_ids: Iterable[uuid.UUID]) -> None:
+    for monitor_id in monitor_ids:
+        celery_app.send_task("monitor.maintain_prediction_log", [str(monitor_id)])
+
+
+@celery_app.task(name="monitor.maintain_prediction_log", ignore_result=True)
+def maintain_prediction_log(monitor_id: str) -> None:
+    """Purge a deleted monitor's files; else drop expired files, compact small ones, sweep orphans.
+    Each step deletes files only after its index change committed, and the files it wrote if it failed."""
+    upkeep = get_monitor_settings()
+    store = get_artifact_store(settings())
+    db = database()
+    with db.session_scope() as session:
+        monitor = session.get(ModelMonitoring, uuid.UUID(monitor_id))
+        if monitor is None:
+            return
+        purged = prediction_log.purge_deleted(session, monitor)
+    if purged is not None:
+        predictions.delete_files(store, [purged])
+        return
+    with db.session_scope() as session:
+        monitor = session.get(ModelMonitoring, uuid.UUID(monitor_id))
+        expired = prediction_log.expire(session, monitor, utcnow(), upkeep.retention_days)
+    predictions.delete_files(store, expired.replaced)
+    compacted = prediction_log.FileChanges()
+    try:
+        with db.session_scope() as session:
+            monitor = session.get(ModelMonitoring, uuid.UUID(monitor_id))
+            compacted = prediction_log.compact(session, store, monitor, utcnow(), upkeep.compaction_target_rows)
+    except Exception:
+        # The merged files were written but their index rows never committed.
+        predictions.delete_files(store, compacted.written)
+        raise
+    predictions.delete_files(store, compacted.replaced)
+    with db.session_scope() as session:
+        monitor = session.get(ModelMonitoring, uuid.UUID(monitor_id))
+        orphans = prediction_log.orphan_keys(
+            session, store, monitor, utcnow(), timedelta(seconds=upkeep.orphan_grace_s)
+        )
+    predictions.delete_files(store, orphans)
+
+
+# Registered here rather than in shared.core.celery_app's BEAT_SCHEDULE: beat imports this module with
+# every task module. A tick that waited longer than its interval is dropped.
+celery_app.add_periodic_task(
+    timedelta(seconds=get_monitor_settings().maintenance_interval_s),
+    maintain_prediction_logs.s(),
+    name="monitor-prediction-log-upkeep",
+    expires=get_monitor_settings().maintenance_interval_s,
+)

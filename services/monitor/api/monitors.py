@@ -102,8 +102,12 @@ def resume_monitor(monitor_id: uuid.UUID, session: SessionDep, access: AccessDep
 
 
 @router.delete("/{monitor_id}", status_code=204, summary="Delete a monitor")
-def delete_monitor(monitor_id: uuid.UUID, session: SessionDep, access: AccessDep, settings: SettingsDep) -> Response:
+def delete_monitor(
+    monitor_id: uuid.UUID, session: SessionDep, access: AccessDep, settings: SettingsDep, background: BackgroundTasks
+) -> Response:
     monitors.delete_monitor(session, access, monitor_id, utcnow(), settings.public_url)
+    # After the commit: the upkeep task purges the monitor's files (beat's upkeep does it if this is lost).
+    background.add_task(tasks.queue_maintenance, [monitor_id])
     return Response(status_code=204)
 
 

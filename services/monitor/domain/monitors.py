@@ -101,8 +101,9 @@ def _config(spec: MonitorCreate | MonitorUpdate, current: dict[str, Any]) -> dic
         "thresholds": current.get("thresholds", {}),
         "severity_bands": current.get("severity_bands", [band.model_dump() for band in DEFAULT_SEVERITY_BANDS]),
         "quality": current.get("quality"),
+        "retention_days": current.get("retention_days"),
     }
-    keys = {"prediction_column", "drift_share", "methods", "thresholds", "severity_bands", "quality"}
+    keys = {"prediction_column", "drift_share", "methods", "thresholds", "severity_bands", "quality", "retention_days"}
     # Only the fields this request set, but each with its nested defaults filled in.
     given = spec.model_dump(include=keys & spec.model_fields_set, mode="json")
     config.update(given)

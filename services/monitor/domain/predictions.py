@@ -1,13 +1,17 @@
-"""Logged predictions: one Parquet file per batch in the artifact store, indexed by a small table.
+"""Logged predictions: Parquet files in the artifact store, indexed by a small table.
 
 Why files and not rows: a check reads whole columns of a window (often millions of rows) and never
 single rows. Parquet (zstd) keeps ~10x less than a row table, and pyarrow reads a window's files
-column by column at hundreds of MB/s; the index (one row per batch, by monitor and time) tells which
-files overlap the window without listing the store. Keys are time-partitioned by hour for retention.
+column by column at hundreds of MB/s; the index (one row per file, by monitor and time) tells which
+files overlap the window without listing the store. Each logged batch is first its own file; beat's
+maintenance (`prediction_log`) merges a monitor's small files into day files and drops expired ones.
+Keys are time-partitioned by hour, and a file's name starts with the time it was written, which lets
+the orphan sweep tell a file whose index row is still being committed from one whose commit failed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import uuid
 from collections.abc import Iterable
@@ -20,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
 
 from services.monitor.domain import reference
 from services.monitor.domain.monitors import get_monitor
@@ -27,13 +32,15 @@ from services.monitor.domain.visibility import WRITE
 from services.monitor.schemas import GroundTruthRow, PredictionRow
 from shared.core.artifacts import ArtifactStore, safe_key
 from shared.core.auth import Access
-from shared.core.errors import InvalidParameter
+from shared.core.errors import InvalidParameter, NotFound
 from shared.db.dialect import upsert_insert
 from shared.db.models import ModelMonitoring, MonitorGroundTruth, MonitorPredictionBatch, Project
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 # Files of a window are fetched concurrently: with S3 the latency, not the bytes, is what costs.
 _READ_THREADS = 8
+# The start of a file's name: when it was written (UTC), then its batch id.
+KEY_TIME_FORMAT = "%Y%m%dT%H%M%S"
 
 
 def prediction_column(monitor: ModelMonitoring) -> str:
@@ -144,17 +151,36 @@ def log_batch(
     if logged_at.null_count:
         raise InvalidParameter("Column 'timestamp' has empty values")
     first_at, last_at = (value.as_py() for value in pc.min_max(logged_at).values())
+    return store_batch(session, store, monitor, table, first_at, last_at, now)
+
+
+def predictions_prefix(session: Session, monitor: ModelMonitoring) -> str:
     project = session.get(Project, monitor.project_id)
+    return safe_key(reference.monitor_prefix(project.organization_id, project.id, monitor.id), "predictions")
+
+
+def store_batch(
+    session: Session,
+    store: ArtifactStore,
+    monitor: ModelMonitoring,
+    table: pa.Table,
+    first_at: datetime,
+    last_at: datetime,
+    now: datetime,
+    row_group_size: int | None = None,
+) -> MonitorPredictionBatch:
+    """Write `table` as one file and index it. If indexing fails the file is removed at once; if the
+    caller's commit fails later, the orphan sweep removes it (its name says when it was written)."""
     batch_id = uuid.uuid4()
     key = safe_key(
-        reference.monitor_prefix(project.organization_id, project.id, monitor.id),
-        "predictions",
+        predictions_prefix(session, monitor),
         first_at.strftime("%Y/%m/%d/%H"),
-        f"{batch_id.hex}.parquet",
+        f"{now.strftime(KEY_TIME_FORMAT)}-{batch_id.hex}.parquet",
     )
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
+    pq.write_table(table, buffer, compression="zstd", row_group_size=row_group_size)
     store.write(key, [buffer.getvalue()])
+    del buffer
     batch = MonitorPredictionBatch(
         id=batch_id,
         monitor_id=monitor.id,
@@ -164,44 +190,91 @@ def log_batch(
         storage_key=key,
         created_at=now,
     )
-    session.add(batch)
-    session.flush()
+    try:
+        session.add(batch)
+        session.flush()
+    except Exception:
+        delete_files(store, [key])
+        raise
     return batch
+
+
+def delete_files(store: ArtifactStore, keys: Iterable[str]) -> None:
+    """Remove files; one already gone is fine (a retried task, or a sweep that got there first)."""
+    for key in keys:
+        with contextlib.suppress(NotFound):
+            store.delete(key)
 
 
 def read_window(
     session: Session, store: ArtifactStore, monitor: ModelMonitoring, start: datetime, end: datetime
 ) -> pa.Table:
-    """Every row logged in [start, end), all batch files that overlap it read in parallel. Only the
-    monitored columns are decoded (request ids and predictions too when quality is measured)."""
-    keys = session.scalars(
-        select(MonitorPredictionBatch.storage_key).where(
-            MonitorPredictionBatch.monitor_id == monitor.id,
-            MonitorPredictionBatch.last_at >= start,
-            MonitorPredictionBatch.first_at < end,
-        )
-    ).all()
-    if not keys:
-        return _empty_window(monitor)
-
+    """Every row logged in [start, end), from the files that overlap it. Only the monitored columns are
+    decoded (request ids and predictions too when quality is measured)."""
     wanted = [*monitor.column_schema["columns"], reference.LOGGED_AT]
     if monitor.config.get("quality"):
         wanted += [prediction_column(monitor), reference.REQUEST_ID]
+    overlapping = (
+        MonitorPredictionBatch.monitor_id == monitor.id,
+        MonitorPredictionBatch.last_at >= start,
+        MonitorPredictionBatch.first_at < end,
+    )
+    try:
+        window = read_files(store, _keys(session, overlapping), wanted, start, end)
+    except NotFound:
+        # Compaction replaced files between the index query and the read: the index now names the
+        # merged file (its transaction committed before the old files were removed).
+        window = read_files(store, _keys(session, overlapping), wanted, start, end)
+    return window if window is not None else _empty_window(monitor)
+
+
+def _keys(session: Session, conditions: tuple[ColumnElement[bool], ...]) -> list[str]:
+    return list(session.scalars(select(MonitorPredictionBatch.storage_key).where(*conditions)).all())
+
+
+def read_files(
+    store: ArtifactStore, keys: list[str], columns: list[str], start: datetime, end: datetime
+) -> pa.Table | None:
+    """The rows of these files logged in [start, end), files fetched in parallel (with S3 the latency,
+    not the bytes, is what costs); None when there are no files. Row groups whose time range misses
+    the window are not decoded: a compacted day file is read only in the hours a window covers."""
+    if not keys:
+        return None
 
     def read(key: str) -> pa.Table:
         file = pq.ParquetFile(pa.BufferReader(reference.read_stored(store, key)))
         present = set(file.schema_arrow.names)
-        return file.read(columns=[name for name in dict.fromkeys(wanted) if name in present])
+        names = [name for name in dict.fromkeys(columns) if name in present]
+        groups = _row_groups_between(file, start, end)
+        return file.read_row_groups(groups, columns=names) if groups is not None else file.read(columns=names)
 
     with ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(keys))) as pool:
         tables = list(pool.map(read, keys))
     # "permissive": batches logged before a schema change lack the newer columns (nulls there).
     window = pa.concat_tables(tables, promote_options="permissive")
+    del tables
     logged_at = window.column(reference.LOGGED_AT)
     inside = pc.and_(
         pc.greater_equal(logged_at, pa.scalar(start, _TIMESTAMP)), pc.less(logged_at, pa.scalar(end, _TIMESTAMP))
     )
     return window.filter(inside)
+
+
+def _row_groups_between(file: pq.ParquetFile, start: datetime, end: datetime) -> list[int] | None:
+    """The row groups whose logging times can fall in [start, end), or None to read the whole file
+    (a single row group, or no statistics to decide on)."""
+    metadata = file.metadata
+    if metadata.num_row_groups < 2:
+        return None
+    column = file.schema_arrow.get_field_index(reference.LOGGED_AT)
+    groups = []
+    for index in range(metadata.num_row_groups):
+        statistics = metadata.row_group(index).column(column).statistics
+        if statistics is None or not statistics.has_min_max:
+            return None
+        if statistics.max >= start and statistics.min < end:
+            groups.append(index)
+    return groups
 
 
 def _empty_window(monitor: ModelMonitoring) -> pa.Table:
