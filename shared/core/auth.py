@@ -300,12 +300,12 @@ class Access:
         return role
 
     def _member_project(self, project_id: uuid.UUID) -> tuple[Project | None, str | None, str | None]:
-        """The live project with the user's org role and project role (None, None, None: not a member)."""
+        """A detached copy of the live project with the user's org role and project role (None, None, None:
+        not a member)."""
         key = (self.principal.user_id, project_id)
         cached = _identity_cache.project_roles.get(key)
         if cached is not None and cached[0] > time.monotonic():
-            _, snapshot, org_role, member_role = cached
-            return (self._in_session(snapshot) if snapshot is not None else None), org_role, member_role
+            return cached[1:]
         generation = _identity_cache.generation
         uid = self.principal.user_id
         # One round trip for the project and both roles.
@@ -324,7 +324,7 @@ class Access:
         snapshot = _detached_copy(project) if project is not None else None
         entry = (time.monotonic() + IDENTITY_CACHE_TTL_S, snapshot, org_role, member_role)
         _identity_cache.put(_identity_cache.project_roles, key, entry, generation)
-        return project, org_role, member_role
+        return snapshot, org_role, member_role
 
     def _in_session(self, snapshot: Project) -> Project:
         """The session's own instance of a remembered project: from its identity map when a query of this
@@ -333,6 +333,7 @@ class Access:
         return present if present is not None else self.session.merge(snapshot, load=False)
 
     def _project_and_role(self, project_id: uuid.UUID) -> tuple[Project | None, str | None]:
+        """The project (a detached copy) and the caller's role in it; (None, None) when invisible."""
         if project_id not in self._project_roles:
             project, org_role, member_role = self._member_project(project_id)
             role = None
@@ -366,11 +367,15 @@ class Access:
         return org
 
     def require_project(self, project_id: uuid.UUID, scope: str, min_role: str | None = None) -> Project:
+        self.authorize_project(project_id, scope, min_role)
+        return self._in_session(self._project_and_role(project_id)[0])
+
+    def authorize_project(self, project_id: uuid.UUID, scope: str, min_role: str | None = None) -> None:
+        """require_project for callers that need only the verdict, not the project itself."""
         project, role = self._project_and_role(project_id)
         if project is None:
             raise NotFound(f"Project '{project_id}' does not exist")
         self._check(role, scope, min_role, "project")
-        return project
 
     def readable_project_ids(self, scope: str) -> Select:
         """Ids of every live project this caller may read in `scope`, as a subquery for IN (...).

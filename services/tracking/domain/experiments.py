@@ -28,7 +28,7 @@ from shared.core import audit
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
 from shared.db.base import utcnow
-from shared.db.models import Experiment, ExperimentRun, ExperimentTag, Project
+from shared.db.models import Experiment, ExperimentRun, ExperimentTag
 
 READ = "tracking:read"
 WRITE = "tracking:write"
@@ -81,17 +81,11 @@ def get_experiment(session: Session, access: Access, experiment_id: str | None, 
     """The experiment, if the caller may use it in `scope` (else 404; 403 if seen but not allowed)."""
     if experiment_id == DEFAULT_EXPERIMENT_ID:
         return _ensure_default_experiment(session, access, scope)
-    # Loading the project alongside saves the access check a query (it reads the identity map).
-    row = session.execute(
-        select(Experiment, Project)
-        .join(Project, Project.id == Experiment.project_id)
-        .where(Experiment.id == parse_uuid(experiment_id, "experiment_id"))
-    ).first()
-    if row is None:
+    experiment = session.get(Experiment, parse_uuid(experiment_id, "experiment_id"))
+    if experiment is None:
         raise _not_found(experiment_id or "")
-    experiment = row.Experiment
     try:
-        access.require_project(experiment.project_id, scope)
+        access.authorize_project(experiment.project_id, scope)
     except NotFound:
         raise _not_found(experiment_id or "") from None
     return experiment

@@ -69,7 +69,7 @@ def _get_model(
     if row is None or (row.LoggedModel.deleted_at is not None and not allow_deleted):
         raise _not_found(model_id)
     try:
-        access.require_project(row.project_id, scope)
+        access.authorize_project(row.project_id, scope)
     except NotFound:
         raise _not_found(model_id) from None
     return row.LoggedModel

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import orjson
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import bindparam, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.tracking.domain import runs
@@ -161,10 +161,15 @@ def _write_run_points(session: Session, run_id: uuid.UUID, points: list[MetricPo
         _copy_points(session, run_id, points)
         session.execute(_latest_upsert(dialect.name), latest)
     elif dialect.name == "postgresql":
-        # One round trip for small writes (a single log_metric): the points ride along as a
-        # data-modifying CTE of the latest-value upsert.
-        new_points = RunMetric.__table__.insert().values(_point_rows(run_id, points, store_nan=True)).cte("new_points")
-        session.execute(_latest_upsert(dialect.name).values(latest).add_cte(new_points))
+        # Small writes (a single log_metric): each point and its latest-value upsert in one statement
+        # (built once, so compiled once), run as one executemany; in key order, like the upsert above.
+        session.execute(
+            _point_with_latest_upsert(),
+            [
+                {**row, "latest_value": None if row["is_nan"] else row["value"]}
+                for row in sorted(_point_rows(run_id, points, store_nan=True), key=lambda r: r["key"])
+            ],
+        )
     else:
         session.execute(RunMetric.__table__.insert(), _point_rows(run_id, points, store_nan=False))
         session.execute(_latest_upsert(dialect.name), latest)
@@ -181,6 +186,16 @@ def _latest_upsert(dialect_name: str):
         set_={"value": new.value, "is_nan": new.is_nan, "step": new.step, "timestamp": new.timestamp},
         where=tuple_(new.step, new.timestamp) >= tuple_(table.step, table.timestamp),
     )
+
+
+@lru_cache(maxsize=1)
+def _point_with_latest_upsert():
+    """INSERT one point, and upsert it as its key's latest value, as one PostgreSQL statement: the point
+    rides along as a data-modifying CTE."""
+    columns = ("run_id", "key", "value", "is_nan", "step", "timestamp")
+    new_point = RunMetric.__table__.insert().values({c: bindparam(c) for c in columns}).cte("new_point")
+    latest = {c: bindparam("latest_value" if c == "value" else c) for c in columns}
+    return _latest_upsert("postgresql").values(latest).add_cte(new_point)
 
 
 def _log_model_metrics(session: Session, run: ExperimentRun, points: list[MetricPoint]) -> None:

@@ -32,7 +32,6 @@ from shared.db.models import (
     Dataset,
     Experiment,
     ExperimentRun,
-    Project,
     RunDatasetInput,
     RunLatestMetric,
     RunModelLink,
@@ -134,18 +133,17 @@ def _not_found(run_id: str | None) -> NotFound:
 def get_run_row(session: Session, access: Access, run_id: str | None, scope: str = READ) -> ExperimentRun:
     """The run if the caller may use its project in `scope`; missing and invisible look the same.
 
-    The project is loaded in the same query: the access check then finds it in the session's identity
-    map instead of asking the database again (this runs on every log call)."""
+    One query for the run and its project's id (this runs on every log call); the caller's roles in the
+    project are usually remembered (shared.core.auth), so the access check asks nothing more."""
     row = session.execute(
-        select(ExperimentRun, Project)
+        select(ExperimentRun, Experiment.project_id)
         .join(Experiment, Experiment.id == ExperimentRun.experiment_id)
-        .join(Project, Project.id == Experiment.project_id)
         .where(ExperimentRun.id == parse_uuid(run_id, "run_id"))
     ).first()
     if row is None:
         raise _not_found(run_id)
     try:
-        access.require_project(row.Project.id, scope)
+        access.authorize_project(row.project_id, scope)
     except NotFound:
         raise _not_found(run_id) from None
     return row.ExperimentRun
