@@ -8,21 +8,23 @@ periodic runs by interval. Tasks are queued only after the transaction that made
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
-from services.notifier.domain import dispatch, flushing, ingest, periodic
+from services.notifier.domain import channels, dispatch, flushing, ingest, periodic
 from shared.core import events
 from shared.core.celery_app import celery_app, database, settings
 from shared.core.crypto import SecretBox
 from shared.db.base import utcnow
 
 # Every event may match some organization's rule; the handler drops the rest cheaply.
-events.subscribe("*", "notifier.handle_event")
+events.subscribe("*", "notifier.handle_events")
 
 FLUSH_BATCH = 200
-EVENT_BATCH = 50
+# Events per message when the sweeper re-queues lost ones (the relay sends batches of its own).
+EVENT_BATCH = 100
+# Deliveries per dispatch message: sent in parallel, recorded in one transaction.
 DISPATCH_BATCH = 20
 
 
@@ -37,43 +39,46 @@ def _secret_box(keys: tuple[str, ...]) -> SecretBox:
     return SecretBox(keys)
 
 
-def _queue_dispatch(delivery_ids: Iterable[uuid.UUID]) -> None:
-    for delivery_id in delivery_ids:
-        celery_app.send_task("notifier.dispatch", [str(delivery_id)])
+def _queue_dispatch(delivery_ids: Sequence[uuid.UUID]) -> None:
+    ids = [str(delivery_id) for delivery_id in delivery_ids]
+    for start in range(0, len(ids), DISPATCH_BATCH):
+        celery_app.send_task("notifier.dispatch", [ids[start : start + DISPATCH_BATCH]])
 
 
-@celery_app.task(name="notifier.handle_event", ignore_result=True)
-def handle_event(event_id: str) -> None:
-    """Handles its event and takes other published, unhandled ones along (a burst in batches)."""
+@celery_app.task(name="notifier.handle_events", ignore_result=True)
+def handle_events(event_ids: list[str]) -> None:
+    """A batch of events from the relay (or the sweeper) in one transaction; those already handled
+    drop out, so a redelivered message costs one statement."""
     with database().session_scope() as session:
-        if ingest.is_processed(session, uuid.UUID(event_id)):
-            return
-        now = utcnow()
-        batch = ingest.take_events(session, uuid.UUID(event_id), now, EVENT_BATCH)
-        delivery_ids = ingest.handle_events(session, batch, now, settings().public_url) if batch else []
+        delivery_ids = ingest.handle_events(
+            session, [uuid.UUID(event_id) for event_id in event_ids], utcnow(), settings().public_url
+        )
     _queue_dispatch(delivery_ids)
 
 
 @celery_app.task(name="notifier.dispatch", ignore_result=True)
-def dispatch_delivery(delivery_id: str) -> None:
-    """Delivers its delivery and takes other due ones along (a burst in a few transactions)."""
+def dispatch_deliveries(delivery_ids: list[str]) -> None:
+    """Claims the due ones among its deliveries (others are delivered, or in flight elsewhere), sends
+    them in parallel and records the outcomes in one transaction."""
     current = settings()
     retry = dispatch.RetryPolicy.from_settings(current)
+    box = _secret_box(tuple(current.encryption_keys))
     with database().session_scope() as session:
-        now = utcnow()
-        if dispatch.is_finished_or_taken(session, uuid.UUID(delivery_id), now):
-            return
-        batch = [uuid.UUID(delivery_id), *dispatch.due_pending(session, now, DISPATCH_BATCH - 1)]
-        claimed = dispatch.claim(session, batch, _secret_box(tuple(current.encryption_keys)), retry, now)
+        claimed = dispatch.claim(
+            session, [uuid.UUID(delivery_id) for delivery_id in delivery_ids], box, retry, utcnow()
+        )
     if not claimed:
         return
+    # Built here once, not by the sender threads racing on an empty cache.
+    channels.outbound_policy(tuple(current.outbound_allowlist))
     started_at = utcnow()
     # In parallel: a batch then takes as long as its slowest send (bounded by the send timeout,
     # well inside the lease), not the sum of them.
     results = list(_senders().map(lambda delivery: dispatch.send(delivery, current, started_at), claimed))
     with database().session_scope() as session:
-        for delivery, result in zip(claimed, results, strict=True):
-            dispatch.record(session, delivery, result, started_at=started_at, retry=retry, now=utcnow())
+        dispatch.record(
+            session, list(zip(claimed, results, strict=True)), started_at=started_at, retry=retry, now=utcnow()
+        )
 
 
 def _claim(task: str, interval_s: float) -> bool:
@@ -107,5 +112,6 @@ def sweep() -> None:
     with database().session_scope() as session:
         event_ids = ingest.unhandled_events(session, utcnow(), retry.requeue_after)
         periodic.prune(session, utcnow())
-    for event_id in event_ids:
-        celery_app.send_task("notifier.handle_event", [str(event_id)])
+    ids = [str(event_id) for event_id in event_ids]
+    for start in range(0, len(ids), EVENT_BATCH):
+        celery_app.send_task("notifier.handle_events", [ids[start : start + EVENT_BATCH]])

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from celery import Celery
 from celery.signals import worker_process_init
+from kombu import Exchange, Queue
 
 from shared.core import events
 from shared.core.settings import Settings, get_settings
@@ -25,6 +26,12 @@ TASK_MODULES = [
     "services.monitor.tasks",
     "services.notifier.tasks",
 ]
+
+# Deliveries have a queue of their own: they never wait behind a backlog of events or checks, and a
+# deployment may give them dedicated workers (`tessera worker --queues notifier.dispatch`). A worker
+# started without `-Q` consumes every queue.
+DEFAULT_QUEUE = "celery"
+DISPATCH_QUEUE = "notifier.dispatch"
 
 # Beat only fans out; each periodic task makes itself idempotent against a second beat process.
 _NOTIFIER_TICKS = get_settings()
@@ -85,6 +92,9 @@ def create_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        task_default_queue=DEFAULT_QUEUE,
+        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in (DEFAULT_QUEUE, DISPATCH_QUEUE)],
+        task_routes={"notifier.dispatch": {"queue": DISPATCH_QUEUE}},
         broker_connection_retry_on_startup=True,
         broker_transport_options=_transport_options(settings),
         beat_schedule=BEAT_SCHEDULE,

@@ -3,7 +3,8 @@
 `emit()` writes the event in the caller's transaction, so an event exists if and only if the change
 that caused it was committed. A relay publishes unpublished events to the subscribed Celery tasks and
 marks them published; it runs right after commit (a nudge) and periodically from beat (the guarantee),
-so neither a dead worker nor a restarted Redis loses an event. Delivery is at-least-once: subscribers
+so neither a dead worker nor a restarted Redis loses an event. A subscriber task receives a list of
+event ids (a burst costs a few messages, not one per event). Delivery is at-least-once: subscribers
 dedupe by event id.
 """
 
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 import fnmatch
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 import structlog
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
@@ -82,24 +84,36 @@ def _forget_events(session: Session) -> None:
     session.info.pop(_OUTBOX_DIRTY, None)
 
 
-def relay_pending(session: Session, publish: Callable[[str, str], None], *, limit: int = 500) -> int:
+def relay_pending(
+    session: Session, publish: Callable[[str, list[str]], None], *, limit: int = 500, per_message: int = 100
+) -> int:
     """Publish up to `limit` unpublished events, oldest first; returns how many.
 
-    Rows are locked with SKIP LOCKED so concurrent relays split the work instead of double-sending.
-    `publish(task_name, event_id)` raising (broker down) aborts the batch; it stays unpublished.
+    One statement marks them published (rows locked with SKIP LOCKED, so concurrent relays split the
+    work instead of double-sending); each subscriber then gets one message per `per_message` events,
+    `publish(task_name, event_ids)`, not one per event. `publish` raising (broker down) aborts the
+    batch: the transaction rolls back and the events stay unpublished.
     """
-    rows = session.scalars(
-        select(OutboxEvent)
+    oldest = (
+        select(OutboxEvent.id)
         .where(OutboxEvent.published_at.is_(None))
         .order_by(OutboxEvent.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
+    )
+    rows = session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id.in_(oldest))
+        .values(published_at=utcnow(), publish_attempts=OutboxEvent.publish_attempts + 1)
+        .returning(OutboxEvent.id, OutboxEvent.event_type, OutboxEvent.created_at)
+        # The relay's session holds no outbox rows to keep in step.
+        .execution_options(synchronize_session=False)
     ).all()
-    now = utcnow()
-    for row in rows:
-        row.publish_attempts += 1
+    by_task: dict[str, list[str]] = defaultdict(list)
+    for row in sorted(rows, key=lambda row: row.created_at):
         for task_name in subscribers(row.event_type):
-            publish(task_name, str(row.id))
-        row.published_at = now
-    session.flush()
+            by_task[task_name].append(str(row.id))
+    for task_name, event_ids in by_task.items():
+        for start in range(0, len(event_ids), per_message):
+            publish(task_name, event_ids[start : start + per_message])
     return len(rows)

@@ -11,7 +11,7 @@ def relay_events() -> int:
     total = 0
     while True:
         with database().session_scope() as session:
-            published = events.relay_pending(session, lambda task, event_id: celery_app.send_task(task, [event_id]))
+            published = events.relay_pending(session, lambda task, event_ids: celery_app.send_task(task, [event_ids]))
         total += published
         if published == 0:
             return total

@@ -54,7 +54,7 @@ class Pipeline:
         if not claimed:
             return None
         result = dispatch.send(claimed[0], self.settings, at)
-        dispatch.record(self.session, claimed[0], result, started_at=at, retry=self.retry, now=at)
+        dispatch.record(self.session, [(claimed[0], result)], started_at=at, retry=self.retry, now=at)
         return self.session.get(Delivery, delivery_id, populate_existing=True)
 
     def deliver(self, delivery_ids, at: datetime) -> list[Delivery | None]:
@@ -211,21 +211,36 @@ def test_a_burst_is_handled_in_one_batch_and_each_event_once(pipeline, receiver,
     channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
     make_rule(pipeline.session, pipeline.tenant, [channel], group_wait_s=0, group_by=["..."])
     burst = []
-    for index in range(5):
+    for index in range(6):
         row = events.emit(
             pipeline.session, "alert.firing", _firing(index, n=str(index)), organization_id=pipeline.tenant.org_id
         )
-        row.published_at = now
         burst.append(row.id)
     pipeline.session.flush()
-    # The handler of the first event takes the others along ...
-    taken = ingest.take_events(pipeline.session, burst[0], now, 50)
-    assert taken[0] == burst[0] and set(burst) <= set(taken)
-    assert len(ingest.handle_events(pipeline.session, taken, now, LINK)) == 5
-    # ... and their own messages, arriving later, find nothing left to do.
-    assert all(ingest.is_processed(pipeline.session, event_id) for event_id in burst)
-    assert ingest.take_events(pipeline.session, burst[1], now, 50) == [burst[1]]
-    assert all(ingest.handle_events(pipeline.session, [event_id], now, LINK) == [] for event_id in burst)
+    assert len(ingest.handle_events(pipeline.session, burst[:4], now, LINK)) == 4
+    # A redelivered message finds nothing left to do; an overlapping one only its new events.
+    assert ingest.handle_events(pipeline.session, burst[:4], now, LINK) == []
+    assert len(ingest.handle_events(pipeline.session, burst[2:], now, LINK)) == 2
+    assert len(pipeline.session.scalars(select(Notification).where(Notification.rule_id.is_not(None))).all()) == 6
+
+
+def test_an_alert_firing_then_resolved_in_one_batch_ends_resolved(pipeline, receiver, now):
+    channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
+    make_rule(pipeline.session, pipeline.tenant, [channel], group_wait_s=30, group_by=["model"])
+    batch = [
+        events.emit(pipeline.session, event_type, payload, organization_id=pipeline.tenant.org_id).id
+        for event_type, payload in [
+            ("alert.firing", _firing(1, model="churn", n="1")),
+            ("alert.firing", _firing(2, model="churn", n="2")),
+            ("alert.resolved", _firing(1, model="churn", n="1")),
+        ]
+    ]
+    pipeline.session.flush()
+    assert ingest.handle_events(pipeline.session, batch, now, LINK) == []
+    [delivery_id] = pipeline.flush(now + timedelta(seconds=30))
+    pipeline.deliver([delivery_id], now + timedelta(seconds=30))
+    [body] = _bodies(receiver)
+    assert {alert["labels"]["n"]: alert["status"] for alert in body["alerts"]} == {"1": "resolved", "2": "firing"}
 
 
 def test_published_events_lost_with_the_broker_are_found_again(pipeline, now):

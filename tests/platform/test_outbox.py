@@ -34,8 +34,11 @@ def test_relay_publishes_each_event_to_matching_subscribers_once(db_session, ten
     other = events.emit(db_session, "other.thing", {"n": 2}, organization_id=tenant.org_id)
     db_session.flush()
     published: list[tuple[str, str]] = []
-    while events.relay_pending(db_session, lambda task, event_id: published.append((task, event_id))):
+    while events.relay_pending(
+        db_session, lambda task, event_ids: published.extend((task, event_id) for event_id in event_ids)
+    ):
         pass
+    db_session.expire_all()
     ours = [(task, event_id) for task, event_id in published if event_id in (str(first.id), str(other.id))]
     assert ("tests.record_event", str(first.id)) in ours
     assert ("tests.record_event", str(other.id)) not in ours
@@ -48,7 +51,7 @@ def test_broker_failure_keeps_events_for_the_next_sweep(db_session, tenant, subs
     event = events.emit(db_session, "test.created", {"n": 1}, organization_id=tenant.org_id)
     db_session.commit()
 
-    def broker_down(task, event_id):
+    def broker_down(task, event_ids):
         raise ConnectionError("redis is restarting")
 
     tx_db = db_session.info["tx_db"]
@@ -59,5 +62,5 @@ def test_broker_failure_keeps_events_for_the_next_sweep(db_session, tenant, subs
 
     published = []
     with tx_db.session_scope() as session:
-        events.relay_pending(session, lambda task, event_id: published.append(event_id))
+        events.relay_pending(session, lambda task, event_ids: published.extend(event_ids))
     assert str(event.id) in published

@@ -65,7 +65,7 @@ def send_test(
         organization_id=channel.organization_id,
         details={"outcome": str(result.outcome), "status_code": result.status_code},
     )
-    dispatch.record(session, claimed, result, started_at=now, retry=retry, now=now)
+    dispatch.record(session, [(claimed, result)], started_at=now, retry=retry, now=now)
     return session.get(Delivery, row.id, populate_existing=True)
 
 

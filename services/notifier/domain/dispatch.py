@@ -12,11 +12,12 @@ the same id (`webhook-id`, Message-ID), by which it deduplicates.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.notifier.domain import channels, records
@@ -119,30 +120,6 @@ def claim(
     ]
 
 
-def is_finished_or_taken(session: Session, delivery_id: uuid.UUID, now: datetime) -> bool:
-    """A read-only check, so the messages of deliveries already taken along in a batch cost no commit
-    (`claim` still decides for those that look claimable)."""
-    row = session.execute(select(Delivery.state, Delivery.lease_until).where(Delivery.id == delivery_id)).first()
-    if row is None:
-        return True
-    return row.state in FINAL_STATES or (row.state == "in_flight" and row.lease_until > now)
-
-
-def due_pending(session: Session, now: datetime, limit: int) -> list[uuid.UUID]:
-    """The most recently due pending deliveries, locked for this transaction: a dispatch task takes
-    them along with its own, so a burst costs a few transactions, not two per delivery (their own
-    messages then find them claimed)."""
-    return list(
-        session.scalars(
-            select(Delivery.id)
-            .where(Delivery.state == "pending", Delivery.next_attempt_at <= now)
-            .order_by(Delivery.next_attempt_at.desc())
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    )
-
-
 def send(claimed: ClaimedDelivery, settings: Settings, now: datetime) -> DeliveryResult:
     if claimed.target is None:
         return DeliveryResult(Outcome.FAILED, 0.0, error="channel is disabled or deleted")
@@ -152,25 +129,57 @@ def send(claimed: ClaimedDelivery, settings: Settings, now: datetime) -> Deliver
 
 def record(
     session: Session,
-    claimed: ClaimedDelivery,
-    result: DeliveryResult,
+    outcomes: Sequence[tuple[ClaimedDelivery, DeliveryResult]],
     *,
     started_at: datetime,
     retry: RetryPolicy,
     now: datetime,
 ) -> None:
-    """Log the attempt and move the delivery on; a 410 disables the channel."""
-    session.add(
-        DeliveryAttempt(
-            delivery_id=claimed.delivery_id,
-            attempt=claimed.attempt,
-            started_at=started_at,
-            outcome=str(result.outcome),
-            status_code=result.status_code,
-            latency_ms=round(result.latency_ms, 3),
-            error=result.error,
-        )
+    """Log the attempts and move the deliveries on, set by set (one insert, one executemany per kind
+    of change); a 410 disables the channel."""
+    if not outcomes:
+        return
+    session.execute(
+        insert(DeliveryAttempt),
+        [
+            {
+                "delivery_id": claimed.delivery_id,
+                "attempt": claimed.attempt,
+                "started_at": started_at,
+                "outcome": str(result.outcome),
+                "status_code": result.status_code,
+                "latency_ms": round(result.latency_ms, 3),
+                "error": result.error,
+            }
+            for claimed, result in outcomes
+        ],
     )
+    changes: dict[tuple[str, ...], list[dict]] = defaultdict(list)
+    for claimed, result in outcomes:
+        values = _moved_on(claimed, result, retry, now)
+        changes[tuple(sorted(values))].append(
+            {
+                **{f"b_{name}": value for name, value in values.items()},
+                "b_id": claimed.delivery_id,
+                "b_attempt": claimed.attempt,
+            }
+        )
+    table = Delivery.__table__
+    for columns, rows in changes.items():
+        # Only the latest claim moves the delivery (a send that outlived its lease was claimed again).
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.total_attempts == bindparam("b_attempt"))
+            .values({name: bindparam(f"b_{name}") for name in columns}),
+            rows,
+        )
+    for claimed, result in outcomes:
+        if result.disable_channel and claimed.target is not None:
+            channels.disable(session.get(NotificationChannel, claimed.target.id), result)
+    session.flush()
+
+
+def _moved_on(claimed: ClaimedDelivery, result: DeliveryResult, retry: RetryPolicy, now: datetime) -> dict:
     state = state_after(result, claimed.round_attempt, max_attempts=retry.max_attempts)
     values: dict = {
         "state": _STATE_NAMES[state],
@@ -187,16 +196,7 @@ def record(
         )
         # Not queued: the sweeper queues it when due.
         values |= {"next_attempt_at": now + timedelta(seconds=delay), "queued_at": None}
-    # Only the latest claim moves the delivery (a send that outlived its lease was claimed again).
-    session.execute(
-        update(Delivery)
-        .where(Delivery.id == claimed.delivery_id, Delivery.total_attempts == claimed.attempt)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.disable_channel and claimed.target is not None:
-        channels.disable(session.get(NotificationChannel, claimed.target.id), result)
-    session.flush()
+    return values
 
 
 def due_for_dispatch(session: Session, retry: RetryPolicy, now: datetime, limit: int = 500) -> list[uuid.UUID]:

@@ -8,13 +8,14 @@ its group (see `flushing`). The handler is idempotent by event id — the relay 
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, exists, null, select, update
+from sqlalchemy import bindparam, case, exists, null, select, update
 from sqlalchemy.orm import Session
 
 from services.notifier.domain import flushing, muting, rules
@@ -46,9 +47,6 @@ _CONTEXT_LABELS = (
     ("stage", "stage"),
 )
 _STATEFUL = {"alert.firing": "firing", "alert.resolved": "resolved"}
-# Where a handler looks for published events to take along with its own: the newest few, recently.
-RECENT = timedelta(minutes=1)
-STEAL_WINDOW = 200
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,10 @@ class EventAlert:
     key: str
     resolved: bool
     one_shot: bool
+
+
+# An event's alert for one rule it matched, and the key of its group under that rule.
+Target = tuple[NotificationRule, str, EventAlert]
 
 
 def _moment(value: Any, default: datetime) -> datetime:
@@ -113,32 +115,28 @@ def _claim_events(session: Session, event_ids: list[uuid.UUID], now: datetime) -
     return list(inserted)
 
 
-def _lock_group(
-    session: Session, rule: NotificationRule, key: str, found: EventAlert, now: datetime
-) -> NotificationGroup | None:
-    """The rule's group for this alert, row-locked so flushes and other events wait. A firing alert
-    creates it — or restarts a group whose alerts had all resolved, as a new group with its own
-    group_wait (Alertmanager deletes and recreates it) — in one upsert; a resolved alert only finds
-    an active group."""
-    if found.resolved:
-        return session.scalar(
-            select(NotificationGroup)
-            .where(NotificationGroup.rule_id == rule.id, NotificationGroup.group_key == key, NotificationGroup.active)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
+def _group_row(rule: NotificationRule, key: str, found: EventAlert, now: datetime) -> dict[str, Any]:
     timing = GroupTiming.from_seconds(rule.group_wait_s, rule.group_interval_s, rule.repeat_interval_s)
+    return {
+        "id": uuid.uuid4(),
+        "organization_id": rule.organization_id,
+        "rule_id": rule.id,
+        "group_key": key,
+        "labels": group_labels(found.alert.labels, rule.group_by),
+        "active": True,
+        "created_at": now,
+        "first_alert_starts_at": found.alert.starts_at,
+        "next_flush_at": next_flush_at(GroupState(now, found.alert.starts_at), timing),
+        "notification_log": {},
+    }
+
+
+def _upsert_groups(session: Session, targets: list[Target], now: datetime) -> list[NotificationGroup]:
+    """Create the firing alerts' groups, or restart those whose alerts had all resolved — as a new
+    group with its own group_wait (Alertmanager deletes and recreates it) — in one upsert that
+    row-locks them in the given order, so flushes and other events wait."""
     statement = upsert_insert(session, NotificationGroup).values(
-        id=uuid.uuid4(),
-        organization_id=rule.organization_id,
-        rule_id=rule.id,
-        group_key=key,
-        labels=group_labels(found.alert.labels, rule.group_by),
-        active=True,
-        created_at=now,
-        first_alert_starts_at=found.alert.starts_at,
-        next_flush_at=next_flush_at(GroupState(now, found.alert.starts_at), timing),
-        notification_log={},
+        [_group_row(rule, key, found, now) for rule, key, found in targets]
     )
     table, new = NotificationGroup.__table__.c, statement.excluded
 
@@ -155,44 +153,96 @@ def _lock_group(
             "next_flush_at": kept_unless_restarted("next_flush_at", new.next_flush_at),
         },
     )
-    return session.scalars(statement.returning(NotificationGroup), execution_options={"populate_existing": True}).one()
+    return list(session.scalars(statement.returning(NotificationGroup), execution_options={"populate_existing": True}))
 
 
-def _store_alert(session: Session, group: NotificationGroup, found: EventAlert, now: datetime) -> None:
-    if found.resolved:
-        session.execute(
-            update(NotificationGroupAlert)
-            .where(NotificationGroupAlert.group_id == group.id, NotificationGroupAlert.fingerprint == found.key)
-            .values(ends_at=found.alert.ends_at, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        return
+def _active_group(session: Session, rule: NotificationRule, key: str) -> NotificationGroup | None:
+    """A resolved alert only finds an active group (row-locked); it never creates one."""
+    return session.scalar(
+        select(NotificationGroup)
+        .where(NotificationGroup.rule_id == rule.id, NotificationGroup.group_key == key, NotificationGroup.active)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+def _lock_groups(
+    session: Session, targets: list[Target], now: datetime
+) -> dict[tuple[uuid.UUID, str], NotificationGroup | None]:
+    """The group of every target, locked. Groups are locked in one global order (rule, key), so
+    concurrent handlers cannot deadlock on them; a run of groups with a firing alert is one statement."""
+    deciding: dict[tuple[uuid.UUID, str], Target] = {}
+    # Firing sorts before resolved: a group with any firing alert in the batch is created.
+    for target in sorted(targets, key=lambda target: (target[0].id, target[1], target[2].resolved)):
+        deciding.setdefault((target[0].id, target[1]), target)
+    groups: dict[tuple[uuid.UUID, str], NotificationGroup | None] = {}
+    for firing, run in itertools.groupby(deciding.values(), key=lambda target: not target[2].resolved):
+        if firing:
+            upserted = _upsert_groups(session, list(run), now)
+            groups.update(((group.rule_id, group.group_key), group) for group in upserted)
+        else:
+            groups.update(((rule.id, key), _active_group(session, rule, key)) for rule, key, _ in run)
+    return groups
+
+
+def _alert_row(group: NotificationGroup, found: EventAlert, now: datetime) -> dict[str, Any]:
     alert = found.alert
-    statement = upsert_insert(session, NotificationGroupAlert).values(
-        id=uuid.uuid4(),
-        group_id=group.id,
-        fingerprint=found.key,
-        labels=dict(alert.labels),
-        annotations=dict(alert.annotations),
-        starts_at=alert.starts_at,
-        url=alert.url,
-        one_shot=found.one_shot,
-        updated_at=now,
-    )
-    # Firing again (or still): fresh labels and annotations, the original start time.
-    new = statement.excluded
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["group_id", "fingerprint"],
-            set_={
-                "labels": new.labels,
-                "annotations": new.annotations,
-                "url": new.url,
-                "ends_at": null(),
-                "updated_at": now,
-            },
-        )
-    )
+    return {
+        "id": uuid.uuid4(),
+        "group_id": group.id,
+        "fingerprint": found.key,
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "starts_at": alert.starts_at,
+        "url": alert.url,
+        "one_shot": found.one_shot,
+        "updated_at": now,
+    }
+
+
+def _store_alerts(session: Session, stored: list[tuple[NotificationGroup, EventAlert]], now: datetime) -> None:
+    """Firing alerts are upserted, resolved ones get their end time, a statement (or one executemany)
+    for each per round. An alert seen twice in a batch (firing, then resolved) starts a new round, so
+    the events apply in their order."""
+    rounds: list[list[tuple[NotificationGroup, EventAlert]]] = []
+    seen: set[tuple[uuid.UUID, str]] = set()
+    for group, found in stored:
+        if not rounds or (group.id, found.key) in seen:
+            rounds.append([])
+            seen = set()
+        seen.add((group.id, found.key))
+        rounds[-1].append((group, found))
+    for current in rounds:
+        firing = [_alert_row(group, found, now) for group, found in current if not found.resolved]
+        if firing:
+            statement = upsert_insert(session, NotificationGroupAlert).values(firing)
+            # Firing again (or still): fresh labels and annotations, the original start time.
+            new = statement.excluded
+            session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["group_id", "fingerprint"],
+                    set_={
+                        "labels": new.labels,
+                        "annotations": new.annotations,
+                        "url": new.url,
+                        "ends_at": null(),
+                        "updated_at": now,
+                    },
+                )
+            )
+        resolved = [
+            {"b_group_id": group.id, "b_fingerprint": found.key, "b_ends_at": found.alert.ends_at}
+            for group, found in current
+            if found.resolved
+        ]
+        if resolved:
+            table = NotificationGroupAlert.__table__
+            session.execute(
+                update(table)
+                .where(table.c.group_id == bindparam("b_group_id"), table.c.fingerprint == bindparam("b_fingerprint"))
+                .values(ends_at=bindparam("b_ends_at"), updated_at=now),
+                resolved,
+            )
 
 
 def handle_events(session: Session, event_ids: list[uuid.UUID], now: datetime, link_base: str) -> list[uuid.UUID]:
@@ -200,7 +250,8 @@ def handle_events(session: Session, event_ids: list[uuid.UUID], now: datetime, l
     0, or an old alert) are flushed at once. Events already processed are skipped. Returns the
     deliveries to dispatch after commit.
 
-    Work for a batch is done with a fixed number of queries plus one upsert per (group, alert).
+    A batch costs a fixed number of statements, whatever its size (plus one lookup per group that
+    only receives resolved alerts).
     """
     claimed = _claim_events(session, event_ids, now)
     if not claimed:
@@ -214,7 +265,7 @@ def handle_events(session: Session, event_ids: list[uuid.UUID], now: datetime, l
     project_ids = {event.project_id for event in batch if event.project_id and rules_by_org.get(event.organization_id)}
     slugs = dict(session.execute(select(Project.id, Project.slug).where(Project.id.in_(project_ids))).all())
 
-    targets: list[tuple[NotificationRule, str, EventAlert]] = []
+    targets: list[Target] = []
     for event in batch:
         found = alert_from_event(
             event.event_type, event.payload, created_at=event.created_at, project_label=slugs.get(event.project_id)
@@ -222,58 +273,14 @@ def handle_events(session: Session, event_ids: list[uuid.UUID], now: datetime, l
         for rule in rules_by_org.get(event.organization_id, []):
             if rules.rule_matches(rule, event.event_type, event.project_id, event.payload, found.alert):
                 targets.append((rule, group_key(f"rule-{rule.id}", found.alert.labels, rule.group_by), found))
-    # Groups are locked in one global order, so concurrent handlers cannot deadlock on them.
-    groups: dict[tuple[uuid.UUID, str], NotificationGroup | None] = {}
-    for rule, key, found in sorted(targets, key=lambda target: (target[0].id, target[1], target[2].resolved)):
-        if groups.get((rule.id, key)) is None:
-            groups[(rule.id, key)] = _lock_group(session, rule, key, found, now)
-    for rule, key, found in targets:
-        group = groups[(rule.id, key)]
-        if group is not None:
-            _store_alert(session, group, found, now)
+    if not targets:
+        return []
+    groups = _lock_groups(session, targets, now)
+    stored = [(groups[(rule.id, key)], found) for rule, key, found in targets if groups[(rule.id, key)] is not None]
+    _store_alerts(session, stored, now)
     due = [group for group in groups.values() if group is not None and group.next_flush_at <= now]
     session.flush()
     return flushing.flush_groups(session, due, now, link_base) if due else []
-
-
-def is_processed(session: Session, event_id: uuid.UUID) -> bool:
-    """A read-only check, so the many messages of events already taken along in a batch cost no commit."""
-    return session.get(NotifierProcessedEvent, event_id) is not None
-
-
-def take_events(session: Session, event_id: uuid.UUID, now: datetime, limit: int) -> list[uuid.UUID]:
-    """The event and recently published ones no handler has taken yet, locked for this transaction.
-
-    The event's own row is waited for: the relay holds it until its commit, and a handler that took
-    it along holds it until its batch commits (the event is then processed and drops out of the
-    batch). Others are taken with SKIP LOCKED, and only among the newest `STEAL_WINDOW` published
-    events, so the query costs the same in a burst and in a quiet hour. A handler thus handles a
-    burst in batches; the other events' own messages then find them processed.
-    """
-    own = session.scalars(
-        select(OutboxEvent.id)
-        .where(OutboxEvent.id == event_id, OutboxEvent.organization_id.is_not(None))
-        .with_for_update()
-    ).all()
-    recent = (
-        select(OutboxEvent.id)
-        .where(OutboxEvent.published_at >= now - RECENT)
-        .order_by(OutboxEvent.published_at.desc())
-        .limit(STEAL_WINDOW)
-    )
-    processed = exists().where(NotifierProcessedEvent.event_id == OutboxEvent.id)
-    others = session.scalars(
-        select(OutboxEvent.id)
-        .where(
-            OutboxEvent.id.in_(recent),
-            OutboxEvent.id != event_id,
-            OutboxEvent.organization_id.is_not(None),
-            ~processed,
-        )
-        .limit(limit - 1)
-        .with_for_update(skip_locked=True)
-    ).all()
-    return [*own, *others]
 
 
 def unhandled_events(session: Session, now: datetime, older_than: timedelta, limit: int = 500) -> list[uuid.UUID]:
