@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import posixpath
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -242,11 +243,18 @@ def read_files(
         return None
 
     def read(key: str) -> pa.Table:
-        file = pq.ParquetFile(pa.BufferReader(reference.read_stored(store, key)))
-        present = set(file.schema_arrow.names)
-        names = [name for name in dict.fromkeys(columns) if name in present]
-        groups = _row_groups_between(file, start, end)
-        return file.read_row_groups(groups, columns=names) if groups is not None else file.read(columns=names)
+        # Opened for random access, not read whole: only the footer and the wanted columns of the wanted
+        # row groups are fetched (ranged GETs on S3).
+        try:
+            handle = store.fs.open(posixpath.join(store.root, key), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"Artifact '{key}' does not exist") from None
+        with handle:
+            file = pq.ParquetFile(handle)
+            present = set(file.schema_arrow.names)
+            names = [name for name in dict.fromkeys(columns) if name in present]
+            groups = _row_groups_between(file, start, end)
+            return file.read_row_groups(groups, columns=names) if groups is not None else file.read(columns=names)
 
     with ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(keys))) as pool:
         tables = list(pool.map(read, keys))
