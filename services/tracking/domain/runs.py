@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from sqlalchemy import BigInteger, Float, String, cast, delete, false, literal, select, union_all
+from sqlalchemy import BigInteger, Float, Row, String, cast, delete, false, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from services.tracking.domain import experiments
@@ -112,7 +113,8 @@ class DatasetInputView:
 
 @dataclass
 class RunView:
-    run: ExperimentRun
+    # The mapped run, or a row of the run table (search pages): the same attribute names, read-only.
+    run: ExperimentRun | Row
     metrics: list[Metric] = field(default_factory=list)
     params: list[tuple[str, str]] = field(default_factory=list)
     tags: list[tuple[str, str]] = field(default_factory=list)
@@ -156,7 +158,7 @@ def get_active_run_for_write(session: Session, access: Access, run_id: str | Non
     return run
 
 
-def load_views(session: Session, runs: list[ExperimentRun]) -> list[RunView]:
+def load_views(session: Session, runs: Sequence[ExperimentRun | Row]) -> list[RunView]:
     """Runs with their latest metrics, params, tags, inputs and outputs for a whole page.
 
     Round trips, not rows, dominate here: metrics, params, tags, model links and a marker for each
@@ -199,7 +201,7 @@ def load_views(session: Session, runs: list[ExperimentRun]) -> list[RunView]:
         ),
     )
     with_datasets = []
-    for kind, run_id, key, text, number, is_nan, timestamp, step in session.execute(children):
+    for kind, run_id, key, text, number, is_nan, timestamp, step in session.execute(children).all():
         view = views[run_id]
         if kind == "m":
             view.metrics.append(Metric(key, float("nan") if is_nan else number, timestamp, step))

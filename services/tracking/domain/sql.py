@@ -7,7 +7,7 @@ import binascii
 import uuid
 
 import orjson
-from sqlalchemy import ColumnElement, Uuid, any_, bindparam
+from sqlalchemy import ColumnElement, String, Uuid, any_, bindparam, cast, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -27,9 +27,12 @@ def insert_for(dialect_name: str, model):
 
 def ids_match(session: Session, column, ids: list[uuid.UUID]) -> ColumnElement[bool]:
     """`column IN ids`. On PostgreSQL as `= ANY(:array)`: one bind parameter whatever the page size,
-    so the statement text is stable (cached, prepared) instead of re-rendered with N placeholders."""
+    so the statement text is stable (cached, prepared) instead of re-rendered with N placeholders. The
+    array travels as one comma-separated string: the driver adapts a list of UUIDs one element at a
+    time, which costs more than the query for a page of runs."""
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, ids, type_=postgresql.ARRAY(Uuid)))
+        as_text = bindparam(None, ",".join(map(str, ids)), type_=String)
+        return column == any_(cast(func.string_to_array(as_text, ","), postgresql.ARRAY(Uuid)))
     return column.in_(ids)
 
 
