@@ -77,25 +77,28 @@ def parse_metric(item: dict, index: int | None = None) -> MetricPoint:
 
 
 def parse_metrics(items: list) -> list[MetricPoint]:
-    """A batch of metrics. The common shape (float value, int timestamp and step, no model) takes a
-    fast path, and each distinct key is validated once: this loop runs for every point ingested."""
-    points: list[MetricPoint] = []
-    valid_keys: set[str] = set()
-    for index, item in enumerate(items):
-        if type(item) is not dict or item.get("model_id") or "value" not in item:
-            points.append(parse_metric(item, index))
-            continue
-        key, value, timestamp, step = item.get("key"), item["value"], item.get("timestamp"), item.get("step", 0)
-        if key not in valid_keys:
-            valid_keys.add(validate_key(key, "metric"))
-        if type(value) is not float:
-            value = parse_double(value, f"metric '{key}'")
-        if type(timestamp) is not int:
-            timestamp = parse_int64(timestamp, f"metrics[{index}].timestamp")
-        if type(step) is not int:
-            step = parse_int64(step, f"metrics[{index}].step", default=0)
-        points.append(MetricPoint(key, value, timestamp, step))
-    return points
+    """A batch of metrics. This runs for every point ingested, so the common shape (objects with a
+    float value, int timestamp and step, no model) is checked column by column, each distinct key
+    once; any other batch goes through the per-item parser, which names the offending item."""
+    plain = _plain_metrics(items)
+    return plain if plain is not None else [parse_metric(item, index) for index, item in enumerate(items)]
+
+
+_FLOAT, _INT = frozenset({float}), frozenset({int})
+
+
+def _plain_metrics(items: list) -> list[MetricPoint] | None:
+    if not all(type(item) is dict and "model_id" not in item for item in items):
+        return None
+    values = [item.get("value") for item in items]
+    timestamps = [item.get("timestamp") for item in items]
+    steps = [item.get("step", 0) for item in items]
+    if not (set(map(type, values)) <= _FLOAT and set(map(type, timestamps)) <= _INT and set(map(type, steps)) <= _INT):
+        return None
+    keys = [item.get("key") for item in items]
+    for key in set(keys):
+        validate_key(key, "metric")
+    return list(map(MetricPoint, keys, values, timestamps, steps))
 
 
 def _copy_literal(value: float) -> str:
@@ -109,10 +112,13 @@ def _copy_literal(value: float) -> str:
 def _copy_points(session: Session, run_id: uuid.UUID, points: list[MetricPoint]) -> None:
     # Keys passed validate_key (no tab, newline or backslash), so COPY's text format needs no escaping.
     run = str(run_id)
-    buffer = "".join(
-        f"{run}\t{p.key}\t{_copy_literal(p.value)}\t{'t' if p.value != p.value else 'f'}\t{p.step}\t{p.timestamp}\n"
-        for p in points
-    )
+    if all(math.isfinite(p.value) for p in points):
+        buffer = "".join(f"{run}\t{p.key}\t{p.value!r}\tf\t{p.step}\t{p.timestamp}\n" for p in points)
+    else:
+        buffer = "".join(
+            f"{run}\t{p.key}\t{_copy_literal(p.value)}\t{'t' if p.value != p.value else 'f'}\t{p.step}\t{p.timestamp}\n"
+            for p in points
+        )
     copy_sql = "COPY run_metrics (run_id, key, value, is_nan, step, timestamp) FROM STDIN"
     with session.connection().connection.driver_connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
         copy.write(buffer)
