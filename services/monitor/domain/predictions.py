@@ -145,7 +145,8 @@ def log_batch(
     session: Session, store: ArtifactStore, monitor: ModelMonitoring, table: pa.Table, now: datetime
 ) -> MonitorPredictionBatch:
     """Write a validated batch (from `rows_to_table` / `parquet_to_table`) and index it. Validation came
-    first, so a refused batch writes nothing; a failed commit leaves at most an unindexed file."""
+    first, so a refused batch writes nothing; a failed commit leaves an unindexed file, which the upkeep's
+    orphan sweep removes once it is older than the grace period."""
     if table.num_rows == 0:
         raise InvalidParameter("The batch has no rows")
     logged_at = table.column(reference.LOGGED_AT)
