@@ -97,6 +97,21 @@ def test_compaction_merges_a_days_small_files_and_the_window_reads_the_same_rows
     )
 
 
+def test_a_large_file_is_rewritten_only_once_the_new_rows_match_it(db_session, store, monitor):
+    large = log(db_session, store, monitor, DAY, 300, 0)
+    small = [log(db_session, store, monitor, DAY + timedelta(hours=1 + i), 20, 1 + i) for i in range(3)]
+    # The three small files merge among themselves; the large one stays as it is.
+    changes = prediction_log.compact(db_session, store, monitor, DAY, 1000)
+    assert sorted(changes.replaced) == sorted(batch.storage_key for batch in small)
+    assert sorted(batch.row_count for batch in batches(db_session, monitor)) == [60, 300]
+    more = [log(db_session, store, monitor, DAY + timedelta(hours=5, minutes=i), 20, 10 + i) for i in range(12)]
+    # 60 + 240 new rows now match the large file's 300: everything becomes one file.
+    changes = prediction_log.compact(db_session, store, monitor, DAY, 1000)
+    assert large.storage_key in changes.replaced and len(changes.replaced) == 14
+    assert [batch.row_count for batch in batches(db_session, monitor)] == [600]
+    assert all(batch.storage_key in changes.replaced for batch in more)
+
+
 def test_retention_drops_files_past_the_monitors_or_the_platforms_days(client, db_session, tenant, store, monitor):
     old = log(db_session, store, monitor, DAY - timedelta(days=10), 20, 1)
     recent = log(db_session, store, monitor, DAY - timedelta(days=2), 20, 2)

@@ -99,7 +99,8 @@ def compact(
 ) -> FileChanges:
     """Merge the monitor's files under `target_rows` rows, per UTC day of their first row, into files of
     up to `target_rows` rows. The merged batches are locked (SKIP LOCKED), so two workers never merge
-    the same file twice; a day with a single small file is left as it is."""
+    the same file twice. A file with more rows than the rest of its group together waits until the rest
+    has caught up (see `_worth_merging`); a day with a single small file is left as it is."""
     small = session.scalars(
         select(MonitorPredictionBatch)
         .where(MonitorPredictionBatch.monitor_id == monitor.id, MonitorPredictionBatch.row_count < target_rows)
@@ -148,7 +149,18 @@ def _groups(batches: list[MonitorPredictionBatch], target_rows: int) -> list[lis
         current.append(batch)
         day, rows = batch_day, rows + batch.row_count
     groups.append(current)
-    return [group for group in groups if len(group) > 1]
+    return [kept for kept in map(_worth_merging, groups) if len(kept) > 1]
+
+
+def _worth_merging(group: list[MonitorPredictionBatch]) -> list[MonitorPredictionBatch]:
+    """The group without its largest files while each holds more rows than the rest together: merging
+    such a file now would mostly rewrite it. So a row is rewritten only when its file at least doubles,
+    at most log2(target / batch rows) times, not at every upkeep run that finds a new batch of its day."""
+    kept = sorted(group, key=lambda batch: batch.row_count)
+    rest = sum(batch.row_count for batch in kept)
+    while len(kept) > 1 and kept[-1].row_count > rest - kept[-1].row_count:
+        rest -= kept.pop().row_count
+    return kept
 
 
 def _merge(store: ArtifactStore, group: list[MonitorPredictionBatch]) -> pa.Table | None:
