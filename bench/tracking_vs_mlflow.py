@@ -96,12 +96,13 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
 class Servers:
     """Both servers and their scratch databases, torn down whatever happens."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, async_metric_commit: bool = False) -> None:
         tag = uuid.uuid4().hex[:8]
         self.tessera_db = f"bench_tessera_{tag}"
         self.mlflow_db = f"bench_mlflow_{tag}"
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-tracking-"))
         self.workers = workers
+        self.async_metric_commit = async_metric_commit
         self.procs: list[subprocess.Popen] = []
 
     def __enter__(self) -> Servers:
@@ -124,6 +125,7 @@ class Servers:
             "TESSERA_DATA_DIR": str(self.tmp / "tessera"),
             "TESSERA_ARTIFACT_ROOT": str(self.tmp / "tessera" / "artifacts"),
             "TESSERA_LOG_LEVEL": "WARNING",
+            "TESSERA_TRACKING_ASYNC_METRIC_COMMIT": str(self.async_metric_commit).lower(),
         }
         cmd = [
             sys.executable, "-m", "uvicorn", "services.tracking.app:create_app", "--factory",
@@ -469,11 +471,16 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(WORKLOADS), help=f"comma-separated subset of {WORKLOADS}")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="Tessera uvicorn workers")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the timed ingest runs")
+    parser.add_argument(
+        "--async-metric-commit",
+        action="store_true",
+        help="Tessera's metric ingest commits without waiting for the WAL flush (see TrackingSettings)",
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     results: list[dict] = []
-    print(f"load before: {os.getloadavg()}", flush=True)
-    with Servers(args.workers) as servers:
+    print(f"load before: {os.getloadavg()}; Tessera async metric commit: {args.async_metric_commit}", flush=True)
+    with Servers(args.workers, args.async_metric_commit) as servers:
         # The mlflow client sends this bearer token to both; MLflow's server (no auth app) ignores it.
         os.environ["MLFLOW_TRACKING_TOKEN"] = servers.api_key
         urls = {"tessera": servers.tessera_url, "mlflow": servers.mlflow_url}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import orjson
-from sqlalchemy import bindparam, func, select, tuple_
+from sqlalchemy import bindparam, func, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from services.tracking.domain import runs
@@ -245,6 +245,13 @@ def write_points(session: Session, run: ExperimentRun, points: list[MetricPoint]
         return
     _log_model_metrics(session, run, points)
     _write_run_points(session, run.id, points)
+
+
+def commit_without_wal_flush(session: Session) -> None:
+    """This transaction's commit returns before PostgreSQL flushes it to disk (see TrackingSettings.
+    async_metric_commit for the durability bound). Run before the transaction's first write."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit = off"))
 
 
 def log_metric(session: Session, access: Access, run_id: str | None, item: dict) -> None:
