@@ -1,9 +1,9 @@
 """Celery tasks of the deployer: ids in, short sessions, the domain does the work.
 
-`deployer.deploy` and `deployer.stop` are fed by the outbox (so they run only after the request that asked
-for them committed, and are redelivered if lost); `deployer.supervise` is periodic. All are idempotent:
-a rollout is claimed by its history row, a stop of a process already gone is a no-op, and supervision
-locks each server row while it restarts it.
+`deployer.deploy` and `deployer.stop` are fed by the outbox with lists of event ids (so they run only after
+the request that asked for them committed, and are redelivered if lost); `deployer.supervise` is periodic.
+All are idempotent: a rollout is claimed by its history row, a stop of a process already gone is a no-op,
+and supervision locks each server row while it restarts it.
 """
 
 from __future__ import annotations
@@ -28,10 +28,15 @@ def _payload(event_id: str) -> dict:
 
 
 @celery_app.task(name="deployer.deploy", ignore_result=True)
-def deploy(event_id: str) -> None:
+def deploy(event_ids: list[str]) -> None:
+    """Carry out the rollouts the events asked for, one after the other."""
+    for event_id in event_ids:
+        _roll_out(uuid.UUID(_payload(event_id)["history_id"]))
+
+
+def _roll_out(history_id: uuid.UUID) -> None:
     """Start the model server a rollout asked for and swap it in; on any failure record the reason."""
     current = settings()
-    history_id = uuid.UUID(_payload(event_id)["history_id"])
     # A claim outlives the slowest start-up, so only a worker that died mid-rollout loses it.
     lease = timedelta(seconds=2 * current.deployer_ready_timeout_s + 30)
     with database().session_scope() as session:
@@ -62,9 +67,11 @@ def deploy(event_id: str) -> None:
 
 
 @celery_app.task(name="deployer.stop", ignore_result=True)
-def stop(event_id: str) -> None:
-    payload = _payload(event_id)
-    rollouts.stop_retired(rollouts.process_manager(settings()), payload["pid"], payload["port"])
+def stop(event_ids: list[str]) -> None:
+    manager = rollouts.process_manager(settings())
+    for event_id in event_ids:
+        payload = _payload(event_id)
+        rollouts.stop_retired(manager, payload["pid"], payload["port"])
 
 
 @celery_app.task(name="deployer.supervise", ignore_result=True)
