@@ -166,7 +166,8 @@ def _worth_merging(group: list[MonitorPredictionBatch]) -> list[MonitorPredictio
 def _merge(store: ArtifactStore, group: list[MonitorPredictionBatch]) -> pa.Table | None:
     """The group's rows in logging order, or None if its files cannot be put in one table (a column's
     stored type changed with the reference in between): those stay as they are."""
-    tables = [pq.read_table(pa.BufferReader(reference.read_stored(store, batch.storage_key))) for batch in group]
+    keys = [batch.storage_key for batch in group]
+    tables = [pq.ParquetFile(pa.BufferReader(reference.read_stored(store, key))).read() for key in keys]
     try:
         merged = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError):
