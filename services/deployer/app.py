@@ -11,7 +11,8 @@ from services.deployer.api import deployments, gateway
 from shared.core.settings import Settings
 from shared.core.web import build_app
 
-ROUTERS: list[APIRouter] = [deployments.router, gateway.router]
+# The gateway first: routes are matched in order, and its paths carry the serving traffic.
+ROUTERS: list[APIRouter] = [gateway.router, deployments.router]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -1,5 +1,5 @@
-"""The gateway's own logic on the test database, with model servers replaced by an in-process HTTP handler
-(the one edge here): caching (no database per request), canary auto-rollback, and the prediction log."""
+"""The gateway's own logic on the test database, with model servers replaced by an in-process upstream
+client (the one edge here): caching (no database per request), canary auto-rollback, and the prediction log."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 import uuid
 
-import httpx
 import orjson
 import pytest
 from sqlalchemy import select
 
 from services.deployer.domain.gateway import Gateway
 from services.deployer.domain.prediction_log import PredictionLogger, monitor_rows
+from services.deployer.domain.upstream import UpstreamAnswer, UpstreamError
 from shared.core.auth import Authenticator
 from shared.db.models import Deployment, DeploymentHistory, DeploymentServer, OutboxEvent
 from tests.deployer.test_api import make_version
@@ -48,11 +48,13 @@ def deployment(db_session, tenant) -> Deployment:
     return deployment
 
 
-def model_servers(request: httpx.Request) -> httpx.Response:
-    # The canary's model raises on every request.
-    if request.url.port == CANARY_PORT:
-        return httpx.Response(500, json={"error_code": "INTERNAL_ERROR", "message": "boom"})
-    return httpx.Response(200, json={"predictions": [1]})
+class ModelServers:
+    """Answers as the stable and canary servers would; the canary's model raises on every request."""
+
+    async def request(self, method, url, body=None, headers=None) -> UpstreamAnswer:
+        if f":{CANARY_PORT}/" in url:
+            return UpstreamAnswer(500, b'{"error_code":"INTERNAL_ERROR","message":"boom"}', "application/json")
+        return UpstreamAnswer(200, b'{"predictions":[1]}', "application/json")
 
 
 def build(db_session, settings, sink_batches: list | None = None) -> tuple[Gateway, list[int]]:
@@ -71,7 +73,7 @@ def build(db_session, settings, sink_batches: list | None = None) -> tuple[Gatew
     gateway = Gateway(
         session_scope=counting_scope,
         authenticator=Authenticator(settings.jwt_secret),
-        client=httpx.AsyncClient(transport=httpx.MockTransport(model_servers)),
+        client=ModelServers(),
         prediction_log=PredictionLogger(sink, max_batch=25, flush_interval_s=60) if sink_batches is not None else None,
         route_ttl_s=60,
     )
@@ -84,7 +86,7 @@ def test_a_failing_canary_is_cut_off_and_rolled_back_without_a_query_per_request
     gateway, opened = build(db_session, settings)
     authorization = f"Bearer {tenant.api_key}"
 
-    async def serve(count: int) -> list[httpx.Response]:
+    async def serve(count: int) -> list:
         answers = [
             await gateway.forward(deployment.id, "/invocations", b"{}", "application/json", authorization)
             for _ in range(count)
@@ -139,7 +141,7 @@ def test_a_sink_that_fails_drops_its_batch_and_the_log_carries_on():
     async def flaky(batch):
         if not sent:
             sent.append(0)
-            raise httpx.ConnectError("monitor down")
+            raise UpstreamError("monitor down")
         sent.append(len(batch))
 
     async def run() -> None:

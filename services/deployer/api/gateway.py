@@ -3,26 +3,33 @@
 Authentication: `Authorization: Bearer <API key>` (or a login token) whose owner can read the deployment's
 project with the `deployments:read` scope; verdicts are cached for a few seconds, so a revoked key stops
 working within that time. The gateway itself lives for the app's lifetime (one keep-alive HTTP client).
+
+The serving routes are documented in OpenAPI like any other, but their requests skip FastAPI's per-request
+machinery (Request and Response objects, dependency solving, parameter validation), which cost more CPU than
+the forwarding itself: `ServingRoute.handle` takes the body and two headers straight from ASGI, forwards,
+and writes the model server's answer back as it came. The app's middleware and error handlers still apply.
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 
-import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.types import Receive, Scope, Send
 
 from services.deployer.domain.gateway import Gateway
 from services.deployer.domain.prediction_log import PredictionLogger, monitor_http_sink
+from services.deployer.domain.upstream import AiohttpUpstreamClient, UpstreamClient
 from services.deployer.schemas import ShadowStatsRead
 from shared.core.settings import Settings
 
 
-def build_gateway(app: FastAPI, client: httpx.AsyncClient) -> Gateway:
+def build_gateway(app: FastAPI, client: UpstreamClient) -> Gateway:
     settings: Settings = app.state.settings
     prediction_log = None
     if settings.deployer_prediction_log_url:
@@ -43,59 +50,109 @@ def build_gateway(app: FastAPI, client: httpx.AsyncClient) -> Gateway:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # httpx logs every request at INFO: on the serving path that line would cost more than the proxying.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").getEffectiveLevel()))
     # Generous pool: every concurrent request holds one connection to a model server.
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30.0)
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0, connect=2.0)) as client:
-        app.state.deployer_gateway = build_gateway(app, client)
-        try:
-            yield
-        finally:
-            await app.state.deployer_gateway.aclose()
+    client = AiohttpUpstreamClient(max_connections=512, timeout_s=60.0, connect_timeout_s=2.0)
+    app.state.deployer_gateway = build_gateway(app, client)
+    try:
+        yield
+    finally:
+        await app.state.deployer_gateway.aclose()
+        await client.aclose()
 
 
 router = APIRouter(prefix="/deployments/{deployment_id}", tags=["gateway"], lifespan=_lifespan)
 
 
-def _gateway(request: Request) -> Gateway:
-    return request.app.state.deployer_gateway
+class ServingRoute(APIRoute):
+    """A gateway route: FastAPI documents it from its endpoint's signature, `handle` serves it.
+
+    The endpoint is never called: it only declares the operation's path parameters for OpenAPI.
+    """
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in self.methods:
+            await super().handle(scope, receive, send)  # FastAPI's 405
+            return
+        await _serve(scope, receive, send)
 
 
-async def _forward(request: Request, deployment_id: uuid.UUID, path: str, *, with_body: bool) -> Response:
-    answer = await _gateway(request).forward(
-        deployment_id,
-        path,
-        await request.body() if with_body else None,
-        request.headers.get("content-type"),
-        request.headers.get("authorization"),
+async def _serve(scope: Scope, receive: Receive, send: Send) -> None:
+    raw_id = scope["path_params"]["deployment_id"]
+    try:
+        deployment_id = uuid.UUID(raw_id)
+    except ValueError:
+        error = {"type": "uuid_parsing", "loc": ("path", "deployment_id"), "msg": "Input should be a valid UUID"}
+        raise RequestValidationError([error]) from None
+    # Everything after /deployments/{id}: the model server's own path.
+    path = scope["path"].partition(f"/deployments/{raw_id}")[2]
+    body = None
+    if scope["method"] == "POST":
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client went away mid-upload: nobody to answer
+    content_type = authorization = None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value.decode("latin-1")
+        elif name == b"authorization":
+            authorization = value.decode("latin-1")
+    gateway: Gateway = scope["app"].state.deployer_gateway
+    answer = await gateway.forward(deployment_id, path, body, content_type, authorization)
+    headers = [
+        (b"content-type", answer.media_type.encode("latin-1")),
+        (b"content-length", str(len(answer.content)).encode("latin-1")),
+        *((name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": answer.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.content})
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+# The path parameters of the serving operations, for OpenAPI (no docstrings: they would become descriptions).
+async def _deployment_operation(deployment_id: uuid.UUID) -> Response:
+    raise NotImplementedError("served by ServingRoute.handle")
+
+
+async def _model_operation(deployment_id: uuid.UUID, model_name: str) -> Response:
+    raise NotImplementedError("served by ServingRoute.handle")
+
+
+for _method, _path, _name, _summary in (
+    (
+        "POST",
+        "/invocations",
+        "invocations",
+        "Score with the MLflow scoring protocol (stable/canary split, shadow mirror)",
+    ),
+    ("POST", "/v2/models/{model_name}/infer", "infer", "Open Inference Protocol (V2) inference"),
+    ("GET", "/v2/health/live", "v2_read", "V2 liveness of the stable server"),
+    ("GET", "/v2/health/ready", "v2_read", "V2 readiness of the stable server"),
+    ("GET", "/v2/models/{model_name}", "v2_read", "V2 model metadata"),
+    ("GET", "/v2/models/{model_name}/ready", "v2_read", "V2 model readiness"),
+):
+    router.add_api_route(
+        _path,
+        _model_operation if "{model_name}" in _path else _deployment_operation,
+        methods=[_method],
+        name=_name,
+        summary=_summary,
+        route_class_override=ServingRoute,
     )
-    return Response(answer.content, answer.status_code, answer.headers, media_type=answer.media_type)
-
-
-@router.post("/invocations", summary="Score with the MLflow scoring protocol (stable/canary split, shadow mirror)")
-async def invocations(deployment_id: uuid.UUID, request: Request) -> Response:
-    return await _forward(request, deployment_id, "/invocations", with_body=True)
-
-
-@router.post("/v2/models/{model_name}/infer", summary="Open Inference Protocol (V2) inference")
-async def infer(deployment_id: uuid.UUID, model_name: str, request: Request) -> Response:
-    return await _forward(request, deployment_id, f"/v2/models/{model_name}/infer", with_body=True)
-
-
-@router.get("/v2/health/live", summary="V2 liveness of the stable server")
-@router.get("/v2/health/ready", summary="V2 readiness of the stable server")
-@router.get("/v2/models/{model_name}", summary="V2 model metadata")
-@router.get("/v2/models/{model_name}/ready", summary="V2 model readiness")
-async def v2_read(deployment_id: uuid.UUID, request: Request) -> Response:
-    # Everything after /deployments/{id}, however the client spelled the id.
-    path = "/" + request.url.path.split("/", 3)[3]
-    return await _forward(request, deployment_id, path, with_body=False)
 
 
 @router.get("/shadow", response_model=list[ShadowStatsRead], summary="Shadow comparisons seen by this gateway")
 async def shadow_stats(deployment_id: uuid.UUID, request: Request) -> list[ShadowStatsRead]:
-    gateway = _gateway(request)
+    gateway: Gateway = request.app.state.deployer_gateway
     # Same authorization as serving: whoever may call the deployment may see how its shadow compares.
     await gateway.authorize_deployment(deployment_id, request.headers.get("authorization"))
     return [

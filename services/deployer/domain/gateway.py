@@ -1,6 +1,6 @@
 """The serving gateway: one route per deployment in front of its model servers.
 
-Per request it picks stable or canary (traffic.py), forwards over one shared keep-alive `httpx.AsyncClient`,
+Per request it picks stable or canary (traffic.py), forwards over one shared keep-alive client (upstream.py),
 mirrors to the shadow in the background, counts and times the answer per version, feeds the canary's sliding
 window and rolls a failing canary back, and queues the request and prediction for the monitor's log.
 
@@ -20,7 +20,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 import structlog
 from prometheus_client import Counter, Histogram
@@ -37,6 +36,7 @@ from services.deployer.domain.canary import (
 )
 from services.deployer.domain.prediction_log import PredictionLogger
 from services.deployer.domain.traffic import TrafficPolicy, TrafficSplitter
+from services.deployer.domain.upstream import UpstreamClient, UpstreamError
 from shared.core.auth import Access, Authenticator
 from shared.core.errors import NotFound, TesseraError
 from shared.core.web import REGISTRY
@@ -177,7 +177,7 @@ class Gateway:
         *,
         session_scope: SessionScope,
         authenticator: Authenticator,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         prediction_log: PredictionLogger | None,
         route_ttl_s: float = 2.0,
         auth_ttl_s: float = 10.0,
@@ -216,18 +216,13 @@ class Gateway:
         )
         if upstream is None:
             raise Unavailable(f"Deployment '{deployment_id}' has no running model server")
-        headers = {"content-type": content_type} if content_type else {}
+        headers = {"content-type": content_type} if content_type else None
         started = time.perf_counter()
         try:
-            if body is None:
-                response = await self.client.get(upstream.url + path)
-            else:
-                response = await self.client.post(upstream.url + path, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            response = await self.client.request("GET" if body is None else "POST", upstream.url + path, body, headers)
+        except UpstreamError as exc:
             self._observe(table, upstream, time.perf_counter() - started, error=True)
-            raise Unavailable(
-                f"Model server of version {upstream.version} did not answer: {type(exc).__name__}"
-            ) from exc
+            raise Unavailable(f"Model server of version {upstream.version} did not answer: {exc}") from exc
         elapsed = time.perf_counter() - started
         self._observe(table, upstream, elapsed, error=response.status_code >= 500)
         if body is not None:
@@ -252,7 +247,7 @@ class Gateway:
         return GatewayResponse(
             response.status_code,
             response.content,
-            response.headers.get("content-type", "application/json"),
+            response.content_type or "application/json",
             {"x-tessera-model-version": upstream.version, "x-tessera-route": upstream.role},
         )
 
@@ -294,7 +289,13 @@ class Gateway:
     # --- shadow ----------------------------------------------------------------------------------
 
     def _mirror(
-        self, table: RouteTable, shadow: Upstream, path: str, body: bytes, headers: dict[str, str], stable_answer: bytes
+        self,
+        table: RouteTable,
+        shadow: Upstream,
+        path: str,
+        body: bytes,
+        headers: dict[str, str] | None,
+        stable_answer: bytes,
     ) -> None:
         deployment = str(table.deployment_id)
         if self._shadow_in_flight >= MAX_SHADOW_IN_FLIGHT:
@@ -310,12 +311,12 @@ class Gateway:
         shadow: Upstream,
         path: str,
         body: bytes,
-        headers: dict[str, str],
+        headers: dict[str, str] | None,
         stable_answer: bytes,
         stats: ShadowDiffStats,
     ) -> None:
         try:
-            response = await self.client.post(shadow.url + path, content=body, headers=headers)
+            response = await self.client.request("POST", shadow.url + path, body, headers)
             if response.status_code != 200:
                 SHADOW_COMPARISONS.labels(deployment, shadow.version, "error").inc()
                 return
@@ -324,7 +325,7 @@ class Gateway:
             stats.record(stable, mirrored)
             result = "match" if stats.snapshot().exact_match_count > before else "differ"
             SHADOW_COMPARISONS.labels(deployment, shadow.version, result).inc()
-        except (httpx.HTTPError, orjson.JSONDecodeError):
+        except (UpstreamError, orjson.JSONDecodeError):
             SHADOW_COMPARISONS.labels(deployment, shadow.version, "error").inc()
         finally:
             self._shadow_in_flight -= 1

@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import orjson
 import structlog
 from prometheus_client import Counter
 
+from services.deployer.domain.upstream import UpstreamClient, UpstreamError
 from shared.core.web import REGISTRY
 
 log = structlog.get_logger("tessera.prediction_log")
@@ -59,15 +59,19 @@ class PredictionLogger:
 
     async def _run(self) -> None:
         while not self._closing:
+            woken = False
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races the wake-up.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.flush_interval_s):
-                    await self._wake.wait()
+                    woken = await self._wake.wait()
             self._wake.clear()
-            await self.flush()
+            # Woken by a full batch: send full batches only. Otherwise the records that arrive while one batch
+            # is in flight would leave a few at a time, one monitor request each, for as long as traffic lasts.
+            await self.flush(min_batch=self.max_batch if woken else 1)
 
-    async def flush(self) -> None:
-        while self._buffer:
+    async def flush(self, min_batch: int = 1) -> None:
+        """Send the buffer in batches of up to `max_batch` while at least `min_batch` records wait."""
+        while self._buffer and len(self._buffer) >= min_batch:
             batch = [self._buffer.popleft() for _ in range(min(self.max_batch, len(self._buffer)))]
             try:
                 await self.sink(batch)
@@ -86,7 +90,7 @@ class PredictionLogger:
         await self.flush()
 
 
-def monitor_http_sink(client: httpx.AsyncClient, url_template: str, api_key: str = "") -> PredictionSink:
+def monitor_http_sink(client: UpstreamClient, url_template: str, api_key: str = "") -> PredictionSink:
     """POST the monitor's `{"rows": [{"features", "prediction", "timestamp"}]}` per monitor to
     `url_template.format(monitor_id=...)` (an API key with `monitoring:write`).
 
@@ -105,10 +109,10 @@ def monitor_http_sink(client: httpx.AsyncClient, url_template: str, api_key: str
         for monitor_id, rows in by_monitor.items():
             if not rows:
                 continue
-            response = await client.post(
-                url_template.format(monitor_id=monitor_id), content=orjson.dumps({"rows": rows}), headers=headers
-            )
-            response.raise_for_status()
+            url = url_template.format(monitor_id=monitor_id)
+            response = await client.request("POST", url, orjson.dumps({"rows": rows}), headers)
+            if response.status_code >= 400:
+                raise UpstreamError(f"the monitor answered {response.status_code}: {response.content[:200]!r}")
 
     return send
 
