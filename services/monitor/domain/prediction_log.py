@@ -113,7 +113,7 @@ def compact(
             merged = _merge(store, group)
             if merged is None:
                 continue
-            batch = predictions.store_batch(
+            compacted = predictions.store_batch(
                 session,
                 store,
                 monitor,
@@ -123,7 +123,7 @@ def compact(
                 now,
                 row_group_size=row_group_rows,
             )
-            changes.written.append(batch.storage_key)
+            changes.written.append(compacted.storage_key)
             session.execute(
                 delete(MonitorPredictionBatch).where(MonitorPredictionBatch.id.in_([batch.id for batch in group]))
             )
