@@ -93,6 +93,8 @@ class Receiver:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
+        # A listen backlog for hundreds of concurrent senders (the default, 5, resets connections).
+        ThreadingHTTPServer.request_queue_size = 1024
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
@@ -112,6 +114,57 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _cpu_seconds(pids) -> float:
+    """User + system CPU of these processes so far (from /proc; processes gone meanwhile count 0)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _group_members(pgids: set[int]) -> list[int]:
+    """Processes in these process groups: the Celery workers and beat with their pool children."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[2]) in pgids:
+                members.append(int(entry.name))
+    return members
+
+
+def _postgres_backends() -> list[int]:
+    with _admin_engine().connect() as conn:
+        return list(conn.scalars(text("SELECT pid FROM pg_stat_activity WHERE datname = :db"), {"db": DB_NAME}))
+
+
+class CpuMeter:
+    """CPU seconds used by the Celery processes, this run's PostgreSQL backends and this process
+    (emitter and receiver) between start and stop: a cost per delivery that the machine's load
+    moves far less than wall-clock figures."""
+
+    def __init__(self, celery: list[subprocess.Popen]) -> None:
+        self.pgids = {proc.pid for proc in celery}
+        self.workers = _cpu_seconds(_group_members(self.pgids))
+        self.backends = {pid: _cpu_seconds([pid]) for pid in _postgres_backends()}
+        self.bench = sum(os.times()[:2])
+
+    def stop(self) -> dict[str, float]:
+        backends = _postgres_backends()
+        return {
+            "celery": _cpu_seconds(_group_members(self.pgids)) - self.workers,
+            "postgres": sum(_cpu_seconds([pid]) - self.backends.get(pid, 0.0) for pid in backends),
+            "bench": sum(os.times()[:2]) - self.bench,
+        }
 
 
 def _admin_engine():
@@ -148,13 +201,13 @@ def _set_up_tenant(receiver_url: str):
         return org.id
 
 
-def _emit(org_id, total: int, rate: float, batch: int) -> dict[int, float]:
+def _emit(org_id, total: int, rate: float, batch: int, first_sequence: int = 0) -> dict[int, float]:
     """Commit `total` events, `batch` per transaction, paced to `rate` per second; returns commit times."""
     database = get_database(get_settings().database_url)
     committed: dict[int, float] = {}
     started = time.monotonic()
     for first in range(0, total, batch):
-        sequences = range(first, min(first + batch, total))
+        sequences = range(first_sequence + first, first_sequence + min(first + batch, total))
         with database.session_scope() as session:
             for sequence in sequences:
                 events.emit(
@@ -181,6 +234,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=600.0, help="events committed per second")
     parser.add_argument("--batch", type=int, default=20, help="events per transaction")
+    parser.add_argument("--warmup", type=int, default=400, help="events sent (and not measured) before the run")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=4, help="pool size per worker")
     parser.add_argument(
@@ -214,8 +268,17 @@ def main() -> None:
             )
         processes.append(_celery("beat", "--loglevel=WARNING", "-s", str(DATA_DIR / "beat-schedule")))
         time.sleep(5)  # workers and beat start
+        # Warm-up, not measured: every pool process imports and connects on its first tasks.
+        _emit(org_id, options.warmup, options.rate, options.batch, first_sequence=-options.warmup)
+        deadline = time.monotonic() + 60
+        while len(receiver.arrivals) < options.warmup and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+        with receiver.lock:
+            receiver.arrivals.clear()
 
         print(f"load before: {os.getloadavg()[0]:.2f}; {options.events} events at {options.rate:g}/s", flush=True)
+        meter = CpuMeter(processes)
         committed = _emit(org_id, options.events, options.rate, options.batch)
         # Wait while deliveries keep arriving: "lost" means never delivered, not merely late.
         seen, last_progress = 0, time.monotonic()
@@ -224,6 +287,7 @@ def main() -> None:
             if len(receiver.arrivals) > seen:
                 seen, last_progress = len(receiver.arrivals), time.monotonic()
 
+        cpu = meter.stop()
         with receiver.lock:
             arrivals = list(receiver.arrivals)
         first_arrival: dict[int, float] = {}
@@ -239,12 +303,19 @@ def main() -> None:
             "p99_ms": round(_percentile(latencies_ms, 0.99), 1) if latencies_ms else None,
             "lost": options.events - delivered,
             "duplicates": len(arrivals) - len({a[0] for a in arrivals}),
+            "cpu_ms_per_delivery": {
+                name: round(seconds * 1000 / max(delivered, 1), 2) for name, seconds in cpu.items()
+            },
             "load_after": round(os.getloadavg()[0], 2),
         }
         print(
             f"delivered {delivered}/{options.events} in {span:.1f} s: {result['deliveries_per_s']} deliveries/s, "
             f"event-to-delivery p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms; "
             f"lost {result['lost']}, duplicates {result['duplicates']}",
+            flush=True,
+        )
+        print(
+            "CPU ms per delivery: " + ", ".join(f"{name} {ms}" for name, ms in result["cpu_ms_per_delivery"].items()),
             flush=True,
         )
         print(json.dumps(result))

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from services.notifier.domain import muting, records
@@ -114,11 +114,12 @@ def _deactivate(session: Session, group: NotificationGroup, rows: Sequence[Notif
 
 @dataclass
 class _Planned:
-    """Rows a batch of flushes creates, inserted table by table (one statement each, not per row)."""
+    """Rows a batch of flushes creates, inserted table by table (one executemany each, no ORM
+    objects: nothing reads them back in this transaction)."""
 
-    notifications: list[Notification] = field(default_factory=list)
-    alerts: list[NotificationAlert] = field(default_factory=list)
-    deliveries: list[Delivery] = field(default_factory=list)
+    notifications: list[dict] = field(default_factory=list)
+    alerts: list[dict] = field(default_factory=list)
+    deliveries: list[dict] = field(default_factory=list)
 
 
 def _flush(session: Session, group: NotificationGroup, ctx: FlushContext, now: datetime, planned: _Planned, link_base):
@@ -197,41 +198,42 @@ def _notify(
     notification_id = uuid.uuid4()
     firing = any(not alert.is_resolved_at(now) for alert in decision.deliver)
     planned.notifications.append(
-        Notification(
-            id=notification_id,
-            organization_id=group.organization_id,
-            rule_id=rule.id,
-            group_id=group.id,
-            group_key=group.group_key,
-            kind="alert",
-            status="firing" if firing else "resolved",
-            reason=str(decision.reason),
-            payload=records.payload_json(
+        {
+            "id": notification_id,
+            "organization_id": group.organization_id,
+            "rule_id": rule.id,
+            "group_id": group.id,
+            "group_key": group.group_key,
+            "kind": "alert",
+            "status": "firing" if firing else "resolved",
+            "reason": str(decision.reason),
+            "payload": records.payload_json(
                 decision.deliver,
                 group_labels=group.labels,
                 link=f"{link_base}/api/v1/notifications/{notification_id}",
                 receiver=rule.name,
             ),
-            created_at=now,
-        )
+            "created_at": now,
+        }
     )
     # Both the label fingerprint and the producer's, so the log can be searched by either.
     fingerprints = {fp for alert in decision.deliver for fp in (alert.fingerprint, keys[alert.fingerprint])}
-    planned.alerts.extend(NotificationAlert(notification_id=notification_id, fingerprint=fp) for fp in fingerprints)
+    planned.alerts.extend({"notification_id": notification_id, "fingerprint": fp} for fp in fingerprints)
     planned.deliveries.extend(
-        Delivery(
-            id=uuid.uuid4(),
-            notification_id=notification_id,
-            channel_id=channel.id,
-            organization_id=group.organization_id,
-            rule_id=rule.id,
-            state="pending",
-            attempts=0,
-            total_attempts=0,
-            next_attempt_at=now,
-            queued_at=now,
-            created_at=now,
-        )
+        {
+            "id": uuid.uuid4(),
+            "notification_id": notification_id,
+            "channel_id": channel.id,
+            "organization_id": group.organization_id,
+            "rule_id": rule.id,
+            "state": "pending",
+            "attempts": 0,
+            "total_attempts": 0,
+            "next_attempt_at": now,
+            "queued_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
         for channel, _ in entries
     )
 
@@ -242,12 +244,16 @@ def flush_groups(session: Session, groups: Sequence[NotificationGroup], now: dat
     planned = _Planned()
     for group in groups:
         _flush(session, group, ctx, now, planned, link_base)
-    # No ORM relationships order the inserts: notifications first, for the foreign keys.
-    session.add_all(planned.notifications)
+    # Notifications first, for the foreign keys.
+    for model, rows in (
+        (Notification, planned.notifications),
+        (NotificationAlert, planned.alerts),
+        (Delivery, planned.deliveries),
+    ):
+        if rows:
+            session.execute(insert(model), rows)
     session.flush()
-    session.add_all([*planned.alerts, *planned.deliveries])
-    session.flush()
-    return [delivery.id for delivery in planned.deliveries]
+    return [delivery["id"] for delivery in planned.deliveries]
 
 
 def flush_due_groups(session: Session, now: datetime, link_base: str, limit: int = 200) -> tuple[list[uuid.UUID], int]:

@@ -108,9 +108,9 @@ def _claim_events(session: Session, event_ids: list[uuid.UUID], now: datetime) -
     re-published ones drop out). Sorted, so concurrent handlers take these row locks in one order."""
     inserted = session.scalars(
         upsert_insert(session, NotifierProcessedEvent)
-        .values([{"event_id": event_id, "processed_at": now} for event_id in sorted(set(event_ids))])
         .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(NotifierProcessedEvent.event_id)
+        .returning(NotifierProcessedEvent.event_id),
+        [{"event_id": event_id, "processed_at": now} for event_id in sorted(set(event_ids))],
     )
     return list(inserted)
 
@@ -135,9 +135,7 @@ def _upsert_groups(session: Session, targets: list[Target], now: datetime) -> li
     """Create the firing alerts' groups, or restart those whose alerts had all resolved — as a new
     group with its own group_wait (Alertmanager deletes and recreates it) — in one upsert that
     row-locks them in the given order, so flushes and other events wait."""
-    statement = upsert_insert(session, NotificationGroup).values(
-        [_group_row(rule, key, found, now) for rule, key, found in targets]
-    )
+    statement = upsert_insert(session, NotificationGroup)
     table, new = NotificationGroup.__table__.c, statement.excluded
 
     def kept_unless_restarted(column: str, restarted):
@@ -153,7 +151,15 @@ def _upsert_groups(session: Session, targets: list[Target], now: datetime) -> li
             "next_flush_at": kept_unless_restarted("next_flush_at", new.next_flush_at),
         },
     )
-    return list(session.scalars(statement.returning(NotificationGroup), execution_options={"populate_existing": True}))
+    # A list of parameter sets, not a multi-row VALUES: the statement is compiled once and cached,
+    # and SQLAlchemy still sends the batch as one multi-row INSERT.
+    return list(
+        session.scalars(
+            statement.returning(NotificationGroup),
+            [_group_row(rule, key, found, now) for rule, key, found in targets],
+            execution_options={"populate_existing": True},
+        )
+    )
 
 
 def _active_group(session: Session, rule: NotificationRule, key: str) -> NotificationGroup | None:
@@ -215,7 +221,7 @@ def _store_alerts(session: Session, stored: list[tuple[NotificationGroup, EventA
     for current in rounds:
         firing = [_alert_row(group, found, now) for group, found in current if not found.resolved]
         if firing:
-            statement = upsert_insert(session, NotificationGroupAlert).values(firing)
+            statement = upsert_insert(session, NotificationGroupAlert)
             # Firing again (or still): fresh labels and annotations, the original start time.
             new = statement.excluded
             session.execute(
@@ -228,7 +234,8 @@ def _store_alerts(session: Session, stored: list[tuple[NotificationGroup, EventA
                         "ends_at": null(),
                         "updated_at": now,
                     },
-                )
+                ),
+                firing,
             )
         resolved = [
             {"b_group_id": group.id, "b_fingerprint": found.key, "b_ends_at": found.alert.ends_at}
