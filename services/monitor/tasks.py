@@ -97,9 +97,11 @@ def maintain_prediction_log(monitor_id: str) -> None:
         monitor = session.get(ModelMonitoring, uuid.UUID(monitor_id))
         if monitor is None:
             return
+        deleted = monitor.deleted_at is not None
         purged = prediction_log.purge_deleted(session, monitor)
     if purged is not None:
         predictions.delete_files(store, [purged])
+    if deleted:
         return
     with db.session_scope() as session:
         monitor = session.get(ModelMonitoring, uuid.UUID(monitor_id))
