@@ -185,6 +185,30 @@ def test_the_upkeep_task_compacts_expires_and_sweeps_committed_data(db, live_ten
             session.delete(session.get(ModelMonitoring, monitor_id))
 
 
+def test_the_upkeep_task_purges_a_deleted_monitor(db, live_tenant, store):
+    with db.session_scope() as session:
+        monitor = committed_monitor(session, live_tenant, store)
+        logged = log(session, store, monitor, DAY, 10, 0)
+        monitor.deleted_at = DAY
+        monitor_id = monitor.id
+    try:
+        tasks.maintain_prediction_log(str(monitor_id))
+        with db.session_scope() as session:
+            monitor = session.get(ModelMonitoring, monitor_id)
+            assert monitor.reference_uri is None and batches(session, monitor) == []
+            assert monitor_id not in prediction_log.monitors_to_maintain(session)
+        assert not store.is_file(logged.storage_key)
+        assert (
+            prediction_log._stored_keys(
+                store, reference.monitor_prefix(live_tenant.org_id, live_tenant.project_id, monitor_id)
+            )
+            == []
+        )
+    finally:
+        with db.session_scope() as session:
+            session.delete(session.get(ModelMonitoring, monitor_id))
+
+
 def test_two_workers_never_merge_the_same_files(db, live_tenant, store):
     with db.session_scope() as session:
         monitor = committed_monitor(session, live_tenant, store)
