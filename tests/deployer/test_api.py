@@ -175,3 +175,12 @@ def test_the_gateway_authenticates_authorizes_and_reports_a_deployment_not_yet_s
     assert client.post(f"/deployments/{uuid.uuid4()}/invocations", json={}, headers=tenant.headers).status_code == 404
     not_serving = client.post(url, json={}, headers=tenant.headers)
     assert not_serving.status_code == 503 and not_serving.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    assert "x-request-id" in not_serving.headers
+
+
+def test_the_gateway_answers_malformed_ids_and_wrong_methods_as_fastapi_does(client, tenant):
+    malformed = client.post("/deployments/not-a-uuid/invocations", json={}, headers=tenant.headers)
+    assert malformed.status_code == 422 and malformed.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "deployment_id" in malformed.json()["message"]
+    wrong_method = client.get(f"/deployments/{uuid.uuid4()}/invocations", headers=tenant.headers)
+    assert wrong_method.status_code == 405 and wrong_method.json()["error_code"] == "METHOD_NOT_ALLOWED"
