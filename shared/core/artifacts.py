@@ -103,6 +103,20 @@ class ArtifactStore:
 
         return chunks()
 
+    def open_read(self, key: str) -> BinaryIO:
+        """A seekable handle for random access (ranged GETs on S3), e.g. a Parquet footer and some row groups."""
+        try:
+            return self.fs.open(self._path(key), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"Artifact '{key}' does not exist") from None
+
+    def find(self, prefix: str) -> list[str]:
+        """Keys of every file below `prefix`, in one recursive listing (a single paginated LIST on S3)."""
+        root = self._path(prefix)
+        if not self.fs.exists(root):
+            return []
+        return [posixpath.join(safe_key(prefix), posixpath.relpath(path, root)) for path in self.fs.find(root)]
+
     def list(self, key: str) -> list[ArtifactEntry]:
         """Direct children of a folder; empty for a file or a missing path (as MLflow answers)."""
         path = self._path(key)

@@ -145,7 +145,7 @@ def test_a_failed_index_write_leaves_no_file(db_session, store, monitor, tenant)
     with pytest.raises(IntegrityError):  # the batch's monitor does not exist
         predictions.store_batch(db_session, store, never_saved, table, DAY, DAY, DAY)
     db_session.rollback()
-    assert prediction_log._stored_keys(store, prefix) == []
+    assert store.find(prefix) == []
 
 
 def test_a_deleted_monitors_files_are_purged(client, db_session, tenant, store, monitor):
@@ -157,7 +157,7 @@ def test_a_deleted_monitors_files_are_purged(client, db_session, tenant, store, 
     assert monitor.id in prediction_log.monitors_to_maintain(db_session)
     assert prediction_log.purge_deleted(db_session, monitor) == prefix
     predictions.delete_files(store, [prefix])
-    assert batches(db_session, monitor) == [] and prediction_log._stored_keys(store, prefix) == []
+    assert batches(db_session, monitor) == [] and store.find(prefix) == []
     assert monitor.id not in prediction_log.monitors_to_maintain(db_session)
 
 
@@ -198,12 +198,7 @@ def test_the_upkeep_task_purges_a_deleted_monitor(db, live_tenant, store):
             assert monitor.reference_uri is None and batches(session, monitor) == []
             assert monitor_id not in prediction_log.monitors_to_maintain(session)
         assert not store.is_file(logged.storage_key)
-        assert (
-            prediction_log._stored_keys(
-                store, reference.monitor_prefix(live_tenant.org_id, live_tenant.project_id, monitor_id)
-            )
-            == []
-        )
+        assert store.find(reference.monitor_prefix(live_tenant.org_id, live_tenant.project_id, monitor_id)) == []
     finally:
         with db.session_scope() as session:
             session.delete(session.get(ModelMonitoring, monitor_id))

@@ -182,7 +182,7 @@ def orphan_keys(
     """Prediction files of the monitor that no index row names and that were written before
     `now - grace`. Files named before writing times were part of the name have no index row in flight."""
     prefix = predictions.predictions_prefix(session, monitor)
-    stored = _stored_keys(store, prefix)
+    stored = store.find(prefix)
     if not stored:
         return []
     indexed = set(
@@ -191,14 +191,6 @@ def orphan_keys(
         ).all()
     )
     return sorted(key for key in stored if key not in indexed and _written_before(key, now - grace))
-
-
-def _stored_keys(store: ArtifactStore, prefix: str) -> list[str]:
-    # One recursive listing (a single paginated LIST on S3), not one per hour folder.
-    root = posixpath.join(store.root, prefix)
-    if not store.fs.exists(root):
-        return []
-    return [posixpath.join(prefix, posixpath.relpath(path, root)) for path in store.fs.find(root)]
 
 
 def _written_before(key: str, moment: datetime) -> bool:

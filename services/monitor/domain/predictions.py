@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import posixpath
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -246,11 +245,7 @@ def read_files(
     def read(key: str) -> pa.Table:
         # Opened for random access, not read whole: only the footer and the wanted columns of the wanted
         # row groups are fetched (ranged GETs on S3).
-        try:
-            handle = store.fs.open(posixpath.join(store.root, key), "rb")
-        except FileNotFoundError:
-            raise NotFound(f"Artifact '{key}' does not exist") from None
-        with handle:
+        with store.open_read(key) as handle:
             file = pq.ParquetFile(handle)
             present = set(file.schema_arrow.names)
             names = [name for name in dict.fromkeys(columns) if name in present]
