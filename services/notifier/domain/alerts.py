@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 from types import MappingProxyType
 
 # Highest first; unknown severities rank below all of these.
@@ -55,8 +56,9 @@ class Alert:
         # The generated hash would fail on the label mappings; identity and timing are enough.
         return hash((self.fingerprint, self.starts_at, self.ends_at))
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
+        # Computed once: grouping, dedup and rendering each ask for it several times.
         return label_fingerprint(self.labels)
 
     @property
