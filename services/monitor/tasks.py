@@ -15,7 +15,6 @@ from datetime import timedelta
 import structlog
 
 from services.monitor.domain import checks, prediction_log, predictions
-from services.monitor.settings import get_monitor_settings
 from shared.core.artifacts import get_artifact_store
 from shared.core.celery_app import celery_app, database, settings
 from shared.core.errors import TesseraError
@@ -90,8 +89,8 @@ def queue_maintenance(monitor_ids: Iterable[uuid.UUID]) -> None:
 def maintain_prediction_log(monitor_id: str) -> None:
     """Purge a deleted monitor's files; else drop expired files, compact small ones, sweep orphans.
     Each step deletes files only after its index change committed, and the files it wrote if it failed."""
-    upkeep = get_monitor_settings()
-    store = get_artifact_store(settings())
+    upkeep = settings()
+    store = get_artifact_store(upkeep)
     db = database()
     with db.session_scope() as session:
         monitor = session.get(ModelMonitoring, uuid.UUID(monitor_id))
@@ -105,13 +104,13 @@ def maintain_prediction_log(monitor_id: str) -> None:
         return
     with db.session_scope() as session:
         monitor = session.get(ModelMonitoring, uuid.UUID(monitor_id))
-        expired = prediction_log.expire(session, monitor, utcnow(), upkeep.retention_days)
+        expired = prediction_log.expire(session, monitor, utcnow(), upkeep.monitor_retention_days)
     predictions.delete_files(store, expired.replaced)
     compacted = prediction_log.FileChanges()
     try:
         with db.session_scope() as session:
             monitor = session.get(ModelMonitoring, uuid.UUID(monitor_id))
-            compacted = prediction_log.compact(session, store, monitor, utcnow(), upkeep.compaction_target_rows)
+            compacted = prediction_log.compact(session, store, monitor, utcnow(), upkeep.monitor_compaction_target_rows)
     except Exception:
         # The merged files were written but their index rows never committed.
         predictions.delete_files(store, compacted.written)
@@ -120,7 +119,7 @@ def maintain_prediction_log(monitor_id: str) -> None:
     with db.session_scope() as session:
         monitor = session.get(ModelMonitoring, uuid.UUID(monitor_id))
         orphans = prediction_log.orphan_keys(
-            session, store, monitor, utcnow(), timedelta(seconds=upkeep.orphan_grace_s)
+            session, store, monitor, utcnow(), timedelta(seconds=upkeep.monitor_orphan_grace_s)
         )
     predictions.delete_files(store, orphans)
 
@@ -128,8 +127,8 @@ def maintain_prediction_log(monitor_id: str) -> None:
 # Registered here rather than in shared.core.celery_app's BEAT_SCHEDULE: beat imports this module with
 # every task module. A tick that waited longer than its interval is dropped.
 celery_app.add_periodic_task(
-    timedelta(seconds=get_monitor_settings().maintenance_interval_s),
+    timedelta(seconds=settings().monitor_maintenance_interval_s),
     maintain_prediction_logs.s(),
     name="monitor-prediction-log-upkeep",
-    expires=get_monitor_settings().maintenance_interval_s,
+    expires=settings().monitor_maintenance_interval_s,
 )

@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     monitor_schedule_interval_s: float = 5.0
     monitor_requeue_after_s: float = 60.0
     monitor_check_lease_s: float = 900.0
+    # Upkeep of logged predictions: how often beat runs compaction, retention and the orphan sweep; how
+    # long rows are kept unless a monitor sets its own `retention_days`; the size small files of a day
+    # are merged into; how long an unindexed file may still be waiting for its index row's commit.
+    monitor_maintenance_interval_s: float = 600.0
+    monitor_retention_days: int = 30
+    monitor_compaction_target_rows: int = 1_000_000
+    monitor_orphan_grace_s: float = 3600.0
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:

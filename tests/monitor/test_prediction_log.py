@@ -162,8 +162,7 @@ def test_a_deleted_monitors_files_are_purged(client, db_session, tenant, store, 
 
 
 def test_the_upkeep_task_compacts_expires_and_sweeps_committed_data(db, live_tenant, store, monkeypatch):
-    monkeypatch.setenv("TESSERA_MONITOR_COMPACTION_TARGET_ROWS", "1000")
-    tasks.get_monitor_settings.cache_clear()
+    monkeypatch.setattr(tasks.settings(), "monitor_compaction_target_rows", 1000)
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     with db.session_scope() as session:
         monitor = committed_monitor(session, live_tenant, store)
@@ -180,7 +179,6 @@ def test_the_upkeep_task_compacts_expires_and_sweeps_committed_data(db, live_ten
         gone = [expired.storage_key, orphan, *(batch.storage_key for batch in small)]
         assert not any(store.is_file(key) for key in gone)
     finally:
-        tasks.get_monitor_settings.cache_clear()
         with db.session_scope() as session:
             session.delete(session.get(ModelMonitoring, monitor_id))
 
