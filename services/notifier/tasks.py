@@ -25,7 +25,7 @@ FLUSH_BATCH = 200
 # Events per message when the sweeper re-queues lost ones (the relay sends batches of its own).
 EVENT_BATCH = 100
 # Deliveries per dispatch message: sent in parallel, recorded in one transaction.
-DISPATCH_BATCH = 20
+DISPATCH_BATCH = 50
 
 
 @lru_cache(maxsize=1)

@@ -119,9 +119,25 @@ def database() -> Database:
     return get_database(s.database_url, s.sql_echo, s.db_pool_size)
 
 
+# Commits within this window share one relay run, which starts when the window closes: a burst is
+# relayed in a few large batches (few messages, few transactions) instead of one per commit.
+RELAY_WINDOW_S = 0.05
+_RELAY_WINDOW_KEY = "tessera:outbox-relay-window"
+
+
 def _queue_relay() -> None:
     # No publish retries: a request must not wait on a broker that is down; the periodic relay catches up.
-    celery_app.send_task("events.relay", retry=False)
+    with celery_app.pool.acquire(block=True) as connection:
+        if connection.transport.driver_type == "redis":
+            # The first commit of a window opens it and queues the relay for its end; commits inside
+            # it find the key and need nothing: they committed before the key expires, so before
+            # the relay starts, and it publishes their events.
+            window_ms = int(RELAY_WINDOW_S * 1000)
+            if not connection.default_channel.client.set(_RELAY_WINDOW_KEY, 1, nx=True, px=window_ms):
+                return
+            celery_app.send_task("events.relay", countdown=RELAY_WINDOW_S, retry=False, connection=connection)
+            return
+        celery_app.send_task("events.relay", retry=False, connection=connection)
 
 
 events.on_events_committed(_queue_relay)
