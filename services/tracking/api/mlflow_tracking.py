@@ -241,7 +241,7 @@ def get_metric_history(query: QueryParams, session: SessionDep, access: AccessDe
         max_results=query.get("max_results"),
         page_token=query.get("page_token"),
     )
-    return respond_page("metrics", [render.history_point(key, r[0], r[1], r[2], r[3]) for r in rows], next_token)
+    return respond_page("metrics", render.history_points(key, rows), next_token)
 
 
 @router.get("/metrics/get-history-bulk-interval")

@@ -95,6 +95,17 @@ def history_point(key: str, value: float | None, is_nan: bool, timestamp: int, s
     return {"key": key, "value": "NaN" if is_nan else double(value), "timestamp": timestamp, "step": step}
 
 
+def history_points(key: str, rows: list) -> list[dict[str, Any]]:
+    """history_point over rows of (value, is_nan, timestamp, step, ...), inlined for the finite values
+    (`v - v == 0` is false only for NaN and infinities): a history page has tens of thousands."""
+    return [
+        {"key": key, "value": row[0], "timestamp": row[2], "step": row[3]}
+        if not row[1] and row[0] - row[0] == 0
+        else history_point(key, row[0], row[1], row[2], row[3])
+        for row in rows
+    ]
+
+
 def logged_model(view: LoggedModelView) -> dict[str, Any]:
     m = view.model
     info: dict[str, Any] = {

@@ -330,12 +330,20 @@ def get_metric_history(
     query = query.order_by(RunMetric.step, RunMetric.timestamp, RunMetric.id)
     if limit is not None:
         query = query.limit(limit + 1)
-    rows = session.execute(query).all()
+    dialect = session.get_bind().dialect
+    if dialect.driver == "psycopg":
+        # A page can hold tens of thousands of points: the driver's tuples come from its C row loader,
+        # and building SQLAlchemy rows over them cost several times the query itself.
+        compiled = query.compile(dialect=dialect)
+        with session.connection().connection.driver_connection.cursor() as cursor:
+            rows = cursor.execute(str(compiled), compiled.params).fetchall()
+    else:
+        rows = session.connection().execute(query).all()
     next_token = None
     if limit is not None and len(rows) > limit:
         rows = rows[:limit]
-        last = rows[-1]
-        next_token = _encode_cursor(last.step, last.timestamp, last.id)
+        _, _, timestamp, step, point_id = rows[-1]
+        next_token = _encode_cursor(step, timestamp, point_id)
     return rows, next_token
 
 
