@@ -4,7 +4,8 @@
 
 Starts one model server (a small sklearn model saved with mlflow) through the deployer's process manager,
 drives `POST /invocations` with httpx (bounded in count and time, loopback only) and stops it. Per target:
-- latency: p50/p99 over `--requests` sequential requests, so queueing does not hide per-request cost;
+- latency: p50/p99 over `--requests` sequential requests, so queueing does not hide per-request cost; the
+  two paths take turns (direct, gateway, direct, ...), so both see the same machine load;
 - throughput: requests/s with `--concurrency` concurrent keep-alive connections;
 - CPU: milliseconds of the serving process's CPU per request, which a busy shared machine distorts far
   less than wall-clock latency.
@@ -12,7 +13,7 @@ The gateway target is the deployer service (uvicorn, its own process, `tessera.a
 SQLite database seeded with a tenant and a healthy deployment routed to the same server, with prediction
 logging on: it batches every request and prediction to a local receiver standing in for the monitor. Its
 CPU column is the gateway process's own. The last line is a JSON summary for scripts (`direct_*`,
-`gateway_*`, `overhead_p50_ms`, `logged_records`).
+`gateway_*`, `overhead_p50_ms`, `logged_records`, `load_avg_1m` before and after the measured phases).
 """
 
 from __future__ import annotations
@@ -120,22 +121,41 @@ async def drive(
         return latencies, errors, time.perf_counter() - began
 
 
-async def measure(target: Target, body: bytes, args: argparse.Namespace) -> TargetResult:
-    await drive(target.url, body, requests=args.warmup, concurrency=args.concurrency, headers=target.headers)
-    cpu_before = process_cpu_ms(target.pid)
-    latencies, latency_errors, _ = await drive(
-        target.url, body, requests=args.requests, concurrency=1, headers=target.headers
-    )
-    cpu_ms_per_request = (process_cpu_ms(target.pid) - cpu_before) / max(len(latencies), 1)
-    throughput_latencies, throughput_errors, elapsed = await drive(
-        target.url, body, requests=args.requests, concurrency=args.concurrency, headers=target.headers
-    )
-    return TargetResult(
-        latencies_ms=np.asarray(latencies),
-        errors=latency_errors + throughput_errors,
-        rps=len(throughput_latencies) / elapsed if elapsed else 0.0,
-        cpu_ms_per_request=cpu_ms_per_request,
-    )
+async def measure(
+    targets: list[Target], model_server_pid: int, body: bytes, args: argparse.Namespace
+) -> dict[str, TargetResult]:
+    """Latency: the targets take turns, one sequential request each, so a load swing on a shared machine
+    hits all of them alike and the overhead (their difference) survives it. Throughput: one after the other."""
+    for target in targets:
+        await drive(target.url, body, requests=args.warmup, concurrency=args.concurrency, headers=target.headers)
+    latencies: dict[str, list[float]] = {target.label: [] for target in targets}
+    errors = dict.fromkeys(latencies, 0)
+    cpu_before = {target.pid: process_cpu_ms(target.pid) for target in targets}
+    deadline = time.monotonic() + MAX_SECONDS_PER_PHASE
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        for _ in range(args.requests):
+            if time.monotonic() > deadline:
+                break
+            for target in targets:
+                started = time.perf_counter()
+                response = await client.post(target.url, content=body, headers={**HEADERS, **target.headers})
+                latencies[target.label].append((time.perf_counter() - started) * 1000.0)
+                errors[target.label] += response.status_code != 200
+    results = {}
+    for target in targets:
+        # Every request, direct or through the gateway, reaches the model server: its CPU is shared by all.
+        handled = sum(map(len, latencies.values())) if target.pid == model_server_pid else len(latencies[target.label])
+        cpu_ms_per_request = (process_cpu_ms(target.pid) - cpu_before[target.pid]) / max(handled, 1)
+        throughput_latencies, throughput_errors, elapsed = await drive(
+            target.url, body, requests=args.requests, concurrency=args.concurrency, headers=target.headers
+        )
+        results[target.label] = TargetResult(
+            latencies_ms=np.asarray(latencies[target.label]),
+            errors=errors[target.label] + throughput_errors,
+            rps=len(throughput_latencies) / elapsed if elapsed else 0.0,
+            cpu_ms_per_request=cpu_ms_per_request,
+        )
+    return results
 
 
 def report(results: dict[str, TargetResult], concurrency: int) -> dict[str, float]:
@@ -293,7 +313,10 @@ def main() -> None:
                     {"authorization": f"Bearer {api_key}"},
                 ),
             ]
-            results = {target.label: asyncio.run(measure(target, body, args)) for target in targets}
+            # The figures only mean something next to how busy the machine was while they were taken.
+            load_before = os.getloadavg()[0]
+            results = asyncio.run(measure(targets, server.pid, body, args))
+            load_after = os.getloadavg()[0]
             # Let the last batch leave (the flush interval is one second).
             time.sleep(1.5)
         finally:
@@ -305,7 +328,11 @@ def main() -> None:
     summary = report(results, args.concurrency)
     summary["overhead_p50_ms"] = round(summary["gateway_p50_ms"] - summary["direct_p50_ms"], 3)
     summary["logged_records"] = receiver.records
-    print(f"gateway overhead p50: {summary['overhead_p50_ms']:.2f} ms; records logged: {receiver.records}")
+    summary["load_avg_1m"] = [round(load_before, 2), round(load_after, 2)]
+    print(
+        f"gateway overhead p50: {summary['overhead_p50_ms']:.2f} ms; records logged: {receiver.records}; "
+        f"load average {load_before:.1f} -> {load_after:.1f}"
+    )
     print(json.dumps(summary))
 
 
