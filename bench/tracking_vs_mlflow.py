@@ -74,6 +74,22 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float:
+    """User + system CPU of every PostgreSQL process on the machine: an upper bound of what the database
+    spent for a run (other databases' work is included on a shared machine)."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                text = stat.read()
+        except OSError:
+            continue
+        if text[text.index("(") + 1 : text.rindex(")")].startswith("postgres"):
+            fields = text.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _admin(sql: str) -> None:
     with psycopg.connect(f"postgresql://{PG_SERVER}/postgres", autocommit=True) as conn:
         conn.execute(sql)
@@ -529,17 +545,28 @@ def main() -> None:
             results.append(_row("log_batch, 20 concurrent clients", t, m, "metrics/s", True))
         if "loadgen" in only:
             headers = {"Authorization": f"Bearer {servers.api_key}"}
-            rates, cpu_per_batch = {}, {}
+            rates, cpu_per_batch, pg_per_batch, client_per_batch = {}, {}, {}, {}
             for (name, url), proc in zip(urls.items(), servers.procs, strict=True):
-                before = cpu_seconds(proc.pid)
+                before, pg_before, client_before = cpu_seconds(proc.pid), postgres_cpu_seconds(), time.process_time()
                 rates[name], batches = bench_loadgen(url, experiments[name], headers, args.seconds, 8)
                 cpu_per_batch[name] = (cpu_seconds(proc.pid) - before) / batches * 1000
+                pg_per_batch[name] = (postgres_cpu_seconds() - pg_before) / batches * 1000
+                client_per_batch[name] = (time.process_time() - client_before) / batches * 1000
             results.append(
                 _row("log-batch, pre-encoded bodies (load generator)", rates["tessera"], rates["mlflow"],
                      "metrics/s", True)
             )  # fmt: skip
             results.append(
                 _row("  server CPU per 1000-metric batch", cpu_per_batch["tessera"], cpu_per_batch["mlflow"],
+                     "ms", False)
+            )  # fmt: skip
+            # Where the rest of the two cores went: the database and the generator itself.
+            results.append(
+                _row("  PostgreSQL CPU per batch (all backends)", pg_per_batch["tessera"], pg_per_batch["mlflow"],
+                     "ms", False)
+            )  # fmt: skip
+            results.append(
+                _row("  load generator CPU per batch", client_per_batch["tessera"], client_per_batch["mlflow"],
                      "ms", False)
             )  # fmt: skip
         if "scale" in only:
