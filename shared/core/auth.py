@@ -76,9 +76,10 @@ def _password_cache_key(email: str, password: str) -> str:
 
 # Who a credential is and which roles a user holds, remembered for a few seconds per process: without
 # this, every call of a training job paid three queries (key, roles, project) before doing its work.
-# Bound: a revoked or expired key, a removed member or a changed role stops working at once in the
-# process that made the change (see _forget_on_identity_change) and within IDENTITY_CACHE_TTL_S in every
-# other process (other uvicorn workers, other services). Key and token expiry are checked on every hit.
+# Bound: a revoked key, a deactivated user, a changed password, a removed member or a changed role takes
+# effect at once in the process that made the change (see _forget_on_identity_change) and within
+# IDENTITY_CACHE_TTL_S in every other process (other uvicorn workers, other services). Key and token
+# expiry are checked on every hit.
 IDENTITY_CACHE_TTL_S = 5.0
 _IDENTITY_CACHE_MAX = 10_000
 _IDENTITY_MODELS = (User, ApiKey, Organization, OrganizationMembership, Project, ProjectMember)
