@@ -103,7 +103,7 @@ class _IdentityCache:
         self.lock = threading.Lock()
         self.generation = 0
         self.principals: dict[str, _CachedPrincipal] = {}
-        # (user, project) -> (detached copy of the live project or None, org role, project member role)
+        # (user, project) -> (expiry, detached copy of the live project or None, org role, member role)
         self.project_roles: dict[tuple[uuid.UUID, uuid.UUID], tuple[float, Project | None, str | None, str | None]] = {}
         self.org_roles: dict[tuple[uuid.UUID, uuid.UUID], tuple[float, str | None]] = {}
 
