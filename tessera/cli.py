@@ -72,9 +72,17 @@ def _celery(*args: str) -> list[str]:
 
 
 @app.command()
-def worker(concurrency: int = typer.Option(2, help="Worker processes")) -> None:
-    """Run a Celery worker (all queues)."""
-    os.execvp(sys.executable, _celery("worker", f"--concurrency={concurrency}", "--loglevel=INFO"))
+def worker(
+    concurrency: int = typer.Option(2, help="Worker processes"),
+    queues: str = typer.Option(
+        "", help="Comma-separated queues to consume, e.g. notifier.dispatch for a delivery worker (default: all)"
+    ),
+) -> None:
+    """Run a Celery worker (all queues unless --queues)."""
+    arguments = ["worker", f"--concurrency={concurrency}", "--loglevel=INFO"]
+    if queues:
+        arguments += ["--queues", queues]
+    os.execvp(sys.executable, _celery(*arguments))
 
 
 @app.command()
