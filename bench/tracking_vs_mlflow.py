@@ -490,7 +490,7 @@ def main() -> None:
     parser.add_argument(
         "--async-metric-commit",
         action="store_true",
-        help="Tessera's metric ingest commits without waiting for the WAL flush (see TrackingSettings)",
+        help="Tessera commits metric ingest without waiting for the WAL flush (TESSERA_TRACKING_ASYNC_METRIC_COMMIT)",
     )
     args = parser.parse_args()
     only = set(args.only.split(","))

@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     deployer_log_batch_size: int = 200
     deployer_log_flush_interval_s: float = 1.0
 
+    # Tracking: metric ingest (log-metric and log-batch requests) commits without waiting for PostgreSQL
+    # to flush its write-ahead log (`SET LOCAL synchronous_commit = off` for those transactions only),
+    # which saves the fsync of every commit. Durability bound: if the PostgreSQL server itself crashes
+    # (not Tessera, not the client), requests of this kind acknowledged in the last ~3 x wal_writer_delay
+    # (600 ms by default) may be lost, whole transactions at a time (their params, tags and audit rows
+    # with them); the database stays consistent and every other request keeps durable commits.
+    tracking_async_metric_commit: bool = False
+
     # Monitor: how often beat looks for due checks; a check still queued this long after it was sent
     # (message lost with a broker restart) is sent again; a running check older than the lease is retaken.
     monitor_schedule_interval_s: float = 5.0

@@ -20,8 +20,7 @@ from services.tracking.api.common import (
     run_id_of,
 )
 from services.tracking.domain import experiments, logged_models, metrics, runs, search
-from services.tracking.settings import get_tracking_settings
-from shared.core.deps import AccessDep, SessionDep
+from shared.core.deps import AccessDep, SessionDep, SettingsDep
 
 router = APIRouter(tags=["mlflow-tracking"])
 
@@ -172,16 +171,16 @@ def log_parameter(body: JsonBody, session: SessionDep, access: AccessDep) -> Res
 
 
 @router.post("/runs/log-metric")
-def log_metric(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
-    if get_tracking_settings().async_metric_commit:
+def log_metric(body: JsonBody, session: SessionDep, access: AccessDep, settings: SettingsDep) -> Response:
+    if settings.tracking_async_metric_commit:
         metrics.commit_without_wal_flush(session)
     metrics.log_metric(session, access, run_id_of(body), body)
     return respond()
 
 
 @router.post("/runs/log-batch")
-def log_batch(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
-    if get_tracking_settings().async_metric_commit:
+def log_batch(body: JsonBody, session: SessionDep, access: AccessDep, settings: SettingsDep) -> Response:
+    if settings.tracking_async_metric_commit:
         metrics.commit_without_wal_flush(session)
     metrics.log_batch(
         session,

@@ -248,8 +248,8 @@ def write_points(session: Session, run: ExperimentRun, points: list[MetricPoint]
 
 
 def commit_without_wal_flush(session: Session) -> None:
-    """This transaction's commit returns before PostgreSQL flushes it to disk (see TrackingSettings.
-    async_metric_commit for the durability bound). Run before the transaction's first write."""
+    """This transaction's commit returns before PostgreSQL flushes it to disk (see Settings.
+    tracking_async_metric_commit for the durability bound). Run before the transaction's first write."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL synchronous_commit = off"))
 
