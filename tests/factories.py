@@ -116,7 +116,7 @@ def make_tenant(session: Session, *, jwt_secret: str, scopes: list[str] | None =
     org = make_org(session, owner=user)
     project = session.query(Project).filter_by(organization_id=org.id, slug="default").one()
     _, key = make_api_key(session, user=user, org=org, scopes=scopes)
-    token, _ = issue_token(user.id, secret=jwt_secret, ttl_s=3600)
+    token, _ = issue_token(user.id, user.password_hash, secret=jwt_secret, ttl_s=3600)
     return Tenant(user.id, user.email, org.id, org.slug, project.id, key, token)
 
 
@@ -137,5 +137,5 @@ def make_member(session: Session, *, org_id: uuid.UUID, role: str, jwt_secret: s
     user = make_user(session)
     session.add(OrganizationMembership(organization_id=org_id, user_id=user.id, role=role))
     session.flush()
-    token, _ = issue_token(user.id, secret=jwt_secret, ttl_s=3600)
+    token, _ = issue_token(user.id, user.password_hash, secret=jwt_secret, ttl_s=3600)
     return Member(user.id, user.email, token)

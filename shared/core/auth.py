@@ -20,7 +20,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, make_transi
 from sqlalchemy.orm.util import identity_key
 
 from shared.core.errors import InvalidParameter, NotFound, PermissionDenied, Unauthenticated
-from shared.core.security import api_key_matches, decode_token, parse_api_key, verify_password
+from shared.core.security import api_key_matches, decode_token, parse_api_key, password_stamp, verify_password
 from shared.db.models import (
     ApiKey,
     Organization,
@@ -192,11 +192,15 @@ class Authenticator:
             claims = decode_token(credentials, secret=self.jwt_secret)
             if claims is None:
                 raise Unauthenticated("Invalid or expired token")
-            user_id, expires = claims
-            user = session.get(User, user_id)
-            if user is None or not user.is_active or user.deleted_at is not None:
+            user = session.get(User, claims.user_id)
+            if (
+                user is None
+                or not user.is_active
+                or user.deleted_at is not None
+                or claims.password_stamp != password_stamp(user.password_hash)
+            ):
                 raise Unauthenticated("Invalid or expired token")
-            return Principal(user_id=user.id, email=user.email), expires, None
+            return Principal(user_id=user.id, email=user.email), claims.expires, None
         if scheme == "basic":
             return self._from_basic(session, credentials)
         raise Unauthenticated("Unsupported authorization scheme")

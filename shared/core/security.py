@@ -29,17 +29,31 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
-def issue_token(user_id: uuid.UUID, *, secret: str, ttl_s: int) -> tuple[str, datetime]:
-    expires = datetime.now(UTC) + timedelta(seconds=ttl_s)
-    claims = {"sub": str(user_id), "exp": expires, "iat": datetime.now(UTC), "typ": "access"}
+def password_stamp(password_hash: str | None) -> str:
+    """A short fingerprint of the current password hash, carried in login tokens: changing the password
+    changes it, so every token issued before the change stops working (no token table to keep)."""
+    return hashlib.sha256((password_hash or "").encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: uuid.UUID
+    expires: datetime
+    password_stamp: str
+
+
+def issue_token(user_id: uuid.UUID, password_hash: str | None, *, secret: str, ttl_s: int) -> tuple[str, datetime]:
+    now = datetime.now(UTC)
+    expires = now + timedelta(seconds=ttl_s)
+    claims = {"sub": str(user_id), "exp": expires, "iat": now, "typ": "access", "pwd": password_stamp(password_hash)}
     return jwt.encode(claims, secret, algorithm="HS256"), expires
 
 
-def decode_token(token: str, *, secret: str) -> tuple[uuid.UUID, datetime] | None:
-    """The user id and expiry of a valid, unexpired token, else None."""
+def decode_token(token: str, *, secret: str) -> TokenClaims | None:
+    """The claims of a valid, unexpired token, else None."""
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp", "sub"]})
-        return uuid.UUID(claims["sub"]), datetime.fromtimestamp(claims["exp"], UTC)
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp", "sub", "pwd"]})
+        return TokenClaims(uuid.UUID(claims["sub"]), datetime.fromtimestamp(claims["exp"], UTC), str(claims["pwd"]))
     except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
         return None
 

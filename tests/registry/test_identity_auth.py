@@ -40,14 +40,34 @@ def test_wrong_password_and_unknown_email_fail_alike(client, tenant):
         assert response.json() == {"error_code": "UNAUTHENTICATED", "message": "Invalid email or password"}
 
 
-def test_expired_or_foreign_tokens_are_refused(client, tenant, settings):
-    expired, _ = issue_token(tenant.user_id, secret=settings.jwt_secret, ttl_s=-5)
-    forged, _ = issue_token(tenant.user_id, secret="another secret of enough length for hs256", ttl_s=600)
+def test_expired_or_foreign_tokens_are_refused(client, db_session, tenant, settings):
+    password_hash = db_session.get(User, tenant.user_id).password_hash
+    valid, _ = issue_token(tenant.user_id, password_hash, secret=settings.jwt_secret, ttl_s=600)
+    assert client.get("/api/v1/auth/me", headers=bearer(valid)).status_code == 200
+    expired, _ = issue_token(tenant.user_id, password_hash, secret=settings.jwt_secret, ttl_s=-5)
+    foreign_secret = "another secret of enough length for hs256"
+    forged, _ = issue_token(tenant.user_id, password_hash, secret=foreign_secret, ttl_s=600)
     for token in (expired, forged, "not-a-jwt"):
         response = client.get("/api/v1/auth/me", headers=bearer(token))
         assert response.status_code == 401, token
         assert response.json()["error_code"] == "UNAUTHENTICATED"
     assert client.get("/api/v1/auth/me").status_code == 401
+
+
+def test_changing_the_password_ends_every_session_of_the_old_one(client, tenant):
+    old_token = _login(client, tenant.email, DEFAULT_PASSWORD).json()["access_token"]
+    changed = client.patch(
+        "/api/v1/users/me",
+        headers=bearer(old_token),
+        json={"current_password": DEFAULT_PASSWORD, "password": "a brand new passphrase"},
+    )
+    assert changed.status_code == 200, changed.text
+    refused = client.get("/api/v1/auth/me", headers=bearer(old_token))
+    assert refused.status_code == 401 and refused.json()["error_code"] == "UNAUTHENTICATED"
+    new_token = _login(client, tenant.email, "a brand new passphrase").json()["access_token"]
+    assert client.get("/api/v1/auth/me", headers=bearer(new_token)).status_code == 200
+    # API keys are separate credentials and keep working.
+    assert client.get("/api/v1/auth/me", headers=tenant.headers).status_code == 200
 
 
 def test_basic_auth_takes_email_with_api_key_or_password(client, tenant):

@@ -95,7 +95,7 @@ def login(session: Session, *, email: str, password: str, jwt_secret: str, ttl_s
         raise Unauthenticated("Invalid email or password")
     user.last_login_at = utcnow()
     audit.describe(session, action="auth.login", object_type="user", object_id=user.id, details={"email": email})
-    return issue_token(user.id, secret=jwt_secret, ttl_s=ttl_s)
+    return issue_token(user.id, user.password_hash, secret=jwt_secret, ttl_s=ttl_s)
 
 
 @dataclass(frozen=True)
