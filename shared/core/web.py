@@ -48,11 +48,13 @@ LATENCY = Histogram(
 )
 
 
-def _error(status: int, code: str, message: str, details: dict | None = None) -> JSONResponse:
+def _error(
+    status: int, code: str, message: str, details: dict | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = {"error_code": code, "message": message}
     if details:
         body["details"] = details
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -74,7 +76,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException):
         code = _HTTP_CODES.get(exc.status_code, "BAD_REQUEST" if exc.status_code < 500 else "INTERNAL_ERROR")
-        return _error(exc.status_code, code, str(exc.detail))
+        # Keeps what HTTP requires with some errors: `Allow` on a 405, `WWW-Authenticate` on a 401.
+        return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(DataError)
     async def _data_error(_request: Request, exc: DataError):

@@ -22,3 +22,10 @@ def test_unknown_route_is_a_json_404(client):
     response = client.get("/no/such/route")
     assert response.status_code == 404
     assert response.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+
+
+def test_wrong_method_is_a_json_405_that_says_what_is_allowed(client):
+    response = client.delete("/healthz")
+    assert response.status_code == 405
+    assert response.json()["error_code"] == "METHOD_NOT_ALLOWED"
+    assert response.headers["allow"] == "GET"
