@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,35 +69,68 @@ from shared.db.session import get_database  # noqa: E402
 
 
 class Receiver:
-    """Answers 200 at once and notes, per webhook-id, when it arrived and which event it carried."""
+    """Answers 200 at once and notes, per request, its webhook-id, the event it carried and when it
+    arrived. An asyncio server in a process of its own: it must not take CPU or the GIL from the
+    emitter, nor spend a thread per connection (each delivery opens one)."""
 
     def __init__(self) -> None:
-        self.arrivals: list[tuple[str, int, float]] = []
-        self.lock = threading.Lock()
-        receiver = self
+        self.log = DATA_DIR / "arrivals.log"
+        self.log.touch()
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}/hook"
+        self.process = multiprocessing.get_context("fork").Process(
+            target=_serve_receiver, args=(port, str(self.log)), daemon=True
+        )
+        self.process.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("the receiver did not start")
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def arrivals(self) -> list[tuple[str, int, float]]:
+        rows = []
+        for line in self.log.read_text().splitlines():
+            webhook_id, sequence, arrived = line.split()
+            rows.append((webhook_id, int(sequence), float(arrived)))
+        return rows
 
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.join()
+
+
+def _serve_receiver(port: int, log_path: str) -> None:
+    import asyncio
+
+    log = open(log_path, "a", buffering=1)  # noqa: SIM115  (open for the process's life)
+    ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
                 arrived = time.time()
-                sequence = int(json.loads(body)["alerts"][0]["labels"]["seq"])
-                with receiver.lock:
-                    receiver.arrivals.append((self.headers["webhook-id"], sequence, arrived))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
+                headers = dict(
+                    line.split(": ", 1) for line in head.decode("latin-1").lower().split("\r\n")[1:] if ": " in line
+                )
+                body = await reader.readexactly(int(headers["content-length"]))
+                sequence = json.loads(body)["alerts"][0]["labels"]["seq"]
+                log.write(f"{headers['webhook-id']} {sequence} {arrived}\n")
+                writer.write(ok)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+        await server.serve_forever()
 
-        # A listen backlog for hundreds of concurrent senders (the default, 5, resets connections).
-        ThreadingHTTPServer.request_queue_size = 1024
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    asyncio.run(main())
 
 
 def _celery(*arguments: str) -> subprocess.Popen:
@@ -148,22 +180,25 @@ def _postgres_backends() -> list[int]:
 
 
 class CpuMeter:
-    """CPU seconds used by the Celery processes, this run's PostgreSQL backends and this process
-    (emitter and receiver) between start and stop: a cost per delivery that the machine's load
+    """CPU seconds used by the Celery processes, this run's PostgreSQL backends, this process (the
+    emitter) and the receiver between start and stop: a cost per delivery that the machine's load
     moves far less than wall-clock figures."""
 
-    def __init__(self, celery: list[subprocess.Popen]) -> None:
+    def __init__(self, celery: list[subprocess.Popen], receiver: Receiver) -> None:
         self.pgids = {proc.pid for proc in celery}
+        self.receiver_pid = receiver.process.pid
         self.workers = _cpu_seconds(_group_members(self.pgids))
         self.backends = {pid: _cpu_seconds([pid]) for pid in _postgres_backends()}
-        self.bench = sum(os.times()[:2])
+        self.emitter = sum(os.times()[:2])
+        self.receiver = _cpu_seconds([self.receiver_pid])
 
     def stop(self) -> dict[str, float]:
         backends = _postgres_backends()
         return {
             "celery": _cpu_seconds(_group_members(self.pgids)) - self.workers,
             "postgres": sum(_cpu_seconds([pid]) - self.backends.get(pid, 0.0) for pid in backends),
-            "bench": sum(os.times()[:2]) - self.bench,
+            "emitter": sum(os.times()[:2]) - self.emitter,
+            "receiver": _cpu_seconds([self.receiver_pid]) - self.receiver,
         }
 
 
@@ -250,6 +285,7 @@ def main() -> None:
     with _admin_engine().connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
     processes: list[subprocess.Popen] = []
+    receiver: Receiver | None = None
     try:
         upgrade(get_settings().database_url)
         receiver = Receiver()
@@ -271,25 +307,24 @@ def main() -> None:
         # Warm-up, not measured: every pool process imports and connects on its first tasks.
         _emit(org_id, options.warmup, options.rate, options.batch, first_sequence=-options.warmup)
         deadline = time.monotonic() + 60
-        while len(receiver.arrivals) < options.warmup and time.monotonic() < deadline:
+        while len(receiver.arrivals()) < options.warmup and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(1)
-        with receiver.lock:
-            receiver.arrivals.clear()
 
         print(f"load before: {os.getloadavg()[0]:.2f}; {options.events} events at {options.rate:g}/s", flush=True)
-        meter = CpuMeter(processes)
+        meter = CpuMeter(processes, receiver)
         committed = _emit(org_id, options.events, options.rate, options.batch)
         # Wait while deliveries keep arriving: "lost" means never delivered, not merely late.
         seen, last_progress = 0, time.monotonic()
         while seen < options.events and time.monotonic() - last_progress < options.timeout:
             time.sleep(0.5)
-            if len(receiver.arrivals) > seen:
-                seen, last_progress = len(receiver.arrivals), time.monotonic()
+            arrived = sum(1 for _, sequence, _ in receiver.arrivals() if sequence >= 0)
+            if arrived > seen:
+                seen, last_progress = arrived, time.monotonic()
 
         cpu = meter.stop()
-        with receiver.lock:
-            arrivals = list(receiver.arrivals)
+        # The warm-up's events have negative sequence numbers.
+        arrivals = [arrival for arrival in receiver.arrivals() if arrival[1] >= 0]
         first_arrival: dict[int, float] = {}
         for _, sequence, arrived in arrivals:
             first_arrival.setdefault(sequence, arrived)
@@ -322,6 +357,8 @@ def main() -> None:
     finally:
         for proc in processes:
             _stop(proc)
+        if receiver is not None:
+            receiver.stop()
         _stop(redis)
         get_database.cache_clear()
         with _admin_engine().connect() as conn:
