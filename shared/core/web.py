@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -97,6 +98,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, "INTERNAL_ERROR", "Internal error; see the server log for the request id")
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
 class RequestContextMiddleware:
     """Request id, client facts for the audit trail, body-size limit, and Prometheus timings.
 
@@ -115,7 +119,10 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        # A caller's id is kept when it is a plain token (it ends up in logs, audit rows and prediction logs).
+        request_id = headers.get("x-request-id", "")
+        if not _REQUEST_ID.fullmatch(request_id):
+            request_id = uuid.uuid4().hex
         client = scope.get("client")
         token = set_request(
             RequestContext(

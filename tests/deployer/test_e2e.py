@@ -259,6 +259,8 @@ def test_deployed_version_serves_the_same_predictions_as_in_process(api, tenant,
     logged = batch["rows"][:30]
     assert [row["prediction"] for row in logged] == expected
     assert logged[0]["features"] == rows.iloc[0].to_dict()
+    request_id = response.headers["x-request-id"]
+    assert [row["request_id"] for row in logged] == [f"{request_id}:{index}" for index in range(30)]
     latest = _history(api, tenant, deployment)[0]
     assert (latest["action"], latest["outcome"]) == ("deploy", "succeeded")
     metrics = api.get("/metrics").text

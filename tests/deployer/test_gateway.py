@@ -190,3 +190,8 @@ def test_monitor_rows_pair_each_input_row_with_its_prediction(request_body):
     assert [(row["features"], row["prediction"]) for row in rows] == [({"a": 1, "b": 2}, 0), ({"a": 3, "b": 4}, 1)]
     assert rows[0]["timestamp"] == "2023-11-14T22:13:20+00:00"
     assert monitor_rows(record | {"status_code": 500}) == []
+    # Ground truth joins on the request id: one per row, the request's own for a single row.
+    assert [row["request_id"] for row in monitor_rows(record | {"request_id": "r1"})] == ["r1:0", "r1:1"]
+    single = record | {"request_id": "r1", "response": b'{"predictions": [0]}'}
+    single["request"] = orjson.dumps({"dataframe_records": [{"a": 1, "b": 2}]})
+    assert [row["request_id"] for row in monitor_rows(single)] == ["r1"]

@@ -29,3 +29,10 @@ def test_wrong_method_is_a_json_405_that_says_what_is_allowed(client):
     assert response.status_code == 405
     assert response.json()["error_code"] == "METHOD_NOT_ALLOWED"
     assert response.headers["allow"] == "GET"
+
+
+def test_a_callers_request_id_is_kept_only_when_it_is_a_plain_token(client):
+    assert client.get("/healthz", headers={"x-request-id": "job-42:step.7"}).headers["x-request-id"] == "job-42:step.7"
+    for unsafe in ("a b\nforged log line", "x" * 300):
+        echoed = client.get("/healthz", headers={"x-request-id": unsafe}).headers["x-request-id"]
+        assert echoed != unsafe and len(echoed) == 32

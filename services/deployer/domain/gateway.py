@@ -38,6 +38,7 @@ from services.deployer.domain.prediction_log import PredictionLogger
 from services.deployer.domain.traffic import TrafficPolicy, TrafficSplitter
 from services.deployer.domain.upstream import UpstreamClient, UpstreamError
 from shared.core.auth import Access, Authenticator
+from shared.core.context import current_request
 from shared.core.errors import NotFound, TesseraError
 from shared.core.web import REGISTRY
 from shared.db.models import Deployment, DeploymentServer, ModelVersion
@@ -229,9 +230,12 @@ class Gateway:
             if table.shadow is not None and response.status_code == 200 and table.splitter.should_mirror():
                 self._mirror(table, table.shadow, path, body, headers, response.content)
             if self.prediction_log is not None and table.monitor_id is not None:
+                context = current_request()
                 self.prediction_log.add(
                     {
                         "monitor_id": table.monitor_id,
+                        # The caller's X-Request-ID (or the one the platform made): ground truth joins on it.
+                        "request_id": context.request_id if context is not None else None,
                         "deployment_id": str(deployment_id),
                         "model_version_id": str(upstream.version_id),
                         "version": upstream.version,

@@ -91,7 +91,7 @@ class PredictionLogger:
 
 
 def monitor_http_sink(client: UpstreamClient, url_template: str, api_key: str = "") -> PredictionSink:
-    """POST the monitor's `{"rows": [{"features", "prediction", "timestamp"}]}` per monitor to
+    """POST the monitor's `{"rows": [{"features", "prediction", "timestamp", "request_id"}]}` per monitor to
     `url_template.format(monitor_id=...)` (an API key with `monitoring:write`).
 
     Requests and answers are parsed here, at flush time, off the response path; one served request with
@@ -129,10 +129,15 @@ def monitor_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     if features is None or predictions is None or len(features) != len(predictions):
         return []
     timestamp = datetime.fromtimestamp(record["timestamp"], UTC).isoformat()
-    return [
+    rows = [
         {"features": row, "prediction": prediction, "timestamp": timestamp}
         for row, prediction in zip(features, predictions, strict=True)
     ]
+    if request_id := record.get("request_id"):
+        # One id per row: the request's own for a single row, `<id>:<row index>` for a batch.
+        for index, row in enumerate(rows):
+            row["request_id"] = request_id if len(rows) == 1 else f"{request_id}:{index}"
+    return rows
 
 
 def _feature_rows(request: Any) -> list[dict[str, Any]] | None:
