@@ -17,6 +17,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -363,6 +364,7 @@ def main() -> None:
         get_database.cache_clear()
         with _admin_engine().connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
+        shutil.rmtree(DATA_DIR, ignore_errors=True)
 
 
 if __name__ == "__main__":
