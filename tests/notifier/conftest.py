@@ -57,6 +57,8 @@ class ReceivedRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+    # The client's (address, port): requests on one kept-alive connection share it.
+    peer: tuple[str, int] = ("", 0)
 
 
 class Receiver:
@@ -68,10 +70,15 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keeps connections alive, as real webhook receivers and Slack do.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 receiver.requests.append(
-                    ReceivedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    ReceivedRequest(
+                        self.path, {k.lower(): v for k, v in self.headers.items()}, body, self.client_address[:2]
+                    )
                 )
                 reply = receiver.replies.popleft() if receiver.replies else Reply()
                 time.sleep(reply.delay_seconds)

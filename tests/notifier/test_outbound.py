@@ -151,3 +151,17 @@ def test_response_body_is_capped(receiver: Receiver):
     response = _post(receiver.url(), LOOPBACK_ONLY)
     assert response.status_code == 500
     assert len(response.body) == MAX_BODY_BYTES
+
+
+def test_connections_are_kept_alive_but_never_shared_between_host_names(receiver: Receiver):
+    other_name = "other-hooks.tessera.test"
+    policy = OutboundPolicy(allowlist=["127.0.0.1"], resolver=CountingResolver(["127.0.0.1"]))
+    for _ in range(3):
+        assert _post(receiver.url(host=PINNED_HOSTNAME), policy).status_code == 200
+    assert _post(receiver.url(host=other_name), policy).status_code == 200
+    peers = [request.peer for request in receiver.requests]
+    # One connection for the three sends to the first name; the same IP under another name gets its own
+    # (its TLS certificate and SNI would be checked for that name).
+    assert peers[0] == peers[1] == peers[2]
+    assert peers[3] != peers[0]
+    assert receiver.requests[3].headers["host"] == f"{other_name}:{receiver.port}"
