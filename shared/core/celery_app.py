@@ -66,12 +66,14 @@ BEAT_SCHEDULE: dict[str, dict] = {
 def _transport_options(settings: Settings) -> dict:
     if settings.broker_url.startswith("filesystem"):
         folder = settings.broker_folder
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # Otherwise kombu keeps its exchange table in ./control, wherever the process was started.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
     options: dict = {

@@ -51,6 +51,7 @@ def test_up_serves_on_the_embedded_default_and_restarts_a_crashed_worker(tmp_pat
     up = subprocess.Popen(
         [sys.executable, "-m", "tessera", "up", "--port", str(port)],
         env=env,
+        cwd=tmp_path,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -86,6 +87,8 @@ def test_up_serves_on_the_embedded_default_and_restarts_a_crashed_worker(tmp_pat
         assert "Tessera is running" in output
         assert f"http://127.0.0.1:{port}" in output
         assert "worker exited" in output and "restarting" in output
+        # Nothing is written outside the data dir (kombu's file broker defaults to ./control).
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "up.log"]
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
