@@ -83,3 +83,15 @@ def test_metric_ingest_can_commit_without_waiting_for_the_wal_flush(db_session):
     db_session.rollback()
     # SET LOCAL: the next transaction is durable again.
     assert db_session.execute(text("SHOW synchronous_commit")).scalar() == "on"
+
+
+def test_deleting_a_run_row_deletes_its_points(client, db_session, tenant):
+    # run_metrics has no foreign key (its per-row check cost half a batch); a trigger keeps the cascade.
+    kept, dropped = _run(client, tenant.headers), _run(client, tenant.headers)
+    for run_id in (kept, dropped):
+        assert _log(client, tenant.headers, run_id, 1).status_code == 200
+
+    db_session.execute(text("DELETE FROM experiment_runs WHERE id = :id"), {"id": uuid.UUID(dropped)})
+
+    counts = dict(db_session.execute(text("SELECT run_id, count(*) FROM run_metrics GROUP BY run_id")).all())
+    assert counts.get(uuid.UUID(dropped)) is None and counts[uuid.UUID(kept)] == 1

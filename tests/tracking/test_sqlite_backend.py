@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from shared.core.settings import Settings
 from shared.db.migrate import upgrade
@@ -66,3 +67,17 @@ def test_log_search_and_history_on_sqlite(sqlite_client):
 
     changed = {"run_id": run_ids[0], "key": "lr", "value": "9"}
     assert client.post(f"{MLFLOW}/runs/log-parameter", json=changed).json()["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+def test_deleting_a_run_row_deletes_its_points_on_sqlite(sqlite_client):
+    client = sqlite_client
+    experiment_id = client.post(f"{MLFLOW}/experiments/create", json={"name": "cascade"}).json()["experiment_id"]
+    run = client.post(f"{MLFLOW}/runs/create", json={"experiment_id": experiment_id})
+    run_id = run.json()["run"]["info"]["run_id"]
+    point = {"run_id": run_id, "key": "loss", "value": 1.0, "timestamp": 1, "step": 0}
+    assert client.post(f"{MLFLOW}/runs/log-metric", json=point).status_code == 200
+    with client.app.state.db.engine.begin() as connection:
+        count = text("SELECT count(*) FROM run_metrics WHERE run_id = :id")
+        assert connection.execute(count, {"id": run_id}).scalar() == 1
+        connection.execute(text("DELETE FROM experiment_runs WHERE id = :id"), {"id": run_id})
+        assert connection.execute(count, {"id": run_id}).scalar() == 0
