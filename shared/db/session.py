@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
+import orjson
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -49,7 +50,10 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    engine = create_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size * 2)
+    # orjson parses JSON columns (notification payloads, configs) several times faster than the stdlib.
+    engine = create_engine(
+        url, echo=echo, pool_size=pool_size, max_overflow=pool_size * 2, json_deserializer=orjson.loads
+    )
     event.listen(engine, "checkin", _mark_returned)
     event.listen(engine, "checkout", _ping_if_idle)
     return engine

@@ -188,8 +188,9 @@ def test_signatures_verify_during_rotation(stack, db, box, live_tenant, receiver
 
 
 def test_a_worker_killed_mid_dispatch_loses_nothing(stack, db, box, live_tenant, receiver):
-    # Slow answers keep deliveries in flight when the worker dies.
-    receiver.script(*[Reply(200, delay_seconds=1.0)] * 4)
+    # Slow answers keep deliveries in flight when the worker dies (long enough for a busy machine to
+    # kill it before the first answer comes back).
+    receiver.script(*[Reply(200, delay_seconds=3.0)] * 4)
     _setup(db, box, live_tenant, receiver.url())
     _emit(db, live_tenant, 6)
     wait_for(lambda: receiver.requests, what="a first delivery in flight")

@@ -96,10 +96,13 @@ def claim(
     ).all()
     if not claimed:
         return []
+    # Plain rows of the four columns a message needs: no ORM instances on the hot path.
     notifications = {
         row.id: row
-        for row in session.scalars(
-            select(Notification).where(Notification.id.in_({row.notification_id for row in claimed}))
+        for row in session.execute(
+            select(Notification.id, Notification.group_key, Notification.payload, Notification.created_at).where(
+                Notification.id.in_({row.notification_id for row in claimed})
+            )
         )
     }
     targets = {
@@ -140,7 +143,7 @@ def record(
     if not outcomes:
         return
     session.execute(
-        insert(DeliveryAttempt),
+        insert(DeliveryAttempt.__table__),
         [
             {
                 "delivery_id": claimed.delivery_id,

@@ -221,7 +221,7 @@ def _store_alerts(session: Session, stored: list[tuple[NotificationGroup, EventA
     for current in rounds:
         firing = [_alert_row(group, found, now) for group, found in current if not found.resolved]
         if firing:
-            statement = upsert_insert(session, NotificationGroupAlert)
+            statement = upsert_insert(session, NotificationGroupAlert.__table__)
             # Firing again (or still): fresh labels and annotations, the original start time.
             new = statement.excluded
             session.execute(

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Row
+
 from services.notifier.domain.alerts import Alert
 from services.notifier.domain.messages import Notification as Message
 from shared.db.models import Notification, NotificationGroupAlert
@@ -46,7 +48,8 @@ def payload_json(
     }
 
 
-def message_of(row: Notification) -> Message:
+def message_of(row: Notification | Row) -> Message:
+    """The message of a notification (an instance, or a row of its id, group_key, payload, created_at)."""
     payload = row.payload
     alerts = tuple(
         Alert(
