@@ -488,6 +488,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="Tessera uvicorn workers")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the timed ingest runs")
     parser.add_argument(
+        "--connections",
+        type=int,
+        default=8,
+        help="load generator connections (a closed loop: too few measure commit latency, not capacity)",
+    )
+    parser.add_argument(
         "--async-metric-commit",
         action="store_true",
         help="Tessera commits metric ingest without waiting for the WAL flush (TESSERA_TRACKING_ASYNC_METRIC_COMMIT)",
@@ -548,7 +554,7 @@ def main() -> None:
             rates, cpu_per_batch, pg_per_batch, client_per_batch = {}, {}, {}, {}
             for (name, url), proc in zip(urls.items(), servers.procs, strict=True):
                 before, pg_before, client_before = cpu_seconds(proc.pid), postgres_cpu_seconds(), time.process_time()
-                rates[name], batches = bench_loadgen(url, experiments[name], headers, args.seconds, 8)
+                rates[name], batches = bench_loadgen(url, experiments[name], headers, args.seconds, args.connections)
                 cpu_per_batch[name] = (cpu_seconds(proc.pid) - before) / batches * 1000
                 pg_per_batch[name] = (postgres_cpu_seconds() - pg_before) / batches * 1000
                 client_per_batch[name] = (time.process_time() - client_before) / batches * 1000
