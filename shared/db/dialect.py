@@ -9,8 +9,13 @@ from sqlalchemy.orm import Session
 from shared.db.base import Base
 
 
-def upsert_insert(session: Session, model: type[Base] | Table):
-    """INSERT with the dialect's ON CONFLICT support (PostgreSQL in production, SQLite embedded). Given a
-    Table rather than a mapped class, a list of rows skips the ORM's per-row bulk-insert bookkeeping."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(model)
+def insert_for(dialect_name: str, target: type[Base] | Table):
+    """INSERT with the backend's ON CONFLICT support (PostgreSQL in production, SQLite embedded). Given a
+    Table rather than a mapped class, a list of rows skips the ORM's per-row bulk-insert bookkeeping (and
+    the statement is compiled once); a mapped class is needed only to RETURN entities."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(target)
+
+
+def upsert_insert(session: Session, target: type[Base] | Table):
+    return insert_for(session.get_bind().dialect.name, target)

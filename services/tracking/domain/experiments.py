@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from services.tracking.domain import search_sql
 from services.tracking.domain.ids import DEFAULT_EXPERIMENT_ID, DEFAULT_EXPERIMENT_NAME, parse_uuid
 from services.tracking.domain.search_grammar import parse_filter, parse_order_by
-from services.tracking.domain.sql import decode_page_token, encode_page_token, upsert
+from services.tracking.domain.sql import decode_page_token, encode_page_token
 from services.tracking.domain.validation import (
     MAX_EXPERIMENT_TAG_VALUE_LENGTH,
     validate_experiment_name,
@@ -28,6 +28,7 @@ from shared.core import audit
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
 from shared.db.base import utcnow
+from shared.db.dialect import upsert_insert
 from shared.db.models import Experiment, ExperimentRun, ExperimentTag
 
 READ = "tracking:read"
@@ -60,7 +61,7 @@ def _ensure_default_experiment(session: Session, access: Access, scope: str) -> 
         new_id = uuid.uuid4()
         now = utcnow()
         session.execute(
-            upsert(session, Experiment)
+            upsert_insert(session, Experiment.__table__)
             .values(
                 id=new_id,
                 project_id=project.id,
@@ -228,7 +229,7 @@ def set_experiment_tag(session: Session, access: Access, experiment_id: str, key
     key = validate_key(key, "tag")
     value = validate_value(value, "tag", MAX_EXPERIMENT_TAG_VALUE_LENGTH)
     session.execute(
-        upsert(session, ExperimentTag)
+        upsert_insert(session, ExperimentTag.__table__)
         .values(experiment_id=experiment.id, key=key, value=value)
         .on_conflict_do_update(index_elements=["experiment_id", "key"], set_={"value": value})
     )

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from services.tracking.domain import experiments, runs, search_sql
 from services.tracking.domain.ids import format_model_id, parse_model_id
 from services.tracking.domain.search_grammar import parse_filter
-from services.tracking.domain.sql import decode_page_token, encode_page_token, upsert
+from services.tracking.domain.sql import decode_page_token, encode_page_token
 from services.tracking.domain.validation import (
     MAX_DATASET_DIGEST_LENGTH,
     MAX_DATASET_NAME_LENGTH,
@@ -29,6 +29,7 @@ from services.tracking.domain.validation import (
 from shared.core.auth import Access
 from shared.core.errors import InvalidParameter, NotFound
 from shared.db.base import utcnow
+from shared.db.dialect import upsert_insert
 from shared.db.models import (
     Dataset,
     Experiment,
@@ -107,7 +108,9 @@ def _key_values(pairs: list, what: str, limit: int) -> dict[str, str]:
 def _write_key_values(session: Session, child, model_id: uuid.UUID, values: dict[str, str]) -> None:
     if not values:
         return
-    statement = upsert(session, child).values([{"model_id": model_id, "key": k, "value": v} for k, v in values.items()])
+    statement = upsert_insert(session, child.__table__).values(
+        [{"model_id": model_id, "key": k, "value": v} for k, v in values.items()]
+    )
     session.execute(
         statement.on_conflict_do_update(index_elements=["model_id", "key"], set_={"value": statement.excluded.value})
     )
@@ -243,7 +246,7 @@ def _visible_model_ids(session: Session, run: ExperimentRun, items: list) -> lis
 def _link_models(session: Session, run: ExperimentRun, links: list[tuple[uuid.UUID, int]], direction: str) -> None:
     if not links:
         return
-    statement = upsert(session, RunModelLink).values(
+    statement = upsert_insert(session, RunModelLink.__table__).values(
         [
             {"run_id": run.id, "model_id": m, "direction": direction, "step": step, "created_at": utcnow()}
             for m, step in links
@@ -286,7 +289,7 @@ def log_inputs(session: Session, access: Access, run_id: str | None, datasets: l
     model_ids = _visible_model_ids(session, run, models)
     for dataset, tags in validated:
         session.execute(
-            upsert(session, Dataset)
+            upsert_insert(session, Dataset.__table__)
             .values(
                 id=uuid.uuid4(),
                 experiment_id=run.experiment_id,
@@ -307,7 +310,7 @@ def log_inputs(session: Session, access: Access, run_id: str | None, datasets: l
             )
         )
         session.execute(
-            upsert(session, RunDatasetInput)
+            upsert_insert(session, RunDatasetInput.__table__)
             .values(run_id=run.id, dataset_id=dataset_id, tags=tags)
             .on_conflict_do_nothing(index_elements=["run_id", "dataset_id"])
         )

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 
 from services.tracking.domain import runs
 from services.tracking.domain.ids import parse_model_id
-from services.tracking.domain.sql import insert_for
 from services.tracking.domain.validation import (
     parse_double,
     parse_int64,
@@ -30,6 +29,7 @@ from services.tracking.domain.validation import (
 )
 from shared.core.auth import Access
 from shared.core.errors import InvalidParameter, NotFound
+from shared.db.dialect import insert_for
 from shared.db.models import (
     Experiment,
     ExperimentRun,
@@ -184,7 +184,7 @@ def _write_run_points(session: Session, run_id: uuid.UUID, points: list[MetricPo
 @lru_cache(maxsize=2)
 def _latest_upsert(dialect_name: str):
     """Built once per backend and run as an executemany: this statement runs on every log call."""
-    statement = insert_for(dialect_name, RunLatestMetric)
+    statement = insert_for(dialect_name, RunLatestMetric.__table__)
     new = statement.excluded
     table = RunLatestMetric.__table__.c
     return statement.on_conflict_do_update(

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from services.tracking.domain import experiments
 from services.tracking.domain.ids import format_model_id, parse_uuid
-from services.tracking.domain.sql import ids_match, insert_for, upsert
+from services.tracking.domain.sql import ids_match
 from services.tracking.domain.validation import (
     MAX_PARAM_VALUE_LENGTH,
     MAX_TAG_VALUE_LENGTH,
@@ -29,6 +29,7 @@ from services.tracking.domain.validation import (
 from shared.core.auth import Access
 from shared.core.errors import InvalidParameter, NotFound
 from shared.db.base import utcnow
+from shared.db.dialect import insert_for, upsert_insert
 from shared.db.models import (
     Dataset,
     Experiment,
@@ -293,7 +294,7 @@ def _rename(session: Session, run: ExperimentRun, name: str) -> None:
     """The run name lives in two places, as in MLflow: the column and the mlflow.runName tag."""
     run.name = name
     session.execute(
-        upsert(session, RunTag)
+        upsert_insert(session, RunTag.__table__)
         .values(run_id=run.id, key=RUN_NAME_TAG, value=name)
         .on_conflict_do_update(index_elements=["run_id", "key"], set_={"value": name})
     )
@@ -324,7 +325,7 @@ def set_tags(session: Session, run: ExperimentRun, tags: dict[str, str]) -> None
 
 @lru_cache(maxsize=2)
 def _tag_upsert(dialect_name: str):
-    statement = insert_for(dialect_name, RunTag)
+    statement = insert_for(dialect_name, RunTag.__table__)
     return statement.on_conflict_do_update(index_elements=["run_id", "key"], set_={"value": statement.excluded.value})
 
 
@@ -360,7 +361,9 @@ def log_params(session: Session, run: ExperimentRun, params: dict[str, str]) -> 
     new_rows = [{"run_id": run.id, "key": k, "value": v} for k, v in params.items() if k not in existing]
     if new_rows:
         session.execute(
-            upsert(session, RunParam).values(new_rows).on_conflict_do_nothing(index_elements=["run_id", "key"])
+            upsert_insert(session, RunParam.__table__)
+            .values(new_rows)
+            .on_conflict_do_nothing(index_elements=["run_id", "key"])
         )
 
 

@@ -8,21 +8,10 @@ import uuid
 
 import orjson
 from sqlalchemy import ColumnElement, String, Uuid, any_, bindparam, cast, func
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from shared.core.errors import InvalidParameter
-
-
-def upsert(session: Session, model):
-    """INSERT with ON CONFLICT support for the session's backend (PostgreSQL or SQLite), on the Core
-    table: the ORM bulk path would recompile the statement on every call."""
-    return insert_for(session.get_bind().dialect.name, model)
-
-
-def insert_for(dialect_name: str, model):
-    table = getattr(model, "__table__", model)
-    return postgresql.insert(table) if dialect_name == "postgresql" else sqlite.insert(table)
 
 
 def ids_match(session: Session, column, ids: list[uuid.UUID]) -> ColumnElement[bool]:
