@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -190,6 +190,17 @@ def start_worker(*, queues: str | None = None, concurrency: int = 2, extra_env: 
         cmd += ["-Q", queues]
     env = {**os.environ, **(extra_env or {})}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 40.0, what: str = "condition", every: float = 0.1):
+    """The predicate's first truthy value, polled every `every` s; fails the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:

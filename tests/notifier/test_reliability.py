@@ -26,23 +26,13 @@ from shared.core import events
 from shared.core.crypto import SecretBox
 from shared.db.base import utcnow
 from shared.db.models import Delivery, NotifierPeriodicRun
-from tests.conftest import ROOT, free_port, start_worker, stop_process
+from tests.conftest import ROOT, free_port, start_worker, stop_process, wait_for
 from tests.notifier.builders import make_channel, make_rule, owner_access
 from tests.notifier.conftest import Receiver, Reply
 
 # Only this module's own workers may take tasks: the session's shared worker (started by earlier
 # modules) would otherwise deliver what these tests kill, restart or count.
 pytestmark = pytest.mark.usefixtures("only_private_workers")
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 40.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

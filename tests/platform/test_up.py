@@ -8,11 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.conftest import wait_for
 
 
 def _free_port() -> int:
@@ -30,16 +31,6 @@ def _children(pid: int) -> list[int]:
 
 def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
@@ -65,7 +56,7 @@ def test_up_serves_on_the_embedded_default_and_restarts_a_crashed_worker(tmp_pat
             except (httpx.HTTPError, ValueError, KeyError):
                 return False
 
-        _wait(healthy, 90, "/healthz")
+        wait_for(healthy, 90, "/healthz")
         health = httpx.get(f"{base}/healthz").json()
         assert health["status"] == "ok", health
         # Everything lives in the data dir: the SQLite file and the broker's folders.
@@ -74,9 +65,9 @@ def test_up_serves_on_the_embedded_default_and_restarts_a_crashed_worker(tmp_pat
         def worker_pids() -> list[int]:
             return [pid for pid in _children(up.pid) if "celery" in _cmdline(pid) and " worker" in _cmdline(pid)]
 
-        worker = _wait(lambda: next(iter(worker_pids()), 0), 30, "the worker process")
+        worker = wait_for(lambda: next(iter(worker_pids()), 0), 30, "the worker process")
         os.kill(worker, signal.SIGKILL)
-        restarted = _wait(lambda: next((pid for pid in worker_pids() if pid != worker), 0), 30, "a new worker")
+        restarted = wait_for(lambda: next((pid for pid in worker_pids() if pid != worker), 0), 30, "a new worker")
         assert restarted != worker
         assert up.poll() is None, "tessera up must keep running when a child crashes"
 
