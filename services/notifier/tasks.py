@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
-from services.notifier.domain import channels, dispatch, flushing, ingest, periodic
+from services.notifier.domain import dispatch, flushing, ingest, periodic
 from shared.core import events
 from shared.core.celery_app import celery_app, database, settings
 from shared.core.crypto import SecretBox
@@ -24,16 +23,8 @@ events.subscribe("*", "notifier.handle_events")
 FLUSH_BATCH = 200
 # Events per message when the sweeper re-queues lost ones (the relay sends batches of its own).
 EVENT_BATCH = 100
-# Deliveries per dispatch message: sent in parallel, recorded in one transaction.
+# Deliveries per dispatch message: sent concurrently, recorded in one transaction.
 DISPATCH_BATCH = 50
-# Threads sending a batch: enough to overlap network waits, few enough not to fight over the GIL.
-SENDERS = 16
-
-
-@lru_cache(maxsize=1)
-def _senders() -> ThreadPoolExecutor:
-    # Made on first use, inside the worker process (threads do not survive the pool's fork).
-    return ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="notifier-send")
 
 
 @lru_cache(maxsize=4)
@@ -71,12 +62,10 @@ def dispatch_deliveries(delivery_ids: list[str]) -> None:
         )
     if not claimed:
         return
-    # Built here once, not by the sender threads racing on an empty cache.
-    channels.outbound_policy(tuple(current.outbound_allowlist))
     started_at = utcnow()
-    # In parallel: a batch takes at most ceil(DISPATCH_BATCH / SENDERS) = 4 send timeouts (40 s by
-    # default), well inside the lease (120 s), not the sum of its sends.
-    results = list(_senders().map(lambda delivery: dispatch.send(delivery, current, started_at), claimed))
+    # Concurrently: a batch takes at most ceil(DISPATCH_BATCH / MAX_CONCURRENT_SENDS) = 2 send timeouts
+    # (20 s by default), well inside the lease (120 s), not the sum of its sends.
+    results = dispatch.send_all(claimed, current, started_at)
     with database().session_scope() as session:
         dispatch.record(
             session, list(zip(claimed, results, strict=True)), started_at=started_at, retry=retry, now=utcnow()

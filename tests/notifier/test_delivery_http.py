@@ -27,7 +27,7 @@ from services.notifier.domain.delivery import (
     state_after,
 )
 from services.notifier.domain.messages import build_test_notification, render_slack, render_webhook
-from shared.core.outbound import OutboundPolicy
+from shared.core.outbound import OutboundPolicy, run
 from tests.notifier.builders import make_alert, make_notification
 from tests.notifier.conftest import Receiver, Reply
 
@@ -36,13 +36,15 @@ POLICY = OutboundPolicy(allowlist=["127.0.0.1"], timeout_seconds=2.0)
 
 def _send(receiver: Receiver, secrets: list[str], **options):
     notification = make_notification()
-    return send_webhook(
-        receiver.url(),
-        render_webhook(notification),
-        notification_id=notification.id,
-        signing_secrets=secrets,
-        policy=options.pop("policy", POLICY),
-        **options,
+    return run(
+        send_webhook(
+            receiver.url(),
+            render_webhook(notification),
+            notification_id=notification.id,
+            signing_secrets=secrets,
+            policy=options.pop("policy", POLICY),
+            **options,
+        )
     )
 
 
@@ -118,18 +120,18 @@ def test_slack_rate_limit_honours_retry_after(receiver: Receiver):
         Reply(429, b"rate_limited", {"Retry-After": "30"}),
         Reply(429, b"rate_limited", {"Retry-After": format_datetime(datetime.now(UTC) + timedelta(seconds=120))}),
     )
-    first = send_slack(receiver.url(), render_slack(make_notification()), policy=POLICY)
+    first = run(send_slack(receiver.url(), render_slack(make_notification()), policy=POLICY))
     assert first.outcome is Outcome.RETRY and first.status_code == 429 and first.retry_after == 30
     assert "rate_limited" in (first.error or "")
     assert next_attempt_delay(1, first.retry_after, rng=lambda: 0.0) == 30
 
-    second = send_slack(receiver.url(), render_slack(make_notification()), policy=POLICY)
+    second = run(send_slack(receiver.url(), render_slack(make_notification()), policy=POLICY))
     assert second.retry_after is not None and 110 <= second.retry_after <= 120
 
 
 def test_slack_receives_block_kit(receiver: Receiver):
     notification = make_notification(make_alert(severity="critical", deployment="churn-prod"))
-    assert send_slack(receiver.url(), render_slack(notification), policy=POLICY).ok
+    assert run(send_slack(receiver.url(), render_slack(notification), policy=POLICY)).ok
     request = receiver.requests[0]
     assert request.headers["content-type"].startswith("application/json")
     body = json.loads(request.body)
@@ -139,12 +141,12 @@ def test_slack_receives_block_kit(receiver: Receiver):
 
 def test_gone_disables_channel_and_other_4xx_fail_for_good(receiver: Receiver):
     receiver.script(Reply(410, b"channel_is_archived"), Reply(404, b"no_service"), Reply(400, b"invalid_payload"))
-    gone = send_slack(receiver.url(), {"text": "x"}, policy=POLICY)
+    gone = run(send_slack(receiver.url(), {"text": "x"}, policy=POLICY))
     assert gone.outcome is Outcome.DISABLE_CHANNEL and gone.disable_channel
     assert "channel_is_archived" in (gone.error or "")
     assert state_after(gone, 1) is DeliveryState.FAILED
     for expected in (404, 400):
-        result = send_slack(receiver.url(), {"text": "x"}, policy=POLICY)
+        result = run(send_slack(receiver.url(), {"text": "x"}, policy=POLICY))
         assert (result.outcome, result.status_code) == (Outcome.FAILED, expected)
 
 
@@ -157,13 +159,15 @@ def test_redirect_to_localhost_is_a_permanent_failure(receiver: Receiver):
 
 
 def test_refused_destination_is_permanent_and_never_contacted(receiver: Receiver):
-    result = send_slack(receiver.url(), {"text": "x"}, policy=OutboundPolicy())
+    result = run(send_slack(receiver.url(), {"text": "x"}, policy=OutboundPolicy()))
     assert result.outcome is Outcome.FAILED and "destination refused" in (result.error or "")
     assert receiver.requests == []
 
 
 def test_slack_url_secret_stays_out_of_errors():
-    result = send_slack("https://10.0.0.1/services/T000/B000/SECRETTOKEN", {"text": "x"}, policy=OutboundPolicy())
+    result = run(
+        send_slack("https://10.0.0.1/services/T000/B000/SECRETTOKEN", {"text": "x"}, policy=OutboundPolicy())
+    )
     assert "SECRETTOKEN" not in (result.error or "")
 
 
@@ -176,24 +180,26 @@ def test_timeout_and_connection_refused_are_retried(receiver: Receiver):
 
     port = receiver.port
     receiver.close()
-    refused = send_slack(f"http://127.0.0.1:{port}/hook", {"text": "x"}, policy=POLICY)
+    refused = run(send_slack(f"http://127.0.0.1:{port}/hook", {"text": "x"}, policy=POLICY))
     assert refused.outcome is Outcome.RETRY and refused.status_code is None
 
 
 def test_untrusted_certificate_fails_for_good(tls_receiver: Receiver):
-    result = send_slack(tls_receiver.url(), {"text": "x"}, policy=POLICY)
+    result = run(send_slack(tls_receiver.url(), {"text": "x"}, policy=POLICY))
     assert result.outcome is Outcome.FAILED and "certificate" in (result.error or "")
 
 
 def test_test_button_uses_the_same_sender(receiver: Receiver):
     secret = generate_webhook_secret()
     notification = build_test_notification("5f7a", "ml-oncall", datetime.now(UTC), "https://tessera.example/c/1")
-    result = send_webhook(
-        receiver.url(),
-        render_webhook(notification),
-        notification_id=notification.id,
-        signing_secrets=[secret],
-        policy=POLICY,
+    result = run(
+        send_webhook(
+            receiver.url(),
+            render_webhook(notification),
+            notification_id=notification.id,
+            signing_secrets=[secret],
+            policy=POLICY,
+        )
     )
     assert result.ok
     payload = Webhook(secret).verify(receiver.requests[0].body, receiver.requests[0].headers)
@@ -227,7 +233,7 @@ def test_dns_failure_is_retried():
     def no_answer(host: str, port: int) -> list[str]:
         raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
 
-    result = send_slack(
-        "https://hooks.slack.example/services/x", {"text": "x"}, policy=OutboundPolicy(resolver=no_answer)
+    result = run(
+        send_slack("https://hooks.slack.example/services/x", {"text": "x"}, policy=OutboundPolicy(resolver=no_answer))
     )
     assert result.outcome is Outcome.RETRY and "cannot resolve hooks.slack.example" in (result.error or "")

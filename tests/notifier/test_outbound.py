@@ -12,6 +12,7 @@ from shared.core.outbound import (
     OutboundRefused,
     is_public_address,
     post,
+    run,
     vet_destination,
 )
 from tests.notifier.conftest import PINNED_HOSTNAME, Certificate, Receiver, Reply
@@ -32,7 +33,7 @@ class CountingResolver:
 
 
 def _post(url: str, policy: OutboundPolicy):
-    return post(url, content=b"{}", headers={"content-type": "application/json"}, policy=policy)
+    return run(post(url, content=b"{}", headers={"content-type": "application/json"}, policy=policy))
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Senders for webhooks, Slack and email, and what to do after each attempt.
 
-Every sender returns a `DeliveryResult`, never raises for a failed delivery, and classifies it:
+Every sender returns a `DeliveryResult`, never raises for a failed delivery, and classifies it. The
+webhook and Slack senders are coroutines (aiohttp); the email sender is sync (smtplib), for a thread.
 
 - HTTP 2xx: delivered. 3xx: failed for good (redirects are not followed; the URL must be fixed).
 - HTTP 429: retry, not before `Retry-After` (seconds or an HTTP date), as Slack asks.
@@ -35,8 +36,9 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 
-import httpx
+import aiohttp
 from standardwebhooks import Webhook
+from yarl import URL
 
 from shared.core.errors import InvalidParameter
 from shared.core.outbound import (
@@ -166,8 +168,8 @@ def classify_http(response: OutboundResponse, now: datetime) -> DeliveryResult:
         return DeliveryResult(Outcome.DELIVERED, latency, status)
     if 300 <= status < 400:
         try:
-            target = httpx.URL(response.headers.get("location", "")).host or "a relative location"
-        except httpx.InvalidURL:
+            target = URL(response.headers.get("location", "")).host or "a relative location"
+        except ValueError:
             target = "an invalid location"
         return DeliveryResult(
             Outcome.FAILED,
@@ -194,25 +196,34 @@ def _caused_by_certificate(exc: BaseException) -> bool:
     return False
 
 
-def _post_and_classify(url: str, content: bytes, headers: Mapping[str, str], policy: OutboundPolicy) -> DeliveryResult:
+def _without_url(exc: aiohttp.ClientError) -> str:
+    # A ClientResponseError (a broken answer) names the URL, and a Slack webhook URL is a secret.
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{exc.status} {exc.message}".strip()
+    return str(exc)
+
+
+async def _post_and_classify(
+    url: str, content: bytes, headers: Mapping[str, str], policy: OutboundPolicy
+) -> DeliveryResult:
     started = time.monotonic()
 
     def elapsed() -> float:
         return (time.monotonic() - started) * 1000
 
     try:
-        response = post(url, content=content, headers=headers, policy=policy)
+        response = await post(url, content=content, headers=headers, policy=policy)
     except OutboundRefused as exc:
         return DeliveryResult(Outcome.FAILED, elapsed(), error=f"destination refused: {exc}")
     except ResolutionFailed as exc:
         return DeliveryResult(Outcome.RETRY, elapsed(), error=str(exc))
-    except httpx.TimeoutException as exc:
+    except TimeoutError as exc:
         return DeliveryResult(Outcome.RETRY, elapsed(), error=f"timed out: {type(exc).__name__}")
-    except httpx.TransportError as exc:
+    except aiohttp.ClientError as exc:
         # A bad certificate will not fix itself; everything else on the wire may.
         if _caused_by_certificate(exc):
             return DeliveryResult(Outcome.FAILED, elapsed(), error=f"TLS certificate rejected: {exc}")
-        return DeliveryResult(Outcome.RETRY, elapsed(), error=f"{type(exc).__name__}: {exc}")
+        return DeliveryResult(Outcome.RETRY, elapsed(), error=f"{type(exc).__name__}: {_without_url(exc)}")
     return classify_http(response, datetime.now(UTC))
 
 
@@ -253,7 +264,7 @@ def validate_custom_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return dict(headers)
 
 
-def send_webhook(
+async def send_webhook(
     url: str,
     body: bytes,
     *,
@@ -271,17 +282,17 @@ def send_webhook(
         return DeliveryResult(Outcome.FAILED, 0.0, error=exc.message)
     headers |= webhook_signature_headers(notification_id, body, signing_secrets, now or datetime.now(UTC))
     headers |= {"content-type": "application/json", "user-agent": USER_AGENT}
-    return _post_and_classify(url, body, headers, policy)
+    return await _post_and_classify(url, body, headers, policy)
 
 
 # --- Slack -------------------------------------------------------------------------------------
 
 
-def send_slack(webhook_url: str, payload: Mapping[str, Any], *, policy: OutboundPolicy) -> DeliveryResult:
+async def send_slack(webhook_url: str, payload: Mapping[str, Any], *, policy: OutboundPolicy) -> DeliveryResult:
     """POST Block Kit (`messages.render_slack`) to an incoming-webhook URL (the URL is the secret)."""
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     headers = {"content-type": "application/json; charset=utf-8", "user-agent": USER_AGENT}
-    return _post_and_classify(webhook_url, body, headers, policy)
+    return await _post_and_classify(webhook_url, body, headers, policy)
 
 
 # --- Email -------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ the same id (`webhook-id`, Message-ID), by which it deduplicates.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from services.notifier.domain import channels, records
 from services.notifier.domain.channels import ChannelTarget
 from services.notifier.domain.delivery import DeliveryResult, DeliveryState, Outcome, next_attempt_delay, state_after
 from services.notifier.domain.messages import Notification as Message
+from shared.core import outbound
 from shared.core.crypto import SecretBox
 from shared.core.settings import Settings
 from shared.db.models import Delivery, DeliveryAttempt, Notification, NotificationChannel
@@ -123,11 +125,32 @@ def claim(
     ]
 
 
+# Sends of one batch under way at once: a batch of 50 then takes at most two send timeouts.
+MAX_CONCURRENT_SENDS = 32
+
+
 def send(claimed: ClaimedDelivery, settings: Settings, now: datetime) -> DeliveryResult:
-    if claimed.target is None:
-        return DeliveryResult(Outcome.FAILED, 0.0, error="channel is disabled or deleted")
+    [result] = send_all([claimed], settings, now)
+    return result
+
+
+def send_all(claimed: Sequence[ClaimedDelivery], settings: Settings, now: datetime) -> list[DeliveryResult]:
+    """Send concurrently on the process's outbound event loop (webhooks and Slack on aiohttp, email in
+    threads); the results come in the order of `claimed`."""
     policy = channels.outbound_policy(tuple(settings.outbound_allowlist))
-    return channels.send(claimed.target, claimed.message, policy, now)
+
+    async def send_each() -> list[DeliveryResult]:
+        under_way = asyncio.Semaphore(MAX_CONCURRENT_SENDS)
+
+        async def send_one(delivery: ClaimedDelivery) -> DeliveryResult:
+            if delivery.target is None:
+                return DeliveryResult(Outcome.FAILED, 0.0, error="channel is disabled or deleted")
+            async with under_way:
+                return await channels.send(delivery.target, delivery.message, policy, now)
+
+        return list(await asyncio.gather(*(send_one(delivery) for delivery in claimed)))
+
+    return outbound.run(send_each())
 
 
 def record(
