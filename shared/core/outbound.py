@@ -330,7 +330,7 @@ async def _pool_for(url: URL, ip: IPAddress, verify: ssl.SSLContext | bool) -> _
             cookie_jar=aiohttp.DummyCookieJar(),
         )
     )
-    if len(pools) > _MAX_POOLS:
+    while len(pools) > _MAX_POOLS:
         _, oldest = pools.popitem(last=False)
         oldest.evicted = True
         if not oldest.users:

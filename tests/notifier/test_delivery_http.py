@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -11,6 +15,8 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from services.notifier.domain import dispatch
+from services.notifier.domain.channels import ChannelTarget
 from services.notifier.domain.delivery import (
     BACKOFF_BASE_SECONDS,
     BACKOFF_CAP_SECONDS,
@@ -26,10 +32,12 @@ from services.notifier.domain.delivery import (
     send_webhook,
     state_after,
 )
+from services.notifier.domain.dispatch import ClaimedDelivery
 from services.notifier.domain.messages import build_test_notification, render_slack, render_webhook
 from shared.core.outbound import OutboundPolicy, run
+from shared.core.settings import Settings
 from tests.notifier.builders import make_alert, make_notification
-from tests.notifier.conftest import Receiver, Reply
+from tests.notifier.conftest import Receiver, Reply, SmtpServer
 
 POLICY = OutboundPolicy(allowlist=["127.0.0.1"], timeout_seconds=2.0)
 
@@ -237,3 +245,76 @@ def test_dns_failure_is_retried():
         send_slack("https://hooks.slack.example/services/x", {"text": "x"}, policy=OutboundPolicy(resolver=no_answer))
     )
     assert result.outcome is Outcome.RETRY and "cannot resolve hooks.slack.example" in (result.error or "")
+
+
+def test_a_broken_answer_is_retried_and_the_url_stays_out_of_the_error():
+    # Not HTTP at all: aiohttp's error for it names the URL, here a Slack URL, which is a secret.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def answer_garbage() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+
+        threading.Thread(target=answer_garbage, daemon=True).start()
+        port = listener.getsockname()[1]
+        url = f"http://127.0.0.1:{port}/services/T000/B000/SECRETTOKEN"
+        result = run(send_slack(url, {"text": "x"}, policy=POLICY))
+    assert result.outcome is Outcome.RETRY and result.status_code is None
+    assert result.error and "SECRETTOKEN" not in result.error
+
+
+def _claimed(target: ChannelTarget | None, notification_id: str) -> ClaimedDelivery:
+    return ClaimedDelivery(uuid.uuid4(), 1, 1, target, make_notification(notification_id=notification_id))
+
+
+@pytest.fixture
+def slack_receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def test_a_batch_is_sent_concurrently_and_answered_in_order(
+    receiver: Receiver, slack_receiver: Receiver, smtp_server: SmtpServer
+):
+    """Webhooks, Slack and email in one batch, as the dispatch task and the test button send them."""
+    settings = Settings(outbound_allowlist=["127.0.0.1"])
+    secrets = {"url": receiver.url(), "signing_secrets": [{"secret": generate_webhook_secret(), "expires_at": None}]}
+    webhook = ChannelTarget(uuid.uuid4(), "hook", "webhook", {}, secrets)
+    slack = ChannelTarget(uuid.uuid4(), "slack", "slack", {}, {"url": slack_receiver.url()})
+    email = ChannelTarget(
+        uuid.uuid4(),
+        "mail",
+        "email",
+        {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": smtp_server.port,
+            "security": "none",
+            "sender": "tessera@alerts.example",
+            "recipients": ["oncall@example.com"],
+        },
+        {},
+    )
+    # Each webhook answer takes 0.4 s: one after the other, the eight would take 3.2 s.
+    receiver.script(*[Reply(200, delay_seconds=0.4)] * 8)
+    slack_receiver.script(Reply(410, b"channel_is_archived"))
+    batch = [_claimed(webhook, f"n-{index}") for index in range(8)]
+    batch += [_claimed(slack, "n-slack"), _claimed(email, "n-email"), _claimed(None, "n-gone")]
+
+    started = time.monotonic()
+    results = dispatch.send_all(batch, settings, datetime.now(UTC))
+    assert time.monotonic() - started < 2.0
+
+    assert [result.outcome for result in results] == [Outcome.DELIVERED] * 8 + [
+        Outcome.DISABLE_CHANNEL,
+        Outcome.DELIVERED,
+        Outcome.FAILED,
+    ]
+    assert "disabled or deleted" in (results[-1].error or "")
+    assert sorted(request.headers["webhook-id"] for request in receiver.requests) == [
+        f"n-{index}" for index in range(8)
+    ]
+    assert len(smtp_server.sink.messages) == 1
+    assert dispatch.send(_claimed(webhook, "n-single"), settings, datetime.now(UTC)).ok

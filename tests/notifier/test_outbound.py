@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import ipaddress
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 
+from shared.core import outbound
 from shared.core.outbound import (
     MAX_BODY_BYTES,
     OutboundPolicy,
@@ -166,3 +174,78 @@ def test_connections_are_kept_alive_but_never_shared_between_host_names(receiver
     assert peers[0] == peers[1] == peers[2]
     assert peers[3] != peers[0]
     assert receiver.requests[3].headers["host"] == f"{other_name}:{receiver.port}"
+
+
+def test_answers_are_read_as_sent_never_decompressed(receiver: Receiver):
+    compressed = gzip.compress(b"x" * (MAX_BODY_BYTES * 8))
+    receiver.script(Reply(500, body=compressed, headers={"content-encoding": "gzip"}))
+    response = _post(receiver.url(), LOOPBACK_ONLY)
+    assert receiver.requests[0].headers["accept-encoding"] == "identity"
+    assert response.body == compressed[:MAX_BODY_BYTES]
+
+
+@pytest.fixture
+def trickling_port() -> Iterator[int]:
+    """A receiver that sends its status and headers at once, then one body byte every 0.1 s."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 1000\r\n\r\n")
+            with contextlib.suppress(OSError):
+                for _ in range(1000):
+                    connection.sendall(b"x")
+                    time.sleep(0.1)
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def test_a_trickling_answer_is_cut_at_the_timeout(trickling_port: int):
+    policy = OutboundPolicy(allowlist=["127.0.0.1"], timeout_seconds=0.5)
+    started = time.monotonic()
+    response = _post(f"http://127.0.0.1:{trickling_port}/hook", policy)
+    # The status arrived in time, so it is the answer, with what of the body came within the budget.
+    assert response.status_code == 503
+    assert 0 < len(response.body) < 20
+    assert time.monotonic() - started < 2
+
+
+def test_a_forked_child_sends_on_a_loop_of_its_own(receiver: Receiver):
+    # Celery's prefork pool: the parent's loop thread does not exist in the child, nor may its pools be used.
+    assert _post(receiver.url(), LOOPBACK_ONLY).status_code == 200
+    child = os.fork()
+    if child == 0:
+        try:
+            ok = _post(receiver.url(), LOOPBACK_ONLY).status_code == 200
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(receiver.requests) == 2
+    assert receiver.requests[0].peer != receiver.requests[1].peer
+    # The parent's kept-alive connection is still its own.
+    assert _post(receiver.url(), LOOPBACK_ONLY).status_code == 200
+    assert receiver.requests[2].peer == receiver.requests[0].peer
+
+
+def test_pools_are_bounded_least_recently_used_first(receiver: Receiver, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(outbound, "_MAX_POOLS", 2)
+    policy = OutboundPolicy(allowlist=["127.0.0.1"], resolver=CountingResolver(["127.0.0.1"]))
+    for name in ("a.tessera.test", "b.tessera.test", "a.tessera.test"):
+        assert _post(receiver.url(host=name), policy).status_code == 200
+    pools = outbound._pools[outbound._loop_threads[os.getpid()].loop]
+
+    def names() -> list[str]:
+        return [key[1] for key in pools]
+
+    assert names() == ["b.tessera.test", "a.tessera.test"]
+    [b_pool] = [pool for key, pool in pools.items() if key[1] == "b.tessera.test"]
+    assert _post(receiver.url(host="c.tessera.test"), policy).status_code == 200
+    # b's pool, the least recently used, made way for c's, and its connections are closed.
+    assert names() == ["a.tessera.test", "c.tessera.test"]
+    assert b_pool.session.closed
+    assert receiver.requests[0].peer == receiver.requests[2].peer
