@@ -94,24 +94,25 @@ def relay_pending(
     `publish(task_name, event_ids)`, not one per event. `publish` raising (broker down) aborts the
     batch: the transaction rolls back and the events stay unpublished.
     """
+    outbox = OutboxEvent.__table__
     oldest = (
-        select(OutboxEvent.id)
-        .where(OutboxEvent.published_at.is_(None))
-        .order_by(OutboxEvent.created_at)
+        select(outbox.c.id)
+        .where(outbox.c.published_at.is_(None))
+        .order_by(outbox.c.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    # On the table, not the mapped class: plain rows back, no ORM bookkeeping per event.
     rows = session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.id.in_(oldest))
-        .values(published_at=utcnow(), publish_attempts=OutboxEvent.publish_attempts + 1)
-        .returning(OutboxEvent.id, OutboxEvent.event_type, OutboxEvent.created_at)
-        # The relay's session holds no outbox rows to keep in step.
-        .execution_options(synchronize_session=False)
+        update(outbox)
+        .where(outbox.c.id.in_(oldest))
+        .values(published_at=utcnow(), publish_attempts=outbox.c.publish_attempts + 1)
+        .returning(outbox.c.id, outbox.c.event_type, outbox.c.created_at)
     ).all()
+    tasks_of = {event_type: subscribers(event_type) for event_type in {row.event_type for row in rows}}
     by_task: dict[str, list[str]] = defaultdict(list)
     for row in sorted(rows, key=lambda row: row.created_at):
-        for task_name in subscribers(row.event_type):
+        for task_name in tasks_of[row.event_type]:
             by_task[task_name].append(str(row.id))
     for task_name, event_ids in by_task.items():
         for start in range(0, len(event_ids), per_message):

@@ -45,14 +45,25 @@ def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
         raise exc.DisconnectionError() from error
 
 
+def _json_text(value) -> str:
+    # Non-string keys become strings, as with json.dumps.
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    # orjson parses JSON columns (notification payloads, configs) several times faster than the stdlib.
+    # orjson reads and writes JSON columns (notification payloads, labels, configs) several times faster
+    # than the stdlib.
     engine = create_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size * 2, json_deserializer=orjson.loads
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        json_serializer=_json_text,
+        json_deserializer=orjson.loads,
     )
     event.listen(engine, "checkin", _mark_returned)
     event.listen(engine, "checkout", _ping_if_idle)

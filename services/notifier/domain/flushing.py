@@ -22,10 +22,10 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import Row, Select, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from services.notifier.domain import muting, records
@@ -50,18 +50,49 @@ from shared.db.models import (
 )
 
 
+@dataclass(slots=True)
+class Group:
+    """A notification group's row as plain data (no ORM instance on the hot path): a flush moves its
+    timer and notification log in place, and `flush_groups` writes them back in one executemany."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    rule_id: uuid.UUID
+    group_key: str
+    labels: dict
+    active: bool
+    created_at: datetime
+    first_alert_starts_at: datetime
+    last_flush_at: datetime | None
+    next_flush_at: datetime | None
+    notification_log: dict
+
+
+_GROUPS = NotificationGroup.__table__
+_GROUP_ALERTS = NotificationGroupAlert.__table__
+
+
+def select_groups(*criteria) -> Select:
+    return select(*(_GROUPS.c[column.name] for column in fields(Group))).where(*criteria)
+
+
+def load_groups(session: Session, statement: Select) -> list[Group]:
+    return [Group(*row) for row in session.execute(statement)]
+
+
 @dataclass(frozen=True)
 class FlushContext:
     """Everything a batch of groups needs, loaded with one query per kind (no per-group queries)."""
 
     rules: dict[uuid.UUID, NotificationRule]
     channels: dict[str, NotificationChannel]
-    alerts: dict[uuid.UUID, list[NotificationGroupAlert]]
+    # Plain rows of the groups' alerts.
+    alerts: dict[uuid.UUID, list[Row]]
     silences: dict[uuid.UUID, list[Silence]]
     mute_intervals: dict[str, list[TimeInterval]]
 
 
-def load_context(session: Session, groups: Sequence[NotificationGroup], now: datetime) -> FlushContext:
+def load_context(session: Session, groups: Sequence[Group], now: datetime) -> FlushContext:
     rule_rows = session.scalars(
         select(NotificationRule).where(NotificationRule.id.in_({group.rule_id for group in groups}))
     ).all()
@@ -74,12 +105,19 @@ def load_context(session: Session, groups: Sequence[NotificationGroup], now: dat
             NotificationChannel.deleted_at.is_(None),
         )
     )
-    alerts: dict[uuid.UUID, list[NotificationGroupAlert]] = defaultdict(list)
-    for row in session.scalars(
-        select(NotificationGroupAlert)
-        .where(NotificationGroupAlert.group_id.in_({group.id for group in groups}))
-        # Alerts are written with upserts, behind the identity map's back.
-        .execution_options(populate_existing=True)
+    alerts: dict[uuid.UUID, list[Row]] = defaultdict(list)
+    for row in session.execute(
+        select(
+            _GROUP_ALERTS.c.id,
+            _GROUP_ALERTS.c.group_id,
+            _GROUP_ALERTS.c.fingerprint,
+            _GROUP_ALERTS.c.labels,
+            _GROUP_ALERTS.c.annotations,
+            _GROUP_ALERTS.c.starts_at,
+            _GROUP_ALERTS.c.ends_at,
+            _GROUP_ALERTS.c.url,
+            _GROUP_ALERTS.c.one_shot,
+        ).where(_GROUP_ALERTS.c.group_id.in_({group.id for group in groups}))
     ):
         alerts[row.group_id].append(row)
     return FlushContext(
@@ -105,28 +143,29 @@ def _log_json(entry: NotificationLogEntry) -> dict:
     return {"sent_at": entry.sent_at.isoformat(), "firing": sorted(entry.firing), "resolved": sorted(entry.resolved)}
 
 
-def _deactivate(session: Session, group: NotificationGroup, rows: Sequence[NotificationGroupAlert]) -> None:
-    for row in rows:
-        session.delete(row)
-    group.active = False
-    group.next_flush_at = None
-
-
 @dataclass
 class _Planned:
-    """Rows a batch of flushes creates, inserted table by table (one executemany each, no ORM
-    objects: nothing reads them back in this transaction)."""
+    """Rows a batch of flushes creates or removes, written table by table (one statement or
+    executemany each, no ORM objects: nothing reads them back in this transaction)."""
 
     notifications: list[dict] = field(default_factory=list)
     alerts: list[dict] = field(default_factory=list)
     deliveries: list[dict] = field(default_factory=list)
+    # Ids of group alerts that leave their group.
+    gone_alerts: list[uuid.UUID] = field(default_factory=list)
 
 
-def _flush(session: Session, group: NotificationGroup, ctx: FlushContext, now: datetime, planned: _Planned, link_base):
+def _deactivate(group: Group) -> None:
+    group.active = False
+    group.next_flush_at = None
+
+
+def _flush(group: Group, ctx: FlushContext, now: datetime, planned: _Planned, link_base: str) -> None:
     rule = ctx.rules.get(group.rule_id)
     rows = ctx.alerts.get(group.id, [])
     if rule is None or rule.deleted_at is not None or not rule.enabled or not rows:
-        _deactivate(session, group, rows)
+        planned.gone_alerts.extend(row.id for row in rows)
+        _deactivate(group)
         return
     alerts = [records.alert_of(row) for row in rows]
     timing = GroupTiming.from_seconds(rule.group_wait_s, rule.group_interval_s, rule.repeat_interval_s)
@@ -178,16 +217,15 @@ def _flush(session: Session, group: NotificationGroup, ctx: FlushContext, now: d
     group.last_flush_at = now
     group.next_flush_at = timer.next_flush_at
     leaving = timer.drop_resolved | (frozenset() if muted else one_shot)
-    gone = [row for alert, row in zip(alerts, rows, strict=True) if alert.fingerprint in leaving]
-    for row in gone:
-        session.delete(row)
+    gone = [row.id for alert, row in zip(alerts, rows, strict=True) if alert.fingerprint in leaving]
+    planned.gone_alerts.extend(gone)
     if len(gone) == len(rows):
-        _deactivate(session, group, [])
+        _deactivate(group)
 
 
 def _notify(
     planned: _Planned,
-    group: NotificationGroup,
+    group: Group,
     rule: NotificationRule,
     entries: list[tuple[NotificationChannel, FlushDecision]],
     keys: dict[str, str],
@@ -238,12 +276,16 @@ def _notify(
     )
 
 
-def flush_groups(session: Session, groups: Sequence[NotificationGroup], now: datetime, link_base: str):
+# What a flush changes on a group.
+_FLUSHED_COLUMNS = ("active", "last_flush_at", "next_flush_at", "notification_log")
+
+
+def flush_groups(session: Session, groups: Sequence[Group], now: datetime, link_base: str) -> list[uuid.UUID]:
     """Flush locked groups; returns the ids of the deliveries created (to dispatch after commit)."""
     ctx = load_context(session, groups, now)
     planned = _Planned()
     for group in groups:
-        _flush(session, group, ctx, now, planned, link_base)
+        _flush(group, ctx, now, planned, link_base)
     # Notifications first, for the foreign keys. Core inserts of plain rows: an ORM bulk insert would
     # spend more Python per row than the database spends storing it.
     for model, rows in (
@@ -253,20 +295,28 @@ def flush_groups(session: Session, groups: Sequence[NotificationGroup], now: dat
     ):
         if rows:
             session.execute(insert(model.__table__), rows)
-    session.flush()
+    if planned.gone_alerts:
+        session.execute(delete(_GROUP_ALERTS).where(_GROUP_ALERTS.c.id.in_(planned.gone_alerts)))
+    session.execute(
+        update(_GROUPS)
+        .where(_GROUPS.c.id == bindparam("b_id"))
+        .values({name: bindparam(f"b_{name}") for name in _FLUSHED_COLUMNS}),
+        [{"b_id": group.id, **{f"b_{name}": getattr(group, name) for name in _FLUSHED_COLUMNS}} for group in groups],
+    )
     return [delivery["id"] for delivery in planned.deliveries]
+
 
 
 def flush_due_groups(session: Session, now: datetime, link_base: str, limit: int = 200) -> tuple[list[uuid.UUID], int]:
     """Flush up to `limit` due groups; SKIP LOCKED lets concurrent flushes and event handlers share
     the work without waiting on each other. Returns (delivery ids, groups flushed)."""
-    groups = session.scalars(
-        select(NotificationGroup)
-        .where(NotificationGroup.active.is_(True), NotificationGroup.next_flush_at <= now)
-        .order_by(NotificationGroup.next_flush_at)
+    groups = load_groups(
+        session,
+        select_groups(_GROUPS.c.active.is_(True), _GROUPS.c.next_flush_at <= now)
+        .order_by(_GROUPS.c.next_flush_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+        .with_for_update(skip_locked=True),
+    )
     if not groups:
         return [], 0
     return flush_groups(session, groups, now, link_base), len(groups)

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, exists, null, select, update
+from sqlalchemy import bindparam, case, exists, null, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from services.notifier.domain import flushing, muting, rules
 from services.notifier.domain.alerts import Alert
+from services.notifier.domain.flushing import Group
 from services.notifier.domain.grouping import GroupState, GroupTiming, group_key, group_labels, next_flush_at
 from services.notifier.domain.mute_windows import is_muted
 from services.notifier.domain.silences import is_silenced
@@ -32,6 +33,8 @@ from shared.db.models import (
     OutboxEvent,
     Project,
 )
+
+_GROUPS = NotificationGroup.__table__
 
 # Severity of events that do not state one.
 DEFAULT_SEVERITY = {
@@ -131,67 +134,65 @@ def _group_row(rule: NotificationRule, key: str, found: EventAlert, now: datetim
     }
 
 
-def _upsert_groups(session: Session, targets: list[Target], now: datetime) -> list[NotificationGroup]:
+def _upsert_groups(session: Session, targets: list[Target], now: datetime) -> None:
     """Create the firing alerts' groups, or restart those whose alerts had all resolved — as a new
-    group with its own group_wait (Alertmanager deletes and recreates it) — in one upsert that
-    row-locks them in the given order, so flushes and other events wait."""
-    statement = upsert_insert(session, NotificationGroup)
-    table, new = NotificationGroup.__table__.c, statement.excluded
+    group with its own group_wait (Alertmanager deletes and recreates it) — row-locking them in the
+    given order, so flushes and other events wait."""
+    statement = upsert_insert(session, _GROUPS)
+    new = statement.excluded
 
     def kept_unless_restarted(column: str, restarted):
-        return case((table.active, table[column]), else_=restarted)
+        return case((_GROUPS.c.active, _GROUPS.c[column]), else_=restarted)
 
-    statement = statement.on_conflict_do_update(
-        index_elements=["rule_id", "group_key"],
-        set_={
-            "active": True,
-            "created_at": kept_unless_restarted("created_at", new.created_at),
-            "first_alert_starts_at": kept_unless_restarted("first_alert_starts_at", new.first_alert_starts_at),
-            "last_flush_at": kept_unless_restarted("last_flush_at", null()),
-            "next_flush_at": kept_unless_restarted("next_flush_at", new.next_flush_at),
-        },
-    )
-    # A list of parameter sets, not a multi-row VALUES: the statement is compiled once and cached,
-    # and SQLAlchemy still sends the batch as one multi-row INSERT.
-    return list(
-        session.scalars(
-            statement.returning(NotificationGroup),
-            [_group_row(rule, key, found, now) for rule, key, found in targets],
-            execution_options={"populate_existing": True},
-        )
+    # An executemany without RETURNING: one short statement that the drivers cache and pipeline.
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["rule_id", "group_key"],
+            set_={
+                "active": True,
+                "created_at": kept_unless_restarted("created_at", new.created_at),
+                "first_alert_starts_at": kept_unless_restarted("first_alert_starts_at", new.first_alert_starts_at),
+                "last_flush_at": kept_unless_restarted("last_flush_at", null()),
+                "next_flush_at": kept_unless_restarted("next_flush_at", new.next_flush_at),
+            },
+        ),
+        [_group_row(rule, key, found, now) for rule, key, found in targets],
     )
 
 
-def _active_group(session: Session, rule: NotificationRule, key: str) -> NotificationGroup | None:
-    """A resolved alert only finds an active group (row-locked); it never creates one."""
-    return session.scalar(
-        select(NotificationGroup)
-        .where(NotificationGroup.rule_id == rule.id, NotificationGroup.group_key == key, NotificationGroup.active)
+def _lock_active_groups(session: Session, pairs: list[tuple[uuid.UUID, str]]) -> None:
+    """A resolved alert only finds an active group (row-locked here); it never creates one."""
+    session.execute(
+        select(_GROUPS.c.id)
+        .where(tuple_(_GROUPS.c.rule_id, _GROUPS.c.group_key).in_(pairs), _GROUPS.c.active.is_(True))
+        .order_by(_GROUPS.c.rule_id, _GROUPS.c.group_key)
         .with_for_update()
-        .execution_options(populate_existing=True)
     )
 
 
-def _lock_groups(
-    session: Session, targets: list[Target], now: datetime
-) -> dict[tuple[uuid.UUID, str], NotificationGroup | None]:
-    """The group of every target, locked. Groups are locked in one global order (rule, key), so
-    concurrent handlers cannot deadlock on them; a run of groups with a firing alert is one statement."""
+def _lock_groups(session: Session, targets: list[Target], now: datetime) -> dict[tuple[uuid.UUID, str], Group]:
+    """The active group of every target, locked. Groups are locked in one global order (rule, key), so
+    concurrent handlers cannot deadlock on them; each run of groups with or without a firing alert is
+    one statement. Targets with only resolved alerts and no active group have none."""
     deciding: dict[tuple[uuid.UUID, str], Target] = {}
     # Firing sorts before resolved: a group with any firing alert in the batch is created.
     for target in sorted(targets, key=lambda target: (target[0].id, target[1], target[2].resolved)):
         deciding.setdefault((target[0].id, target[1]), target)
-    groups: dict[tuple[uuid.UUID, str], NotificationGroup | None] = {}
     for firing, run in itertools.groupby(deciding.values(), key=lambda target: not target[2].resolved):
         if firing:
-            upserted = _upsert_groups(session, list(run), now)
-            groups.update(((group.rule_id, group.group_key), group) for group in upserted)
+            _upsert_groups(session, list(run), now)
         else:
-            groups.update(((rule.id, key), _active_group(session, rule, key)) for rule, key, _ in run)
-    return groups
+            _lock_active_groups(session, [(rule.id, key) for rule, key, _ in run])
+    groups = flushing.load_groups(
+        session,
+        flushing.select_groups(
+            tuple_(_GROUPS.c.rule_id, _GROUPS.c.group_key).in_(list(deciding)), _GROUPS.c.active.is_(True)
+        ),
+    )
+    return {(group.rule_id, group.group_key): group for group in groups}
 
 
-def _alert_row(group: NotificationGroup, found: EventAlert, now: datetime) -> dict[str, Any]:
+def _alert_row(group: Group, found: EventAlert, now: datetime) -> dict[str, Any]:
     alert = found.alert
     return {
         "id": uuid.uuid4(),
@@ -206,11 +207,11 @@ def _alert_row(group: NotificationGroup, found: EventAlert, now: datetime) -> di
     }
 
 
-def _store_alerts(session: Session, stored: list[tuple[NotificationGroup, EventAlert]], now: datetime) -> None:
+def _store_alerts(session: Session, stored: list[tuple[Group, EventAlert]], now: datetime) -> None:
     """Firing alerts are upserted, resolved ones get their end time, a statement (or one executemany)
     for each per round. An alert seen twice in a batch (firing, then resolved) starts a new round, so
     the events apply in their order."""
-    rounds: list[list[tuple[NotificationGroup, EventAlert]]] = []
+    rounds: list[list[tuple[Group, EventAlert]]] = []
     seen: set[tuple[uuid.UUID, str]] = set()
     for group, found in stored:
         if not rounds or (group.id, found.key) in seen:
@@ -263,10 +264,18 @@ def handle_events(session: Session, event_ids: list[uuid.UUID], now: datetime, l
     claimed = _claim_events(session, event_ids, now)
     if not claimed:
         return []
-    batch = session.scalars(
-        select(OutboxEvent)
-        .where(OutboxEvent.id.in_(claimed), OutboxEvent.organization_id.is_not(None))
-        .order_by(OutboxEvent.created_at)
+    outbox = OutboxEvent.__table__
+    batch = session.execute(
+        select(
+            outbox.c.id,
+            outbox.c.event_type,
+            outbox.c.payload,
+            outbox.c.organization_id,
+            outbox.c.project_id,
+            outbox.c.created_at,
+        )
+        .where(outbox.c.id.in_(claimed), outbox.c.organization_id.is_not(None))
+        .order_by(outbox.c.created_at)
     ).all()
     rules_by_org = rules.live_rules(session, {event.organization_id for event in batch})
     project_ids = {event.project_id for event in batch if event.project_id and rules_by_org.get(event.organization_id)}
@@ -283,10 +292,9 @@ def handle_events(session: Session, event_ids: list[uuid.UUID], now: datetime, l
     if not targets:
         return []
     groups = _lock_groups(session, targets, now)
-    stored = [(groups[(rule.id, key)], found) for rule, key, found in targets if groups[(rule.id, key)] is not None]
+    stored = [(groups[(rule.id, key)], found) for rule, key, found in targets if (rule.id, key) in groups]
     _store_alerts(session, stored, now)
-    due = [group for group in groups.values() if group is not None and group.next_flush_at <= now]
-    session.flush()
+    due = [group for group in groups.values() if group.next_flush_at <= now]
     return flushing.flush_groups(session, due, now, link_base) if due else []
 
 

@@ -14,10 +14,11 @@ from sqlalchemy import Row
 
 from services.notifier.domain.alerts import Alert
 from services.notifier.domain.messages import Notification as Message
-from shared.db.models import Notification, NotificationGroupAlert
+from shared.db.models import Notification
 
 
-def alert_of(row: NotificationGroupAlert) -> Alert:
+def alert_of(row: Row) -> Alert:
+    """The alert of a row of notification_group_alerts."""
     return Alert(
         labels=row.labels, starts_at=row.starts_at, ends_at=row.ends_at, annotations=row.annotations, url=row.url
     )
