@@ -251,9 +251,10 @@ async def post(
                         break
                     body.extend(chunk)
             except TimeoutError:
-                # A receiver trickling bytes must not hold the worker past the overall budget; its status
-                # has arrived, so that is the answer.
-                pass
+                # A receiver trickling bytes must not hold the worker past the overall budget: what came in
+                # time is the answer. One silent after its headers has timed out.
+                if not body:
+                    raise
             # Leaving the block keeps a connection read to its end in the pool and closes one cut short.
     finally:
         pool.users -= 1
@@ -281,10 +282,12 @@ class _PinnedResolver(AbstractResolver):
             flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
         )
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         if host.rstrip(".") != self.host:
             raise OSError(f"{host} was not vetted")
-        return [{**self.answer, "port": port}]
+        return [ResolveResult({**self.answer, "port": port})]
 
     async def close(self) -> None:
         pass

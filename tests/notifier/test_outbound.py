@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -185,32 +185,48 @@ def test_answers_are_read_as_sent_never_decompressed(receiver: Receiver):
 
 
 @pytest.fixture
-def trickling_port() -> Iterator[int]:
-    """A receiver that sends its status and headers at once, then one body byte every 0.1 s."""
-    listener = socket.create_server(("127.0.0.1", 0))
+def raw_receiver() -> Iterator[Callable[[bool], int]]:
+    """Answers one request with a 503's status line and headers at once, then the body one byte every
+    0.1 s (trickling) or nothing at all; returns the port."""
+    listeners: list[socket.socket] = []
 
-    def serve() -> None:
-        connection, _ = listener.accept()
-        with connection:
-            connection.recv(65536)
-            connection.sendall(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 1000\r\n\r\n")
-            with contextlib.suppress(OSError):
-                for _ in range(1000):
-                    connection.sendall(b"x")
+    def start(trickle: bool) -> int:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listeners.append(listener)
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            with connection, contextlib.suppress(OSError):
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 1000\r\n\r\n")
+                for _ in range(30):
+                    if trickle:
+                        connection.sendall(b"x")
                     time.sleep(0.1)
 
-    threading.Thread(target=serve, daemon=True).start()
-    yield listener.getsockname()[1]
-    listener.close()
+        threading.Thread(target=serve, daemon=True).start()
+        return listener.getsockname()[1]
+
+    yield start
+    for listener in listeners:
+        listener.close()
 
 
-def test_a_trickling_answer_is_cut_at_the_timeout(trickling_port: int):
+def test_a_trickling_answer_is_cut_at_the_timeout(raw_receiver: Callable[[bool], int]):
     policy = OutboundPolicy(allowlist=["127.0.0.1"], timeout_seconds=0.5)
     started = time.monotonic()
-    response = _post(f"http://127.0.0.1:{trickling_port}/hook", policy)
+    response = _post(f"http://127.0.0.1:{raw_receiver(True)}/hook", policy)
     # The status arrived in time, so it is the answer, with what of the body came within the budget.
     assert response.status_code == 503
     assert 0 < len(response.body) < 20
+    assert time.monotonic() - started < 2
+
+
+def test_an_answer_silent_after_its_headers_times_out(raw_receiver: Callable[[bool], int]):
+    policy = OutboundPolicy(allowlist=["127.0.0.1"], timeout_seconds=0.5)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        _post(f"http://127.0.0.1:{raw_receiver(False)}/hook", policy)
     assert time.monotonic() - started < 2
 
 
