@@ -34,6 +34,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, TypeVar
 
 import aiohttp
@@ -81,6 +82,7 @@ class OutboundPolicy:
     # DNS lookup; replaceable only because DNS is the edge of the world in tests.
     resolver: Resolver = field(default=system_resolver)
 
+    @cached_property
     def split_allowlist(self) -> tuple[list[IPNetwork], set[str]]:
         """(networks, hostnames): entries that parse as an IP or CIDR are networks, the rest names."""
         networks: list[IPNetwork] = []
@@ -172,15 +174,15 @@ def vet_host(host: str, port: int, policy: OutboundPolicy) -> IPAddress:
     returns the address to connect to."""
     host = host.lower().rstrip(".")
     try:
-        # A scope suffix ("fe80::1%eth0") is not part of the address.
-        resolved = policy.resolver(host, port)
+        # A scope suffix ("fe80::1%eth0") is not part of the address; an IP literal needs no lookup.
+        resolved = [host] if _is_ip_literal(host) else policy.resolver(host, port)
         addresses = tuple(ipaddress.ip_address(address.split("%")[0]) for address in resolved)
     except (OSError, UnicodeError) as exc:
         raise ResolutionFailed(f"cannot resolve {host}: {exc}") from None
     if not addresses:
         raise ResolutionFailed(f"{host} resolved to no address")
 
-    networks, hostnames = policy.split_allowlist()
+    networks, hostnames = policy.split_allowlist
     if host not in hostnames:
         for address in addresses:
             if not is_public_address(address) and not _is_allowlisted(address, networks):

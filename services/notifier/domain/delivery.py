@@ -21,7 +21,6 @@ webhook URLs and SMTP passwords are secrets and never appear in results.
 from __future__ import annotations
 
 import base64
-import json
 import random
 import re
 import secrets as token_source
@@ -34,9 +33,11 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 import aiohttp
+import orjson
 from standardwebhooks import Webhook
 from yarl import URL
 
@@ -234,6 +235,12 @@ def generate_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(token_source.token_bytes(32)).decode()
 
 
+@lru_cache(maxsize=256)
+def _signer(secret: str) -> Webhook:
+    # Decoding the secret is most of a signature's cost; channels are few, deliveries many.
+    return Webhook(secret)
+
+
 def webhook_signature_headers(
     message_id: str, body: bytes, signing_secrets: Sequence[str], timestamp: datetime
 ) -> dict[str, str]:
@@ -243,7 +250,7 @@ def webhook_signature_headers(
         raise ValueError("at least one signing secret is required")
     moment = timestamp.astimezone(UTC)
     payload = body.decode("utf-8")
-    signatures = [Webhook(secret).sign(message_id, moment, payload) for secret in signing_secrets]
+    signatures = [_signer(secret).sign(message_id, moment, payload) for secret in signing_secrets]
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(int(moment.timestamp())),
@@ -290,7 +297,7 @@ async def send_webhook(
 
 async def send_slack(webhook_url: str, payload: Mapping[str, Any], *, policy: OutboundPolicy) -> DeliveryResult:
     """POST Block Kit (`messages.render_slack`) to an incoming-webhook URL (the URL is the secret)."""
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    body = orjson.dumps(payload)
     headers = {"content-type": "application/json; charset=utf-8", "user-agent": USER_AGENT}
     return await _post_and_classify(webhook_url, body, headers, policy)
 

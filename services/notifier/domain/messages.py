@@ -7,7 +7,6 @@ exactly what the first attempt sent (same webhook body, same email Message-ID).
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,6 +14,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from types import MappingProxyType
 from typing import Any
+
+import orjson
 
 from services.notifier.domain.alerts import Alert, AlertStatus, common_labels, severity_rank
 
@@ -291,4 +292,5 @@ def webhook_payload(notification: Notification) -> dict[str, Any]:
 
 
 def render_webhook(notification: Notification) -> bytes:
-    return json.dumps(webhook_payload(notification), separators=(",", ":"), ensure_ascii=False).encode()
+    # Compact UTF-8 JSON; orjson renders it several times faster than the stdlib, on every attempt.
+    return orjson.dumps(webhook_payload(notification))
