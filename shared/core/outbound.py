@@ -34,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, TypeVar
 
 import aiohttp
@@ -176,7 +176,7 @@ def vet_host(host: str, port: int, policy: OutboundPolicy) -> IPAddress:
     try:
         # A scope suffix ("fe80::1%eth0") is not part of the address; an IP literal needs no lookup.
         resolved = [host] if _is_ip_literal(host) else policy.resolver(host, port)
-        addresses = tuple(ipaddress.ip_address(address.split("%")[0]) for address in resolved)
+        addresses = tuple(_address(address.split("%")[0]) for address in resolved)
     except (OSError, UnicodeError) as exc:
         raise ResolutionFailed(f"cannot resolve {host}: {exc}") from None
     if not addresses:
@@ -197,9 +197,15 @@ def vet_host(host: str, port: int, policy: OutboundPolicy) -> IPAddress:
     return ip
 
 
+@lru_cache(maxsize=1024)
+def _address(text: str) -> IPAddress:
+    # Parsing is pure Python (microseconds) and every send parses its destination: addresses repeat.
+    return ipaddress.ip_address(text)
+
+
 def _is_ip_literal(host: str) -> bool:
     try:
-        ipaddress.ip_address(host)
+        _address(host)
     except ValueError:
         return False
     return True
