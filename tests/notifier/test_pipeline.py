@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from services.notifier.domain import dispatch, flushing, ingest, periodic
 from shared.core import events
 from shared.core.crypto import SecretBox
 from shared.db.base import utcnow
+from shared.db.migrate import upgrade
 from shared.db.models import (
     Delivery,
     DeliveryAttempt,
@@ -24,6 +26,8 @@ from shared.db.models import (
     NotifierPeriodicRun,
     NotifierProcessedEvent,
 )
+from shared.db.session import Database
+from tests import factories
 from tests.notifier.builders import make_channel, make_rule
 from tests.notifier.conftest import Receiver, Reply, SmtpServer
 
@@ -61,9 +65,29 @@ class Pipeline:
         return [self.attempt(delivery_id, at) for delivery_id in delivery_ids]
 
 
+@pytest.fixture(scope="module")
+def embedded_database(tmp_path_factory) -> Database:
+    """The embedded default's database (a SQLite file), migrated once for the module."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('embedded') / 'tessera.db'}"
+    upgrade(url)
+    return Database(url)
+
+
 @pytest.fixture
-def pipeline(db_session, settings, tenant) -> Pipeline:
-    return Pipeline(db_session, settings, tenant)
+def pipeline(request, settings) -> Iterator[Pipeline]:
+    """On PostgreSQL in the test's rolled-back transaction; tests marked with `ON_BOTH` run again on
+    the embedded SQLite default (each with its own tenant), where the set-based SQL must hold too."""
+    if getattr(request, "param", "postgresql") == "postgresql":
+        yield Pipeline(request.getfixturevalue("db_session"), settings, request.getfixturevalue("tenant"))
+        return
+    session = request.getfixturevalue("embedded_database").sessionmaker()
+    try:
+        yield Pipeline(session, settings, factories.make_tenant(session, jwt_secret=settings.jwt_secret))
+    finally:
+        session.close()
+
+
+ON_BOTH = pytest.mark.parametrize("pipeline", ["postgresql", "sqlite"], indirect=True)
 
 
 @pytest.fixture
@@ -80,6 +104,7 @@ def _bodies(receiver: Receiver) -> list[dict]:
     return [json.loads(request.body) for request in receiver.requests]
 
 
+@ON_BOTH
 def test_twenty_alerts_within_group_wait_make_one_grouped_message(pipeline, receiver, now):
     channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
     make_rule(pipeline.session, pipeline.tenant, [channel], group_by=["model"], group_wait_s=30)
@@ -157,6 +182,7 @@ def test_resolved_messages_follow_send_resolved_per_channel(pipeline, receiver, 
     assert pipeline.flush(now + timedelta(hours=5)) == []
 
 
+@ON_BOTH
 def test_one_shot_events_are_notified_once_without_a_resolved_echo(pipeline, receiver, now):
     channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
     make_rule(pipeline.session, pipeline.tenant, [channel], event_types=["deployment.*"], group_wait_s=0)
@@ -224,6 +250,7 @@ def test_a_burst_is_handled_in_one_batch_and_each_event_once(pipeline, receiver,
     assert len(pipeline.session.scalars(select(Notification).where(Notification.rule_id.is_not(None))).all()) == 6
 
 
+@ON_BOTH
 def test_an_alert_firing_then_resolved_in_one_batch_ends_resolved(pipeline, receiver, now):
     channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
     make_rule(pipeline.session, pipeline.tenant, [channel], group_wait_s=30, group_by=["model"])
@@ -262,6 +289,7 @@ def _one_delivery(pipeline, receiver, now) -> uuid.UUID:
     return delivery_id
 
 
+@ON_BOTH
 def test_500_three_times_then_200_delivers_once_with_one_webhook_id(pipeline, receiver, now):
     receiver.script(Reply(500), Reply(500), Reply(500))
     delivery_id = _one_delivery(pipeline, receiver, now)
