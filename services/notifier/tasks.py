@@ -101,7 +101,7 @@ def sweep() -> None:
         delivery_ids = dispatch.due_for_dispatch(session, retry, utcnow())
     _queue_dispatch(delivery_ids)
     with database().session_scope() as session:
-        event_ids = ingest.unhandled_events(session, utcnow(), retry.requeue_after)
+        event_ids = ingest.sweep_unhandled_events(session, "notifier.sweep", utcnow(), retry.requeue_after)
         periodic.prune(session, utcnow())
     ids = [str(event_id) for event_id in event_ids]
     for start in range(0, len(ids), EVENT_BATCH):

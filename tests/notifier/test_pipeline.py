@@ -270,13 +270,33 @@ def test_an_alert_firing_then_resolved_in_one_batch_ends_resolved(pipeline, rece
     assert {alert["labels"]["n"]: alert["status"] for alert in body["alerts"]} == {"1": "resolved", "2": "firing"}
 
 
-def test_published_events_lost_with_the_broker_are_found_again(pipeline, now):
-    row = events.emit(pipeline.session, "drift.detected", {}, organization_id=pipeline.tenant.org_id)
-    row.published_at = now - timedelta(minutes=5)
-    pipeline.session.flush()
-    assert row.id in ingest.unhandled_events(pipeline.session, now, timedelta(minutes=1))
-    ingest.handle_events(pipeline.session, [row.id], now, LINK)
-    assert row.id not in ingest.unhandled_events(pipeline.session, now, timedelta(minutes=1))
+def test_published_events_lost_with_the_broker_are_found_again_from_the_sweeps_checkpoint(pipeline, now):
+    session, minute = pipeline.session, timedelta(minutes=1)
+    # A task row of its own: the sweep of a real beat elsewhere in the session keeps its checkpoint.
+    task = f"sweep-{uuid.uuid4()}"
+    periodic.claim_run(session, task, 1, now)
+
+    def publish(at: datetime) -> uuid.UUID:
+        row = events.emit(session, "drift.detected", {}, organization_id=pipeline.tenant.org_id)
+        row.published_at = at
+        session.flush()
+        return row.id
+
+    lost = publish(now - 5 * minute)
+    assert ingest.sweep_unhandled_events(session, task, now, minute) == [lost]
+    # Still unhandled: the checkpoint waits at it, and the next sweep finds it again.
+    assert periodic.checkpoint(session, task) == now - 5 * minute
+    assert ingest.sweep_unhandled_events(session, task, now, minute) == [lost]
+    ingest.handle_events(session, [lost], now, LINK)
+    assert ingest.sweep_unhandled_events(session, task, now, minute) == []
+    # Nothing left behind: later sweeps start two requeue periods back, not a day back.
+    assert periodic.checkpoint(session, task) == now - 2 * minute
+    forgotten = publish(now - 10 * minute)
+    # A relay that committed late (its published_at is up to one period old) is still caught.
+    late = publish(now - 90 * timedelta(seconds=1))
+    assert ingest.sweep_unhandled_events(session, task, now, minute) == [late]
+    # Without a checkpoint, the whole day is searched.
+    assert [row.id for row in ingest.unhandled_events(session, now, minute)] == [forgotten, late]
 
 
 # --- the delivery state machine ------------------------------------------------------------------

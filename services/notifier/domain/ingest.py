@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, exists, null, select, tuple_, update
+from sqlalchemy import Row, bindparam, case, exists, null, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from services.notifier.domain import flushing, muting, rules
+from services.notifier.domain import flushing, muting, periodic, rules
 from services.notifier.domain.alerts import Alert
 from services.notifier.domain.flushing import Group
 from services.notifier.domain.grouping import GroupState, GroupTiming, group_key, group_labels, next_flush_at
@@ -298,16 +298,24 @@ def handle_events(session: Session, event_ids: list[uuid.UUID], now: datetime, l
     return flushing.flush_groups(session, due, now, link_base) if due else []
 
 
-def unhandled_events(session: Session, now: datetime, older_than: timedelta, limit: int = 500) -> list[uuid.UUID]:
-    """Events the relay published a while ago that the notifier never processed: their messages were
-    lost (a Redis restart drops its queues). Only the last day is looked at."""
+# How far back lost events are looked for at most.
+LOST_EVENT_LOOK_BACK = timedelta(days=1)
+
+
+def unhandled_events(
+    session: Session, now: datetime, older_than: timedelta, *, since: datetime | None = None, limit: int = 500
+) -> list[Row]:
+    """Events the relay published a while ago (before `now - older_than`, after `since`) that the
+    notifier never processed: their messages were lost (a Redis restart drops its queues). Rows of id
+    and published_at, oldest first; only the last day is looked at."""
     processed = exists().where(NotifierProcessedEvent.event_id == OutboxEvent.id)
+    start = now - LOST_EVENT_LOOK_BACK if since is None else max(since, now - LOST_EVENT_LOOK_BACK)
     return list(
-        session.scalars(
-            select(OutboxEvent.id)
+        session.execute(
+            select(OutboxEvent.id, OutboxEvent.published_at)
             .where(
                 # A range on the index's leading column: cheap however long the outbox grows.
-                OutboxEvent.published_at >= now - timedelta(days=1),
+                OutboxEvent.published_at >= start,
                 OutboxEvent.published_at < now - older_than,
                 OutboxEvent.organization_id.is_not(None),
                 ~processed,
@@ -316,6 +324,16 @@ def unhandled_events(session: Session, now: datetime, older_than: timedelta, lim
             .limit(limit)
         )
     )
+
+
+def sweep_unhandled_events(session: Session, task: str, now: datetime, older_than: timedelta) -> list[uuid.UUID]:
+    """`unhandled_events` from the sweep's checkpoint on, so that a busy outbox is not scanned for a
+    whole day at every sweep; the checkpoint then moves to the oldest event still unhandled, or to
+    `2 * older_than` ago when there is none. The extra `older_than` is for a relay that commits late:
+    its events carry the publishing time it read before its transaction committed."""
+    found = unhandled_events(session, now, older_than, since=periodic.checkpoint(session, task))
+    periodic.move_checkpoint(session, task, found[0].published_at if found else now - 2 * older_than)
+    return [row.id for row in found]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import case, delete, update
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.dialect import upsert_insert
@@ -19,7 +19,7 @@ from shared.db.models import NotifierPeriodicRun, NotifierProcessedEvent
 
 # A tick this close to the previous run belongs to the same interval (beats drift by milliseconds).
 SAME_INTERVAL = 0.8
-# Past `ingest.unhandled_events`' one-day look-back, a processed-event row has no use left.
+# Past `ingest.LOST_EVENT_LOOK_BACK` (a day), a processed-event row has no use left.
 PROCESSED_EVENT_RETENTION = timedelta(days=2)
 _NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -48,3 +48,11 @@ def prune(session: Session, now: datetime) -> None:
     session.execute(
         delete(NotifierProcessedEvent).where(NotifierProcessedEvent.processed_at < now - PROCESSED_EVENT_RETENTION)
     )
+
+
+def checkpoint(session: Session, task: str) -> datetime | None:
+    return session.scalar(select(NotifierPeriodicRun.checkpoint).where(NotifierPeriodicRun.task == task))
+
+
+def move_checkpoint(session: Session, task: str, at: datetime) -> None:
+    session.execute(update(NotifierPeriodicRun).where(NotifierPeriodicRun.task == task).values(checkpoint=at))

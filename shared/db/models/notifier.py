@@ -258,3 +258,5 @@ class NotifierPeriodicRun(Base):
     # Runs claimed, and times asked: more asks than runs shows duplicates that were refused.
     runs: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     requests: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    # Where the task's next scan starts (the sweep: events published before it were all seen handled).
+    checkpoint: Mapped[datetime | None] = mapped_column(UTCDateTime)
