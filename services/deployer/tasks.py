@@ -22,16 +22,19 @@ events.subscribe(deployments.ROLLOUT_REQUESTED, "deployer.deploy")
 events.subscribe(deployments.SERVER_RETIRED, "deployer.stop")
 
 
-def _payload(event_id: str) -> dict:
+def _payloads(event_ids: list[str]) -> list[dict]:
+    """The events' payloads, in order; an event already pruned from the outbox (published longer ago
+    than its retention) is past any use and left out."""
     with database().session_scope() as session:
-        return session.get(OutboxEvent, uuid.UUID(event_id)).payload
+        rows = [session.get(OutboxEvent, uuid.UUID(event_id)) for event_id in event_ids]
+        return [row.payload for row in rows if row is not None]
 
 
 @celery_app.task(name="deployer.deploy", ignore_result=True)
 def deploy(event_ids: list[str]) -> None:
     """Carry out the rollouts the events asked for, one after the other."""
-    for event_id in event_ids:
-        _roll_out(uuid.UUID(_payload(event_id)["history_id"]))
+    for payload in _payloads(event_ids):
+        _roll_out(uuid.UUID(payload["history_id"]))
 
 
 def _roll_out(history_id: uuid.UUID) -> None:
@@ -69,8 +72,7 @@ def _roll_out(history_id: uuid.UUID) -> None:
 @celery_app.task(name="deployer.stop", ignore_result=True)
 def stop(event_ids: list[str]) -> None:
     manager = rollouts.process_manager(settings())
-    for event_id in event_ids:
-        payload = _payload(event_id)
+    for payload in _payloads(event_ids):
         rollouts.stop_retired(manager, payload["pid"], payload["port"])
 
 

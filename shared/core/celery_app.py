@@ -37,6 +37,7 @@ DISPATCH_QUEUE = "notifier.dispatch"
 _NOTIFIER_TICKS = get_settings()
 BEAT_SCHEDULE: dict[str, dict] = {
     "events-relay": {"task": "events.relay", "schedule": timedelta(seconds=2)},
+    "events-prune": {"task": "events.prune", "schedule": timedelta(hours=1), "options": {"expires": 3600}},
     # Group timers and the retry sweeper; a tick that waited longer than its interval is dropped.
     "notifier-flush": {
         "task": "notifier.flush",

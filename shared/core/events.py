@@ -14,10 +14,11 @@ import fnmatch
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import event, select, update
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.base import utcnow
@@ -118,3 +119,11 @@ def relay_pending(
         for start in range(0, len(event_ids), per_message):
             publish(task_name, event_ids[start : start + per_message])
     return len(rows)
+
+
+def prune_published(session: Session, before: datetime, *, limit: int) -> int:
+    """Delete up to `limit` events published before `before`; returns how many. Unpublished events stay,
+    however old."""
+    outbox = OutboxEvent.__table__
+    oldest = select(outbox.c.id).where(outbox.c.published_at < before).limit(limit)
+    return session.execute(delete(outbox).where(outbox.c.id.in_(oldest))).rowcount

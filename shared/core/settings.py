@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     sql_echo: bool = False
     db_pool_size: int = 10
 
+    # Published outbox events are deleted after this many days (beat prunes hourly); at least 2, past
+    # the notifier's one-day search for events whose messages were lost.
+    outbox_retention_days: int = Field(default=7, ge=2)
+
     # Outbound HTTP (webhooks, Slack): addresses allowed even though private/loopback.
     outbound_allowlist: list[str] = Field(default_factory=list)
 

@@ -3,10 +3,13 @@ its subscribers, keeping it for the next sweep when the broker fails."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select
 
 from shared.core import events
+from shared.db.base import utcnow
 from shared.db.models import OutboxEvent
 
 
@@ -64,3 +67,26 @@ def test_broker_failure_keeps_events_for_the_next_sweep(db_session, tenant, subs
     with tx_db.session_scope() as session:
         events.relay_pending(session, lambda task, event_ids: published.extend(event_ids))
     assert str(event.id) in published
+
+
+def test_pruning_deletes_events_published_before_the_cutoff_in_batches_and_keeps_unpublished_ones(
+    db_session, tenant
+):
+    now = utcnow()
+
+    def emit(published_days_ago: float | None) -> OutboxEvent:
+        row = events.emit(db_session, "test.created", {}, organization_id=tenant.org_id)
+        row.created_at = now - timedelta(days=10)
+        row.published_at = None if published_days_ago is None else now - timedelta(days=published_days_ago)
+        return row
+
+    old = [emit(8), emit(9), emit(10)]
+    recent, unpublished = emit(6), emit(None)
+    db_session.flush()
+    ids = [row.id for row in [*old, recent, unpublished]]
+    cutoff = now - timedelta(days=7)
+    assert events.prune_published(db_session, cutoff, limit=2) == 2
+    assert events.prune_published(db_session, cutoff, limit=2) == 1
+    assert events.prune_published(db_session, cutoff, limit=2) == 0
+    left = set(db_session.scalars(select(OutboxEvent.id).where(OutboxEvent.id.in_(ids))))
+    assert left == {recent.id, unpublished.id}
