@@ -87,7 +87,8 @@ def queue_maintenance(monitor_ids: Iterable[uuid.UUID]) -> None:
 
 @celery_app.task(name="monitor.maintain_prediction_log", ignore_result=True)
 def maintain_prediction_log(monitor_id: str) -> None:
-    """Purge a deleted monitor's files; else drop expired files, compact small ones, sweep orphans.
+    """Purge a deleted monitor's files; else drop expired files, compact small ones, sweep orphans and
+    replaced reference versions.
     Each step deletes files only after its index change committed, and the files it wrote if it failed."""
     upkeep = settings()
     store = get_artifact_store(upkeep)
@@ -118,9 +119,9 @@ def maintain_prediction_log(monitor_id: str) -> None:
     predictions.delete_files(store, compacted.replaced)
     with db.session_scope() as session:
         monitor = session.get(ModelMonitoring, uuid.UUID(monitor_id))
-        orphans = prediction_log.orphan_keys(
-            session, store, monitor, utcnow(), timedelta(seconds=upkeep.monitor_orphan_grace_s)
-        )
+        grace = timedelta(seconds=upkeep.monitor_orphan_grace_s)
+        orphans = prediction_log.orphan_keys(session, store, monitor, utcnow(), grace)
+        orphans += prediction_log.stale_reference_keys(session, store, monitor, utcnow(), grace)
     predictions.delete_files(store, orphans)
 
 

@@ -4,6 +4,7 @@ committed data (files deleted only after the commit), two workers compacting at 
 
 from __future__ import annotations
 
+import posixpath
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -134,6 +135,23 @@ def test_orphan_sweep_removes_unindexed_files_once_past_the_grace_period(db_sess
         store.write(key, [b"PAR1"])
     orphans = prediction_log.orphan_keys(db_session, store, monitor, DAY + timedelta(hours=1), timedelta(minutes=30))
     assert orphans == sorted([stale, legacy])
+
+
+def test_replaced_reference_versions_are_swept_once_past_the_grace_period(db_session, store, monitor):
+    folder = posixpath.dirname(monitor.reference_uri)
+    now = datetime.now(UTC)
+    replaced = [f"{folder}/20260301T000000-{uuid.uuid4().hex}{suffix}" for suffix in (".parquet", ".profile.npz")]
+    just_replaced = f"{folder}/{(now - timedelta(minutes=10)).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex}.parquet"
+    legacy = f"{folder}/{uuid.uuid4().hex}.parquet"  # named before the writing time was in the name
+    for key in (*replaced, just_replaced, legacy):
+        store.write(key, [b"PAR1"])
+    assert prediction_log.stale_reference_keys(db_session, store, monitor, now, timedelta(minutes=30)) == sorted(
+        [*replaced, legacy]
+    )
+    # The monitor's own version is never stale, however old.
+    later = prediction_log.stale_reference_keys(db_session, store, monitor, now + timedelta(days=1), timedelta(0))
+    assert monitor.reference_uri not in later and monitor.reference_profile_uri not in later
+    assert set(later) == {*replaced, just_replaced, legacy}
 
 
 def test_a_failed_index_write_leaves_no_file(db_session, store, monitor, tenant):

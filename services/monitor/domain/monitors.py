@@ -149,6 +149,7 @@ def _set_reference(
     project: Project,
     spec: MonitorCreate | MonitorUpdate,
     upload: ReferenceUpload | None,
+    now: datetime,
 ) -> None:
     """Read the new reference (an upload, a run's artifact, or the stored one when only the columns
     change), infer the schema and profile it once."""
@@ -175,7 +176,7 @@ def _set_reference(
     )
     monitor.column_schema = schema
     monitor.reference_uri, monitor.reference_profile_uri = reference.store_reference(
-        store, reference.monitor_prefix(project.organization_id, project.id, monitor.id), table, schema
+        store, reference.monitor_prefix(project.organization_id, project.id, monitor.id), table, schema, now
     )
 
 
@@ -209,7 +210,7 @@ def create_monitor(
         created_at=now,
         updated_at=now,
     )
-    _set_reference(session, access, store, monitor, project, spec, upload)
+    _set_reference(session, access, store, monitor, project, spec, upload, now)
     _schedule(monitor, spec, now)
     session.add(monitor)
     session.flush()
@@ -244,7 +245,7 @@ def update_monitor(
         monitor.min_rows = spec.min_rows
     reprofile = upload is not None or spec.reference_run is not None or "prediction_column" in spec.model_fields_set
     if reprofile or spec.columns is not None or spec.features is not None:
-        _set_reference(session, access, store, monitor, project, spec, upload)
+        _set_reference(session, access, store, monitor, project, spec, upload, now)
     if spec.schedule_cron is not None or spec.schedule_interval_s is not None:
         _schedule(monitor, spec, now)
     session.flush()

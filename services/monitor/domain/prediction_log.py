@@ -68,6 +68,10 @@ def purge_deleted(session: Session, monitor: ModelMonitoring) -> str | None:
     # A purged monitor has no reference any more: that is what keeps it out of `monitors_to_maintain`.
     monitor.reference_uri = monitor.reference_profile_uri = None
     session.flush()
+    return _monitor_prefix(session, monitor)
+
+
+def _monitor_prefix(session: Session, monitor: ModelMonitoring) -> str:
     project = session.get(Project, monitor.project_id)
     return reference.monitor_prefix(project.organization_id, project.id, monitor.id)
 
@@ -193,10 +197,20 @@ def orphan_keys(
     return sorted(key for key in stored if key not in indexed and _written_before(key, now - grace))
 
 
+def stale_reference_keys(
+    session: Session, store: ArtifactStore, monitor: ModelMonitoring, now: datetime, grace: timedelta
+) -> list[str]:
+    """Reference versions (data and profile) a newer one replaced, written before `now - grace`: a
+    check that started on an older version reads its profile once, at its start."""
+    current = {monitor.reference_uri, monitor.reference_profile_uri}
+    stored = store.find(reference.reference_folder(_monitor_prefix(session, monitor)))
+    return sorted(key for key in stored if key not in current and _written_before(key, now - grace))
+
+
 def _written_before(key: str, moment: datetime) -> bool:
     stamp = posixpath.basename(key).split("-", 1)[0]
     try:
-        written = datetime.strptime(stamp, predictions.KEY_TIME_FORMAT).replace(tzinfo=moment.tzinfo)
+        written = datetime.strptime(stamp, reference.KEY_TIME_FORMAT).replace(tzinfo=moment.tzinfo)
     except ValueError:
         return True
     return written < moment

@@ -39,9 +39,6 @@ from shared.db.models import ModelMonitoring, MonitorGroundTruth, MonitorPredict
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 # Files of a window are fetched concurrently: with S3 the latency, not the bytes, is what costs.
 _READ_THREADS = 8
-# The start of a file's name: when it was written (UTC), then its batch id.
-KEY_TIME_FORMAT = "%Y%m%dT%H%M%S"
-
 
 def prediction_column(monitor: ModelMonitoring) -> str:
     return monitor.config["prediction_column"]
@@ -176,7 +173,7 @@ def store_batch(
     key = safe_key(
         predictions_prefix(session, monitor),
         first_at.strftime("%Y/%m/%d/%H"),
-        f"{now.strftime(KEY_TIME_FORMAT)}-{batch_id.hex}.parquet",
+        f"{now.strftime(reference.KEY_TIME_FORMAT)}-{batch_id.hex}.parquet",
     )
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd", row_group_size=row_group_size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -107,20 +108,32 @@ def profile_bytes(table: pa.Table, schema: Mapping[str, Any]) -> bytes:
     return profile.to_bytes()
 
 
+# The start of a stored file's name: when it was written (UTC).
+KEY_TIME_FORMAT = "%Y%m%dT%H%M%S"
+
+
 def monitor_prefix(organization_id: uuid.UUID, project_id: uuid.UUID, monitor_id: uuid.UUID) -> str:
     """Where a monitor's files live in the artifact store (tenant first, like tracking's keys)."""
     return safe_key(organization_id.hex, project_id.hex, "monitors", monitor_id.hex)
 
 
-def store_reference(store: ArtifactStore, prefix: str, table: pa.Table, schema: Mapping[str, Any]) -> tuple[str, str]:
+def reference_folder(prefix: str) -> str:
+    """Where the versions of a monitor's reference (data and profile) are kept."""
+    return safe_key(prefix, "reference")
+
+
+def store_reference(
+    store: ArtifactStore, prefix: str, table: pa.Table, schema: Mapping[str, Any], now: datetime
+) -> tuple[str, str]:
     """Keep the reference (as Parquet, to re-profile when the schema changes) and its profile; returns
-    both keys. New keys per version, so a running check keeps reading the profile it started with."""
-    version = uuid.uuid4().hex
-    reference_key = safe_key(prefix, "reference", f"{version}.parquet")
+    both keys. New keys per version, so a running check keeps reading the profile it started with; the
+    names start with the writing time, so upkeep can tell a replaced version past its use."""
+    version = f"{now.strftime(KEY_TIME_FORMAT)}-{uuid.uuid4().hex}"
+    reference_key = safe_key(reference_folder(prefix), f"{version}.parquet")
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     store.write(reference_key, [buffer.getvalue()])
-    profile_key = safe_key(prefix, "reference", f"{version}.profile.npz")
+    profile_key = safe_key(reference_folder(prefix), f"{version}.profile.npz")
     store.write(profile_key, [profile_bytes(table, schema)])
     return reference_key, profile_key
 
