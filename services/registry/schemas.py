@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -18,6 +16,7 @@ from pydantic import (
 )
 
 from shared.core.auth import SCOPES
+from shared.core.fields import Timestamp
 
 # --- Identity, tenancy, API keys and the audit log ------------------------------------------------
 # Requests forbid unknown fields so a typo is a 422, not a silently ignored setting. Strings are bounded
@@ -36,15 +35,8 @@ ProjectRole = Literal["admin", "member", "viewer"]
 Scope = Literal[tuple(sorted(SCOPES))]
 
 
-def _in_utc(value: datetime) -> datetime:
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("timestamp out of range") from None
-
 
 # Time zone required (naive times are ambiguous) and normalised to UTC.
-Timestamp = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 class _Request(BaseModel):
