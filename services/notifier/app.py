@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from services.notifier.api import channels, deliveries, events, notifications, rules, silences
+from services.notifier.api import alertmanager, channels, deliveries, events, notifications, rules, silences
 from shared.core.settings import Settings
 from shared.core.web import build_app
 
@@ -18,6 +18,7 @@ ROUTERS: list[APIRouter] = [
     notifications.router,
     deliveries.router,
     events.router,
+    alertmanager.router,
 ]
 
 

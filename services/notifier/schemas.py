@@ -7,16 +7,17 @@ responses — except a webhook's signing secret, shown once when created or rota
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from shared.core.fields import Timestamp
 
 NO_NUL = r"^[^\x00]*$"
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=NO_NUL)]
 EventType = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+(\.[a-z0-9_*]+)*$|^\*$", max_length=100)]
-Timestamp = Annotated[AwareDatetime, AfterValidator(lambda value: value.astimezone(UTC))]
 Matcher = str | dict[str, Any]
 
 
@@ -306,3 +307,26 @@ class EventAccepted(BaseModel):
     id: uuid.UUID
     event_type: str
     created_at: datetime
+
+
+# Prometheus's label names; the values are any text.
+LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=200)]
+
+
+class PostableAlert(BaseModel):
+    """One alert of Alertmanager's API v2 (`postableAlert`), as Prometheus and Grafana post it."""
+
+    # Senders add fields of their own over time; Alertmanager ignores what it does not know.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    labels: dict[LabelName, str] = Field(min_length=1)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: Timestamp | None = Field(default=None, alias="startsAt")
+    ends_at: Timestamp | None = Field(default=None, alias="endsAt")
+    generator_url: Url | None = Field(default=None, alias="generatorURL")
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> PostableAlert:
+        if self.starts_at and self.ends_at and self.ends_at < self.starts_at:
+            raise ValueError("endsAt is before startsAt")
+        return self

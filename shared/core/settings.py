@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     notifier_backoff_base_s: float = 10.0
     notifier_backoff_cap_s: float = 1800.0
     notifier_max_attempts: int = 8
+    # Alerts posted to the Alertmanager API without an end time resolve this long after their last post
+    # (Alertmanager's resolve_timeout).
+    notifier_resolve_timeout_s: float = 300.0
 
     # Deployer: supervision tick, model-server start-up limit, the gateway's routing cache and its
     # prediction log (batched to the monitor's logging endpoint; empty URL = not logged).

@@ -231,3 +231,48 @@ def test_delivery_log_queries_and_redelivery(client, tenant, receiver: Receiver)
     assert refused.status_code == 400 and refused.json()["error_code"] == "INVALID_STATE"
     notification = client.get(f"/api/v1/notifications/{first['notification_id']}", headers=tenant.headers).json()
     assert notification["kind"] == "test"
+
+
+def test_alertmanager_api_takes_alerts_as_prometheus_posts_them(client, db_session, tenant):
+    now = datetime.now(UTC)
+    alerts = [
+        {
+            "labels": {"alertname": "HighLatency", "severity": "critical"},
+            "annotations": {"summary": "p99 above 1 s"},
+            "startsAt": (now - timedelta(minutes=5)).isoformat(),
+            "endsAt": (now + timedelta(minutes=4)).isoformat(),
+            "generatorURL": "http://prometheus:9090/graph",
+        },
+        # Resolved: Prometheus sends the time it stopped firing as endsAt.
+        {"labels": {"alertname": "DiskFull"}, "endsAt": (now - timedelta(seconds=30)).isoformat()},
+        # Without endsAt: firing until Alertmanager's resolve_timeout after this post.
+        {"labels": {"alertname": "QueueBacklog"}, "someFieldOfANewerPrometheus": True},
+    ]
+    posted = client.post("/api/v2/alerts", json=alerts, headers=tenant.headers)
+    assert posted.status_code == 200, posted.text
+    rows = db_session.scalars(
+        select(OutboxEvent).where(
+            OutboxEvent.organization_id == tenant.org_id, OutboxEvent.event_type == "custom.alertmanager"
+        )
+    ).all()
+    by_name = {row.payload["labels"]["alertname"]: row.payload for row in rows}
+    assert {name: payload["status"] for name, payload in by_name.items()} == {
+        "HighLatency": "firing",
+        "DiskFull": "resolved",
+        "QueueBacklog": "firing",
+    }
+    backlog_ends = datetime.fromisoformat(by_name["QueueBacklog"]["ends_at"])
+    assert now + timedelta(minutes=4) < backlog_ends < now + timedelta(minutes=6)
+
+    invalid = [
+        [{"labels": {}}],
+        [{"labels": {"alert-name": "dash is not a label name"}}],
+        [{"labels": {"alertname": "x"}, "startsAt": now.isoformat(), "endsAt": (now - timedelta(hours=1)).isoformat()}],
+        [{"labels": {"alertname": "x"}, "startsAt": "yesterday"}],
+        # At the calendar's edge: no UTC value exists.
+        [{"labels": {"alertname": "x"}, "endsAt": "9999-12-31T23:59:59-14:00"}],
+    ]
+    for body in invalid:
+        refused = client.post("/api/v2/alerts", json=body, headers=tenant.headers)
+        assert refused.status_code == 422 and refused.json()["error_code"], refused.text
+    assert client.post("/api/v2/alerts", json=alerts).status_code == 401

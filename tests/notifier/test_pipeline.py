@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from services.notifier.domain import dispatch, flushing, ingest, periodic
+from services.notifier.domain import dispatch, flushing, ingest, periodic, publishing
+from services.notifier.schemas import PostableAlert
 from shared.core import events
 from shared.core.crypto import SecretBox
 from shared.db.base import utcnow
@@ -28,7 +29,7 @@ from shared.db.models import (
 )
 from shared.db.session import Database
 from tests import factories
-from tests.notifier.builders import make_channel, make_rule
+from tests.notifier.builders import make_channel, make_rule, owner_access
 from tests.notifier.conftest import Receiver, Reply, SmtpServer
 
 LINK = "https://tessera.test"
@@ -297,6 +298,44 @@ def test_published_events_lost_with_the_broker_are_found_again_from_the_sweeps_c
     assert ingest.sweep_unhandled_events(session, task, now, minute) == [late]
     # Without a checkpoint, the whole day is searched.
     assert [row.id for row in ingest.unhandled_events(session, now, minute)] == [forgotten, late]
+
+
+def test_alerts_posted_as_prometheus_posts_them_fire_and_resolve_once_their_end_passes(pipeline, receiver, now):
+    channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
+    make_rule(
+        pipeline.session, pipeline.tenant, [channel], event_types=["custom.alertmanager"], group_wait_s=0,
+        group_interval_s=60, min_severity="critical",
+    )
+    minute = timedelta(minutes=1)
+
+    def post(at: datetime, ends_in: timedelta, severity: str = "critical") -> list[uuid.UUID]:
+        alert = PostableAlert.model_validate(
+            {
+                "labels": {"alertname": "HighLatency", "job": "api", "severity": severity},
+                "annotations": {"summary": "p99 above 1 s"},
+                "startsAt": now.isoformat(),
+                "endsAt": (at + ends_in).isoformat(),
+                "generatorURL": "http://prometheus:9090/graph?g0.expr=latency",
+            }
+        )
+        posted = publishing.post_alertmanager_alerts(
+            pipeline.session, owner_access(pipeline.session, pipeline.tenant), [alert], at, 5 * minute
+        )
+        return ingest.handle_events(pipeline.session, [row.id for row in posted], at, LINK)
+
+    pipeline.deliver(post(now, 4 * minute), now)
+    # Prometheus sends it again before its end: still firing, and its end moves on.
+    assert post(now + 3 * minute, 4 * minute) == []
+    assert all(pipeline.flush(now + tick * minute) == [] for tick in (1, 2, 3, 4, 5, 6))
+    assert post(now + 6 * minute, 4 * minute, severity="warning") == [], "below the rule's min_severity"
+    # Not posted again: resolved at the first tick past its end (3 + 4 minutes).
+    pipeline.deliver(pipeline.flush(now + 7 * minute), now + 7 * minute)
+    firing, resolved = _bodies(receiver)
+    assert firing["status"] == "firing" and resolved["status"] == "resolved"
+    [alert] = firing["alerts"]
+    assert alert["labels"]["alertname"] == "HighLatency" and alert["labels"]["severity"] == "critical"
+    assert alert["annotations"]["summary"] == "p99 above 1 s" and alert["url"].startswith("http://prometheus:9090/")
+    assert resolved["alerts"][0]["fingerprint"] == alert["fingerprint"]
 
 
 # --- the delivery state machine ------------------------------------------------------------------

@@ -96,7 +96,8 @@ def alert_from_event(
     status = _STATEFUL.get(event_type) or payload.get("status")
     resolved = status == "resolved"
     starts_at = _moment(payload.get("starts_at"), created_at)
-    ends_at = _moment(payload.get("ends_at"), created_at) if resolved else None
+    # A firing alert may say when it ends unless sent again (Alertmanager's endsAt): it resolves then.
+    ends_at = _moment(payload.get("ends_at"), created_at) if resolved or payload.get("ends_at") else None
     alert = Alert(labels=labels, starts_at=starts_at, ends_at=ends_at, annotations=annotations, url=payload.get("url"))
     return EventAlert(
         alert=alert,
@@ -201,6 +202,7 @@ def _alert_row(group: Group, found: EventAlert, now: datetime) -> dict[str, Any]
         "labels": dict(alert.labels),
         "annotations": dict(alert.annotations),
         "starts_at": alert.starts_at,
+        "ends_at": alert.ends_at,
         "url": alert.url,
         "one_shot": found.one_shot,
         "updated_at": now,
@@ -223,7 +225,7 @@ def _store_alerts(session: Session, stored: list[tuple[Group, EventAlert]], now:
         firing = [_alert_row(group, found, now) for group, found in current if not found.resolved]
         if firing:
             statement = upsert_insert(session, NotificationGroupAlert.__table__)
-            # Firing again (or still): fresh labels and annotations, the original start time.
+            # Firing again (or still): fresh labels, annotations and end time, the original start time.
             new = statement.excluded
             session.execute(
                 statement.on_conflict_do_update(
@@ -232,7 +234,7 @@ def _store_alerts(session: Session, stored: list[tuple[Group, EventAlert]], now:
                         "labels": new.labels,
                         "annotations": new.annotations,
                         "url": new.url,
-                        "ends_at": null(),
+                        "ends_at": new.ends_at,
                         "updated_at": now,
                     },
                 ),
