@@ -330,3 +330,34 @@ class PostableAlert(BaseModel):
         if self.starts_at and self.ends_at and self.ends_at < self.starts_at:
             raise ValueError("endsAt is before startsAt")
         return self
+
+
+class _Alertmanager(BaseModel):
+    # Alertmanager's JSON is camelCase.
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class AlertReceiver(_Alertmanager):
+    name: str
+
+
+class GettableAlertStatus(_Alertmanager):
+    state: Literal["active", "suppressed"]
+    silenced_by: list[str] = Field(alias="silencedBy")
+    # Tessera has no inhibition rules; the fields are there for clients that read them.
+    inhibited_by: list[str] = Field(default_factory=list, alias="inhibitedBy")
+    muted_by: list[str] = Field(default_factory=list, alias="mutedBy")
+
+
+class GettableAlert(_Alertmanager):
+    """One alert of Alertmanager's `GET /api/v2/alerts`."""
+
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: datetime = Field(alias="startsAt")
+    ends_at: datetime | None = Field(alias="endsAt")
+    updated_at: datetime = Field(alias="updatedAt")
+    generator_url: str | None = Field(alias="generatorURL")
+    fingerprint: str
+    receivers: list[AlertReceiver]
+    status: GettableAlertStatus

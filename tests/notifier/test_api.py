@@ -10,6 +10,8 @@ from sqlalchemy import select
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from services.notifier.domain import ingest
+from shared.db.base import utcnow
 from shared.db.models import AuditLog, NotificationChannel, OutboxEvent
 from tests.factories import make_member
 from tests.notifier.conftest import Receiver, Reply
@@ -276,3 +278,52 @@ def test_alertmanager_api_takes_alerts_as_prometheus_posts_them(client, db_sessi
         refused = client.post("/api/v2/alerts", json=body, headers=tenant.headers)
         assert refused.status_code == 422 and refused.json()["error_code"], refused.text
     assert client.post("/api/v2/alerts", json=alerts).status_code == 401
+
+
+def test_alertmanager_api_lists_firing_alerts_with_receivers_and_silences(client, db_session, tenant, other_tenant):
+    channel = _webhook(client, tenant, "http://127.0.0.1:9/hook")
+    for name in ("oncall", "audit"):
+        rule = {"name": name, "channel_ids": [channel["id"]], "event_types": ["custom.alertmanager"]}
+        assert client.post("/api/v1/rules", json=rule, headers=tenant.headers).status_code == 201
+    now = datetime.now(UTC)
+    alerts = [
+        {"labels": {"alertname": "HighLatency", "severity": "critical"}, "startsAt": now.isoformat()},
+        {"labels": {"alertname": "DiskFull", "severity": "warning"}, "startsAt": now.isoformat()},
+        {"labels": {"alertname": "Gone"}, "endsAt": (now - timedelta(minutes=1)).isoformat()},
+    ]
+    assert client.post("/api/v2/alerts", json=alerts, headers=tenant.headers).status_code == 200
+    # The handler a worker would run on the relayed events.
+    event_ids = db_session.scalars(
+        select(OutboxEvent.id).where(
+            OutboxEvent.organization_id == tenant.org_id, OutboxEvent.event_type == "custom.alertmanager"
+        )
+    ).all()
+    ingest.handle_events(db_session, list(event_ids), utcnow(), "https://tessera.test")
+    silence = {
+        "matchers": ['alertname="DiskFull"'],
+        "starts_at": now.isoformat(),
+        "ends_at": (now + timedelta(hours=1)).isoformat(),
+        "comment": "disk being replaced",
+    }
+    silence_id = client.post("/api/v1/silences", json=silence, headers=tenant.headers).json()["id"]
+
+    listed = client.get("/api/v2/alerts", headers=tenant.headers).json()
+    by_name = {alert["labels"]["alertname"]: alert for alert in listed}
+    assert set(by_name) == {"HighLatency", "DiskFull"}, "a resolved alert is not listed"
+    latency, disk = by_name["HighLatency"], by_name["DiskFull"]
+    assert [r["name"] for r in latency["receivers"]] == ["audit", "oncall"], "one entry per alert, every rule"
+    assert latency["status"] == {"state": "active", "silencedBy": [], "inhibitedBy": [], "mutedBy": []}
+    assert disk["status"]["state"] == "suppressed" and disk["status"]["silencedBy"] == [silence_id]
+    assert {"startsAt", "endsAt", "updatedAt", "generatorURL", "fingerprint"} <= set(latency)
+
+    def names(**params) -> list[str]:
+        answer = client.get("/api/v2/alerts", params=params, headers=tenant.headers)
+        assert answer.status_code == 200, answer.text
+        return sorted(alert["labels"]["alertname"] for alert in answer.json())
+
+    assert names(silenced="false") == ["HighLatency"]
+    assert names(active="false") == ["DiskFull"]
+    assert names(filter=['severity=~"crit.*"']) == ["HighLatency"]
+    assert names(receiver="on.*") == ["DiskFull", "HighLatency"] and names(receiver="nobody") == []
+    assert client.get("/api/v2/alerts", params={"filter": "severity=~("}, headers=tenant.headers).status_code == 400
+    assert client.get("/api/v2/alerts", headers=other_tenant.headers).json() == []
