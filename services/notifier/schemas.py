@@ -6,6 +6,7 @@ responses — except a webhook's signing secret, shown once when created or rota
 
 from __future__ import annotations
 
+import importlib.metadata
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -361,3 +362,66 @@ class GettableAlert(_Alertmanager):
     fingerprint: str
     receivers: list[AlertReceiver]
     status: GettableAlertStatus
+
+
+class AlertmanagerMatcher(_Alertmanager):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    value: Annotated[str, StringConstraints(max_length=2000, pattern=NO_NUL)]
+    is_regex: bool = Field(alias="isRegex")
+    is_equal: bool = Field(default=True, alias="isEqual")
+
+
+class PostableSilence(_Alertmanager):
+    """Alertmanager's `postableSilence` (amtool, Grafana). `createdBy` is taken, but the silence records
+    the caller's own identity."""
+
+    id: uuid.UUID | None = None
+    matchers: list[AlertmanagerMatcher] = Field(min_length=1)
+    starts_at: Timestamp = Field(alias="startsAt")
+    ends_at: Timestamp = Field(alias="endsAt")
+    created_by: Annotated[str, StringConstraints(max_length=320)] = Field(default="", alias="createdBy")
+    comment: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class SilenceCreated(_Alertmanager):
+    silence_id: uuid.UUID = Field(alias="silenceID")
+
+
+class SilenceStatus(_Alertmanager):
+    state: Literal["pending", "active", "expired"]
+
+
+class GettableSilence(_Alertmanager):
+    id: uuid.UUID
+    status: SilenceStatus
+    updated_at: datetime = Field(alias="updatedAt")
+    matchers: list[AlertmanagerMatcher]
+    starts_at: datetime = Field(alias="startsAt")
+    ends_at: datetime = Field(alias="endsAt")
+    created_by: str = Field(alias="createdBy")
+    comment: str
+
+
+class AlertmanagerStatus(_Alertmanager):
+    cluster: dict[str, Any]
+    version_info: dict[str, str] = Field(alias="versionInfo")
+    config: dict[str, str]
+    uptime: datetime
+
+    @classmethod
+    def for_tessera(cls, started_at: datetime) -> AlertmanagerStatus:
+        version = importlib.metadata.version("tessera")
+        return cls(
+            cluster={"name": "tessera", "status": "disabled", "peers": []},
+            version_info={
+                "version": version,
+                "revision": "",
+                "branch": "",
+                "buildUser": "",
+                "buildDate": "",
+                "goVersion": "",
+            },
+            # Routing lives in Tessera's rules (/api/v1/rules), not in an Alertmanager YAML file.
+            config={"original": ""},
+            uptime=started_at,
+        )

@@ -327,3 +327,53 @@ def test_alertmanager_api_lists_firing_alerts_with_receivers_and_silences(client
     assert names(receiver="on.*") == ["DiskFull", "HighLatency"] and names(receiver="nobody") == []
     assert client.get("/api/v2/alerts", params={"filter": "severity=~("}, headers=tenant.headers).status_code == 400
     assert client.get("/api/v2/alerts", headers=other_tenant.headers).json() == []
+
+
+def test_alertmanager_api_silences_as_amtool_uses_them(client, tenant, other_tenant):
+    now = datetime.now(UTC)
+    silence = {
+        "matchers": [
+            {"name": "alertname", "value": "DiskFull", "isRegex": False, "isEqual": True},
+            {"name": "instance", "value": "db-.*", "isRegex": True},
+        ],
+        "startsAt": now.isoformat(),
+        "endsAt": (now + timedelta(hours=2)).isoformat(),
+        "createdBy": "amtool",
+        "comment": "disk being replaced",
+    }
+    created = client.post("/api/v2/silences", json=silence, headers=tenant.headers)
+    assert created.status_code == 200, created.text
+    silence_id = created.json()["silenceID"]
+    one = client.get(f"/api/v2/silence/{silence_id}", headers=tenant.headers).json()
+    assert one["status"] == {"state": "active"} and one["comment"] == "disk being replaced"
+    assert one["matchers"] == [
+        {"name": "alertname", "value": "DiskFull", "isRegex": False, "isEqual": True},
+        {"name": "instance", "value": "db-.*", "isRegex": True, "isEqual": True},
+    ]
+    # The same silence as the v1 API's.
+    assert client.get(f"/api/v1/silences/{silence_id}", headers=tenant.headers).json()["state"] == "active"
+
+    def listed(*filters: str) -> list[str]:
+        answer = client.get("/api/v2/silences", params={"filter": list(filters)}, headers=tenant.headers)
+        assert answer.status_code == 200, answer.text
+        return [item["id"] for item in answer.json() if item["status"]["state"] == "active"]
+
+    assert listed() == [silence_id] and listed('alertname="DiskFull"') == [silence_id]
+    assert listed('alertname="Other"') == []
+
+    # Update: the old one expires, a new one replaces it.
+    update = {**silence, "id": silence_id, "comment": "longer"}
+    replaced = client.post("/api/v2/silences", json=update, headers=tenant.headers)
+    new_id = replaced.json()["silenceID"]
+    assert new_id != silence_id and listed() == [new_id]
+    assert client.get(f"/api/v2/silence/{silence_id}", headers=tenant.headers).json()["status"]["state"] == "expired"
+    assert client.delete(f"/api/v2/silence/{new_id}", headers=tenant.headers).status_code == 200
+    assert listed() == []
+
+    assert client.get(f"/api/v2/silence/{new_id}", headers=other_tenant.headers).status_code == 404
+    assert client.post("/api/v2/silences", json={**silence, "matchers": []}, headers=tenant.headers).status_code == 422
+    empty_matching = {**silence, "matchers": [{"name": "team", "value": ".*", "isRegex": True}]}
+    assert client.post("/api/v2/silences", json=empty_matching, headers=tenant.headers).status_code == 400
+
+    status = client.get("/api/v2/status", headers=tenant.headers).json()
+    assert status["cluster"]["status"] == "disabled" and status["versionInfo"]["version"]

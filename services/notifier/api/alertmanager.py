@@ -1,25 +1,39 @@
 """Alertmanager's API v2 for alerts: Prometheus, Grafana or anything else that alerts an Alertmanager
 can alert Tessera instead (`alerting.alertmanagers` pointed at Tessera, with an API key as the bearer
 credentials), and its alerts go through the same rules, grouping, silences and delivery; amtool and
-Grafana's Alertmanager data source list what is firing."""
+Grafana's Alertmanager data source list what is firing, and add, list and expire silences (the same
+silences as `/api/v1/silences`), in the caller's organization."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from services.notifier.domain import active_alerts, publishing
-from services.notifier.domain.matchers import parse_matcher
-from services.notifier.schemas import AlertReceiver, GettableAlert, GettableAlertStatus, PostableAlert
+from services.notifier.domain import active_alerts, muting, publishing
+from services.notifier.domain.matchers import MatchType, coerce_matchers, matches_all, parse_matcher
+from services.notifier.schemas import (
+    AlertmanagerMatcher,
+    AlertmanagerStatus,
+    AlertReceiver,
+    GettableAlert,
+    GettableAlertStatus,
+    GettableSilence,
+    PostableAlert,
+    PostableSilence,
+    SilenceCreated,
+    SilenceStatus,
+)
 from shared.core.deps import AccessDep, SessionDep, SettingsDep
 from shared.db.base import utcnow
+from shared.db.models import NotificationSilence
 
-router = APIRouter(prefix="/api/v2/alerts", tags=["alertmanager"])
+router = APIRouter(prefix="/api/v2", tags=["alertmanager"])
 
 
-@router.post("", status_code=200, summary="Post alerts (Alertmanager API v2)")
+@router.post("/alerts", status_code=200, summary="Post alerts (Alertmanager API v2)")
 def post_alerts(body: list[PostableAlert], session: SessionDep, access: AccessDep, settings: SettingsDep) -> None:
     """Each alert becomes a `custom.alertmanager` event; an `endsAt` in the past resolves it."""
     publishing.post_alertmanager_alerts(
@@ -27,7 +41,7 @@ def post_alerts(body: list[PostableAlert], session: SessionDep, access: AccessDe
     )
 
 
-@router.get("", response_model=list[GettableAlert], summary="List alerts (Alertmanager API v2)")
+@router.get("/alerts", response_model=list[GettableAlert], summary="List alerts (Alertmanager API v2)")
 def list_alerts(
     session: SessionDep,
     access: AccessDep,
@@ -66,3 +80,78 @@ def list_alerts(
         )
         for item in held
     ]
+
+
+@router.get("/silences", response_model=list[GettableSilence], summary="List silences (Alertmanager API v2)")
+def list_silences(
+    session: SessionDep,
+    access: AccessDep,
+    filter: Annotated[list[str], Query(description="label matchers a silence's own matchers must match")] = [],  # noqa: B006
+):
+    """A silence is listed when the labels its equality matchers name satisfy every filter (Alertmanager's
+    own reading of `filter` for silences)."""
+    filters = [parse_matcher(text) for text in filter]
+    listed = [_silence(row) for row in muting.list_silences(session, access, None)]
+    return [
+        silence
+        for silence in listed
+        if matches_all(filters, {m.name: m.value for m in silence.matchers if not m.is_regex and m.is_equal})
+    ]
+
+
+@router.post("/silences", response_model=SilenceCreated, summary="Create or replace a silence (Alertmanager API v2)")
+def post_silence(body: PostableSilence, session: SessionDep, access: AccessDep):
+    """With an `id`, the silence it names is expired and this one replaces it (under a new id)."""
+    now = utcnow()
+    if body.id is not None:
+        muting.expire_silence(session, access, body.id, now)
+    row = muting.create_silence(
+        session,
+        access,
+        organization_id=None,
+        matchers=[matcher.model_dump(by_alias=True) for matcher in body.matchers],
+        starts_at=body.starts_at,
+        ends_at=body.ends_at,
+        comment=body.comment,
+    )
+    return SilenceCreated(silence_id=row.id)
+
+
+@router.get("/silence/{silence_id}", response_model=GettableSilence, summary="One silence (Alertmanager API v2)")
+def get_silence(silence_id: uuid.UUID, session: SessionDep, access: AccessDep):
+    return _silence(muting.get_silence(session, access, silence_id))
+
+
+@router.delete("/silence/{silence_id}", status_code=200, summary="Expire a silence (Alertmanager API v2)")
+def delete_silence(silence_id: uuid.UUID, session: SessionDep, access: AccessDep) -> None:
+    muting.expire_silence(session, access, silence_id, utcnow())
+
+
+@router.get("/status", response_model=AlertmanagerStatus, summary="Status (Alertmanager API v2)")
+def status(access: AccessDep):
+    """What Grafana's data source checks; one logical Alertmanager, so no cluster."""
+    return AlertmanagerStatus.for_tessera(STARTED_AT)
+
+
+STARTED_AT = utcnow()
+
+
+def _silence(row: NotificationSilence) -> GettableSilence:
+    return GettableSilence(
+        id=row.id,
+        status=SilenceStatus(state=str(muting.to_silence(row).state_at(utcnow()))),
+        updated_at=row.updated_at,
+        matchers=[
+            AlertmanagerMatcher(
+                name=matcher.name,
+                value=matcher.value,
+                is_regex=matcher.type in (MatchType.REGEX, MatchType.NOT_REGEX),
+                is_equal=matcher.type in (MatchType.EQUAL, MatchType.REGEX),
+            )
+            for matcher in coerce_matchers(row.matchers)
+        ],
+        starts_at=row.starts_at,
+        ends_at=row.ends_at,
+        created_by=row.created_by,
+        comment=row.comment,
+    )
