@@ -3,17 +3,20 @@ a Celery worker and beat on the file-system broker), no PostgreSQL or Redis invo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import wait_for
+from tests.notifier.conftest import Receiver
 
 
 def _free_port() -> int:
@@ -33,11 +36,19 @@ def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
+@pytest.fixture
+def webhook_receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
-def test_up_serves_on_the_embedded_default_and_restarts_a_crashed_worker(tmp_path):
+def test_up_serves_on_the_embedded_default_restarts_a_crashed_worker_and_delivers_alerts(tmp_path, webhook_receiver):
     port = _free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("TESSERA_")}
     env["TESSERA_DATA_DIR"] = str(tmp_path / "data")
+    env["TESSERA_OUTBOUND_ALLOWLIST"] = '["127.0.0.1"]'
     log = (tmp_path / "up.log").open("w")
     up = subprocess.Popen(
         [sys.executable, "-m", "tessera", "up", "--port", str(port)],
@@ -70,6 +81,7 @@ def test_up_serves_on_the_embedded_default_and_restarts_a_crashed_worker(tmp_pat
         restarted = wait_for(lambda: next((pid for pid in worker_pids() if pid != worker), 0), 30, "a new worker")
         assert restarted != worker
         assert up.poll() is None, "tessera up must keep running when a child crashes"
+        _alert_reaches_a_webhook(base, env, webhook_receiver)
 
         up.send_signal(signal.SIGINT)
         up.wait(timeout=40)
@@ -85,3 +97,33 @@ def test_up_serves_on_the_embedded_default_and_restarts_a_crashed_worker(tmp_pat
             os.killpg(up.pid, signal.SIGKILL)
             up.wait()
         log.close()
+
+
+def _alert_reaches_a_webhook(base: str, env: dict[str, str], receiver: Receiver) -> None:
+    """An alert posted as Prometheus posts it travels outbox -> file-system broker -> the (restarted)
+    worker -> a signed webhook, with nothing but the embedded default."""
+
+    def cli(*arguments: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "tessera", *arguments], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    cli("user", "create", "--email", "ops@example.com", "--password", "correct-horse", "--org", "ops")
+    key = json.loads(cli("api-key", "create", "--email", "ops@example.com", "--scopes", "admin", "--json"))["key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    channel = httpx.post(
+        f"{base}/api/v1/channels",
+        json={"name": "hook", "type": "webhook", "url": receiver.url()},
+        headers=headers,
+    )
+    assert channel.status_code == 201, channel.text
+    rule = {"name": "all", "channel_ids": [channel.json()["id"]], "group_wait_s": 0}
+    assert httpx.post(f"{base}/api/v1/rules", json=rule, headers=headers).status_code == 201
+    alert = [{"labels": {"alertname": "HighLatency", "severity": "critical"}}]
+    assert httpx.post(f"{base}/api/v2/alerts", json=alert, headers=headers).status_code == 200
+    wait_for(lambda: receiver.requests, 60, "the webhook delivery")
+    [request] = receiver.requests
+    assert request.headers["webhook-signature"].startswith("v1,")
+    assert json.loads(request.body)["alerts"][0]["labels"]["alertname"] == "HighLatency"
