@@ -1,13 +1,22 @@
 """Tessera Notifier.
 
-Notification channels, rules, grouping, silences and reliable delivery.
+Notification channels, rules, grouping, silences, inhibition and reliable delivery; Alertmanager's API v2.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from services.notifier.api import alertmanager, channels, deliveries, events, notifications, rules, silences
+from services.notifier.api import (
+    alertmanager,
+    channels,
+    deliveries,
+    events,
+    inhibit_rules,
+    notifications,
+    rules,
+    silences,
+)
 from shared.core.settings import Settings
 from shared.core.web import build_app
 
@@ -15,6 +24,7 @@ ROUTERS: list[APIRouter] = [
     channels.router,
     rules.router,
     silences.router,
+    inhibit_rules.router,
     notifications.router,
     deliveries.router,
     events.router,

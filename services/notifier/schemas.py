@@ -241,6 +241,27 @@ class MuteWindowRead(_Read):
     updated_at: datetime
 
 
+class InhibitRuleCreate(_Request):
+    organization_id: uuid.UUID | None = None
+    name: Name
+    source_matchers: list[Matcher] = Field(min_length=1, description='e.g. ["severity=critical"]')
+    target_matchers: list[Matcher] = Field(min_length=1, description='e.g. ["severity=~warning|info"]')
+    equal: list[Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=200)]] = Field(
+        default_factory=list, description="Labels that must have the same value on source and target"
+    )
+
+
+class InhibitRuleRead(_Read):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    name: str
+    source_matchers: list[dict[str, Any]]
+    target_matchers: list[dict[str, Any]]
+    equal: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
 # --- notifications, deliveries, events ---------------------------------------------------------
 
 
@@ -345,8 +366,8 @@ class AlertReceiver(_Alertmanager):
 class GettableAlertStatus(_Alertmanager):
     state: Literal["active", "suppressed"]
     silenced_by: list[str] = Field(alias="silencedBy")
-    # Tessera has no inhibition rules; the fields are there for clients that read them.
-    inhibited_by: list[str] = Field(default_factory=list, alias="inhibitedBy")
+    inhibited_by: list[str] = Field(alias="inhibitedBy")
+    # Mute windows act on a rule's notifications, not on alerts: nothing to list here.
     muted_by: list[str] = Field(default_factory=list, alias="mutedBy")
 
 

@@ -377,3 +377,55 @@ def test_alertmanager_api_silences_as_amtool_uses_them(client, tenant, other_ten
 
     status = client.get("/api/v2/status", headers=tenant.headers).json()
     assert status["cluster"]["status"] == "disabled" and status["versionInfo"]["version"]
+
+
+def test_inhibit_rules_crud_and_inhibited_alerts_in_the_alertmanager_listing(client, db_session, tenant, other_tenant):
+    body = {
+        "name": "critical mutes warnings",
+        "source_matchers": ["severity=critical"],
+        "target_matchers": ['severity=~"warning|info"'],
+        "equal": ["cluster"],
+    }
+    created = client.post("/api/v1/inhibit-rules", json=body, headers=tenant.headers)
+    assert created.status_code == 201, created.text
+    rule_id = created.json()["id"]
+    again = client.post("/api/v1/inhibit-rules", json=body, headers=tenant.headers)
+    assert again.status_code == 400 and again.json()["error_code"] == "RESOURCE_ALREADY_EXISTS"
+    for bad in ({**body, "name": "x", "source_matchers": []}, {**body, "name": "y", "equal": ["not-a-label"]}):
+        assert client.post("/api/v1/inhibit-rules", json=bad, headers=tenant.headers).status_code == 422
+    bad_regex = {**body, "name": "z", "target_matchers": ["severity=~("]}
+    assert client.post("/api/v1/inhibit-rules", json=bad_regex, headers=tenant.headers).status_code == 400
+    assert [r["id"] for r in client.get("/api/v1/inhibit-rules", headers=tenant.headers).json()] == [rule_id]
+    assert client.get(f"/api/v1/inhibit-rules/{rule_id}", headers=other_tenant.headers).status_code == 404
+
+    channel = _webhook(client, tenant, "http://127.0.0.1:9/hook")
+    rule = {"name": "all", "channel_ids": [channel["id"]]}
+    assert client.post("/api/v1/rules", json=rule, headers=tenant.headers).status_code == 201
+    alerts = [
+        {"labels": {"alertname": "ClusterDown", "severity": "critical", "cluster": "eu"}},
+        {"labels": {"alertname": "HighLatency", "severity": "warning", "cluster": "eu"}},
+        {"labels": {"alertname": "HighLatency", "severity": "warning", "cluster": "us"}},
+    ]
+    assert client.post("/api/v2/alerts", json=alerts, headers=tenant.headers).status_code == 200
+    event_ids = db_session.scalars(
+        select(OutboxEvent.id).where(
+            OutboxEvent.organization_id == tenant.org_id, OutboxEvent.event_type == "custom.alertmanager"
+        )
+    ).all()
+    ingest.handle_events(db_session, list(event_ids), utcnow(), "https://tessera.test")
+
+    listed = client.get("/api/v2/alerts", headers=tenant.headers).json()
+    by_cluster = {(a["labels"]["alertname"], a["labels"]["cluster"]): a for a in listed}
+    down = by_cluster[("ClusterDown", "eu")]
+    assert by_cluster[("HighLatency", "eu")]["status"]["inhibitedBy"] == [down["fingerprint"]]
+    assert by_cluster[("HighLatency", "eu")]["status"]["state"] == "suppressed"
+    assert by_cluster[("HighLatency", "us")]["status"]["state"] == "active"
+    shown = client.get("/api/v2/alerts", params={"inhibited": "false"}, headers=tenant.headers).json()
+    assert {(a["labels"]["alertname"], a["labels"]["cluster"]) for a in shown} == {
+        ("ClusterDown", "eu"),
+        ("HighLatency", "us"),
+    }
+
+    assert client.delete(f"/api/v1/inhibit-rules/{rule_id}", headers=tenant.headers).status_code == 204
+    listed = client.get("/api/v2/alerts", headers=tenant.headers).json()
+    assert all(a["status"]["state"] == "active" for a in listed)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from services.notifier.domain import dispatch, flushing, ingest, periodic, publishing
+from services.notifier.domain import dispatch, flushing, ingest, muting, periodic, publishing
 from services.notifier.schemas import PostableAlert
 from shared.core import events
 from shared.core.crypto import SecretBox
@@ -300,11 +300,60 @@ def test_published_events_lost_with_the_broker_are_found_again_from_the_sweeps_c
     assert [row.id for row in ingest.unhandled_events(session, now, minute)] == [forgotten, late]
 
 
+def test_a_firing_critical_alert_inhibits_the_warnings_of_its_cluster_until_it_resolves(pipeline, receiver, now):
+    channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
+    make_rule(
+        pipeline.session,
+        pipeline.tenant,
+        [channel],
+        group_by=["alertname", "cluster"],
+        group_wait_s=0,
+        group_interval_s=60,
+    )
+    muting.create_inhibit_rule(
+        pipeline.session,
+        owner_access(pipeline.session, pipeline.tenant),
+        organization_id=pipeline.tenant.org_id,
+        name="critical mutes warnings",
+        source_matchers=["severity=critical"],
+        target_matchers=["severity=warning"],
+        equal=["cluster"],
+    )
+
+    def alert(name: str, severity: str, cluster: str) -> dict:
+        return {
+            "alertname": name,
+            "severity": severity,
+            "fingerprint": f"{name}-{cluster}",
+            "labels": {"cluster": cluster},
+        }
+
+    down = pipeline.emit("alert.firing", now, **alert("ClusterDown", "critical", "eu"))
+    assert pipeline.emit("alert.firing", now, **alert("HighLatency", "warning", "eu")) == [], "inhibited"
+    other_cluster = pipeline.emit("alert.firing", now, **alert("HighLatency", "warning", "us"))
+    pipeline.deliver(down + other_cluster, now)
+    assert sorted((b["alerts"][0]["labels"]["alertname"], b["group_labels"]["cluster"]) for b in _bodies(receiver)) == [
+        ("ClusterDown", "eu"),
+        ("HighLatency", "us"),
+    ]
+    receiver.requests.clear()
+    pipeline.emit("alert.resolved", now + timedelta(seconds=30), **alert("ClusterDown", "critical", "eu"))
+    # The next tick: the cluster is back, so its warning is news now.
+    pipeline.deliver(pipeline.flush(now + timedelta(seconds=60)), now + timedelta(seconds=60))
+    sent = {(b["alerts"][0]["labels"]["alertname"], b["status"]) for b in _bodies(receiver)}
+    assert sent == {("ClusterDown", "resolved"), ("HighLatency", "firing")}
+
+
 def test_alerts_posted_as_prometheus_posts_them_fire_and_resolve_once_their_end_passes(pipeline, receiver, now):
     channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
     make_rule(
-        pipeline.session, pipeline.tenant, [channel], event_types=["custom.alertmanager"], group_wait_s=0,
-        group_interval_s=60, min_severity="critical",
+        pipeline.session,
+        pipeline.tenant,
+        [channel],
+        event_types=["custom.alertmanager"],
+        group_wait_s=0,
+        group_interval_s=60,
+        min_severity="critical",
     )
     minute = timedelta(minutes=1)
 

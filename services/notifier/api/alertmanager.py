@@ -52,15 +52,15 @@ def list_alerts(
     filter: Annotated[list[str], Query(description='label matchers, e.g. severity=~"crit.*"')] = [],  # noqa: B006
     receiver: Annotated[str | None, Query(description="regex a receiver (rule) name must match")] = None,
 ):
-    """The firing alerts held in the caller's organization; `inhibited` and `unprocessed` are accepted
-    for amtool and Grafana, and change nothing (Tessera has no inhibition, and lists what it has
-    processed)."""
+    """The firing alerts held in the caller's organization; `unprocessed` is accepted for amtool and
+    Grafana and changes nothing (Tessera lists what it has processed)."""
     held = active_alerts.active_alerts(
         session,
         access,
         utcnow(),
         matchers=[parse_matcher(text) for text in filter],
         silenced=silenced,
+        inhibited=inhibited,
         active=active,
         receiver=receiver,
     )
@@ -75,7 +75,9 @@ def list_alerts(
             fingerprint=item.alert.fingerprint,
             receivers=[AlertReceiver(name=name) for name in sorted(item.receivers)],
             status=GettableAlertStatus(
-                state="suppressed" if item.suppressed else "active", silenced_by=item.silenced_by
+                state="suppressed" if item.suppressed else "active",
+                silenced_by=item.silenced_by,
+                inhibited_by=item.inhibited_by,
             ),
         )
         for item in held

@@ -1,7 +1,7 @@
 """The alerts the notifier holds right now, as Alertmanager's `GET /api/v2/alerts` lists them (amtool,
 Grafana's Alertmanager data source): every firing alert in an active group of the organization, once
-per alert (by label fingerprint), with the rules it is routed by as its receivers and the silences that
-hold it back."""
+per alert (by label fingerprint), with the rules it is routed by as its receivers and the silences and
+inhibiting alerts that hold it back."""
 
 from __future__ import annotations
 
@@ -28,10 +28,12 @@ class ActiveAlert:
     updated_at: datetime
     receivers: set[str] = field(default_factory=set)
     silenced_by: list[str] = field(default_factory=list)
+    # Fingerprints of the firing alerts that inhibit this one.
+    inhibited_by: list[str] = field(default_factory=list)
 
     @property
     def suppressed(self) -> bool:
-        return bool(self.silenced_by)
+        return bool(self.silenced_by or self.inhibited_by)
 
 
 def active_alerts(
@@ -41,11 +43,12 @@ def active_alerts(
     *,
     matchers: Sequence[Matcher] = (),
     silenced: bool = True,
+    inhibited: bool = True,
     active: bool = True,
     receiver: str | None = None,
 ) -> list[ActiveAlert]:
-    """Alertmanager's filters: label `matchers`, whether silenced and unsilenced (`active`) alerts are
-    included, and a regex the name of one of the alert's receivers must match (fully)."""
+    """Alertmanager's filters: label `matchers`, whether silenced, inhibited and neither (`active`)
+    alerts are included, and a regex the name of one of the alert's receivers must match (fully)."""
     org = resolve_organization(access, None, "notifications:read")
     try:
         receiver_pattern = re.compile(receiver) if receiver else None
@@ -77,6 +80,7 @@ def active_alerts(
         held.receivers.add(row.rule_name)
         held.updated_at = max(held.updated_at, row.updated_at)
     silences = muting.silences_in_force(session, [org.id], now).get(org.id, [])
+    inhibitor = muting.inhibitors(session, [org.id], now).get(org.id)
     listed = []
     for held in by_fingerprint.values():
         if not matches_all(matchers, held.alert.labels):
@@ -84,6 +88,8 @@ def active_alerts(
         if receiver_pattern and not any(receiver_pattern.fullmatch(name) for name in held.receivers):
             continue
         held.silenced_by = sorted(str(silence.id) for silence in silenced_by(held.alert.labels, silences, now))
-        if (silenced if held.suppressed else active):
+        held.inhibited_by = inhibitor.inhibited_by(held.alert) if inhibitor else []
+        shown = (not held.silenced_by or silenced) and (not held.inhibited_by or inhibited)
+        if shown and (held.suppressed or active):
             listed.append(held)
     return sorted(listed, key=lambda held: (held.alert.starts_at, held.alert.fingerprint))

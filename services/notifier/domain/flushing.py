@@ -37,6 +37,7 @@ from services.notifier.domain.grouping import (
     decide_flush,
     default_send_resolved,
 )
+from services.notifier.domain.inhibition import Inhibitor
 from services.notifier.domain.mute_windows import TimeInterval, is_muted
 from services.notifier.domain.silences import Silence, is_silenced
 from shared.db.models import (
@@ -90,6 +91,7 @@ class FlushContext:
     alerts: dict[uuid.UUID, list[Row]]
     silences: dict[uuid.UUID, list[Silence]]
     mute_intervals: dict[str, list[TimeInterval]]
+    inhibitors: dict[uuid.UUID, Inhibitor]
 
 
 def load_context(session: Session, groups: Sequence[Group], now: datetime) -> FlushContext:
@@ -126,6 +128,7 @@ def load_context(session: Session, groups: Sequence[Group], now: datetime) -> Fl
         alerts=alerts,
         silences=muting.silences_in_force(session, {group.organization_id for group in groups}, now),
         mute_intervals=muting.mute_intervals(session, {wid for rule in rule_rows for wid in rule.mute_window_ids}),
+        inhibitors=muting.inhibitors(session, {group.organization_id for group in groups}, now),
     )
 
 
@@ -170,7 +173,13 @@ def _flush(group: Group, ctx: FlushContext, now: datetime, planned: _Planned, li
     alerts = [records.alert_of(row) for row in rows]
     timing = GroupTiming.from_seconds(rule.group_wait_s, rule.group_interval_s, rule.repeat_interval_s)
     silences = ctx.silences.get(group.organization_id, [])
-    silenced = frozenset(alert.fingerprint for alert in alerts if is_silenced(alert.labels, silences, now))
+    inhibitor = ctx.inhibitors.get(group.organization_id)
+    # Silenced and inhibited alerts are muted alike (Alertmanager's MuteStage).
+    silenced = frozenset(
+        alert.fingerprint
+        for alert in alerts
+        if is_silenced(alert.labels, silences, now) or (inhibitor is not None and inhibitor.inhibited_by(alert))
+    )
     muted = is_muted([i for wid in rule.mute_window_ids for i in ctx.mute_intervals.get(wid, [])], now)
     state = GroupState(group.created_at, group.first_alert_starts_at, group.last_flush_at)
     one_shot = frozenset(alert.fingerprint for alert, row in zip(alerts, rows, strict=True) if row.one_shot)

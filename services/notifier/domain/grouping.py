@@ -20,8 +20,9 @@ How this maps onto Alertmanager (dispatch/dispatch.go, notify/dedup_stage.go, no
   `repeat_interval` rounded up to a multiple of `group_interval`, as in Alertmanager.
 - send_resolved (`RetryStage.exec`): off -> resolved alerts are not delivered, and a notification
   with only resolved alerts is not delivered at all, yet its log entry is still recorded.
-- Silences and mute windows come before dedup (`MuteStage`, `TimeMuteStage`): silenced alerts are
-  left out of what is sent and logged (they stay in the group), and inside a mute window nothing is
+- Inhibition, silences and mute windows come before dedup (`MuteStage`, `TimeMuteStage`): inhibited
+  and silenced alerts are left out of what is sent and logged (they stay in the group), and inside a
+  mute window nothing is
   sent or logged at all, so firing alerts go out on the first tick after the window.
 - After a flush, resolved alerts are removed from the group and an empty group is deleted
   (`aggrGroup.flush` -> `DeleteIfNotModified`); in Alertmanager only when the pipeline did not fail.

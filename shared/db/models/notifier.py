@@ -97,6 +97,20 @@ class NotificationSilence(UUIDPrimaryKey, Timestamps, Base):
     comment: Mapped[str] = mapped_column(Text, nullable=False)
 
 
+class NotificationInhibitRule(UUIDPrimaryKey, Timestamps, Base):
+    """Alertmanager's inhibit rule: while an alert matching the source matchers fires, alerts matching the
+    target matchers with the same values of the `equal` labels are muted."""
+
+    __tablename__ = "notification_inhibit_rules"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    source_matchers: Mapped[list] = mapped_column(JSONType, nullable=False, default=list)
+    target_matchers: Mapped[list] = mapped_column(JSONType, nullable=False, default=list)
+    equal: Mapped[list] = mapped_column(JSONType, nullable=False, default=list)
+
+
 class NotificationMuteWindow(UUIDPrimaryKey, Timestamps, Base):
     """Recurring mute times (Alertmanager time intervals, each with its IANA location)."""
 
