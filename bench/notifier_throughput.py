@@ -7,8 +7,9 @@ end), a redis-server on a random port, Celery worker and beat processes, and an 
 process of its own. After a warm-up, events are committed to the outbox at `--rate` per second in
 small batches, each its own alert (`group_by: ["..."]`, `group_wait_s: 0`), so every event becomes one
 notification and one signed webhook delivery. Latency is from the commit of an event to the receiver
-reading its request. The last line printed is a JSON object with `deliveries_per_s`, `p50_ms`,
-`p99_ms`, `lost`, `duplicates` and the CPU milliseconds per delivery of each part.
+reading its request; its p50 and maximum are also printed for each second of the run. The last line
+printed is a JSON object with `deliveries_per_s`, `p50_ms`, `p99_ms`, `lost`, `duplicates` and the CPU
+milliseconds per delivery of each part.
 """
 
 from __future__ import annotations
@@ -270,7 +271,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=600.0, help="events committed per second")
     parser.add_argument("--batch", type=int, default=20, help="events per transaction")
-    parser.add_argument("--warmup", type=int, default=400, help="events sent (and not measured) before the run")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2000,
+        help="events sent (and not measured) before the run, enough for every pool process to have run each task",
+    )
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=4, help="pool size per worker")
     parser.add_argument(
@@ -330,6 +336,19 @@ def main() -> None:
         for _, sequence, arrived in arrivals:
             first_arrival.setdefault(sequence, arrived)
         latencies_ms = [(first_arrival[s] - committed[s]) * 1000 for s in first_arrival]
+        # Per second of the run (by commit time): a cold start or a stall shows where it happened.
+        started = min(committed.values())
+        by_second: dict[int, list[float]] = {}
+        for sequence, arrived in first_arrival.items():
+            by_second.setdefault(int(committed[sequence] - started), []).append((arrived - committed[sequence]) * 1000)
+        print(
+            "latency p50/max ms by second of the run: "
+            + ", ".join(
+                f"{second}s {_percentile(values, 0.5):.0f}/{max(values):.0f}"
+                for second, values in sorted(by_second.items())
+            ),
+            flush=True,
+        )
         delivered = len(first_arrival)
         span = max(a[2] for a in arrivals) - min(committed.values()) if arrivals else float("inf")
         result = {
