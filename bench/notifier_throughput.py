@@ -1,6 +1,6 @@
 """Notifier throughput: events through outbox -> rules -> webhook deliveries to a local receiver.
 
-    .venv/bin/python bench/notifier_throughput.py [--events 10000] [--rate 600] [--workers 2] [--concurrency 4]
+    .venv/bin/python bench/notifier_throughput.py [--events 10000] [--rate 600] [--workers 2] [--concurrency 2]
 
 Everything is real and private to the run: a scratch PostgreSQL database (migrated, dropped at the
 end), a redis-server on a random port, Celery worker and beat processes, and an HTTP receiver in a
@@ -277,8 +277,10 @@ def main() -> None:
         default=2000,
         help="events sent (and not measured) before the run, enough for every pool process to have run each task",
     )
-    parser.add_argument("--workers", type=int, default=2, help="worker processes")
-    parser.add_argument("--concurrency", type=int, default=4, help="pool size per worker")
+    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
+    parser.add_argument(
+        "--concurrency", type=int, default=2, help="pool processes per worker (2 x 2: two per core of this machine)"
+    )
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="give up after this many seconds without a delivery"
     )
