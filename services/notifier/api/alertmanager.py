@@ -31,6 +31,8 @@ from shared.db.base import utcnow
 from shared.db.models import NotificationSilence
 
 router = APIRouter(prefix="/api/v2", tags=["alertmanager"])
+# Reported as the uptime's start by /status.
+STARTED_AT = utcnow()
 
 
 @router.post("/alerts", status_code=200, summary="Post alerts (Alertmanager API v2)")
@@ -133,9 +135,6 @@ def delete_silence(silence_id: uuid.UUID, session: SessionDep, access: AccessDep
 def status(access: AccessDep):
     """What Grafana's data source checks; one logical Alertmanager, so no cluster."""
     return AlertmanagerStatus.for_tessera(STARTED_AT)
-
-
-STARTED_AT = utcnow()
 
 
 def _silence(row: NotificationSilence) -> GettableSilence:
