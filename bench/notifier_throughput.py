@@ -75,8 +75,8 @@ class Receiver:
     arrived. An asyncio server in a process of its own: it must not take CPU or the GIL from the
     emitter, nor spend a thread per connection (each delivery opens one)."""
 
-    def __init__(self) -> None:
-        self.log = DATA_DIR / "arrivals.log"
+    def __init__(self, name: str = "arrivals") -> None:
+        self.log = DATA_DIR / f"{name}.log"
         self.log.touch()
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}/hook"
@@ -120,7 +120,8 @@ def _serve_receiver(port: int, log_path: str) -> None:
                 )
                 body = await reader.readexactly(int(headers["content-length"]))
                 sequence = json.loads(body)["alerts"][0]["labels"]["seq"]
-                log.write(f"{headers['webhook-id']} {sequence} {arrived}\n")
+                # Alertmanager sends no webhook-id.
+                log.write(f"{headers.get('webhook-id', '-')} {sequence} {arrived}\n")
                 writer.write(ok)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

@@ -1,0 +1,246 @@
+"""Alerts to webhooks, side by side: Tessera's Alertmanager API v2 against Prometheus Alertmanager itself.
+
+    .venv/bin/python bench/alerts_vs_alertmanager.py [--alerts 6000] [--rate 300] [--batch 20]
+
+Needs `prometheus-alertmanager` on PATH (Debian's package: `apt-get install prometheus-alertmanager`).
+The same client posts the same alerts, `--batch` per `POST /api/v2/alerts` (as Prometheus posts them),
+paced to `--rate` alerts per second, to each system in turn; every alert is its own group (`group_by:
+['...']`, `group_wait: 0s`) and becomes one webhook to the same kind of receiver, an asyncio server in a
+process of its own. Alertmanager holds alerts and its notification queue in memory (a crash forgets
+them); Tessera commits every posted alert to PostgreSQL before it answers and delivers through its
+outbox, with retries from the database, on its defaults here: the notifier API (uvicorn), 2 Celery
+workers x 2 pool processes, beat, Redis, PostgreSQL. Latency is from the answer to the POST (the alert
+is accepted) to the receiver reading its webhook. CPU is everything each system ran: Alertmanager's one
+process; Tessera's API, workers, beat and PostgreSQL backends. The last line is a JSON object with both
+systems' figures and Tessera's ratios (> 1: Tessera better).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import httpx
+
+# The notifier benchmark's scratch PostgreSQL database, Redis, receiver and CPU meters (importing it sets
+# the TESSERA_* settings of this run).
+import notifier_throughput as scratch
+from sqlalchemy import text
+
+from services.registry.domain.bootstrap import create_key_for
+from shared.core.settings import get_settings
+from shared.db.migrate import upgrade
+from shared.db.session import get_database
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+
+def _wait_until_up(url: str, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start")
+
+
+def _post(url: str, headers: dict[str, str], first: int, total: int, rate: float, batch: int) -> dict[int, float]:
+    """Post alerts `first .. first + total - 1`, `batch` per request, paced to `rate`; returns when each
+    was accepted."""
+    accepted: dict[int, float] = {}
+    started = time.monotonic()
+    with httpx.Client(timeout=30) as client:
+        for offset in range(0, total, batch):
+            sequences = range(first + offset, first + min(offset + batch, total))
+            alerts = [{"labels": {"alertname": "BenchAlert", "seq": str(seq)}} for seq in sequences]
+            response = client.post(url, json=alerts, headers=headers)
+            response.raise_for_status()
+            now = time.time()
+            accepted.update({seq: now for seq in sequences})
+            pause = started + (offset + batch) / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+    return accepted
+
+
+def _run(post_url: str, headers: dict[str, str], receiver: scratch.Receiver, options, cpu) -> dict:
+    """Warm up, post the measured alerts, wait for their webhooks; `cpu()` reads the system's CPU seconds."""
+    _post(post_url, headers, -options.warmup, options.warmup, options.rate, options.batch)
+    deadline = time.monotonic() + 60
+    while len(receiver.arrivals()) < options.warmup and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    cpu_before = cpu()
+    accepted = _post(post_url, headers, 0, options.alerts, options.rate, options.batch)
+    seen, last_progress = 0, time.monotonic()
+    while seen < options.alerts and time.monotonic() - last_progress < options.timeout:
+        time.sleep(0.5)
+        arrived = sum(1 for _, sequence, _ in receiver.arrivals() if sequence >= 0)
+        if arrived > seen:
+            seen, last_progress = arrived, time.monotonic()
+    cpu_seconds = cpu() - cpu_before
+    arrivals = [arrival for arrival in receiver.arrivals() if arrival[1] >= 0]
+    first_arrival: dict[int, float] = {}
+    for _, sequence, arrived in arrivals:
+        first_arrival.setdefault(sequence, arrived)
+    latencies = [(first_arrival[seq] - accepted[seq]) * 1000 for seq in first_arrival]
+    span = max(arrived for _, _, arrived in arrivals) - min(accepted.values())
+    return {
+        "deliveries_per_s": round(len(first_arrival) / span, 1),
+        "p50_ms": round(scratch._percentile(latencies, 0.5), 1),
+        "p99_ms": round(scratch._percentile(latencies, 0.99), 1),
+        "lost": options.alerts - len(first_arrival),
+        "duplicates": len(arrivals) - len(first_arrival),
+        "cpu_ms_per_delivery": round(cpu_seconds * 1000 / max(len(first_arrival), 1), 2),
+    }
+
+
+def run_alertmanager(options) -> dict:
+    receiver = scratch.Receiver("alertmanager-arrivals")
+    port = scratch._free_port()
+    folder = scratch.DATA_DIR / "alertmanager"
+    folder.mkdir()
+    config = folder / "alertmanager.yml"
+    config.write_text(
+        json.dumps(
+            {
+                "route": {
+                    "receiver": "hook",
+                    "group_by": ["..."],
+                    "group_wait": "0s",
+                    "group_interval": "5m",
+                    "repeat_interval": "4h",
+                },
+                "receivers": [
+                    {"name": "hook", "webhook_configs": [{"url": receiver.url, "send_resolved": False}]}
+                ],
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [
+            ALERTMANAGER,
+            f"--config.file={config}",
+            f"--storage.path={folder}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        start_new_session=True,
+    )
+    try:
+        _wait_until_up(f"http://127.0.0.1:{port}/-/ready", "Alertmanager")
+        return _run(
+            f"http://127.0.0.1:{port}/api/v2/alerts",
+            {},
+            receiver,
+            options,
+            lambda: scratch._cpu_seconds([process.pid]),
+        )
+    finally:
+        scratch._stop(process)
+        receiver.stop()
+
+
+def run_tessera(options) -> dict:
+    receiver = scratch.Receiver("tessera-arrivals")
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(scratch.REDIS_PORT), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    with scratch._admin_engine().connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{scratch.DB_NAME}"'))
+    processes: list[subprocess.Popen] = []
+    try:
+        upgrade(get_settings().database_url)
+        scratch._set_up_tenant(receiver.url)
+        with get_database(get_settings().database_url).session_scope() as session:
+            _, key = create_key_for(
+                session,
+                email=f"bench-{scratch.RUN_ID}@example.com",
+                scopes=["admin"],
+                org_slug=None,
+                project=None,
+                expires_in_days=None,
+                name="bench",
+            )
+        port = scratch._free_port()
+        api = subprocess.Popen(
+            [sys.executable, "-m", "tessera", "serve", "notifier", "--port", str(port)],
+            cwd=scratch.ROOT,
+            env=os.environ.copy(),
+            start_new_session=True,
+        )
+        processes.append(api)
+        for index in range(2):
+            processes.append(
+                scratch._celery(
+                    "worker",
+                    "--loglevel=WARNING",
+                    "--concurrency=2",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--hostname",
+                    f"bench-{scratch.RUN_ID}-{index}@%h",
+                )
+            )
+        processes.append(scratch._celery("beat", "--loglevel=WARNING", "-s", str(scratch.DATA_DIR / "beat-schedule")))
+        _wait_until_up(f"http://127.0.0.1:{port}/healthz", "the notifier API")
+        time.sleep(3)  # workers and beat start
+
+        def cpu() -> float:
+            groups = scratch._group_members({proc.pid for proc in processes})
+            return scratch._cpu_seconds(groups) + scratch._cpu_seconds(scratch._postgres_backends())
+
+        return _run(
+            f"http://127.0.0.1:{port}/api/v2/alerts", {"Authorization": f"Bearer {key}"}, receiver, options, cpu
+        )
+    finally:
+        for proc in processes:
+            scratch._stop(proc)
+        receiver.stop()
+        scratch._stop(redis)
+        get_database.cache_clear()
+        with scratch._admin_engine().connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.DB_NAME}" WITH (FORCE)'))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--alerts", type=int, default=6000)
+    parser.add_argument("--rate", type=float, default=300.0, help="alerts posted per second")
+    parser.add_argument("--batch", type=int, default=20, help="alerts per POST")
+    parser.add_argument("--warmup", type=int, default=1000, help="alerts posted (and not measured) first")
+    parser.add_argument("--timeout", type=float, default=120.0, help="give up after this long without a delivery")
+    options = parser.parse_args()
+    if ALERTMANAGER is None:
+        sys.exit("prometheus-alertmanager is not on PATH (Debian: apt-get install prometheus-alertmanager)")
+    try:
+        results = {}
+        for name, run in (("alertmanager", run_alertmanager), ("tessera", run_tessera)):
+            print(f"{name}: {options.alerts} alerts at {options.rate:g}/s (load {os.getloadavg()[0]:.2f})", flush=True)
+            results[name] = run(options)
+            print(f"{name}: {results[name]}", flush=True)
+        tessera, alertmanager = results["tessera"], results["alertmanager"]
+        results["ratio"] = {
+            "deliveries_per_s": round(tessera["deliveries_per_s"] / alertmanager["deliveries_per_s"], 2),
+            "p50": round(alertmanager["p50_ms"] / tessera["p50_ms"], 2),
+            "p99": round(alertmanager["p99_ms"] / tessera["p99_ms"], 2),
+            "cpu_per_delivery": round(alertmanager["cpu_ms_per_delivery"] / tessera["cpu_ms_per_delivery"], 2),
+        }
+        print(json.dumps(results))
+    finally:
+        shutil.rmtree(scratch.DATA_DIR, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
