@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from shared.core.fields import Timestamp
 
@@ -335,6 +335,9 @@ class EventAccepted(BaseModel):
 LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=200)]
 
 
+_GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+
+
 class PostableAlert(BaseModel):
     """One alert of Alertmanager's API v2 (`postableAlert`), as Prometheus and Grafana post it."""
 
@@ -346,6 +349,12 @@ class PostableAlert(BaseModel):
     starts_at: Timestamp | None = Field(default=None, alias="startsAt")
     ends_at: Timestamp | None = Field(default=None, alias="endsAt")
     generator_url: Url | None = Field(default=None, alias="generatorURL")
+
+    @field_validator("starts_at", "ends_at")
+    @classmethod
+    def _unset_when_zero(cls, value: datetime | None) -> datetime | None:
+        # Go clients (amtool, Prometheus) send the zero time for "not set".
+        return None if value == _GO_ZERO_TIME else value
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> PostableAlert:

@@ -249,6 +249,8 @@ def test_alertmanager_api_takes_alerts_as_prometheus_posts_them(client, db_sessi
         {"labels": {"alertname": "DiskFull"}, "endsAt": (now - timedelta(seconds=30)).isoformat()},
         # Without endsAt: firing until Alertmanager's resolve_timeout after this post.
         {"labels": {"alertname": "QueueBacklog"}, "someFieldOfANewerPrometheus": True},
+        # Go's zero time is how amtool and Prometheus say "not set".
+        {"labels": {"alertname": "GoClient"}, "startsAt": "0001-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z"},
     ]
     posted = client.post("/api/v2/alerts", json=alerts, headers=tenant.headers)
     assert posted.status_code == 200, posted.text
@@ -262,6 +264,7 @@ def test_alertmanager_api_takes_alerts_as_prometheus_posts_them(client, db_sessi
         "HighLatency": "firing",
         "DiskFull": "resolved",
         "QueueBacklog": "firing",
+        "GoClient": "firing",
     }
     backlog_ends = datetime.fromisoformat(by_name["QueueBacklog"]["ends_at"])
     assert now + timedelta(minutes=4) < backlog_ends < now + timedelta(minutes=6)

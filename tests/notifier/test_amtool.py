@@ -1,0 +1,69 @@
+"""amtool, Alertmanager's own command-line client, pointed at Tessera: it adds and queries alerts, and adds,
+queries and expires silences, through Tessera's Alertmanager API v2 (as the mlflow client does for tracking)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from services.notifier.domain import ingest
+from shared.db.base import utcnow
+from shared.db.models import OutboxEvent
+
+AMTOOL = shutil.which("amtool")
+pytestmark = pytest.mark.skipif(AMTOOL is None, reason="amtool comes with Debian's prometheus-alertmanager")
+
+
+@pytest.fixture
+def amtool(live_server, live_tenant, tmp_path):
+    http_config = tmp_path / "http.yml"
+    http_config.write_text(json.dumps({"authorization": {"type": "Bearer", "credentials": live_tenant.api_key}}))
+
+    def run(*arguments: str) -> str:
+        done = subprocess.run(
+            [AMTOOL, f"--alertmanager.url={live_server.url}", f"--http.config.file={http_config}", *arguments],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    return run
+
+
+def test_amtool_adds_and_queries_alerts_and_silences(amtool, live_tenant, db):
+    name = f"Amtool{uuid.uuid4().hex[:6]}"
+    with db.session_scope() as session:
+        rule = {"name": f"all-{name}", "channel_ids": [], "event_types": ["custom.alertmanager"]}
+        from services.notifier.domain import rules
+        from tests.notifier.builders import owner_access
+
+        rules.create_rule(session, owner_access(session, live_tenant), live_tenant.org_id, rule)
+    amtool("alert", "add", f"alertname={name}", "severity=warning", "--annotation=summary=disk almost full")
+    # What a worker does with the relayed event, here in the test's process.
+    with db.session_scope() as session:
+        event_ids = session.scalars(
+            select(OutboxEvent.id).where(
+                OutboxEvent.organization_id == live_tenant.org_id, OutboxEvent.event_type == "custom.alertmanager"
+            )
+        ).all()
+        ingest.handle_events(session, list(event_ids), utcnow(), "https://tessera.test")
+
+    [alert] = json.loads(amtool("alert", "query", f"alertname={name}", "-o", "json"))
+    assert alert["labels"]["severity"] == "warning" and alert["annotations"]["summary"] == "disk almost full"
+    assert alert["status"]["state"] == "active"
+
+    silence_id = amtool("silence", "add", f"alertname={name}", "--comment=disk replaced", "--duration=1h").strip()
+    [silence] = json.loads(amtool("silence", "query", f"alertname={name}", "-o", "json"))
+    assert silence["id"] == silence_id and silence["status"]["state"] == "active"
+    [alert] = json.loads(amtool("alert", "query", f"alertname={name}", "--silenced", "-o", "json"))
+    assert alert["status"]["silencedBy"] == [silence_id]
+
+    amtool("silence", "expire", silence_id)
+    assert json.loads(amtool("silence", "query", f"alertname={name}", "-o", "json")) == []
