@@ -11,9 +11,10 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from services.notifier.domain import ingest
+from services.notifier.domain import ingest, rules
 from shared.db.base import utcnow
 from shared.db.models import OutboxEvent
+from tests.notifier.builders import owner_access
 
 AMTOOL = shutil.which("amtool")
 pytestmark = pytest.mark.skipif(AMTOOL is None, reason="amtool comes with Debian's prometheus-alertmanager")
@@ -41,9 +42,6 @@ def test_amtool_adds_and_queries_alerts_and_silences(amtool, live_tenant, db):
     name = f"Amtool{uuid.uuid4().hex[:6]}"
     with db.session_scope() as session:
         rule = {"name": f"all-{name}", "channel_ids": [], "event_types": ["custom.alertmanager"]}
-        from services.notifier.domain import rules
-        from tests.notifier.builders import owner_access
-
         rules.create_rule(session, owner_access(session, live_tenant), live_tenant.org_id, rule)
     amtool("alert", "add", f"alertname={name}", "severity=warning", "--annotation=summary=disk almost full")
     # What a worker does with the relayed event, here in the test's process.
