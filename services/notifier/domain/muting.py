@@ -117,6 +117,46 @@ def _get_org_row(session: Session, access: Access, model, row_id: uuid.UUID, lab
     return row
 
 
+# Mute windows and inhibit rules are rows named uniquely within their organization.
+
+
+def _check_name_free(session: Session, model, organization_id: uuid.UUID, name: str, label: str) -> None:
+    taken = session.scalar(select(model.id).where(model.organization_id == organization_id, model.name == name))
+    if taken is not None:
+        raise AlreadyExists(f"{label} '{name}' already exists")
+
+
+def _add_named(session: Session, row, action: str):
+    session.add(row)
+    session.flush()
+    audit.describe(
+        session,
+        action=action,
+        object_type=action.rsplit(".", 1)[0],
+        object_id=row.id,
+        organization_id=row.organization_id,
+        details={"name": row.name},
+    )
+    return row
+
+
+def _list_named(session: Session, access: Access, model, organization_id: uuid.UUID | None) -> list:
+    org = resolve_organization(access, organization_id, "notifications:read")
+    return list(session.scalars(select(model).where(model.organization_id == org.id).order_by(model.name)))
+
+
+def _delete_named(session: Session, row, action: str) -> None:
+    session.delete(row)
+    session.flush()
+    audit.describe(
+        session,
+        action=action,
+        object_type=action.rsplit(".", 1)[0],
+        object_id=row.id,
+        organization_id=row.organization_id,
+    )
+
+
 def get_silence(session: Session, access: Access, silence_id: uuid.UUID, *, write: bool = False):
     return _get_org_row(session, access, NotificationSilence, silence_id, "Silence", write)
 
@@ -168,25 +208,9 @@ def create_mute_window(
     time_intervals: Sequence[Mapping[str, Any]],
 ) -> NotificationMuteWindow:
     org = resolve_organization(access, organization_id, "notifications:write")
-    taken = session.scalar(
-        select(NotificationMuteWindow.id).where(
-            NotificationMuteWindow.organization_id == org.id, NotificationMuteWindow.name == name
-        )
-    )
-    if taken is not None:
-        raise AlreadyExists(f"Mute window '{name}' already exists")
+    _check_name_free(session, NotificationMuteWindow, org.id, name, "Mute window")
     row = NotificationMuteWindow(organization_id=org.id, name=name, time_intervals=_validated_intervals(time_intervals))
-    session.add(row)
-    session.flush()
-    audit.describe(
-        session,
-        action="notification_mute_window.create",
-        object_type="notification_mute_window",
-        object_id=row.id,
-        organization_id=org.id,
-        details={"name": name},
-    )
-    return row
+    return _add_named(session, row, "notification_mute_window.create")
 
 
 def get_mute_window(session: Session, access: Access, window_id: uuid.UUID, *, write: bool = False):
@@ -194,14 +218,7 @@ def get_mute_window(session: Session, access: Access, window_id: uuid.UUID, *, w
 
 
 def list_mute_windows(session: Session, access: Access, organization_id: uuid.UUID | None):
-    org = resolve_organization(access, organization_id, "notifications:read")
-    return list(
-        session.scalars(
-            select(NotificationMuteWindow)
-            .where(NotificationMuteWindow.organization_id == org.id)
-            .order_by(NotificationMuteWindow.name)
-        )
-    )
+    return _list_named(session, access, NotificationMuteWindow, organization_id)
 
 
 def update_mute_window(
@@ -221,16 +238,7 @@ def update_mute_window(
 
 
 def delete_mute_window(session: Session, access: Access, window_id: uuid.UUID) -> None:
-    row = get_mute_window(session, access, window_id, write=True)
-    session.delete(row)
-    session.flush()
-    audit.describe(
-        session,
-        action="notification_mute_window.delete",
-        object_type="notification_mute_window",
-        object_id=window_id,
-        organization_id=row.organization_id,
-    )
+    _delete_named(session, get_mute_window(session, access, window_id, write=True), "notification_mute_window.delete")
 
 
 # --- inhibit rules -----------------------------------------------------------------------------
@@ -255,13 +263,7 @@ def create_inhibit_rule(
     equal: Sequence[str],
 ) -> NotificationInhibitRule:
     org = resolve_organization(access, organization_id, "notifications:write")
-    taken = session.scalar(
-        select(NotificationInhibitRule.id).where(
-            NotificationInhibitRule.organization_id == org.id, NotificationInhibitRule.name == name
-        )
-    )
-    if taken is not None:
-        raise AlreadyExists(f"Inhibit rule '{name}' already exists")
+    _check_name_free(session, NotificationInhibitRule, org.id, name, "Inhibit rule")
     # The domain type validates (parseable matchers, both sides given).
     rule = InhibitRule(
         source=tuple(coerce_matchers(source_matchers)),
@@ -275,17 +277,7 @@ def create_inhibit_rule(
         target_matchers=[matcher.to_dict() for matcher in rule.target],
         equal=list(rule.equal),
     )
-    session.add(row)
-    session.flush()
-    audit.describe(
-        session,
-        action="notification_inhibit_rule.create",
-        object_type="notification_inhibit_rule",
-        object_id=row.id,
-        organization_id=org.id,
-        details={"name": name},
-    )
-    return row
+    return _add_named(session, row, "notification_inhibit_rule.create")
 
 
 def get_inhibit_rule(session: Session, access: Access, rule_id: uuid.UUID, *, write: bool = False):
@@ -293,27 +285,11 @@ def get_inhibit_rule(session: Session, access: Access, rule_id: uuid.UUID, *, wr
 
 
 def list_inhibit_rules(session: Session, access: Access, organization_id: uuid.UUID | None):
-    org = resolve_organization(access, organization_id, "notifications:read")
-    return list(
-        session.scalars(
-            select(NotificationInhibitRule)
-            .where(NotificationInhibitRule.organization_id == org.id)
-            .order_by(NotificationInhibitRule.name)
-        )
-    )
+    return _list_named(session, access, NotificationInhibitRule, organization_id)
 
 
 def delete_inhibit_rule(session: Session, access: Access, rule_id: uuid.UUID) -> None:
-    row = get_inhibit_rule(session, access, rule_id, write=True)
-    session.delete(row)
-    session.flush()
-    audit.describe(
-        session,
-        action="notification_inhibit_rule.delete",
-        object_type="notification_inhibit_rule",
-        object_id=rule_id,
-        organization_id=row.organization_id,
-    )
+    _delete_named(session, get_inhibit_rule(session, access, rule_id, write=True), "notification_inhibit_rule.delete")
 
 
 def inhibit_rules(session: Session, organization_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, list[InhibitRule]]:
