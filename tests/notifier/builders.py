@@ -5,11 +5,14 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from services.notifier.domain import channels, rules
+from sqlalchemy import select
+
+from services.notifier.domain import channels, ingest, rules
 from services.notifier.domain.alerts import Alert
 from services.notifier.domain.messages import Notification
 from shared.core.auth import Access, Principal
-from shared.db.models import NotificationChannel, NotificationRule
+from shared.db.base import utcnow
+from shared.db.models import NotificationChannel, NotificationRule, OutboxEvent
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -75,3 +78,13 @@ def make_rule(session, tenant, channel_list, **fields) -> NotificationRule:
         tenant.org_id,
         {"name": f"rule-{uuid.uuid4().hex[:8]}", "channel_ids": [str(c.id) for c in channel_list], **fields},
     )
+
+
+def handle_posted_alerts(session, organization_id: uuid.UUID) -> None:
+    """What a worker does with the events of alerts posted to the Alertmanager API, here in the test."""
+    event_ids = session.scalars(
+        select(OutboxEvent.id).where(
+            OutboxEvent.organization_id == organization_id, OutboxEvent.event_type == "custom.alertmanager"
+        )
+    ).all()
+    ingest.handle_events(session, list(event_ids), utcnow(), "https://tessera.test")

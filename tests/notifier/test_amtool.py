@@ -9,12 +9,9 @@ import subprocess
 import uuid
 
 import pytest
-from sqlalchemy import select
 
-from services.notifier.domain import ingest, rules
-from shared.db.base import utcnow
-from shared.db.models import OutboxEvent
-from tests.notifier.builders import owner_access
+from services.notifier.domain import rules
+from tests.notifier.builders import handle_posted_alerts, owner_access
 
 AMTOOL = shutil.which("amtool")
 pytestmark = pytest.mark.skipif(AMTOOL is None, reason="amtool comes with Debian's prometheus-alertmanager")
@@ -44,14 +41,8 @@ def test_amtool_adds_and_queries_alerts_and_silences(amtool, live_tenant, db):
         rule = {"name": f"all-{name}", "channel_ids": [], "event_types": ["custom.alertmanager"]}
         rules.create_rule(session, owner_access(session, live_tenant), live_tenant.org_id, rule)
     amtool("alert", "add", f"alertname={name}", "severity=warning", "--annotation=summary=disk almost full")
-    # What a worker does with the relayed event, here in the test's process.
     with db.session_scope() as session:
-        event_ids = session.scalars(
-            select(OutboxEvent.id).where(
-                OutboxEvent.organization_id == live_tenant.org_id, OutboxEvent.event_type == "custom.alertmanager"
-            )
-        ).all()
-        ingest.handle_events(session, list(event_ids), utcnow(), "https://tessera.test")
+        handle_posted_alerts(session, live_tenant.org_id)
 
     [alert] = json.loads(amtool("alert", "query", f"alertname={name}", "-o", "json"))
     assert alert["labels"]["severity"] == "warning" and alert["annotations"]["summary"] == "disk almost full"

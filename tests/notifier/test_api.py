@@ -10,10 +10,9 @@ from sqlalchemy import select
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from services.notifier.domain import ingest
-from shared.db.base import utcnow
 from shared.db.models import AuditLog, NotificationChannel, OutboxEvent
 from tests.factories import make_member
+from tests.notifier.builders import handle_posted_alerts
 from tests.notifier.conftest import Receiver, Reply
 
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/very-secret-token"
@@ -295,13 +294,7 @@ def test_alertmanager_api_lists_firing_alerts_with_receivers_and_silences(client
         {"labels": {"alertname": "Gone"}, "endsAt": (now - timedelta(minutes=1)).isoformat()},
     ]
     assert client.post("/api/v2/alerts", json=alerts, headers=tenant.headers).status_code == 200
-    # The handler a worker would run on the relayed events.
-    event_ids = db_session.scalars(
-        select(OutboxEvent.id).where(
-            OutboxEvent.organization_id == tenant.org_id, OutboxEvent.event_type == "custom.alertmanager"
-        )
-    ).all()
-    ingest.handle_events(db_session, list(event_ids), utcnow(), "https://tessera.test")
+    handle_posted_alerts(db_session, tenant.org_id)
     silence = {
         "matchers": ['alertname="DiskFull"'],
         "starts_at": now.isoformat(),
@@ -410,12 +403,7 @@ def test_inhibit_rules_crud_and_inhibited_alerts_in_the_alertmanager_listing(cli
         {"labels": {"alertname": "HighLatency", "severity": "warning", "cluster": "us"}},
     ]
     assert client.post("/api/v2/alerts", json=alerts, headers=tenant.headers).status_code == 200
-    event_ids = db_session.scalars(
-        select(OutboxEvent.id).where(
-            OutboxEvent.organization_id == tenant.org_id, OutboxEvent.event_type == "custom.alertmanager"
-        )
-    ).all()
-    ingest.handle_events(db_session, list(event_ids), utcnow(), "https://tessera.test")
+    handle_posted_alerts(db_session, tenant.org_id)
 
     listed = client.get("/api/v2/alerts", headers=tenant.headers).json()
     by_cluster = {(a["labels"]["alertname"], a["labels"]["cluster"]): a for a in listed}
