@@ -126,17 +126,22 @@ def _check_name_free(session: Session, model, organization_id: uuid.UUID, name: 
         raise AlreadyExists(f"{label} '{name}' already exists")
 
 
-def _add_named(session: Session, row, action: str):
-    session.add(row)
-    session.flush()
+def _describe(session: Session, row, action: str, details: dict | None = None) -> None:
+    # The object type is the action's noun: "notification_mute_window.create".
     audit.describe(
         session,
         action=action,
         object_type=action.rsplit(".", 1)[0],
         object_id=row.id,
         organization_id=row.organization_id,
-        details={"name": row.name},
+        details=details,
     )
+
+
+def _add_named(session: Session, row, action: str):
+    session.add(row)
+    session.flush()
+    _describe(session, row, action, {"name": row.name})
     return row
 
 
@@ -148,13 +153,7 @@ def _list_named(session: Session, access: Access, model, organization_id: uuid.U
 def _delete_named(session: Session, row, action: str) -> None:
     session.delete(row)
     session.flush()
-    audit.describe(
-        session,
-        action=action,
-        object_type=action.rsplit(".", 1)[0],
-        object_id=row.id,
-        organization_id=row.organization_id,
-    )
+    _describe(session, row, action)
 
 
 def get_silence(session: Session, access: Access, silence_id: uuid.UUID, *, write: bool = False):
@@ -227,13 +226,7 @@ def update_mute_window(
     row = get_mute_window(session, access, window_id, write=True)
     row.time_intervals = _validated_intervals(time_intervals)
     session.flush()
-    audit.describe(
-        session,
-        action="notification_mute_window.update",
-        object_type="notification_mute_window",
-        object_id=row.id,
-        organization_id=row.organization_id,
-    )
+    _describe(session, row, "notification_mute_window.update")
     return row
 
 
