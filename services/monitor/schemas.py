@@ -194,6 +194,9 @@ class DriftReportRead(DriftReportSummary):
     report: dict[str, Any]
 
 
+AlertStatus = Literal["firing", "acknowledged", "resolved"]
+
+
 class AlertRead(_Read):
     id: uuid.UUID
     monitor_id: uuid.UUID
@@ -202,7 +205,7 @@ class AlertRead(_Read):
     kind: str
     fingerprint: str
     severity: str
-    status: str
+    status: AlertStatus
     title: str
     details: dict[str, Any]
     labels: dict[str, Any]

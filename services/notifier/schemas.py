@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from shared.core.fields import Timestamp
+from shared.core.pagination import Page
 
 NO_NUL = r"^[^\x00]*$"
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)]
@@ -277,9 +278,7 @@ class NotificationRead(_Read):
     created_at: datetime
 
 
-class NotificationPage(BaseModel):
-    notifications: list[NotificationRead]
-    next_page_token: str | None = None
+NotificationPage = Page[NotificationRead]
 
 
 class DeliveryAttemptRead(_Read):
@@ -311,9 +310,7 @@ class DeliveryDetail(DeliveryRead):
     attempt_log: list[DeliveryAttemptRead]
 
 
-class DeliveryPage(BaseModel):
-    deliveries: list[DeliveryRead]
-    next_page_token: str | None = None
+DeliveryPage = Page[DeliveryRead]
 
 
 class EventCreate(_Request):

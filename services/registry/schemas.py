@@ -17,6 +17,7 @@ from pydantic import (
 
 from shared.core.auth import SCOPES
 from shared.core.fields import Timestamp
+from shared.core.pagination import Page
 
 # --- Identity, tenancy, API keys and the audit log ------------------------------------------------
 # Requests forbid unknown fields so a typo is a 422, not a silently ignored setting. Strings are bounded
@@ -145,9 +146,7 @@ class OrganizationRead(_Read):
     deleted_at: datetime | None
 
 
-class OrganizationPage(BaseModel):
-    organizations: list[OrganizationRead]
-    next_page_token: str | None = None
+OrganizationPage = Page[OrganizationRead]
 
 
 class MembershipCreate(_Request):
@@ -167,9 +166,7 @@ class MembershipRead(_Read):
     created_at: datetime
 
 
-class MembershipPage(BaseModel):
-    members: list[MembershipRead]
-    next_page_token: str | None = None
+MembershipPage = Page[MembershipRead]
 
 
 class ProjectCreate(_Request):
@@ -193,9 +190,7 @@ class ProjectRead(_Read):
     deleted_at: datetime | None
 
 
-class ProjectPage(BaseModel):
-    projects: list[ProjectRead]
-    next_page_token: str | None = None
+ProjectPage = Page[ProjectRead]
 
 
 class ProjectMemberCreate(_Request):
@@ -215,9 +210,7 @@ class ProjectMemberRead(_Read):
     created_at: datetime
 
 
-class ProjectMemberPage(BaseModel):
-    members: list[ProjectMemberRead]
-    next_page_token: str | None = None
+ProjectMemberPage = Page[ProjectMemberRead]
 
 
 class ApiKeyCreate(_Request):
@@ -250,9 +243,7 @@ class ApiKeyCreated(ApiKeyRead):
     key: str
 
 
-class ApiKeyPage(BaseModel):
-    api_keys: list[ApiKeyRead]
-    next_page_token: str | None = None
+ApiKeyPage = Page[ApiKeyRead]
 
 
 class AuditLogRead(_Read):
@@ -276,9 +267,7 @@ class AuditLogRead(_Read):
     details: dict[str, Any]
 
 
-class AuditLogPage(BaseModel):
-    audit_logs: list[AuditLogRead]
-    next_page_token: str | None = None
+AuditLogPage = Page[AuditLogRead]
 
 
 # --- Model registry: models, versions, stages, aliases, lineage -----------------------------------
@@ -316,9 +305,7 @@ class ModelRead(BaseModel):
     deleted_at: datetime | None
 
 
-class ModelPage(BaseModel):
-    models: list[ModelRead]
-    next_page_token: str | None = None
+ModelPage = Page[ModelRead]
 
 
 class ModelVersionCreate(_Request):
@@ -357,9 +344,7 @@ class ModelVersionRead(BaseModel):
     updated_at: datetime
 
 
-class ModelVersionPage(BaseModel):
-    model_versions: list[ModelVersionRead]
-    next_page_token: str | None = None
+ModelVersionPage = Page[ModelVersionRead]
 
 
 class StageTransitionCreate(_Request):

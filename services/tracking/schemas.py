@@ -10,6 +10,8 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
+from shared.core.pagination import Page
+
 
 class ExperimentRead(BaseModel):
     id: str
@@ -22,9 +24,7 @@ class ExperimentRead(BaseModel):
     tags: dict[str, str]
 
 
-class ExperimentPage(BaseModel):
-    items: list[ExperimentRead]
-    next_page_token: str | None = None
+ExperimentPage = Page[ExperimentRead]
 
 
 class MetricValue(BaseModel):
@@ -50,9 +50,7 @@ class RunRead(BaseModel):
     metrics: list[MetricValue]
 
 
-class RunPage(BaseModel):
-    items: list[RunRead]
-    next_page_token: str | None = None
+RunPage = Page[RunRead]
 
 
 class MetricSummaryRead(BaseModel):

@@ -1,4 +1,10 @@
-"""Keyset pagination behind opaque page tokens.
+"""One page of any list: the envelope every native list endpoint answers, and the queries behind it.
+
+Every list route of the native API (`/api/v1/...`) answers `Page[XRead]`, `{"items": [...],
+"next_page_token": "..." | null}`, and takes `page_token` and `max_results` (shared/core/deps.py). Pass
+`next_page_token` back as `page_token` for the next page; null means this was the last one.
+
+Keyset pagination behind opaque page tokens.
 
 A token holds the (created_at, id) of the last row served, so pages stay stable while rows are added and
 the database never walks skipped rows as OFFSET would. Tokens are not secret: a forged one only moves the
@@ -10,18 +16,31 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from pydantic import BaseModel, Field
 from sqlalchemy import Row, Select, and_, or_
 from sqlalchemy.orm import Session
 
 from shared.core.errors import InvalidParameter
 
+ItemT = TypeVar("ItemT")
+
+
+class Page(BaseModel, Generic[ItemT]):
+    """The one list envelope of the native API."""
+
+    items: list[ItemT]
+    next_page_token: str | None = Field(
+        None, description="Pass back as page_token for the next page; null on the last page"
+    )
+
 
 @dataclass(frozen=True)
-class Page:
+class RowPage:
     rows: list[Row[Any]]
     next_page_token: str | None
 
@@ -51,7 +70,7 @@ def paginate(
     page_token: str | None,
     max_results: int,
     newest_first: bool = False,
-) -> Page:
+) -> RowPage:
     """Run `stmt` ordered by (created_col, id_col) and return one page of its rows."""
     if page_token:
         created_at, last_id = decode_page_token(page_token)
@@ -64,6 +83,29 @@ def paginate(
     stmt = stmt.add_columns(created_col.label("page_created_at"), id_col.label("page_id"))
     rows = session.execute(stmt.order_by(*order).limit(max_results + 1)).all()
     if len(rows) <= max_results:
-        return Page(list(rows), None)
+        return RowPage(list(rows), None)
     last = rows[max_results - 1]
-    return Page(list(rows[:max_results]), encode_page_token(last.page_created_at, last.page_id))
+    return RowPage(list(rows[:max_results]), encode_page_token(last.page_created_at, last.page_id))
+
+
+def entity_page(page: RowPage) -> dict[str, Any]:
+    """The envelope for a page of single-entity rows; the route's response model reads the ORM objects."""
+    return {"items": [row[0] for row in page.rows], "next_page_token": page.next_page_token}
+
+
+def sequence_page(items: Sequence[Any], *, page_token: str | None, max_results: int) -> dict[str, Any]:
+    """The envelope for one page of a short list computed in memory (summaries, in-process stats).
+
+    The token is an offset: such lists are small and are not written to while read."""
+    start = 0
+    if page_token:
+        try:
+            raw = base64.urlsafe_b64decode(page_token + "=" * (-len(page_token) % 4)).decode()
+            start = int(raw.removeprefix("at:"))
+        except ValueError:
+            raise InvalidParameter("Invalid page_token: pass back a next_page_token unchanged") from None
+        if start < 0:
+            raise InvalidParameter("Invalid page_token: pass back a next_page_token unchanged")
+    end = start + max_results
+    token = base64.urlsafe_b64encode(f"at:{end}".encode()).decode().rstrip("=") if end < len(items) else None
+    return {"items": list(items[start:end]), "next_page_token": token}

@@ -69,7 +69,7 @@ def test_create_requests_a_rollout_through_the_outbox_and_records_it(client, db_
     body = response.json()
     assert (body["status"], body["project_id"], body["servers"]) == ("deploying", str(tenant.project_id), [])
     assert body["config"]["canary"]["max_error_rate"] == 0.1
-    history = client.get(f"/api/v1/deployments/{body['id']}/history", headers=tenant.headers).json()
+    history = client.get(f"/api/v1/deployments/{body['id']}/history", headers=tenant.headers).json()["items"]
     assert [(row["action"], row["outcome"], row["to_version_id"]) for row in history] == [
         ("deploy", "pending", str(version.id))
     ]
@@ -143,9 +143,10 @@ def test_tenancy_and_scopes(client, db_session, settings, tenant, other_tenant, 
     url = f"/api/v1/deployments/{deployment['id']}"
     assert client.get(url, headers=other_tenant.headers).status_code == 404
     assert deployment["id"] not in [
-        d["id"] for d in client.get("/api/v1/deployments", headers=other_tenant.headers).json()
+        d["id"] for d in client.get("/api/v1/deployments", headers=other_tenant.headers).json()["items"]
     ]
-    assert deployment["id"] in [d["id"] for d in client.get("/api/v1/deployments", headers=tenant.headers).json()]
+    mine = client.get("/api/v1/deployments", headers=tenant.headers).json()["items"]
+    assert deployment["id"] in [d["id"] for d in mine]
 
     user = factories.make_user(db_session)
     org = db_session.get(Organization, tenant.org_id)

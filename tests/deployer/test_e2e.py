@@ -187,7 +187,7 @@ def _wait_for(api, tenant, deployment_id, condition, timeout: float = 90.0) -> d
 
 
 def _history(api, tenant, deployment_id) -> list[dict]:
-    return api.get(f"/api/v1/deployments/{deployment_id}/history", headers=tenant.headers).json()
+    return api.get(f"/api/v1/deployments/{deployment_id}/history", headers=tenant.headers).json()["items"]
 
 
 def _events(db, deployment_id, event_type) -> list[dict]:
@@ -426,7 +426,7 @@ def test_a_shadow_sees_every_request_and_its_answers_are_compared(api, tenant, r
     assert answers == {"1"}  # the shadow's answers are never returned
     deadline = time.monotonic() + 5
     while True:
-        stats = api.get(f"/deployments/{deployment}/shadow", headers=tenant.headers).json()
+        stats = api.get(f"/deployments/{deployment}/shadow", headers=tenant.headers).json()["items"]
         if (stats and stats[0]["compared_count"] == 20) or time.monotonic() > deadline:
             break
         time.sleep(0.05)

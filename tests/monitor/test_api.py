@@ -104,7 +104,7 @@ def test_create_infers_schema_and_profiles_the_reference_once(client, tenant, mo
     assert monitor["enabled"] and monitor["next_check_at"] is not None
     assert monitor["schedule_interval_s"] == 3600
     assert get_artifact_store(settings).is_file(monitor["reference_uri"])
-    listed = client.get(MONITORS, headers=tenant.headers).json()
+    listed = client.get(MONITORS, headers=tenant.headers).json()["items"]
     assert [m["id"] for m in listed] == [monitor["id"]]
 
 
@@ -149,7 +149,7 @@ def test_create_refuses_bad_input(client, tenant, version):
         response = create_monitor(client, tenant.headers, version.id, reference=reference, **spec)
         assert response.status_code == status, (spec, response.text)
         assert message in response.text, spec
-    assert client.get(MONITORS, headers=tenant.headers).json() == []
+    assert client.get(MONITORS, headers=tenant.headers).json()["items"] == []
 
 
 def test_create_without_reference_and_name_taken(client, tenant, version, monitor):
@@ -235,7 +235,7 @@ def test_drift_fires_one_alert_updated_then_resolved(client, db_session, tenant,
     html = client.get(f"/api/v1/drift-reports/{first['report_id']}/html", headers=headers)
     assert html.status_code == 200 and 'id="verdict"' in html.text
 
-    [alert] = client.get("/api/v1/alerts", params={"monitor_id": monitor["id"]}, headers=headers).json()
+    [alert] = client.get("/api/v1/alerts", params={"monitor_id": monitor["id"]}, headers=headers).json()["items"]
     assert alert["status"] == "firing" and alert["kind"] == "data_drift"
     assert alert["severity"] == "warning"  # 2 of 3 columns: the 0.0-0.75 band
     [fired] = _events(db_session, "alert.firing", monitor["id"])
@@ -247,7 +247,7 @@ def test_drift_fires_one_alert_updated_then_resolved(client, db_session, tenant,
 
     second = run_check(client, db_session, settings, headers, monitor["id"])
     assert second["status"] == "done"
-    assert len(client.get("/api/v1/alerts", headers=headers).json()) == 1  # updated, not duplicated
+    assert len(client.get("/api/v1/alerts", headers=headers).json()["items"]) == 1  # updated, not duplicated
     assert len(_events(db_session, "alert.firing", monitor["id"])) == 1  # same severity: the notifier is not told again
     acked = client.post(f"/api/v1/alerts/{alert['id']}/acknowledge", headers=headers).json()
     assert acked["status"] == "acknowledged" and acked["acknowledged_by"] == str(tenant.user_id)
@@ -263,7 +263,7 @@ def test_drift_fires_one_alert_updated_then_resolved(client, db_session, tenant,
     assert resolved["status"] == "resolved" and resolved["resolved_at"]
     [event] = _events(db_session, "alert.resolved", monitor["id"])
     assert event.payload["status"] == "resolved" and event.payload["fingerprint"] == alert["fingerprint"]
-    listed = client.get(f"{url}/reports", headers=headers).json()
+    listed = client.get(f"{url}/reports", headers=headers).json()["items"]
     assert [r["dataset_drift"] for r in listed] == [False, True, True]
 
 
@@ -293,7 +293,7 @@ def test_quality_alert_from_ground_truth(client, db_session, tenant, version, se
     report = client.get(f"/api/v1/drift-reports/{run['report_id']}", headers=tenant.headers).json()["report"]
     assert report["quality"]["metrics"]["accuracy"] == pytest.approx(0.5)
     assert report["quality"]["metrics"]["f1"] == pytest.approx((2 / 3 + 0) / 2)
-    [alert] = client.get("/api/v1/alerts", params={"status": "firing"}, headers=tenant.headers).json()
+    [alert] = client.get("/api/v1/alerts", params={"status": "firing"}, headers=tenant.headers).json()["items"]
     assert alert["kind"] == "quality" and alert["details"]["violations"]["accuracy"]["min"] == 0.9
     resolved = client.post(f"/api/v1/alerts/{alert['id']}/resolve", headers=tenant.headers)
     assert resolved.json()["status"] == "resolved"
@@ -316,7 +316,7 @@ def test_another_organization_sees_nothing(client, db_session, tenant, other_ten
     ]:
         assert client.request(method, path, headers=headers).status_code == 404, path
     assert client.post(f"{url}/predictions", json=rows(reference_frame(2)), headers=headers).status_code == 404
-    assert client.get(MONITORS, headers=headers).json() == []
+    assert client.get(MONITORS, headers=headers).json()["items"] == []
 
 
 def test_reference_from_a_tracked_runs_artifact(client, db_session, tenant, other_tenant, version):

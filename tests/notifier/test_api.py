@@ -194,7 +194,7 @@ def test_silences_and_mute_windows(client, tenant):
     assert created.status_code == 201, created.text
     bad_zone = {"name": "mars", "time_intervals": [{"weekdays": ["monday"], "location": "Mars/Olympus"}]}
     assert client.post("/api/v1/silences/mute-windows", json=bad_zone, headers=tenant.headers).status_code == 400
-    listed = client.get("/api/v1/silences/mute-windows", headers=tenant.headers).json()
+    listed = client.get("/api/v1/silences/mute-windows", headers=tenant.headers).json()["items"]
     assert [w["name"] for w in listed] == ["workdays"]
 
 
@@ -218,13 +218,13 @@ def test_delivery_log_queries_and_redelivery(client, tenant, receiver: Receiver)
     page = client.get(
         "/api/v1/deliveries", params={"channel_id": channel["id"], "max_results": 1}, headers=tenant.headers
     ).json()
-    assert len(page["deliveries"]) == 1 and page["next_page_token"]
+    assert len(page["items"]) == 1 and page["next_page_token"]
     rest = client.get(
         "/api/v1/deliveries",
         params={"channel_id": channel["id"], "page_token": page["next_page_token"]},
         headers=tenant.headers,
     ).json()
-    assert [d["id"] for d in rest["deliveries"]] == [first["id"]]
+    assert [d["id"] for d in rest["items"]] == [first["id"]]
 
     again = client.post(f"/api/v1/deliveries/{first['id']}/redeliver", headers=tenant.headers)
     assert again.status_code == 200 and again.json()["state"] == "pending" and again.json()["attempts"] == 0
@@ -391,7 +391,7 @@ def test_inhibit_rules_crud_and_inhibited_alerts_in_the_alertmanager_listing(cli
         assert client.post("/api/v1/inhibit-rules", json=bad, headers=tenant.headers).status_code == 422
     bad_regex = {**body, "name": "z", "target_matchers": ["severity=~("]}
     assert client.post("/api/v1/inhibit-rules", json=bad_regex, headers=tenant.headers).status_code == 400
-    assert [r["id"] for r in client.get("/api/v1/inhibit-rules", headers=tenant.headers).json()] == [rule_id]
+    assert [r["id"] for r in client.get("/api/v1/inhibit-rules", headers=tenant.headers).json()["items"]] == [rule_id]
     assert client.get(f"/api/v1/inhibit-rules/{rule_id}", headers=other_tenant.headers).status_code == 404
 
     channel = _webhook(client, tenant, "http://127.0.0.1:9/hook")

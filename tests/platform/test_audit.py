@@ -91,21 +91,21 @@ def test_admins_query_the_trail_with_filters_and_pages(client, db_session, tenan
     url = f"/api/v1/orgs/{tenant.org_id}/audit-logs"
     created = client.get(url, params={"action": "project.create", "since": started.isoformat()}, headers=admin.headers)
     assert created.status_code == 200, created.text
-    logs = created.json()["audit_logs"]
+    logs = created.json()["items"]
     assert [log["details"]["slug"] for log in logs] == ["audit-2", "audit-1", "audit-0"]  # newest first
     assert {log["actor_email"] for log in logs} == {tenant.email}
 
     failures = client.get(url, params={"outcome": "failure", "actor": member.email}, headers=admin.headers).json()
-    assert [(log["action"], log["status_code"]) for log in failures["audit_logs"]] == [("organization.update", 403)]
+    assert [(log["action"], log["status_code"]) for log in failures["items"]] == [("organization.update", 403)]
     by_id = client.get(url, params={"actor": str(member.user_id)}, headers=admin.headers).json()
-    assert by_id["audit_logs"] == failures["audit_logs"]
+    assert by_id["items"] == failures["items"]
 
     first = client.get(url, params={"max_results": 2}, headers=admin.headers).json()
     second = client.get(url, params={"max_results": 2, "page_token": first["next_page_token"]}, headers=admin.headers)
-    assert len(first["audit_logs"]) == 2 and second.status_code == 200
-    assert not {log["id"] for log in first["audit_logs"]} & {log["id"] for log in second.json()["audit_logs"]}
+    assert len(first["items"]) == 2 and second.status_code == 200
+    assert not {log["id"] for log in first["items"]} & {log["id"] for log in second.json()["items"]}
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    assert client.get(url, params={"since": future}, headers=admin.headers).json()["audit_logs"] == []
+    assert client.get(url, params={"since": future}, headers=admin.headers).json()["items"] == []
 
     assert client.get(url, headers=member.headers).status_code == 403
     assert client.get(url, headers=bearer(other_tenant.token)).status_code == 404

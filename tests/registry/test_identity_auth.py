@@ -125,7 +125,7 @@ def test_a_project_key_cannot_touch_another_project(client, db_session, tenant):
     assert client.get(f"/api/v1/projects/{other.id}", headers=headers).status_code == 404
     assert client.patch(f"/api/v1/projects/{other.id}", json={"name": "x"}, headers=headers).status_code == 404
     assert client.delete(f"/api/v1/projects/{other.id}", headers=headers).status_code == 404
-    listed = client.get(f"/api/v1/orgs/{tenant.org_id}/projects", headers=headers).json()["projects"]
+    listed = client.get(f"/api/v1/orgs/{tenant.org_id}/projects", headers=headers).json()["items"]
     assert [p["id"] for p in listed] == [str(tenant.project_id)]
     # Nor can it mint a key that escapes its project.
     escape = {"name": "k", "organization_id": str(tenant.org_id), "scopes": ["admin"], "project_id": str(other.id)}
@@ -155,7 +155,7 @@ def test_an_api_key_is_shown_once_and_listed_without_secret(client, db_session, 
     listed = client.get("/api/v1/api-keys", headers=bearer(tenant.token))
     assert listed.status_code == 200
     assert key not in listed.text and row.key_hash not in listed.text
-    entry = next(k for k in listed.json()["api_keys"] if k["id"] == str(row.id))
+    entry = next(k for k in listed.json()["items"] if k["id"] == str(row.id))
     assert entry["scopes"] == ["tracking:write"] and "key" not in entry
 
     used = client.get("/api/v1/auth/me", headers=bearer(key))
@@ -219,7 +219,7 @@ def test_closed_sign_up_leaves_org_admins_to_add_people(client, app, db_session,
     assert client.post("/api/v1/users", json=into_org, headers=member.headers).status_code == 403
     assert client.post("/api/v1/users", json=into_org, headers=bearer(tenant.token)).status_code == 201
 
-    members = client.get(f"/api/v1/orgs/{tenant.org_id}/members", headers=tenant.headers).json()["members"]
+    members = client.get(f"/api/v1/orgs/{tenant.org_id}/members", headers=tenant.headers).json()["items"]
     assert {"email": "invitee@example.com", "role": "viewer"} in [
         {"email": m["email"], "role": m["role"]} for m in members
     ]

@@ -14,9 +14,9 @@ def test_creating_an_organization_makes_you_owner_with_a_default_project(client,
     assert created.status_code == 201, created.text
     org = created.json()
     assert (org["slug"], org["role"]) == ("deep-thought-labs", "owner")
-    projects = client.get(f"/api/v1/orgs/{org['id']}/projects", headers=bearer(tenant.token)).json()["projects"]
+    projects = client.get(f"/api/v1/orgs/{org['id']}/projects", headers=bearer(tenant.token)).json()["items"]
     assert [p["slug"] for p in projects] == ["default"]
-    mine = client.get("/api/v1/orgs", headers=bearer(tenant.token)).json()["organizations"]
+    mine = client.get("/api/v1/orgs", headers=bearer(tenant.token)).json()["items"]
     assert {o["id"] for o in mine} == {str(tenant.org_id), org["id"]}
     # API keys are bound to one organization, so they do not create others.
     assert client.post("/api/v1/orgs", json={"name": "Via Key"}, headers=tenant.headers).status_code == 403
@@ -29,9 +29,9 @@ def test_soft_deleted_projects_vanish_and_come_back(client, db_session, tenant, 
     assert client.delete(path, headers=headers).status_code == 204
     assert client.get(path, headers=headers).status_code == 404
     assert client.patch(path, json={"name": "x"}, headers=headers).status_code == 404
-    listed = client.get(f"/api/v1/orgs/{tenant.org_id}/projects", headers=headers).json()["projects"]
+    listed = client.get(f"/api/v1/orgs/{tenant.org_id}/projects", headers=headers).json()["items"]
     assert project["id"] not in [p["id"] for p in listed]
-    deleted = client.get(f"/api/v1/orgs/{tenant.org_id}/projects?deleted=true", headers=headers).json()["projects"]
+    deleted = client.get(f"/api/v1/orgs/{tenant.org_id}/projects?deleted=true", headers=headers).json()["items"]
     assert [p["id"] for p in deleted] == [project["id"]]
     assert db_session.get(Project, project["id"]) is not None  # still there, only hidden
 
@@ -56,8 +56,8 @@ def test_soft_deleted_organizations_vanish_and_owners_or_admins_restore_them(cli
     assert client.delete(path, headers=bearer(tenant.token)).status_code == 204
     assert client.get(path, headers=bearer(tenant.token)).status_code == 404
     assert client.get(f"/api/v1/projects/{tenant.project_id}", headers=bearer(tenant.token)).status_code == 404
-    assert client.get("/api/v1/orgs", headers=bearer(tenant.token)).json()["organizations"] == []
-    deleted = client.get("/api/v1/orgs?deleted=true", headers=admin.headers).json()["organizations"]
+    assert client.get("/api/v1/orgs", headers=bearer(tenant.token)).json()["items"] == []
+    deleted = client.get("/api/v1/orgs?deleted=true", headers=admin.headers).json()["items"]
     assert [o["id"] for o in deleted] == [str(tenant.org_id)]
 
     restored = client.post(f"{path}/restore", headers=admin.headers)
@@ -73,8 +73,8 @@ def test_lists_page_with_opaque_tokens(client, tenant):
     while True:
         params = {"max_results": 2, **({"page_token": token} if token else {})}
         page = client.get(url, params=params, headers=tenant.headers).json()
-        assert len(page["projects"]) <= 2
-        seen += [p["slug"] for p in page["projects"]]
+        assert len(page["items"]) <= 2
+        seen += [p["slug"] for p in page["items"]]
         token = page["next_page_token"]
         if not token:
             break

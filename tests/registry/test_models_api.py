@@ -69,17 +69,17 @@ def test_model_crud_search_and_restore(client, tenant):
     assert bad.status_code == 422
 
     base = f"/api/v1/projects/{tenant.project_id}/models"
-    assert [m["name"] for m in client.get(base, params={"q": "FRAUD"}, headers=tenant.headers).json()["models"]] == [
+    assert [m["name"] for m in client.get(base, params={"q": "FRAUD"}, headers=tenant.headers).json()["items"]] == [
         "fraud",
         "fraud-v2",
     ]
-    by_tag = client.get(base, params={"tag": "team=search"}, headers=tenant.headers).json()["models"]
+    by_tag = client.get(base, params={"tag": "team=search"}, headers=tenant.headers).json()["items"]
     assert [m["name"] for m in by_tag] == ["ranker"]
     first = client.get(base, params={"max_results": 3}, headers=tenant.headers).json()
     rest = client.get(
         base, params={"max_results": 3, "page_token": first["next_page_token"]}, headers=tenant.headers
     ).json()
-    assert [m["name"] for m in first["models"] + rest["models"]] == ["churn", "fraud", "fraud-v2", "ranker"]
+    assert [m["name"] for m in first["items"] + rest["items"]] == ["churn", "fraud", "fraud-v2", "ranker"]
     assert rest["next_page_token"] is None
 
     model_url = f"/api/v1/models/{created['id']}"
@@ -96,7 +96,7 @@ def test_model_crud_search_and_restore(client, tenant):
 
     assert client.delete(model_url, headers=tenant.headers).status_code == 204
     assert client.get(model_url, headers=tenant.headers).status_code == 404
-    deleted = client.get(base, params={"deleted": True}, headers=tenant.headers).json()["models"]
+    deleted = client.get(base, params={"deleted": True}, headers=tenant.headers).json()["items"]
     assert [m["name"] for m in deleted] == ["churn-v1"]
     # The name of a deleted model is free again; restoring the old one then clashes.
     reused = _create_model(client, tenant, "churn-v1")
@@ -125,9 +125,9 @@ def test_version_from_run_snapshots_metrics_and_signature(client, tenant, db_ses
     assert client.get(f"/api/v1/models/{model['id']}", headers=tenant.headers).json()["last_version"] == 2
 
     listed = client.get(f"/api/v1/models/{model['id']}/versions", headers=tenant.headers).json()
-    assert [v["version"] for v in listed["model_versions"]] == [2, 1]
+    assert [v["version"] for v in listed["items"]] == [2, 1]
     from_run = client.get("/api/v1/model-versions", params={"run_id": tracked.run_id}, headers=tenant.headers)
-    assert [v["version"] for v in from_run.json()["model_versions"]] == [1, 2]
+    assert [v["version"] for v in from_run.json()["items"]] == [1, 2]
 
     patched = client.patch(
         f"/api/v1/model-versions/{first['id']}", json={"description": "tuned"}, headers=tenant.headers
@@ -179,7 +179,7 @@ def test_stage_transitions_archive_previous_production(client, tenant, db_sessio
     ]
     assert client.get(f"/api/v1/model-versions/{v1['id']}", headers=tenant.headers).json()["stage"] == "archived"
 
-    history = client.get(f"/api/v1/model-versions/{v1['id']}/transitions", headers=tenant.headers).json()
+    history = client.get(f"/api/v1/model-versions/{v1['id']}/transitions", headers=tenant.headers).json()["items"]
     assert [(h["from_stage"], h["to_stage"], h["comment"]) for h in history] == [
         ("development", "staging", "looks good"),
         ("staging", "production", None),
@@ -192,7 +192,7 @@ def test_stage_transitions_archive_previous_production(client, tenant, db_sessio
     _transition(client, tenant.headers, tracked_v3["id"], "production", archive_existing=False)
     production = client.get(
         f"/api/v1/models/{model['id']}/versions", params={"stage": "production"}, headers=tenant.headers
-    ).json()["model_versions"]
+    ).json()["items"]
     assert [v["version"] for v in production] == [3, 2]
 
     changes = _events(db_session, tenant, "model_version.stage_changed")
@@ -282,7 +282,7 @@ def test_permissions_by_role_and_tenant(client, tenant, other_tenant, db_session
     )
     assert foreign_run.status_code == 404
     from_run = client.get("/api/v1/model-versions", params={"run_id": tracked.run_id}, headers=other_tenant.headers)
-    assert from_run.json()["model_versions"] == []
+    assert from_run.json()["items"] == []
 
 
 def test_lineage(client, tenant, db_session):

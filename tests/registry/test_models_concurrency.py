@@ -83,13 +83,13 @@ def test_concurrent_promotions_leave_one_production_version(live_server, live_te
 
     listed = httpx.get(
         f"{live_server.url}/api/v1/models/{model['id']}/versions", params={"max_results": 50}, headers=headers
-    ).json()["model_versions"]
+    ).json()["items"]
     stages = sorted(v["stage"] for v in listed)
     assert stages == ["archived"] * (WORKERS - 1) + ["production"]
     # Every promotion was recorded, and every loser was archived by a later one.
     for version in listed:
         history = httpx.get(f"{live_server.url}/api/v1/model-versions/{version['id']}/transitions", headers=headers)
-        moves = [(t["from_stage"], t["to_stage"]) for t in history.json()]
+        moves = [(t["from_stage"], t["to_stage"]) for t in history.json()["items"]]
         expected = [("development", "production")]
         if version["stage"] == "archived":
             expected.append(("production", "archived"))

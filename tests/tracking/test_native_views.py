@@ -41,7 +41,7 @@ def test_run_and_metric_summary(client, tenant, other_tenant):
     assert run["params"] == {"lr": "0.1"} and run["experiment_id"] == experiment_id
     assert run["metrics"] == [{"key": "loss", "value": 0.6, "step": 2, "timestamp": 1002}]
 
-    summary = client.get(f"/api/v1/runs/{run_id}/metrics", headers=tenant.headers).json()
+    summary = client.get(f"/api/v1/runs/{run_id}/metrics", headers=tenant.headers).json()["items"]
     assert summary == [
         {
             "key": "loss",
@@ -71,7 +71,7 @@ def test_run_to_model_version_lineage(client, tenant, other_tenant, db_session):
     for version in (1, 2):
         db_session.add(ModelVersion(model_id=model.id, version=version, run_id=run_id, metrics={}, tags={}))
     db_session.flush()
-    lineage = client.get(f"/api/v1/runs/{run_id}/model-versions", headers=tenant.headers).json()
+    lineage = client.get(f"/api/v1/runs/{run_id}/model-versions", headers=tenant.headers).json()["items"]
     assert [(v["model_name"], v["version"]) for v in lineage] == [("churn", 1), ("churn", 2)]
     assert client.get(f"/api/v1/runs/{run_id}/model-versions", headers=other_tenant.headers).status_code == 404
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from services.deployer.domain import deployments, kserve
 from services.deployer.schemas import (
@@ -18,8 +18,9 @@ from services.deployer.schemas import (
     ServerRead,
     ShadowSet,
 )
-from shared.core.deps import AccessDep, SessionDep
+from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
 from shared.core.errors import InvalidState
+from shared.core.pagination import Page, entity_page
 from shared.db.models import Deployment
 
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
@@ -62,16 +63,18 @@ def create_deployment(body: DeploymentCreate, request: Request, session: Session
     return _changed(request, session, deployment)
 
 
-@router.get("", response_model=list[DeploymentRead], summary="List deployments")
+@router.get("", response_model=Page[DeploymentRead], summary="List deployments, newest first")
 def list_deployments(
     session: SessionDep,
     access: AccessDep,
     project_id: uuid.UUID | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    page_token: PageToken = None,
+    max_results: MaxResults = 100,
 ):
-    items = deployments.list_deployments(session, access, project_id=project_id, limit=limit, offset=offset)
-    return _read_all(session, items)
+    page = deployments.list_deployments(
+        session, access, project_id=project_id, page_token=page_token, max_results=max_results
+    )
+    return {"items": _read_all(session, [row[0] for row in page.rows]), "next_page_token": page.next_page_token}
 
 
 @router.get("/{deployment_id}", response_model=DeploymentRead, summary="Get a deployment")
@@ -79,9 +82,17 @@ def get_deployment(deployment_id: uuid.UUID, session: SessionDep, access: Access
     return _read_all(session, [deployments.get_deployment(session, access, deployment_id)])[0]
 
 
-@router.get("/{deployment_id}/history", response_model=list[HistoryRead], summary="Every change, newest first")
-def history(deployment_id: uuid.UUID, session: SessionDep, access: AccessDep):
-    return deployments.list_history(session, access, deployment_id)
+@router.get("/{deployment_id}/history", response_model=Page[HistoryRead], summary="Every change, newest first")
+def history(
+    deployment_id: uuid.UUID,
+    session: SessionDep,
+    access: AccessDep,
+    page_token: PageToken = None,
+    max_results: MaxResults = 100,
+):
+    return entity_page(
+        deployments.list_history(session, access, deployment_id, page_token=page_token, max_results=max_results)
+    )
 
 
 @router.post("/{deployment_id}/canary", response_model=DeploymentRead, summary="Start a canary at N %")

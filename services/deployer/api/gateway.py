@@ -26,6 +26,8 @@ from services.deployer.domain.gateway import Gateway
 from services.deployer.domain.prediction_log import PredictionLogger, monitor_http_sink
 from services.deployer.domain.upstream import AiohttpUpstreamClient, UpstreamClient
 from services.deployer.schemas import ShadowStatsRead
+from shared.core.deps import MaxResults, PageToken
+from shared.core.pagination import Page, sequence_page
 from shared.core.settings import Settings
 
 
@@ -150,12 +152,15 @@ for _method, _path, _name, _summary in (
     )
 
 
-@router.get("/shadow", response_model=list[ShadowStatsRead], summary="Shadow comparisons seen by this gateway")
-async def shadow_stats(deployment_id: uuid.UUID, request: Request) -> list[ShadowStatsRead]:
+@router.get("/shadow", response_model=Page[ShadowStatsRead], summary="Shadow comparisons seen by this gateway")
+async def shadow_stats(
+    deployment_id: uuid.UUID, request: Request, page_token: PageToken = None, max_results: MaxResults = 100
+):
     gateway: Gateway = request.app.state.deployer_gateway
     # Same authorization as serving: whoever may call the deployment may see how its shadow compares.
     await gateway.authorize_deployment(deployment_id, request.headers.get("authorization"))
-    return [
+    stats = [
         ShadowStatsRead(model_version_id=version_id, exact_match_rate=snapshot.exact_match_rate, **asdict(snapshot))
         for version_id, snapshot in gateway.shadow_stats(deployment_id).items()
     ]
+    return sequence_page(stats, page_token=page_token, max_results=max_results)

@@ -21,6 +21,7 @@ from services.deployer.domain.canary import CanaryThresholds
 from shared.core import audit, events
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, Conflict, InvalidParameter, InvalidState, NotFound
+from shared.core.pagination import RowPage, paginate
 from shared.db.models import Deployment, DeploymentHistory, DeploymentServer, Model, ModelVersion, Project
 
 READ, WRITE = "deployments:read", "deployments:write"
@@ -60,23 +61,37 @@ def get_deployment(session: Session, access: Access, deployment_id: uuid.UUID, s
 
 
 def list_deployments(
-    session: Session, access: Access, *, project_id: uuid.UUID | None, limit: int, offset: int
-) -> Sequence[Deployment]:
+    session: Session, access: Access, *, project_id: uuid.UUID | None, page_token: str | None, max_results: int
+) -> RowPage:
     query = select(Deployment).where(
         Deployment.deleted_at.is_(None), Deployment.project_id.in_(access.readable_project_ids(READ))
     )
     if project_id is not None:
         query = query.where(Deployment.project_id == project_id)
-    return session.scalars(query.order_by(Deployment.created_at.desc()).limit(limit).offset(offset)).all()
+    return paginate(
+        session,
+        query,
+        created_col=Deployment.created_at,
+        id_col=Deployment.id,
+        page_token=page_token,
+        max_results=max_results,
+        newest_first=True,
+    )
 
 
-def list_history(session: Session, access: Access, deployment_id: uuid.UUID) -> Sequence[DeploymentHistory]:
+def list_history(
+    session: Session, access: Access, deployment_id: uuid.UUID, *, page_token: str | None, max_results: int
+) -> RowPage:
     get_deployment(session, access, deployment_id)
-    return session.scalars(
-        select(DeploymentHistory)
-        .where(DeploymentHistory.deployment_id == deployment_id)
-        .order_by(DeploymentHistory.created_at.desc(), DeploymentHistory.id)
-    ).all()
+    return paginate(
+        session,
+        select(DeploymentHistory).where(DeploymentHistory.deployment_id == deployment_id),
+        created_col=DeploymentHistory.created_at,
+        id_col=DeploymentHistory.id,
+        page_token=page_token,
+        max_results=max_results,
+        newest_first=True,
+    )
 
 
 def servers_by_deployment(

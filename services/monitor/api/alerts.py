@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
 
 from fastapi import APIRouter, Query
 
 from services.monitor.domain import alerts
-from services.monitor.schemas import AlertRead
-from shared.core.deps import AccessDep, SessionDep, SettingsDep
+from services.monitor.schemas import AlertRead, AlertStatus
+from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep, SettingsDep
+from shared.core.pagination import Page, entity_page
 from shared.db.base import utcnow
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
 
-@router.get("", response_model=list[AlertRead], summary="Alerts, latest first")
+@router.get("", response_model=Page[AlertRead], summary="Alerts, latest first")
 def list_alerts(
     session: SessionDep,
     access: AccessDep,
     monitor_id: uuid.UUID | None = Query(None),
-    status: Literal["firing", "acknowledged", "resolved"] | None = Query(None),
-    limit: int = Query(100, ge=1, le=1000),
+    status: AlertStatus | None = Query(None),
+    page_token: PageToken = None,
+    max_results: MaxResults = 100,
 ):
-    return alerts.list_alerts(session, access, monitor_id=monitor_id, status=status, limit=limit)
+    return entity_page(
+        alerts.list_alerts(
+            session, access, monitor_id=monitor_id, status=status, page_token=page_token, max_results=max_results
+        )
+    )
 
 
 @router.get("/{alert_id}", response_model=AlertRead, summary="One alert")

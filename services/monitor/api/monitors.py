@@ -24,8 +24,9 @@ from services.monitor.schemas import (
     PredictionsLogged,
 )
 from shared.core.artifacts import get_artifact_store
-from shared.core.deps import AccessDep, SessionDep, SettingsDep
+from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep, SettingsDep
 from shared.core.errors import TesseraError
+from shared.core.pagination import Page, entity_page
 from shared.db.base import utcnow
 
 router = APIRouter(prefix="/api/v1/monitors", tags=["monitors"])
@@ -65,9 +66,17 @@ async def create_monitor(
     return monitors.create_monitor(session, access, get_artifact_store(settings), body, upload, utcnow())
 
 
-@router.get("", response_model=list[MonitorRead], summary="Monitors the caller can see")
-def list_monitors(session: SessionDep, access: AccessDep, project_id: uuid.UUID | None = Query(None)):
-    return monitors.list_monitors(session, access, project_id)
+@router.get("", response_model=Page[MonitorRead], summary="Monitors the caller can see, newest first")
+def list_monitors(
+    session: SessionDep,
+    access: AccessDep,
+    project_id: uuid.UUID | None = Query(None),
+    page_token: PageToken = None,
+    max_results: MaxResults = 100,
+):
+    return entity_page(
+        monitors.list_monitors(session, access, project_id, page_token=page_token, max_results=max_results)
+    )
 
 
 @router.get("/{monitor_id}", response_model=MonitorRead, summary="One monitor")
@@ -159,9 +168,15 @@ def run_check_now(monitor_id: uuid.UUID, session: SessionDep, access: AccessDep,
     return run
 
 
-@router.get("/{monitor_id}/checks", response_model=list[CheckRunRead], summary="Check runs, latest first")
-def list_checks(monitor_id: uuid.UUID, session: SessionDep, access: AccessDep, limit: int = Query(50, ge=1, le=500)):
-    return checks.list_runs(session, access, monitor_id, limit)
+@router.get("/{monitor_id}/checks", response_model=Page[CheckRunRead], summary="Check runs, latest first")
+def list_checks(
+    monitor_id: uuid.UUID,
+    session: SessionDep,
+    access: AccessDep,
+    page_token: PageToken = None,
+    max_results: MaxResults = 100,
+):
+    return entity_page(checks.list_runs(session, access, monitor_id, page_token=page_token, max_results=max_results))
 
 
 @router.get("/{monitor_id}/checks/{run_id}", response_model=CheckRunRead, summary="One check run: status, progress")
@@ -169,6 +184,14 @@ def get_check(monitor_id: uuid.UUID, run_id: uuid.UUID, session: SessionDep, acc
     return checks.get_run(session, access, monitor_id, run_id)
 
 
-@router.get("/{monitor_id}/reports", response_model=list[DriftReportSummary], summary="Drift reports, latest first")
-def list_reports(monitor_id: uuid.UUID, session: SessionDep, access: AccessDep, limit: int = Query(50, ge=1, le=500)):
-    return reports.list_reports(session, access, monitor_id, limit)
+@router.get("/{monitor_id}/reports", response_model=Page[DriftReportSummary], summary="Drift reports, latest first")
+def list_reports(
+    monitor_id: uuid.UUID,
+    session: SessionDep,
+    access: AccessDep,
+    page_token: PageToken = None,
+    max_results: MaxResults = 100,
+):
+    return entity_page(
+        reports.list_reports(session, access, monitor_id, page_token=page_token, max_results=max_results)
+    )

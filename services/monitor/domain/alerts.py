@@ -16,6 +16,7 @@ from services.monitor.domain.visibility import READ, WRITE, require_visible
 from shared.core import audit, events
 from shared.core.auth import Access
 from shared.core.errors import InvalidState, NotFound
+from shared.core.pagination import RowPage, paginate
 from shared.db.models import Alert, Deployment, Model, ModelMonitoring, ModelVersion, Project
 
 DATA_DRIFT = "data_drift"
@@ -179,14 +180,23 @@ def list_alerts(
     *,
     monitor_id: uuid.UUID | None,
     status: str | None,
-    limit: int,
-) -> list[Alert]:
+    page_token: str | None,
+    max_results: int,
+) -> RowPage:
     query = select(Alert).where(Alert.project_id.in_(access.readable_project_ids(READ)))
     if monitor_id is not None:
         query = query.where(Alert.monitor_id == monitor_id)
     if status is not None:
         query = query.where(Alert.status == status)
-    return list(session.scalars(query.order_by(Alert.started_at.desc()).limit(limit)))
+    return paginate(
+        session,
+        query,
+        created_col=Alert.started_at,
+        id_col=Alert.id,
+        page_token=page_token,
+        max_results=max_results,
+        newest_first=True,
+    )
 
 
 def acknowledge(session: Session, access: Access, alert_id: uuid.UUID, now: datetime) -> Alert:

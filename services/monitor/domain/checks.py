@@ -24,6 +24,7 @@ from services.monitor.domain.visibility import READ, WRITE
 from shared.core.artifacts import ArtifactStore, safe_key
 from shared.core.auth import Access
 from shared.core.errors import NotFound, TesseraError
+from shared.core.pagination import RowPage, paginate
 from shared.db.models import DataDriftReport, ModelMonitoring, MonitorCheckRun, Project
 
 QUEUED, RUNNING, DONE, FAILED, INSUFFICIENT = "queued", "running", "done", "failed", "insufficient_data"
@@ -115,15 +116,18 @@ def get_run(session: Session, access: Access, monitor_id: uuid.UUID, run_id: uui
     return run
 
 
-def list_runs(session: Session, access: Access, monitor_id: uuid.UUID, limit: int) -> list[MonitorCheckRun]:
+def list_runs(
+    session: Session, access: Access, monitor_id: uuid.UUID, *, page_token: str | None, max_results: int
+) -> RowPage:
     get_monitor(session, access, monitor_id, READ)
-    return list(
-        session.scalars(
-            select(MonitorCheckRun)
-            .where(MonitorCheckRun.monitor_id == monitor_id)
-            .order_by(MonitorCheckRun.created_at.desc())
-            .limit(limit)
-        )
+    return paginate(
+        session,
+        select(MonitorCheckRun).where(MonitorCheckRun.monitor_id == monitor_id),
+        created_col=MonitorCheckRun.created_at,
+        id_col=MonitorCheckRun.id,
+        page_token=page_token,
+        max_results=max_results,
+        newest_first=True,
     )
 
 

@@ -21,6 +21,7 @@ from shared.core import audit
 from shared.core.artifacts import ArtifactStore
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
+from shared.core.pagination import RowPage, paginate
 from shared.db.models import Deployment, Model, ModelMonitoring, ModelVersion, Project
 
 DEFAULT_INTERVAL_S = 3600
@@ -57,13 +58,23 @@ def describe(session: Session, monitor: ModelMonitoring, action: str, details: d
     )
 
 
-def list_monitors(session: Session, access: Access, project_id: uuid.UUID | None) -> list[ModelMonitoring]:
+def list_monitors(
+    session: Session, access: Access, project_id: uuid.UUID | None, *, page_token: str | None, max_results: int
+) -> RowPage:
     query = select(ModelMonitoring).where(
         ModelMonitoring.deleted_at.is_(None), ModelMonitoring.project_id.in_(access.readable_project_ids(READ))
     )
     if project_id is not None:
         query = query.where(ModelMonitoring.project_id == project_id)
-    return list(session.scalars(query.order_by(ModelMonitoring.created_at.desc())))
+    return paginate(
+        session,
+        query,
+        created_col=ModelMonitoring.created_at,
+        id_col=ModelMonitoring.id,
+        page_token=page_token,
+        max_results=max_results,
+        newest_first=True,
+    )
 
 
 def _check_target(session: Session, project: Project, deployment_id: uuid.UUID | None, version_id: uuid.UUID | None):

@@ -13,6 +13,7 @@ from services.monitor.domain.visibility import READ, require_visible
 from shared.core.artifacts import ArtifactStore
 from shared.core.auth import Access
 from shared.core.errors import NotFound
+from shared.core.pagination import RowPage, paginate
 from shared.db.models import DataDriftReport, ModelMonitoring, Project
 
 
@@ -28,15 +29,18 @@ def get_report(session: Session, access: Access, report_id: uuid.UUID) -> DataDr
     return found.DataDriftReport
 
 
-def list_reports(session: Session, access: Access, monitor_id: uuid.UUID, limit: int) -> list[DataDriftReport]:
+def list_reports(
+    session: Session, access: Access, monitor_id: uuid.UUID, *, page_token: str | None, max_results: int
+) -> RowPage:
     get_monitor(session, access, monitor_id, READ)
-    return list(
-        session.scalars(
-            select(DataDriftReport)
-            .where(DataDriftReport.monitor_id == monitor_id)
-            .order_by(DataDriftReport.created_at.desc())
-            .limit(limit)
-        )
+    return paginate(
+        session,
+        select(DataDriftReport).where(DataDriftReport.monitor_id == monitor_id),
+        created_col=DataDriftReport.created_at,
+        id_col=DataDriftReport.id,
+        page_token=page_token,
+        max_results=max_results,
+        newest_first=True,
     )
 
 

@@ -95,7 +95,7 @@ def list_silences(
     """A silence is listed when the labels its equality matchers name satisfy every filter (Alertmanager's
     own reading of `filter` for silences)."""
     filters = [parse_matcher(text) for text in filter]
-    listed = [_silence(row) for row in muting.list_silences(session, access, None)]
+    listed = [_silence(row) for row in muting.all_silences(session, access, None)]
     return [
         silence
         for silence in listed

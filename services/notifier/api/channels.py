@@ -17,7 +17,8 @@ from services.notifier.schemas import (
     SecretRotation,
 )
 from shared.core.crypto import SecretBox
-from shared.core.deps import AccessDep, SessionDep, SettingsDep
+from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep, SettingsDep
+from shared.core.pagination import Page, entity_page
 from shared.db.base import utcnow
 
 router = APIRouter(prefix="/api/v1/channels", tags=["notification channels"])
@@ -41,9 +42,17 @@ def create_channel(body: ChannelCreate, session: SessionDep, access: AccessDep, 
     )
 
 
-@router.get("", response_model=list[ChannelRead], summary="The organization's channels")
-def list_channels(session: SessionDep, access: AccessDep, organization_id: uuid.UUID | None = Query(None)):
-    return channels.list_channels(session, access, organization_id)
+@router.get("", response_model=Page[ChannelRead], summary="The organization's channels, oldest first")
+def list_channels(
+    session: SessionDep,
+    access: AccessDep,
+    organization_id: uuid.UUID | None = Query(None),
+    page_token: PageToken = None,
+    max_results: MaxResults = 100,
+):
+    return entity_page(
+        channels.list_channels(session, access, organization_id, page_token=page_token, max_results=max_results)
+    )
 
 
 @router.get("/{channel_id}", response_model=ChannelRead, summary="One channel (never its secrets)")

@@ -48,7 +48,7 @@ def list_deliveries(
         max_results=max_results,
     )
     return DeliveryPage(
-        deliveries=[DeliveryRead.model_validate(row[0]) for row in page.rows], next_page_token=page.next_page_token
+        items=[DeliveryRead.model_validate(row[0]) for row in page.rows], next_page_token=page.next_page_token
     )
 
 

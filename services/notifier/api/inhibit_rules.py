@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query, Response
 
 from services.notifier.domain import muting
 from services.notifier.schemas import InhibitRuleCreate, InhibitRuleRead
-from shared.core.deps import AccessDep, SessionDep
+from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
+from shared.core.pagination import Page, entity_page
 
 router = APIRouter(prefix="/api/v1/inhibit-rules", tags=["silences and mute windows"])
 
@@ -26,9 +27,17 @@ def create_inhibit_rule(body: InhibitRuleCreate, session: SessionDep, access: Ac
     )
 
 
-@router.get("", response_model=list[InhibitRuleRead], summary="The organization's inhibit rules")
-def list_inhibit_rules(session: SessionDep, access: AccessDep, organization_id: uuid.UUID | None = Query(None)):
-    return muting.list_inhibit_rules(session, access, organization_id)
+@router.get("", response_model=Page[InhibitRuleRead], summary="The organization's inhibit rules, oldest first")
+def list_inhibit_rules(
+    session: SessionDep,
+    access: AccessDep,
+    organization_id: uuid.UUID | None = Query(None),
+    page_token: PageToken = None,
+    max_results: MaxResults = 100,
+):
+    return entity_page(
+        muting.list_inhibit_rules(session, access, organization_id, page_token=page_token, max_results=max_results)
+    )
 
 
 @router.get("/{rule_id}", response_model=InhibitRuleRead, summary="One inhibit rule")

@@ -36,7 +36,7 @@ def list_notifications(
         max_results=max_results,
     )
     return NotificationPage(
-        notifications=[NotificationRead.model_validate(row[0]) for row in page.rows],
+        items=[NotificationRead.model_validate(row[0]) for row in page.rows],
         next_page_token=page.next_page_token,
     )
 

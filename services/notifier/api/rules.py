@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query
 from services.notifier.domain import ingest, rules
 from services.notifier.domain.storage import resolve_organization
 from services.notifier.schemas import RuleCreate, RuleHit, RulePreview, RulePreviewRequest, RuleRead, RuleUpdate
-from shared.core.deps import AccessDep, SessionDep
+from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
+from shared.core.pagination import Page, entity_page
 from shared.db.base import utcnow
 
 router = APIRouter(prefix="/api/v1/rules", tags=["notification rules"])
@@ -30,9 +31,17 @@ def create_rule(body: RuleCreate, session: SessionDep, access: AccessDep):
     )
 
 
-@router.get("", response_model=list[RuleRead], summary="The organization's rules")
-def list_rules(session: SessionDep, access: AccessDep, organization_id: uuid.UUID | None = Query(None)):
-    return rules.list_rules(session, access, organization_id)
+@router.get("", response_model=Page[RuleRead], summary="The organization's rules, oldest first")
+def list_rules(
+    session: SessionDep,
+    access: AccessDep,
+    organization_id: uuid.UUID | None = Query(None),
+    page_token: PageToken = None,
+    max_results: MaxResults = 100,
+):
+    return entity_page(
+        rules.list_rules(session, access, organization_id, page_token=page_token, max_results=max_results)
+    )
 
 
 @router.post("/preview", response_model=RulePreview, summary="Which rules would this event hit?")

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query, Response
 
 from services.notifier.domain import muting
 from services.notifier.schemas import MuteWindowCreate, MuteWindowRead, MuteWindowUpdate, SilenceCreate, SilenceRead
-from shared.core.deps import AccessDep, SessionDep
+from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
+from shared.core.pagination import Page, entity_page
 from shared.db.base import utcnow
 from shared.db.models import NotificationSilence
 
@@ -43,9 +44,16 @@ def create_silence(body: SilenceCreate, session: SessionDep, access: AccessDep):
     return _read(row)
 
 
-@router.get("", response_model=list[SilenceRead], summary="The organization's silences, latest end first")
-def list_silences(session: SessionDep, access: AccessDep, organization_id: uuid.UUID | None = Query(None)):
-    return [_read(row) for row in muting.list_silences(session, access, organization_id)]
+@router.get("", response_model=Page[SilenceRead], summary="The organization's silences, newest first")
+def list_silences(
+    session: SessionDep,
+    access: AccessDep,
+    organization_id: uuid.UUID | None = Query(None),
+    page_token: PageToken = None,
+    max_results: MaxResults = 100,
+):
+    page = muting.list_silences(session, access, organization_id, page_token=page_token, max_results=max_results)
+    return {"items": [_read(row[0]) for row in page.rows], "next_page_token": page.next_page_token}
 
 
 # Mute windows before /{silence_id}, so "mute-windows" is not taken for an id.
@@ -56,9 +64,17 @@ def create_mute_window(body: MuteWindowCreate, session: SessionDep, access: Acce
     )
 
 
-@router.get("/mute-windows", response_model=list[MuteWindowRead], summary="The organization's mute windows")
-def list_mute_windows(session: SessionDep, access: AccessDep, organization_id: uuid.UUID | None = Query(None)):
-    return muting.list_mute_windows(session, access, organization_id)
+@router.get("/mute-windows", response_model=Page[MuteWindowRead], summary="Mute windows, oldest first")
+def list_mute_windows(
+    session: SessionDep,
+    access: AccessDep,
+    organization_id: uuid.UUID | None = Query(None),
+    page_token: PageToken = None,
+    max_results: MaxResults = 100,
+):
+    return entity_page(
+        muting.list_mute_windows(session, access, organization_id, page_token=page_token, max_results=max_results)
+    )
 
 
 @router.get("/mute-windows/{window_id}", response_model=MuteWindowRead, summary="One mute window")

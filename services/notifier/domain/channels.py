@@ -29,6 +29,7 @@ from shared.core.auth import Access
 from shared.core.crypto import SecretBox
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
 from shared.core.outbound import OutboundPolicy, parse_url
+from shared.core.pagination import RowPage, paginate
 from shared.db.base import utcnow
 from shared.db.models import NotificationChannel
 
@@ -219,14 +220,19 @@ def get_channel(session: Session, access: Access, channel_id: uuid.UUID, *, writ
     return channel
 
 
-def list_channels(session: Session, access: Access, organization_id: uuid.UUID | None) -> list[NotificationChannel]:
+def list_channels(
+    session: Session, access: Access, organization_id: uuid.UUID | None, *, page_token: str | None, max_results: int
+) -> RowPage:
     org = resolve_organization(access, organization_id, "notifications:read")
-    return list(
-        session.scalars(
-            select(NotificationChannel)
-            .where(NotificationChannel.organization_id == org.id, NotificationChannel.deleted_at.is_(None))
-            .order_by(NotificationChannel.name)
-        )
+    return paginate(
+        session,
+        select(NotificationChannel).where(
+            NotificationChannel.organization_id == org.id, NotificationChannel.deleted_at.is_(None)
+        ),
+        created_col=NotificationChannel.created_at,
+        id_col=NotificationChannel.id,
+        page_token=page_token,
+        max_results=max_results,
     )
 
 

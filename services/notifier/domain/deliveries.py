@@ -17,7 +17,7 @@ from shared.core import audit
 from shared.core.auth import Access
 from shared.core.crypto import SecretBox
 from shared.core.errors import InvalidState, NotFound
-from shared.core.pagination import Page, paginate
+from shared.core.pagination import RowPage, paginate
 from shared.core.settings import Settings
 from shared.db.models import Delivery, DeliveryAttempt, Notification, NotificationAlert
 
@@ -86,7 +86,7 @@ def list_notifications(
     fingerprint: str | None,
     page_token: str | None,
     max_results: int,
-) -> Page:
+) -> RowPage:
     org = resolve_organization(access, organization_id, "notifications:read")
     stmt = select(Notification).where(Notification.organization_id == org.id)
     if rule_id is not None:
@@ -120,7 +120,7 @@ def list_deliveries(
     state: str | None,
     page_token: str | None,
     max_results: int,
-) -> Page:
+) -> RowPage:
     org = resolve_organization(access, organization_id, "notifications:read")
     stmt = select(Delivery).where(Delivery.organization_id == org.id)
     filters = {"channel_id": channel_id, "rule_id": rule_id, "notification_id": notification_id, "state": state}

@@ -20,6 +20,7 @@ from services.notifier.domain.storage import resolve_organization
 from shared.core import audit
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
+from shared.core.pagination import RowPage, paginate
 from shared.db.models import (
     NotificationGroup,
     NotificationGroupAlert,
@@ -145,9 +146,18 @@ def _add_named(session: Session, row, action: str):
     return row
 
 
-def _list_named(session: Session, access: Access, model, organization_id: uuid.UUID | None) -> list:
+def _list_named(
+    session: Session, access: Access, model, organization_id: uuid.UUID | None, page_token: str | None, max_results: int
+) -> RowPage:
     org = resolve_organization(access, organization_id, "notifications:read")
-    return list(session.scalars(select(model).where(model.organization_id == org.id).order_by(model.name)))
+    return paginate(
+        session,
+        select(model).where(model.organization_id == org.id),
+        created_col=model.created_at,
+        id_col=model.id,
+        page_token=page_token,
+        max_results=max_results,
+    )
 
 
 def _delete_named(session: Session, row, action: str) -> None:
@@ -160,14 +170,29 @@ def get_silence(session: Session, access: Access, silence_id: uuid.UUID, *, writ
     return _get_org_row(session, access, NotificationSilence, silence_id, "Silence", write)
 
 
-def list_silences(session: Session, access: Access, organization_id: uuid.UUID | None):
+def _silences_query(access: Access, organization_id: uuid.UUID | None):
     org = resolve_organization(access, organization_id, "notifications:read")
-    return list(
-        session.scalars(
-            select(NotificationSilence)
-            .where(NotificationSilence.organization_id == org.id)
-            .order_by(NotificationSilence.ends_at.desc())
-        )
+    return select(NotificationSilence).where(NotificationSilence.organization_id == org.id)
+
+
+def all_silences(session: Session, access: Access, organization_id: uuid.UUID | None) -> list[NotificationSilence]:
+    """Every silence, latest end first: Alertmanager's API lists them in one answer."""
+    query = _silences_query(access, organization_id).order_by(NotificationSilence.ends_at.desc())
+    return list(session.scalars(query))
+
+
+def list_silences(
+    session: Session, access: Access, organization_id: uuid.UUID | None, *, page_token: str | None, max_results: int
+) -> RowPage:
+    return paginate(
+        session,
+        _silences_query(access, organization_id),
+        # Not by ends_at: expiring a silence moves it, and a moving key would skip rows between pages.
+        created_col=NotificationSilence.created_at,
+        id_col=NotificationSilence.id,
+        page_token=page_token,
+        max_results=max_results,
+        newest_first=True,
     )
 
 
@@ -216,8 +241,10 @@ def get_mute_window(session: Session, access: Access, window_id: uuid.UUID, *, w
     return _get_org_row(session, access, NotificationMuteWindow, window_id, "Mute window", write)
 
 
-def list_mute_windows(session: Session, access: Access, organization_id: uuid.UUID | None):
-    return _list_named(session, access, NotificationMuteWindow, organization_id)
+def list_mute_windows(
+    session: Session, access: Access, organization_id: uuid.UUID | None, *, page_token: str | None, max_results: int
+) -> RowPage:
+    return _list_named(session, access, NotificationMuteWindow, organization_id, page_token, max_results)
 
 
 def update_mute_window(
@@ -277,8 +304,10 @@ def get_inhibit_rule(session: Session, access: Access, rule_id: uuid.UUID, *, wr
     return _get_org_row(session, access, NotificationInhibitRule, rule_id, "Inhibit rule", write)
 
 
-def list_inhibit_rules(session: Session, access: Access, organization_id: uuid.UUID | None):
-    return _list_named(session, access, NotificationInhibitRule, organization_id)
+def list_inhibit_rules(
+    session: Session, access: Access, organization_id: uuid.UUID | None, *, page_token: str | None, max_results: int
+) -> RowPage:
+    return _list_named(session, access, NotificationInhibitRule, organization_id, page_token, max_results)
 
 
 def delete_inhibit_rule(session: Session, access: Access, rule_id: uuid.UUID) -> None:

@@ -18,6 +18,7 @@ from services.notifier.domain.storage import resolve_organization
 from shared.core import audit
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
+from shared.core.pagination import RowPage, paginate
 from shared.db.base import utcnow
 from shared.db.models import NotificationChannel, NotificationMuteWindow, NotificationRule
 
@@ -166,14 +167,19 @@ def get_rule(session: Session, access: Access, rule_id: uuid.UUID, *, write: boo
     return rule
 
 
-def list_rules(session: Session, access: Access, organization_id: uuid.UUID | None) -> list[NotificationRule]:
+def list_rules(
+    session: Session, access: Access, organization_id: uuid.UUID | None, *, page_token: str | None, max_results: int
+) -> RowPage:
     org = resolve_organization(access, organization_id, "notifications:read")
-    return list(
-        session.scalars(
-            select(NotificationRule)
-            .where(NotificationRule.organization_id == org.id, NotificationRule.deleted_at.is_(None))
-            .order_by(NotificationRule.name)
-        )
+    return paginate(
+        session,
+        select(NotificationRule).where(
+            NotificationRule.organization_id == org.id, NotificationRule.deleted_at.is_(None)
+        ),
+        created_col=NotificationRule.created_at,
+        id_col=NotificationRule.id,
+        page_token=page_token,
+        max_results=max_results,
     )
 
 

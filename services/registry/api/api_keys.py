@@ -9,14 +9,14 @@ from fastapi import APIRouter, Query
 from services.registry.domain import api_keys
 from services.registry.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPage, ApiKeyRead
 from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
-from shared.core.pagination import Page
+from shared.core.pagination import RowPage
 
 router = APIRouter(prefix="/api/v1", tags=["api keys"])
 
 
-def _page(page: Page) -> ApiKeyPage:
+def _page(page: RowPage) -> ApiKeyPage:
     keys = [ApiKeyRead.model_validate(row[0]) for row in page.rows]
-    return ApiKeyPage(api_keys=keys, next_page_token=page.next_page_token)
+    return ApiKeyPage(items=keys, next_page_token=page.next_page_token)
 
 
 @router.post("/api-keys", response_model=ApiKeyCreated, status_code=201, summary="Create a key; store it now")

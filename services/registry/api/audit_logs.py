@@ -37,7 +37,7 @@ def list_audit_logs(
     )
     page = audit_logs.list_audit_logs(session, access, org_id, where, page_token=page_token, max_results=max_results)
     return AuditLogPage(
-        audit_logs=[
+        items=[
             AuditLogRead.model_validate(row.AuditLog).model_copy(update={"actor_email": row.actor_email})
             for row in page.rows
         ],

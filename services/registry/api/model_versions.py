@@ -30,6 +30,7 @@ from services.registry.schemas import (
 from shared.core.artifacts import get_artifact_store
 from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep, SettingsDep
 from shared.core.errors import InvalidParameter
+from shared.core.pagination import Page, sequence_page
 from shared.db.models import ModelVersion
 
 router = APIRouter(prefix="/api/v1", tags=["model versions"])
@@ -124,13 +125,20 @@ def list_versions(
     model = models.get_model(session, access, model_id)
     page = versions.list_versions(session, access, model, stages=stage, page_token=page_token, max_results=max_results)
     return ModelVersionPage(
-        model_versions=[version_read(row[0]) for row in page.rows], next_page_token=page.next_page_token
+        items=[version_read(row[0]) for row in page.rows], next_page_token=page.next_page_token
     )
 
 
 @router.get("/model-versions", response_model=ModelVersionPage, summary="The versions registered from a run")
-def versions_of_run(run_id: uuid.UUID, session: SessionDep, access: AccessDep) -> ModelVersionPage:
-    return ModelVersionPage(model_versions=[version_read(v) for v in versions.versions_of_run(session, access, run_id)])
+def versions_of_run(
+    run_id: uuid.UUID,
+    session: SessionDep,
+    access: AccessDep,
+    page_token: PageToken = None,
+    max_results: MaxResults = 100,
+):
+    found = [version_read(v) for v in versions.versions_of_run(session, access, run_id)]
+    return sequence_page(found, page_token=page_token, max_results=max_results)
 
 
 @router.get("/model-versions/{version_id}", response_model=ModelVersionRead, summary="A model version")
@@ -176,12 +184,19 @@ def transition(
 
 @router.get(
     "/model-versions/{version_id}/transitions",
-    response_model=list[StageTransitionRead],
+    response_model=Page[StageTransitionRead],
     summary="Every stage change of a version, oldest first",
 )
-def list_transitions(version_id: uuid.UUID, session: SessionDep, access: AccessDep) -> list[StageTransitionRead]:
+def list_transitions(
+    version_id: uuid.UUID,
+    session: SessionDep,
+    access: AccessDep,
+    page_token: PageToken = None,
+    max_results: MaxResults = 100,
+):
     version = versions.get_version(session, access, version_id)
-    return [StageTransitionRead.model_validate(t) for t in versions.transitions(session, access, version)]
+    made = [StageTransitionRead.model_validate(t) for t in versions.transitions(session, access, version)]
+    return sequence_page(made, page_token=page_token, max_results=max_results)
 
 
 @router.get(

@@ -80,7 +80,7 @@ def list_models(
         page_token=page_token,
         max_results=max_results,
     )
-    return ModelPage(models=[model_read(row[0]) for row in page.rows], next_page_token=page.next_page_token)
+    return ModelPage(items=[model_read(row[0]) for row in page.rows], next_page_token=page.next_page_token)
 
 
 @router.get("/models/{model_id}", response_model=ModelRead, summary="A model")

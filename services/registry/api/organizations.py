@@ -59,7 +59,7 @@ def list_organizations(
         session, access, deleted=deleted, page_token=page_token, max_results=max_results
     )
     return OrganizationPage(
-        organizations=[_org(org, role) for org, role, *_ in page.rows], next_page_token=page.next_page_token
+        items=[_org(org, role) for org, role, *_ in page.rows], next_page_token=page.next_page_token
     )
 
 
@@ -97,7 +97,7 @@ def list_members(
     max_results: MaxResults = 100,
 ) -> MembershipPage:
     page = organizations.list_members(session, access, org_id, page_token=page_token, max_results=max_results)
-    return MembershipPage(members=[_member(row) for row in page.rows], next_page_token=page.next_page_token)
+    return MembershipPage(items=[_member(row) for row in page.rows], next_page_token=page.next_page_token)
 
 
 @router.post("/{org_id}/members", response_model=MembershipRead, status_code=201, summary="Add a user by email")

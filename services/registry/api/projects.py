@@ -54,7 +54,7 @@ def list_projects(
         session, access, org_id, deleted=deleted, page_token=page_token, max_results=max_results
     )
     return ProjectPage(
-        projects=[ProjectRead.model_validate(row[0]) for row in page.rows], next_page_token=page.next_page_token
+        items=[ProjectRead.model_validate(row[0]) for row in page.rows], next_page_token=page.next_page_token
     )
 
 
@@ -88,7 +88,7 @@ def list_members(
     max_results: MaxResults = 100,
 ) -> ProjectMemberPage:
     page = projects.list_members(session, access, project_id, page_token=page_token, max_results=max_results)
-    return ProjectMemberPage(members=[_member(row) for row in page.rows], next_page_token=page.next_page_token)
+    return ProjectMemberPage(items=[_member(row) for row in page.rows], next_page_token=page.next_page_token)
 
 
 @router.post(

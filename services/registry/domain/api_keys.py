@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from shared.core import audit
 from shared.core.auth import ROLE_RANK, Access, validate_scopes
 from shared.core.errors import InvalidParameter, NotFound, PermissionDenied
-from shared.core.pagination import Page, paginate
+from shared.core.pagination import RowPage, paginate
 from shared.core.security import generate_api_key
 from shared.db.base import utcnow
 from shared.db.models import ApiKey, Project
@@ -96,7 +96,7 @@ def create_api_key(
 def list_my_api_keys(
     session: Session, access: Access, *, organization_id: uuid.UUID | None, page_token: str | None,
     max_results: int,
-) -> Page:
+) -> RowPage:
     """Rows of (ApiKey,): the caller's own keys, revoked and expired ones included."""
     p = access.principal
     stmt = select(ApiKey).where(ApiKey.user_id == p.user_id)
@@ -112,7 +112,7 @@ def list_my_api_keys(
 
 def list_org_api_keys(
     session: Session, access: Access, organization_id: uuid.UUID, *, page_token: str | None, max_results: int
-) -> Page:
+) -> RowPage:
     """Every key of the organization, for its admins."""
     access.require_org(organization_id, "admin")
     stmt = select(ApiKey).where(ApiKey.organization_id == organization_id)

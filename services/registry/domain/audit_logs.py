@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.core.auth import Access
-from shared.core.pagination import Page, paginate
+from shared.core.pagination import RowPage, paginate
 from shared.db.models import AuditLog, User
 
 
@@ -29,7 +29,7 @@ class AuditFilter:
 def list_audit_logs(
     session: Session, access: Access, organization_id: uuid.UUID, where: AuditFilter, *, page_token: str | None,
     max_results: int,
-) -> Page:
+) -> RowPage:
     """Rows of (AuditLog, actor email), newest first."""
     access.require_org(organization_id, "admin")
     stmt = (

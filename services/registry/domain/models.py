@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 from shared.core import audit
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
-from shared.core.pagination import Page, paginate
+from shared.core.pagination import RowPage, paginate
 from shared.db.base import utcnow
 from shared.db.models import Model, ModelAlias, Project
 
@@ -187,7 +187,7 @@ def list_models(
     deleted: bool = False,
     page_token: str | None = None,
     max_results: int = 100,
-) -> Page:
+) -> RowPage:
     """Rows of (Model,): a project's live models in creation order, or (`deleted`) its deleted ones."""
     access.require_project(project_id, READ)
     query = search_query(project_id, text=text, tags=tags, deleted=deleted).options(

@@ -17,7 +17,7 @@ from services.registry.domain.projects import create_project_row, slugify
 from shared.core import audit
 from shared.core.auth import ROLE_RANK, Access
 from shared.core.errors import Conflict, InvalidParameter, InvalidState, NotFound, PermissionDenied
-from shared.core.pagination import Page, paginate
+from shared.core.pagination import RowPage, paginate
 from shared.db.base import utcnow
 from shared.db.models import ApiKey, Organization, OrganizationMembership, Project, ProjectMember, User
 
@@ -64,7 +64,7 @@ def create_organization(
 
 def list_organizations(
     session: Session, access: Access, *, deleted: bool, page_token: str | None, max_results: int
-) -> Page:
+) -> RowPage:
     """The caller's organizations (rows of Organization, role); `deleted` lists the soft-deleted ones the
     caller may restore instead."""
     p = access.principal
@@ -147,7 +147,7 @@ def restore_organization(session: Session, access: Access, organization_id: uuid
 
 def list_members(
     session: Session, access: Access, organization_id: uuid.UUID, *, page_token: str | None, max_results: int
-) -> Page:
+) -> RowPage:
     """Rows of (OrganizationMembership, User)."""
     access.require_org(organization_id, READ)
     stmt = (

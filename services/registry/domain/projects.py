@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from shared.core import audit
 from shared.core.auth import ROLE_RANK, Access
 from shared.core.errors import Conflict, InvalidParameter, InvalidState, NotFound, PermissionDenied
-from shared.core.pagination import Page, paginate
+from shared.core.pagination import RowPage, paginate
 from shared.db.base import utcnow
 from shared.db.models import OrganizationMembership, Project, ProjectMember, User
 
@@ -68,7 +68,7 @@ def create_project(
 def list_projects(
     session: Session, access: Access, organization_id: uuid.UUID, *, deleted: bool, page_token: str | None,
     max_results: int,
-) -> Page:
+) -> RowPage:
     """Rows of (Project,): the live projects the caller reads, or (`deleted`, org admins) the deleted ones."""
     if deleted:
         access.require_org(organization_id, ADMIN)
@@ -139,7 +139,7 @@ def restore_project(session: Session, access: Access, project_id: uuid.UUID) -> 
 
 def list_members(
     session: Session, access: Access, project_id: uuid.UUID, *, page_token: str | None, max_results: int
-) -> Page:
+) -> RowPage:
     """Rows of (ProjectMember, User)."""
     access.require_project(project_id, READ)
     stmt = (

@@ -31,7 +31,7 @@ from shared.core import audit, events
 from shared.core.artifacts import CHUNK_SIZE, ArtifactStore, safe_key
 from shared.core.auth import Access
 from shared.core.errors import InvalidParameter, NotFound
-from shared.core.pagination import Page, paginate
+from shared.core.pagination import RowPage, paginate
 from shared.db.base import utcnow
 from shared.db.models import (
     Experiment,
@@ -122,7 +122,7 @@ def list_versions(
     stages: Sequence[str] = (),
     page_token: str | None = None,
     max_results: int = 100,
-) -> Page:
+) -> RowPage:
     """Rows of (ModelVersion,): a model's live versions, newest first."""
     access.require_project(model.project_id, READ)
     for stage in stages:

@@ -19,7 +19,8 @@ from services.tracking.schemas import (
     RunPage,
     RunRead,
 )
-from shared.core.deps import AccessDep, SessionDep
+from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
+from shared.core.pagination import Page, sequence_page
 
 router = APIRouter(prefix="/api/v1", tags=["tracking"])
 
@@ -108,9 +109,11 @@ def get_run(run_id: str, session: SessionDep, access: AccessDep) -> RunRead:
     return _run(runs.get_run(session, access, run_id))
 
 
-@router.get("/runs/{run_id}/metrics", response_model=list[MetricSummaryRead], summary="Per-metric summary of a run")
-def run_metrics(run_id: str, session: SessionDep, access: AccessDep) -> list[MetricSummaryRead]:
-    return [
+@router.get("/runs/{run_id}/metrics", response_model=Page[MetricSummaryRead], summary="Per-metric summary of a run")
+def run_metrics(
+    run_id: str, session: SessionDep, access: AccessDep, page_token: PageToken = None, max_results: MaxResults = 100
+):
+    summaries = [
         MetricSummaryRead(
             key=s.key,
             latest_value=_finite(s.latest_value),
@@ -122,8 +125,12 @@ def run_metrics(run_id: str, session: SessionDep, access: AccessDep) -> list[Met
         )
         for s in metrics.metric_summaries(session, access, run_id)
     ]
+    return sequence_page(summaries, page_token=page_token, max_results=max_results)
 
 
-@router.get("/runs/{run_id}/model-versions", response_model=list[RunModelVersionRead], summary="Lineage")
-def run_model_versions(run_id: str, session: SessionDep, access: AccessDep) -> list[RunModelVersionRead]:
-    return [RunModelVersionRead(**vars(v)) for v in lineage.model_versions_of_run(session, access, run_id)]
+@router.get("/runs/{run_id}/model-versions", response_model=Page[RunModelVersionRead], summary="Lineage")
+def run_model_versions(
+    run_id: str, session: SessionDep, access: AccessDep, page_token: PageToken = None, max_results: MaxResults = 100
+):
+    found = [RunModelVersionRead(**vars(v)) for v in lineage.model_versions_of_run(session, access, run_id)]
+    return sequence_page(found, page_token=page_token, max_results=max_results)
