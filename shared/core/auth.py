@@ -20,9 +20,17 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, make_transi
 from sqlalchemy.orm.util import identity_key
 
 from shared.core.errors import InvalidParameter, NotFound, PermissionDenied, Unauthenticated
-from shared.core.security import api_key_matches, decode_token, parse_api_key, password_stamp, verify_password
+from shared.core.security import (
+    api_key_matches,
+    decode_token,
+    digest_session_token,
+    parse_api_key,
+    password_stamp,
+    verify_password,
+)
 from shared.db.models import (
     ApiKey,
+    BrowserSession,
     Organization,
     OrganizationMembership,
     Project,
@@ -74,6 +82,10 @@ def _password_cache_key(email: str, password: str) -> str:
     return hashlib.sha256(f"{email}\0{password}".encode()).hexdigest()
 
 
+# A browser session travels in a cookie; deps.py hands it to the authenticator as this pseudo-scheme, so
+# it is checked, cached and invalidated exactly like a bearer token.
+SESSION_SCHEME = "Session"
+
 # Who a credential is and which roles a user holds, remembered for a few seconds per process: without
 # this, every call of a training job paid three queries (key, roles, project) before doing its work.
 # Bound: a revoked key, a deactivated user, a changed password, a removed member or a changed role takes
@@ -82,7 +94,7 @@ def _password_cache_key(email: str, password: str) -> str:
 # expiry are checked on every hit.
 IDENTITY_CACHE_TTL_S = 5.0
 _IDENTITY_CACHE_MAX = 10_000
-_IDENTITY_MODELS = (User, ApiKey, Organization, OrganizationMembership, Project, ProjectMember)
+_IDENTITY_MODELS = (User, ApiKey, BrowserSession, Organization, OrganizationMembership, Project, ProjectMember)
 _IDENTITY_TABLES = frozenset(model.__table__.name for model in _IDENTITY_MODELS)
 _IDENTITY_CHANGED = "tessera_identity_changed"
 
@@ -203,6 +215,8 @@ class Authenticator:
             return Principal(user_id=user.id, email=user.email), claims.expires, None
         if scheme == "basic":
             return self._from_basic(session, credentials)
+        if scheme == SESSION_SCHEME.lower():
+            return self._from_browser_session(session, credentials)
         raise Unauthenticated("Unsupported authorization scheme")
 
     def _from_basic(self, session: Session, credentials: str) -> tuple[Principal, datetime | None, datetime | None]:
@@ -225,6 +239,18 @@ class Authenticator:
         if not user.is_active or user.deleted_at is not None:
             raise Unauthenticated("Invalid credentials")
         return Principal(user_id=user.id, email=user.email), None, None
+
+    def _from_browser_session(
+        self, session: Session, token: str
+    ) -> tuple[Principal, datetime | None, datetime | None]:
+        row = session.execute(
+            select(BrowserSession.expires_at, User)
+            .join(User, User.id == BrowserSession.user_id)
+            .where(BrowserSession.token_hash == digest_session_token(token))
+        ).first()
+        if row is None or row.expires_at <= datetime.now(UTC) or not row.User.is_active or row.User.deleted_at:
+            raise Unauthenticated("Your session has ended; sign in again")
+        return Principal(user_id=row.User.id, email=row.User.email), row.expires_at, None
 
     def _from_api_key(
         self, session: Session, key: str, *, email: str | None

@@ -22,7 +22,8 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.core import audit
-from shared.core.auth import Access, Principal
+from shared.core.auth import SESSION_SCHEME, Access, Principal
+from shared.core.browser_session import SESSION_COOKIE, check_cookie_request
 from shared.core.errors import TesseraError
 from shared.core.settings import Settings
 from shared.db.session import Database
@@ -92,11 +93,24 @@ def _record_failure(db: Database, request: Request, failed: Session, exc: BaseEx
         )
 
 
+async def _credentials(request: Request) -> str | None:
+    """The Authorization header, else the browser's session cookie as a pseudo-header; a request the cookie
+    authenticates must first pass the CSRF checks (shared/core/browser_session.py)."""
+    authorization = request.headers.get("authorization")
+    if authorization:
+        return authorization
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    await check_cookie_request(request)
+    return f"{SESSION_SCHEME} {cookie}"
+
+
 async def _principal(
     request: Request, session: Annotated[Session, Depends(_session, scope="function")]
 ) -> Principal:
     authenticator = request.app.state.authenticator
-    authorization = request.headers.get("authorization")
+    authorization = await _credentials(request)
     principal = authenticator.cached(authorization)
     if principal is None:
         principal = await run_in_threadpool(authenticator.authenticate, session, authorization)
@@ -109,7 +123,7 @@ async def _optional_principal(
 ) -> Principal | None:
     """The caller if they sent credentials (bad credentials still fail), else None: for open routes such as
     sign-up that behave differently for an authenticated admin."""
-    if not request.headers.get("authorization"):
+    if not request.headers.get("authorization") and not request.cookies.get(SESSION_COOKIE):
         return None
     return await _principal(request, session)
 

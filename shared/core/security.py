@@ -58,6 +58,16 @@ def decode_token(token: str, *, secret: str) -> TokenClaims | None:
         return None
 
 
+def new_session_token() -> str:
+    """The secret of a browser session (the `tessera_session` cookie): 256 random bits."""
+    return secrets.token_urlsafe(32)
+
+
+def digest_session_token(token: str) -> str:
+    """Sessions are stored as SHA-256 digests; as with API keys, the token's entropy makes argon2 pointless."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class NewApiKey:
     key: str

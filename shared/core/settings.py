@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     # Fernet keys for channel secrets at rest; the first encrypts, all decrypt (rotation).
     encryption_keys: list[str] = Field(default_factory=list)
     api_key_touch_interval_s: int = 60
+    # Browser sign-in (/login): how long a session cookie lasts, and how many failed attempts an email or a
+    # client address may make per window before /login answers 429.
+    session_ttl_s: int = 12 * 3600
+    login_max_failures: int = 10
+    login_failure_window_s: int = 300
     # Anyone may create an account with POST /api/v1/users (a fresh platform needs its first user);
     # set false to allow only org admins adding people to their organization.
     signup_open: bool = True

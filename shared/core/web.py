@@ -17,6 +17,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.core import browser_session
 from shared.core.auth import Authenticator
 
 # Importing the Celery app also installs the after-commit outbox nudge, so events leave right after the
@@ -220,6 +221,7 @@ def build_app(
     _install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, service=service, max_body=settings.max_request_bytes)
     app.include_router(_ops_router(service))
+    app.include_router(browser_session.router)
     for router in routers:
         app.include_router(router)
     return app

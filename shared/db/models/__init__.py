@@ -33,7 +33,7 @@ from shared.db.models.notifier import (
     NotifierProcessedEvent,
 )
 from shared.db.models.registry import Model, ModelAlias, ModelVersion, ModelVersionTransition
-from shared.db.models.security import ApiKey, AuditLog
+from shared.db.models.security import ApiKey, AuditLog, BrowserSession
 from shared.db.models.tracking import (
     Dataset,
     Experiment,
@@ -55,6 +55,7 @@ __all__ = [
     "Alert",
     "ApiKey",
     "AuditLog",
+    "BrowserSession",
     "DataDriftReport",
     "Dataset",
     "Delivery",

@@ -35,6 +35,20 @@ class ApiKey(UUIDPrimaryKey, Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
+class BrowserSession(UUIDPrimaryKey, Base):
+    """A signed-in browser (the `tessera_session` cookie). Only the token's SHA-256 digest is stored, so a
+    copy of the table signs nobody in; signing out deletes the row, which ends the session everywhere."""
+
+    __tablename__ = "browser_sessions"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+
+
 class AuditLog(UUIDPrimaryKey, Base):
     __tablename__ = "audit_logs"
     __table_args__ = (Index(None, "organization_id", "created_at"),)
