@@ -11,7 +11,8 @@ drives `POST /invocations` with httpx (bounded in count and time, loopback only)
   less than wall-clock latency.
 The gateway target is the deployer service (uvicorn, its own process, `tessera.asgi:deployer`) on a scratch
 SQLite database seeded with a tenant and a healthy deployment routed to the same server, with prediction
-logging on: it batches every request and prediction to a local receiver standing in for the monitor. Its
+logging on, as by default: the deployment is linked to a monitor, so every request and prediction is batched
+into the database's queue of served predictions (no worker runs, so they stay there and are counted). Its
 CPU column is the gateway process's own. The last line is a JSON summary for scripts (`direct_*`,
 `gateway_*`, `overhead_p50_ms`, `logged_records`, `load_avg_1m` before and after the measured phases).
 """
@@ -25,11 +26,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -38,6 +37,7 @@ import numpy as np
 import pandas as pd
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
+from sqlalchemy import func, select
 
 from services.deployer.domain.process_manager import ModelServerSpec, ModelServerState, ProcessManager, free_port
 from shared.core.security import generate_api_key
@@ -48,10 +48,12 @@ from shared.db.models import (
     Deployment,
     DeploymentServer,
     Model,
+    ModelMonitoring,
     ModelVersion,
     Organization,
     OrganizationMembership,
     Project,
+    ServedPredictionBatch,
     User,
 )
 from shared.db.session import get_database
@@ -176,28 +178,6 @@ def report(results: dict[str, TargetResult], concurrency: int) -> dict[str, floa
     return summary
 
 
-class LogReceiver:
-    """Stands in for the monitor's logging endpoint: counts the rows the gateway sends."""
-
-    def __init__(self) -> None:
-        self.records = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                receiver.records += len(json.loads(body)["rows"])
-                self.send_response(202)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 def seed_deployment(settings: Settings, model_path: Path, server: ModelServerState) -> tuple[uuid.UUID, str]:
     """A user owning an organization and project, a model version and a healthy deployment served by `server`.
 
@@ -240,10 +220,12 @@ def seed_deployment(settings: Settings, model_path: Path, server: ModelServerSta
             model_version_id=version.id,
             canary_percent=0,
             shadow_percent=0,
-            config={"monitor_id": "bench", "canary": {}},
+            config={"canary": {}},
         )
         session.add(deployment)
         session.flush()
+        # Linked, so the gateway logs what it serves.
+        session.add(ModelMonitoring(project_id=project.id, name="iris", deployment_id=deployment.id))
         session.add(
             DeploymentServer(
                 deployment_id=deployment.id,
@@ -259,6 +241,11 @@ def seed_deployment(settings: Settings, model_path: Path, server: ModelServerSta
             )
         )
         return deployment.id, key.key
+
+
+def queued_rows(settings: Settings) -> int:
+    with get_database(settings.database_url).session_scope() as session:
+        return session.scalar(select(func.coalesce(func.sum(ServedPredictionBatch.row_count), 0)))
 
 
 def start_gateway(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
@@ -284,7 +271,6 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1, help="rows per request")
     args = parser.parse_args()
 
-    receiver = LogReceiver()
     with tempfile.TemporaryDirectory(prefix="tessera-bench-") as scratch_dir:
         scratch = Path(scratch_dir)
         model_path, features = save_iris_model(scratch)
@@ -294,7 +280,6 @@ def main() -> None:
             "TESSERA_DATA_DIR": str(scratch / "data"),
             "TESSERA_DATABASE_URL": f"sqlite:///{scratch / 'bench.db'}",
             "TESSERA_LOG_LEVEL": "WARNING",
-            "TESSERA_DEPLOYER_PREDICTION_LOG_URL": receiver.url + "/api/v1/monitors/{monitor_id}/predictions",
         }
         settings = Settings(data_dir=scratch / "data", database_url=env["TESSERA_DATABASE_URL"])
         manager = ProcessManager(scratch / "logs")
@@ -319,18 +304,18 @@ def main() -> None:
             load_after = os.getloadavg()[0]
             # Let the last batch leave (the flush interval is one second).
             time.sleep(1.5)
+            logged_records = queued_rows(settings)
         finally:
             if gateway is not None:
                 gateway.terminate()
                 gateway.wait(timeout=10)
             manager.stop(server)
-    receiver.server.shutdown()
     summary = report(results, args.concurrency)
     summary["overhead_p50_ms"] = round(summary["gateway_p50_ms"] - summary["direct_p50_ms"], 3)
-    summary["logged_records"] = receiver.records
+    summary["logged_records"] = logged_records
     summary["load_avg_1m"] = [round(load_before, 2), round(load_after, 2)]
     print(
-        f"gateway overhead p50: {summary['overhead_p50_ms']:.2f} ms; records logged: {receiver.records}; "
+        f"gateway overhead p50: {summary['overhead_p50_ms']:.2f} ms; records logged: {logged_records}; "
         f"load average {load_before:.1f} -> {load_after:.1f}"
     )
     print(json.dumps(summary))

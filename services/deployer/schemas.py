@@ -51,8 +51,15 @@ class DeploymentCreate(_Input):
     project_id: uuid.UUID | None = None
     canary: CanarySettings = Field(default_factory=CanarySettings)
     kserve: KServeOptions | None = None
-    # Where the gateway logs requests and predictions (the monitor's id); none = not logged.
-    monitor_id: str | None = Field(None, max_length=200)
+    # The monitor that receives the deployment's served predictions; none = not logged.
+    monitor_id: uuid.UUID | None = None
+
+
+class DeploymentUpdate(_Input):
+    """The monitor that receives the deployment's served predictions: a monitor id, or null to unlink
+    (left out: unchanged)."""
+
+    monitor_id: uuid.UUID | None = None
 
 
 class CanaryStart(_Input):
@@ -95,6 +102,8 @@ class DeploymentRead(_Read):
     shadow_version_id: uuid.UUID | None
     shadow_percent: int
     endpoint_url: str | None
+    # The linked monitor (the same link as the monitor's `deployment_id`).
+    monitor_id: uuid.UUID | None = None
     config: dict[str, Any]
     created_by: uuid.UUID | None
     created_at: datetime

@@ -108,6 +108,8 @@ class MonitorCreate(_MonitorFields):
 
 class MonitorUpdate(_MonitorFields):
     name: str | None = Field(None, min_length=1, max_length=200)
+    # The deployment whose served predictions this monitor receives; null unlinks it.
+    deployment_id: uuid.UUID | None = None
 
 
 class MonitorRead(_Read):

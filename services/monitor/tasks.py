@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import structlog
 
-from services.monitor.domain import checks, prediction_log, predictions
+from services.monitor.domain import checks, prediction_log, predictions, served
 from shared.core.artifacts import get_artifact_store
 from shared.core.celery_app import celery_app, database, settings
 from shared.core.errors import TesseraError
@@ -73,6 +73,24 @@ def run_check(run_id: str) -> None:
             checks.fail(session, job.run_id, getattr(error, "message", None) or repr(error), utcnow())
 
 
+@celery_app.task(name="monitor.ingest_served_predictions", ignore_result=True)
+def ingest_served_predictions() -> None:
+    """Log the gateway's queued predictions to their deployments' monitors, a few batches per transaction,
+    until the queue is empty (concurrent runs take different batches)."""
+    store = get_artifact_store(settings())
+    while True:
+        outcome = served.IngestOutcome()
+        try:
+            with database().session_scope() as session:
+                served.ingest(session, store, utcnow(), outcome)
+        except Exception:
+            # The files were written but their index rows never committed; the batches stay queued.
+            predictions.delete_files(store, outcome.written)
+            raise
+        if outcome.batches == 0:
+            return
+
+
 @celery_app.task(name="monitor.maintain_prediction_logs", ignore_result=True)
 def maintain_prediction_logs() -> None:
     with database().session_scope() as session:
@@ -123,6 +141,14 @@ def maintain_prediction_log(monitor_id: str) -> None:
         orphans = prediction_log.orphan_keys(session, store, monitor, utcnow(), grace)
         orphans += prediction_log.stale_reference_keys(session, store, monitor, utcnow(), grace)
     predictions.delete_files(store, orphans)
+
+
+celery_app.add_periodic_task(
+    timedelta(seconds=settings().monitor_ingest_interval_s),
+    ingest_served_predictions.s(),
+    name="monitor-ingest-served-predictions",
+    expires=settings().monitor_ingest_interval_s,
+)
 
 
 # Registered here rather than in shared.core.celery_app's BEAT_SCHEDULE: beat imports this module with

@@ -85,12 +85,10 @@ class Settings(BaseSettings):
     notifier_resolve_timeout_s: float = 300.0
 
     # Deployer: supervision tick, model-server start-up limit, the gateway's routing cache and its
-    # prediction log (batched to the monitor's logging endpoint; empty URL = not logged).
+    # prediction log (batches queued in the database for the deployment's linked monitor).
     deployer_supervise_interval_s: float = 10.0
     deployer_ready_timeout_s: float = 60.0
     deployer_route_ttl_s: float = 2.0
-    deployer_prediction_log_url: str = ""
-    deployer_prediction_log_api_key: str = ""
     deployer_log_batch_size: int = 200
     deployer_log_flush_interval_s: float = 1.0
 
@@ -105,6 +103,8 @@ class Settings(BaseSettings):
     # Monitor: how often beat looks for due checks; a check still queued this long after it was sent
     # (message lost with a broker restart) is sent again; a running check older than the lease is retaken.
     monitor_schedule_interval_s: float = 5.0
+    # How often beat has queued served predictions logged to their deployments' monitors.
+    monitor_ingest_interval_s: float = 2.0
     monitor_requeue_after_s: float = 60.0
     monitor_check_lease_s: float = 900.0
     # Upkeep of logged predictions: how often beat runs compaction, retention and the orphan sweep; how

@@ -11,13 +11,11 @@ import asyncio
 import json
 import os
 import signal
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import mlflow
@@ -34,8 +32,19 @@ from services.deployer import tasks
 from services.deployer.domain import kserve
 from services.deployer.domain.process_manager import ModelServerState
 from services.deployer.domain.rollouts import process_manager
-from shared.db.models import Deployment, DeploymentHistory, DeploymentServer, Model, ModelVersion, OutboxEvent
+from shared.core.celery_app import celery_app
+from shared.db.models import (
+    Deployment,
+    DeploymentHistory,
+    DeploymentServer,
+    Model,
+    ModelVersion,
+    MonitorPredictionBatch,
+    OutboxEvent,
+    ServedPredictionBatch,
+)
 from tests import factories
+from tests.conftest import wait_for
 
 FAST_LOG = {"pip_requirements": ["scikit-learn"], "serialization_format": "cloudpickle"}
 
@@ -45,28 +54,6 @@ class Registered:
     name: str
     features: pd.DataFrame
     versions: dict[str, uuid.UUID]  # good, twin, raising, empty -> model version id
-
-
-class PredictionReceiver:
-    """The monitor's logging endpoint, as far as the gateway can tell: records every batch posted to it."""
-
-    def __init__(self) -> None:
-        self.batches: list[tuple[str, dict]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                receiver.batches.append((self.path, json.loads(body)))
-                self.send_response(202)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture(scope="module")
@@ -121,40 +108,45 @@ def registered(live_server, tenant, db, tmp_path_factory) -> Iterator[Registered
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[PredictionReceiver]:
-    receiver = PredictionReceiver()
-    yield receiver
-    receiver.server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def api(settings, receiver, celery_worker) -> Iterator[TestClient]:
-    """The platform app on the committed test database, logging predictions to the receiver."""
+def api(settings, celery_worker) -> Iterator[TestClient]:
+    """The platform app on the committed test database."""
     from tessera.platform import create_app
 
-    logging_settings = settings.model_copy(
-        update={
-            "deployer_prediction_log_url": receiver.url + "/api/v1/monitors/{monitor_id}/predictions",
-            "deployer_log_flush_interval_s": 0.2,
-        }
-    )
-    with TestClient(create_app(logging_settings), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(settings.model_copy(update={"deployer_log_flush_interval_s": 0.2})), raise_server_exceptions=False
+    ) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def deployment(api, tenant, registered, db) -> Iterator[uuid.UUID]:
+def monitor(api, tenant, registered) -> uuid.UUID:
+    """A monitor of the iris features, which the deployment is linked to when it is created."""
+    spec = {"name": factories.unique("iris-monitor"), "model_version_id": str(registered.versions["good"])}
+    reference = registered.features.to_csv(index=False).encode()
+    response = api.post(
+        "/api/v1/monitors",
+        data={"spec": json.dumps(spec)},
+        files={"reference": ("reference.csv", reference)},
+        headers=tenant.headers,
+    )
+    assert response.status_code == 201, response.text
+    return uuid.UUID(response.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def deployment(api, tenant, registered, monitor, db) -> Iterator[uuid.UUID]:
     response = api.post(
         "/api/v1/deployments",
         json={
             "name": factories.unique("iris-prod"),
             "model_version_id": str(registered.versions["good"]),
-            "monitor_id": "iris-monitor",
+            "monitor_id": str(monitor),
             "canary": {"max_error_rate": 0.2, "min_requests": 20, "window_seconds": 60, "max_requests": 100},
         },
         headers=tenant.headers,
     )
     assert response.status_code == 201, response.text
+    assert response.json()["monitor_id"] == str(monitor)
     deployment_id = uuid.UUID(response.json()["id"])
     yield deployment_id
     api.post(f"/api/v1/deployments/{deployment_id}/stop", headers=tenant.headers)
@@ -224,7 +216,25 @@ def _invoke_many(api, tenant, deployment_id, rows: pd.DataFrame, count: int) -> 
     return api.portal.call(send_all)
 
 
-def test_deployed_version_serves_the_same_predictions_as_in_process(api, tenant, registered, deployment, receiver):
+def _queued_rows(db, deployment_id: uuid.UUID) -> list[dict]:
+    with db.session_scope() as session:
+        batches = session.scalars(
+            select(ServedPredictionBatch.rows)
+            .where(ServedPredictionBatch.deployment_id == deployment_id)
+            .order_by(ServedPredictionBatch.created_at)
+        ).all()
+    return [row for rows in batches for row in rows]
+
+
+def _logged_row_count(db, monitor_id: uuid.UUID) -> int:
+    with db.session_scope() as session:
+        counts = session.scalars(
+            select(MonitorPredictionBatch.row_count).where(MonitorPredictionBatch.monitor_id == monitor_id)
+        ).all()
+    return sum(counts)
+
+
+def test_deployed_version_serves_the_same_predictions_as_in_process(api, tenant, registered, deployment, monitor, db):
     body = _wait_for(api, tenant, deployment, lambda d: d["status"] != "pending" and d["status"] != "deploying")
     assert body["status"] == "healthy", body
     assert [server["role"] for server in body["servers"]] == ["stable"]
@@ -249,18 +259,20 @@ def test_deployed_version_serves_the_same_predictions_as_in_process(api, tenant,
     assert v2.status_code == 200, v2.text
     assert v2.json()["outputs"][0]["data"] == expected
     assert api.get(f"/deployments/{deployment}/v2/health/ready", headers=tenant.headers).json() == {"ready": True}
-    # The request and its predictions reach the monitor's endpoint in a batch, off the response path.
-    deadline = time.monotonic() + 5
-    while not receiver.batches and time.monotonic() < deadline:
-        time.sleep(0.1)
-    path, batch = receiver.batches[0]
-    assert path == "/api/v1/monitors/iris-monitor/predictions"
-    # In the monitor's format: one row per input row, its features and its prediction.
-    logged = batch["rows"][:30]
+    # The request and its predictions are queued for the linked monitor, off the response path, in the
+    # monitor's format: one row per input row, its features, its prediction and a request id.
+    # Both requests (30 rows each, MLflow and V2).
+    wait_for(lambda: len(_queued_rows(db, deployment)) == 60, timeout=10, what="both requests' rows queued")
+    queued = _queued_rows(db, deployment)
+    logged = queued[:30]
     assert [row["prediction"] for row in logged] == expected
     assert logged[0]["features"] == rows.iloc[0].to_dict()
     request_id = response.headers["x-request-id"]
     assert [row["request_id"] for row in logged] == [f"{request_id}:{index}" for index in range(30)]
+    # The worker's ingest logs them to the monitor, and empties the queue.
+    celery_app.send_task("monitor.ingest_served_predictions")
+    wait_for(lambda: _logged_row_count(db, monitor) == len(queued), timeout=30, what="rows logged to the monitor")
+    assert _queued_rows(db, deployment) == []
     latest = _history(api, tenant, deployment)[0]
     assert (latest["action"], latest["outcome"]) == ("deploy", "succeeded")
     metrics = api.get("/metrics").text

@@ -12,10 +12,11 @@ import pytest
 from sqlalchemy import select
 
 from services.deployer.domain.gateway import Gateway
-from services.deployer.domain.prediction_log import PredictionLogger, monitor_rows
+from services.deployer.domain.prediction_log import PredictionLogger
 from services.deployer.domain.upstream import UpstreamAnswer, UpstreamError
 from shared.core.auth import Authenticator
-from shared.db.models import Deployment, DeploymentHistory, DeploymentServer, OutboxEvent
+from shared.core.served_predictions import served_rows
+from shared.db.models import Deployment, DeploymentHistory, DeploymentServer, ModelMonitoring, OutboxEvent
 from tests.deployer.test_api import make_version
 
 STABLE_PORT, CANARY_PORT = 40001, 40002
@@ -34,10 +35,11 @@ def deployment(db_session, tenant) -> Deployment:
         canary_version_id=canary.id,
         canary_percent=50,
         shadow_percent=0,
-        config={"monitor_id": "m-1", "canary": {"max_error_rate": 0.1, "min_requests": 10, "max_requests": 50}},
+        config={"canary": {"max_error_rate": 0.1, "min_requests": 10, "max_requests": 50}},
     )
     db_session.add(deployment)
     db_session.flush()
+    db_session.add(ModelMonitoring(project_id=tenant.project_id, name="gw-monitor", deployment_id=deployment.id))
     for role, version, port in (("stable", stable, STABLE_PORT), ("canary", canary, CANARY_PORT)):
         db_session.add(
             DeploymentServer(
@@ -127,15 +129,30 @@ def test_served_requests_reach_the_prediction_log_in_batches(db_session, setting
 
     assert [len(batch) for batch in batches] == [25, 25, 10]  # two full batches, the rest on close
     record = batches[0][0]
-    assert (record["monitor_id"], record["role"], record["request"], record["response"]) == (
-        "m-1",
+    assert (record["deployment_id"], record["role"], record["request"], record["response"]) == (
+        str(deployment.id),
         "stable",
         b'{"inputs": [1]}',
         b'{"predictions":[1]}',
     )
 
 
-def test_a_sink_that_fails_drops_its_batch_and_the_log_carries_on():
+def test_served_requests_of_a_deployment_without_a_monitor_are_not_logged(db_session, settings, tenant, deployment):
+    deployment.canary_version_id, deployment.canary_percent = None, 0
+    db_session.execute(ModelMonitoring.__table__.update().values(deployment_id=None))
+    batches: list[list[dict]] = []
+    gateway, _ = build(db_session, settings, batches)
+
+    async def serve() -> None:
+        await gateway.forward(deployment.id, "/invocations", b'{"inputs": [1]}', None, f"Bearer {tenant.api_key}")
+        await gateway.aclose()
+
+    asyncio.run(serve())
+
+    assert batches == []
+
+
+def test_a_batch_the_sink_refuses_is_kept_and_sent_at_the_next_flush():
     sent: list[int] = []
 
     async def flaky(batch):
@@ -153,7 +170,7 @@ def test_a_sink_that_fails_drops_its_batch_and_the_log_carries_on():
 
     asyncio.run(run())
 
-    assert sent[0] == 0 and sum(sent[1:]) >= 5
+    assert sent[0] == 0 and sum(sent[1:]) == 12
 
 
 def test_unknown_deployments_are_not_found(db_session, settings, tenant):
@@ -185,13 +202,13 @@ def test_monitor_rows_pair_each_input_row_with_its_prediction(request_body):
         "response": b'{"predictions": [0, 1]}',
     }
 
-    rows = monitor_rows(record)
+    rows = served_rows(record)
 
     assert [(row["features"], row["prediction"]) for row in rows] == [({"a": 1, "b": 2}, 0), ({"a": 3, "b": 4}, 1)]
     assert rows[0]["timestamp"] == "2023-11-14T22:13:20+00:00"
-    assert monitor_rows(record | {"status_code": 500}) == []
+    assert served_rows(record | {"status_code": 500}) == []
     # Ground truth joins on the request id: one per row, the request's own for a single row.
-    assert [row["request_id"] for row in monitor_rows(record | {"request_id": "r1"})] == ["r1:0", "r1:1"]
+    assert [row["request_id"] for row in served_rows(record | {"request_id": "r1"})] == ["r1:0", "r1:1"]
     single = record | {"request_id": "r1", "response": b'{"predictions": [0]}'}
     single["request"] = orjson.dumps({"dataframe_records": [{"a": 1, "b": 2}]})
-    assert [row["request_id"] for row in monitor_rows(single)] == ["r1"]
+    assert [row["request_id"] for row in served_rows(single)] == ["r1"]

@@ -13,6 +13,7 @@ from services.deployer.schemas import (
     CanaryStart,
     DeploymentCreate,
     DeploymentRead,
+    DeploymentUpdate,
     HistoryRead,
     RollbackRequest,
     ServerRead,
@@ -27,10 +28,14 @@ router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
 
 
 def _read_all(session, items: Sequence[Deployment]) -> list[DeploymentRead]:
-    servers = deployments.servers_by_deployment(session, [item.id for item in items])
+    ids = [item.id for item in items]
+    servers, monitors = deployments.servers_by_deployment(session, ids), deployments.linked_monitors(session, ids)
     return [
         DeploymentRead.model_validate(item).model_copy(
-            update={"servers": [ServerRead.model_validate(server) for server in servers[item.id]]}
+            update={
+                "servers": [ServerRead.model_validate(server) for server in servers[item.id]],
+                "monitor_id": monitors.get(item.id),
+            }
         )
         for item in items
     ]
@@ -47,7 +52,7 @@ def _changed(request: Request, session, deployment: Deployment) -> DeploymentRea
 @router.post("", response_model=DeploymentRead, status_code=201, summary="Deploy a model version")
 def create_deployment(body: DeploymentCreate, request: Request, session: SessionDep, access: AccessDep):
     project_id = body.project_id or access.default_project(deployments.WRITE).id
-    config = {"monitor_id": body.monitor_id} if body.monitor_id else {}
+    config = {}
     if body.kserve is not None:
         config["kserve"] = body.kserve.model_dump(exclude_none=True)
     deployment = deployments.create_deployment(
@@ -60,6 +65,18 @@ def create_deployment(body: DeploymentCreate, request: Request, session: Session
         canary=body.canary.model_dump(),
         config=config,
     )
+    if body.monitor_id is not None:
+        deployments.set_monitor(session, access, deployment.id, body.monitor_id)
+    return _changed(request, session, deployment)
+
+
+@router.patch("/{deployment_id}", response_model=DeploymentRead, summary="Link or unlink the deployment's monitor")
+def update_deployment(
+    deployment_id: uuid.UUID, body: DeploymentUpdate, request: Request, session: SessionDep, access: AccessDep
+):
+    if "monitor_id" not in body.model_fields_set:
+        return get_deployment(deployment_id, session, access)
+    deployment = deployments.set_monitor(session, access, deployment_id, body.monitor_id)
     return _changed(request, session, deployment)
 
 

@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from starlette.types import Receive, Scope, Send
 
 from services.deployer.domain.gateway import Gateway
-from services.deployer.domain.prediction_log import PredictionLogger, monitor_http_sink
+from services.deployer.domain.prediction_log import PredictionLogger, database_sink
 from services.deployer.domain.upstream import AiohttpUpstreamClient, UpstreamClient
 from services.deployer.schemas import ShadowStatsRead
 from shared.core.deps import MaxResults, PageToken
@@ -33,19 +33,20 @@ from shared.core.settings import Settings
 
 def build_gateway(app: FastAPI, client: UpstreamClient) -> Gateway:
     settings: Settings = app.state.settings
-    prediction_log = None
-    if settings.deployer_prediction_log_url:
-        prediction_log = PredictionLogger(
-            monitor_http_sink(client, settings.deployer_prediction_log_url, settings.deployer_prediction_log_api_key),
-            max_batch=settings.deployer_log_batch_size,
-            flush_interval_s=settings.deployer_log_flush_interval_s,
-        )
+
+    # Read at call time: tests swap app.state.db after the app is built.
+    def session_scope():
+        return app.state.db.session_scope()
+
     return Gateway(
-        # Read at call time: tests swap app.state.db after the app is built.
-        session_scope=lambda: app.state.db.session_scope(),
+        session_scope=session_scope,
         authenticator=app.state.authenticator,
         client=client,
-        prediction_log=prediction_log,
+        prediction_log=PredictionLogger(
+            database_sink(session_scope),
+            max_batch=settings.deployer_log_batch_size,
+            flush_interval_s=settings.deployer_log_flush_interval_s,
+        ),
         route_ttl_s=settings.deployer_route_ttl_s,
     )
 

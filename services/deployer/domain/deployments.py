@@ -18,13 +18,15 @@ from sqlalchemy.orm import Session
 
 from services.deployer.domain import kserve
 from services.deployer.domain.canary import CanaryThresholds
-from shared.core import audit, events
+from shared.core import audit, events, served_predictions
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, Conflict, InvalidParameter, InvalidState, NotFound
 from shared.core.pagination import RowPage, paginate
 from shared.db.models import Deployment, DeploymentHistory, DeploymentServer, Model, ModelVersion, Project
 
 READ, WRITE = "deployments:read", "deployments:write"
+# Linking a monitor changes what it watches: the caller must be able to change monitors too.
+MONITOR_WRITE = "monitoring:write"
 # States in which the stable version answers requests.
 SERVING_STATES = ("healthy", "rolled_back")
 # Actions after which the stable version is one that served healthily: what a rollback may return to.
@@ -151,6 +153,23 @@ def create_deployment(
         _request_rollout(session, project, deployment, version, role="stable", action="deploy", access=access)
     _describe(session, project, deployment, "deployment.create")
     return deployment
+
+
+def set_monitor(
+    session: Session, access: Access, deployment_id: uuid.UUID, monitor_id: uuid.UUID | None
+) -> Deployment:
+    """Link the monitor that receives the deployment's served predictions (None: unlink)."""
+    deployment = get_deployment(session, access, deployment_id, WRITE)
+    project = access.require_project(deployment.project_id, MONITOR_WRITE)
+    served_predictions.link_monitor(session, deployment, monitor_id)
+    session.flush()
+    _describe(session, project, deployment, "deployment.link_monitor", {"monitor_id": monitor_id and str(monitor_id)})
+    return deployment
+
+
+def linked_monitors(session: Session, deployment_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """The monitor linked to each of these deployments that has one, in one query."""
+    return served_predictions.linked_monitor_ids(session, deployment_ids)
 
 
 def start_canary(

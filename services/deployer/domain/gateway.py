@@ -2,7 +2,7 @@
 
 Per request it picks stable or canary (traffic.py), forwards over one shared keep-alive client (upstream.py),
 mirrors to the shadow in the background, counts and times the answer per version, feeds the canary's sliding
-window and rolls a failing canary back, and queues the request and prediction for the monitor's log.
+window and rolls a failing canary back, and queues the request and prediction for the deployment's linked monitor.
 
 Nothing on that path touches the database: routing tables and authorization verdicts are cached in memory
 for a few seconds (database work runs in a thread when they expire). An auto-rollback takes effect in this
@@ -40,6 +40,7 @@ from services.deployer.domain.upstream import UpstreamClient, UpstreamError
 from shared.core.auth import Access, Authenticator
 from shared.core.context import current_request
 from shared.core.errors import NotFound, TesseraError
+from shared.core.served_predictions import has_linked_monitor
 from shared.core.web import REGISTRY
 from shared.db.models import Deployment, DeploymentServer, ModelVersion
 
@@ -114,7 +115,8 @@ class RouteTable:
     splitter: TrafficSplitter
     thresholds: CanaryThresholds
     window: tuple[float | None, int | None]
-    monitor_id: str | None
+    # A monitor is linked: served predictions are queued for it.
+    monitored: bool
     expires_at: float
 
 
@@ -129,7 +131,7 @@ class GatewayResponse:
 def load_route_table(session: Session, deployment_id: uuid.UUID, ttl_s: float) -> RouteTable | None:
     """The deployment and its running servers in one query; None if it does not exist."""
     rows = session.execute(
-        select(Deployment, DeploymentServer, ModelVersion.version)
+        select(Deployment, DeploymentServer, ModelVersion.version, has_linked_monitor())
         .outerjoin(
             DeploymentServer,
             and_(DeploymentServer.deployment_id == Deployment.id, DeploymentServer.state == "running"),
@@ -144,7 +146,7 @@ def load_route_table(session: Session, deployment_id: uuid.UUID, ttl_s: float) -
         server.role: Upstream.build(
             deployment.id, server.role, server.model_version_id, str(version), f"http://{server.host}:{server.port}"
         )
-        for _, server, version in rows
+        for _, server, version, _ in rows
         if server is not None and deployment.status != "stopped"
     }
     canary, shadow = upstreams.get("canary"), upstreams.get("shadow")
@@ -161,7 +163,7 @@ def load_route_table(session: Session, deployment_id: uuid.UUID, ttl_s: float) -
         splitter=TrafficSplitter(policy),
         thresholds=deployments.canary_thresholds(deployment),
         window=deployments.canary_window(deployment),
-        monitor_id=deployment.config.get("monitor_id"),
+        monitored=bool(rows[0][3]),
         expires_at=time.monotonic() + ttl_s,
     )
 
@@ -229,11 +231,10 @@ class Gateway:
         if body is not None:
             if table.shadow is not None and response.status_code == 200 and table.splitter.should_mirror():
                 self._mirror(table, table.shadow, path, body, headers, response.content)
-            if self.prediction_log is not None and table.monitor_id is not None:
+            if self.prediction_log is not None and table.monitored:
                 context = current_request()
                 self.prediction_log.add(
                     {
-                        "monitor_id": table.monitor_id,
                         # The caller's X-Request-ID (or the one the platform made): ground truth joins on it.
                         "request_id": context.request_id if context is not None else None,
                         "deployment_id": str(deployment_id),

@@ -1,26 +1,30 @@
-"""Served requests and predictions, batched in memory and sent to the monitor off the response path.
+"""Served requests and predictions, batched in memory and queued for the monitor off the response path.
 
-The monitor's logging endpoint (`POST /api/v1/monitors/{monitor_id}/predictions`) is the default sink;
-the sink is a plain async callable so the transport can change without touching the gateway. Batches
-leave when `max_batch` records are waiting or every `flush_interval_s`, whichever comes first. The buffer
-is bounded: if the monitor is down longer than the buffer lasts, the oldest records are dropped and
-counted, because serving must never wait on logging.
+The default sink writes each batch to the database's queue of served predictions (`database_sink`), from
+where the monitor's ingest task logs them to the deployment's linked monitor: the gateway never waits on the
+monitor, and a monitor that is slow or stopped loses nothing. The sink is a plain async callable so the
+transport can change without touching the gateway. Batches leave when `max_batch` records are waiting or
+every `flush_interval_s`, whichever comes first. A batch the sink refuses (the database unreachable) is kept
+and tried again at the next flush; the buffer is bounded, so if that lasts longer than the buffer, the oldest
+records are dropped and counted, because serving must never wait on logging.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import structlog
 from prometheus_client import Counter
+from sqlalchemy.orm import Session
 
-from services.deployer.domain.upstream import UpstreamClient, UpstreamError
+from shared.core import served_predictions
 from shared.core.web import REGISTRY
 
 log = structlog.get_logger("tessera.prediction_log")
@@ -29,7 +33,7 @@ PredictionSink = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
 LOGGED = Counter(
     "tessera_deployment_predictions_logged_total",
-    "Prediction records handed to the monitor (sent) or lost (dropped)",
+    "Prediction records queued for the monitor (sent), refused by the queue and kept (retried) or lost (dropped)",
     ["result"],
     registry=REGISTRY,
 )
@@ -76,7 +80,11 @@ class PredictionLogger:
             try:
                 await self.sink(batch)
             except Exception as exc:  # whatever the transport raises, the gateway carries on
-                LOGGED.labels("dropped").inc(len(batch))
+                # Kept, oldest first, for the next flush; what no longer fits is dropped and counted.
+                room = self._buffer.maxlen - len(self._buffer)
+                LOGGED.labels("retried").inc(min(room, len(batch)))
+                LOGGED.labels("dropped").inc(max(0, len(batch) - room))
+                self._buffer.extendleft(reversed(batch[len(batch) - room :]))
                 log.warning("prediction_log.send_failed", error=str(exc), records=len(batch))
                 return
             LOGGED.labels("sent").inc(len(batch))
@@ -90,82 +98,20 @@ class PredictionLogger:
         await self.flush()
 
 
-def monitor_http_sink(client: UpstreamClient, url_template: str, api_key: str = "") -> PredictionSink:
-    """POST the monitor's `{"rows": [{"features", "prediction", "timestamp", "request_id"}]}` per monitor to
-    `url_template.format(monitor_id=...)` (an API key with `monitoring:write`).
+def database_sink(session_scope: Callable[[], AbstractContextManager[Session]]) -> PredictionSink:
+    """Queue each batch's rows per deployment in one transaction, in a thread (off the event loop)."""
 
-    Requests and answers are parsed here, at flush time, off the response path; one served request with
-    N input rows becomes N rows. Failed requests, and payloads whose rows cannot be paired with their
-    predictions, are not logged.
-    """
-    headers = {"content-type": "application/json"}
-    if api_key:
-        headers["authorization"] = f"Bearer {api_key}"
+    def write(batch: list[dict[str, Any]]) -> None:
+        by_deployment: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for record in batch:
+            by_deployment[record["deployment_id"]].extend(served_predictions.served_rows(record))
+        now = datetime.now(UTC)
+        with session_scope() as session:
+            for deployment_id, rows in by_deployment.items():
+                if rows:
+                    served_predictions.queue_rows(session, uuid.UUID(deployment_id), rows, now)
 
     async def send(batch: list[dict[str, Any]]) -> None:
-        by_monitor: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for record in batch:
-            by_monitor[record["monitor_id"]].extend(monitor_rows(record))
-        for monitor_id, rows in by_monitor.items():
-            if not rows:
-                continue
-            url = url_template.format(monitor_id=monitor_id)
-            response = await client.request("POST", url, orjson.dumps({"rows": rows}), headers)
-            if response.status_code >= 400:
-                raise UpstreamError(f"the monitor answered {response.status_code}: {response.content[:200]!r}")
+        await asyncio.to_thread(write, batch)
 
     return send
-
-
-def monitor_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The monitor's rows for one served request: its input rows paired with their predictions."""
-    if record["status_code"] != 200:
-        return []
-    try:
-        features = _feature_rows(orjson.loads(record["request"]))
-        predictions = _prediction_list(orjson.loads(record["response"]))
-    except orjson.JSONDecodeError:
-        return []
-    if features is None or predictions is None or len(features) != len(predictions):
-        return []
-    timestamp = datetime.fromtimestamp(record["timestamp"], UTC).isoformat()
-    rows = [
-        {"features": row, "prediction": prediction, "timestamp": timestamp}
-        for row, prediction in zip(features, predictions, strict=True)
-    ]
-    if request_id := record.get("request_id"):
-        # One id per row: the request's own for a single row, `<id>:<row index>` for a batch.
-        for index, row in enumerate(rows):
-            row["request_id"] = request_id if len(rows) == 1 else f"{request_id}:{index}"
-    return rows
-
-
-def _feature_rows(request: Any) -> list[dict[str, Any]] | None:
-    """Input rows as {column: value} from any request shape the model server accepts (MLflow or V2)."""
-    if not isinstance(request, dict):
-        return None
-    if isinstance(split := request.get("dataframe_split"), dict):
-        columns = split.get("columns") or [str(index) for index in range(len((split.get("data") or [[]])[0]))]
-        return [dict(zip(columns, row, strict=False)) for row in split.get("data") or []]
-    inputs = request.get("inputs")
-    if isinstance(inputs, dict):
-        columns = list(inputs)
-        return [dict(zip(columns, values, strict=False)) for values in zip(*inputs.values(), strict=False)]
-    if isinstance(inputs, list) and inputs and all(isinstance(item, dict) and "data" in item for item in inputs):
-        # Open Inference Protocol: one named tensor per column.
-        columns = [item.get("name") for item in inputs]
-        tensors = (item["data"] for item in inputs)
-        return [dict(zip(columns, values, strict=False)) for values in zip(*tensors, strict=False)]
-    records = request.get("dataframe_records", request.get("instances", inputs))
-    if isinstance(records, list):
-        return [row if isinstance(row, dict) else {"input": row} for row in records]
-    return None
-
-
-def _prediction_list(answer: Any) -> list[Any] | None:
-    if isinstance(answer, dict):
-        predictions = answer.get("predictions")
-        if predictions is None and answer.get("outputs"):
-            predictions = answer["outputs"][0].get("data")
-        return predictions if isinstance(predictions, list) else None
-    return answer if isinstance(answer, list) else None

@@ -17,7 +17,7 @@ from services.monitor.domain.visibility import READ, WRITE, require_visible
 from services.monitor.schemas import DEFAULT_SEVERITY_BANDS, MonitorCreate, MonitorUpdate, RunArtifact
 from services.tracking.domain import artifacts as tracking_artifacts
 from services.tracking.domain import runs as tracking_runs
-from shared.core import audit
+from shared.core import audit, served_predictions
 from shared.core.artifacts import ArtifactStore
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
@@ -77,11 +77,16 @@ def list_monitors(
     )
 
 
+def _deployment_in(session: Session, project: Project, deployment_id: uuid.UUID) -> Deployment:
+    deployment = session.get(Deployment, deployment_id)
+    if deployment is None or deployment.deleted_at is not None or deployment.project_id != project.id:
+        raise NotFound(f"Deployment '{deployment_id}' does not exist")
+    return deployment
+
+
 def _check_target(session: Session, project: Project, deployment_id: uuid.UUID | None, version_id: uuid.UUID | None):
     if deployment_id is not None:
-        deployment = session.get(Deployment, deployment_id)
-        if deployment is None or deployment.deleted_at is not None or deployment.project_id != project.id:
-            raise NotFound(f"Deployment '{deployment_id}' does not exist")
+        _deployment_in(session, project, deployment_id)
     if version_id is not None:
         found = session.execute(
             select(ModelVersion.id)
@@ -225,6 +230,9 @@ def create_monitor(
     _schedule(monitor, spec, now)
     session.add(monitor)
     session.flush()
+    if spec.deployment_id is not None:
+        # The deployment's one monitor from now on (another one linked before is unlinked).
+        served_predictions.link_monitor(session, _deployment_in(session, project, spec.deployment_id), monitor.id)
     describe(session, monitor, "monitor.create", {"name": monitor.name})
     return monitor
 
@@ -249,6 +257,8 @@ def update_monitor(
         if taken is not None:
             raise AlreadyExists(f"Monitor '{spec.name}' already exists in this project")
         monitor.name = spec.name
+    if "deployment_id" in spec.model_fields_set:
+        _link(session, project, monitor, spec.deployment_id)
     monitor.config = _config(spec, monitor.config)
     if spec.window_s is not None:
         monitor.window_s = spec.window_s
@@ -267,6 +277,13 @@ def update_monitor(
         {"fields": sorted(spec.model_fields_set) + (["reference"] if upload else [])},
     )
     return monitor
+
+
+def _link(session: Session, project: Project, monitor: ModelMonitoring, deployment_id: uuid.UUID | None) -> None:
+    if deployment_id is None:
+        monitor.deployment_id = None
+        return
+    served_predictions.link_monitor(session, _deployment_in(session, project, deployment_id), monitor.id)
 
 
 def set_enabled(session: Session, access: Access, monitor_id: uuid.UUID, enabled: bool, now: datetime):

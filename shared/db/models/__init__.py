@@ -16,6 +16,7 @@ from shared.db.models.monitor import (
     MonitorCheckRun,
     MonitorGroundTruth,
     MonitorPredictionBatch,
+    ServedPredictionBatch,
 )
 from shared.db.models.notifier import (
     Delivery,
@@ -100,5 +101,6 @@ __all__ = [
     "RunModelLink",
     "RunParam",
     "RunTag",
+    "ServedPredictionBatch",
     "User",
 ]

@@ -142,3 +142,23 @@ class MonitorGroundTruth(Base):
     request_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[str] = mapped_column(Text, nullable=False)
     logged_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class ServedPredictionBatch(UUIDPrimaryKey, Base):
+    """Predictions the gateway served, waiting for the monitor linked to their deployment.
+
+    The gateway writes one row per flushed batch (its process never calls the monitor), and the monitor's
+    ingest task turns rows into logged predictions and deletes them in one transaction: a slow or stopped
+    monitor only lets rows wait here, and none is logged twice. The rows' shape is
+    `shared.core.served_predictions`'s.
+    """
+
+    __tablename__ = "served_prediction_batches"
+    __table_args__ = (Index(None, "created_at"),)
+
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("deployments.id", ondelete="CASCADE"), nullable=False
+    )
+    row_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    rows: Mapped[list] = mapped_column(JSONType, nullable=False, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
