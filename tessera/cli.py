@@ -7,14 +7,14 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from services.monitor.cli import app as drift_app
-from shared.core.settings import Settings
+from shared.core.settings import Settings, listening_url
 from tessera.platform import SERVICES
 
 app = typer.Typer(help="Tessera: an MLOps platform.", no_args_is_help=True, add_completion=False)
@@ -37,11 +37,21 @@ def migrate() -> None:
     console.print(f"[green]Database at the latest migration[/green] ({_redact(settings.database_url)})")
 
 
+def _listening(host: str | None, port: int | None) -> Settings:
+    """The settings with the address the API listens on (options over TESSERA_HOST/TESSERA_PORT); the public
+    URL follows it unless TESSERA_PUBLIC_URL is set. Also put in the environment, which the processes
+    started from here (uvicorn's workers, and `up`'s worker and beat) read their settings from."""
+    configured = _settings()
+    host, port = host or configured.host, port or configured.port
+    os.environ["TESSERA_HOST"], os.environ["TESSERA_PORT"] = host, str(port)
+    return Settings()
+
+
 @app.command()
 def serve(
     service: str = typer.Argument("all", help=f"One of {', '.join(SERVICES)}, or 'all' in one process"),
-    host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
-    port: int = typer.Option(8000, help="Port to listen on"),
+    host: str | None = typer.Option(None, help="Interface to listen on [default: TESSERA_HOST or 127.0.0.1]"),
+    port: int | None = typer.Option(None, help="Port to listen on [default: TESSERA_PORT or 8000]"),
     workers: int = typer.Option(1, help="uvicorn worker processes"),
 ) -> None:
     """Serve one service, or all of them in one process."""
@@ -49,7 +59,7 @@ def serve(
 
     from shared.db.migrate import is_at_head
 
-    settings = _settings()
+    settings = _listening(host, port)
     if not is_at_head(settings.database_url):
         err.print("[red]The database is not at the latest migration: run `tessera migrate` first.[/red]")
         raise typer.Exit(2)
@@ -58,8 +68,8 @@ def serve(
         raise typer.Exit(2)
     uvicorn.run(
         f"tessera.asgi:{service}",
-        host=host,
-        port=port,
+        host=settings.host,
+        port=settings.port,
         workers=workers,
         log_level=settings.log_level.lower(),
         proxy_headers=True,
@@ -93,32 +103,121 @@ def beat() -> None:
 
 @app.command()
 def up(
-    host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
-    port: int = typer.Option(8000, help="Port of the API"),
+    host: str | None = typer.Option(None, help="Interface to listen on [default: TESSERA_HOST or 127.0.0.1]"),
+    port: int | None = typer.Option(None, help="Port of the API [default: TESSERA_PORT or 8000]"),
 ) -> None:
-    """Migrate, then run all five services, a worker and beat until Ctrl-C."""
-    settings = _settings()
+    """Migrate, then run all five services, a worker and beat until Ctrl-C (or SIGTERM), which stops them all,
+    model servers included."""
+    # SIGTERM during start-up stops what was started, as Ctrl-C does (`_supervise` takes over later).
+    signal.signal(signal.SIGTERM, _interrupt)
+    settings = _listening(host, port)
+    data_lock = _claim_data_dir(settings)
+    _require_free_port(settings.host, settings.port)
     migrate()
-    base = f"http://{host}:{port}"
+    base = listening_url(settings.host, settings.port)
     commands = {
-        "api": [sys.executable, "-m", "tessera", "serve", "all", "--host", host, "--port", str(port)],
+        "api": [sys.executable, "-m", "tessera", "serve", "all"],
         "worker": _celery("worker", "--concurrency=2", "--loglevel=WARNING"),
         "beat": _celery("beat", "--loglevel=WARNING"),
     }
-    children = {name: subprocess.Popen(command) for name, command in commands.items()}
-    _wait_for_api(base, children["api"])
-    table = Table(title="Tessera is running", show_lines=False)
-    table.add_column("service")
-    table.add_column("listens at")
-    table.add_column("API docs")
-    for name in SERVICES:
-        table.add_row(name, base, f"{base}/docs#/{name}")
-    table.add_row("mlflow clients", f"MLFLOW_TRACKING_URI={base}", "")
-    table.add_row("worker + beat", f"broker {_redact(settings.broker_url)}", "")
-    console.print(table)
-    console.print(f"data: {settings.data_dir}   database: {_redact(settings.database_url)}")
-    console.print("Populate it with [bold]tessera seed[/bold]; stop with Ctrl-C.")
-    _supervise(commands, children)
+    children = {name: _start(command) for name, command in commands.items()}
+    try:
+        _wait_for_api(base, children["api"])
+        table = Table(title="Tessera is running", show_lines=False)
+        table.add_column("service")
+        table.add_column("listens at")
+        table.add_column("API docs")
+        for name in SERVICES:
+            table.add_row(name, base, f"{base}/docs#/{name}")
+        table.add_row("mlflow clients", f"MLFLOW_TRACKING_URI={base}", "")
+        table.add_row("worker + beat", f"broker {_redact(settings.broker_url)}", "")
+        console.print(table)
+        console.print(f"public URL (links in alerts and notifications): {settings.public_url}")
+        console.print(f"data: {settings.data_dir}   database: {_redact(settings.database_url)}")
+        console.print("Populate it with [bold]tessera seed[/bold]; stop with Ctrl-C.")
+        exit_code = _supervise(commands, children)
+    finally:
+        _stop_all(children, settings)
+        data_lock.close()
+    raise typer.Exit(exit_code)
+
+
+def _interrupt(*_args) -> None:
+    raise KeyboardInterrupt
+
+
+def _claim_data_dir(settings: Settings):
+    """Hold a lock on the data folder for as long as this `up` runs; a second one on it stops here."""
+    import fcntl
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = (settings.data_dir / "up.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        err.print(
+            f"[red]The data folder {settings.data_dir} is in use by another `tessera up`; nothing started.[/red]",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
+    return lock
+
+
+def _require_free_port(host: str, port: int) -> None:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            err.print(
+                f"[red]Cannot listen on {host}:{port} ({exc.strerror}); choose another with --port.[/red]",
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+
+def _start(command: list[str]) -> subprocess.Popen:
+    # Each child leads a process group of its own, so a stop reaches its own children too (uvicorn's and
+    # Celery's pool processes), and a Ctrl-C in the terminal reaches only `up`, which stops them in order.
+    return subprocess.Popen(command, start_new_session=True)
+
+
+def _stop_all(children: dict[str, subprocess.Popen], settings: Settings) -> None:
+    """SIGTERM every child's process group, SIGKILL what is left after 15 s; then the model servers the
+    worker started (they run in sessions of their own, to outlive a worker restart)."""
+    console.print("Stopping…")
+    for proc in children.values():
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for proc in children.values():
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+    _stop_model_servers(settings)
+
+
+def _signal_group(proc: subprocess.Popen, signum: signal.Signals) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signum)
+
+
+def _stop_model_servers(settings: Settings) -> None:
+    from services.deployer.domain import rollouts
+    from shared.db.session import get_database
+
+    try:
+        with get_database(settings.database_url).session_scope() as session:
+            stopped = rollouts.stop_recorded_servers(session, rollouts.process_manager(settings))
+    except Exception as exc:  # whatever happened, `up` still exits; say what may be left
+        err.print(f"[yellow]Model servers may still run: {exc}[/yellow]")
+        return
+    if stopped:
+        console.print(f"Stopped {stopped} model server(s); they start again with the platform.")
 
 
 def _wait_for_api(base: str, proc: subprocess.Popen) -> None:
@@ -143,8 +242,9 @@ _QUICK_EXIT_S = 10.0
 _MAX_QUICK_EXITS = 5
 
 
-def _supervise(commands: dict[str, list[str]], children: dict[str, subprocess.Popen]) -> None:
-    """Restart a child that exits (as compose's `restart: unless-stopped` does) until Ctrl-C."""
+def _supervise(commands: dict[str, list[str]], children: dict[str, subprocess.Popen]) -> int:
+    """Restart a child that exits (as compose's `restart: unless-stopped` does) until Ctrl-C or SIGTERM;
+    returns the exit code for `up`."""
     stopping = False
 
     def _stop(*_args) -> None:
@@ -168,19 +268,10 @@ def _supervise(commands: dict[str, list[str]], children: dict[str, subprocess.Po
             delay = 2 ** (quick_exits[name] - 1)
             err.print(f"[yellow]{name} exited with code {proc.returncode}; restarting in {delay} s.[/yellow]")
             time.sleep(delay)
-            children[name] = subprocess.Popen(commands[name])
+            children[name] = _start(commands[name])
             started[name] = time.monotonic()
         time.sleep(0.5)
-    console.print("Stopping…")
-    for proc in children.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in children.values():
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    raise typer.Exit(exit_code)
+    return exit_code
 
 
 # --- bootstrap: users, API keys and demo data ------------------------------------------------------------

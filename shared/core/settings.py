@@ -27,6 +27,16 @@ def _persistent_secret(data_dir: Path, name: str, make) -> str:
     return value
 
 
+def listening_url(host: str, port: int) -> str:
+    """The URL a client on this machine reaches an API listening on host:port by (a wildcard address
+    listens on loopback too)."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TESSERA_", extra="ignore")
 
@@ -39,7 +49,11 @@ class Settings(BaseSettings):
     artifact_root: str = ""
     # For S3-compatible servers (MinIO...) when artifact_root is s3://; empty = AWS itself.
     artifact_s3_endpoint_url: str = ""
-    public_url: str = "http://127.0.0.1:8000"
+    # Where the API listens (`tessera up` / `serve` options default to these), and the base URL of every
+    # link Tessera hands out (alerts, notifications, webhooks): the listening address unless set.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = ""
 
     # Identity
     jwt_secret: str = ""
@@ -121,6 +135,8 @@ class Settings(BaseSettings):
         self.data_dir = data_dir
         if not self.database_url:
             self.database_url = f"sqlite:///{data_dir / 'tessera.db'}"
+        if not self.public_url:
+            self.public_url = listening_url(self.host, self.port)
         if not self.broker_url:
             self.broker_url = "filesystem://"
         if not self.artifact_root:

@@ -82,21 +82,63 @@ def test_up_serves_on_the_embedded_default_restarts_a_crashed_worker_and_deliver
         assert restarted != worker
         assert up.poll() is None, "tessera up must keep running when a child crashes"
         _alert_reaches_a_webhook(base, env, webhook_receiver)
+        _a_second_up_starts_nothing(tmp_path, env, port)
+        descendants = _descendants(up.pid)
 
         up.send_signal(signal.SIGINT)
         up.wait(timeout=40)
         output = (tmp_path / "up.log").read_text()
         assert up.returncode == 0, output
         assert "Tessera is running" in output
-        assert f"http://127.0.0.1:{port}" in output
+        assert f"public URL (links in alerts and notifications): http://127.0.0.1:{port}" in output
+        # Everything it started has stopped, down to the pool processes, and the port is free again.
+        assert [pid for pid in descendants if _alive(pid)] == []
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
         assert "worker exited" in output and "restarting" in output
         # Nothing is written outside the data dir (kombu's file broker defaults to ./control).
-        assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "up.log"]
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "data-2", "up.log"]
     finally:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
             up.wait()
         log.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for child in _children(pid):
+        found += [child, *_descendants(child)]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (a pid reused by another program would not be a child of the test)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _a_second_up_starts_nothing(tmp_path: Path, env: dict[str, str], port: int) -> None:
+    """On the busy port, or on the data folder in use: one line saying so, nothing started."""
+    other_data = {**env, "TESSERA_DATA_DIR": str(tmp_path / "data-2")}
+    for environment, arguments, reason in (
+        (other_data, ["--port", str(port)], f"Cannot listen on 127.0.0.1:{port}"),
+        (env, ["--port", str(_free_port())], "is in use by another `tessera up`"),
+    ):
+        second = subprocess.run(
+            [sys.executable, "-m", "tessera", "up", *arguments],
+            env=environment,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        lines = second.stdout.strip().splitlines() + second.stderr.strip().splitlines()
+        assert len(lines) == 1 and reason in lines[0], lines
+    assert not (tmp_path / "data-2" / "tessera.db").exists()
 
 
 def _alert_reaches_a_webhook(base: str, env: dict[str, str], receiver: Receiver) -> None:
@@ -126,4 +168,10 @@ def _alert_reaches_a_webhook(base: str, env: dict[str, str], receiver: Receiver)
     wait_for(lambda: receiver.requests, 60, "the webhook delivery")
     [request] = receiver.requests
     assert request.headers["webhook-signature"].startswith("v1,")
-    assert json.loads(request.body)["alerts"][0]["labels"]["alertname"] == "HighLatency"
+    delivered = json.loads(request.body)
+    assert delivered["alerts"][0]["labels"]["alertname"] == "HighLatency"
+    # The link leads back to the port Tessera serves on (no TESSERA_PUBLIC_URL set), to the alert.
+    assert delivered["link"].startswith(f"{base}/")
+    followed = httpx.get(delivered["link"], headers=headers)
+    assert followed.status_code == 200, followed.text
+    assert followed.json()["payload"]["alerts"][0]["labels"]["alertname"] == "HighLatency"

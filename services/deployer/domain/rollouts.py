@@ -251,6 +251,17 @@ def supervise_server(session: Session, server_id: uuid.UUID, manager: ProcessMan
     return outcome
 
 
+def stop_recorded_servers(session: Session, manager: ProcessManager) -> int:
+    """Stop every model-server process the database records, when the platform itself stops; returns how
+    many. The rows stay: supervision starts the servers again when the platform is back."""
+    recorded = session.execute(
+        select(DeploymentServer.pid, DeploymentServer.port).where(DeploymentServer.pid.is_not(None))
+    ).all()
+    for pid, port in recorded:
+        stop_retired(manager, pid, port)
+    return len(recorded)
+
+
 def stop_retired(manager: ProcessManager, pid: int, port: int) -> None:
     # The manager checks pid *and* port against /proc, so a pid reused since cannot be hit.
     manager.stop(ModelServerState(pid=pid, port=port, started_at=utcnow(), log_path=""))
