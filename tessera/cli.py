@@ -375,12 +375,22 @@ def api_key_create(
 
 
 @app.command()
-def seed(password: str = typer.Option("tessera-demo", help="Password of the demo users it creates")) -> None:
+def seed(
+    password: str = typer.Option("tessera-demo", help="Password of the demo users it creates"),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object: owner sign-in and API key"),
+) -> None:
     """Populate a fresh platform with demo data (idempotent: a second run changes nothing)."""
+    import json
+
     from services.registry.domain.seed import seed as seed_demo
 
     with _unit_of_work() as session:
         report = seed_demo(session, password=password)
+    owner_password = next(secret for email, _, secret in report.logins if email == report.owner_email)
+    if as_json:
+        owner = {"email": report.owner_email, "password": owner_password}
+        print(json.dumps({"owner": owner, "api_key": report.api_key, "created": report.created}))
+        return
     for line in report.created:
         console.print(f"created {line}")
     if not report.created:
@@ -392,6 +402,14 @@ def seed(password: str = typer.Option("tessera-demo", help="Password of the demo
     for login_email, role, login_password in report.logins:
         table.add_row(login_email, role, login_password or "(existing account, unchanged)")
     console.print(table)
+    console.print(f"Sign in as the owner: {report.owner_email} / {owner_password or '(unchanged)'}", soft_wrap=True)
+    if report.api_key:
+        console.print("The owner's API key (every scope; shown only now):", soft_wrap=True)
+        print(report.api_key)
+    else:
+        console.print(
+            f"Another API key: tessera api-key create --email {report.owner_email} --scopes admin", soft_wrap=True
+        )
 
 
 def _redact(url: str) -> str:

@@ -1,8 +1,9 @@
 """Demo data so a new user sees a populated platform: 3 people, an organization with 2 projects,
-2 registered models with versions, and a stopped local deployment (no model server needed).
+2 registered models with versions, a stopped local deployment (no model server needed), and an API key
+of the owner's with every scope, which is what the README's walk (train to webhook) uses.
 
 Idempotent: every object is looked up by its natural key first, and what exists is left untouched
-(passwords included), so a second run changes nothing.
+(passwords included), so a second run changes nothing; the key is made, and shown, by the first run only.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.registry.domain.bootstrap import create_key_for
 from services.registry.domain.identity import add_organization_member, create_user
 from services.registry.domain.organizations import found_organization
 from services.registry.domain.projects import create_project_row
 from shared.db.models import Deployment, Model, ModelVersion, Organization, OrganizationMembership, Project, User
 
 DEMO_PASSWORD = "tessera-demo"
+OWNER_KEY_SCOPE = "admin"
 ORG_SLUG = "acme"
 # (email, full name, role in the organization)
 PEOPLE = (
@@ -38,6 +41,9 @@ class SeedReport:
     created: list[str] = field(default_factory=list)
     # (email, role, password or None when the account already existed and kept its own)
     logins: list[tuple[str, str, str | None]] = field(default_factory=list)
+    owner_email: str = PEOPLE[0][0]
+    # The owner's key with every scope (`admin`), made with the organization; None on later runs.
+    api_key: str | None = None
 
 
 def seed(session: Session, *, password: str = DEMO_PASSWORD) -> SeedReport:
@@ -58,6 +64,16 @@ def seed(session: Session, *, password: str = DEMO_PASSWORD) -> SeedReport:
         org = found_organization(session, owner=owner, name="Acme ML", slug=ORG_SLUG,
                                  description="Demo organization created by `tessera seed`")
         report.created.append(f"organization {ORG_SLUG}")
+        _, report.api_key = create_key_for(
+            session,
+            email=owner.email,
+            scopes=[OWNER_KEY_SCOPE],
+            org_slug=ORG_SLUG,
+            project=None,
+            expires_in_days=None,
+            name="seeded owner key",
+        )
+        report.created.append(f"API key of {owner.email} (scope {OWNER_KEY_SCOPE})")
     roles = dict(session.execute(
         select(OrganizationMembership.user_id, OrganizationMembership.role)
         .where(OrganizationMembership.organization_id == org.id)
