@@ -22,6 +22,7 @@ from shared.db.base import utcnow
 from shared.db.models import ModelMonitoring
 
 log = structlog.get_logger(__name__)
+INGEST_ROUNDS = 40
 
 
 def queue_checks(run_ids: Iterable[uuid.UUID]) -> None:
@@ -76,9 +77,10 @@ def run_check(run_id: str) -> None:
 @celery_app.task(name="monitor.ingest_served_predictions", ignore_result=True)
 def ingest_served_predictions() -> None:
     """Log the gateway's queued predictions to their deployments' monitors, a few batches per transaction,
-    until the queue is empty (concurrent runs take different batches)."""
+    until the queue is empty or after INGEST_ROUNDS transactions (concurrent runs take different batches)."""
     store = get_artifact_store(settings())
-    while True:
+    # Bounded, so steady traffic cannot keep one run going forever; beat's next tick takes the rest.
+    for _ in range(INGEST_ROUNDS):
         outcome = served.IngestOutcome()
         try:
             with database().session_scope() as session:

@@ -14,7 +14,7 @@ from services.monitor.domain import served
 from shared.core import served_predictions
 from shared.core.artifacts import get_artifact_store
 from shared.db.base import utcnow
-from shared.db.models import Deployment, MonitorPredictionBatch, ServedPredictionBatch
+from shared.db.models import Deployment, ModelMonitoring, MonitorPredictionBatch, ServedPredictionBatch
 from tests import factories
 from tests.monitor.test_api import MONITORS, create_monitor, csv_bytes, make_version, reference_frame
 
@@ -117,3 +117,15 @@ def test_predictions_of_a_deployment_without_a_monitor_are_dropped(db_session, d
     served.ingest(db_session, get_artifact_store(settings), utcnow(), outcome)
 
     assert (outcome.batches, outcome.unlinked, outcome.logged) == (1, 1, 0)
+
+
+def test_rows_a_monitor_cannot_take_are_let_go_rather_than_block_the_queue(db_session, tenant, deployment, settings):
+    # A monitor row without a reference schema: whatever arrives for it fails the same way at every try.
+    db_session.add(ModelMonitoring(project_id=tenant.project_id, name="no-schema", deployment_id=deployment.id))
+    served_predictions.queue_rows(db_session, deployment.id, [{"features": {"x": 1}, "prediction": 0}], utcnow())
+
+    outcome = served.IngestOutcome()
+    served.ingest(db_session, get_artifact_store(settings), utcnow(), outcome)
+
+    assert (outcome.batches, outcome.refused) == (1, 1)
+    assert db_session.scalar(select(func.count()).select_from(ServedPredictionBatch)) == 0

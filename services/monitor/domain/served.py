@@ -4,7 +4,8 @@ The gateway queues them in the database (`shared.core.served_predictions`); this
 batches, logs each as one file of the linked monitor, and deletes it, in the caller's transaction: a batch
 is logged once, and stays queued until a commit says it was. Rows are matched to the monitor's schema by
 name: request columns the monitor does not watch are left out; a batch lacking a watched column is not
-logged (it would be refused the same way at every try) and is counted.
+logged (it would be refused the same way at every try) and is counted. A failure to write a file (the
+artifact store unreachable) fails the whole transaction instead: the batches stay queued for the next run.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def _log_to(
     now: datetime,
     outcome: IngestOutcome,
 ) -> None:
-    watched = set(monitor.column_schema["columns"]) - {predictions.prediction_column(monitor)}
     try:
+        watched = set(monitor.column_schema["columns"]) - {predictions.prediction_column(monitor)}
         rows = [
             PredictionRow.model_validate(
                 row | {"features": {name: value for name, value in row["features"].items() if name in watched}}
@@ -78,7 +79,7 @@ def _log_to(
             for row in batch.rows
         ]
         table = predictions.rows_to_table(rows, monitor, now)
-    except (InvalidParameter, ValidationError) as error:
+    except Exception as error:  # refused rows would be refused at every try: counted and let go, never stuck
         outcome.refused += batch.row_count
         log.warning(
             "monitor.served_rows_refused",
@@ -86,6 +87,7 @@ def _log_to(
             deployment_id=str(batch.deployment_id),
             rows=batch.row_count,
             reason=getattr(error, "message", str(error)),
+            expected=isinstance(error, InvalidParameter | ValidationError),
         )
         return
     logged = predictions.log_batch(session, store, monitor, table, now)
