@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -43,31 +44,39 @@ def webhook_receiver() -> Iterator[Receiver]:
     server.close()
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
-def test_up_serves_on_the_embedded_default_restarts_a_crashed_worker_and_delivers_alerts(tmp_path, webhook_receiver):
-    port = _free_port()
+def embedded_env(tmp_path: Path) -> dict[str, str]:
+    """This environment without the test session's TESSERA_* settings: the embedded default, in tmp_path."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("TESSERA_")}
-    env["TESSERA_DATA_DIR"] = str(tmp_path / "data")
-    env["TESSERA_OUTBOUND_ALLOWLIST"] = '["127.0.0.1"]'
-    log = (tmp_path / "up.log").open("w")
-    up = subprocess.Popen(
+    return env | {"TESSERA_DATA_DIR": str(tmp_path / "data"), "TESSERA_OUTBOUND_ALLOWLIST": '["127.0.0.1"]'}
+
+
+def start_up(env: dict[str, str], port: int, cwd: Path, log: IO[str]) -> subprocess.Popen:
+    return subprocess.Popen(
         [sys.executable, "-m", "tessera", "up", "--port", str(port)],
         env=env,
-        cwd=tmp_path,
+        cwd=cwd,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=2).json()["status"] == "ok"
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
+def test_up_serves_on_the_embedded_default_restarts_a_crashed_worker_and_delivers_alerts(tmp_path, webhook_receiver):
+    port = _free_port()
+    env = embedded_env(tmp_path)
+    log = (tmp_path / "up.log").open("w")
+    up = start_up(env, port, tmp_path, log)
     try:
         base = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"{base}/healthz", timeout=2).json()["status"] == "ok"
-            except (httpx.HTTPError, ValueError, KeyError):
-                return False
-
-        wait_for(healthy, 90, "/healthz")
+        wait_for(lambda: healthy(base), 90, "/healthz")
         health = httpx.get(f"{base}/healthz").json()
         assert health["status"] == "ok", health
         # Everything lives in the data dir: the SQLite file and the broker's folders.

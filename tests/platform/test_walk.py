@@ -1,7 +1,7 @@
 """The README's walk as a new user takes it: `tessera up`, `tessera seed`, then examples/walk.py (train with
 the mlflow client -> register -> deploy -> predict through the gateway -> linked monitor -> drift check ->
 alert -> signed webhook, its link followed back to the alert), on the embedded default and on PostgreSQL
-with Redis. Ctrl-C on `tessera up` then leaves nothing running, the model server included."""
+with Redis. Stopping `tessera up` then leaves nothing running, the model server included."""
 
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import text
 
 from tests.conftest import PG_SERVER, REDIS_URL, ROOT, _admin_engine, wait_for
-from tests.platform.test_up import _alive, _descendants, _free_port
+from tests.platform.test_up import _alive, _descendants, _free_port, embedded_env, healthy, start_up
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
 
@@ -45,23 +44,15 @@ def postgres_and_redis() -> Iterator[dict[str, str]]:
 
 @pytest.mark.parametrize("backend", ["embedded", "postgres_and_redis"])
 def test_the_readme_walk_from_training_to_a_signed_webhook(backend, request, tmp_path):
-    env = {name: value for name, value in os.environ.items() if not name.startswith("TESSERA_")}
-    env |= {"TESSERA_DATA_DIR": str(tmp_path / "data"), "TESSERA_OUTBOUND_ALLOWLIST": '["127.0.0.1"]'}
+    env = embedded_env(tmp_path)
     if backend == "postgres_and_redis":
         env |= request.getfixturevalue("postgres_and_redis")
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     log = (tmp_path / "up.log").open("w")
-    up = subprocess.Popen(
-        [sys.executable, "-m", "tessera", "up", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    up = start_up(env, port, tmp_path, log)
     try:
-        wait_for(lambda: _healthy(base), 120, "/healthz")
+        wait_for(lambda: healthy(base), 120, "/healthz")
         seeded = subprocess.run(
             [sys.executable, "-m", "tessera", "seed", "--json"], env=env, capture_output=True, text=True, timeout=60
         )
@@ -83,7 +74,8 @@ def test_the_readme_walk_from_training_to_a_signed_webhook(backend, request, tmp
         model_servers = [pid for pid in started if b"services.deployer.model_server" in _cmdline(pid)]
         assert model_servers, "the walk's deployment runs a model server"
 
-        up.send_signal(signal.SIGINT)
+        # SIGTERM, as a service manager stops it (test_up.py uses Ctrl-C's SIGINT).
+        up.send_signal(signal.SIGTERM)
         up.wait(timeout=60)
         assert up.returncode == 0, (tmp_path / "up.log").read_text()[-3000:]
         assert [pid for pid in started if _alive(pid)] == []
@@ -94,13 +86,6 @@ def test_the_readme_walk_from_training_to_a_signed_webhook(backend, request, tmp
             os.killpg(up.pid, signal.SIGKILL)
             up.wait()
         log.close()
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/healthz", timeout=2).json()["status"] == "ok"
-    except (httpx.HTTPError, ValueError, KeyError):
-        return False
 
 
 def _cmdline(pid: int) -> bytes:
