@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.core.model_refs import VersionRefFields
+
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -43,9 +45,10 @@ class KServeOptions(_Input):
     runtime: str | None = None
 
 
-class DeploymentCreate(_Input):
+class DeploymentCreate(VersionRefFields, _Input):
+    """The version to serve: `model_version_id`, or `model` with `version` or `alias`."""
+
     name: str = Field(min_length=1, max_length=200)
-    model_version_id: uuid.UUID
     target: Literal["local", "kserve"] = "local"
     # Default: the API key's project, the X-Tessera-Project header, or the organization's `default` project.
     project_id: uuid.UUID | None = None
@@ -62,15 +65,17 @@ class DeploymentUpdate(_Input):
     monitor_id: uuid.UUID | None = None
 
 
-class CanaryStart(_Input):
-    model_version_id: uuid.UUID
+class CanaryStart(VersionRefFields, _Input):
+    """The canary's version: `model_version_id`, or `model` with `version` or `alias`."""
+
     percent: int = Field(ge=1, le=100)
 
 
-class ShadowSet(_Input):
-    """A version to mirror traffic to, or null to stop mirroring."""
+class ShadowSet(VersionRefFields, _Input):
+    """A version to mirror traffic to (`model_version_id`, or `model` with `version` or `alias`); none of
+    them (or `model_version_id: null`) stops mirroring."""
 
-    model_version_id: uuid.UUID | None
+    version_ref_required = False
     percent: int = Field(100, ge=1, le=100)
 
 

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.core.model_refs import VersionRefFields
+
 ColumnKind = Literal["numerical", "categorical"]
 Severity = Literal["info", "warning", "high", "critical"]
 QualityMetric = Literal["accuracy", "f1", "rmse", "mae"]
@@ -90,19 +92,25 @@ class _MonitorFields(_Request):
         return self
 
 
-class MonitorCreate(_MonitorFields):
-    """The `spec` part of the multipart create request (the reference file is the `reference` part)."""
+class MonitorCreate(VersionRefFields, _MonitorFields):
+    """The `spec` part of the multipart create request (the reference file is the `reference` part).
 
+    The target is a deployment (`deployment_id`) or a model version (`model_version_id`, or `model` with
+    `version` or `alias`)."""
+
+    version_ref_required = False
     name: str = Field(min_length=1, max_length=200)
     project_id: uuid.UUID | None = None
     deployment_id: uuid.UUID | None = None
-    model_version_id: uuid.UUID | None = None
     enabled: bool = True
 
     @model_validator(mode="after")
     def _one_target(self) -> MonitorCreate:
-        if (self.deployment_id is None) == (self.model_version_id is None):
-            raise ValueError("give exactly one target: deployment_id or model_version_id")
+        if (self.deployment_id is None) == (self.version_ref() is None):
+            raise ValueError(
+                "give exactly one target: deployment_id, or a model version (model_version_id, or model with "
+                "version or alias)"
+            )
         return self
 
 

@@ -24,6 +24,7 @@ from shared.core.auth import Authenticator
 # request commits instead of waiting for beat's periodic relay.
 from shared.core.celery_app import celery_app
 from shared.core.context import RequestContext, reset_request, set_request
+from shared.core.docs import install_docs, install_openapi
 from shared.core.errors import TesseraError
 from shared.core.logging import configure_logging
 from shared.core.settings import Settings, get_settings
@@ -212,8 +213,10 @@ def build_app(
         title=title,
         description=description,
         version="0.1.0",
-        docs_url="/docs",
         openapi_url="/openapi.json",
+        # Served by install_docs from installed files instead (FastAPI's own pages load a CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.db = get_database(settings.database_url, settings.sql_echo, settings.db_pool_size)
@@ -222,6 +225,8 @@ def build_app(
     app.add_middleware(RequestContextMiddleware, service=service, max_body=settings.max_request_bytes)
     app.include_router(_ops_router(service))
     app.include_router(browser_session.router)
+    install_docs(app)
+    install_openapi(app)
     for router in routers:
         app.include_router(router)
     return app

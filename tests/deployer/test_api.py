@@ -13,6 +13,7 @@ from shared.db.models import (
     Deployment,
     DeploymentHistory,
     Model,
+    ModelAlias,
     ModelVersion,
     Organization,
     OutboxEvent,
@@ -185,3 +186,34 @@ def test_the_gateway_answers_malformed_ids_and_wrong_methods_as_fastapi_does(cli
     assert "deployment_id" in malformed.json()["message"]
     wrong_method = client.get(f"/deployments/{uuid.uuid4()}/invocations", headers=tenant.headers)
     assert wrong_method.status_code == 405 and wrong_method.json()["error_code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_a_version_is_named_by_id_by_model_and_number_or_by_model_and_alias(client, db_session, tenant):
+    v1 = make_version(db_session, tenant.project_id)
+    model = db_session.get(Model, v1.model_id)
+    v2 = make_version(db_session, tenant.project_id, number=2, model=model)
+    db_session.add(ModelAlias(model_id=model.id, alias="champion", model_version_id=v2.id))
+    db_session.flush()
+
+    def deploy(**ref):
+        body = {"name": factories.unique("dep"), **ref}
+        return client.post("/api/v1/deployments", json=body, headers=tenant.headers)
+
+    assert deploy(model_version_id=str(v1.id)).json()["model_version_id"] == str(v1.id)
+    assert deploy(model=model.name, version=1).json()["model_version_id"] == str(v1.id)
+    assert deploy(model=model.name, alias="champion").json()["model_version_id"] == str(v2.id)
+    # Unknown names are a 404 naming what was asked; two forms at once, or half of one, a 422.
+    missing = deploy(model=model.name, version=9)
+    assert missing.status_code == 404 and f"{model.name}:9" in missing.json()["message"]
+    assert deploy(model=model.name, alias="nobody").status_code == 404
+    assert deploy(model_version_id=str(v1.id), model=model.name, version=1).status_code == 422
+    assert deploy(model=model.name).status_code == 422
+    assert deploy(version=1).status_code == 422
+    assert deploy().status_code == 422
+
+    # The same three forms name a version in the registry's paths.
+    for ref in (str(v2.id), f"{model.name}:2", f"{model.name}@champion"):
+        shown = client.get(f"/api/v1/model-versions/{ref}", headers=tenant.headers)
+        assert shown.status_code == 200 and shown.json()["id"] == str(v2.id), (ref, shown.text)
+    assert client.get(f"/api/v1/model-versions/{model.name}:7", headers=tenant.headers).status_code == 404
+    assert client.get("/api/v1/model-versions/no-such-form", headers=tenant.headers).status_code == 400

@@ -60,7 +60,7 @@ def create_deployment(body: DeploymentCreate, request: Request, session: Session
         access,
         project_id=project_id,
         name=body.name,
-        model_version_id=body.model_version_id,
+        ref=body.version_ref(),
         target=body.target,
         canary=body.canary.model_dump(),
         config=config,
@@ -114,7 +114,7 @@ def history(
 
 @router.post("/{deployment_id}/canary", response_model=DeploymentRead, summary="Start a canary at N %")
 def start_canary(deployment_id: uuid.UUID, body: CanaryStart, request: Request, session: SessionDep, access: AccessDep):
-    deployment = deployments.start_canary(session, access, deployment_id, body.model_version_id, body.percent)
+    deployment = deployments.start_canary(session, access, deployment_id, body.version_ref(), body.percent)
     return _changed(request, session, deployment)
 
 
@@ -141,7 +141,7 @@ def rollback(
 
 @router.post("/{deployment_id}/shadow", response_model=DeploymentRead, summary="Set or unset the shadow version")
 def set_shadow(deployment_id: uuid.UUID, body: ShadowSet, request: Request, session: SessionDep, access: AccessDep):
-    deployment = deployments.set_shadow(session, access, deployment_id, body.model_version_id, body.percent)
+    deployment = deployments.set_shadow(session, access, deployment_id, body.version_ref(), body.percent)
     return _changed(request, session, deployment)
 
 

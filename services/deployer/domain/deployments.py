@@ -21,6 +21,7 @@ from services.deployer.domain.canary import CanaryThresholds
 from shared.core import audit, events, served_predictions
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, Conflict, InvalidParameter, InvalidState, NotFound
+from shared.core.model_refs import VersionRef, resolve_version
 from shared.core.pagination import RowPage, paginate
 from shared.db.models import Deployment, DeploymentHistory, DeploymentServer, Model, ModelVersion, Project
 
@@ -120,13 +121,13 @@ def create_deployment(
     *,
     project_id: uuid.UUID,
     name: str,
-    model_version_id: uuid.UUID,
+    ref: VersionRef,
     target: str,
     canary: dict[str, Any],
     config: dict[str, Any],
 ) -> Deployment:
     project = access.require_project(project_id, WRITE)
-    version = _version_in_project(session, project.id, model_version_id)
+    version = resolve_version(session, project.id, ref)
     taken = session.scalar(select(Deployment.id).where(Deployment.project_id == project.id, Deployment.name == name))
     if taken is not None:
         raise AlreadyExists(f"Deployment '{name}' already exists in this project")
@@ -173,12 +174,12 @@ def linked_monitors(session: Session, deployment_ids: Sequence[uuid.UUID]) -> di
 
 
 def start_canary(
-    session: Session, access: Access, deployment_id: uuid.UUID, model_version_id: uuid.UUID, percent: int
+    session: Session, access: Access, deployment_id: uuid.UUID, ref: VersionRef, percent: int
 ) -> Deployment:
     deployment, project = _for_change(session, access, deployment_id, local_only=True)
     if deployment.status not in SERVING_STATES:
         raise InvalidState(f"A canary needs a serving deployment; this one is '{deployment.status}'")
-    version = _version_in_project(session, project.id, model_version_id)
+    version = resolve_version(session, project.id, ref)
     if version.id == deployment.model_version_id:
         raise InvalidParameter("The canary version is already the stable version")
     _request_rollout(
@@ -188,10 +189,10 @@ def start_canary(
 
 
 def set_shadow(
-    session: Session, access: Access, deployment_id: uuid.UUID, model_version_id: uuid.UUID | None, percent: int
+    session: Session, access: Access, deployment_id: uuid.UUID, ref: VersionRef | None, percent: int
 ) -> Deployment:
     deployment, project = _for_change(session, access, deployment_id, local_only=True)
-    if model_version_id is None:
+    if ref is None:
         if deployment.shadow_version_id is None:
             return deployment
         retired = deployment.shadow_version_id
@@ -201,7 +202,7 @@ def set_shadow(
         return deployment
     if deployment.status not in SERVING_STATES:
         raise InvalidState(f"A shadow needs a serving deployment; this one is '{deployment.status}'")
-    version = _version_in_project(session, project.id, model_version_id)
+    version = resolve_version(session, project.id, ref)
     _request_rollout(
         session, project, deployment, version, role="shadow", action="shadow", access=access, percent=percent
     )
@@ -247,7 +248,7 @@ def rollback(session: Session, access: Access, deployment_id: uuid.UUID, reason:
     previous = previous_healthy_version(session, deployment)
     if previous is None:
         raise InvalidState("No earlier healthy version in this deployment's history to roll back to")
-    version = _version_in_project(session, project.id, previous)
+    version = resolve_version(session, project.id, VersionRef(version_id=previous))
     _request_rollout(
         session, project, deployment, version, role="stable", action="rollback", access=access, reason=reason
     )
@@ -482,22 +483,6 @@ def _for_change(
     if in_flight is not None:
         raise Conflict("Another change of this deployment is still in progress; retry when it has finished")
     return deployment, project
-
-
-def _version_in_project(session: Session, project_id: uuid.UUID, version_id: uuid.UUID) -> ModelVersion:
-    version = session.scalar(
-        select(ModelVersion)
-        .join(Model, Model.id == ModelVersion.model_id)
-        .where(
-            ModelVersion.id == version_id,
-            ModelVersion.deleted_at.is_(None),
-            Model.deleted_at.is_(None),
-            Model.project_id == project_id,
-        )
-    )
-    if version is None:
-        raise NotFound(f"Model version '{version_id}' does not exist in this project")
-    return version
 
 
 def _describe(

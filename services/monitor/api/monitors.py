@@ -25,6 +25,7 @@ from services.monitor.schemas import (
 )
 from shared.core.artifacts import get_artifact_store
 from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep, SettingsDep
+from shared.core.docs import json_part, schema_ref
 from shared.core.errors import TesseraError
 from shared.core.pagination import Page, entity_page
 from shared.db.base import utcnow
@@ -58,7 +59,7 @@ async def create_monitor(
     session: SessionDep,
     access: AccessDep,
     settings: SettingsDep,
-    spec: Annotated[str, Form(description=_SPEC_HELP)],
+    spec: Annotated[str, Form(description=_SPEC_HELP, json_schema_extra=json_part(MonitorCreate))],
     reference: Annotated[UploadFile | None, File(description=_REFERENCE_HELP)] = None,
 ):
     body = _parse(MonitorCreate, spec, "spec")
@@ -92,7 +93,7 @@ async def update_monitor(
     session: SessionDep,
     access: AccessDep,
     settings: SettingsDep,
-    spec: Annotated[str, Form(description=_SPEC_HELP)] = "{}",
+    spec: Annotated[str, Form(description=_SPEC_HELP, json_schema_extra=json_part(MonitorUpdate))] = "{}",
     reference: Annotated[UploadFile | None, File(description=_REFERENCE_HELP)] = None,
 ):
     body = _parse(MonitorUpdate, spec, "spec")
@@ -129,7 +130,7 @@ def delete_monitor(
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": PredictionBatch.model_json_schema()},
+                "application/json": {"schema": schema_ref(PredictionBatch)},
                 "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
             },
         }

@@ -21,8 +21,9 @@ from shared.core import audit, served_predictions
 from shared.core.artifacts import ArtifactStore
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
+from shared.core.model_refs import VersionRef, resolve_version
 from shared.core.pagination import RowPage, paginate
-from shared.db.models import Deployment, Model, ModelMonitoring, ModelVersion, Project
+from shared.db.models import Deployment, ModelMonitoring, Project
 
 DEFAULT_INTERVAL_S = 3600
 DEFAULT_WINDOW_S = 86400
@@ -84,17 +85,13 @@ def _deployment_in(session: Session, project: Project, deployment_id: uuid.UUID)
     return deployment
 
 
-def _check_target(session: Session, project: Project, deployment_id: uuid.UUID | None, version_id: uuid.UUID | None):
+def _check_target(
+    session: Session, project: Project, deployment_id: uuid.UUID | None, version: VersionRef | None
+) -> uuid.UUID | None:
+    """The target exists in the project; the id of the model version it names, if any."""
     if deployment_id is not None:
         _deployment_in(session, project, deployment_id)
-    if version_id is not None:
-        found = session.execute(
-            select(ModelVersion.id)
-            .join(Model, Model.id == ModelVersion.model_id)
-            .where(ModelVersion.id == version_id, ModelVersion.deleted_at.is_(None), Model.project_id == project.id)
-        ).first()
-        if found is None:
-            raise NotFound(f"Model version '{version_id}' does not exist")
+    return resolve_version(session, project.id, version).id if version is not None else None
 
 
 def _run_artifact(session: Session, access: Access, store: ArtifactStore, source: RunArtifact) -> pa.Table:
@@ -206,7 +203,7 @@ def create_monitor(
 ) -> ModelMonitoring:
     project = access.require_project(spec.project_id, WRITE) if spec.project_id else access.default_project(WRITE)
     audit.describe(session, action="monitor.create", object_type="monitor", organization_id=project.organization_id)
-    _check_target(session, project, spec.deployment_id, spec.model_version_id)
+    version_id = _check_target(session, project, spec.deployment_id, spec.version_ref())
     taken = session.scalar(
         select(ModelMonitoring.id).where(ModelMonitoring.project_id == project.id, ModelMonitoring.name == spec.name)
     )
@@ -217,7 +214,7 @@ def create_monitor(
         project_id=project.id,
         name=spec.name,
         deployment_id=spec.deployment_id,
-        model_version_id=spec.model_version_id,
+        model_version_id=version_id,
         enabled=spec.enabled,
         window_s=spec.window_s or DEFAULT_WINDOW_S,
         min_rows=spec.min_rows or DEFAULT_MIN_ROWS,

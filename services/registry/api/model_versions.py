@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 
 from services.registry.domain import lineage, models, versions
 from services.registry.schemas import (
@@ -30,8 +30,20 @@ from services.registry.schemas import (
 from shared.core.artifacts import get_artifact_store
 from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep, SettingsDep
 from shared.core.errors import InvalidParameter
+from shared.core.model_refs import VERSION_REF_PATTERN, VersionRef
 from shared.core.pagination import Page, sequence_page
 from shared.db.models import ModelVersion
+
+# A version in a path: its id, `<model>:<version>` or `<model>@<alias>` (see shared.core.model_refs).
+VersionRefPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=600,
+        pattern=VERSION_REF_PATTERN,
+        description="The version's id, `<model>:<version>` or `<model>@<alias>`",
+    ),
+]
 
 router = APIRouter(prefix="/api/v1", tags=["model versions"])
 
@@ -141,16 +153,16 @@ def versions_of_run(
     return sequence_page(found, page_token=page_token, max_results=max_results)
 
 
-@router.get("/model-versions/{version_id}", response_model=ModelVersionRead, summary="A model version")
-def get_version(version_id: uuid.UUID, session: SessionDep, access: AccessDep) -> ModelVersionRead:
-    return version_read(versions.get_version(session, access, version_id))
+@router.get("/model-versions/{version_ref}", response_model=ModelVersionRead, summary="A model version")
+def get_version(version_ref: VersionRefPath, session: SessionDep, access: AccessDep) -> ModelVersionRead:
+    return version_read(versions.get_version_by_ref(session, access, VersionRef.parse(version_ref)))
 
 
-@router.patch("/model-versions/{version_id}", response_model=ModelVersionRead, summary="Describe or re-tag a version")
+@router.patch("/model-versions/{version_ref}", response_model=ModelVersionRead, summary="Describe or re-tag a version")
 def update_version(
-    version_id: uuid.UUID, body: ModelVersionUpdate, session: SessionDep, access: AccessDep
+    version_ref: VersionRefPath, body: ModelVersionUpdate, session: SessionDep, access: AccessDep
 ) -> ModelVersionRead:
-    version = versions.get_version(session, access, version_id, models.WRITE)
+    version = versions.get_version_by_ref(session, access, VersionRef.parse(version_ref), models.WRITE)
     changes = body.model_dump(exclude_unset=True)
     if "tags" in changes and changes["tags"] is None:
         raise InvalidParameter("tags cannot be null")
@@ -158,21 +170,22 @@ def update_version(
 
 
 @router.delete(
-    "/model-versions/{version_id}", status_code=204, summary="Soft-delete a version (admins for a production one)"
+    "/model-versions/{version_ref}", status_code=204, summary="Soft-delete a version (admins for a production one)"
 )
-def delete_version(version_id: uuid.UUID, session: SessionDep, access: AccessDep) -> None:
-    versions.delete_version(session, access, versions.get_version(session, access, version_id, models.WRITE))
+def delete_version(version_ref: VersionRefPath, session: SessionDep, access: AccessDep) -> None:
+    version = versions.get_version_by_ref(session, access, VersionRef.parse(version_ref), models.WRITE)
+    versions.delete_version(session, access, version)
 
 
 @router.post(
-    "/model-versions/{version_id}/transitions",
+    "/model-versions/{version_ref}/transitions",
     response_model=StageTransitionResult,
     summary="Move a version to another stage (into or out of production: project admins)",
 )
 def transition(
-    version_id: uuid.UUID, body: StageTransitionCreate, session: SessionDep, access: AccessDep
+    version_ref: VersionRefPath, body: StageTransitionCreate, session: SessionDep, access: AccessDep
 ) -> StageTransitionResult:
-    version = versions.get_version(session, access, version_id, models.WRITE)
+    version = versions.get_version_by_ref(session, access, VersionRef.parse(version_ref), models.WRITE)
     archive = body.archive_existing and body.stage in versions.ACTIVE_STAGES
     made = versions.transition_stage(
         session, access, version, body.stage, comment=body.comment, archive_existing=archive
@@ -183,29 +196,29 @@ def transition(
 
 
 @router.get(
-    "/model-versions/{version_id}/transitions",
+    "/model-versions/{version_ref}/transitions",
     response_model=Page[StageTransitionRead],
     summary="Every stage change of a version, oldest first",
 )
 def list_transitions(
-    version_id: uuid.UUID,
+    version_ref: VersionRefPath,
     session: SessionDep,
     access: AccessDep,
     page_token: PageToken = None,
     max_results: MaxResults = 100,
 ):
-    version = versions.get_version(session, access, version_id)
+    version = versions.get_version_by_ref(session, access, VersionRef.parse(version_ref))
     made = [StageTransitionRead.model_validate(t) for t in versions.transitions(session, access, version)]
     return sequence_page(made, page_token=page_token, max_results=max_results)
 
 
 @router.get(
-    "/model-versions/{version_id}/lineage",
+    "/model-versions/{version_ref}/lineage",
     response_model=ModelVersionLineage,
     summary="Run, experiment, datasets, logged model, deployments and drift reports of a version",
 )
-def get_lineage(version_id: uuid.UUID, session: SessionDep, access: AccessDep) -> ModelVersionLineage:
-    version = versions.get_version(session, access, version_id)
+def get_lineage(version_ref: VersionRefPath, session: SessionDep, access: AccessDep) -> ModelVersionLineage:
+    version = versions.get_version_by_ref(session, access, VersionRef.parse(version_ref))
     found = lineage.version_lineage(session, access, version)
     return ModelVersionLineage(
         model_version=version_read(version),

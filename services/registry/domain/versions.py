@@ -31,6 +31,7 @@ from shared.core import audit, events
 from shared.core.artifacts import CHUNK_SIZE, ArtifactStore, safe_key
 from shared.core.auth import Access
 from shared.core.errors import InvalidParameter, NotFound
+from shared.core.model_refs import VersionRef, resolve_version
 from shared.core.pagination import RowPage, paginate
 from shared.db.base import utcnow
 from shared.db.models import (
@@ -84,6 +85,13 @@ def version_options() -> list:
 
 def _not_found(what: Any) -> NotFound:
     return NotFound(f"Model version '{what}' does not exist")
+
+
+def get_version_by_ref(session: Session, access: Access, ref: VersionRef, scope: str = READ) -> ModelVersion:
+    """A version named by id, or by model name and number or alias in the caller's default project."""
+    if ref.version_id is None:
+        ref = VersionRef(version_id=resolve_version(session, access.default_project(scope).id, ref).id)
+    return get_version(session, access, ref.version_id, scope)
 
 
 def get_version(session: Session, access: Access, version_id: uuid.UUID, scope: str = READ) -> ModelVersion:
