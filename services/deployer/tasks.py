@@ -13,26 +13,35 @@ from datetime import timedelta
 
 from services.deployer.domain import deployments, rollouts
 from services.deployer.domain.process_manager import ModelServerError, ModelServerSpec, ModelServerState
-from shared.core import events
+from shared.core import events, quarantine
 from shared.core.artifacts import get_artifact_store
-from shared.core.celery_app import celery_app, database, settings
+from shared.core.celery_app import celery_app, database, run_isolated, settings
 from shared.db.models import OutboxEvent
 
 events.subscribe(deployments.ROLLOUT_REQUESTED, "deployer.deploy")
 events.subscribe(deployments.SERVER_RETIRED, "deployer.stop")
 
 
-def _payloads(event_ids: list[str]) -> list[dict]:
+def _payloads(event_ids: list[uuid.UUID]) -> list[dict]:
     """The events' payloads, in order; an event already pruned from the outbox (published longer ago
     than its retention) is past any use and left out."""
     with database().session_scope() as session:
-        rows = [session.get(OutboxEvent, uuid.UUID(event_id)) for event_id in event_ids]
+        rows = [session.get(OutboxEvent, event_id) for event_id in event_ids]
         return [row.payload for row in rows if row is not None]
+
+
+def _consumer(task: str) -> quarantine.Consumer:
+    return quarantine.Consumer(task, OutboxEvent.id, OutboxEvent.organization_id)
 
 
 @celery_app.task(name="deployer.deploy", ignore_result=True)
 def deploy(event_ids: list[str]) -> None:
-    """Carry out the rollouts the events asked for, one after the other."""
+    """Carry out the rollouts the events asked for, one after the other; one that breaks is retried
+    alone, then quarantined, and the others go on (`shared.core.quarantine`)."""
+    run_isolated(_consumer("deployer.deploy"), event_ids, _roll_outs)
+
+
+def _roll_outs(event_ids: list[uuid.UUID]) -> None:
     for payload in _payloads(event_ids):
         _roll_out(uuid.UUID(payload["history_id"]))
 
@@ -71,6 +80,10 @@ def _roll_out(history_id: uuid.UUID) -> None:
 
 @celery_app.task(name="deployer.stop", ignore_result=True)
 def stop(event_ids: list[str]) -> None:
+    run_isolated(_consumer("deployer.stop"), event_ids, _stop_retired)
+
+
+def _stop_retired(event_ids: list[uuid.UUID]) -> None:
     manager = rollouts.process_manager(settings())
     for payload in _payloads(event_ids):
         rollouts.stop_retired(manager, payload["pid"], payload["port"])

@@ -313,23 +313,65 @@ class DeliveryDetail(DeliveryRead):
 DeliveryPage = Page[DeliveryRead]
 
 
+# Limits of what an alert (or a custom event's payload) may carry, refused at intake with a 422 naming
+# the field: every label is part of the alert's identity and, with `group_by: ["..."]`, of its group.
+# Prometheus's label names; the values are any text.
+MAX_LABEL_NAME_CHARS = 200
+MAX_LABEL_VALUE_CHARS = 2048
+MAX_LABELS = 64
+MAX_ANNOTATION_VALUE_CHARS = 16384
+MAX_ANNOTATIONS = 64
+LabelName = Annotated[
+    str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=MAX_LABEL_NAME_CHARS)
+]
+LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE_CHARS)]
+AnnotationName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_NAME_CHARS)]
+AnnotationValue = Annotated[str, StringConstraints(max_length=MAX_ANNOTATION_VALUE_CHARS)]
+Labels = Annotated[dict[LabelName, LabelValue], Field(max_length=MAX_LABELS)]
+Annotations = Annotated[dict[AnnotationName, AnnotationValue], Field(max_length=MAX_ANNOTATIONS)]
+
+
 class EventCreate(_Request):
     organization_id: uuid.UUID | None = None
     project_id: uuid.UUID | None = None
     event_type: Annotated[str, StringConstraints(pattern=r"^custom(\.[a-z0-9_]+)+$", max_length=100)] = Field(
         description="custom.<name>: platform event types are emitted by the platform only"
     )
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Alert fields: labels, annotations (within the Alertmanager API's limits), summary, "
+        "description, severity, status (firing|resolved), fingerprint, starts_at, ends_at, url",
+    )
+
+    @field_validator("payload")
+    @classmethod
+    def _alert_fields_well_formed(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        # What becomes the alert's labels and annotations obeys the limits of posted alerts.
+        _EventAlertFields.model_validate(payload)
+        return payload
+
+
+_EventLabelName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_NAME_CHARS)]
+
+
+class _EventAlertFields(BaseModel):
+    """The parts of a custom event's payload the notifier reads into its alert (values become text)."""
+
+    labels: Annotated[
+        dict[_EventLabelName, LabelValue | int | float | bool], Field(max_length=MAX_LABELS)
+    ] = Field(default_factory=dict)
+    annotations: Annotated[
+        dict[AnnotationName, AnnotationValue | int | float | bool], Field(max_length=MAX_ANNOTATIONS)
+    ] = Field(default_factory=dict)
+    fingerprint: Annotated[str, StringConstraints(max_length=200)] | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
 
 
 class EventAccepted(BaseModel):
     id: uuid.UUID
     event_type: str
     created_at: datetime
-
-
-# Prometheus's label names; the values are any text.
-LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=200)]
 
 
 _GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
@@ -341,8 +383,8 @@ class PostableAlert(BaseModel):
     # Senders add fields of their own over time; Alertmanager ignores what it does not know.
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    labels: dict[LabelName, str] = Field(min_length=1)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(min_length=1)
+    annotations: Annotations = Field(default_factory=dict)
     starts_at: Timestamp | None = Field(default=None, alias="startsAt")
     ends_at: Timestamp | None = Field(default=None, alias="endsAt")
     generator_url: Url | None = Field(default=None, alias="generatorURL")

@@ -12,13 +12,17 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from services.notifier.domain import dispatch, flushing, ingest, periodic
-from shared.core import events
-from shared.core.celery_app import celery_app, database, settings
+from shared.core import events, quarantine
+from shared.core.celery_app import BROKER_ERRORS, celery_app, database, run_isolated, settings
 from shared.core.crypto import SecretBox
 from shared.db.base import utcnow
+from shared.db.models import Delivery
 
 # Every event may match some organization's rule; the handler drops the rest cheaply.
 events.subscribe("*", "notifier.handle_events")
+EVENTS_CONSUMER = ingest.EVENTS_CONSUMER
+DISPATCH_CONSUMER = quarantine.Consumer("notifier.dispatch", Delivery.id, Delivery.organization_id)
+FLUSH_CONSUMER = flushing.FLUSH_CONSUMER
 
 FLUSH_BATCH = 200
 # Events per message when the sweeper re-queues lost ones (the relay sends batches of its own).
@@ -41,25 +45,30 @@ def _queue_dispatch(delivery_ids: Sequence[uuid.UUID]) -> None:
 @celery_app.task(name="notifier.handle_events", ignore_result=True)
 def handle_events(event_ids: list[str]) -> None:
     """A batch of events from the relay (or the sweeper) in one transaction; those already handled
-    drop out, so a redelivered message costs one statement."""
+    drop out, so a redelivered message costs one statement. An event that fails the batch is retried
+    alone and, failing still, quarantined (`shared.core.quarantine`)."""
+    run_isolated(EVENTS_CONSUMER, event_ids, _handle_events)
+
+
+def _handle_events(event_ids: list[uuid.UUID]) -> None:
     with database().session_scope() as session:
-        delivery_ids = ingest.handle_events(
-            session, [uuid.UUID(event_id) for event_id in event_ids], utcnow(), settings().public_url
-        )
+        delivery_ids = ingest.handle_events(session, event_ids, utcnow(), settings().public_url)
     _queue_dispatch(delivery_ids)
 
 
 @celery_app.task(name="notifier.dispatch", ignore_result=True)
 def dispatch_deliveries(delivery_ids: list[str]) -> None:
     """Claims the due ones among its deliveries (others are delivered, or in flight elsewhere), sends
-    them in parallel and records the outcomes in one transaction."""
+    them in parallel and records the outcomes in one transaction; isolated as `handle_events` is."""
+    run_isolated(DISPATCH_CONSUMER, delivery_ids, _dispatch)
+
+
+def _dispatch(delivery_ids: list[uuid.UUID]) -> None:
     current = settings()
     retry = dispatch.RetryPolicy.from_settings(current)
     box = _secret_box(tuple(current.encryption_keys))
     with database().session_scope() as session:
-        claimed = dispatch.claim(
-            session, [uuid.UUID(delivery_id) for delivery_id in delivery_ids], box, retry, utcnow()
-        )
+        claimed = dispatch.claim(session, delivery_ids, box, retry, utcnow())
     if not claimed:
         return
     started_at = utcnow()
@@ -83,11 +92,34 @@ def flush_due_groups() -> None:
     if not _claim("notifier.flush", current.notifier_flush_interval_s):
         return
     while True:
-        with database().session_scope() as session:
-            delivery_ids, flushed = flushing.flush_due_groups(session, utcnow(), current.public_url, FLUSH_BATCH)
+        try:
+            with database().session_scope() as session:
+                delivery_ids, flushed = flushing.flush_due_groups(session, utcnow(), current.public_url, FLUSH_BATCH)
+        except Exception as exc:
+            if quarantine.is_transient(exc, BROKER_ERRORS):
+                raise
+            # One group broke the batch: flush them one by one, the failing ones counted and retried
+            # alone; the rest of what is due waits for the next tick.
+            with database().session_scope() as session:
+                group_ids = flushing.due_group_ids(session, utcnow(), FLUSH_BATCH)
+            flush_groups(group_ids)
+            return
         _queue_dispatch(delivery_ids)
         if flushed < FLUSH_BATCH:
             return
+
+
+@celery_app.task(name="notifier.flush_groups", ignore_result=True)
+def flush_groups(group_ids: list[str]) -> None:
+    """Flush the given groups if due, isolated: a group that cannot be flushed is retried alone, then
+    quarantined (the timer's tick then passes it by)."""
+    run_isolated(FLUSH_CONSUMER, group_ids, _flush_groups)
+
+
+def _flush_groups(group_ids: list[uuid.UUID]) -> None:
+    with database().session_scope() as session:
+        delivery_ids = flushing.flush_due_groups_by_id(session, group_ids, utcnow(), settings().public_url)
+    _queue_dispatch(delivery_ids)
 
 
 @celery_app.task(name="notifier.sweep", ignore_result=True)

@@ -11,6 +11,7 @@ from services.registry.api import (
     api_keys,
     audit_logs,
     auth,
+    dead_letters,
     mlflow_registry,
     model_versions,
     models,
@@ -29,6 +30,7 @@ ROUTERS: list[APIRouter] = [
     projects.router,
     api_keys.router,
     audit_logs.router,
+    dead_letters.router,
     # the model registry, native and MLflow's REST API
     models.router,
     model_versions.router,

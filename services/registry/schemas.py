@@ -445,3 +445,25 @@ class ModelVersionLineage(BaseModel):
     datasets: list[LineageDataset]
     deployments: list[LineageDeployment]
     monitors: list[LineageMonitor]
+
+
+# --- Dead letters: items a batch consumer quarantined ----------------------------------------------
+
+
+class DeadLetterRead(_Read):
+    id: uuid.UUID
+    consumer: str = Field(description='The task that failed on the item, e.g. "notifier.handle_events"')
+    item_id: uuid.UUID = Field(description="The event, delivery or group id the consumer was given")
+    organization_id: uuid.UUID | None
+    state: Literal["retrying", "quarantined", "replaying", "resolved"]
+    attempts: int = Field(description="Failures since it was first seen or last replayed")
+    error: str
+    created_at: datetime
+    last_failed_at: datetime
+    replayed_at: datetime | None
+    resolved_at: datetime | None
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetterRead]
+    next_page_token: str | None = None

@@ -8,15 +8,25 @@ progress and outcomes live in the database, which is the source of truth.
 
 from __future__ import annotations
 
+import os
+import threading
+import uuid
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
+import structlog
 from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Exchange, Queue
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.core import events
+from shared.core import events, quarantine
 from shared.core.settings import Settings, get_settings
 from shared.db.session import Database, get_database
+
+_log = structlog.get_logger(__name__)
 
 TASK_MODULES = [
     "shared.core.tasks",
@@ -80,6 +90,8 @@ def _transport_options(settings: Settings) -> dict:
     options: dict = {
         # Longer than any task may run, so a slow task is not redelivered to a second worker meanwhile.
         "visibility_timeout": 3600,
+        # An unreachable host fails a connection within seconds instead of the system's minutes.
+        "socket_connect_timeout": 2,
     }
     if settings.broker_key_prefix:
         options["global_keyprefix"] = settings.broker_key_prefix
@@ -122,6 +134,32 @@ def database() -> Database:
     return get_database(s.database_url, s.sql_echo, s.db_pool_size)
 
 
+# Failures to reach the broker: not any item's fault.
+BROKER_ERRORS = (KombuOperationalError, RedisConnectionError, RedisTimeoutError)
+
+
+def run_isolated(
+    consumer: quarantine.Consumer, item_ids: Sequence[str | uuid.UUID], process: Callable[[list[uuid.UUID]], None]
+) -> None:
+    """`quarantine.run_isolated` with this app's database, settings and queue: a failing item is
+    retried alone by sending the consumer's task with just its id."""
+    current = settings()
+
+    def requeue(item_id: uuid.UUID, countdown_s: float) -> None:
+        celery_app.send_task(consumer.task, [[str(item_id)]], countdown=countdown_s)
+
+    quarantine.run_isolated(
+        consumer,
+        item_ids,
+        process,
+        session_scope=database().session_scope,
+        requeue=requeue,
+        max_attempts=current.quarantine_max_attempts,
+        retry_base_s=current.quarantine_retry_base_s,
+        broker_errors=BROKER_ERRORS,
+    )
+
+
 # Commits within this window share one relay run, which starts when the window closes: a burst is
 # relayed in a few large batches (few messages, few transactions) instead of one per commit.
 RELAY_WINDOW_S = 0.05
@@ -129,7 +167,7 @@ _RELAY_WINDOW_KEY = "tessera:outbox-relay-window"
 
 
 def _queue_relay() -> None:
-    # No publish retries: a request must not wait on a broker that is down; the periodic relay catches up.
+    # No publish retries: the periodic relay catches up with what a down broker missed.
     with celery_app.pool.acquire(block=True) as connection:
         if connection.transport.driver_type == "redis":
             # The first commit of a window opens it and queues the relay for its end; commits inside
@@ -143,7 +181,42 @@ def _queue_relay() -> None:
         celery_app.send_task("events.relay", retry=False, connection=connection)
 
 
-events.on_events_committed(_queue_relay)
+class _RelayNudger:
+    """Queues the relay from a thread of its own, so a commit never waits on the broker: the committing
+    thread only sets a flag (microseconds), and nudges made while one is under way share the next one.
+    With the broker down a nudge fails in the background and beat's periodic relay publishes the events
+    once it is back. One thread per process, started on first use (a forked worker starts its own)."""
+
+    def __init__(self) -> None:
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+
+    def __call__(self) -> None:
+        if self._pid != os.getpid():
+            self._start()
+        self._wake.set()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._wake = threading.Event()
+            threading.Thread(target=self._run, args=(self._wake,), name="outbox-relay-nudger", daemon=True).start()
+            self._pid = os.getpid()
+
+    @staticmethod
+    def _run(wake: threading.Event) -> None:
+        while True:
+            wake.wait()
+            wake.clear()
+            try:
+                _queue_relay()
+            except Exception as exc:
+                _log.warning("outbox.nudge_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+events.on_events_committed(_RelayNudger())
 
 
 @worker_process_init.connect

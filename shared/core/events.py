@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session
 
+from shared.core import quarantine
 from shared.db.base import utcnow
 from shared.db.models import OutboxEvent
 
@@ -69,6 +70,12 @@ def emit(
     return row
 
 
+def relay_after_commit(session: Session) -> None:
+    """Nudge the relay once this transaction commits, as an emitted event does (the relay also hands
+    replayed dead letters back to their consumers)."""
+    session.info[_OUTBOX_DIRTY] = True
+
+
 @event.listens_for(Session, "after_commit")
 def _nudge_relay(session: Session) -> None:
     if not session.info.pop(_OUTBOX_DIRTY, False):
@@ -85,20 +92,31 @@ def _forget_events(session: Session) -> None:
     session.info.pop(_OUTBOX_DIRTY, None)
 
 
+RELAY_CONSUMER = quarantine.Consumer("events.relay", OutboxEvent.id, OutboxEvent.organization_id)
+
+
 def relay_pending(
-    session: Session, publish: Callable[[str, list[str]], None], *, limit: int = 500, per_message: int = 100
+    session: Session,
+    publish: Callable[[str, list[str]], None],
+    *,
+    limit: int = 500,
+    per_message: int = 100,
+    max_attempts: int = 5,
+    broker_errors: tuple[type[BaseException], ...] = (),
 ) -> int:
     """Publish up to `limit` unpublished events, oldest first; returns how many.
 
     One statement marks them published (rows locked with SKIP LOCKED, so concurrent relays split the
     work instead of double-sending); each subscriber then gets one message per `per_message` events,
-    `publish(task_name, event_ids)`, not one per event. `publish` raising (broker down) aborts the
-    batch: the transaction rolls back and the events stay unpublished.
+    `publish(task_name, event_ids)`, not one per event. `publish` failing to reach the broker aborts the
+    batch: the transaction rolls back and the events stay unpublished. Any other failure is an event's
+    own: its message's events are published one by one, and those that fail alone stay unpublished
+    with a dead letter (quarantined after `max_attempts`, then no longer picked).
     """
     outbox = OutboxEvent.__table__
     oldest = (
         select(outbox.c.id)
-        .where(outbox.c.published_at.is_(None))
+        .where(outbox.c.published_at.is_(None), ~quarantine.quarantined(RELAY_CONSUMER.task, outbox.c.id))
         .order_by(outbox.c.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -115,10 +133,33 @@ def relay_pending(
     for row in sorted(rows, key=lambda row: row.created_at):
         for task_name in tasks_of[row.event_type]:
             by_task[task_name].append(str(row.id))
+    failed: dict[str, str] = {}
+
+    def publish_isolated(task_name: str, event_ids: list[str]) -> None:
+        try:
+            publish(task_name, event_ids)
+        except Exception as exc:
+            if quarantine.is_transient(exc, broker_errors):
+                raise
+            if len(event_ids) > 1:
+                for event_id in event_ids:
+                    publish_isolated(task_name, [event_id])
+            else:
+                failed[event_ids[0]] = f"{type(exc).__name__}: {exc}"
+
     for task_name, event_ids in by_task.items():
         for start in range(0, len(event_ids), per_message):
-            publish(task_name, event_ids[start : start + per_message])
-    return len(rows)
+            publish_isolated(task_name, event_ids[start : start + per_message])
+    if failed:
+        now = utcnow()
+        session.execute(
+            update(outbox)
+            .where(outbox.c.id.in_([uuid.UUID(event_id) for event_id in failed]))
+            .values(published_at=None)
+        )
+        for event_id, error in failed.items():
+            quarantine.record_failure(session, RELAY_CONSUMER, uuid.UUID(event_id), error, now, max_attempts)
+    return len(rows) - len(failed)
 
 
 def prune_published(session: Session, before: datetime, *, limit: int) -> int:

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     # the notifier's one-day search for events whose messages were lost.
     outbox_retention_days: int = Field(default=7, ge=2)
 
+    # Batch consumers (events, deliveries, groups): an item that fails on its own is retried alone after
+    # quarantine_retry_base_s (doubling), and after quarantine_max_attempts failures it is quarantined
+    # until replayed through the API.
+    quarantine_max_attempts: int = Field(default=5, ge=1)
+    quarantine_retry_base_s: float = Field(default=5.0, ge=0)
+
     # Outbound HTTP (webhooks, Slack): addresses allowed even though private/loopback.
     outbound_allowlist: list[str] = Field(default_factory=list)
 

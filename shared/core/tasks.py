@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from shared.core import events
-from shared.core.celery_app import celery_app, database, settings
+from shared.core import events, quarantine
+from shared.core.celery_app import BROKER_ERRORS, celery_app, database, settings
 from shared.db.base import utcnow
 
 RELAY_BATCH = 500
@@ -17,15 +17,34 @@ PRUNE_BATCH = 5_000
 def relay_events() -> int:
     """Publish pending events, a batch per transaction, until a batch comes back short (the backlog
     is drained; what commits meanwhile brings its own nudge)."""
+    current = settings()
     total = 0
     while True:
         with database().session_scope() as session:
             published = events.relay_pending(
-                session, lambda task, event_ids: celery_app.send_task(task, [event_ids]), limit=RELAY_BATCH
+                session,
+                _publish,
+                limit=RELAY_BATCH,
+                max_attempts=current.quarantine_max_attempts,
+                broker_errors=BROKER_ERRORS,
             )
         total += published
         if published < RELAY_BATCH:
-            return total
+            break
+    _requeue_replays()
+    return total
+
+
+def _publish(task: str, item_ids: list[str]) -> None:
+    celery_app.send_task(task, [item_ids])
+
+
+def _requeue_replays() -> None:
+    """Items replayed through the API go back to their consumers, each alone (the replay's commit
+    nudges this relay, and beat runs it every few seconds)."""
+    with database().session_scope() as session:
+        for consumer, item_id in quarantine.due_replays(session):
+            _publish(consumer, [str(item_id)])
 
 
 @celery_app.task(name="events.prune", ignore_result=True)

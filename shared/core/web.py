@@ -12,12 +12,13 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from sqlalchemy import text
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import DataError, IntegrityError
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.core import browser_session
+from shared.core import browser_session, quarantine
 from shared.core.auth import Authenticator
 
 # Importing the Celery app also installs the after-commit outbox nudge, so events leave right after the
@@ -28,6 +29,7 @@ from shared.core.docs import install_docs, install_openapi
 from shared.core.errors import TesseraError
 from shared.core.logging import configure_logging
 from shared.core.settings import Settings, get_settings
+from shared.db.models import Delivery
 from shared.db.session import get_database
 
 log = structlog.get_logger("tessera.http")
@@ -175,10 +177,41 @@ def _ops_router(service: str) -> APIRouter:
         )
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
-    def metrics():
-        return PlainTextResponse(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    def metrics(request: Request):
+        stored = CollectorRegistry()
+        stored.register(_StoredCounts(request.app.state.db))
+        return PlainTextResponse(generate_latest(REGISTRY) + generate_latest(stored), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+class _StoredCounts:
+    """Counts that live in the database, read at each scrape (workers in other processes change them):
+    quarantined and retrying items of the batch consumers, and notifications dropped for a disabled
+    channel."""
+
+    def __init__(self, db) -> None:
+        self.db = db
+
+    def collect(self):
+        dead = GaugeMetricFamily(
+            "tessera_dead_letters",
+            "Items a batch consumer failed on, by consumer and state",
+            labels=["consumer", "state"],
+        )
+        dropped = GaugeMetricFamily(
+            "tessera_notifier_deliveries_dropped", "Notifications recorded as dropped: their channel was disabled"
+        )
+        try:
+            with self.db.session_scope() as session:
+                for consumer, state, count in quarantine.counts(session):
+                    dead.add_metric([consumer, state], count)
+                dropped.add_metric([], session.scalar(select(func.count()).where(Delivery.state == "dropped")))
+        except Exception as exc:  # a scrape still answers with what the process knows
+            log.warning("metrics.stored_counts_failed", error=str(exc))
+            return
+        yield dead
+        yield dropped
 
 
 def _check_database(request: Request) -> str:

@@ -37,6 +37,7 @@ os.environ.update(
         "TESSERA_NOTIFIER_BACKOFF_BASE_S": "0.2",
         "TESSERA_NOTIFIER_BACKOFF_CAP_S": "1",
         "TESSERA_NOTIFIER_MAX_ATTEMPTS": "5",
+        "TESSERA_QUARANTINE_RETRY_BASE_S": "0.2",
     }
 )
 

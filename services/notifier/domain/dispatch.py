@@ -225,9 +225,25 @@ def _moved_on(claimed: ClaimedDelivery, result: DeliveryResult, retry: RetryPoli
     return values
 
 
+def revive_dropped(session: Session, now: datetime) -> int:
+    """Deliveries dropped for a disabled channel that is enabled again, while they are still deliverable
+    (their `next_attempt_at`: the rule's repeat interval after the drop), become pending and due now."""
+    enabled = select(NotificationChannel.id).where(
+        NotificationChannel.enabled.is_(True), NotificationChannel.deleted_at.is_(None)
+    )
+    return session.execute(
+        update(Delivery)
+        .where(Delivery.state == "dropped", Delivery.next_attempt_at > now, Delivery.channel_id.in_(enabled))
+        .values(state="pending", next_attempt_at=now, queued_at=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
 def due_for_dispatch(session: Session, retry: RetryPolicy, now: datetime, limit: int = 500) -> list[uuid.UUID]:
-    """Deliveries to queue again: retries now due, queued ones whose message was lost (not picked up
-    within `requeue_after`), and in-flight ones whose worker died (lease over). Marks them queued."""
+    """Deliveries to queue again: retries now due, dropped ones whose channel is back (`revive_dropped`),
+    queued ones whose message was lost (not picked up within `requeue_after`), and in-flight ones whose
+    worker died (lease over). Marks them queued."""
+    revive_dropped(session, now)
     rows = session.scalars(
         select(Delivery)
         .where(

@@ -23,7 +23,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Row, Select, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
@@ -40,6 +40,7 @@ from services.notifier.domain.grouping import (
 from services.notifier.domain.inhibition import Inhibitor
 from services.notifier.domain.mute_windows import TimeInterval, is_muted
 from services.notifier.domain.silences import Silence, is_silenced
+from shared.core import quarantine
 from shared.db.models import (
     Delivery,
     Notification,
@@ -71,6 +72,9 @@ class Group:
 
 _GROUPS = NotificationGroup.__table__
 _GROUP_ALERTS = NotificationGroupAlert.__table__
+# The Celery task that flushes given groups, as its quarantine knows it (the timer's tick hands it the
+# groups of a batch that failed).
+FLUSH_CONSUMER = quarantine.Consumer("notifier.flush_groups", _GROUPS.c.id, _GROUPS.c.organization_id)
 
 
 def select_groups(*criteria) -> Select:
@@ -101,10 +105,9 @@ def load_context(session: Session, groups: Sequence[Group], now: datetime) -> Fl
     rule_map = {rule.id: rule for rule in rule_rows}
     channel_ids = {uuid.UUID(cid) for rule in rule_rows for cid in rule.channel_ids}
     channels = session.scalars(
+        # Disabled ones too: what they would have been sent is recorded as dropped (see `_notify`).
         select(NotificationChannel).where(
-            NotificationChannel.id.in_(channel_ids),
-            NotificationChannel.enabled.is_(True),
-            NotificationChannel.deleted_at.is_(None),
+            NotificationChannel.id.in_(channel_ids), NotificationChannel.deleted_at.is_(None)
         )
     )
     alerts: dict[uuid.UUID, list[Row]] = defaultdict(list)
@@ -273,16 +276,32 @@ def _notify(
             "channel_id": channel.id,
             "organization_id": group.organization_id,
             "rule_id": rule.id,
-            "state": "pending",
             "attempts": 0,
             "total_attempts": 0,
-            "next_attempt_at": now,
-            "queued_at": now,
             "created_at": now,
             "updated_at": now,
+            **(_pending(now) if channel.enabled else _dropped(channel, rule, now)),
         }
         for channel, _ in entries
     )
+
+
+def _pending(now: datetime) -> dict:
+    return {"state": "pending", "next_attempt_at": now, "queued_at": now, "last_error": None}
+
+
+def _dropped(channel: NotificationChannel, rule: NotificationRule, now: datetime) -> dict:
+    """A notification for a disabled channel is kept as `dropped`, with the reason; the channel's log
+    still records it (so the group does not notify again every tick). `next_attempt_at` is how long it
+    stays deliverable: re-enabled within the rule's repeat interval, the channel still receives it
+    (`dispatch.revive_dropped`); later, the group's next repeat brings its alerts in a new notification."""
+    reason = f"channel disabled: {channel.disabled_reason}" if channel.disabled_reason else "channel disabled"
+    return {
+        "state": "dropped",
+        "next_attempt_at": now + timedelta(seconds=rule.repeat_interval_s),
+        "queued_at": None,
+        "last_error": reason,
+    }
 
 
 # What a flush changes on a group.
@@ -312,20 +331,38 @@ def flush_groups(session: Session, groups: Sequence[Group], now: datetime, link_
         .values({name: bindparam(f"b_{name}") for name in _FLUSHED_COLUMNS}),
         [{"b_id": group.id, **{f"b_{name}": getattr(group, name) for name in _FLUSHED_COLUMNS}} for group in groups],
     )
-    return [delivery["id"] for delivery in planned.deliveries]
+    return [delivery["id"] for delivery in planned.deliveries if delivery["state"] == "pending"]
 
+
+def _due(now: datetime, *criteria) -> Select:
+    """Due groups, oldest tick first, not quarantined; SKIP LOCKED lets concurrent flushes and event
+    handlers share the work without waiting on each other."""
+    return (
+        select_groups(
+            _GROUPS.c.active.is_(True),
+            _GROUPS.c.next_flush_at <= now,
+            ~quarantine.quarantined(FLUSH_CONSUMER.task, _GROUPS.c.id),
+            *criteria,
+        )
+        .order_by(_GROUPS.c.next_flush_at)
+        .with_for_update(skip_locked=True)
+    )
 
 
 def flush_due_groups(session: Session, now: datetime, link_base: str, limit: int = 200) -> tuple[list[uuid.UUID], int]:
-    """Flush up to `limit` due groups; SKIP LOCKED lets concurrent flushes and event handlers share
-    the work without waiting on each other. Returns (delivery ids, groups flushed)."""
-    groups = load_groups(
-        session,
-        select_groups(_GROUPS.c.active.is_(True), _GROUPS.c.next_flush_at <= now)
-        .order_by(_GROUPS.c.next_flush_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True),
-    )
+    """Flush up to `limit` due groups. Returns (delivery ids, groups flushed)."""
+    groups = load_groups(session, _due(now).limit(limit))
     if not groups:
         return [], 0
     return flush_groups(session, groups, now, link_base), len(groups)
+
+
+def due_group_ids(session: Session, now: datetime, limit: int = 200) -> list[uuid.UUID]:
+    """The groups `flush_due_groups` would take, to flush them one by one when their batch failed."""
+    return [group.id for group in load_groups(session, _due(now).limit(limit))]
+
+
+def flush_due_groups_by_id(session: Session, group_ids: Sequence[uuid.UUID], now: datetime, link_base: str):
+    """Flush those of the groups that are (still) due; returns the delivery ids."""
+    groups = load_groups(session, _due(now, _GROUPS.c.id.in_(group_ids)))
+    return flush_groups(session, groups, now, link_base) if groups else []

@@ -30,6 +30,7 @@ How this maps onto Alertmanager (dispatch/dispatch.go, notify/dedup_stage.go, no
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +77,12 @@ def group_key(route: str, labels: Mapping[str, str], group_by: Sequence[str]) ->
     selected = group_labels(labels, group_by)
     rendered = ",".join(f"{name}={json.dumps(selected[name])}" for name in sorted(selected))
     return f"{route}:{{{rendered}}}"
+
+
+def group_key_digest(key: str) -> str:
+    """The fixed-size form of a group key that the database indexes (a key renders user-supplied labels,
+    of any length)."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 class NotifyReason(StrEnum):

@@ -8,6 +8,7 @@ its group (see `flushing`). The handler is idempotent by event id — the relay 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import uuid
 from collections.abc import Mapping
@@ -21,9 +22,17 @@ from sqlalchemy.orm import Session
 from services.notifier.domain import flushing, muting, periodic, rules
 from services.notifier.domain.alerts import Alert
 from services.notifier.domain.flushing import Group
-from services.notifier.domain.grouping import GroupState, GroupTiming, group_key, group_labels, next_flush_at
+from services.notifier.domain.grouping import (
+    GroupState,
+    GroupTiming,
+    group_key,
+    group_key_digest,
+    group_labels,
+    next_flush_at,
+)
 from services.notifier.domain.mute_windows import is_muted
 from services.notifier.domain.silences import is_silenced
+from shared.core import quarantine
 from shared.db.dialect import upsert_insert
 from shared.db.models import (
     NotificationGroup,
@@ -35,6 +44,8 @@ from shared.db.models import (
 )
 
 _GROUPS = NotificationGroup.__table__
+# The Celery task that feeds `handle_events`, as its quarantine knows it.
+EVENTS_CONSUMER = quarantine.Consumer("notifier.handle_events", OutboxEvent.id, OutboxEvent.organization_id)
 
 # Severity of events that do not state one.
 DEFAULT_SEVERITY = {
@@ -49,6 +60,8 @@ _CONTEXT_LABELS = (
     ("deployment", "deployment_name"),
     ("stage", "stage"),
 )
+# notification_group_alerts.fingerprint's length.
+MAX_FINGERPRINT = 64
 _STATEFUL = {"alert.firing": "firing", "alert.resolved": "resolved"}
 
 
@@ -99,9 +112,11 @@ def alert_from_event(
     # A firing alert may say when it ends unless sent again (Alertmanager's endsAt): it resolves then.
     ends_at = _moment(payload.get("ends_at"), created_at) if resolved or payload.get("ends_at") else None
     alert = Alert(labels=labels, starts_at=starts_at, ends_at=ends_at, annotations=annotations, url=payload.get("url"))
+    key = str(payload.get("fingerprint") or alert.fingerprint)
     return EventAlert(
         alert=alert,
-        key=str(payload.get("fingerprint") or alert.fingerprint),
+        # A producer's fingerprint is indexed: one longer than the column is kept as its digest.
+        key=key if len(key) <= MAX_FINGERPRINT else hashlib.sha256(key.encode()).hexdigest(),
         resolved=resolved,
         one_shot=status not in ("firing", "resolved"),
     )
@@ -126,6 +141,7 @@ def _group_row(rule: NotificationRule, key: str, found: EventAlert, now: datetim
         "organization_id": rule.organization_id,
         "rule_id": rule.id,
         "group_key": key,
+        "group_key_digest": group_key_digest(key),
         "labels": group_labels(found.alert.labels, rule.group_by),
         "active": True,
         "created_at": now,
@@ -148,7 +164,7 @@ def _upsert_groups(session: Session, targets: list[Target], now: datetime) -> No
     # An executemany without RETURNING: one short statement that the drivers cache and pipeline.
     session.execute(
         statement.on_conflict_do_update(
-            index_elements=["rule_id", "group_key"],
+            index_elements=["rule_id", "group_key_digest"],
             set_={
                 "active": True,
                 "created_at": kept_unless_restarted("created_at", new.created_at),
@@ -161,12 +177,18 @@ def _upsert_groups(session: Session, targets: list[Target], now: datetime) -> No
     )
 
 
+def _keyed(pairs) -> object:
+    """(rule id, group key) pairs as a criterion on the indexed digests."""
+    digests = [(rule_id, group_key_digest(key)) for rule_id, key in pairs]
+    return tuple_(_GROUPS.c.rule_id, _GROUPS.c.group_key_digest).in_(digests)
+
+
 def _lock_active_groups(session: Session, pairs: list[tuple[uuid.UUID, str]]) -> None:
     """A resolved alert only finds an active group (row-locked here); it never creates one."""
     session.execute(
         select(_GROUPS.c.id)
-        .where(tuple_(_GROUPS.c.rule_id, _GROUPS.c.group_key).in_(pairs), _GROUPS.c.active.is_(True))
-        .order_by(_GROUPS.c.rule_id, _GROUPS.c.group_key)
+        .where(_keyed(pairs), _GROUPS.c.active.is_(True))
+        .order_by(_GROUPS.c.rule_id, _GROUPS.c.group_key_digest)
         .with_for_update()
     )
 
@@ -176,8 +198,10 @@ def _lock_groups(session: Session, targets: list[Target], now: datetime) -> dict
     concurrent handlers cannot deadlock on them; each run of groups with or without a firing alert is
     one statement. Targets with only resolved alerts and no active group have none."""
     deciding: dict[tuple[uuid.UUID, str], Target] = {}
-    # Firing sorts before resolved: a group with any firing alert in the batch is created.
-    for target in sorted(targets, key=lambda target: (target[0].id, target[1], target[2].resolved)):
+    # Firing sorts before resolved: a group with any firing alert in the batch is created. The order is
+    # the locks' order, (rule, digest) as the lookups' index has it.
+    ordered = sorted(targets, key=lambda target: (target[0].id, group_key_digest(target[1]), target[2].resolved))
+    for target in ordered:
         deciding.setdefault((target[0].id, target[1]), target)
     for firing, run in itertools.groupby(deciding.values(), key=lambda target: not target[2].resolved):
         if firing:
@@ -186,9 +210,7 @@ def _lock_groups(session: Session, targets: list[Target], now: datetime) -> dict
             _lock_active_groups(session, [(rule.id, key) for rule, key, _ in run])
     groups = flushing.load_groups(
         session,
-        flushing.select_groups(
-            tuple_(_GROUPS.c.rule_id, _GROUPS.c.group_key).in_(list(deciding)), _GROUPS.c.active.is_(True)
-        ),
+        flushing.select_groups(_keyed(deciding), _GROUPS.c.active.is_(True)),
     )
     return {(group.rule_id, group.group_key): group for group in groups}
 
@@ -321,6 +343,7 @@ def unhandled_events(
                 OutboxEvent.published_at < now - older_than,
                 OutboxEvent.organization_id.is_not(None),
                 ~processed,
+                ~quarantine.quarantined(EVENTS_CONSUMER.task, OutboxEvent.id),
             )
             .order_by(OutboxEvent.published_at)
             .limit(limit)

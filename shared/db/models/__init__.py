@@ -1,7 +1,7 @@
 """Every table of the one Tessera schema. Import from here so Alembic and the services see all of them."""
 
 from shared.db.models.deployer import Deployment, DeploymentHistory, DeploymentServer
-from shared.db.models.events import OutboxEvent
+from shared.db.models.events import DeadLetter, OutboxEvent
 from shared.db.models.identity import (
     Organization,
     OrganizationMembership,
@@ -59,6 +59,7 @@ __all__ = [
     "BrowserSession",
     "DataDriftReport",
     "Dataset",
+    "DeadLetter",
     "Delivery",
     "DeliveryAttempt",
     "Deployment",

@@ -130,13 +130,16 @@ class NotificationGroup(UUIDPrimaryKey, Base):
     """
 
     __tablename__ = "notification_groups"
-    __table_args__ = (UniqueConstraint("rule_id", "group_key"), Index(None, "active", "next_flush_at"))
+    # Unique by the key's digest: the key renders user-supplied labels of any length, too long for an index.
+    __table_args__ = (UniqueConstraint("rule_id", "group_key_digest"), Index(None, "active", "next_flush_at"))
 
     organization_id: Mapped[uuid.UUID] = _org_fk()
     rule_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("notification_rules.id", ondelete="CASCADE"), nullable=False
     )
     group_key: Mapped[str] = mapped_column(Text, nullable=False)
+    # sha256 of group_key, hex.
+    group_key_digest: Mapped[str] = mapped_column(String(64), nullable=False)
     labels: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
