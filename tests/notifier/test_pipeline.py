@@ -505,3 +505,48 @@ def test_a_periodic_task_runs_once_per_interval_however_often_it_is_asked(db_ses
     ]
     row = db_session.get(NotifierPeriodicRun, task)
     assert (row.runs, row.requests) == (3, 7)
+
+
+def _disabled_by_410(pipeline, receiver, now, **rule_fields) -> NotificationChannel:
+    channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
+    make_rule(pipeline.session, pipeline.tenant, [channel], group_by=["model"], group_wait_s=0, **rule_fields)
+    receiver.script(Reply(410, body=b"channel_is_archived"))
+    [first] = pipeline.emit("alert.firing", now, **_firing(1, model="churn"))
+    assert pipeline.attempt(first, now).state == "failed" and not channel.enabled
+    return channel
+
+
+def _dropped_after_disable(pipeline, now) -> Delivery:
+    # A new alert in another group of the rule, for the disabled channel.
+    assert pipeline.emit("alert.firing", now, **_firing(2, model="fraud")) == []
+    [dropped] = pipeline.session.scalars(select(Delivery).where(Delivery.state == "dropped")).all()
+    return dropped
+
+
+def test_a_notification_for_a_disabled_channel_is_dropped_with_the_reason_and_counted(pipeline, receiver, now, client):
+    _disabled_by_410(pipeline, receiver, now)
+    dropped = _dropped_after_disable(pipeline, now)
+    assert dropped.last_error.startswith("channel disabled: ") and "channel_is_archived" in dropped.last_error
+    assert "tessera_notifier_deliveries_dropped 1.0" in client.get("/metrics").text
+
+
+def test_a_dropped_notification_is_delivered_when_its_channel_is_re_enabled_within_the_repeat_interval(
+    pipeline, receiver, now
+):
+    channel = _disabled_by_410(pipeline, receiver, now, repeat_interval_s=3600)
+    dropped = _dropped_after_disable(pipeline, now)
+    channel.enabled, channel.disabled_reason = True, None
+    pipeline.session.flush()
+    later = now + timedelta(minutes=59)
+    assert dispatch.due_for_dispatch(pipeline.session, pipeline.retry, later) == [dropped.id]
+    assert pipeline.attempt(dropped.id, later).state == "delivered"
+    assert _bodies(receiver)[-1]["alerts"][0]["labels"]["model"] == "fraud"
+
+
+def test_a_dropped_notification_past_the_repeat_interval_stays_dropped(pipeline, receiver, now):
+    channel = _disabled_by_410(pipeline, receiver, now, repeat_interval_s=3600)
+    dropped = _dropped_after_disable(pipeline, now)
+    channel.enabled = True
+    pipeline.session.flush()
+    assert dispatch.due_for_dispatch(pipeline.session, pipeline.retry, now + timedelta(minutes=61)) == []
+    assert pipeline.session.get(Delivery, dropped.id, populate_existing=True).state == "dropped"

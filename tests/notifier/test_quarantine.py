@@ -5,16 +5,20 @@ HTTP receiver; listed, counted and replayed through the API."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 import services.notifier.tasks  # noqa: F401  (installs the outbox nudge in this process)
 from shared.core import events
 from shared.core.crypto import SecretBox
 from shared.db.models import DeadLetter, OutboxEvent
-from tests.conftest import wait_for
+from tests.conftest import ROOT, free_port, stop_process, wait_for
 from tests.notifier.builders import make_channel, make_rule
 
 
@@ -102,3 +106,50 @@ def test_a_poison_event_is_quarantined_while_a_hundred_others_in_its_and_later_b
     wait_for(lambda: "fixed" in delivered(), timeout=30, what="the replayed event delivered")
     assert wait_for(lambda: letter().state == "resolved", timeout=10, what="the dead letter resolved")
     assert len(delivered()) == 201
+
+
+@pytest.fixture
+def server_without_broker(live_tenant):
+    """The notifier served in its own process, its broker a Redis port nothing listens on."""
+    port = free_port()
+    env = {**os.environ, "TESSERA_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    command = [sys.executable, "-m", "tessera", "serve", "notifier", "--port", str(port)]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=5).status_code in (200, 503)
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(up, timeout=60, what="the notifier serving")
+        yield url
+    finally:
+        stop_process(proc)
+
+
+def test_with_the_broker_down_alert_intake_answers_within_100_ms_and_healthz_says_so(
+    server_without_broker, live_tenant, db
+):
+    alert = [{"labels": {"alertname": "BrokerDown", "severity": "critical"}}]
+    with httpx.Client(base_url=server_without_broker, headers=live_tenant.headers, timeout=10) as api:
+        api.post("/api/v2/alerts", json=alert)  # the first request warms the process's caches
+        timings = []
+        for _ in range(10):
+            started = time.perf_counter()
+            answer = api.post("/api/v2/alerts", json=alert)
+            timings.append(time.perf_counter() - started)
+            assert answer.status_code == 200, answer.text
+        health = api.get("/healthz")
+    assert max(timings) < 0.1, timings
+    assert health.status_code == 503 and health.json()["checks"]["broker"].startswith("error")
+    with db.session_scope() as session:
+        waiting = session.scalar(
+            select(func.count()).where(
+                OutboxEvent.organization_id == live_tenant.org_id, OutboxEvent.published_at.is_(None)
+            )
+        )
+    # The outbox holds them for the relay once the broker is back.
+    assert waiting == 11
