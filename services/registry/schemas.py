@@ -464,6 +464,4 @@ class DeadLetterRead(_Read):
     resolved_at: datetime | None
 
 
-class DeadLetterPage(BaseModel):
-    items: list[DeadLetterRead]
-    next_page_token: str | None = None
+DeadLetterPage = Page[DeadLetterRead]

@@ -12,12 +12,12 @@ import time
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 import services.notifier.tasks  # noqa: F401  (installs the outbox nudge in this process)
 from shared.core import events
 from shared.core.crypto import SecretBox
-from shared.db.models import DeadLetter, OutboxEvent
+from shared.db.models import DeadLetter, Delivery, NotificationRule, OutboxEvent
 from tests.conftest import ROOT, free_port, stop_process, wait_for
 from tests.notifier.builders import make_channel, make_rule
 
@@ -46,7 +46,16 @@ def _emit(session, org_id, count: int, start: int) -> list[str]:
     return ids
 
 
-@pytest.mark.usefixtures("celery_worker")
+@pytest.fixture
+def rules_removed_after(db, live_tenant):
+    """The test's committed rules (with their groups) are deleted at its end: other tests flush at future
+    times and count notifications of any rule."""
+    yield
+    with db.session_scope() as session:
+        session.execute(delete(NotificationRule).where(NotificationRule.organization_id == live_tenant.org_id))
+
+
+@pytest.mark.usefixtures("celery_worker", "rules_removed_after")
 def test_a_poison_event_is_quarantined_while_a_hundred_others_in_its_and_later_batches_are_delivered(
     db, settings, live_server, live_tenant, receiver
 ):
@@ -106,6 +115,12 @@ def test_a_poison_event_is_quarantined_while_a_hundred_others_in_its_and_later_b
     wait_for(lambda: "fixed" in delivered(), timeout=30, what="the replayed event delivered")
     assert wait_for(lambda: letter().state == "resolved", timeout=10, what="the dead letter resolved")
     assert len(delivered()) == 201
+    with db.session_scope() as session:
+        states = session.execute(
+            select(Delivery.state, func.count()).where(Delivery.organization_id == live_tenant.org_id)
+            .group_by(Delivery.state)
+        ).all()
+    assert dict(states) == {"delivered": 201}
 
 
 @pytest.fixture

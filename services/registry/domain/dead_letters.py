@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from shared.core import audit, events, quarantine
 from shared.core.auth import Access
-from shared.core.pagination import Page, paginate
+from shared.core.pagination import RowPage, paginate
 from shared.db.base import utcnow
 from shared.db.models import DeadLetter
 
@@ -23,7 +23,7 @@ def list_dead_letters(
     consumer: str | None,
     page_token: str | None,
     max_results: int,
-) -> Page:
+) -> RowPage:
     """Rows of (DeadLetter,), newest first."""
     access.require_org(organization_id, "admin")
     return paginate(
