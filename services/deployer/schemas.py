@@ -9,6 +9,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.core.model_refs import VersionRefFields
+from shared.db.models.deployer import DEPLOYMENT_STATES, SERVER_STATES
+
+# Every value the API answers, listed in /openapi.json.
+DeploymentStatus = Literal[DEPLOYMENT_STATES]  # type: ignore[valid-type]
+ServerState = Literal[SERVER_STATES]  # type: ignore[valid-type]
 
 
 class _Input(BaseModel):
@@ -86,7 +91,7 @@ class RollbackRequest(_Input):
 class ServerRead(_Read):
     role: str
     model_version_id: uuid.UUID
-    state: str
+    state: ServerState
     pid: int | None
     port: int | None
     restarts: int
@@ -99,7 +104,7 @@ class DeploymentRead(_Read):
     project_id: uuid.UUID
     name: str
     target: str
-    status: str
+    status: DeploymentStatus
     status_reason: str | None
     model_version_id: uuid.UUID
     canary_version_id: uuid.UUID | None

@@ -9,6 +9,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.core.model_refs import VersionRefFields
+from shared.db.models.monitor import ALERT_STATES, CHECK_STATES
+
+# Every value the API answers, listed in /openapi.json.
+AlertStatus = Literal[ALERT_STATES]  # type: ignore[valid-type]
+CheckStatus = Literal[CHECK_STATES]  # type: ignore[valid-type]
 
 ColumnKind = Literal["numerical", "categorical"]
 Severity = Literal["info", "warning", "high", "critical"]
@@ -177,7 +182,7 @@ class CheckRunRead(_Read):
     monitor_id: uuid.UUID
     slot_time: datetime
     trigger: str
-    status: str
+    status: CheckStatus
     progress: float
     error: str | None
     report_id: uuid.UUID | None
@@ -202,9 +207,6 @@ class DriftReportSummary(_Read):
 
 class DriftReportRead(DriftReportSummary):
     report: dict[str, Any]
-
-
-AlertStatus = Literal["firing", "acknowledged", "resolved"]
 
 
 class AlertRead(_Read):

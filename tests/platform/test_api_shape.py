@@ -68,3 +68,16 @@ def test_a_forged_page_token_is_a_4xx(client, tenant):
     for path in ("/api/v1/channels", "/api/v1/deployments", "/api/v1/monitors", "/api/v1/alerts"):
         answer = client.get(path, params={"page_token": "bm90LWEtdG9rZW4"}, headers=tenant.headers)
         assert answer.status_code == 400, answer.text
+
+
+def test_status_enumerations_and_hand_named_schemas_are_in_the_document(settings):
+    schemas = create_service_app("all", settings).openapi()["components"]["schemas"]
+    assert schemas["DeploymentRead"]["properties"]["status"]["enum"] == [
+        "pending", "deploying", "healthy", "failed", "stopped", "rolled_back"
+    ]
+    assert "insufficient_data" in schemas["CheckRunRead"]["properties"]["status"]["enum"]
+    assert schemas["AlertRead"]["properties"]["status"]["enum"] == ["firing", "acknowledged", "resolved"]
+    # The monitor's multipart `spec` part is described by MonitorCreate, which the document holds.
+    body = next(schema for name, schema in schemas.items() if name.startswith("Body_create_monitor"))
+    assert body["properties"]["spec"]["contentSchema"] == {"$ref": "#/components/schemas/MonitorCreate"}
+    assert {"MonitorCreate", "MonitorUpdate", "PredictionBatch"} <= set(schemas)
