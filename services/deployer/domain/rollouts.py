@@ -23,7 +23,7 @@ from services.deployer.domain.process_manager import (
     ProcessManager,
     SupervisionOutcome,
 )
-from services.registry.domain.versions import storage_key
+from shared.core.artifact_locations import uri_key
 from shared.core.artifacts import ArtifactStore
 from shared.core.errors import TesseraError
 from shared.core.settings import Settings
@@ -96,7 +96,7 @@ def resolve_model(plan: RolloutPlan, store: ArtifactStore, cache_dir: Path) -> M
     uri = plan.artifact_uri
     if not uri:
         raise UnloadableModel(f"version {plan.version_label} of '{plan.model_name}' has no artifact")
-    key = storage_key(plan.project, uri)
+    key = uri_key(plan.project, uri)
     if key is None:
         path = Path(uri.removeprefix("file://"))
     elif store.is_local:

@@ -15,21 +15,18 @@ from services.monitor.domain import alerts, reference, schedule
 from services.monitor.domain.drift import DriftOptions
 from services.monitor.domain.visibility import READ, WRITE, require_visible
 from services.monitor.schemas import DEFAULT_SEVERITY_BANDS, MonitorCreate, MonitorUpdate, RunArtifact
-from services.tracking.domain import artifacts as tracking_artifacts
-from services.tracking.domain import runs as tracking_runs
-from shared.core import audit, served_predictions
+from shared.core import artifact_locations, audit, served_predictions
 from shared.core.artifacts import ArtifactStore
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
 from shared.core.model_refs import VersionRef, resolve_version
 from shared.core.pagination import RowPage, paginate
-from shared.db.models import Deployment, ModelMonitoring, Project
+from shared.db.models import Deployment, Experiment, ExperimentRun, ModelMonitoring, Project
 
 DEFAULT_INTERVAL_S = 3600
 DEFAULT_WINDOW_S = 86400
 DEFAULT_MIN_ROWS = 100
 _TRACKING_READ = "tracking:read"
-_MLFLOW_ARTIFACTS = "mlflow-artifacts:/"
 
 
 @dataclass(frozen=True)
@@ -95,14 +92,28 @@ def _check_target(
 
 
 def _run_artifact(session: Session, access: Access, store: ArtifactStore, source: RunArtifact) -> pa.Table:
-    """A tracked run's artifact, read with the caller's tracking access (tracking's own tenant check)."""
-    run = tracking_runs.get_run_row(session, access, source.run_id.hex, _TRACKING_READ)
-    root = (run.artifact_uri or "").removeprefix(_MLFLOW_ARTIFACTS)
-    key = tracking_artifacts.storage_key(session, access, f"{root}/{source.path}", _TRACKING_READ)
+    """A tracked run's artifact, if the caller may read the run's project in tracking (missing and invisible
+    runs look the same, as in tracking's API)."""
+    missing = NotFound(f"Run with id={source.run_id.hex} not found")
+    run = session.execute(
+        select(ExperimentRun.artifact_uri, Experiment.project_id)
+        .join(Experiment, Experiment.id == ExperimentRun.experiment_id)
+        .where(ExperimentRun.id == source.run_id)
+    ).first()
+    if run is None:
+        raise missing
+    try:
+        project = access.require_project(run.project_id, _TRACKING_READ)
+    except NotFound:
+        raise missing from None
+    absent = NotFound(f"Run '{source.run_id}' has no artifact '{source.path}'")
+    key = artifact_locations.uri_key(project, f"{run.artifact_uri}/{source.path}") if run.artifact_uri else None
+    if key is None:
+        raise absent
     try:
         data = reference.read_stored(store, key)
     except NotFound:
-        raise NotFound(f"Run '{source.run_id}' has no artifact '{source.path}'") from None
+        raise absent from None
     return reference.read_table_bytes(data, f"Artifact '{source.path}'")
 
 

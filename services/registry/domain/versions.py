@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from services.registry.domain import models as models_domain
 from services.registry.domain.models import READ, WRITE
-from shared.core import audit, events
+from shared.core import artifact_locations, audit, events
 from shared.core.artifacts import CHUNK_SIZE, ArtifactStore, safe_key
 from shared.core.auth import Access
 from shared.core.errors import InvalidParameter, NotFound
@@ -53,7 +53,6 @@ MAX_ALIAS_LENGTH = 255
 _ALIAS_RE = re.compile(r"^[\w\-]+$")
 # `v3` would shadow version 3 in `models:/name@v3`; `latest` is MLflow's built-in alias.
 _RESERVED_ALIAS_RE = re.compile(r"^(latest|[vV]\d+)$", re.IGNORECASE)
-ARTIFACTS_SCHEME = "mlflow-artifacts:"
 
 
 def validate_stage(stage: str | None) -> str:
@@ -274,18 +273,9 @@ def from_logged_model(session: Session, model: Model, logged_model_id: uuid.UUID
     return Source(f"models:/m-{logged.id.hex}", logged.artifact_location, run=run, logged_model=logged)
 
 
-def storage_key(project: Project, artifact_uri: str) -> str | None:
-    """The store key of an `mlflow-artifacts:` URI of this project; the tracking service lays files out as
-    `<org>/<project>/<path>` (services/tracking/domain/artifacts.py). None for URIs outside the store."""
-    if not artifact_uri.startswith(ARTIFACTS_SCHEME):
-        return None
-    path = artifact_uri.removeprefix(ARTIFACTS_SCHEME).lstrip("/")
-    return safe_key(project.organization_id.hex, project.id.hex, path)
-
-
 def read_signature(store: ArtifactStore, project: Project, artifact_uri: str) -> dict | None:
     """The `signature` block of the version's MLmodel file, if there is one (inputs/outputs as JSON text)."""
-    key = storage_key(project, artifact_uri)
+    key = artifact_locations.uri_key(project, artifact_uri)
     if key is None or not store.is_file(f"{key}/MLmodel"):
         return None
     try:
@@ -376,12 +366,6 @@ def create_version(
     return version
 
 
-def upload_path(model: Model, version_id: uuid.UUID) -> str:
-    """Where an uploaded version's files go, beside the project's tracking artifacts. Keyed by the
-    version's id, not its number: a rolled-back upload gives its number back but leaves its files."""
-    return f"registry/{model.id.hex}/{version_id.hex}"
-
-
 def create_uploaded_version(
     session: Session,
     access: Access,
@@ -399,8 +383,10 @@ def create_uploaded_version(
     tags = models_domain.validate_tags(tags)
     number = _next_number(session, model)
     version_id = uuid.uuid4()
-    artifact_uri = f"{ARTIFACTS_SCHEME}/{upload_path(model, version_id)}"
-    prefix = storage_key(project, artifact_uri)
+    # Keyed by the version's id, not its number: a rolled-back upload gives its number back but leaves its files.
+    path = artifact_locations.version_upload_path(model.id, version_id)
+    artifact_uri = artifact_locations.artifacts_uri(path)
+    prefix = artifact_locations.project_key(project, path)
     for path, stream in files:
         store.write(f"{prefix}/{safe_key(path)}", iter(lambda s=stream: s.read(CHUNK_SIZE), b""))
     version = ModelVersion(

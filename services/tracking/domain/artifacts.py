@@ -1,15 +1,14 @@
 """The proxied artifact API's view of the store: which tenant an artifact path belongs to.
 
-Clients see `mlflow-artifacts:/<experiment>/<run>/artifacts/...` (and `<experiment>/models/<model>/...`
-for logged models). The first segment names the experiment; the caller must be able to use its project,
-and the file lives at `<org>/<project>/<experiment>/...` in the store, so one tenant's paths can never
-reach another's files, whatever the client sends.
+The layout is the one in shared.core.artifact_locations: the first segment of a client path names the
+experiment; the caller must be able to use its project, and the file lives under that project's key
+prefix, so one tenant's paths can never reach another's files, whatever the client sends.
 
-Versions uploaded to the registry live at `registry/<model>/<version>/...` (services/registry/domain/
-versions.py) and are read here too, which is how `models:/<name>/<version>` loads them: the second segment
-names the model, the caller needs `registry:read` on its project. They are read-only through this API:
-the registry's upload endpoint writes them along with the version row, and a file changed or deleted
-behind the registry's back would break the version it belongs to.
+Versions uploaded to the registry live at `registry/<model>/<version>/...` and are read here too, which
+is how `models:/<name>/<version>` loads them: the second segment names the model, the caller needs
+`registry:read` on its project. They are read-only through this API: the registry's upload endpoint
+writes them along with the version row, and a file changed or deleted behind the registry's back would
+break the version it belongs to.
 """
 
 from __future__ import annotations
@@ -21,12 +20,12 @@ from sqlalchemy.orm import Session
 
 from services.tracking.domain import experiments
 from shared.core import audit
+from shared.core.artifact_locations import REGISTRY_PREFIX, project_key
 from shared.core.artifacts import ArtifactEntry, ArtifactStore, safe_key
 from shared.core.auth import Access
 from shared.core.errors import InvalidParameter, NotFound
 from shared.db.models import Model, Project
 
-REGISTRY_PREFIX = "registry"
 REGISTRY_READ = "registry:read"
 
 
@@ -58,7 +57,7 @@ def storage_key(session: Session, access: Access, path: str, scope: str, action:
             organization_id=project.organization_id,
             details={"path": path},
         )
-    return safe_key(project.organization_id.hex, project.id.hex, key)
+    return project_key(project, key)
 
 
 def _registry_project(session: Session, access: Access, key: str, path: str) -> Project:

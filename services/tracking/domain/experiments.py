@@ -24,7 +24,7 @@ from services.tracking.domain.validation import (
     validate_max_results,
     validate_value,
 )
-from shared.core import audit
+from shared.core import artifact_locations, audit
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
 from shared.db.base import utcnow
@@ -45,7 +45,7 @@ class ExperimentView:
 def artifact_root_uri(experiment_id: uuid.UUID) -> str:
     """Artifacts go through the server's proxied artifact API; the first path segment names the
     experiment, which is how the artifact API finds the tenant and checks access."""
-    return f"mlflow-artifacts:/{experiment_id.hex}"
+    return artifact_locations.experiment_root_uri(experiment_id)
 
 
 def _not_found(experiment_id: str) -> NotFound:
