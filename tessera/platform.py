@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from shared.core.settings import Settings
 from shared.core.web import build_app
+from tessera.console.app import mount as mount_console
 
 SERVICES = ("registry", "tracking", "deployer", "monitor", "notifier")
 
@@ -20,13 +21,16 @@ def service_routers(name: str):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     routers = [router for name in SERVICES for router in service_routers(name)]
-    return build_app(
+    app = build_app(
         settings,
         title="Tessera",
         service="platform",
         routers=routers,
         description="Experiment tracking, model registry, deployment, monitoring and notifications.",
     )
+    # The console calls these very routers in-process, so it lives only where all of them are mounted.
+    mount_console(app)
+    return app
 
 
 def create_service_app(name: str, settings: Settings | None = None) -> FastAPI:

@@ -133,6 +133,18 @@ class HistoryRead(_Read):
     created_at: datetime
 
 
+class TrafficRead(BaseModel):
+    """What this server process forwarded for one version in one role since it started."""
+
+    role: str
+    model_version_id: uuid.UUID
+    version: str
+    requests: int
+    errors: int
+    mean_latency_ms: float | None
+    p95_latency_ms: float | None
+
+
 class ShadowStatsRead(BaseModel):
     model_version_id: uuid.UUID
     compared_count: int

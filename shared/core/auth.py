@@ -63,6 +63,12 @@ class Principal:
         return level == "read" and f"{area}:write" in self.scopes
 
 
+def effective_project_role(org_role: str, member_role: str | None) -> str:
+    """A member's role in a project: owners administer every project; otherwise an explicit project role,
+    else the one their organization role carries."""
+    return "admin" if org_role == "owner" else member_role or _PROJECT_ROLE_FROM_ORG[org_role]
+
+
 def validate_scopes(scopes: list[str]) -> list[str]:
     unknown = sorted(set(scopes) - SCOPES)
     if unknown:
@@ -374,7 +380,7 @@ class Access:
                 project = None
             else:
                 self._org_roles[project.organization_id] = org_role
-                role = "admin" if org_role == "owner" else member_role or _PROJECT_ROLE_FROM_ORG[org_role]
+                role = effective_project_role(org_role, member_role)
             self._project_roles[project_id] = (project, role)
         return self._project_roles[project_id]
 

@@ -66,16 +66,17 @@ def test_compose_rejects_a_typo_so_the_schema_check_is_real():
 
 def test_compose_runs_every_service_and_the_workers_from_real_commands():
     services = COMPOSE["services"]
-    assert {"postgres", "redis", "migrate", "worker", "beat", "gateway", *SERVICES} <= set(services)
+    assert {"postgres", "redis", "migrate", "worker", "beat", "gateway", "console", *SERVICES} <= set(services)
     commands = {c.name or c.callback.__name__ for c in cli_app.registered_commands}
     for name, spec in services.items():
         command = spec.get("command")
         if command and command[0] == "tessera":
             assert command[1] in commands, f"{name} runs unknown command {command[1]}"
             if command[1] == "serve":
-                assert command[2] in SERVICES, f"{name} serves unknown service {command[2]}"
+                assert command[2] in (*SERVICES, "all"), f"{name} serves unknown service {command[2]}"
     served = {spec["command"][2] for spec in services.values() if spec.get("command", [""])[:2] == ["tessera", "serve"]}
-    assert served == set(SERVICES)
+    assert served == {*SERVICES, "all"}
+    assert services["console"]["command"][2] == "all", "the console calls every service's API in-process"
     for name in SERVICES:
         assert services[name]["healthcheck"]["test"], f"{name} has no health check"
 
@@ -95,3 +96,9 @@ def test_reverse_proxy_routes_every_path_of_a_service_to_it(service, settings):
         concrete = re.sub(r"\{[^}]+\}", "x", path)
         upstream = next((up for regex, up in routes if regex.search(concrete)), None)
         assert upstream == service, f"{path} of {service} is routed to {upstream}"
+
+
+def test_reverse_proxy_routes_the_console_to_the_all_in_one_app():
+    routes = _proxy_routes()
+    for path in ("/console/", "/console/deployments/x", "/console/static/console.css"):
+        assert next((up for regex, up in routes if regex.search(path)), None) == "console", path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
@@ -18,6 +19,7 @@ from services.deployer.schemas import (
     RollbackRequest,
     ServerRead,
     ShadowSet,
+    TrafficRead,
 )
 from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
 from shared.core.errors import InvalidState
@@ -110,6 +112,22 @@ def history(
     return entity_page(
         deployments.list_history(session, access, deployment_id, page_token=page_token, max_results=max_results)
     )
+
+
+@router.get(
+    "/{deployment_id}/traffic",
+    response_model=list[TrafficRead],
+    summary="Requests, errors and latency per version and role, as this process's gateway served them",
+)
+def traffic(deployment_id: uuid.UUID, request: Request, session: SessionDep, access: AccessDep):
+    deployments.get_deployment(session, access, deployment_id)
+    gateway = getattr(request.app.state, "deployer_gateway", None)
+    if gateway is None:
+        return []
+    return [
+        TrafficRead(role=role, model_version_id=version_id, version=version, **asdict(counts))
+        for role, version_id, version, counts in gateway.traffic(deployment_id)
+    ]
 
 
 @router.post("/{deployment_id}/canary", response_model=DeploymentRead, summary="Start a canary at N %")

@@ -68,6 +68,39 @@ class SlidingWindowStats:
 
 
 @dataclass(frozen=True)
+class TrafficSnapshot:
+    requests: int
+    errors: int
+    mean_latency_ms: float | None
+    p95_latency_ms: float | None
+
+
+class TrafficTally:
+    """Every request one version served in one role since this process started, for people to watch
+    (the console's traffic split); the p95 is over the last RECENT requests."""
+
+    RECENT = 1000
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.latency_ms_total = 0.0
+        self.recent_ms: deque[float] = deque(maxlen=self.RECENT)
+
+    def record(self, latency_ms: float, *, error: bool) -> None:
+        self.requests += 1
+        self.errors += error
+        self.latency_ms_total += latency_ms
+        self.recent_ms.append(latency_ms)
+
+    def snapshot(self) -> TrafficSnapshot:
+        if not self.requests:
+            return TrafficSnapshot(0, 0, None, None)
+        p95 = float(np.percentile(np.fromiter(self.recent_ms, dtype=np.float64), 95))
+        return TrafficSnapshot(self.requests, self.errors, self.latency_ms_total / self.requests, p95)
+
+
+@dataclass(frozen=True)
 class CanaryThresholds:
     max_error_rate: float = 0.05
     max_p95_latency_ms: float | None = None

@@ -32,6 +32,8 @@ from services.deployer.domain.canary import (
     ShadowDiffSnapshot,
     ShadowDiffStats,
     SlidingWindowStats,
+    TrafficSnapshot,
+    TrafficTally,
     judge_canary,
 )
 from services.deployer.domain.prediction_log import PredictionLogger
@@ -200,6 +202,8 @@ class Gateway:
         self._rolled_back: set[tuple[uuid.UUID, uuid.UUID]] = set()
         self._shadow_stats: dict[tuple[uuid.UUID, uuid.UUID], ShadowDiffStats] = {}
         self._shadow_in_flight = 0
+        # (deployment, role, version) -> what this process served, for the console's traffic split.
+        self._traffic: dict[tuple[uuid.UUID, str, uuid.UUID], tuple[str, TrafficTally]] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
     # --- the request path ------------------------------------------------------------------------
@@ -265,6 +269,7 @@ class Gateway:
     def _observe(self, table: RouteTable, upstream: Upstream, elapsed_s: float, *, error: bool) -> None:
         (upstream.requests_failed if error else upstream.requests_ok).inc()
         upstream.latency.observe(elapsed_s)
+        self._tally(table.deployment_id, upstream).record(elapsed_s * 1000.0, error=error)
         if upstream.role != "canary":
             return
         watch = self._canaries.get(table.deployment_id)
@@ -320,8 +325,11 @@ class Gateway:
         stable_answer: bytes,
         stats: ShadowDiffStats,
     ) -> None:
+        tally = self._tally(uuid.UUID(deployment), shadow)
+        started = time.perf_counter()
         try:
             response = await self.client.request("POST", shadow.url + path, body, headers)
+            tally.record((time.perf_counter() - started) * 1000.0, error=response.status_code >= 500)
             if response.status_code != 200:
                 SHADOW_COMPARISONS.labels(deployment, shadow.version, "error").inc()
                 return
@@ -330,7 +338,10 @@ class Gateway:
             stats.record(stable, mirrored)
             result = "match" if stats.snapshot().exact_match_count > before else "differ"
             SHADOW_COMPARISONS.labels(deployment, shadow.version, result).inc()
-        except (UpstreamError, orjson.JSONDecodeError):
+        except UpstreamError:
+            tally.record((time.perf_counter() - started) * 1000.0, error=True)
+            SHADOW_COMPARISONS.labels(deployment, shadow.version, "error").inc()
+        except orjson.JSONDecodeError:
             SHADOW_COMPARISONS.labels(deployment, shadow.version, "error").inc()
         finally:
             self._shadow_in_flight -= 1
@@ -342,6 +353,21 @@ class Gateway:
             for (deployment, version_id), stats in self._shadow_stats.items()
             if deployment == deployment_id
         }
+
+    def _tally(self, deployment_id: uuid.UUID, upstream: Upstream) -> TrafficTally:
+        key = (deployment_id, upstream.role, upstream.version_id)
+        entry = self._traffic.get(key)
+        if entry is None:
+            entry = self._traffic[key] = (upstream.version, TrafficTally())
+        return entry[1]
+
+    def traffic(self, deployment_id: uuid.UUID) -> list[tuple[str, uuid.UUID, str, TrafficSnapshot]]:
+        """(role, version id, version, counts) of everything this process has served for a deployment."""
+        return [
+            (role, version_id, version, tally.snapshot())
+            for (deployment, role, version_id), (version, tally) in self._traffic.items()
+            if deployment == deployment_id
+        ]
 
     # --- caches ----------------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Tessera's console: server-rendered pages at /console/ over the platform's own REST API."""
