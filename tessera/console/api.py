@@ -87,6 +87,12 @@ class Api:
     async def post(self, path: str, body: Any = None) -> Any:
         return await self.call("POST", path, json=body)
 
+    async def patch(self, path: str, body: Any) -> Any:
+        return await self.call("PATCH", path, json=body)
+
+    async def delete(self, path: str) -> Any:
+        return await self.call("DELETE", path)
+
     async def page(self, path: str, *, page_token: str | None = None, max_results: int = 50, **params: Any) -> Page:
         """One page of a list. The native envelope is {"items", "next_page_token"}; older routes answer
         {"<things>": [...], "next_page_token"} or a bare list, read here the same way."""

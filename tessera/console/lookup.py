@@ -41,7 +41,9 @@ async def version_labels(request: Request, ids: Iterable[object]) -> dict[str, d
                 .join(Model, Model.id == ModelVersion.model_id)
                 .where(ModelVersion.id.in_(wanted))
             ).all()
-        return {str(r.id): {"model": r.name, "version": str(r.version), "label": f"{r.name} v{r.version}"} for r in rows}
+        return {
+            str(r.id): {"model": r.name, "version": str(r.version), "label": f"{r.name} v{r.version}"} for r in rows
+        }
 
     return await run_in_threadpool(query)
 
@@ -54,5 +56,22 @@ async def user_emails(request: Request, ids: Iterable[object]) -> dict[str, str]
     def query() -> dict[str, str]:
         with request.app.state.db.session_scope() as session:
             return {str(r.id): r.email for r in session.execute(select(User.id, User.email).where(User.id.in_(wanted)))}
+
+    return await run_in_threadpool(query)
+
+
+async def version_id(request: Request, model_id: object, number: int) -> str | None:
+    """The id of version `number` of a model the API has already shown the caller."""
+    (model,) = _ids([model_id]) or (None,)
+    if model is None:
+        return None
+
+    def query() -> str | None:
+        with request.app.state.db.session_scope() as session:
+            found = session.scalar(
+                select(ModelVersion.id).where(ModelVersion.model_id == model, ModelVersion.version == number,
+                                              ModelVersion.deleted_at.is_(None))
+            )
+        return str(found) if found else None
 
     return await run_in_threadpool(query)

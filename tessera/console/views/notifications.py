@@ -1,7 +1,90 @@
-"""notifications pages."""
+"""Notifications: channels (create with the signing secret shown once, send a test and see the result),
+each channel's delivery log with every attempt's status and error, and "redeliver"."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-router = APIRouter()
+from tessera.console.api import ApiError
+from tessera.console.web import PAGE_SIZE, Console, ConsoleDep, parse_uuid
+
+router = APIRouter(prefix="/channels")
+CHANNEL_TYPES = ("webhook", "slack")
+
+
+@router.get("")
+async def channel_list(c: ConsoleDep):
+    return await _channels(c)
+
+
+async def _channels(c: Console, created: dict | None = None, errors: dict | None = None, values: dict | None = None):
+    channels = await c.api.page("/api/v1/channels", organization_id=str(c.org["id"]) if c.org else None)
+    return c.render(
+        "notifications/channels.html",
+        section="notifications",
+        channels=channels.items,
+        created=created,
+        errors=errors or {},
+        values=values or {"type": "webhook"},
+        types=CHANNEL_TYPES,
+    )
+
+
+@router.post("")
+async def create_channel(c: ConsoleDep):
+    form = await c.request.form()
+    values = {key: str(form.get(key) or "").strip() for key in ("name", "type", "url")}
+    body = {"name": values["name"], "type": values["type"], "url": values["url"],
+            "organization_id": str(c.org["id"]) if c.org else None}
+    try:
+        created = await c.api.post("/api/v1/channels", body)
+    except ApiError as exc:
+        response = await _channels(c, errors={exc.field or "form": exc.message}, values=values)
+        response.status_code = exc.status
+        return response
+    return await _channels(c, created=created)
+
+
+@router.get("/{channel_id}")
+async def channel_detail(c: ConsoleDep, channel_id: str, page_token: str | None = None, fragment: str | None = None):
+    return await _channel(c, channel_id, page_token, fragment)
+
+
+async def _channel(
+    c: Console, channel_id: str, page_token: str | None = None, fragment: str | None = None, outcome: dict | None = None
+):
+    channel = await c.api.get(f"/api/v1/channels/{parse_uuid(channel_id)}")
+    page = await c.api.page("/api/v1/deliveries", channel_id=channel_id, page_token=page_token, max_results=PAGE_SIZE)
+    template = "notifications/delivery_rows.html" if fragment == "rows" else "notifications/channel.html"
+    return c.render(template, section="notifications", ch=channel, page=page, outcome=outcome)
+
+
+@router.post("/{channel_id}/test")
+async def send_test(c: ConsoleDep, channel_id: str):
+    try:
+        delivery = await c.api.post(f"/api/v1/channels/{parse_uuid(channel_id)}/test")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise
+        response = await _channel(c, channel_id, outcome={"kind": "error", "text": exc.message})
+        response.status_code = exc.status
+        return response
+    ok = delivery["state"] == "delivered"
+    text = (f"Test message delivered (HTTP {delivery['last_status_code']})" if ok
+            else f"Test message {delivery['state']}: {delivery['last_error'] or delivery['last_status_code']}")
+    return await _channel(c, channel_id, outcome={"kind": "ok" if ok else "error", "text": text})
+
+
+@router.get("/{channel_id}/deliveries/{delivery_id}")
+async def delivery_attempts(c: ConsoleDep, channel_id: str, delivery_id: str):
+    delivery = await c.api.get(f"/api/v1/deliveries/{parse_uuid(delivery_id)}")
+    return c.render("notifications/attempts.html", dl=delivery)
+
+
+@router.post("/{channel_id}/deliveries/{delivery_id}/redeliver")
+async def redeliver(c: ConsoleDep, channel_id: str, delivery_id: str):
+    try:
+        delivery = await c.api.post(f"/api/v1/deliveries/{parse_uuid(delivery_id)}/redeliver")
+    except ApiError as exc:
+        return c.render("notifications/attempts.html", dl=None, error=exc.message, status_code=exc.status)
+    return c.render("notifications/attempts.html", dl=delivery, redelivered=True)
