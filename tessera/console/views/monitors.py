@@ -11,7 +11,8 @@ from tessera.console import lookup
 from tessera.console.web import PAGE_SIZE, ConsoleDep, parse_uuid
 
 router = APIRouter(prefix="/monitors")
-FINISHED = ("succeeded", "failed", "skipped")
+# The check-run states after which nothing more happens (services/monitor/domain/checks.py).
+FINISHED = ("done", "failed", "insufficient_data")
 
 
 @router.get("")

@@ -1,0 +1,190 @@
+"""The console, driven in Chromium the way a person uses it (see conftest.py for the world it looks at)."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def test_roll_back_a_deployment_from_the_list_and_see_it_in_the_history(signed_in, world):
+    s = signed_in(world.owner.token)
+    page = s.open("/console/deployments")
+    page.get_by_role("link", name="fraud-prod", exact=False).first.click()
+    expect(page.get_by_test_id("split")).to_contain_text("canary 20 %")
+    history = page.get_by_test_id("history")
+    expect(history).to_contain_text("automatic: canary error rate 0.31 > 0.05")
+    expect(history).to_contain_text("the platform (automatic)")
+    expect(history).to_contain_text(world.owner.email)
+    s.shot("deployment-before")
+    page.get_by_label("Reason").fill("p95 latency regressed")
+    page.get_by_test_id("rollback").click()
+    expect(page.get_by_test_id("outcome")).to_have_text("Rolled back")
+    expect(page.get_by_test_id("canary-version")).to_contain_text("none")
+    first = history.locator("li").first
+    expect(first).to_contain_text("rollback")
+    expect(first).to_contain_text("p95 latency regressed")
+    expect(first).to_contain_text(world.owner.email)
+    s.shot("deployment-rolled-back")
+    with httpx.Client(base_url=world.url, headers=world.owner.headers) as api:
+        assert api.get(f"/api/v1/deployments/{world.deployment_id}").json()["canary_version_id"] is None
+
+
+def test_run_a_check_now_and_see_the_report(signed_in, world):
+    s = signed_in(world.owner.token)
+    page = s.open("/console/monitors")
+    page.get_by_role("link", name="fraud-drift", exact=False).first.click()
+    page.get_by_test_id("run-check").click()
+    expect(page.get_by_test_id("check-progress")).to_be_visible()
+    page.get_by_test_id("new-report").click(timeout=60_000)
+    expect(page.locator("#drift-chart canvas")).to_be_visible()
+    frame = page.frame_locator("[data-testid=report-frame]")
+    expect(frame.locator("body")).to_contain_text("drift", ignore_case=True, timeout=15_000)
+    s.shot("monitor-report")
+
+
+def test_acknowledge_and_silence_an_alert(signed_in, world):
+    s = signed_in(world.owner.token)
+    page = s.open("/console/alerts?status=firing")
+    page.locator(f'a[href="/console/alerts/{world.alert_id}"]').click()
+    page.get_by_test_id("acknowledge").click()
+    expect(page.get_by_test_id("outcome")).to_have_text("Acknowledged")
+    expect(page.locator("h1")).to_contain_text("acknowledged")
+    matchers = page.get_by_label("Matchers (one per line)")
+    # Prefilled with the alert's labels, one matcher each.
+    with httpx.Client(base_url=world.url, headers=world.owner.headers) as api:
+        labels = api.get(f"/api/v1/alerts/{world.alert_id}").json()["labels"]
+    expect(matchers).to_have_value("\n".join(f'{k}="{v}"' for k, v in sorted(labels.items())))
+    assert f'monitor="{_monitor_label(world)}"' in matchers.input_value()
+    page.get_by_label("For").select_option("4h")
+    page.get_by_label("Comment").fill("retraining, known drift")
+    page.get_by_test_id("silence").click()
+    expect(page.get_by_test_id("outcome")).to_contain_text("Silenced until")
+    s.shot("alert-silenced")
+    with httpx.Client(base_url=world.url, headers=world.owner.headers) as api:
+        silences = api.get("/api/v1/silences", params={"organization_id": str(world.owner.org_id)}).json()
+    silences = silences["items"] if isinstance(silences, dict) else silences
+    assert any(x["comment"] == "retraining, known drift" for x in silences)
+
+
+def _monitor_label(world) -> str:
+    with httpx.Client(base_url=world.url, headers=world.owner.headers) as api:
+        return api.get(f"/api/v1/monitors/{world.monitor_id}").json()["name"]
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[bytes] = []
+
+    def do_POST(self):
+        self.received.append(self.rfile.read(int(self.headers.get("content-length", 0))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_create_a_webhook_channel_send_a_test_and_see_the_attempt(signed_in, world):
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        s = signed_in(world.owner.token)
+        page = s.open("/console/channels")
+        page.get_by_label("Name").fill("ops-webhook")
+        page.get_by_label("URL").fill(f"http://127.0.0.1:{server.server_address[1]}/hook")
+        page.get_by_test_id("create-channel").click()
+        expect(page.get_by_test_id("signing-secret")).to_contain_text("whsec_")
+        s.shot("channel-created")
+        page.get_by_role("link", name="ops-webhook").click()
+        page.get_by_test_id("send-test").click()
+        expect(page.get_by_test_id("outcome")).to_contain_text("delivered")
+        page.get_by_test_id("show-attempts").first.click()
+        attempts = page.get_by_test_id("attempts")
+        expect(attempts).to_contain_text("200")
+        s.shot("channel-attempts")
+        assert len(_Receiver.received) == 1
+    finally:
+        server.shutdown()
+
+
+def test_create_an_api_key_and_use_it_from_a_script(signed_in, world):
+    s = signed_in(world.owner.token)
+    page = s.open("/console/api-keys")
+    page.get_by_label("Name").fill("ci-reader")
+    page.get_by_label("deployments:read").check()
+    page.get_by_label("Expires").select_option("30d")
+    page.get_by_test_id("create-key").click()
+    key = page.get_by_test_id("api-key").inner_text().strip()
+    s.shot("api-key-created")
+    with httpx.Client(base_url=world.url) as client:
+        listed = client.get(f"/api/v1/deployments/{world.deployment_id}", headers={"Authorization": f"Bearer {key}"})
+        assert listed.status_code == 200, listed.text
+        refused = client.post(f"/api/v1/deployments/{world.deployment_id}/promote",
+                              headers={"Authorization": f"Bearer {key}"})
+        assert refused.status_code == 403  # read scope only
+    page.locator("tr", has_text="ci-reader").get_by_test_id("revoke").click()
+    expect(page.get_by_test_id("outcome")).to_contain_text("revoked")
+    with httpx.Client(base_url=world.url) as client:
+        gone = client.get(f"/api/v1/deployments/{world.deployment_id}", headers={"Authorization": f"Bearer {key}"})
+        assert gone.status_code == 401
+
+
+def test_follow_a_version_from_its_deployment_to_its_lineage_and_training_run(signed_in, world):
+    s = signed_in(world.owner.token)
+    page = s.open(f"/console/deployments/{world.deployment_id}")
+    page.get_by_test_id("stable-version").get_by_role("link").click()
+    expect(page).to_have_url(f"{world.url}/console/models/{world.model_name}/versions/1")
+    expect(page.get_by_test_id("lineage-deployments")).to_contain_text("stable")
+    expect(page.get_by_test_id("lineage-monitors")).to_contain_text("fraud-drift")
+    expect(page.get_by_test_id("lineage-alerts")).to_contain_text("Data drift on fraud-drift")
+    run_link = page.get_by_test_id("mlflow-run-link")
+    expect(run_link).to_have_text("sturdy-owl-42")
+    expect(run_link).to_have_attribute(
+        "href", f"/#/experiments/{world.experiment_id.hex}/runs/{world.run_id.hex}"
+    )
+    s.shot("lineage")
+    with httpx.Client(base_url=world.url, headers=world.owner.headers) as api:
+        run = api.get("/api/2.0/mlflow/runs/get", params={"run_id": world.run_id.hex})
+        assert run.json()["run"]["info"]["run_name"] == "sturdy-owl-42"
+
+
+def test_a_viewer_gets_no_write_buttons_and_a_forged_post_is_refused(signed_in, world):
+    s = signed_in(world.viewer.token)
+    page = s.open(f"/console/deployments/{world.deployment_id}")
+    expect(page.get_by_test_id("history")).to_be_visible()
+    expect(page.get_by_role("button", name="Roll back")).to_have_count(0)
+    s.shot("viewer-deployment")
+    s.open(f"/console/alerts/{world.alert_id}")
+    expect(page.get_by_role("button")).to_have_count(1)  # only "Sign out"
+    s.open(f"/console/monitors/{world.monitor_id}")
+    expect(page.get_by_test_id("run-check")).to_have_count(0)
+    before = len(_history(world))
+    forged = page.request.post(f"/console/deployments/{world.deployment_id}/rollback", form={"reason": "forged"})
+    assert forged.status == 403
+    assert "cannot do this" in forged.text()
+    assert len(_history(world)) == before
+
+
+def _history(world) -> list:
+    with httpx.Client(base_url=world.url, headers=world.owner.headers) as api:
+        body = api.get(f"/api/v1/deployments/{world.deployment_id}/history").json()
+    return body["items"] if isinstance(body, dict) else body
+
+
+def test_another_organization_sees_none_of_it(signed_in, world):
+    s = signed_in(world.stranger.token)
+    page = s.open("/console/deployments")
+    expect(page.locator("main")).to_contain_text("No deployments yet")
+    s.open("/console/alerts")
+    expect(page.locator("main")).not_to_contain_text("Data drift on fraud-drift")
+    s.shot("stranger-alerts")
+    for path in (f"/console/deployments/{world.deployment_id}", f"/console/monitors/{world.monitor_id}",
+                 f"/console/alerts/{world.alert_id}", f"/console/models/{world.model_name}/versions/1"):
+        assert page.request.get(path).status == 404, path
