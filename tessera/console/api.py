@@ -19,11 +19,10 @@ from typing import Any
 import httpx
 from fastapi import Request
 
+from shared.core.browser_session import CSRF_HEADER
+
 # What the API needs to know who is asking and whether the request came from the page itself.
 _FORWARDED = ("authorization", "cookie", "origin", "referer", "sec-fetch-site", "user-agent", "x-tessera-project")
-CSRF_FORM_FIELD = "csrf_token"
-CSRF_HEADER = "x-csrf-token"
-CSRF_COOKIE = "tessera_csrf"
 
 
 @dataclass

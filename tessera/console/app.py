@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from tessera.console.api import ApiError
@@ -37,9 +37,17 @@ for module in (deployments, models, monitors, alerts, notifications, admin):
     router.include_router(module.router)
 
 
+async def favicon() -> FileResponse:
+    # Browsers ask every site for /favicon.ico (the sign-in page too); without one each page load logs a 404.
+    return FileResponse(HERE / "static" / "favicon.png", media_type="image/png",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+
 def mount(app: FastAPI) -> None:
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
     app.include_router(router)
+    if not any(getattr(route, "path", None) == "/favicon.ico" for route in app.routes):
+        app.add_api_route("/favicon.ico", favicon, include_in_schema=False)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> HTMLResponse:

@@ -16,7 +16,8 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from shared.core.auth import ROLE_RANK, effective_project_role
-from tessera.console.api import CSRF_COOKIE, CSRF_FORM_FIELD, Api, ApiError
+from shared.core.browser_session import CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, check_cookie_request
+from tessera.console.api import Api, ApiError
 
 HERE = Path(__file__).parent
 ORG_COOKIE = "tessera_console_org"
@@ -96,9 +97,12 @@ class Console:
 async def _console(request: Request) -> AsyncIterator[Console]:
     csrf_token = request.cookies.get(CSRF_COOKIE)
     if request.method == "POST":
+        if SESSION_COOKIE in request.cookies and "authorization" not in request.headers:
+            # Every console post is an HTML form (or htmx acting as one): same origin AND the double-submit
+            # token, whatever the API call it turns into (JSON bodies need only the first).
+            await check_cookie_request(request, require_token=True)
         form = await request.form()
-        # A form's own token wins over the cookie's: the API compares the two.
-        csrf_token = str(form.get(CSRF_FORM_FIELD) or request.headers.get("x-csrf-token") or "") or None
+        csrf_token = str(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or "") or None
     api = Api(request, csrf_token=csrf_token)
     try:
         try:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_roll_back_a_deployment_from_the_list_and_see_it_in_the_history(signed_in, world):
-    s = signed_in(world.owner.token)
+    s = signed_in(world.owner.email)
     page = s.open("/console/deployments")
     page.get_by_role("link", name="fraud-prod", exact=False).first.click()
     expect(page.get_by_test_id("split")).to_contain_text("canary 20 %")
@@ -38,7 +38,7 @@ def test_roll_back_a_deployment_from_the_list_and_see_it_in_the_history(signed_i
 
 
 def test_run_a_check_now_and_see_the_report(signed_in, world):
-    s = signed_in(world.owner.token)
+    s = signed_in(world.owner.email)
     page = s.open("/console/monitors")
     page.get_by_role("link", name="fraud-drift", exact=False).first.click()
     page.get_by_test_id("run-check").click()
@@ -51,7 +51,7 @@ def test_run_a_check_now_and_see_the_report(signed_in, world):
 
 
 def test_acknowledge_and_silence_an_alert(signed_in, world):
-    s = signed_in(world.owner.token)
+    s = signed_in(world.owner.email)
     page = s.open("/console/alerts?status=firing")
     page.locator(f'a[href="/console/alerts/{world.alert_id}"]').click()
     page.get_by_test_id("acknowledge").click()
@@ -95,7 +95,7 @@ def test_create_a_webhook_channel_send_a_test_and_see_the_attempt(signed_in, wor
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        s = signed_in(world.owner.token)
+        s = signed_in(world.owner.email)
         page = s.open("/console/channels")
         page.get_by_label("Name").fill("ops-webhook")
         page.get_by_label("URL").fill(f"http://127.0.0.1:{server.server_address[1]}/hook")
@@ -115,7 +115,7 @@ def test_create_a_webhook_channel_send_a_test_and_see_the_attempt(signed_in, wor
 
 
 def test_create_an_api_key_and_use_it_from_a_script(signed_in, world):
-    s = signed_in(world.owner.token)
+    s = signed_in(world.owner.email)
     page = s.open("/console/api-keys")
     page.get_by_label("Name").fill("ci-reader")
     page.get_by_label("deployments:read").check()
@@ -137,7 +137,7 @@ def test_create_an_api_key_and_use_it_from_a_script(signed_in, world):
 
 
 def test_follow_a_version_from_its_deployment_to_its_lineage_and_training_run(signed_in, world):
-    s = signed_in(world.owner.token)
+    s = signed_in(world.owner.email)
     page = s.open(f"/console/deployments/{world.deployment_id}")
     page.get_by_test_id("stable-version").get_by_role("link").click()
     expect(page).to_have_url(f"{world.url}/console/models/{world.model_name}/versions/1")
@@ -156,7 +156,7 @@ def test_follow_a_version_from_its_deployment_to_its_lineage_and_training_run(si
 
 
 def test_a_viewer_gets_no_write_buttons_and_a_forged_post_is_refused(signed_in, world):
-    s = signed_in(world.viewer.token)
+    s = signed_in(world.viewer.email)
     page = s.open(f"/console/deployments/{world.deployment_id}")
     expect(page.get_by_test_id("history")).to_be_visible()
     expect(page.get_by_role("button", name="Roll back")).to_have_count(0)
@@ -166,9 +166,17 @@ def test_a_viewer_gets_no_write_buttons_and_a_forged_post_is_refused(signed_in, 
     s.open(f"/console/monitors/{world.monitor_id}")
     expect(page.get_by_test_id("run-check")).to_have_count(0)
     before = len(_history(world))
-    forged = page.request.post(f"/console/deployments/{world.deployment_id}/rollback", form={"reason": "forged"})
-    assert forged.status == 403
-    assert "cannot do this" in forged.text()
+    csrf = next(c["value"] for c in s.context.cookies() if c["name"] == "tessera_csrf")
+    rollback = f"/console/deployments/{world.deployment_id}/rollback"
+    origin = {"Origin": world.url}
+    # The viewer's own page, with every token right: the API refuses the role.
+    forged = page.request.post(rollback, form={"reason": "forged", "csrf_token": csrf}, headers=origin)
+    assert forged.status == 403 and "cannot do this" in forged.text()
+    # Another site's form (the browser sends the cookie, not the token; the Origin gives it away).
+    cross_site = page.request.post(rollback, form={"reason": "forged"}, headers={"Origin": "https://evil.example"})
+    assert cross_site.status == 403 and "Cross-origin" in cross_site.text()
+    no_token = page.request.post(rollback, form={"reason": "forged"}, headers=origin)
+    assert no_token.status == 403 and "CSRF" in no_token.text()
     assert len(_history(world)) == before
 
 
@@ -179,7 +187,7 @@ def _history(world) -> list:
 
 
 def test_another_organization_sees_none_of_it(signed_in, world):
-    s = signed_in(world.stranger.token)
+    s = signed_in(world.stranger.email)
     page = s.open("/console/deployments")
     expect(page.locator("main")).to_contain_text("No deployments yet")
     s.open("/console/alerts")

@@ -23,7 +23,7 @@ from services.deployer.schemas import (
 )
 from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
 from shared.core.errors import InvalidState
-from shared.core.pagination import Page, entity_page
+from shared.core.pagination import Page, entity_page, sequence_page
 from shared.db.models import Deployment
 
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
@@ -116,18 +116,24 @@ def history(
 
 @router.get(
     "/{deployment_id}/traffic",
-    response_model=list[TrafficRead],
+    response_model=Page[TrafficRead],
     summary="Requests, errors and latency per version and role, as this process's gateway served them",
 )
-def traffic(deployment_id: uuid.UUID, request: Request, session: SessionDep, access: AccessDep):
+def traffic(
+    deployment_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    access: AccessDep,
+    page_token: PageToken = None,
+    max_results: MaxResults = 100,
+):
     deployments.get_deployment(session, access, deployment_id)
     gateway = getattr(request.app.state, "deployer_gateway", None)
-    if gateway is None:
-        return []
-    return [
+    rows = [
         TrafficRead(role=role, model_version_id=version_id, version=version, **asdict(counts))
-        for role, version_id, version, counts in gateway.traffic(deployment_id)
+        for role, version_id, version, counts in (gateway.traffic(deployment_id) if gateway else [])
     ]
+    return sequence_page(rows, page_token=page_token, max_results=max_results)
 
 
 @router.post("/{deployment_id}/canary", response_model=DeploymentRead, summary="Start a canary at N %")

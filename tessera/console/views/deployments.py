@@ -36,9 +36,8 @@ async def deployment_list(c: ConsoleDep, page_token: str | None = None, fragment
 
 async def _detail(c, deployment_id: str, outcome: dict | None = None, status_code: int = 200):
     deployment = await c.api.get(f"/api/v1/deployments/{parse_uuid(deployment_id)}")
-    history = await c.api.get(f"/api/v1/deployments/{deployment_id}/history")
-    history = history if isinstance(history, list) else history["items"]
-    traffic = await c.api.get(f"/api/v1/deployments/{deployment_id}/traffic")
+    history = (await c.api.page(f"/api/v1/deployments/{deployment_id}/history", max_results=100)).items
+    traffic = (await c.api.page(f"/api/v1/deployments/{deployment_id}/traffic")).items
     versions = [deployment["model_version_id"], deployment["canary_version_id"], deployment["shadow_version_id"]]
     versions += [v for h in history for v in (h["from_version_id"], h["to_version_id"])]
     labels = await lookup.version_labels(c.request, versions)
@@ -66,7 +65,7 @@ async def deployment_detail(c: ConsoleDep, deployment_id: str):
 async def deployment_traffic(c: ConsoleDep, deployment_id: str):
     """The live counts alone, polled by the detail page."""
     deployment = await c.api.get(f"/api/v1/deployments/{parse_uuid(deployment_id)}")
-    traffic = await c.api.get(f"/api/v1/deployments/{deployment_id}/traffic")
+    traffic = (await c.api.page(f"/api/v1/deployments/{deployment_id}/traffic")).items
     labels = await lookup.version_labels(c.request, [t["model_version_id"] for t in traffic])
     return c.render("deployments/traffic.html", d=deployment, traffic=traffic, labels=labels)
 

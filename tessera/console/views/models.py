@@ -57,6 +57,6 @@ async def version_lineage(c: ConsoleDep, name: str, number: int):
     lineage = await c.api.get(f"/api/v1/model-versions/{version_id}/lineage")
     alerts = []
     for monitor in lineage["monitors"]:
-        alerts += await c.api.get("/api/v1/alerts", monitor_id=monitor["id"], limit=20)
+        alerts += (await c.api.page("/api/v1/alerts", monitor_id=monitor["id"], max_results=20)).items
     return c.render("models/lineage.html", section="models", model=model, lineage=lineage,
                     v=lineage["model_version"], alerts=alerts)

@@ -31,10 +31,8 @@ async def monitor_list(c: ConsoleDep, page_token: str | None = None, fragment: s
 @router.get("/{monitor_id}")
 async def monitor_detail(c: ConsoleDep, monitor_id: str, report: str | None = None):
     monitor = await c.api.get(f"/api/v1/monitors/{parse_uuid(monitor_id)}")
-    reports = await c.api.get(f"/api/v1/monitors/{monitor_id}/reports", limit=200)
-    checks = await c.api.get(f"/api/v1/monitors/{monitor_id}/checks", limit=10)
-    reports = reports if isinstance(reports, list) else reports["items"]
-    checks = checks if isinstance(checks, list) else checks["items"]
+    reports = (await c.api.page(f"/api/v1/monitors/{monitor_id}/reports", max_results=200)).items
+    checks = (await c.api.page(f"/api/v1/monitors/{monitor_id}/checks", max_results=10)).items
     shown = next((r for r in reports if r["id"] == report), reports[0] if reports else None)
     # Oldest first for the chart: (unix seconds, drift share).
     series = [
