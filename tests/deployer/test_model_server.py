@@ -63,19 +63,43 @@ def test_invocations_csv_matches_in_process_predictions(client, rows, expected):
     assert response.json() == {"predictions": expected}
 
 
+COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+
+
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
         ({"features": [[1, 2, 3, 4]]}, "exactly one of the input fields"),
         ({"dataframe_split": {"columns": ["a"], "data": [[1]]}, "inputs": [1]}, "exactly one of the input fields"),
         ({"dataframe_records": [{"sepal length (cm)": 1.0}]}, "missing inputs"),
+        # pandas would pad the short row with NaN and the model raise: the request's fault, not the model's.
+        ({"dataframe_split": {"columns": COLUMNS, "data": [[1, 2, 3, 4], [1, 2, 3]]}}, "row 1 has 3 values"),
+        ({"dataframe_split": {"columns": COLUMNS, "data": [[None, 2, 3, 4]]}}, "'sepal length (cm)' is required"),
+        ({"dataframe_records": [dict(zip(COLUMNS, [1, 2, 3, 4], strict=True)), {}]}, "null values (row 1;"),
+        ({"inputs": {column: [None] for column in COLUMNS}}, "has null values"),
+        ({"dataframe_split": {"columns": COLUMNS, "data": []}}, "no rows to score"),
+        ({"instances": []}, "no rows to score"),
+        ({"dataframe_split": {"columns": COLUMNS, "data": [["abc", 2, 3, 4]]}}, "could not convert string"),
+    ],
+    ids=[
+        "no-format",
+        "two-formats",
+        "missing-column",
+        "ragged",
+        "null",
+        "record-missing-key",
+        "null-inputs",
+        "empty-split",
+        "empty-instances",
+        "wrong-type",
     ],
 )
 def test_invocations_bad_input_is_400_with_mlflow_error_body(client, body, fragment):
     response = client.post("/invocations", json=body)
 
-    assert response.status_code == 400
+    assert response.status_code == 400, response.text
     error = response.json()
+    assert set(error) == {"error_code", "message"}
     assert error["error_code"] in ("BAD_REQUEST", "INVALID_PARAMETER_VALUE")
     assert fragment in error["message"]
 
@@ -90,16 +114,27 @@ def test_invocations_malformed_json_and_unsupported_content_type(client):
     assert "application/xml" in unsupported.json()["message"]
 
 
-def test_model_raising_is_500_with_its_message_and_the_server_keeps_serving(client, rows, expected):
-    # LogisticRegression itself raises ValueError on NaN, which MLflow's schema check lets through.
+def test_a_null_feature_is_400_naming_the_column_and_the_server_keeps_serving(client, rows, expected):
     record = dict.fromkeys(rows.columns, 1.0) | {"sepal length (cm)": None}
 
     failed = client.post("/invocations", json={"dataframe_records": [record]})
+    v2 = client.post(
+        "/v2/models/iris/infer",
+        json={
+            "inputs": [
+                {"name": column, "shape": [1], "datatype": "FP64", "data": [record[column]]} for column in rows.columns
+            ]
+        },
+    )
     after = client.post("/invocations", json={"dataframe_split": rows.to_dict(orient="split")})
 
-    assert failed.status_code == 500
-    assert failed.json()["error_code"] == "INTERNAL_ERROR"
-    assert "ValueError" in failed.json()["message"] and "NaN" in failed.json()["message"]
+    assert failed.status_code == 400
+    assert failed.json() == {
+        "error_code": "INVALID_PARAMETER_VALUE",
+        "message": "Column 'sepal length (cm)' is required by the model's signature but has null values "
+        "(row 0; 1 of 1 rows)",
+    }
+    assert v2.status_code == 400 and "'sepal length (cm)' is required" in v2.json()["error"]
     assert after.json() == {"predictions": expected}
 
 

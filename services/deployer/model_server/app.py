@@ -114,6 +114,9 @@ def _score(
     model: PyFuncModel, body: bytes, content_type: str | None, input_schema: Schema | None, typed_inputs: bool
 ) -> bytes:
     request = scoring.parse_request(body, content_type, input_schema, typed_inputs=typed_inputs)
+    if not typed_inputs:
+        # Type-hinted models validate their own inputs (MLflow hands them the raw `inputs`).
+        scoring.check_input(request, input_schema)
     return scoring.predictions_response(scoring.predict(model, request))
 
 

@@ -13,6 +13,8 @@ from mlflow.models.signature import ModelSignature
 from mlflow.pyfunc import PyFuncModel
 from mlflow.types import Schema
 
+from services.deployer.model_server.validation import input_problem
+
 _NUMPY_BY_DATATYPE: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype(np.uint8),
@@ -94,7 +96,11 @@ def encode_outputs(predictions: Any, requested: list[dict[str, Any]] | None) -> 
 
 
 def infer(model: PyFuncModel, name: str, version: str, request: dict[str, Any]) -> bytes:
-    model_input = decode_inputs(request, model.metadata.get_input_schema())
+    input_schema = model.metadata.get_input_schema()
+    model_input = decode_inputs(request, input_schema)
+    problem = input_problem(model_input, input_schema)
+    if problem is not None:
+        raise InferenceError(400, problem)
     params = request.get("parameters")
     try:
         predictions = model.predict(model_input, params=params if isinstance(params, dict) else None)

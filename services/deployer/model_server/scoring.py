@@ -2,7 +2,9 @@
 
 Request bodies are parsed with MLflow's own parsing helpers so that column dtypes follow the model's
 signature exactly as they do under `mlflow models serve`; framing, error mapping and serialisation are ours
-(orjson, and a 500 rather than MLflow's 400 when the model itself raises).
+(orjson). Errors answer MLflow's `{"error_code", "message"}` body: 400 for input that is invalid whatever the
+model (unparsable, ragged, empty, nulls the signature forbids, wrong types), and a 500 rather than MLflow's 400
+when the model raises on valid input, so a gateway can tell a broken version from a broken request.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 from mlflow.types import Schema
 from mlflow.utils.proto_json_utils import dataframe_from_parsed_json, parse_tf_serving_input
+
+from services.deployer.model_server.validation import input_problem
 
 INPUT_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 CONTENT_TYPE_JSON = "application/json"
@@ -71,8 +75,16 @@ def parse_request(
     )
 
 
+def check_input(request: ScoringRequest, input_schema: Schema | None) -> None:
+    """Refuse input that is invalid whatever the model (see validation.py): the caller's error, a 400."""
+    problem = input_problem(request.data, input_schema)
+    if problem is not None:
+        raise ScoringError(400, "INVALID_PARAMETER_VALUE", problem)
+
+
 def predict(model: PyFuncModel, request: ScoringRequest) -> Any:
-    """Run the model; MLflow's own errors (schema enforcement) are the caller's fault, anything else ours."""
+    """Run the model on checked input; MLflow's own errors (schema enforcement) are the caller's fault, and
+    anything else the model raises is the model's failure: a 500."""
     try:
         return model.predict(request.data, params=request.params)
     except MlflowException as exc:
@@ -143,6 +155,8 @@ def _parse_json(body: bytes, input_schema: Schema | None, typed_inputs: bool) ->
             f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: {list(document)}.",
         )
     input_format = formats[0]
+    if input_format == "dataframe_split":
+        _check_split_rows(document[input_format])
     try:
         if input_format in ("instances", "inputs"):
             data = parse_tf_serving_input(document, schema=input_schema)
@@ -157,6 +171,25 @@ def _parse_json(body: bytes, input_schema: Schema | None, typed_inputs: bool) ->
     except (ValueError, TypeError, KeyError) as exc:
         raise ScoringError(400, "BAD_REQUEST", f"Failed to parse '{input_format}': {exc}") from exc
     return ScoringRequest(data, params)
+
+
+def _check_split_rows(split: Any) -> None:
+    """Every row as long as `columns`: pandas would pad a short row with NaN and the model see a null."""
+    if (
+        not isinstance(split, dict)
+        or not isinstance(split.get("columns"), list)
+        or not isinstance(split.get("data"), list)
+    ):
+        return  # MLflow's parser reports the malformed document
+    width = len(split["columns"])
+    for index, row in enumerate(split["data"]):
+        if isinstance(row, list) and len(row) != width:
+            raise ScoringError(
+                400,
+                "BAD_REQUEST",
+                "Invalid input. Provided dataframe_split field is not a valid dataframe representation in "
+                f"'split' format. Error: 'row {index} has {len(row)} values for {width} columns'",
+            )
 
 
 def _parse_csv(body: bytes, input_schema: Schema | None) -> pd.DataFrame:
