@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.core import audit
+from shared.core import audit, integrity
 from shared.core.auth import SESSION_SCHEME, Access, Principal
 from shared.core.browser_session import SESSION_COOKIE, check_cookie_request
 from shared.core.errors import TesseraError
@@ -79,7 +79,8 @@ def _record_failure(db: Database, request: Request, failed: Session, exc: BaseEx
     elif isinstance(exc, DataError):
         status, code = 400, "INVALID_PARAMETER_VALUE"
     elif isinstance(exc, IntegrityError):
-        status, code = 409, "CONFLICT"
+        error = integrity.error_for(exc)
+        status, code = error.status_code, error.code
     else:
         status, code = getattr(exc, "status_code", 500), "INTERNAL_ERROR"
     with db.session_scope() as session:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.core import browser_session, quarantine
+from shared.core import browser_session, integrity, quarantine
 from shared.core.auth import Authenticator
 
 # Importing the Celery app also installs the after-commit outbox nudge, so events leave right after the
@@ -92,9 +92,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(IntegrityError)
     async def _integrity_error(_request: Request, exc: IntegrityError):
-        # Two concurrent writers can both pass a duplicate check; the unique constraint decides.
-        log.warning("http.integrity_error", error=str(exc.orig))
-        return _error(409, "CONFLICT", "The change conflicts with existing data (a duplicate or a missing reference)")
+        # Two concurrent writers can both pass a duplicate check; the constraint decides, and the loser
+        # hears what the check would have told it.
+        log.info("http.integrity_error", error=str(exc.orig))
+        error = integrity.error_for(exc)
+        return _error(error.status_code, error.code, error.message)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception):
