@@ -108,6 +108,28 @@ def test_sklearn_log_model_then_pyfunc_load_model(mlflow_client, experiment_id):
     assert "quality" not in mlflow_client.get_logged_model(info.model_id).tags
 
 
+def test_log_model_after_metrics_keeps_the_histories_exact(mlflow_client, experiment_id):
+    """mlflow 3's log_model re-sends the run's points at its step, tagged with the new model's id: they are
+    linked to the model, and the run's histories keep one point each."""
+    classifier = LogisticRegression().fit(np.array([[0.0], [1.0]]), np.array([0, 1]))
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        for step, value in enumerate([0.5, 0.7, 0.8]):
+            mlflow.log_metric("accuracy", value, step=step)
+        mlflow.log_metric("f1", 0.6)
+        info = mlflow.sklearn.log_model(
+            classifier, name="model", pip_requirements=["scikit-learn"], serialization_format="cloudpickle"
+        )
+    run_id = run.info.run_id
+    accuracy = mlflow_client.get_metric_history(run_id, "accuracy")
+    assert [(point.step, point.value) for point in accuracy] == [(0, 0.5), (1, 0.7), (2, 0.8)]
+    assert [(point.step, point.value) for point in mlflow_client.get_metric_history(run_id, "f1")] == [(0, 0.6)]
+    model_metrics = mlflow_client.get_logged_model(info.model_id).metrics
+    assert sorted((m.key, m.step, m.value, m.run_id) for m in model_metrics) == [
+        ("accuracy", 0, 0.5, run_id),
+        ("f1", 0, 0.6, run_id),
+    ]
+
+
 def test_logged_model_metrics_and_errors(mlflow_client, experiment_id):
     model = mlflow_client.create_logged_model(experiment_id, name="m", params={"depth": "3"})
     with mlflow.start_run(experiment_id=experiment_id):

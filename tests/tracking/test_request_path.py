@@ -10,6 +10,7 @@ from sqlalchemy import event, text
 from services.tracking.domain import metrics
 from shared.db.models import Organization, User
 from tests.factories import bearer, make_api_key, make_member
+from tests.tracking.metric_points import check_a_point_sent_twice_is_stored_once
 
 API = "/api/2.0/mlflow"
 
@@ -95,3 +96,8 @@ def test_deleting_a_run_row_deletes_its_points(client, db_session, tenant):
 
     counts = dict(db_session.execute(text("SELECT run_id, count(*) FROM run_metrics GROUP BY run_id")).all())
     assert counts.get(uuid.UUID(dropped)) is None and counts[uuid.UUID(kept)] == 1
+
+
+def test_a_point_sent_twice_is_stored_once(client, tenant):
+    client.headers.update(tenant.headers)
+    check_a_point_sent_twice_is_stored_once(client)

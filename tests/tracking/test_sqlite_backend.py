@@ -11,6 +11,7 @@ from shared.core.settings import Settings
 from shared.db.migrate import upgrade
 from shared.db.session import Database
 from tests import factories
+from tests.tracking.metric_points import check_a_point_sent_twice_is_stored_once
 
 MLFLOW = "/api/2.0/mlflow"
 
@@ -81,3 +82,7 @@ def test_deleting_a_run_row_deletes_its_points_on_sqlite(sqlite_client):
         assert connection.execute(count, {"id": run_id}).scalar() == 1
         connection.execute(text("DELETE FROM experiment_runs WHERE id = :id"), {"id": run_id})
         assert connection.execute(count, {"id": run_id}).scalar() == 0
+
+
+def test_a_point_sent_twice_is_stored_once_on_sqlite(sqlite_client):
+    check_a_point_sent_twice_is_stored_once(sqlite_client)

@@ -4,6 +4,10 @@ A batch is validated as a whole first (nothing is written if any item is bad), t
 operations: the points with one COPY on PostgreSQL (an executemany elsewhere), the latest-value table
 with one INSERT .. ON CONFLICT DO UPDATE whose WHERE keeps the point with the highest step, then the
 latest timestamp. No ORM objects are built per point.
+
+A point is stored once: the same (run, key, step, timestamp, value) sent again is dropped by a unique
+index, as MLflow's store drops it by its primary key (mlflow's `log_model` re-sends a run's points
+tagged with the model's id; those are kept against the model, not twice in the run's history).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import orjson
+from psycopg.errors import UniqueViolation
 from sqlalchemy import bindparam, func, select, text, tuple_
 from sqlalchemy.orm import Session
 
@@ -124,13 +129,24 @@ def _copy_points(session: Session, run_id: uuid.UUID, points: list[MetricPoint])
         copy.write(buffer)
 
 
+def _copy_new_points(session: Session, run_id: uuid.UUID, points: list[MetricPoint]) -> None:
+    """COPY cannot skip a point that is already stored. A batch that repeats one (rare: a client re-sending)
+    is rolled back to the savepoint and inserted again, skipping what is there; the common batch pays
+    only the savepoint's two statements."""
+    try:
+        with session.begin_nested():
+            _copy_points(session, run_id, points)
+    except UniqueViolation:
+        session.execute(_new_points_insert("postgresql"), _point_rows(run_id, points, store_nan=True))
+
+
 def _point_rows(run_id: uuid.UUID, points: list[MetricPoint], *, store_nan: bool) -> list[dict]:
-    # SQLite cannot store NaN: it becomes NULL with is_nan set (see RunMetric).
+    # SQLite cannot store NaN: it becomes 0 with is_nan set, as in MLflow's store (see RunMetric).
     return [
         {
             "run_id": run_id,
             "key": p.key,
-            "value": p.value if store_nan or p.value == p.value else None,
+            "value": p.value if store_nan or p.value == p.value else 0.0,
             "is_nan": p.value != p.value,
             "step": p.step,
             "timestamp": p.timestamp,
@@ -164,7 +180,7 @@ def _write_run_points(session: Session, run_id: uuid.UUID, points: list[MetricPo
     dialect = session.get_bind().dialect
     latest = _latest_rows(run_id, points)
     if dialect.driver == "psycopg" and len(points) >= _COPY_THRESHOLD:
-        _copy_points(session, run_id, points)
+        _copy_new_points(session, run_id, points)
         session.execute(_latest_upsert(dialect.name), latest)
     elif dialect.name == "postgresql":
         # Small writes (a single log_metric): each point and its latest-value upsert in one statement
@@ -177,8 +193,14 @@ def _write_run_points(session: Session, run_id: uuid.UUID, points: list[MetricPo
             ],
         )
     else:
-        session.execute(RunMetric.__table__.insert(), _point_rows(run_id, points, store_nan=False))
+        session.execute(_new_points_insert(dialect.name), _point_rows(run_id, points, store_nan=False))
         session.execute(_latest_upsert(dialect.name), latest)
+
+
+@lru_cache(maxsize=2)
+def _new_points_insert(dialect_name: str):
+    """INSERT of points that skips those already stored (the unique index on the point's identity)."""
+    return insert_for(dialect_name, RunMetric.__table__).on_conflict_do_nothing()
 
 
 @lru_cache(maxsize=2)
@@ -199,7 +221,7 @@ def _point_with_latest_upsert():
     """INSERT one point, and upsert it as its key's latest value, as one PostgreSQL statement: the point
     rides along as a data-modifying CTE."""
     columns = ("run_id", "key", "value", "is_nan", "step", "timestamp")
-    new_point = RunMetric.__table__.insert().values({c: bindparam(c) for c in columns}).cte("new_point")
+    new_point = _new_points_insert("postgresql").values({c: bindparam(c) for c in columns}).cte("new_point")
     latest = {c: bindparam("latest_value" if c == "value" else c) for c in columns}
     return _latest_upsert("postgresql").values(latest).add_cte(new_point)
 
@@ -221,7 +243,8 @@ def _log_model_metrics(session: Session, run: ExperimentRun, points: list[Metric
     if missing:
         raise NotFound(f"Logged model with ID 'm-{next(iter(missing)).hex}' not found")
     session.execute(
-        LoggedModelMetric.__table__.insert(),
+        # The same point logged twice against a model is kept once, as for the run.
+        insert_for(session.get_bind().dialect.name, LoggedModelMetric.__table__).on_conflict_do_nothing(),
         [
             {
                 "model_id": p.model_id,

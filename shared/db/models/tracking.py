@@ -84,16 +84,18 @@ class RunMetric(Base):
     """One metric point. Append-only and the highest-volume table, so a bigint key rather than a UUID."""
 
     __tablename__ = "run_metrics"
-    # History is read in (step, timestamp) order and paged by keyset: the index gives that order
-    # directly, so a page of a 100,000-point metric costs the page, not a sort of the whole history.
-    __table_args__ = (Index(None, "run_id", "key", "step", "timestamp", "id"),)
+    # A point is stored once, as in MLflow's store (whose primary key is these columns); the same index
+    # gives history its (step, timestamp) order, so a page of a 100,000-point metric costs the page, not
+    # a sort of the whole history.
+    __table_args__ = (Index(None, "run_id", "key", "step", "timestamp", "value", "is_nan", unique=True),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     # No foreign key: its per-row check was half the database's cost of a batch (migration 011); writers
     # read the run first, and a trigger on experiment_runs deletes a run's points with it.
     run_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     key: Mapped[str] = mapped_column(String(250), nullable=False)
-    # NULL only for NaN on SQLite, which cannot store NaN; is_nan says so.
+    # NaN is 0 on SQLite, which cannot store NaN (so NaN points are equal under the unique index);
+    # is_nan says so.
     value: Mapped[float | None] = mapped_column(Float)
     is_nan: Mapped[bool] = mapped_column(default=False, nullable=False)
     step: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
@@ -214,7 +216,8 @@ class LoggedModelMetric(Base):
     """A metric point logged against a model (`log_metric(..., model_id=...)`), optionally per dataset."""
 
     __tablename__ = "logged_model_metrics"
-    __table_args__ = (Index(None, "model_id", "key"),)
+    # One row per point, as in MLflow's store (its primary key: model, key, timestamp, step, run).
+    __table_args__ = (Index(None, "model_id", "key", "step", "timestamp", "run_id", unique=True),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     model_id: Mapped[uuid.UUID] = mapped_column(
