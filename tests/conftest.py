@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -152,8 +153,9 @@ class LiveServer:
         self.settings = settings
 
 
-@pytest.fixture(scope="session")
-def live_server(settings) -> Iterator[LiveServer]:
+@contextmanager
+def serving(settings: Settings) -> Iterator[LiveServer]:
+    """The platform app on `settings` (its own database), served by uvicorn on a random port."""
     import uvicorn
 
     from tessera.platform import create_app
@@ -168,9 +170,17 @@ def live_server(settings) -> Iterator[LiveServer]:
         if time.monotonic() > deadline:
             raise RuntimeError("live server did not start")
         time.sleep(0.05)
-    yield LiveServer(f"http://127.0.0.1:{port}", settings)
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", settings)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server(settings) -> Iterator[LiveServer]:
+    with serving(settings) as server:
+        yield server
 
 
 @pytest.fixture

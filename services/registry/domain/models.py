@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -96,6 +96,10 @@ def find_by_name(session: Session, project_id: uuid.UUID, name: str) -> Model | 
 def lock(session: Session, model: Model) -> Model:
     """Take the model's row lock: stage changes, alias moves and tag edits of one model queue on it,
     so each reads the state the previous one committed (SELECT ... FOR UPDATE; SQLite locks the file)."""
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite has no FOR UPDATE and reads outside a write transaction: a write that changes nothing
+        # takes the file's write lock (waiting for the writer before) for the rest of the request.
+        session.execute(update(Model).where(Model.id == model.id).values(updated_at=Model.updated_at))
     session.execute(
         select(Model).where(Model.id == model.id).with_for_update().execution_options(populate_existing=True)
     )

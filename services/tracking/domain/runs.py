@@ -346,24 +346,33 @@ def log_params(session: Session, run: ExperimentRun, params: dict[str, str]) -> 
     anything is written (MLflow: params are immutable)."""
     if not params:
         return
-    existing = dict(
-        session.execute(
-            select(RunParam.key, RunParam.value).where(RunParam.run_id == run.id, RunParam.key.in_(list(params)))
-        ).all()
-    )
+    existing = _logged_params(session, run, list(params))
+    _refuse_changes(run, existing, params)
+    new_rows = [{"run_id": run.id, "key": k, "value": v} for k, v in params.items() if k not in existing]
+    if new_rows:
+        inserted = session.execute(
+            upsert_insert(session, RunParam.__table__)
+            .values(new_rows)
+            .on_conflict_do_nothing(index_elements=["run_id", "key"])
+        ).rowcount
+        if inserted != len(new_rows):
+            # A concurrent request logged some of these keys in between: the same value is a no-op,
+            # another value is refused as if it had come second.
+            _refuse_changes(run, _logged_params(session, run, [row["key"] for row in new_rows]), params)
+
+
+def _logged_params(session: Session, run: ExperimentRun, keys: list[str]) -> dict[str, str]:
+    query = select(RunParam.key, RunParam.value).where(RunParam.run_id == run.id, RunParam.key.in_(keys))
+    return dict(session.execute(query).all())
+
+
+def _refuse_changes(run: ExperimentRun, existing: dict[str, str], params: dict[str, str]) -> None:
     changed = {k: (existing[k], v) for k, v in params.items() if k in existing and existing[k] != v}
     if changed:
         key, (old, new) = next(iter(changed.items()))
         raise InvalidParameter(
             f"Changing param values is not allowed. Params were already logged='[{{'key': '{key}', "
             f"'old_value': '{old}', 'new_value': '{new}'}}]' for run ID='{run.id.hex}'."
-        )
-    new_rows = [{"run_id": run.id, "key": k, "value": v} for k, v in params.items() if k not in existing]
-    if new_rows:
-        session.execute(
-            upsert_insert(session, RunParam.__table__)
-            .values(new_rows)
-            .on_conflict_do_nothing(index_elements=["run_id", "key"])
         )
 
 
