@@ -57,8 +57,12 @@ def drift(
     column_method: list[str] = typer.Option([], metavar="COLUMN=METHOD", help="Test for one column"),
     threshold: float | None = typer.Option(None, help="Threshold for all columns"),
     column_threshold: list[str] = typer.Option([], metavar="COLUMN=VALUE", help="Threshold for one column"),
-    numerical: list[str] = typer.Option([], metavar="COLUMN", help="Treat COLUMN as numerical"),
-    categorical: list[str] = typer.Option([], metavar="COLUMN", help="Treat COLUMN as categorical"),
+    numerical: list[str] = typer.Option(
+        [], metavar="COLUMN", help="Test COLUMN as numerical (else the current data's type decides)"
+    ),
+    categorical: list[str] = typer.Option(
+        [], metavar="COLUMN", help="Test COLUMN as categorical (else the current data's type decides)"
+    ),
     save_profile: Path | None = typer.Option(
         None, metavar="FILE", help="Save the reference profile to FILE for later checks"
     ),
@@ -82,17 +86,18 @@ def drift(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
 
+    # Named types win over the type each column gets from the current data (Evidently's inference).
+    column_types = {name: ColumnType.NUMERICAL for name in numerical} | {
+        name: ColumnType.CATEGORICAL for name in categorical
+    }
     if reference.suffix == PROFILE_SUFFIX:
         profile = ReferenceProfile.from_bytes(reference.read_bytes())
     else:
-        column_types = {name: ColumnType.NUMERICAL for name in numerical} | {
-            name: ColumnType.CATEGORICAL for name in categorical
-        }
         profile = build_reference_profile(read_table(reference), column_types=column_types)
     if save_profile is not None:
         save_profile.write_bytes(profile.to_bytes())
 
-    report = compute_drift_report(profile, read_table(current), options)
+    report = compute_drift_report(profile, read_table(current), options, column_types=column_types)
     if html is not None:
         html.write_text(render_html(report), encoding="utf-8")
     if json_out:

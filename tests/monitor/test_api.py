@@ -97,9 +97,9 @@ def monitor(client, tenant, version):
 
 def test_create_infers_schema_and_profiles_the_reference_once(client, tenant, monitor, settings):
     assert monitor["column_schema"]["columns"] == {
-        "x": {"type": "numerical", "dtype": "float"},
-        "y": {"type": "numerical", "dtype": "float"},
-        "c": {"type": "categorical", "dtype": "string"},
+        "x": {"type": "numerical", "dtype": "float", "named": False},
+        "y": {"type": "numerical", "dtype": "float", "named": False},
+        "c": {"type": "categorical", "dtype": "string", "named": False},
     }  # free text is left out
     assert monitor["enabled"] and monitor["next_check_at"] is not None
     assert monitor["schedule_interval_s"] == 3600
@@ -125,8 +125,8 @@ def test_create_with_overrides_parquet_and_cron(client, tenant, version):
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["column_schema"]["columns"] == {
-        "x": {"type": "categorical", "dtype": "float"},
-        "level": {"type": "numerical", "dtype": "integer"},
+        "x": {"type": "categorical", "dtype": "float", "named": True},
+        "level": {"type": "numerical", "dtype": "integer", "named": True},
     }
     assert body["schedule_cron"] == "*/5 * * * *" and body["schedule_interval_s"] is None
     assert body["next_check_at"].endswith(("0:00Z", "5:00Z", "+00:00"))
@@ -168,7 +168,8 @@ def test_update_pause_resume_delete(client, tenant, monitor):
         headers=tenant.headers,
     )
     assert updated.status_code == 200, updated.text
-    assert updated.json()["column_schema"]["columns"]["y"]["type"] == "categorical"
+    assert updated.json()["column_schema"]["columns"]["y"] == {"type": "categorical", "dtype": "float", "named": True}
+    assert updated.json()["column_schema"]["columns"]["x"]["named"] is False
     assert updated.json()["reference_uri"] != monitor["reference_uri"]  # re-profiled from the stored reference
     assert client.post(f"{url}/pause", headers=tenant.headers).json()["enabled"] is False
     assert client.post(f"{url}/resume", headers=tenant.headers).json()["enabled"] is True

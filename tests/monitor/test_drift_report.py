@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -111,6 +112,26 @@ def test_profile_round_trip_gives_the_same_report():
     assert len(build_reference_profile(discrete).to_bytes()) < 2_000
     with pytest.raises(ProfileFormatError):
         ReferenceProfile.from_bytes(b"not a profile")
+
+
+def test_a_version_1_profile_keeps_the_types_it_was_saved_with():
+    """Version 1 fixed each column's type when profiling; those types still win over the window's."""
+    few = pd.DataFrame({"level": np.random.default_rng(2).integers(0, 8, 3_000)})
+    many = pd.DataFrame({"level": np.random.default_rng(3).integers(0, 15, 3_000)})
+    archive = dict(np.load(io.BytesIO(build_reference_profile(few).to_bytes())))
+    header = json.loads(archive["header"].tobytes())
+    header["version"] = 1
+    header["columns"] = [
+        {key: value for key, value in entry.items() if key not in ("reference_type", "named_type")}
+        | {"column_type": "categorical"}
+        for entry in header["columns"]
+    ]
+    archive["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **archive)
+    old = ReferenceProfile.from_bytes(buffer.getvalue())
+    assert compute_drift_report(old, many).columns["level"].column_type == "categorical"
+    assert compute_drift_report(build_reference_profile(few), many).columns["level"].column_type == "numerical"
 
 
 @pytest.fixture

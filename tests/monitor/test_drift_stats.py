@@ -230,7 +230,7 @@ def test_column_types_are_inferred_like_evidently_and_can_be_overridden():
         }
     )
     profile = build_reference_profile(frame)
-    kinds = {name: column.column_type for name, column in profile.columns.items()}
+    kinds = {name: column.reference_type for name, column in profile.columns.items()}
     assert kinds == {
         "float": ColumnType.NUMERICAL,
         "few_ints": ColumnType.CATEGORICAL,
@@ -241,14 +241,17 @@ def test_column_types_are_inferred_like_evidently_and_can_be_overridden():
         "when": ColumnType.DATETIME,
     }
     arrow_kinds = {
-        name: column.column_type
+        name: column.reference_type
         for name, column in build_reference_profile(pa.Table.from_pandas(frame, preserve_index=False)).columns.items()
     }
     assert arrow_kinds == kinds
     overridden = build_reference_profile(frame, column_types={"few_ints": "numerical", "float": "categorical"})
-    assert overridden.columns["few_ints"].column_type == ColumnType.NUMERICAL
-    assert overridden.columns["float"].column_type == ColumnType.CATEGORICAL
+    assert overridden.columns["few_ints"].named_type == ColumnType.NUMERICAL
+    assert overridden.columns["float"].named_type == ColumnType.CATEGORICAL
+    named = compute_drift_report(overridden, frame).columns
+    assert (named["few_ints"].column_type, named["float"].column_type) == ("numerical", "categorical")
     report = compute_drift_report(profile, frame)
+    assert {name: column.column_type for name, column in report.columns.items()} == kinds
     assert report.columns["text"].status == ColumnStatus.NOT_TESTED
     assert report.columns["when"].status == ColumnStatus.NOT_TESTED
     assert report.number_of_columns == 5

@@ -192,9 +192,8 @@ def _set_reference(
     overrides, features = spec.columns or {}, spec.features
     if upload is None and spec.reference_run is None and monitor.column_schema:
         # Same data as before: keep the earlier column choices unless this update names new ones.
-        previous = {name: column["type"] for name, column in monitor.column_schema["columns"].items()}
-        overrides = {**previous, **overrides}
-        features = features if features is not None else list(previous)
+        overrides = {**reference.named_types(monitor.column_schema), **overrides}
+        features = features if features is not None else list(monitor.column_schema["columns"])
     schema = reference.infer_schema(
         table, overrides=overrides, features=features, prediction_column=monitor.config["prediction_column"]
     )

@@ -1,8 +1,10 @@
 """A monitor's reference data: read once, turned into a column schema and a stored drift profile.
 
-The schema says, per monitored column, its drift type (numerical / categorical) and the physical type
-logged rows are stored with (`integer`, `float`, `bool`, `string`: the reference's own), so the
-current window reaches the engine with the types the reference was profiled with.
+The schema says, per monitored column, its drift type, whether the user named that type (`named`), and
+the physical type logged rows are stored with (`integer`, `float`, `bool`, `string`: the reference's
+own), so the current window reaches the engine with the types the reference was profiled with. A named
+type is what every check tests the column as; otherwise `type` is the reference's own, and each check
+types the column from its window, as Evidently does (see the engine's `compute_drift_report`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ REQUEST_ID = "__request_id"
 LOGGED_AT = "__logged_at"
 RESERVED = (REQUEST_ID, LOGGED_AT)
 TESTED = (ColumnType.NUMERICAL, ColumnType.CATEGORICAL)
+# Monitored when listed in `features`: a window whose values repeat enough is tested as categorical.
+TYPED_BY_WINDOW = (*TESTED, ColumnType.TEXT)
 _PARQUET_MAGIC = b"PAR1"
 
 
@@ -70,7 +74,7 @@ def infer_schema(
 ) -> dict[str, Any]:
     """Monitored columns with their drift and physical types. Inferred as Evidently does; `overrides`
     win; columns that are neither numerical nor categorical (ids, free text, dates) are left out unless
-    overridden or listed in `features`."""
+    overridden or listed in `features` (dates and other types need an override there)."""
     names = table.column_names
     if len(set(names)) != len(names):
         raise InvalidParameter(
@@ -85,15 +89,16 @@ def infer_schema(
         raise InvalidParameter(f"Columns {unknown} are not in the reference data (it has {names})")
     columns: dict[str, dict[str, str]] = {}
     for name in wanted:
-        kind = ColumnType(overrides[name]) if name in overrides else infer_column_type(table, name)
-        if kind not in TESTED:
+        named = name in overrides
+        kind = ColumnType(overrides[name]) if named else infer_column_type(table, name)
+        if kind not in TESTED and (features is None or kind not in TYPED_BY_WINDOW):
             if features is None:
                 continue
             raise InvalidParameter(f"Column '{name}' looks like {kind.value} data: give its type in `columns`")
         physical = physical_type(table.schema.field(name).type)
         if kind == ColumnType.NUMERICAL and physical not in ("integer", "float"):
             raise InvalidParameter(f"Column '{name}' holds {physical} values and cannot be numerical")
-        columns[name] = {"type": kind.value, "dtype": physical}
+        columns[name] = {"type": kind.value, "dtype": physical, "named": named}
     if not columns:
         raise InvalidParameter("The reference data has no numerical or categorical column to monitor")
     prediction = prediction_column if prediction_column in columns else None
@@ -102,10 +107,13 @@ def infer_schema(
 
 def profile_bytes(table: pa.Table, schema: Mapping[str, Any]) -> bytes:
     columns = schema["columns"]
-    profile = build_reference_profile(
-        table.select(list(columns)), column_types={name: spec["type"] for name, spec in columns.items()}
-    )
+    profile = build_reference_profile(table.select(list(columns)), column_types=named_types(schema))
     return profile.to_bytes()
+
+
+def named_types(schema: Mapping[str, Any]) -> dict[str, str]:
+    """The column types the user named (schemas written before `named` existed name none)."""
+    return {name: spec["type"] for name, spec in schema["columns"].items() if spec.get("named")}
 
 
 # The start of a stored file's name: when it was written (UTC).

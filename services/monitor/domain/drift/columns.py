@@ -1,8 +1,8 @@
 """Reading one column of a pandas DataFrame or pyarrow Table into a `Distribution`.
 
-Every drift test works on distinct values with their counts, never on raw rows: a numerical column is
-sorted once and run-length encoded, a categorical one is value-counted. Both sides of a comparison use
-the same representation, so the reference side can be stored and reused.
+Every drift test works on distinct values with their counts, never on raw rows: numbers are sorted once
+and run-length encoded, labels value-counted. The representation does not depend on the type a column is
+tested as, so a stored reference serves whichever type the current window gives the column.
 
 pandas is imported only when a DataFrame is given (it is an Arrow table everywhere in the service, and
 importing pandas costs ~50 MB of resident memory in a worker that does not otherwise need it).
@@ -76,6 +76,11 @@ class Distribution:
     def distinct(self) -> int:
         return len(self.values)
 
+    @property
+    def holds_numbers(self) -> bool:
+        """Numbers (float64), which every test takes; labels only the categorical ones."""
+        return self.values.dtype.kind == "f"
+
     def sorted_values(self) -> np.ndarray:
         """Every value, sorted (the counts expanded again)."""
         return self.values if self.size == self.distinct else np.repeat(self.values, self.counts)
@@ -100,34 +105,29 @@ def row_count(frame: Frame) -> int:
     return frame.num_rows if isinstance(frame, pa.Table) else len(frame)
 
 
-def infer_column_type(frame: Frame, name: str) -> ColumnType:
+def infer_column_type(frame: Frame, name: str, values: Distribution | None = None) -> ColumnType:
     """Evidently 0.7's inference (`evidently.core.datasets.infer_column_type`), for pandas and Arrow.
 
+    `values`, the column's `column_values` when already read, saves counting its distinct values again.
     Deviations, on purpose: nullable pandas dtypes (`Int64`, `Float64`, `boolean`) and unsigned integers
     are treated like their plain counterparts instead of "unknown".
     """
     if isinstance(frame, pa.Table):
-        return _infer_arrow(frame.column(name))
-    return _infer_pandas(frame[name])
+        return _infer_arrow(frame.column(name), values)
+    return _infer_pandas(frame[name], values)
 
 
-def _infer_pandas(series: pd.Series) -> ColumnType:
+def _infer_pandas(series: pd.Series, values: Distribution | None) -> ColumnType:
     dtype_name = series.dtype.name.lower()
     if dtype_name.startswith("float"):
         return ColumnType.NUMERICAL
     if dtype_name.startswith(("int", "uint")):
-        if series.nunique() <= INTEGER_CARDINALITY_LIMIT:
-            return ColumnType.CATEGORICAL
-        return ColumnType.NUMERICAL
+        distinct = values.distinct if values is not None else series.nunique()
+        return ColumnType.CATEGORICAL if distinct <= INTEGER_CARDINALITY_LIMIT else ColumnType.NUMERICAL
     if dtype_name in ("string", "str"):
-        return _text_or_categorical(series.nunique(), series.count())
+        return _text_or_categorical(series, values)
     if dtype_name == "object":
-        present = series.dropna()
-        if present.empty:
-            return ColumnType.UNKNOWN
-        if isinstance(present.iloc[0], str) and isinstance(present.iloc[-1], str):
-            return _text_or_categorical(series.nunique(), series.count())
-        return ColumnType.UNKNOWN
+        return _text_or_categorical(series, values) if _holds_strings(series) else ColumnType.UNKNOWN
     if dtype_name in ("bool", "boolean", "category"):
         return ColumnType.CATEGORICAL
     if dtype_name.startswith("datetime"):
@@ -135,18 +135,18 @@ def _infer_pandas(series: pd.Series) -> ColumnType:
     return ColumnType.UNKNOWN
 
 
-def _infer_arrow(column: pa.ChunkedArray) -> ColumnType:
+def _infer_arrow(column: pa.ChunkedArray, values: Distribution | None) -> ColumnType:
     arrow_type = column.type
     if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
         return ColumnType.NUMERICAL
     if pa.types.is_integer(arrow_type):
         # pandas turns an integer column with nulls into float64, which Evidently calls numerical.
-        if column.null_count == 0 and pc.count_distinct(column).as_py() <= INTEGER_CARDINALITY_LIMIT:
-            return ColumnType.CATEGORICAL
-        return ColumnType.NUMERICAL
+        if column.null_count:
+            return ColumnType.NUMERICAL
+        distinct = values.distinct if values is not None else pc.count_distinct(column).as_py()
+        return ColumnType.CATEGORICAL if distinct <= INTEGER_CARDINALITY_LIMIT else ColumnType.NUMERICAL
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        non_null = len(column) - column.null_count
-        return _text_or_categorical(pc.count_distinct(column).as_py(), non_null)
+        return _text_or_categorical(column, values)
     if pa.types.is_boolean(arrow_type) or pa.types.is_dictionary(arrow_type):
         return ColumnType.CATEGORICAL
     if pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type):
@@ -154,29 +154,80 @@ def _infer_arrow(column: pa.ChunkedArray) -> ColumnType:
     return ColumnType.UNKNOWN
 
 
-def _text_or_categorical(distinct: int, non_null: int) -> ColumnType:
-    return ColumnType.TEXT if distinct > non_null * 0.5 else ColumnType.CATEGORICAL
+def _text_or_categorical(column: pd.Series | pa.ChunkedArray, values: Distribution | None) -> ColumnType:
+    """Text when more than half of the present values are distinct."""
+    if values is not None:
+        distinct, present = values.distinct, values.size
+    elif isinstance(column, pa.ChunkedArray):
+        distinct, present = pc.count_distinct(column).as_py(), len(column) - column.null_count
+    else:
+        distinct, present = column.nunique(), column.count()
+    return ColumnType.TEXT if distinct > present * 0.5 else ColumnType.CATEGORICAL
 
 
-def numerical_distribution(frame: Frame, name: str) -> Distribution | None:
-    """Sorted distinct finite values with counts; None when the column does not hold numbers."""
+def _holds_strings(series: pd.Series) -> bool:
+    """Evidently's test for an object column of text: its first and last present values are str."""
+    present = series.dropna()
+    return not present.empty and isinstance(present.iloc[0], str) and isinstance(present.iloc[-1], str)
+
+
+def has_values(frame: Frame, name: str) -> bool:
+    """Whether the column holds anything but missing values (a window without any cannot type it)."""
     if isinstance(frame, pa.Table):
         column = frame.column(name)
-        if not (
-            pa.types.is_floating(column.type) or pa.types.is_integer(column.type) or pa.types.is_decimal(column.type)
-        ):
-            return None
-        integer_dtype = pa.types.is_integer(column.type) and column.null_count == 0
-        raw = float64_values(column)
-    else:
-        import pandas as pd
+        return column.null_count < len(column)
+    return bool(frame[name].count())
 
-        series = frame[name]
-        if not pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
-            return None
-        integer_dtype = pd.api.types.is_integer_dtype(series.dtype) and not series.hasnans
+
+def column_values(frame: Frame, name: str, any_type: bool = False) -> Distribution | None:
+    """The column's distinct values with their counts, whatever type it is tested as.
+
+    Numbers (integers, floats, booleans) as float64 with their moments, so one reading serves both the
+    numerical and the categorical tests (1 == 1.0 == True, as in Evidently's category sets); labels as
+    text. Other columns (dates, lists) give None unless `any_type`, which reads their values as labels.
+    """
+    if isinstance(frame, pa.Table):
+        return _arrow_values(frame.column(name), any_type)
+    return _pandas_values(frame[name], any_type)
+
+
+def _pandas_values(series: pd.Series, any_type: bool) -> Distribution | None:
+    import pandas as pd
+
+    dtype = series.dtype
+    if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        integer_dtype = pd.api.types.is_integer_dtype(dtype) and not series.hasnans
         raw = series.to_numpy(dtype=np.float64, na_value=np.nan)
-    return distribution_from_numbers(raw, integer_dtype=integer_dtype)
+        return distribution_from_numbers(raw, integer_dtype=integer_dtype)
+    textual = _holds_strings(series) if pd.api.types.is_object_dtype(dtype) else pd.api.types.is_string_dtype(dtype)
+    if not (textual or isinstance(dtype, pd.CategoricalDtype) or any_type):
+        return None
+    counts = series.value_counts(dropna=True, sort=False)
+    labels = np.asarray(counts.index.astype(str), dtype=np.str_)
+    return _label_counts(labels, counts.to_numpy(dtype=np.int64), len(series), int(series.isna().sum()))
+
+
+def _arrow_values(column: pa.ChunkedArray, any_type: bool) -> Distribution | None:
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    arrow_type = column.type
+    if (
+        pa.types.is_integer(arrow_type)
+        or pa.types.is_floating(arrow_type)
+        or pa.types.is_decimal(arrow_type)
+        or pa.types.is_boolean(arrow_type)
+    ):
+        integer_dtype = pa.types.is_integer(arrow_type) and column.null_count == 0
+        return distribution_from_numbers(float64_values(column), integer_dtype=integer_dtype)
+    if not (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or any_type):
+        return None
+    value_counts = pc.value_counts(pc.cast(column, pa.string()))
+    values = value_counts.field("values")
+    keep = pc.is_valid(values)
+    # One entry per distinct label; to_pylist, not to_numpy, which would import pandas.
+    labels = np.array(values.filter(keep).to_pylist(), dtype=np.str_)
+    counts = np.array(value_counts.field("counts").filter(keep).to_pylist(), dtype=np.int64)
+    return _label_counts(labels, counts, len(column), column.null_count)
 
 
 def float64_values(column: pa.ChunkedArray) -> np.ndarray:
@@ -239,55 +290,6 @@ def _run_lengths(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     starts = np.flatnonzero(starts_run)
     counts = np.diff(np.append(starts, size))
     return sorted_values[starts], counts.astype(np.min_scalar_type(int(counts.max())))
-
-
-def categorical_distribution(frame: Frame, name: str) -> Distribution:
-    """Category counts. Numbers and booleans stay numbers (so 1 == 1.0, as in Evidently's sets)."""
-    if isinstance(frame, pa.Table):
-        return _arrow_categories(frame.column(name))
-    return _pandas_categories(frame[name])
-
-
-def _pandas_categories(series: pd.Series) -> Distribution:
-    import pandas as pd
-
-    row_total = len(series)
-    numeric = pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype)
-    if numeric:
-        raw = series.to_numpy(dtype=np.float64, na_value=np.nan)
-        distribution = distribution_from_numbers(raw)
-        return Distribution(
-            values=distribution.values,
-            counts=distribution.counts,
-            row_count=row_total,
-            missing_count=distribution.missing_count,
-            infinite_count=distribution.infinite_count,
-        )
-    counts = series.value_counts(dropna=True, sort=False)
-    labels = np.asarray(counts.index.astype(str), dtype=np.str_)
-    return _label_counts(labels, counts.to_numpy(dtype=np.int64), row_total, int(series.isna().sum()))
-
-
-def _arrow_categories(column: pa.ChunkedArray) -> Distribution:
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
-    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type):
-        raw = float64_values(column)
-        distribution = distribution_from_numbers(raw)
-        return Distribution(
-            values=distribution.values,
-            counts=distribution.counts,
-            row_count=len(column),
-            missing_count=distribution.missing_count,
-            infinite_count=distribution.infinite_count,
-        )
-    value_counts = pc.value_counts(pc.cast(column, pa.string()))
-    values = value_counts.field("values")
-    keep = pc.is_valid(values)
-    # One entry per distinct label; to_pylist, not to_numpy, which would import pandas.
-    labels = np.array(values.filter(keep).to_pylist(), dtype=np.str_)
-    counts = np.array(value_counts.field("counts").filter(keep).to_pylist(), dtype=np.int64)
-    return _label_counts(labels, counts, len(column), column.null_count)
 
 
 def _label_counts(labels: np.ndarray, counts: np.ndarray, rows: int, missing: int) -> Distribution:

@@ -15,15 +15,13 @@ from services.monitor.domain.drift.columns import (
     Distribution,
     Frame,
     column_names,
+    column_values,
+    has_values,
+    infer_column_type,
     row_count,
     with_text_names,
 )
-from services.monitor.domain.drift.profile import (
-    ColumnProfile,
-    ReferenceProfile,
-    build_reference_profile,
-    column_distribution,
-)
+from services.monitor.domain.drift.profile import ColumnProfile, ReferenceProfile, build_reference_profile
 from services.monitor.domain.drift.report import (
     ColumnDrift,
     ColumnStatus,
@@ -85,12 +83,22 @@ def detect_drift(
     return compute_drift_report(build_reference_profile(reference, column_types), current, options)
 
 
-def compute_drift_report(profile: ReferenceProfile, current: Frame, options: DriftOptions | None = None) -> DriftReport:
+def compute_drift_report(
+    profile: ReferenceProfile,
+    current: Frame,
+    options: DriftOptions | None = None,
+    column_types: Mapping[str, ColumnType | str] | None = None,
+) -> DriftReport:
+    """Each column is typed as Evidently 0.7 types it: by the type the user named (in `column_types`, or
+    when the profile was built), else by Evidently's inference on the *current* window."""
     options = options or DriftOptions()
     current = with_text_names(current)
     present = set(column_names(current))
+    named = {name: ColumnType(kind) for name, kind in (column_types or {}).items()}
     columns = {
-        name: _column_drift(name, column, current if name in present else None, options)
+        name: _column_drift(
+            name, column, current if name in present else None, options, named.get(name) or column.named_type
+        )
         for name, column in profile.columns.items()
     }
     tested = [column for column in columns.values() if column.status == ColumnStatus.OK]
@@ -115,18 +123,23 @@ def compute_drift_report(profile: ReferenceProfile, current: Frame, options: Dri
     )
 
 
-def _column_drift(name: str, column: ColumnProfile, current: Frame | None, options: DriftOptions) -> ColumnDrift:
-    column_type = column.column_type
+def _column_drift(
+    name: str, column: ColumnProfile, current: Frame | None, options: DriftOptions, named_type: ColumnType | None
+) -> ColumnDrift:
     reference = column.distribution
+    observed, column_type = _current_values_and_type(name, column, current, named_type)
     result = ColumnDrift(column_type=column_type.value, status=ColumnStatus.NOT_TESTED)
     if column_type not in TESTED_TYPES:
         result.reason = f"{column_type.value} columns are not tested for drift"
         return result
-    if reference is None:
-        result.reason = "the reference values are not numbers"
+    if reference is None or (column_type == ColumnType.NUMERICAL and not reference.holds_numbers):
+        result.reason = (
+            "the reference values are not numbers"
+            if reference is not None
+            else f"the reference column holds {column.reference_type.value} values"
+        )
         return result
-    observed = column_distribution(current, name, column_type) if current is not None else None
-    if observed is None:
+    if observed is None or (column_type == ColumnType.NUMERICAL and not observed.holds_numbers):
         result.reason = (
             "the column is missing from the current data" if current is None else "the current values are not numbers"
         )
@@ -161,6 +174,22 @@ def _column_drift(name: str, column: ColumnProfile, current: Frame | None, optio
     result.drift = method.is_drift(score, result.threshold)
     result.status = ColumnStatus.OK
     return result
+
+
+def _current_values_and_type(
+    name: str, column: ColumnProfile, current: Frame | None, named_type: ColumnType | None
+) -> tuple[Distribution | None, ColumnType]:
+    """The current window's values and the type the column is tested as: the named one, else the one
+    Evidently infers from the current window; the reference's when the window has no values to type it
+    by (missing or all missing), so that such a column reads as lacking data rather than untyped."""
+    if current is None:
+        return None, named_type or column.reference_type
+    if named_type is not None:
+        return column_values(current, name, any_type=True), named_type
+    if not has_values(current, name):
+        return column_values(current, name, any_type=True), column.reference_type
+    observed = column_values(current, name)
+    return observed, infer_column_type(current, name, observed)
 
 
 def _missing_share(distribution: Distribution) -> float:

@@ -3,6 +3,10 @@
 A scheduled check then reads only the current window: the profile holds, per column, the sorted
 distinct values with their counts (exact, so every statistic equals the one computed on raw data) and
 the moments Evidently uses. Its size grows with the number of distinct values, not of rows.
+
+The profile does not fix how a column is tested: as in Evidently, the current window decides a
+column's type (see `engine`), so the stored values serve the numerical and the categorical tests
+alike. Only a type the user named is kept, and then wins.
 """
 
 from __future__ import annotations
@@ -18,16 +22,19 @@ from services.monitor.domain.drift.columns import (
     ColumnType,
     Distribution,
     Frame,
-    categorical_distribution,
     column_names,
+    column_values,
     infer_column_type,
-    numerical_distribution,
     row_count,
     with_text_names,
 )
 
 PROFILE_FORMAT = "tessera.drift.reference_profile"
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
+# Version 1 stored one type per column, fixed when the profile was made; it is read as a named type.
+READABLE_VERSIONS = (1, PROFILE_VERSION)
+# Reference columns of these types keep no values unless the user names a tested type for them.
+UNPROFILED_TYPES = (ColumnType.DATETIME, ColumnType.UNKNOWN)
 
 
 class ProfileFormatError(ValueError):
@@ -36,10 +43,13 @@ class ProfileFormatError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class ColumnProfile:
-    column_type: ColumnType
-    # None for columns that are profiled but never tested (text, datetime, unknown), or for a
-    # numerical column whose reference values are not numbers.
+    # The type the reference itself has (Evidently's inference): reported when the current window
+    # cannot type the column (it is missing or empty).
+    reference_type: ColumnType
+    # None for dates and columns of unknown type, which are never tested unless named.
     distribution: Distribution | None
+    # The type the user named for the column; it wins over the current window's.
+    named_type: ColumnType | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,7 +62,11 @@ class ReferenceProfile:
         arrays: dict[str, np.ndarray] = {}
         described = []
         for index, (name, column) in enumerate(self.columns.items()):
-            entry: dict[str, object] = {"name": name, "column_type": column.column_type.value}
+            entry: dict[str, object] = {
+                "name": name,
+                "reference_type": column.reference_type.value,
+                "named_type": None if column.named_type is None else column.named_type.value,
+            }
             distribution = column.distribution
             if distribution is not None:
                 entry |= {
@@ -83,7 +97,7 @@ class ReferenceProfile:
             header = json.loads(archive["header"].tobytes())
         except (OSError, ValueError, KeyError) as error:
             raise ProfileFormatError("not a drift reference profile") from error
-        if header.get("format") != PROFILE_FORMAT or header.get("version") != PROFILE_VERSION:
+        if header.get("format") != PROFILE_FORMAT or header.get("version") not in READABLE_VERSIONS:
             raise ProfileFormatError(f"unsupported profile {header.get('format')} v{header.get('version')}")
         columns = {}
         for index, entry in enumerate(header["columns"]):
@@ -99,7 +113,14 @@ class ReferenceProfile:
                     mean=entry["mean"],
                     std=entry["std"],
                 )
-            columns[entry["name"]] = ColumnProfile(ColumnType(entry["column_type"]), distribution)
+            if header["version"] == 1:
+                fixed = ColumnType(entry["column_type"])
+                columns[entry["name"]] = ColumnProfile(fixed, distribution, named_type=fixed)
+                continue
+            named = entry["named_type"]
+            columns[entry["name"]] = ColumnProfile(
+                ColumnType(entry["reference_type"]), distribution, None if named is None else ColumnType(named)
+            )
         return cls(row_count=header["row_count"], columns=columns)
 
 
@@ -108,22 +129,17 @@ def build_reference_profile(
     column_types: Mapping[str, ColumnType | str] | None = None,
     columns: Sequence[str] | None = None,
 ) -> ReferenceProfile:
-    """Profile `reference` once. Column types are inferred as Evidently does unless given in
-    `column_types`; `columns` restricts the profile to those columns (all by default)."""
+    """Profile `reference` once. `column_types` names the type of some columns (it then wins over the
+    type each current window gives them); `columns` restricts the profile to those columns (all by default)."""
     reference = with_text_names(reference)
-    overrides = {name: ColumnType(kind) for name, kind in (column_types or {}).items()}
+    named = {name: ColumnType(kind) for name, kind in (column_types or {}).items()}
     names = list(columns) if columns is not None else column_names(reference)
     profiled = {}
     for name in names:
-        column_type = overrides.get(name) or infer_column_type(reference, name)
-        profiled[name] = ColumnProfile(column_type, column_distribution(reference, name, column_type))
+        named_type = named.get(name)
+        values = column_values(reference, name, any_type=named_type is not None)
+        reference_type = infer_column_type(reference, name, values)
+        if reference_type in UNPROFILED_TYPES and named_type is None:
+            values = None
+        profiled[name] = ColumnProfile(reference_type, values, named_type)
     return ReferenceProfile(row_count=row_count(reference), columns=profiled)
-
-
-def column_distribution(frame: Frame, name: str, column_type: ColumnType) -> Distribution | None:
-    """The distribution a column of this type is tested on, or None when it cannot be tested."""
-    if column_type == ColumnType.NUMERICAL:
-        return numerical_distribution(frame, name)
-    if column_type == ColumnType.CATEGORICAL:
-        return categorical_distribution(frame, name)
-    return None
