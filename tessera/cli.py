@@ -130,6 +130,7 @@ def up(
         for name in SERVICES:
             table.add_row(name, base, f"{base}/docs#/{name}")
         table.add_row("mlflow clients", f"MLFLOW_TRACKING_URI={base}", "")
+        table.add_row("console (browser)", f"{base}/console/", "sign in at /login")
         table.add_row("worker + beat", f"broker {_redact(settings.broker_url)}", "")
         console.print(table)
         console.print(f"public URL (links in alerts and notifications): {settings.public_url}")

@@ -9,7 +9,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import free_port
+from shared.core.celery_app import celery_app
+from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -110,6 +111,13 @@ def test_create_a_webhook_channel_send_a_test_and_see_the_attempt(signed_in, wor
         expect(attempts).to_contain_text("200")
         s.shot("channel-attempts")
         assert len(_Receiver.received) == 1
+        attempts.get_by_test_id("redeliver").click()
+        expect(page.get_by_text("Queued again for delivery.")).to_be_visible()
+        # Beat's sweep queues a redelivery; the test has no beat, so it queues it the same way.
+        with httpx.Client(base_url=world.url, headers=world.owner.headers) as api:
+            delivery_ids = [d["id"] for d in api.get("/api/v1/deliveries", params={"state": "pending"}).json()["items"]]
+        celery_app.send_task("notifier.dispatch", [delivery_ids])
+        wait_for(lambda: len(_Receiver.received) == 2, what="the redelivery to arrive")
     finally:
         server.shutdown()
 

@@ -7,7 +7,7 @@ import uuid
 from fastapi import APIRouter, Query
 
 from services.monitor.domain import alerts
-from services.monitor.schemas import AlertRead, AlertStatus
+from services.monitor.schemas import AlertRead, AlertStatus, Severity
 from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep, SettingsDep
 from shared.core.pagination import Page, entity_page
 from shared.db.base import utcnow
@@ -21,12 +21,24 @@ def list_alerts(
     access: AccessDep,
     monitor_id: uuid.UUID | None = Query(None),
     status: AlertStatus | None = Query(None),
+    severity: Severity | None = Query(None),
+    project_id: uuid.UUID | None = Query(None),
+    label: str | None = Query(None, max_length=500, pattern=r"^[^=]+=", description="key=value: a label's value"),
     page_token: PageToken = None,
     max_results: MaxResults = 100,
 ):
+    key, _, value = (label or "").partition("=")
     return entity_page(
         alerts.list_alerts(
-            session, access, monitor_id=monitor_id, status=status, page_token=page_token, max_results=max_results
+            session,
+            access,
+            monitor_id=monitor_id,
+            status=status,
+            severity=severity,
+            project_id=project_id,
+            label=(key.strip(), value.strip()) if label else None,
+            page_token=page_token,
+            max_results=max_results,
         )
     )
 

@@ -182,12 +182,21 @@ def list_alerts(
     status: str | None,
     page_token: str | None,
     max_results: int,
+    severity: str | None = None,
+    project_id: uuid.UUID | None = None,
+    label: tuple[str, str] | None = None,
 ) -> RowPage:
     query = select(Alert).where(Alert.project_id.in_(access.readable_project_ids(READ)))
     if monitor_id is not None:
         query = query.where(Alert.monitor_id == monitor_id)
     if status is not None:
         query = query.where(Alert.status == status)
+    if severity is not None:
+        query = query.where(Alert.severity == severity)
+    if project_id is not None:
+        query = query.where(Alert.project_id == project_id)
+    if label is not None:
+        query = query.where(Alert.labels[label[0]].as_string() == label[1])
     return paginate(
         session,
         query,

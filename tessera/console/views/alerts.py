@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter
 
-from tessera.console.api import ApiError
+from tessera.console.api import ApiError, Page
 from tessera.console.web import PAGE_SIZE, Console, ConsoleDep, parse_uuid
 
 router = APIRouter(prefix="/alerts")
@@ -15,18 +15,8 @@ DURATIONS = {"1h": timedelta(hours=1), "4h": timedelta(hours=4), "1d": timedelta
 SEVERITIES = ("critical", "high", "warning", "info")
 
 
-def _matches(alert: dict, severity: str | None, label: str | None) -> bool:
-    if severity and alert["severity"] != severity:
-        return False
-    if label:
-        key, _, value = label.partition("=")
-        if str(alert["labels"].get(key.strip())) != value.strip():
-            return False
-    return True
-
-
 async def _list(c: Console, status: str | None, severity: str | None, label: str | None, page_token: str | None):
-    page = await c.api.page(
+    return await c.api.page(
         "/api/v1/alerts",
         page_token=page_token,
         max_results=PAGE_SIZE,
@@ -35,11 +25,6 @@ async def _list(c: Console, status: str | None, severity: str | None, label: str
         label=label,
         project_id=str(c.project["id"]) if c.project else None,
     )
-    # Filters the API may not apply itself are applied to the page it sent.
-    page.items = [a for a in page.items if _matches(a, severity, label)]
-    if c.project:
-        page.items = [a for a in page.items if str(a["project_id"]) == str(c.project["id"])]
-    return page
 
 
 @router.get("")
@@ -51,10 +36,17 @@ async def alert_list(
     page_token: str | None = None,
     fragment: str | None = None,
 ):
-    page = await _list(c, status, severity, label, page_token)
     filters = {"status": status or "", "severity": severity or "", "label": label or ""}
+    errors = {}
+    try:
+        page = await _list(c, status, severity, label, page_token)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise
+        page, errors = Page([]), {exc.field or "label": exc.message}
     template = "alerts/rows.html" if fragment == "rows" else "alerts/list.html"
-    return c.render(template, section="alerts", page=page, filters=filters, severities=SEVERITIES)
+    return c.render(template, section="alerts", page=page, filters=filters, severities=SEVERITIES, errors=errors,
+                    status_code=422 if errors else 200)
 
 
 @router.get("/{alert_id}")
