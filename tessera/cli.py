@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.monitor.cli import app as drift_app
-from shared.core.settings import Settings, listening_url
+from shared.core.settings import InvalidSettings, Settings, listening_url, load_settings
 from tessera.platform import SERVICES
 
 app = typer.Typer(help="Tessera: an MLOps platform.", no_args_is_help=True, add_completion=False)
@@ -23,7 +23,19 @@ err = Console(stderr=True)
 
 
 def _settings() -> Settings:
-    return Settings()
+    return load_settings()
+
+
+@app.callback()
+def _check_settings() -> None:
+    """Runs before every command: a bad setting stops it here, in one line, before anything starts
+    (serve, worker and beat read the same environment)."""
+    try:
+        load_settings()
+    except InvalidSettings as exc:
+        # Plain print: rich would wrap the line and read brackets in it as markup.
+        print(exc, file=sys.stderr)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -44,7 +56,7 @@ def _listening(host: str | None, port: int | None) -> Settings:
     configured = _settings()
     host, port = host or configured.host, port or configured.port
     os.environ["TESSERA_HOST"], os.environ["TESSERA_PORT"] = host, str(port)
-    return Settings()
+    return load_settings()
 
 
 @app.command()

@@ -8,8 +8,6 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from shared.core.settings import Settings
-from shared.core.web import build_app
-from tessera.console.app import mount as mount_console
 
 SERVICES = ("registry", "tracking", "deployer", "monitor", "notifier")
 
@@ -20,6 +18,11 @@ def service_routers(name: str):
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    # Imported here: the web layer loads the settings when imported, and the command line (which imports
+    # SERVICES) must first check them itself, to report a bad value in one line.
+    from shared.core.web import build_app
+    from tessera.console.app import mount as mount_console
+
     routers = [router for name in SERVICES for router in service_routers(name)]
     app = build_app(
         settings,

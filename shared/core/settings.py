@@ -7,12 +7,67 @@ TESSERA_BROKER_URL at Redis for the production shape; no code changes.
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "TESSERA_"
+
+
+class InvalidSettings(ValueError):
+    """A setting's value is unusable; the message is one line naming the variable and what it expects."""
+
+
+def _list_of_strings(value: Any) -> Any:
+    """A list setting as people type it: a JSON list (`["a", "b"]`) or comma-separated (`a,b`)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith(("[", "{")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError("expected a JSON list of strings or comma-separated values") from None
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+# Every list setting is this type, so each accepts both spellings. NoDecode stops pydantic-settings from
+# insisting on JSON before the validator sees the text.
+ListSetting = Annotated[list[str], NoDecode, BeforeValidator(_list_of_strings)]
+
+_HOSTNAME_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_HOSTNAME_LABEL}(\.{_HOSTNAME_LABEL})*\.?$")
+
+
+def _outbound_entries(entries: list[str]) -> list[str]:
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            if "/" in entry or not _HOSTNAME.match(entry.lower()):
+                raise ValueError(
+                    f"{entry!r} is neither an IP address, a CIDR network (10.0.0.0/8) nor a host name"
+                ) from None
+    return entries
+
+
+def _fernet_keys(keys: list[str]) -> list[str]:
+    from cryptography.fernet import Fernet
+
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            # Never echo the value: it is a secret.
+            raise ValueError(f"key {position} is not a Fernet key (32 url-safe base64-encoded bytes)") from None
+    return keys
 
 
 def _persistent_secret(data_dir: Path, name: str, make) -> str:
@@ -38,7 +93,7 @@ def listening_url(host: str, port: int) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TESSERA_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     environment: str = "development"
     data_dir: Path = Path(".tessera")
@@ -59,7 +114,7 @@ class Settings(BaseSettings):
     jwt_secret: str = ""
     jwt_ttl_s: int = 3600
     # Fernet keys for channel secrets at rest; the first encrypts, all decrypt (rotation).
-    encryption_keys: list[str] = Field(default_factory=list)
+    encryption_keys: Annotated[ListSetting, AfterValidator(_fernet_keys)] = Field(default_factory=list)
     api_key_touch_interval_s: int = 60
     # Browser sign-in (/login): how long a session cookie lasts, and how many failed attempts an email or a
     # client address may make per window before /login answers 429.
@@ -88,7 +143,8 @@ class Settings(BaseSettings):
     quarantine_retry_base_s: float = Field(default=5.0, ge=0)
 
     # Outbound HTTP (webhooks, Slack): addresses allowed even though private/loopback.
-    outbound_allowlist: list[str] = Field(default_factory=list)
+    # IPs, CIDRs or host names, e.g. `127.0.0.1,10.0.0.0/8,hooks.internal` (or the same as a JSON list).
+    outbound_allowlist: Annotated[ListSetting, AfterValidator(_outbound_entries)] = Field(default_factory=list)
 
     # Notifier: beat ticks (group timers, retry sweeper) and the delivery retry policy.
     notifier_flush_interval_s: float = 1.0
@@ -166,6 +222,27 @@ class Settings(BaseSettings):
         return self.data_dir / "broker"
 
 
+def describe_invalid(exc: ValidationError) -> str:
+    """One line for a person: which variables are wrong and what each expects (values are not echoed:
+    some are secrets)."""
+    problems = []
+    for error in exc.errors():
+        field, *position = error["loc"] or ("settings",)
+        where = f"{ENV_PREFIX}{str(field).upper()}"
+        if position:
+            where += f" (item {int(position[0]) + 1})" if isinstance(position[0], int) else f" ({position[0]})"
+        problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+    return "Invalid setting " + "; ".join(problems)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment; InvalidSettings (one line) instead of pydantic's report."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise InvalidSettings(describe_invalid(exc)) from None
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()
