@@ -224,6 +224,7 @@ def _set_up_tenant(receiver_url: str):
             session,
             access,
             SecretBox(get_settings().encryption_keys),
+            channels.policy_for(get_settings()),
             organization_id=org.id,
             project_id=None,
             name="receiver",

@@ -2,7 +2,10 @@
 
 Every request goes through `post`, for the "send test message" button as much as for real sends:
 
-1. The URL must be http(s) with a host.
+1. The URL must be http(s) with a host. A host that ends in a number is an IPv4 address in one of the
+   spellings URL parsers and resolvers accept (`127.1`, `2130706433`, `0177.0.0.1`, `0x7f.0.0.1`,
+   `127.000.000.001`); it is rewritten to its dotted-quad form (WHATWG URL's IPv4 parser), and the
+   rewritten URL is the one checked, stored and sent to. One that is no address at all is refused.
 2. The host is resolved once; the request is refused if ANY resolved address is not public
    (private, loopback, link-local, multicast, reserved, unspecified, shared/CGNAT, or one of those
    wrapped in IPv6: IPv4-mapped `::ffff:a.b.c.d`, NAT64, 6to4) unless the allow-list admits it.
@@ -149,8 +152,45 @@ def _is_allowlisted(ip: IPAddress, networks: Sequence[IPNetwork]) -> bool:
     return any(candidate in network for candidate in candidates for network in networks)
 
 
+# The name of the setting that admits non-public addresses, for messages that tell people what to change.
+ALLOWLIST_SETTING = "TESSERA_OUTBOUND_ALLOWLIST"
+
+
+_IPV4_DIGITS = {10: "0123456789", 8: "01234567", 16: "0123456789abcdef"}
+
+
+def _ipv4_number(part: str) -> int | None:
+    """One dot-separated part of a WHATWG IPv4 host: decimal, 0x-hex or 0-prefixed octal; None if not."""
+    base, digits = 10, part.lower()
+    if digits.startswith("0x"):
+        base, digits = 16, digits[2:]
+    elif len(digits) > 1 and digits.startswith("0"):
+        base, digits = 8, digits[1:]
+    if any(char not in _IPV4_DIGITS[base] for char in digits):
+        return None
+    return int(digits, base) if digits else 0
+
+
+def canonical_host(host: str) -> str:
+    """The host with any numeric IPv4 spelling rewritten to dotted-quad; other hosts are returned as
+    they are. OutboundRefused for a host that ends in a number but is no IPv4 address ("1.2.3.256")."""
+    parts = host.split(".")
+    if len(parts) > 1 and parts[-1] == "":
+        parts.pop()
+    if not parts[-1] or _ipv4_number(parts[-1]) is None:
+        return host  # a name (or an IPv6 literal): resolved or parsed later
+    numbers = [_ipv4_number(part) if part else None for part in parts]
+    if len(numbers) > 4 or None in numbers:
+        raise OutboundRefused(f"{host!r} is not a valid IPv4 address")
+    *leading, final = [number for number in numbers if number is not None]
+    if any(number > 255 for number in leading) or final >= 256 ** (5 - len(numbers)):
+        raise OutboundRefused(f"{host!r} is not a valid IPv4 address")
+    return str(ipaddress.IPv4Address(final + sum(number << (8 * (3 - i)) for i, number in enumerate(leading))))
+
+
 def parse_url(url: str | URL) -> URL:
-    """The URL as requests are made with it; OutboundRefused unless http(s) with a host."""
+    """The URL as requests are made with it (IPv4 host in canonical form); OutboundRefused unless
+    http(s) with a host."""
     try:
         # The very object the request is made with: no second parser can read another host from the text.
         parsed = URL(url)
@@ -160,7 +200,8 @@ def parse_url(url: str | URL) -> URL:
         raise OutboundRefused(f"scheme {parsed.scheme!r} is not allowed, use http or https")
     if not parsed.raw_host or not parsed.raw_host.rstrip("."):
         raise OutboundRefused("URL has no host")
-    return parsed
+    host = canonical_host(parsed.raw_host)
+    return parsed if host == parsed.raw_host else parsed.with_host(host)
 
 
 def vet_destination(url: str | URL, policy: OutboundPolicy) -> PinnedDestination:
@@ -172,7 +213,7 @@ def vet_destination(url: str | URL, policy: OutboundPolicy) -> PinnedDestination
 def vet_host(host: str, port: int, policy: OutboundPolicy) -> IPAddress:
     """Resolve `host` once and check every address (also for non-HTTP protocols such as SMTP);
     returns the address to connect to."""
-    host = host.lower().rstrip(".")
+    host = canonical_host(host.lower()).rstrip(".")
     try:
         # A scope suffix ("fe80::1%eth0") is not part of the address; an IP literal needs no lookup.
         resolved = [host] if _is_ip_literal(host) else policy.resolver(host, port)
@@ -186,8 +227,9 @@ def vet_host(host: str, port: int, policy: OutboundPolicy) -> IPAddress:
     if host not in hostnames:
         for address in addresses:
             if not is_public_address(address) and not _is_allowlisted(address, networks):
+                where = str(address) if str(address) == host else f"{host} resolves to {address}, which"
                 raise OutboundRefused(
-                    f"{host} resolves to {address}, which is not a public address (not in the allow-list)"
+                    f"{where} is not a public address; add it to {ALLOWLIST_SETTING} to allow it"
                 )
 
     # A mapped address reaches its IPv4 host; connect to that directly (no dual-stack socket needed).

@@ -11,6 +11,7 @@ from services.notifier.domain import channels, ingest, rules
 from services.notifier.domain.alerts import Alert
 from services.notifier.domain.messages import Notification
 from shared.core.auth import Access, Principal
+from shared.core.settings import get_settings
 from shared.db.base import utcnow
 from shared.db.models import NotificationChannel, NotificationRule, OutboxEvent
 
@@ -62,6 +63,7 @@ def make_channel(session, box, tenant, *, type: str = "webhook", **fields) -> tu
         session,
         owner_access(session, tenant),
         box,
+        channels.policy_for(get_settings()),
         organization_id=tenant.org_id,
         project_id=None,
         name=fields.pop("name", f"{type}-{uuid.uuid4().hex[:8]}"),

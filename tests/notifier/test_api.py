@@ -93,21 +93,61 @@ def test_rotation_signs_with_old_and_new_secret_during_the_overlap(client, tenan
         _verify(new, request)
 
 
-@pytest.fixture
-def no_allowlist(app, settings):
-    """The app as deployed: nothing private is allow-listed."""
-    app.state.settings = settings.model_copy(update={"outbound_allowlist": []})
+def _allow(app, settings, *allowlist: str) -> None:
+    """TESSERA_OUTBOUND_ALLOWLIST as given (nothing private is allow-listed as deployed by default)."""
+    app.state.settings = settings.model_copy(update={"outbound_allowlist": list(allowlist)})
 
 
-@pytest.mark.parametrize(
-    "host",
-    ["127.0.0.1:{port}", "[::ffff:127.0.0.1]:{port}", "169.254.169.254", "localhost:{port}"],
-)
-def test_the_test_button_refuses_private_destinations(client, tenant, receiver: Receiver, no_allowlist, host):
+PRIVATE_HOSTS = ["127.0.0.1:{port}", "[::ffff:127.0.0.1]:{port}", "169.254.169.254", "localhost:{port}"]
+
+
+@pytest.mark.parametrize("host", PRIVATE_HOSTS)
+def test_the_test_button_refuses_destinations_the_allowlist_no_longer_admits(
+    app, settings, client, tenant, receiver: Receiver, host
+):
+    _allow(app, settings, "127.0.0.0/8", "169.254.0.0/16", "localhost")
     channel = _webhook(client, tenant, f"http://{host.format(port=receiver.port)}/hook")
+    _allow(app, settings)
     result = client.post(f"/api/v1/channels/{channel['id']}/test", headers=tenant.headers).json()
     assert result["state"] == "failed" and "not a public address" in result["last_error"]
+    assert "TESSERA_OUTBOUND_ALLOWLIST" in result["last_error"]
     assert receiver.requests == []
+
+
+@pytest.mark.parametrize("host", PRIVATE_HOSTS)
+def test_a_channel_the_policy_refuses_is_refused_at_creation_and_on_update(app, settings, client, tenant, host):
+    url = f"http://{host.format(port=9)}/hook"
+    allowed = _webhook(client, tenant, "http://127.0.0.1:9/allowed")
+    _allow(app, settings)
+    for response in (
+        *(
+            client.post("/api/v1/channels", json={"type": kind, "name": "private", "url": url}, headers=tenant.headers)
+            for kind in ("webhook", "slack")
+        ),
+        client.patch(f"/api/v1/channels/{allowed['id']}", json={"url": url}, headers=tenant.headers),
+    ):
+        assert response.status_code == 400, response.text
+        message = response.json()["message"]
+        assert "not a public address" in message and "TESSERA_OUTBOUND_ALLOWLIST" in message
+    email = {"type": "email", "name": "smtp", "smtp_host": "127.0.0.1", "sender": "a@b.c", "recipients": ["x@y.z"]}
+    refused = client.post("/api/v1/channels", json=email, headers=tenant.headers)
+    assert refused.status_code == 400 and "127.0.0.1 is not a public address" in refused.json()["message"]
+
+
+@pytest.mark.parametrize("host", ["127.1", "2130706433", "0177.0.0.1", "017700000001", "127.000.000.001", "0x7f.0.0.1"])
+def test_numeric_ipv4_spellings_are_stored_and_sent_in_canonical_form(client, tenant, receiver: Receiver, host):
+    channel = _webhook(client, tenant, f"http://{host}:{receiver.port}/hook")
+    assert channel["config"]["host"] == "127.0.0.1"
+    result = client.post(f"/api/v1/channels/{channel['id']}/test", headers=tenant.headers).json()
+    assert result["state"] == "delivered", result
+    assert len(receiver.requests) == 1
+
+
+@pytest.mark.parametrize("host", ["1.2.3.256", "1.2.3.4.5", "08.0.0.1"])
+def test_a_host_that_is_a_broken_ipv4_address_is_refused_at_creation(client, tenant, host):
+    body = {"type": "webhook", "name": "broken", "url": f"http://{host}/hook"}
+    refused = client.post("/api/v1/channels", json=body, headers=tenant.headers)
+    assert refused.status_code == 400 and "not a valid IPv4 address" in refused.json()["message"]
 
 
 def test_the_test_button_does_not_follow_a_redirect_to_localhost(client, tenant, receiver: Receiver):

@@ -114,8 +114,20 @@ def test_one_private_address_among_public_ones_refuses():
         vet_destination("https://hooks.example.com/x", OutboundPolicy(resolver=resolver))
 
 
+@pytest.mark.parametrize("host", ["127.1", "2130706433", "0177.0.0.1", "017700000001", "127.000.000.001", "0x7f.1"])
+def test_numeric_ipv4_spellings_are_checked_and_sent_as_the_one_canonical_address(receiver: Receiver, host: str):
+    """Checked and used in one form: what the allow-list admits is exactly what the request reaches."""
+    url = f"http://{host}:{receiver.port}/hook"
+    assert vet_destination(url, LOOPBACK_ONLY).url.raw_host == "127.0.0.1"
+    assert _post(url, LOOPBACK_ONLY).status_code == 200
+    refusal = r"127\.0\.0\.1 is not a public address; add it to TESSERA_OUTBOUND_ALLOWLIST"
+    with pytest.raises(OutboundRefused, match=refusal):
+        _post(url, OutboundPolicy())
+    assert len(receiver.requests) == 1
+
+
 def test_bad_urls_are_refused():
-    for url in ("ftp://example.com/x", "http:///path-only", "file:///etc/passwd", "not a url"):
+    for url in ("ftp://example.com/x", "http:///path-only", "file:///etc/passwd", "not a url", "http://1.2.3.256/"):
         with pytest.raises(OutboundRefused):
             vet_destination(url, OutboundPolicy())
 

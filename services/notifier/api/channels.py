@@ -31,6 +31,7 @@ def create_channel(body: ChannelCreate, session: SessionDep, access: AccessDep, 
         session,
         access,
         SecretBox(settings.encryption_keys),
+        channels.policy_for(settings),
         organization_id=body.organization_id,
         project_id=body.project_id,
         name=body.name,
@@ -65,7 +66,8 @@ def update_channel(
     channel_id: uuid.UUID, body: ChannelUpdate, session: SessionDep, access: AccessDep, settings: SettingsDep
 ):
     box = SecretBox(settings.encryption_keys)
-    return channels.update_channel(session, access, box, channel_id, body.model_dump(exclude_unset=True))
+    changes = body.model_dump(exclude_unset=True)
+    return channels.update_channel(session, access, box, channels.policy_for(settings), channel_id, changes)
 
 
 @router.delete("/{channel_id}", response_model=ChannelRead, summary="Delete a channel")

@@ -9,6 +9,7 @@ headers, the SMTP password, the `whsec_` signing secrets — lives Fernet-encryp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import uuid
 from collections.abc import Mapping
@@ -28,8 +29,9 @@ from shared.core import audit
 from shared.core.auth import Access
 from shared.core.crypto import SecretBox
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
-from shared.core.outbound import OutboundPolicy, parse_url
+from shared.core.outbound import OutboundPolicy, ResolutionFailed, parse_url, vet_host
 from shared.core.pagination import RowPage, paginate
+from shared.core.settings import Settings
 from shared.db.base import utcnow
 from shared.db.models import NotificationChannel
 
@@ -47,6 +49,10 @@ def outbound_policy(allowlist: tuple[str, ...]) -> OutboundPolicy:
     """One policy per process: building an SSL context loads the system CAs (milliseconds), too slow
     to repeat for every delivery."""
     return OutboundPolicy(allowlist=allowlist, verify=ssl.create_default_context())
+
+
+def policy_for(settings: Settings) -> OutboundPolicy:
+    return outbound_policy(tuple(settings.outbound_allowlist))
 
 
 @dataclass(frozen=True)
@@ -111,10 +117,18 @@ def disable(channel: NotificationChannel, result: DeliveryResult) -> None:
 # --- CRUD --------------------------------------------------------------------------------------
 
 
-def _check_url(url: str) -> str:
-    # Read by the parser that sends (an OutboundRefused is an InvalidParameter).
-    parse_url(url)
-    return url
+def _check_reachable(host: str, port: int, policy: OutboundPolicy) -> None:
+    """Refuse now what every send would refuse (an OutboundRefused is an InvalidParameter, naming the
+    address and the allow-list setting). A name that does not resolve yet is kept: DNS may answer later."""
+    with contextlib.suppress(ResolutionFailed):
+        vet_host(host, port, policy)
+
+
+def _check_url(url: str, policy: OutboundPolicy) -> str:
+    """The URL in the one form that is checked, stored and sent to (read by the parser that sends)."""
+    parsed = parse_url(url)
+    _check_reachable(parsed.raw_host, parsed.port, policy)
+    return str(parsed)
 
 
 def _check_signing_secret(secret: str) -> str:
@@ -127,15 +141,16 @@ def _check_signing_secret(secret: str) -> str:
     return secret
 
 
-def _validate(channel_type: str, fields: dict[str, Any]) -> None:
+def _validate(channel_type: str, fields: dict[str, Any], policy: OutboundPolicy) -> None:
     if channel_type in ("slack", "webhook"):
-        _check_url(fields.get("url") or "")
+        fields["url"] = _check_url(fields.get("url") or "", policy)
     if channel_type == "webhook":
         fields["headers"] = delivery.validate_custom_headers(fields.get("headers") or {})
     if channel_type == "email":
         if not fields.get("recipients") or not fields.get("sender") or not fields.get("smtp_host"):
             raise InvalidParameter("an email channel needs smtp_host, sender and at least one recipient")
         SmtpSecurity(fields["security"])
+        _check_reachable(fields["smtp_host"], fields["smtp_port"], policy)
 
 
 def _visible_config(channel_type: str, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -149,8 +164,14 @@ def _visible_config(channel_type: str, fields: Mapping[str, Any]) -> dict[str, A
     return config
 
 
-def _store(channel: NotificationChannel, box: SecretBox, fields: dict[str, Any], secrets: dict[str, Any]) -> None:
-    _validate(channel.type, fields)
+def _store(
+    channel: NotificationChannel,
+    box: SecretBox,
+    policy: OutboundPolicy,
+    fields: dict[str, Any],
+    secrets: dict[str, Any],
+) -> None:
+    _validate(channel.type, fields, policy)
     channel.config = _visible_config(channel.type, fields)
     secrets = {**secrets, **{name: fields.get(name) for name in SECRET_FIELDS[channel.type]}}
     channel.secret_encrypted = box.encrypt_json(secrets)
@@ -177,6 +198,7 @@ def create_channel(
     session: Session,
     access: Access,
     box: SecretBox,
+    policy: OutboundPolicy,
     *,
     organization_id: uuid.UUID | None,
     project_id: uuid.UUID | None,
@@ -196,7 +218,7 @@ def create_channel(
         signing_secret = _check_signing_secret(fields.pop("signing_secret", None) or delivery.generate_webhook_secret())
         secrets["signing_secrets"] = [{"secret": signing_secret, "expires_at": None}]
     channel = NotificationChannel(organization_id=org.id, project_id=project_id, name=name, type=channel_type)
-    _store(channel, box, fields, secrets)
+    _store(channel, box, policy, fields, secrets)
     session.add(channel)
     session.flush()
     audit.describe(
@@ -237,7 +259,12 @@ def list_channels(
 
 
 def update_channel(
-    session: Session, access: Access, box: SecretBox, channel_id: uuid.UUID, changes: dict[str, Any]
+    session: Session,
+    access: Access,
+    box: SecretBox,
+    policy: OutboundPolicy,
+    channel_id: uuid.UUID,
+    changes: dict[str, Any],
 ) -> NotificationChannel:
     channel = get_channel(session, access, channel_id, write=True)
     if "name" in changes:
@@ -253,7 +280,7 @@ def update_channel(
         raise InvalidParameter(f"{sorted(unknown)} do not apply to a {channel.type} channel")
     if changes:
         secrets = box.decrypt_json(channel.secret_encrypted) if channel.secret_encrypted else {}
-        _store(channel, box, {**_fields_of(channel, secrets), **changes}, secrets)
+        _store(channel, box, policy, {**_fields_of(channel, secrets), **changes}, secrets)
     session.flush()
     audit.describe(
         session,
