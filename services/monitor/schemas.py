@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.core.model_refs import VersionRefFields
+from shared.core.patch import PatchBody
 from shared.db.models.monitor import ALERT_STATES, CHECK_STATES
 
 # Every value the API answers, listed in /openapi.json.
@@ -119,7 +120,10 @@ class MonitorCreate(VersionRefFields, _MonitorFields):
         return self
 
 
-class MonitorUpdate(_MonitorFields):
+class MonitorUpdate(PatchBody, _MonitorFields):
+    # Null: no data-quality checks; the platform's retention; no linked deployment.
+    clearable = frozenset({"quality", "retention_days", "deployment_id"})
+
     name: str | None = Field(None, min_length=1, max_length=200)
     # The deployment whose served predictions this monitor receives; null unlinks it.
     deployment_id: uuid.UUID | None = None

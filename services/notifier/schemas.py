@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from shared.core.fields import Timestamp
 from shared.core.pagination import Page
+from shared.core.patch import PatchBody
 
 NO_NUL = r"^[^\x00]*$"
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)]
@@ -66,8 +67,11 @@ class EmailChannelCreate(_ChannelCreate):
 ChannelCreate = Annotated[SlackChannelCreate | WebhookChannelCreate | EmailChannelCreate, Field(discriminator="type")]
 
 
-class ChannelUpdate(_Request):
-    """Only what is given changes; type-specific fields must match the channel's type."""
+class ChannelUpdate(PatchBody):
+    """Only what is given changes; type-specific fields must match the channel's type. Null clears the
+    webhook's extra headers and the SMTP login."""
+
+    clearable = frozenset({"headers", "username", "password"})
 
     name: Name | None = None
     enabled: bool | None = None
@@ -136,7 +140,10 @@ class RuleCreate(_RuleFields):
     organization_id: uuid.UUID | None = None
 
 
-class RuleUpdate(_Request):
+class RuleUpdate(PatchBody):
+    # Null: no description, every project, any severity/model/deployment, the channel type's default.
+    clearable = frozenset({"description", "project_id", "min_severity", "model_id", "deployment_id", "send_resolved"})
+
     name: Name | None = None
     description: str | None = None
     enabled: bool | None = None

@@ -12,12 +12,12 @@ from pydantic import (
     EmailStr,
     Field,
     StringConstraints,
-    field_validator,
 )
 
 from shared.core.auth import SCOPES
 from shared.core.fields import Timestamp
 from shared.core.pagination import Page
+from shared.core.patch import PatchBody
 
 # --- Identity, tenancy, API keys and the audit log ------------------------------------------------
 # Requests forbid unknown fields so a typo is a 422, not a silently ignored setting. Strings are bounded
@@ -68,7 +68,7 @@ class UserCreate(_Request):
     role: OrgRole = "member"
 
 
-class UserUpdate(_Request):
+class UserUpdate(PatchBody):
     full_name: Name | None = None
     password: Password | None = None
     # Required with `password`: a stolen session must not be able to lock the owner out.
@@ -118,17 +118,11 @@ class OrganizationCreate(_Request):
     description: Description | None = None
 
 
-class _NameAndDescriptionUpdate(_Request):
-    # Omit a field to keep it; `description: null` clears it, but a name cannot be null.
+class _NameAndDescriptionUpdate(PatchBody):
+    clearable = frozenset({"description"})
+
     name: Name | None = None
     description: Description | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name_not_null(cls, value: str | None) -> str:
-        if value is None:
-            raise ValueError("name cannot be null; omit it to keep the current one")
-        return value
 
 
 class OrganizationUpdate(_NameAndDescriptionUpdate):
@@ -154,7 +148,7 @@ class MembershipCreate(_Request):
     role: OrgRole = "member"
 
 
-class MembershipUpdate(_Request):
+class MembershipUpdate(PatchBody):
     role: OrgRole
 
 
@@ -198,7 +192,7 @@ class ProjectMemberCreate(_Request):
     role: ProjectRole
 
 
-class ProjectMemberUpdate(_Request):
+class ProjectMemberUpdate(PatchBody):
     role: ProjectRole
 
 
@@ -285,7 +279,9 @@ class ModelCreate(_Request):
     tags: dict[TagKey, TagValue] = Field(default_factory=dict)
 
 
-class ModelUpdate(_Request):
+class ModelUpdate(PatchBody):
+    clearable = frozenset({"description"})
+
     name: ModelName | None = None
     description: Description | None = None
     tags: dict[TagKey, TagValue] | None = Field(None, description="Replaces the whole set")
@@ -318,7 +314,9 @@ class ModelVersionCreate(_Request):
     tags: dict[TagKey, TagValue] = Field(default_factory=dict)
 
 
-class ModelVersionUpdate(_Request):
+class ModelVersionUpdate(PatchBody):
+    clearable = frozenset({"description"})
+
     description: Description | None = None
     tags: dict[TagKey, TagValue] | None = Field(None, description="Replaces the whole set")
 

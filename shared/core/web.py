@@ -74,7 +74,8 @@ def _install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
-        message = f"Invalid value for {'.'.join(first['loc'][1:]) or 'request'}: {first['msg']}"
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        message = f"Invalid value for {'.'.join(first['loc'][1:]) or 'request'}: {reason}"
         status = 400 if request.url.path.startswith(MLFLOW_PREFIXES) else 422
         return _error(status, "INVALID_PARAMETER_VALUE", message, {"errors": problems})
 

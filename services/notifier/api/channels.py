@@ -66,7 +66,7 @@ def update_channel(
     channel_id: uuid.UUID, body: ChannelUpdate, session: SessionDep, access: AccessDep, settings: SettingsDep
 ):
     box = SecretBox(settings.encryption_keys)
-    changes = body.model_dump(exclude_unset=True)
+    changes = body.changes()
     return channels.update_channel(session, access, box, channels.policy_for(settings), channel_id, changes)
 
 

@@ -68,7 +68,7 @@ def get_rule(rule_id: uuid.UUID, session: SessionDep, access: AccessDep):
 
 @router.patch("/{rule_id}", response_model=RuleRead, summary="Change a rule")
 def update_rule(rule_id: uuid.UUID, body: RuleUpdate, session: SessionDep, access: AccessDep):
-    return rules.update_rule(session, access, rule_id, _stored(body.model_dump(exclude_unset=True)))
+    return rules.update_rule(session, access, rule_id, _stored(body.changes()))
 
 
 @router.delete("/{rule_id}", response_model=RuleRead, summary="Delete a rule")

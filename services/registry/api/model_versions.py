@@ -163,9 +163,7 @@ def update_version(
     version_ref: VersionRefPath, body: ModelVersionUpdate, session: SessionDep, access: AccessDep
 ) -> ModelVersionRead:
     version = versions.get_version_by_ref(session, access, VersionRef.parse(version_ref), models.WRITE)
-    changes = body.model_dump(exclude_unset=True)
-    if "tags" in changes and changes["tags"] is None:
-        raise InvalidParameter("tags cannot be null")
+    changes = body.changes()
     return version_read(versions.update_version(session, access, version, changes=changes))
 
 

@@ -91,10 +91,7 @@ def get_model(model_id: uuid.UUID, session: SessionDep, access: AccessDep) -> Mo
 @router.patch("/models/{model_id}", response_model=ModelRead, summary="Rename, describe or re-tag a model")
 def update_model(model_id: uuid.UUID, body: ModelUpdate, session: SessionDep, access: AccessDep) -> ModelRead:
     model = models.get_model(session, access, model_id, models.WRITE)
-    changes = body.model_dump(exclude_unset=True)
-    if changes.get("name", "") is None or ("tags" in changes and changes["tags"] is None):
-        raise InvalidParameter("name and tags cannot be null")
-    return model_read(models.update_model(session, access, model, changes=changes))
+    return model_read(models.update_model(session, access, model, changes=body.changes()))
 
 
 @router.delete("/models/{model_id}", status_code=204, summary="Soft-delete a model (project admins)")

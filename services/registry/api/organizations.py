@@ -73,7 +73,7 @@ def get_organization(org_id: uuid.UUID, access: AccessDep) -> OrganizationRead:
 def update_organization(
     org_id: uuid.UUID, body: OrganizationUpdate, session: SessionDep, access: AccessDep
 ) -> OrganizationRead:
-    view = organizations.update_organization(session, access, org_id, changes=body.model_dump(exclude_unset=True))
+    view = organizations.update_organization(session, access, org_id, changes=body.changes())
     return _org(view.organization, view.role)
 
 

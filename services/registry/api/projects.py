@@ -65,7 +65,7 @@ def get_project(project_id: uuid.UUID, access: AccessDep) -> ProjectRead:
 
 @router.patch("/projects/{project_id}", response_model=ProjectRead, summary="Rename or describe (project admins)")
 def update_project(project_id: uuid.UUID, body: ProjectUpdate, session: SessionDep, access: AccessDep) -> ProjectRead:
-    project = projects.update_project(session, access, project_id, changes=body.model_dump(exclude_unset=True))
+    project = projects.update_project(session, access, project_id, changes=body.changes())
     return ProjectRead.model_validate(project)
 
 
