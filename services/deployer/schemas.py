@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.core.model_refs import VersionRefFields
+from shared.core.patch import PatchBody
 from shared.db.models.deployer import DEPLOYMENT_STATES, SERVER_STATES
 
 # Every value the API answers, listed in /openapi.json.
@@ -63,9 +64,11 @@ class DeploymentCreate(VersionRefFields, _Input):
     monitor_id: uuid.UUID | None = None
 
 
-class DeploymentUpdate(_Input):
+class DeploymentUpdate(PatchBody):
     """The monitor that receives the deployment's served predictions: a monitor id, or null to unlink
     (left out: unchanged)."""
+
+    clearable = frozenset({"monitor_id"})
 
     monitor_id: uuid.UUID | None = None
 
