@@ -415,13 +415,15 @@ class Access:
         self._check(role, scope, min_role, "project")
 
     def readable_project_ids(self, scope: str) -> Select:
-        """Ids of every live project this caller may read in `scope`, as a subquery for IN (...).
+        """Ids of every live project this caller may read in `scope`, as a subquery for IN (...);
+        PermissionDenied when the caller's API key lacks `scope`.
 
         Every org role reads every project of its org (the lowest project role is viewer), so membership
         of the org is the whole test; API keys narrow it to their org and project.
         """
         if not self.principal.has_scope(scope):
-            return select(Project.id).where(False)
+            # Refused, not filtered to nothing: an empty list would tell the caller there is nothing to see.
+            raise PermissionDenied(f"API key lacks the '{scope}' scope")
         return self._member_project_ids()
 
     def _member_project_ids(self) -> Select:
