@@ -11,6 +11,7 @@ from services.notifier.domain import channels, ingest, rules
 from services.notifier.domain.alerts import Alert
 from services.notifier.domain.messages import Notification
 from shared.core.auth import Access, Principal
+from shared.core.outbound import OutboundPolicy
 from shared.core.settings import get_settings
 from shared.db.base import utcnow
 from shared.db.models import NotificationChannel, NotificationRule, OutboxEvent
@@ -57,13 +58,16 @@ def owner_access(session, tenant) -> Access:
     return Access(session, Principal(user_id=tenant.user_id, email=tenant.email))
 
 
-def make_channel(session, box, tenant, *, type: str = "webhook", **fields) -> tuple[NotificationChannel, str | None]:
-    """A channel created the way the API creates it; returns it with its signing secret (webhooks)."""
+def make_channel(
+    session, box, tenant, *, type: str = "webhook", policy: OutboundPolicy | None = None, **fields
+) -> tuple[NotificationChannel, str | None]:
+    """A channel created the way the API creates it (under the settings' outbound policy unless given);
+    returns it with its signing secret (webhooks)."""
     return channels.create_channel(
         session,
         owner_access(session, tenant),
         box,
-        channels.policy_for(get_settings()),
+        policy or channels.policy_for(get_settings()),
         organization_id=tenant.org_id,
         project_id=None,
         name=fields.pop("name", f"{type}-{uuid.uuid4().hex[:8]}"),

@@ -24,6 +24,7 @@ import services.notifier.tasks  # noqa: F401  (installs the outbox nudge in this
 from services.notifier.domain import channels
 from shared.core import events
 from shared.core.crypto import SecretBox
+from shared.core.outbound import OutboundPolicy
 from shared.db.base import utcnow
 from shared.db.models import Delivery, NotifierPeriodicRun
 from tests.conftest import ROOT, free_port, start_worker, stop_process, wait_for
@@ -147,9 +148,12 @@ def test_twenty_alerts_of_one_group_make_one_message_and_silenced_or_private_one
     [request] = receiver.requests
     assert len(json.loads(request.body)["alerts"]) == 20
 
-    # A real send to a private address is refused by the same guard as the test button.
+    # A real send to a private address is refused by the same guard as the test button (the channel was
+    # created while the allow-list admitted it).
     with db.session_scope() as session:
-        private, _ = make_channel(session, box, live_tenant, url="http://169.254.169.254/latest/meta-data/")
+        admitting = OutboundPolicy(allowlist=["169.254.0.0/16"])
+        metadata_url = "http://169.254.169.254/latest/meta-data/"
+        private, _ = make_channel(session, box, live_tenant, url=metadata_url, policy=admitting)
         make_rule(session, live_tenant, [private], group_wait_s=0, matchers=['target="metadata"'])
     _emit(db, live_tenant, 1, labels={"target": "metadata"})
     refused = wait_for(
