@@ -137,7 +137,7 @@ def _serve_receiver(port: int, log_path: str) -> None:
 
 
 def _celery(*arguments: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "celery", "-A", "shared.core.celery_app:celery_app", *arguments]
+    command = [sys.executable, "-m", "celery", "-A", "tessera.worker:celery_app", *arguments]
     return subprocess.Popen(command, cwd=ROOT, env=os.environ.copy(), start_new_session=True)
 
 

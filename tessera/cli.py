@@ -90,7 +90,7 @@ def serve(
 
 
 def _celery(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "shared.core.celery_app:celery_app", *args]
+    return [sys.executable, "-m", "celery", "-A", "tessera.worker:celery_app", *args]
 
 
 @app.command()

@@ -9,6 +9,10 @@ from fastapi import FastAPI
 
 from shared.core.settings import Settings
 
+# The services' apps send tasks (and the outbox relay's nudge after each commit) with the platform's
+# Celery app.
+from tessera import worker  # noqa: F401
+
 SERVICES = ("registry", "tracking", "deployer", "monitor", "notifier")
 
 

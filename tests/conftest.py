@@ -47,6 +47,9 @@ from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
 from shared.core.settings import Settings  # noqa: E402
 from shared.db.session import Database, get_database  # noqa: E402
+
+# The platform's Celery app: tasks called in-process (and the sends of code under test) use it.
+from tessera import worker  # noqa: E402, F401
 from tests import factories  # noqa: E402
 
 
@@ -192,7 +195,7 @@ def live_tenant(db, settings) -> factories.Tenant:
 
 def start_worker(*, queues: str | None = None, concurrency: int = 2, extra_env: dict | None = None):
     cmd = [
-        sys.executable, "-m", "celery", "-A", "shared.core.celery_app:celery_app", "worker",
+        sys.executable, "-m", "celery", "-A", "tessera.worker:celery_app", "worker",
         "--loglevel=WARNING", f"--concurrency={concurrency}", "--without-gossip", "--without-mingle",
         "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h",
     ]

@@ -11,15 +11,20 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+from celery import shared_task
+
 from services.deployer.domain import deployments, rollouts
 from services.deployer.domain.process_manager import ModelServerError, ModelServerSpec, ModelServerState
-from shared.core import events, quarantine
+from shared.core import quarantine
 from shared.core.artifacts import get_artifact_store
-from shared.core.celery_app import celery_app, database, run_isolated, settings
+from shared.core.celery_app import Declarations, Periodic, database, run_isolated, settings
 from shared.db.models import OutboxEvent
 
-events.subscribe(deployments.ROLLOUT_REQUESTED, "deployer.deploy")
-events.subscribe(deployments.SERVER_RETIRED, "deployer.stop")
+DECLARATIONS = Declarations(
+    subscriptions=[(deployments.ROLLOUT_REQUESTED, "deployer.deploy"), (deployments.SERVER_RETIRED, "deployer.stop")],
+    # Restarts crashed model servers; a second beat skips the server rows the first one holds.
+    periodic=[Periodic("deployer-supervise", "deployer.supervise", lambda s: s.deployer_supervise_interval_s)],
+)
 
 
 def _payloads(event_ids: list[uuid.UUID]) -> list[dict]:
@@ -34,7 +39,7 @@ def _consumer(task: str) -> quarantine.Consumer:
     return quarantine.Consumer(task, OutboxEvent.id, OutboxEvent.organization_id)
 
 
-@celery_app.task(name="deployer.deploy", ignore_result=True)
+@shared_task(name="deployer.deploy", ignore_result=True)
 def deploy(event_ids: list[str]) -> None:
     """Carry out the rollouts the events asked for, one after the other; one that breaks is retried
     alone, then quarantined, and the others go on (`shared.core.quarantine`)."""
@@ -78,7 +83,7 @@ def _roll_out(history_id: uuid.UUID) -> None:
         manager.stop(old)
 
 
-@celery_app.task(name="deployer.stop", ignore_result=True)
+@shared_task(name="deployer.stop", ignore_result=True)
 def stop(event_ids: list[str]) -> None:
     run_isolated(_consumer("deployer.stop"), event_ids, _stop_retired)
 
@@ -89,7 +94,7 @@ def _stop_retired(event_ids: list[uuid.UUID]) -> None:
         rollouts.stop_retired(manager, payload["pid"], payload["port"])
 
 
-@celery_app.task(name="deployer.supervise", ignore_result=True)
+@shared_task(name="deployer.supervise", ignore_result=True)
 def supervise() -> None:
     """Restart crashed model servers, one row (and one short transaction) at a time."""
     manager = rollouts.process_manager(settings())

@@ -13,10 +13,11 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 import structlog
+from celery import current_app, shared_task
 
 from services.monitor.domain import checks, prediction_log, predictions, served
 from shared.core.artifacts import get_artifact_store
-from shared.core.celery_app import celery_app, database, settings
+from shared.core.celery_app import Declarations, Periodic, database, settings
 from shared.core.errors import TesseraError
 from shared.db.base import utcnow
 from shared.db.models import ModelMonitoring
@@ -24,13 +25,30 @@ from shared.db.models import ModelMonitoring
 log = structlog.get_logger(__name__)
 INGEST_ROUNDS = 40
 
+DECLARATIONS = Declarations(
+    periodic=[
+        # Due checks are read from the database at every tick; each slot is claimed once there.
+        Periodic("monitor-schedule", "monitor.schedule_due_checks", lambda s: s.monitor_schedule_interval_s),
+        Periodic(
+            "monitor-ingest-served-predictions",
+            "monitor.ingest_served_predictions",
+            lambda s: s.monitor_ingest_interval_s,
+        ),
+        Periodic(
+            "monitor-prediction-log-upkeep",
+            "monitor.maintain_prediction_logs",
+            lambda s: s.monitor_maintenance_interval_s,
+        ),
+    ]
+)
+
 
 def queue_checks(run_ids: Iterable[uuid.UUID]) -> None:
     for run_id in run_ids:
-        celery_app.send_task("monitor.run_check", [str(run_id)])
+        current_app.send_task("monitor.run_check", [str(run_id)])
 
 
-@celery_app.task(name="monitor.schedule_due_checks", ignore_result=True)
+@shared_task(name="monitor.schedule_due_checks", ignore_result=True)
 def schedule_due_checks() -> None:
     current = settings()
     with database().session_scope() as session:
@@ -46,7 +64,7 @@ def schedule_due_checks() -> None:
     queue_checks(stranded)
 
 
-@celery_app.task(name="monitor.run_check", ignore_result=True)
+@shared_task(name="monitor.run_check", ignore_result=True)
 def run_check(run_id: str) -> None:
     current = settings()
     store = get_artifact_store(current)
@@ -74,7 +92,7 @@ def run_check(run_id: str) -> None:
             checks.fail(session, job.run_id, getattr(error, "message", None) or repr(error), utcnow())
 
 
-@celery_app.task(name="monitor.ingest_served_predictions", ignore_result=True)
+@shared_task(name="monitor.ingest_served_predictions", ignore_result=True)
 def ingest_served_predictions() -> None:
     """Log the gateway's queued predictions to their deployments' monitors, a few batches per transaction,
     until the queue is empty or after INGEST_ROUNDS transactions (concurrent runs take different batches)."""
@@ -93,7 +111,7 @@ def ingest_served_predictions() -> None:
             return
 
 
-@celery_app.task(name="monitor.maintain_prediction_logs", ignore_result=True)
+@shared_task(name="monitor.maintain_prediction_logs", ignore_result=True)
 def maintain_prediction_logs() -> None:
     with database().session_scope() as session:
         monitor_ids = prediction_log.monitors_to_maintain(session)
@@ -102,10 +120,10 @@ def maintain_prediction_logs() -> None:
 
 def queue_maintenance(monitor_ids: Iterable[uuid.UUID]) -> None:
     for monitor_id in monitor_ids:
-        celery_app.send_task("monitor.maintain_prediction_log", [str(monitor_id)])
+        current_app.send_task("monitor.maintain_prediction_log", [str(monitor_id)])
 
 
-@celery_app.task(name="monitor.maintain_prediction_log", ignore_result=True)
+@shared_task(name="monitor.maintain_prediction_log", ignore_result=True)
 def maintain_prediction_log(monitor_id: str) -> None:
     """Purge a deleted monitor's files; else drop expired files, compact small ones, sweep orphans and
     replaced reference versions.
@@ -144,20 +162,3 @@ def maintain_prediction_log(monitor_id: str) -> None:
         orphans += prediction_log.stale_reference_keys(session, store, monitor, utcnow(), grace)
     predictions.delete_files(store, orphans)
 
-
-celery_app.add_periodic_task(
-    timedelta(seconds=settings().monitor_ingest_interval_s),
-    ingest_served_predictions.s(),
-    name="monitor-ingest-served-predictions",
-    expires=settings().monitor_ingest_interval_s,
-)
-
-
-# Registered here rather than in shared.core.celery_app's BEAT_SCHEDULE: beat imports this module with
-# every task module. A tick that waited longer than its interval is dropped.
-celery_app.add_periodic_task(
-    timedelta(seconds=settings().monitor_maintenance_interval_s),
-    maintain_prediction_logs.s(),
-    name="monitor-prediction-log-upkeep",
-    expires=settings().monitor_maintenance_interval_s,
-)

@@ -11,15 +11,27 @@ import uuid
 from collections.abc import Sequence
 from functools import lru_cache
 
+from celery import current_app, shared_task
+
 from services.notifier.domain import dispatch, flushing, ingest, periodic
-from shared.core import events, quarantine
-from shared.core.celery_app import BROKER_ERRORS, celery_app, database, run_isolated, settings
+from shared.core import quarantine
+from shared.core.celery_app import BROKER_ERRORS, Declarations, Periodic, database, run_isolated, settings
 from shared.core.crypto import SecretBox
 from shared.db.base import utcnow
 from shared.db.models import Delivery
 
-# Every event may match some organization's rule; the handler drops the rest cheaply.
-events.subscribe("*", "notifier.handle_events")
+DECLARATIONS = Declarations(
+    # Every event may match some organization's rule; the handler drops the rest cheaply.
+    subscriptions=[("*", "notifier.handle_events")],
+    # Group timers and the retry sweeper.
+    periodic=[
+        Periodic("notifier-flush", "notifier.flush", lambda s: s.notifier_flush_interval_s),
+        Periodic("notifier-sweep", "notifier.sweep", lambda s: s.notifier_sweep_interval_s),
+    ],
+    # Deliveries have a queue of their own: they never wait behind a backlog of events or checks, and a
+    # deployment may give them dedicated workers (`tessera worker --queues notifier.dispatch`).
+    routes={"notifier.dispatch": "notifier.dispatch"},
+)
 EVENTS_CONSUMER = ingest.EVENTS_CONSUMER
 DISPATCH_CONSUMER = quarantine.Consumer("notifier.dispatch", Delivery.id, Delivery.organization_id)
 FLUSH_CONSUMER = flushing.FLUSH_CONSUMER
@@ -39,10 +51,10 @@ def _secret_box(keys: tuple[str, ...]) -> SecretBox:
 def _queue_dispatch(delivery_ids: Sequence[uuid.UUID]) -> None:
     ids = [str(delivery_id) for delivery_id in delivery_ids]
     for start in range(0, len(ids), DISPATCH_BATCH):
-        celery_app.send_task("notifier.dispatch", [ids[start : start + DISPATCH_BATCH]])
+        current_app.send_task("notifier.dispatch", [ids[start : start + DISPATCH_BATCH]])
 
 
-@celery_app.task(name="notifier.handle_events", ignore_result=True)
+@shared_task(name="notifier.handle_events", ignore_result=True)
 def handle_events(event_ids: list[str]) -> None:
     """A batch of events from the relay (or the sweeper) in one transaction; those already handled
     drop out, so a redelivered message costs one statement. An event that fails the batch is retried
@@ -56,7 +68,7 @@ def _handle_events(event_ids: list[uuid.UUID]) -> None:
     _queue_dispatch(delivery_ids)
 
 
-@celery_app.task(name="notifier.dispatch", ignore_result=True)
+@shared_task(name="notifier.dispatch", ignore_result=True)
 def dispatch_deliveries(delivery_ids: list[str]) -> None:
     """Claims the due ones among its deliveries (others are delivered, or in flight elsewhere), sends
     them in parallel and records the outcomes in one transaction; isolated as `handle_events` is."""
@@ -86,7 +98,7 @@ def _claim(task: str, interval_s: float) -> bool:
         return periodic.claim_run(session, task, interval_s, utcnow())
 
 
-@celery_app.task(name="notifier.flush", ignore_result=True)
+@shared_task(name="notifier.flush", ignore_result=True)
 def flush_due_groups() -> None:
     current = settings()
     if not _claim("notifier.flush", current.notifier_flush_interval_s):
@@ -109,7 +121,7 @@ def flush_due_groups() -> None:
             return
 
 
-@celery_app.task(name="notifier.flush_groups", ignore_result=True)
+@shared_task(name="notifier.flush_groups", ignore_result=True)
 def flush_groups(group_ids: list[str]) -> None:
     """Flush the given groups if due, isolated: a group that cannot be flushed is retried alone, then
     quarantined (the timer's tick then passes it by)."""
@@ -122,7 +134,7 @@ def _flush_groups(group_ids: list[uuid.UUID]) -> None:
     _queue_dispatch(delivery_ids)
 
 
-@celery_app.task(name="notifier.sweep", ignore_result=True)
+@shared_task(name="notifier.sweep", ignore_result=True)
 def sweep() -> None:
     """Re-queue due retries, lost dispatch messages, deliveries of dead workers and unhandled events."""
     current = settings()
@@ -137,4 +149,4 @@ def sweep() -> None:
         periodic.prune(session, utcnow())
     ids = [str(event_id) for event_id in event_ids]
     for start in range(0, len(ids), EVENT_BATCH):
-        celery_app.send_task("notifier.handle_events", [ids[start : start + EVENT_BATCH]])
+        current_app.send_task("notifier.handle_events", [ids[start : start + EVENT_BATCH]])

@@ -1,4 +1,6 @@
-"""The one Celery application: every service's tasks, one configuration, one beat schedule.
+"""Celery, configured once: the settings every worker runs with, the declarations tasks modules make, the
+outbox relay's nudge. This module knows no service: tessera.worker assembles the app from the services'
+tasks modules, each of which declares its tasks with `shared_task` and the rest with `Declarations`.
 
 Defaults are chosen for "lose nothing": a task is acknowledged only after it ran (acks_late), and a
 task whose worker died is given back to the broker (reject_on_worker_lost) — acks_late alone does not
@@ -11,11 +13,13 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import structlog
-from celery import Celery
+from celery import current_app
 from celery.signals import worker_process_init
 from kombu import Exchange, Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -23,55 +27,44 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.core import events, quarantine
-from shared.core.settings import Settings, get_settings
+from shared.core.settings import Settings
 from shared.db.session import Database, get_database
 
 _log = structlog.get_logger(__name__)
 
-TASK_MODULES = [
-    "shared.core.tasks",
-    "services.registry.tasks",
-    "services.tracking.tasks",
-    "services.deployer.tasks",
-    "services.monitor.tasks",
-    "services.notifier.tasks",
-]
-
-# Deliveries have a queue of their own: they never wait behind a backlog of events or checks, and a
-# deployment may give them dedicated workers (`tessera worker --queues notifier.dispatch`). A worker
+# Tasks go here unless a tasks module routes them to a queue of its own (`Declarations.routes`). A worker
 # started without `-Q` consumes every queue.
 DEFAULT_QUEUE = "celery"
-DISPATCH_QUEUE = "notifier.dispatch"
 
-# Beat only fans out; each periodic task makes itself idempotent against a second beat process.
-_NOTIFIER_TICKS = get_settings()
-BEAT_SCHEDULE: dict[str, dict] = {
-    "events-relay": {"task": "events.relay", "schedule": timedelta(seconds=2)},
-    "events-prune": {"task": "events.prune", "schedule": timedelta(hours=1), "options": {"expires": 3600}},
-    # Group timers and the retry sweeper; a tick that waited longer than its interval is dropped.
-    "notifier-flush": {
-        "task": "notifier.flush",
-        "schedule": timedelta(seconds=_NOTIFIER_TICKS.notifier_flush_interval_s),
-        "options": {"expires": _NOTIFIER_TICKS.notifier_flush_interval_s},
-    },
-    # Due monitor checks are read from the database at every tick; each slot is claimed once there.
-    "monitor-schedule": {
-        "task": "monitor.schedule_due_checks",
-        "schedule": timedelta(seconds=_NOTIFIER_TICKS.monitor_schedule_interval_s),
-        "options": {"expires": _NOTIFIER_TICKS.monitor_schedule_interval_s},
-    },
-    "notifier-sweep": {
-        "task": "notifier.sweep",
-        "schedule": timedelta(seconds=_NOTIFIER_TICKS.notifier_sweep_interval_s),
-        "options": {"expires": _NOTIFIER_TICKS.notifier_sweep_interval_s},
-    },
-    # Restarts crashed model servers; a second beat skips the server rows the first one holds.
-    "deployer-supervise": {
-        "task": "deployer.supervise",
-        "schedule": timedelta(seconds=_NOTIFIER_TICKS.deployer_supervise_interval_s),
-        "options": {"expires": _NOTIFIER_TICKS.deployer_supervise_interval_s},
-    },
-}
+
+@dataclass(frozen=True)
+class Periodic:
+    """A beat entry: send `task` every `every_s(settings)` seconds. Beat only fans out; each periodic task
+    makes itself idempotent against a second beat process. With `expires`, a tick that waited longer than
+    its interval is dropped (the next one does the same work)."""
+
+    name: str
+    task: str
+    every_s: Callable[[Settings], float]
+    expires: bool = True
+
+    def entry(self, settings: Settings) -> dict[str, Any]:
+        seconds = self.every_s(settings)
+        entry: dict[str, Any] = {"task": self.task, "schedule": timedelta(seconds=seconds)}
+        if self.expires:
+            entry["options"] = {"expires": seconds}
+        return entry
+
+
+@dataclass(frozen=True)
+class Declarations:
+    """What a tasks module adds to the Celery app besides its tasks (declared with `shared_task`): the event
+    types its tasks subscribe to (pattern, task name), its beat entries, and tasks that have a queue of
+    their own (task name -> queue). The app is assembled from every module's declarations by tessera.worker."""
+
+    subscriptions: Sequence[tuple[str, str]] = ()
+    periodic: Sequence[Periodic] = ()
+    routes: Mapping[str, str] = field(default_factory=dict)
 
 
 def _transport_options(settings: Settings) -> dict:
@@ -98,35 +91,40 @@ def _transport_options(settings: Settings) -> dict:
     return options
 
 
-def create_celery(settings: Settings) -> Celery:
-    app = Celery("tessera", broker=settings.broker_url, include=TASK_MODULES)
-    app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_default_queue=DEFAULT_QUEUE,
-        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in (DEFAULT_QUEUE, DISPATCH_QUEUE)],
-        task_routes={"notifier.dispatch": {"queue": DISPATCH_QUEUE}},
-        broker_connection_retry_on_startup=True,
-        broker_transport_options=_transport_options(settings),
-        beat_schedule=BEAT_SCHEDULE,
-        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
-        worker_hijack_root_logger=False,
-        timezone="UTC",
-        enable_utc=True,
-    )
-    app.conf.tessera_settings = settings
-    return app
-
-
-celery_app = create_celery(get_settings())
+def celery_config(
+    settings: Settings, *, include: Sequence[str], declarations: Sequence[Declarations]
+) -> dict[str, Any]:
+    """The Celery configuration of an app with the tasks of `include`, whose modules declared `declarations`."""
+    routes = {task: queue for declared in declarations for task, queue in declared.routes.items()}
+    queues = [DEFAULT_QUEUE, *sorted(set(routes.values()) - {DEFAULT_QUEUE})]
+    return {
+        "broker_url": settings.broker_url,
+        "include": list(include),
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in queues],
+        "task_routes": {task: {"queue": queue} for task, queue in routes.items()},
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": _transport_options(settings),
+        "beat_schedule": {
+            periodic.name: periodic.entry(settings) for declared in declarations for periodic in declared.periodic
+        },
+        "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "tessera_settings": settings,
+    }
 
 
 def settings() -> Settings:
-    return celery_app.conf.tessera_settings
+    """The settings the running Celery app was configured with."""
+    return current_app.conf.tessera_settings
 
 
 def database() -> Database:
@@ -146,7 +144,7 @@ def run_isolated(
     current = settings()
 
     def requeue(item_id: uuid.UUID, countdown_s: float) -> None:
-        celery_app.send_task(consumer.task, [[str(item_id)]], countdown=countdown_s)
+        current_app.send_task(consumer.task, [[str(item_id)]], countdown=countdown_s)
 
     quarantine.run_isolated(
         consumer,
@@ -168,7 +166,7 @@ _RELAY_WINDOW_KEY = "tessera:outbox-relay-window"
 
 def _queue_relay() -> None:
     # No publish retries: the periodic relay catches up with what a down broker missed.
-    with celery_app.pool.acquire(block=True) as connection:
+    with current_app.pool.acquire(block=True) as connection:
         if connection.transport.driver_type == "redis":
             # The first commit of a window opens it and queues the relay for its end; commits inside
             # it find the key and need nothing: they committed before the key expires, so before
@@ -176,9 +174,9 @@ def _queue_relay() -> None:
             window_ms = int(RELAY_WINDOW_S * 1000)
             if not connection.default_channel.client.set(_RELAY_WINDOW_KEY, 1, nx=True, px=window_ms):
                 return
-            celery_app.send_task("events.relay", countdown=RELAY_WINDOW_S, retry=False, connection=connection)
+            current_app.send_task("events.relay", countdown=RELAY_WINDOW_S, retry=False, connection=connection)
             return
-        celery_app.send_task("events.relay", retry=False, connection=connection)
+        current_app.send_task("events.relay", retry=False, connection=connection)
 
 
 class _RelayNudger:
@@ -216,7 +214,12 @@ class _RelayNudger:
                 _log.warning("outbox.nudge_failed", error=f"{type(exc).__name__}: {exc}")
 
 
-events.on_events_committed(_RelayNudger())
+def install_relay_nudge() -> None:
+    """After a commit that wrote events, queue the relay on the process's Celery app (idempotent)."""
+    events.on_events_committed(_RELAY_NUDGER)
+
+
+_RELAY_NUDGER = _RelayNudger()
 
 
 @worker_process_init.connect

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from celery import current_app, shared_task
+
 from shared.core import events, quarantine
-from shared.core.celery_app import BROKER_ERRORS, celery_app, database, settings
+from shared.core.celery_app import BROKER_ERRORS, Declarations, Periodic, database, settings
 from shared.db.base import utcnow
 
 RELAY_BATCH = 500
 # Rows per pruning transaction: short transactions, so relays and writers never wait long.
 PRUNE_BATCH = 5_000
 
+# The periodic relay is the guarantee behind the after-commit nudge; prune hourly.
+DECLARATIONS = Declarations(
+    periodic=[
+        Periodic("events-relay", "events.relay", lambda _settings: 2.0, expires=False),
+        Periodic("events-prune", "events.prune", lambda _settings: 3600.0),
+    ]
+)
 
-@celery_app.task(name="events.relay", ignore_result=True)
+
+@shared_task(name="events.relay", ignore_result=True)
 def relay_events() -> int:
     """Publish pending events, a batch per transaction, until a batch comes back short (the backlog
     is drained; what commits meanwhile brings its own nudge)."""
@@ -36,7 +46,7 @@ def relay_events() -> int:
 
 
 def _publish(task: str, item_ids: list[str]) -> None:
-    celery_app.send_task(task, [item_ids])
+    current_app.send_task(task, [item_ids])
 
 
 def _requeue_replays() -> None:
@@ -47,7 +57,7 @@ def _requeue_replays() -> None:
             _publish(consumer, [str(item_id)])
 
 
-@celery_app.task(name="events.prune", ignore_result=True)
+@shared_task(name="events.prune", ignore_result=True)
 def prune_events() -> int:
     """Delete events published longer ago than the retention, a batch per transaction; a second beat's
     run only finds less to delete."""

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterable
 
 import structlog
+from celery import current_app
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -20,10 +21,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.core import browser_session, integrity, quarantine
 from shared.core.auth import Authenticator
-
-# Importing the Celery app also installs the after-commit outbox nudge, so events leave right after the
-# request commits instead of waiting for beat's periodic relay.
-from shared.core.celery_app import celery_app
 from shared.core.context import RequestContext, reset_request, set_request
 from shared.core.docs import install_docs, install_openapi
 from shared.core.errors import TesseraError
@@ -228,7 +225,8 @@ def _check_database(request: Request) -> str:
 
 def _check_broker(settings: Settings) -> str:
     try:
-        with celery_app.connection_for_write() as conn:
+        # The process's Celery app (tessera.worker), which also sends the outbox relay's nudges.
+        with current_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
         return "ok"
     except Exception as exc:

@@ -32,7 +32,6 @@ from services.deployer import tasks
 from services.deployer.domain import kserve
 from services.deployer.domain.process_manager import ModelServerState
 from services.deployer.domain.rollouts import process_manager
-from shared.core.celery_app import celery_app
 from shared.db.models import (
     Deployment,
     DeploymentHistory,
@@ -43,6 +42,7 @@ from shared.db.models import (
     OutboxEvent,
     ServedPredictionBatch,
 )
+from tessera import worker
 from tests import factories
 from tests.conftest import wait_for
 
@@ -270,7 +270,7 @@ def test_deployed_version_serves_the_same_predictions_as_in_process(api, tenant,
     request_id = response.headers["x-request-id"]
     assert [row["request_id"] for row in logged] == [f"{request_id}:{index}" for index in range(30)]
     # The worker's ingest logs them to the monitor, and empties the queue.
-    celery_app.send_task("monitor.ingest_served_predictions")
+    worker.celery_app.send_task("monitor.ingest_served_predictions")
     wait_for(lambda: _logged_row_count(db, monitor) == len(queued), timeout=30, what="rows logged to the monitor")
     assert _queued_rows(db, deployment) == []
     latest = _history(api, tenant, deployment)[0]

@@ -37,7 +37,7 @@ def beats(count: int, folder: Path) -> Iterator[None]:
                 "-m",
                 "celery",
                 "-A",
-                "shared.core.celery_app:celery_app",
+                "tessera.worker:celery_app",
                 "beat",
                 "--loglevel=WARNING",
                 "-s",

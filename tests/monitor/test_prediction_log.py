@@ -238,9 +238,8 @@ def test_two_workers_never_merge_the_same_files(db, live_tenant, store):
 
 
 def test_beat_schedules_the_upkeep():
-    from shared.core.celery_app import celery_app
+    from tessera.worker import celery_app
 
-    celery_app.loader.import_default_modules()
     entry = celery_app.conf.beat_schedule["monitor-prediction-log-upkeep"]
     assert entry["task"] == "monitor.maintain_prediction_logs"
     assert entry["schedule"] == timedelta(seconds=600)

@@ -57,7 +57,7 @@ class Stack:
 
     def start_beat(self) -> subprocess.Popen:
         schedule = self.folder / f"beat-{uuid.uuid4().hex[:6]}"
-        command = [sys.executable, "-m", "celery", "-A", "shared.core.celery_app:celery_app", "beat"]
+        command = [sys.executable, "-m", "celery", "-A", "tessera.worker:celery_app", "beat"]
         command += ["--loglevel=WARNING", "-s", str(schedule)]
         beat = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **self.env}, start_new_session=True)
         self.beats.append(beat)

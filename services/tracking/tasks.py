@@ -1,1 +1,0 @@
-"""Celery tasks of the tracking service."""
