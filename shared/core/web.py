@@ -25,6 +25,7 @@ from shared.core.context import RequestContext, reset_request, set_request
 from shared.core.docs import install_docs, install_openapi
 from shared.core.errors import TesseraError
 from shared.core.logging import configure_logging
+from shared.core.metrics import REGISTRY
 from shared.core.settings import Settings, get_settings
 from shared.db.models import Delivery
 from shared.db.session import get_database
@@ -37,7 +38,6 @@ MLFLOW_PREFIXES = ("/api/2.0/", "/api/3.0/", "/ajax-api/")
 _HTTP_CODES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "ENDPOINT_NOT_FOUND",
                405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
 
-REGISTRY = CollectorRegistry()
 REQUESTS = Counter(
     "tessera_http_requests_total", "HTTP requests", ["service", "method", "route", "status"], registry=REGISTRY
 )

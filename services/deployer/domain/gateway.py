@@ -42,8 +42,8 @@ from services.deployer.domain.upstream import UpstreamClient, UpstreamError
 from shared.core.auth import Access, Authenticator
 from shared.core.context import current_request
 from shared.core.errors import NotFound, TesseraError
+from shared.core.metrics import REGISTRY
 from shared.core.served_predictions import has_linked_monitor
-from shared.core.web import REGISTRY
 from shared.db.models import Deployment, DeploymentServer, ModelVersion
 
 log = structlog.get_logger("tessera.gateway")

@@ -25,7 +25,7 @@ from prometheus_client import Counter
 from sqlalchemy.orm import Session
 
 from shared.core import served_predictions
-from shared.core.web import REGISTRY
+from shared.core.metrics import REGISTRY
 
 log = structlog.get_logger("tessera.prediction_log")
 

@@ -23,7 +23,7 @@ from services.monitor.schemas import PredictionRow
 from shared.core import served_predictions
 from shared.core.artifacts import ArtifactStore
 from shared.core.errors import InvalidParameter
-from shared.core.web import REGISTRY
+from shared.core.metrics import REGISTRY
 from shared.db.models import ModelMonitoring, ServedPredictionBatch
 
 log = structlog.get_logger(__name__)
