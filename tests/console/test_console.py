@@ -9,7 +9,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from shared.core.celery_app import celery_app
+from tessera.worker import celery_app
 from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.slow
