@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 
 def _only_clearable_fields_admit_null(schema: dict[str, Any], model: type[BaseModel]) -> None:
-    clearable = getattr(model, "clearable", frozenset())
+    clearable: frozenset[str] = getattr(model, "clearable", frozenset())
     for name, prop in schema.get("properties", {}).items():
         variants = prop.get("anyOf")
         if name in clearable or not variants:

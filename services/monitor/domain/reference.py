@@ -87,7 +87,7 @@ def infer_schema(
     unknown = sorted((set(wanted) | set(overrides)) - set(names))
     if unknown:
         raise InvalidParameter(f"Columns {unknown} are not in the reference data (it has {names})")
-    columns: dict[str, dict[str, str]] = {}
+    columns: dict[str, dict[str, str | bool]] = {}
     for name in wanted:
         named = name in overrides
         kind = ColumnType(overrides[name]) if named else infer_column_type(table, name)
