@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from services.tracking.api import mlflow_artifacts, mlflow_tracking, native
+from services.tracking.api import mlflow_artifacts, mlflow_tracking, mlflow_ui, mlflow_ui_api, native
 from shared.core.settings import Settings
 from shared.core.web import build_app
 
@@ -27,6 +27,11 @@ ROUTERS: list[APIRouter] = [
     *_mounted(mlflow_artifacts.router, "/api/2.0/mlflow-artifacts", "/ajax-api/2.0/mlflow-artifacts"),
     *_mounted(mlflow_artifacts.server_info_router, "/api/3.0/mlflow", "/ajax-api/3.0/mlflow"),
     native.router,
+    # MLflow's web UI: its page and bundles, and what it asks besides the REST API above.
+    mlflow_ui.router,
+    mlflow_ui_api.pages,
+    *_mounted(mlflow_ui_api.api_v2, "/api/2.0/mlflow", "/ajax-api/2.0/mlflow"),
+    *_mounted(mlflow_ui_api.api_v3, "/api/3.0/mlflow", "/ajax-api/3.0/mlflow"),
 ]
 
 

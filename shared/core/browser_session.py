@@ -21,7 +21,7 @@ import time
 from collections import deque
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -31,7 +31,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from shared.core import audit
-from shared.core.errors import InvalidParameter, PermissionDenied
+from shared.core.auth import SESSION_SCHEME, Principal
+from shared.core.errors import InvalidParameter, PermissionDenied, Unauthenticated
 from shared.core.security import digest_session_token, hash_password, new_session_token, verify_password
 from shared.core.settings import Settings
 from shared.db.models import BrowserSession, User
@@ -68,6 +69,32 @@ def start_session(session: Session, user: User, ttl_s: int) -> tuple[str, dateti
 
 def end_session(session: Session, token: str) -> None:
     session.execute(delete(BrowserSession).where(BrowserSession.token_hash == digest_session_token(token)))
+
+
+async def signed_in(request: Request) -> Principal | None:
+    """The caller of a page request (session cookie or Authorization header), or None: pages send those who
+    are not signed in to /login instead of answering 401."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    authorization = request.headers.get("authorization") or (f"{SESSION_SCHEME} {cookie}" if cookie else None)
+    if not authorization:
+        return None
+    authenticator = request.app.state.authenticator
+    principal = authenticator.cached(authorization)
+    if principal is not None:
+        return principal
+
+    def look_up() -> Principal | None:
+        with request.app.state.db.session_scope() as session:
+            try:
+                return authenticator.authenticate(session, authorization)
+            except Unauthenticated:
+                return None
+
+    return await run_in_threadpool(look_up)
+
+
+def sign_in_redirect(next_url: str = "/") -> RedirectResponse:
+    return RedirectResponse(f"/login?{urlencode({'next': next_url})}", status_code=302)
 
 
 # --- CSRF ---------------------------------------------------------------------------------------

@@ -85,3 +85,39 @@ def list_artifacts(session: Session, access: Access, store: ArtifactStore, path:
 
 def delete_artifact(session: Session, access: Access, store: ArtifactStore, path: str) -> None:
     store.delete(storage_key(session, access, path, experiments.WRITE, action="artifact.delete"))
+
+
+# --- artifacts below a run's or a logged model's root (what MLflow's UI browses) -----------------------
+
+PROXIED_SCHEME = "mlflow-artifacts:"
+
+
+def proxied_path(root_uri: str | None, relative: str | None) -> str:
+    """The proxied-API path of `relative` below a root URI such as `mlflow-artifacts:/<exp>/<run>/artifacts`.
+    A root elsewhere (an artifact location the client chose, e.g. s3://) is not served by Tessera: NotFound."""
+    if not root_uri or not root_uri.startswith(PROXIED_SCHEME):
+        raise NotFound(f"Artifacts at '{root_uri}' are not served by Tessera")
+    root = root_uri[len(PROXIED_SCHEME) :]
+    if root.startswith("//"):  # mlflow-artifacts://host:port/path names a server too
+        root = root[2:].partition("/")[2]
+    return safe_key(root, relative.strip("/")) if relative and relative.strip("/") else safe_key(root)
+
+
+def list_below(
+    session: Session, access: Access, store: ArtifactStore, root_uri: str | None, path: str | None
+) -> list[tuple[str, ArtifactEntry]]:
+    """Children of `path` below the root, each with its path relative to the root (MLflow's `files`)."""
+    try:
+        key = storage_key(session, access, proxied_path(root_uri, path), experiments.READ)
+    except NotFound:
+        return []
+    prefix = safe_key(path) + "/" if path and path.strip("/") else ""
+    return [(prefix + entry.name, entry) for entry in store.list(key)]
+
+
+def file_below(session: Session, access: Access, store: ArtifactStore, root_uri: str | None, path: str) -> str:
+    """The store key of a file below the root; NotFound for a folder or a missing file."""
+    key = storage_key(session, access, proxied_path(root_uri, path), experiments.READ)
+    if not store.is_file(key):
+        raise NotFound(f"Artifact '{path}' does not exist")
+    return key
