@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import mimetypes
+import posixpath
 import re
 import time
 import uuid
@@ -11,7 +13,7 @@ import structlog
 from celery import current_app
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select, text
@@ -100,6 +102,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(_request: Request, exc: Exception):
         log.exception("http.unhandled_error", error=str(exc))
         return _error(500, "INTERNAL_ERROR", "Internal error; see the server log for the request id")
+
+
+def artifact_download(chunks: Iterable[bytes], path: str) -> StreamingResponse:
+    """A stored artifact as MLflow's server sends one to its UI: an attachment that is never sniffed, so an
+    HTML or SVG file a client logged cannot run scripts on Tessera's origin."""
+    name = posixpath.basename(path).replace('"', "")
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', "X-Content-Type-Options": "nosniff"}
+    return StreamingResponse(chunks, media_type=mimetypes.guess_type(name)[0] or "text/plain", headers=headers)
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")

@@ -12,16 +12,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from services.registry.domain import mlflow_registry as mlf
 from services.registry.domain import models, versions
-from shared.core.artifacts import get_artifact_store
+from shared.core.artifacts import get_artifact_store, safe_key
 from shared.core.auth import Access
 from shared.core.deps import AccessDep, SessionDep, SettingsDep
-from shared.core.errors import InvalidParameter
+from shared.core.errors import InvalidParameter, NotFound
+from shared.core.web import artifact_download
 from shared.db.models import Model, ModelVersion
 
 _api = APIRouter()
@@ -388,3 +389,18 @@ def delete_model_version_tag(body: DeleteModelVersionTag, session: SessionDep, a
 router = APIRouter(tags=["mlflow model registry"])
 router.include_router(_api, prefix="/api/2.0/mlflow")
 router.include_router(_api, prefix="/ajax-api/2.0/mlflow")
+
+
+@router.get("/model-versions/get-artifact", include_in_schema=False)
+def get_model_version_artifact(
+    name: Name, version: Name, path: Name, session: SessionDep, access: AccessDep, settings: SettingsDep
+) -> Response:
+    """A file of a version (MLflow's UI shows its MLmodel), as MLflow's server sends artifacts."""
+    found = mlf.get_version(session, access, name, version)
+    project = access.require_project(found.model.project_id, models.READ)
+    root = versions.storage_key(project, found.artifact_uri or "")
+    store = get_artifact_store(settings)
+    key = safe_key(root, path) if root else None
+    if key is None or not store.is_file(key):
+        raise NotFound(f"Artifact '{path}' of model '{name}' version {version} does not exist")
+    return artifact_download(store.read(key), path)

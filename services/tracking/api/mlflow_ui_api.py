@@ -13,13 +13,10 @@
 from __future__ import annotations
 
 import math
-import mimetypes
-import posixpath
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
 from graphql import GraphQLScalarType, build_schema, graphql_sync
 from sqlalchemy.orm import Session
 
@@ -30,7 +27,7 @@ from shared.core.artifacts import get_artifact_store
 from shared.core.auth import Access
 from shared.core.deps import AccessDep, PrincipalDep, SessionDep, SettingsDep
 from shared.core.errors import InvalidParameter, TesseraError
-from shared.core.settings import Settings
+from shared.core.web import artifact_download
 
 pages = APIRouter(tags=["mlflow-ui"], include_in_schema=False)
 api_v2 = APIRouter(tags=["mlflow-ui"], include_in_schema=False)
@@ -190,19 +187,6 @@ def _files(found: list[tuple[str, Any]]) -> list[dict[str, Any]]:
     return files
 
 
-def _attachment(settings: Settings, key: str, path: str) -> Response:
-    """A stored file as MLflow's server sends artifacts: an attachment, never sniffed, so that an HTML or
-    SVG artifact cannot run scripts on Tessera's origin."""
-    name = posixpath.basename(path)
-    quoted = name.replace('"', "")
-    media_type = mimetypes.guess_type(name)[0] or "text/plain"
-    headers = {
-        "Content-Disposition": f'attachment; filename="{quoted}"',
-        "X-Content-Type-Options": "nosniff",
-    }
-    return StreamingResponse(get_artifact_store(settings).read(key), media_type=media_type, headers=headers)
-
-
 @api_v2.get("/artifacts/list")
 def list_run_artifacts(query: QueryParams, session: SessionDep, access: AccessDep, settings: SettingsDep) -> Response:
     run = runs.get_run_row(session, access, query.get("run_id") or query.get("run_uuid"))
@@ -214,8 +198,8 @@ def list_run_artifacts(query: QueryParams, session: SessionDep, access: AccessDe
 def get_run_artifact(query: QueryParams, session: SessionDep, access: AccessDep, settings: SettingsDep) -> Response:
     run = runs.get_run_row(session, access, query.get("run_id") or query.get("run_uuid"))
     path = str(query.get("path") or "")
-    key = artifacts.file_below(session, access, get_artifact_store(settings), run.artifact_uri, path)
-    return _attachment(settings, key, path)
+    store = get_artifact_store(settings)
+    return artifact_download(store.read(artifacts.file_below(session, access, store, run.artifact_uri, path)), path)
 
 
 def _logged_model_root(session: Session, access: Access, model_id: str) -> str:
@@ -238,7 +222,8 @@ def get_logged_model_artifact(
 ) -> Response:
     root = _logged_model_root(session, access, model_id)
     path = str(query.get("artifact_file_path") or "")
-    return _attachment(settings, artifacts.file_below(session, access, get_artifact_store(settings), root, path), path)
+    store = get_artifact_store(settings)
+    return artifact_download(store.read(artifacts.file_below(session, access, store, root, path)), path)
 
 
 # --- features Tessera does not offer: MLflow's answers when there is nothing there ---------------------
