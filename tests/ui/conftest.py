@@ -6,6 +6,7 @@ signs in through /login as a user of the tenant that owns the data.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import struct
 import uuid
@@ -17,6 +18,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from mlflow import MlflowClient
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests import factories
 
@@ -135,6 +137,9 @@ class Browser:
         page.fill("#password", password)
         page.click("button[type=submit]")
         page.wait_for_url(lambda url: "/login" not in url)
+        # MLflow's assistant welcomes every new browser in a side panel; close it to see the whole page.
+        with contextlib.suppress(PlaywrightTimeout):  # the panel did not open: nothing to close
+            page.get_by_role("button", name="Close").first.click(timeout=10_000)
         return watched
 
 
@@ -174,13 +179,16 @@ class SignedInPage:
         self.failed_requests.clear()
         self.page.goto(f"/#{route}")
 
+    def check_screenshot(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
     def check(self, name: str, *texts: str) -> None:
         """Every text visible, then a screenshot, a clean console and no failed request."""
         for text in texts:
             self.page.get_by_text(text, exact=False).first.wait_for(state="visible", timeout=20_000)
         self.page.wait_for_timeout(300)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+        self.check_screenshot(name)
         assert self.failed_requests == [], f"{name}: failed requests {self.failed_requests}"
         assert self.console_errors == [], f"{name}: console errors {self.console_errors}"
 
