@@ -141,6 +141,7 @@ def up(
         table.add_column("API docs")
         for name in SERVICES:
             table.add_row(name, base, f"{base}/docs#/{name}")
+        table.add_row("web UI (MLflow's)", f"{base}/", "sign in with a user's email and password")
         table.add_row("mlflow clients", f"MLFLOW_TRACKING_URI={base}", "")
         table.add_row("console (browser)", f"{base}/console/", "sign in at /login")
         table.add_row("worker + beat", f"broker {_redact(settings.broker_url)}", "")
@@ -415,7 +416,11 @@ def seed(
     for login_email, role, login_password in report.logins:
         table.add_row(login_email, role, login_password or "(existing account, unchanged)")
     console.print(table)
-    console.print(f"Sign in as the owner: {report.owner_email} / {owner_password or '(unchanged)'}", soft_wrap=True)
+    console.print(
+        f"Sign in to the web UI at {_settings().public_url}/ as the owner: "
+        f"{report.owner_email} / {owner_password or '(unchanged)'}",
+        soft_wrap=True,
+    )
     if report.api_key:
         console.print("The owner's API key (every scope; shown only now):", soft_wrap=True)
         print(report.api_key)

@@ -42,6 +42,10 @@ SESSION_COOKIE = "tessera_session"
 CSRF_COOKIE = "tessera_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
+# The project a signed-in browser works in (chosen at /project): where MLflow calls that name no project go,
+# as the X-Tessera-Project header says for API clients. A preference, not a permission: every use of it is
+# checked against the user's roles.
+PROJECT_COOKIE = "tessera_project"
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -91,6 +95,26 @@ async def signed_in(request: Request) -> Principal | None:
                 return None
 
     return await run_in_threadpool(look_up)
+
+
+def cookie_project_hint(request: Request) -> str | None:
+    """The browser's chosen project, for requests its session cookie authenticates."""
+    if request.headers.get("authorization") or not request.cookies.get(SESSION_COOKIE):
+        return None
+    return request.cookies.get(PROJECT_COOKIE)
+
+
+def set_project_cookie(response: Response, request: Request, project_id: str) -> None:
+    settings: Settings = request.app.state.settings
+    response.set_cookie(
+        PROJECT_COOKIE, project_id, httponly=True, samesite="lax", secure=_is_https(request, settings),
+        max_age=365 * 86400, path="/",
+    )
+
+
+def csrf_token(request: Request) -> str:
+    """The token a page embeds in its forms (the `tessera_csrf` cookie's value)."""
+    return request.cookies.get(CSRF_COOKIE) or ""
 
 
 def sign_in_redirect(next_url: str = "/") -> RedirectResponse:

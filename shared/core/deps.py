@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from shared.core import audit, integrity
 from shared.core.auth import SESSION_SCHEME, Access, Principal
-from shared.core.browser_session import SESSION_COOKIE, check_cookie_request
+from shared.core.browser_session import SESSION_COOKIE, check_cookie_request, cookie_project_hint
 from shared.core.errors import TesseraError
 from shared.core.settings import Settings
 from shared.db.session import Database
@@ -134,7 +134,8 @@ async def _access(
     session: Annotated[Session, Depends(_session, scope="function")],
     principal: Annotated[Principal, Depends(_principal)],
 ) -> Access:
-    return Access(session, principal, project_hint=request.headers.get("x-tessera-project"))
+    hint = request.headers.get("x-tessera-project") or cookie_project_hint(request)
+    return Access(session, principal, project_hint=hint)
 
 
 async def _settings(request: Request) -> Settings:

@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from shared.core import browser_session
 from tests import factories
-
-BASE = "http://testserver"
-SAME_ORIGIN = {"Origin": BASE, "Sec-Fetch-Site": "same-origin"}
-
-
-def _csrf(client) -> str:
-    page = client.get("/login")
-    assert page.status_code == 200
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    assert client.cookies.get("tessera_csrf") == token
-    return token
-
-
-def _sign_in(client, email: str, password: str = factories.DEFAULT_PASSWORD, next_url: str = "/", **headers):
-    token = _csrf(client)
-    return client.post(
-        "/login",
-        data={"email": email, "password": password, "next": next_url, "csrf_token": token},
-        headers={**SAME_ORIGIN, **headers},
-        follow_redirects=False,
-    )
+from tests.ui.signin import BASE, SAME_ORIGIN, csrf_from_login_page, sign_in
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +15,7 @@ def _fresh_throttle(monkeypatch):
 
 
 def test_sign_in_sets_an_httponly_lax_cookie_that_authenticates_like_a_token(client, tenant):
-    response = _sign_in(client, tenant.email.upper(), next_url="/#/experiments")
+    response = sign_in(client, tenant.email.upper(), next_url="/#/experiments")
     assert response.status_code == 303
     assert response.headers["location"] == "/#/experiments"
     cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith("tessera_session="))
@@ -53,13 +31,13 @@ def test_cookie_is_secure_when_served_over_https(app, tenant):
     from fastapi.testclient import TestClient
 
     with TestClient(app, base_url="https://testserver") as client:
-        response = _sign_in(client, tenant.email, Origin="https://testserver")
+        response = sign_in(client, tenant.email, Origin="https://testserver")
     cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith("tessera_session="))
     assert "Secure" in cookie
 
 
 def test_wrong_password_says_so_and_signs_nobody_in(client, tenant):
-    response = _sign_in(client, tenant.email, password="wrong")
+    response = sign_in(client, tenant.email, password="wrong")
     assert response.status_code == 401
     assert "Wrong email or password." in response.text
     assert "tessera_session" not in client.cookies
@@ -68,19 +46,19 @@ def test_wrong_password_says_so_and_signs_nobody_in(client, tenant):
 
 def test_failed_attempts_are_rate_limited_even_with_the_right_password(client, tenant, settings):
     for _ in range(settings.login_max_failures):
-        assert _sign_in(client, tenant.email, password="guess").status_code == 401
-    response = _sign_in(client, tenant.email)
+        assert sign_in(client, tenant.email, password="guess").status_code == 401
+    response = sign_in(client, tenant.email)
     assert response.status_code == 429
     assert "Too many failed sign-in attempts" in response.text
 
 
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example"])
 def test_next_never_leaves_the_site(client, tenant, target):
-    assert _sign_in(client, tenant.email, next_url=target).headers["location"] == "/"
+    assert sign_in(client, tenant.email, next_url=target).headers["location"] == "/"
 
 
 def test_login_form_needs_its_csrf_token(client, tenant):
-    _csrf(client)
+    csrf_from_login_page(client)
     response = client.post(
         "/login", data={"email": tenant.email, "password": factories.DEFAULT_PASSWORD}, headers=SAME_ORIGIN
     )
@@ -89,7 +67,7 @@ def test_login_form_needs_its_csrf_token(client, tenant):
 
 
 def test_cookie_writes_must_come_from_the_same_origin(client, tenant):
-    _sign_in(client, tenant.email)
+    sign_in(client, tenant.email)
     body = {"name": factories.unique("exp")}
     project = {"X-Tessera-Project": str(tenant.project_id)}
     cross = client.post("/api/2.0/mlflow/experiments/create", json=body,
@@ -111,7 +89,7 @@ def test_cookie_writes_must_come_from_the_same_origin(client, tenant):
 
 
 def test_cookie_form_posts_need_the_double_submit_token(client, tenant):
-    _sign_in(client, tenant.email)
+    sign_in(client, tenant.email)
     token = client.cookies.get("tessera_csrf")
     assert client.post("/logout", data={}, headers=SAME_ORIGIN).status_code == 403
     assert client.post("/logout", data={"csrf_token": "forged"}, headers=SAME_ORIGIN).status_code == 403
@@ -121,7 +99,7 @@ def test_cookie_form_posts_need_the_double_submit_token(client, tenant):
 
 
 def test_logout_ends_the_session_for_every_copy_of_the_cookie(client, tenant):
-    _sign_in(client, tenant.email)
+    sign_in(client, tenant.email)
     stolen = client.cookies.get("tessera_session")
     token = client.cookies.get("tessera_csrf")
     client.post("/logout", headers={**SAME_ORIGIN, "X-CSRF-Token": token},
@@ -139,13 +117,13 @@ def test_cookie_has_the_users_roles_and_tenancy(client, db_session, settings, te
                           headers={**tenant.headers, "X-Tessera-Project": str(tenant.project_id)})
     experiment_id = created.json()["experiment_id"]
 
-    _sign_in(client, viewer.email)
+    sign_in(client, viewer.email)
     assert client.get("/api/2.0/mlflow/experiments/get", params={"experiment_id": experiment_id}).status_code == 200
     rename = client.post("/api/2.0/mlflow/experiments/update", json={"experiment_id": experiment_id, "new_name": "x"},
                          headers=SAME_ORIGIN)
     assert rename.status_code == 403
 
     client.cookies.clear()
-    _sign_in(client, other_tenant.email)
+    sign_in(client, other_tenant.email)
     missing = client.get("/api/2.0/mlflow/experiments/get", params={"experiment_id": experiment_id})
     assert missing.status_code == 404

@@ -1,6 +1,7 @@
 """MLflow's own web UI, served from the installed mlflow package (`mlflow/server/js/build`), unchanged.
 
-`/` is the UI's page (signed-in browsers only; others go to /login), `/static-files/...` its bundles. The
+`/` is the UI's page (signed-in browsers only; others go to /login) with a small Tessera box for the
+project and signing out, `/project` chooses the project, `/static-files/...` are the UI's bundles. The
 bundles' names carry a content hash, so they are cached for a year; every compressible file is sent
 gzipped (compressed once per process, kept in memory: the main bundle is 4.4 MB, 1.2 MB gzipped).
 """
@@ -19,9 +20,22 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from shared.core.browser_session import sign_in_redirect, signed_in
+from services.tracking.domain import workspace
+from services.tracking.domain.workspace import ProjectChoice
+from shared.core.auth import Access, Principal
+from shared.core.browser_session import (
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    check_cookie_request,
+    cookie_project_hint,
+    csrf_token,
+    set_project_cookie,
+    sign_in_redirect,
+    signed_in,
+)
 from shared.core.errors import NotFound
 
 router = APIRouter(tags=["mlflow-ui"], include_in_schema=False)
@@ -77,11 +91,66 @@ def _build_file(relative: str) -> Path:
     return candidate
 
 
+_INDEX_HTML = (BUILD_DIR / "index.html").read_text()
+_templates = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"])
+)
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _current_project(request: Request, principal: Principal) -> ProjectChoice | None:
+    with request.app.state.db.session_scope() as session:
+        access = Access(session, principal, project_hint=cookie_project_hint(request))
+        return workspace.current_project(session, access)
+
+
 @router.get("/")
 async def index(request: Request) -> Response:
-    if await signed_in(request) is None:
+    """MLflow's page as its server sends it, with a small Tessera box (project, signed-in user, sign out)."""
+    principal = await signed_in(request)
+    if principal is None:
         return sign_in_redirect("/")
-    return FileResponse(BUILD_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+    project = await run_in_threadpool(_current_project, request, principal)
+    bar = _templates.get_template("tessera_bar.html").render(
+        project_label=project.label if project else "choose one",
+        email=principal.email,
+        csrf_field=CSRF_FIELD,
+        csrf_token=csrf_token(request),
+    )
+    return HTMLResponse(_INDEX_HTML.replace("</body>", f"{bar}</body>", 1), headers=_NO_STORE)
+
+
+def _project_choices(request: Request, principal: Principal) -> tuple[list[ProjectChoice], ProjectChoice | None]:
+    with request.app.state.db.session_scope() as session:
+        access = Access(session, principal, project_hint=cookie_project_hint(request))
+        return workspace.visible_projects(session, access), workspace.current_project(session, access)
+
+
+@router.get("/project")
+async def project_page(request: Request) -> Response:
+    principal = await signed_in(request)
+    if principal is None:
+        return sign_in_redirect("/project")
+    projects, current = await run_in_threadpool(_project_choices, request, principal)
+    html = _templates.get_template("project.html").render(
+        projects=projects, current=current, csrf_field=CSRF_FIELD, csrf_token=csrf_token(request)
+    )
+    return HTMLResponse(html, headers=_NO_STORE)
+
+
+@router.post("/project")
+async def choose_project(request: Request) -> Response:
+    principal = await signed_in(request)
+    if principal is None or not request.cookies.get(SESSION_COOKIE):
+        return sign_in_redirect("/project")
+    await check_cookie_request(request, require_token=True)
+    chosen = str((await request.form()).get("project_id") or "")
+    projects, _current = await run_in_threadpool(_project_choices, request, principal)
+    if chosen not in {str(project.id) for project in projects}:
+        raise NotFound(f"Project '{chosen}' does not exist")
+    response = RedirectResponse("/", status_code=303)
+    set_project_cookie(response, request, chosen)
+    return response
 
 
 @router.get("/static-files/{relative:path}")
