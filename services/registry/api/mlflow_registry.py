@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from services.registry.domain import mlflow_registry as mlf
 from services.registry.domain import models, versions
+from shared.core import artifact_locations
 from shared.core.artifacts import get_artifact_store, safe_key
 from shared.core.auth import Access
 from shared.core.deps import AccessDep, SessionDep, SettingsDep
@@ -398,7 +399,7 @@ def get_model_version_artifact(
     """A file of a version (MLflow's UI shows its MLmodel), as MLflow's server sends artifacts."""
     found = mlf.get_version(session, access, name, version)
     project = access.require_project(found.model.project_id, models.READ)
-    root = versions.storage_key(project, found.artifact_uri or "")
+    root = artifact_locations.uri_key(project, found.artifact_uri or "")
     store = get_artifact_store(settings)
     key = safe_key(root, path) if root else None
     if key is None or not store.is_file(key):

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from services.tracking.domain import experiments
 from shared.core import audit
-from shared.core.artifact_locations import REGISTRY_PREFIX, project_key
+from shared.core.artifact_locations import REGISTRY_PREFIX, project_key, uri_path
 from shared.core.artifacts import ArtifactEntry, ArtifactStore, safe_key
 from shared.core.auth import Access
 from shared.core.errors import InvalidParameter, NotFound
@@ -89,17 +89,12 @@ def delete_artifact(session: Session, access: Access, store: ArtifactStore, path
 
 # --- artifacts below a run's or a logged model's root (what MLflow's UI browses) -----------------------
 
-PROXIED_SCHEME = "mlflow-artifacts:"
-
-
 def proxied_path(root_uri: str | None, relative: str | None) -> str:
     """The proxied-API path of `relative` below a root URI such as `mlflow-artifacts:/<exp>/<run>/artifacts`.
     A root elsewhere (an artifact location the client chose, e.g. s3://) is not served by Tessera: NotFound."""
-    if not root_uri or not root_uri.startswith(PROXIED_SCHEME):
+    root = uri_path(root_uri or "")
+    if not root:
         raise NotFound(f"Artifacts at '{root_uri}' are not served by Tessera")
-    root = root_uri[len(PROXIED_SCHEME) :]
-    if root.startswith("//"):  # mlflow-artifacts://host:port/path names a server too
-        root = root[2:].partition("/")[2]
     return safe_key(root, relative.strip("/")) if relative and relative.strip("/") else safe_key(root)
 
 
