@@ -396,10 +396,13 @@ def seed(
     """Populate a fresh platform with demo data (idempotent: a second run changes nothing)."""
     import json
 
+    from services.registry.domain.seed import ORG_SLUG
     from services.registry.domain.seed import seed as seed_demo
+    from services.tracking.domain.seed import seed_experiments
 
     with _unit_of_work() as session:
         report = seed_demo(session, password=password)
+        report.created += seed_experiments(session, org_slug=ORG_SLUG, owner_email=report.owner_email)
     owner_password = next(secret for email, _, secret in report.logins if email == report.owner_email)
     if as_json:
         owner = {"email": report.owner_email, "password": owner_password}

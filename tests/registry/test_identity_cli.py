@@ -12,7 +12,17 @@ from typer.testing import CliRunner
 from shared.core.auth import Authenticator
 from shared.core.security import verify_password
 from shared.db.base import Base
-from shared.db.models import Deployment, Model, ModelVersion, Organization, OrganizationMembership, Project, User
+from shared.db.models import (
+    Deployment,
+    Experiment,
+    ExperimentRun,
+    Model,
+    ModelVersion,
+    Organization,
+    OrganizationMembership,
+    Project,
+    User,
+)
 from shared.db.session import Database
 from tessera.cli import app
 
@@ -106,6 +116,9 @@ def test_seed_populates_once_and_then_changes_nothing(embedded):
         assert session.query(Project).count() == 2
         assert session.query(Model).count() == 2
         assert session.query(ModelVersion).count() == 3
+        # ...and experiments with finished runs, for the web UI
+        assert session.query(Experiment).count() == 2
+        assert session.query(ExperimentRun).filter_by(status="FINISHED").count() == 5
         deployment = session.scalar(select(Deployment))
         assert (deployment.target, deployment.status) == ("local", "stopped")
 
