@@ -170,8 +170,8 @@ def main() -> None:
         }
 
     tessera, mlflow = results["tessera"], results["mlflow"]
-    print(f"\nMLflow UI pages, {options.runs:,} runs, median of {options.loads} fresh loads (uptime: "
-          f"{open('/proc/loadavg').read().split()[0]})")
+    print(f"\nMLflow UI pages, {options.runs:,} runs, median of {options.loads} fresh loads (load: "
+          f"{os.getloadavg()[0]:.1f})")
     print(f"{'page':<20}{'mlflow s':>10}{'tessera s':>11}{'ratio':>8}   second load: mlflow / tessera s")
     for page in mlflow["page_s"]:
         ratio = tessera["page_s"][page] / mlflow["page_s"][page]
