@@ -35,6 +35,7 @@ async def switch(c: ConsoleDep, org: str = "", project: str = "", next: str = "/
 
 for module in (deployments, models, monitors, alerts, notifications, admin):
     router.include_router(module.router)
+router.include_router(notifications.silences_router)
 
 
 async def favicon() -> FileResponse:

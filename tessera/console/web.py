@@ -134,6 +134,12 @@ def _sign_in(request: Request) -> HTTPException:
 ConsoleDep = Annotated[Console, Depends(_console)]
 
 
+def with_status(response: HTMLResponse, status_code: int) -> HTMLResponse:
+    """A page re-rendered to show the API's refusal keeps the API's status (422, 403, 409...)."""
+    response.status_code = status_code
+    return response
+
+
 def parse_uuid(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)

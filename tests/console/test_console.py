@@ -73,6 +73,11 @@ def test_acknowledge_and_silence_an_alert(signed_in, world):
         silences = api.get("/api/v1/silences", params={"organization_id": str(world.owner.org_id)}).json()
     silences = silences["items"] if isinstance(silences, dict) else silences
     assert any(x["comment"] == "retraining, known drift" for x in silences)
+    page.get_by_role("link", name="Silences").click()
+    row = page.locator("tr", has_text="retraining, known drift")
+    expect(row).to_contain_text(f'monitor="{_monitor_label(world)}"')
+    expect(row).to_contain_text("active")
+    s.shot("silences")
 
 
 def _monitor_label(world) -> str:

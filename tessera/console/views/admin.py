@@ -7,7 +7,7 @@ from fastapi import APIRouter
 
 from shared.core.auth import SCOPES
 from tessera.console.api import ApiError
-from tessera.console.web import PAGE_SIZE, Console, ConsoleDep, parse_uuid
+from tessera.console.web import PAGE_SIZE, Console, ConsoleDep, parse_uuid, with_status
 
 router = APIRouter()
 EXPIRIES = {"": None, "1d": 86400, "30d": 30 * 86400, "90d": 90 * 86400, "365d": 365 * 86400}
@@ -59,9 +59,7 @@ async def create_api_key(c: ConsoleDep):
     try:
         created = await c.api.post("/api/v1/api-keys", body)
     except ApiError as exc:
-        response = await _keys(c, errors={exc.field or "form": exc.message}, values=values)
-        response.status_code = exc.status
-        return response
+        return with_status(await _keys(c, errors={exc.field or "form": exc.message}, values=values), exc.status)
     return await _keys(c, created=created)
 
 
@@ -70,9 +68,7 @@ async def revoke_api_key(c: ConsoleDep, key_id: str):
     try:
         revoked = await c.api.delete(f"/api/v1/api-keys/{parse_uuid(key_id)}")
     except ApiError as exc:
-        response = await _keys(c, outcome={"kind": "error", "text": exc.message})
-        response.status_code = exc.status
-        return response
+        return with_status(await _keys(c, outcome={"kind": "error", "text": exc.message}), exc.status)
     return await _keys(c, outcome={"kind": "ok", "text": f"Key {revoked['name']} revoked"})
 
 
@@ -96,10 +92,8 @@ async def _member_change(c: Console, change, done: str):
     try:
         await change
     except ApiError as exc:
-        response = await _members(c, errors={exc.field or "form": exc.message},
-                                 outcome={"kind": "error", "text": exc.message})
-        response.status_code = exc.status
-        return response
+        return with_status(await _members(c, errors={exc.field or "form": exc.message},
+                                             outcome={"kind": "error", "text": exc.message}), exc.status)
     return await _members(c, outcome={"kind": "ok", "text": done})
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter
 
 from tessera.console.api import ApiError, Page
-from tessera.console.web import PAGE_SIZE, Console, ConsoleDep, parse_uuid
+from tessera.console.web import PAGE_SIZE, Console, ConsoleDep, parse_uuid, with_status
 
 router = APIRouter(prefix="/alerts")
 DURATIONS = {"1h": timedelta(hours=1), "4h": timedelta(hours=4), "1d": timedelta(days=1), "1w": timedelta(weeks=1)}
@@ -85,9 +85,7 @@ async def alert_action(c: ConsoleDep, alert_id: str, action: str):
         if exc.status == 404:
             raise
         outcome = {"kind": "error", "text": exc.message}
-        response = await _detail(c, alert_id, outcome, {exc.field or "": exc.message})
-        response.status_code = exc.status
-        return response
+        return with_status(await _detail(c, alert_id, outcome, {exc.field or "": exc.message}), exc.status)
     return await _detail(c, alert_id, {"kind": "ok", "text": text})
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from tessera.console.api import ApiError
-from tessera.console.web import PAGE_SIZE, Console, ConsoleDep, parse_uuid
+from tessera.console.web import PAGE_SIZE, Console, ConsoleDep, parse_uuid, with_status
 
 router = APIRouter(prefix="/channels")
 CHANNEL_TYPES = ("webhook", "slack")
@@ -39,9 +39,7 @@ async def create_channel(c: ConsoleDep):
     try:
         created = await c.api.post("/api/v1/channels", body)
     except ApiError as exc:
-        response = await _channels(c, errors={exc.field or "form": exc.message}, values=values)
-        response.status_code = exc.status
-        return response
+        return with_status(await _channels(c, errors={exc.field or "form": exc.message}, values=values), exc.status)
     return await _channels(c, created=created)
 
 
@@ -66,9 +64,7 @@ async def send_test(c: ConsoleDep, channel_id: str):
     except ApiError as exc:
         if exc.status == 404:
             raise
-        response = await _channel(c, channel_id, outcome={"kind": "error", "text": exc.message})
-        response.status_code = exc.status
-        return response
+        return with_status(await _channel(c, channel_id, outcome={"kind": "error", "text": exc.message}), exc.status)
     ok = delivery["state"] == "delivered"
     text = (f"Test message delivered (HTTP {delivery['last_status_code']})" if ok
             else f"Test message {delivery['state']}: {delivery['last_error'] or delivery['last_status_code']}")
@@ -88,3 +84,29 @@ async def redeliver(c: ConsoleDep, channel_id: str, delivery_id: str):
     except ApiError as exc:
         return c.render("notifications/attempts.html", dl=None, error=exc.message, status_code=exc.status)
     return c.render("notifications/attempts.html", dl=delivery, redelivered=True)
+
+
+silences_router = APIRouter(prefix="/silences")
+
+
+@silences_router.get("")
+async def silence_list(c: ConsoleDep, page_token: str | None = None, fragment: str | None = None):
+    return await _silences(c, page_token, fragment)
+
+
+async def _silences(
+    c: Console, page_token: str | None = None, fragment: str | None = None, outcome: dict | None = None
+):
+    page = await c.api.page("/api/v1/silences", organization_id=str(c.org["id"]) if c.org else None,
+                            page_token=page_token, max_results=PAGE_SIZE)
+    template = "notifications/silence_rows.html" if fragment == "rows" else "notifications/silences.html"
+    return c.render(template, section="silences", page=page, outcome=outcome)
+
+
+@silences_router.post("/{silence_id}/expire")
+async def expire_silence(c: ConsoleDep, silence_id: str):
+    try:
+        await c.api.delete(f"/api/v1/silences/{parse_uuid(silence_id)}")
+    except ApiError as exc:
+        return with_status(await _silences(c, outcome={"kind": "error", "text": exc.message}), exc.status)
+    return await _silences(c, outcome={"kind": "ok", "text": "Silence expired"})
