@@ -24,7 +24,11 @@ from shared.core.errors import InvalidParameter, NotFound
 from shared.db.models import Model, ModelAlias, ModelVersion
 
 ModelNameRef = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^/:\x00]+$")]
-VERSION_REF_PATTERN = r"^[^/\x00]+$"
+# The three forms `VersionRef.parse` reads: a UUID, `<model>:<version>` (a model name has no `:`), `<model>@<alias>`.
+VERSION_REF_PATTERN = (
+    r"^([0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+    r"|[^/:@\x00]+:0*[1-9][0-9]*|[^/\x00]+@[^@/\x00]+)$"
+)
 AliasRef = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^@/\x00]+$")]
 
 
@@ -53,7 +57,8 @@ class VersionRef:
                 return cls(model=model, alias=alias)
         elif ":" in text:
             model, number = text.rsplit(":", 1)
-            if model and number.isdigit() and int(number) >= 1:
+            # ASCII digits only: str.isdigit() also takes '²', which int() refuses.
+            if model and number.isascii() and number.isdigit() and int(number) >= 1:
                 return cls(model=model, version=int(number))
         raise InvalidParameter(
             f"'{text}' does not name a model version: give its id, '<model>:<version>' or '<model>@<alias>'"

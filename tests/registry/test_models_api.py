@@ -7,6 +7,8 @@ import pytest
 from sqlalchemy import event, select
 
 from shared.core.artifacts import get_artifact_store
+from shared.core.errors import InvalidParameter
+from shared.core.model_refs import VersionRef
 from shared.db.models import (
     DataDriftReport,
     Dataset,
@@ -358,3 +360,22 @@ def test_list_queries_do_not_grow_with_rows(client, tenant, db_session):
     assert all(count > 0 for count in before)
     add_models(4)
     assert [queries(url, **params) for url, params in urls] == before
+
+
+def test_version_refs_in_paths(client, tenant, db_session):
+    """A version is named by id, `<model>:<n>` or `<model>@<alias>`; anything else is refused as bad input,
+    never a 500 (a superscript digit once reached int())."""
+    tracked = make_run(db_session, tenant.project_id)
+    model = _create_model(client, tenant, name=unique("refs"))
+    version = _create_version(client, tenant, model["id"], tracked)
+    client.put(f"/api/v1/models/{model['id']}/aliases/champion", json={"version": 1}, headers=tenant.headers)
+    for ref in (version["id"], version["id"].replace("-", ""), f"{model['name']}:1", f"{model['name']}@champion"):
+        response = client.get(f"/api/v1/model-versions/{ref}", headers=tenant.headers)
+        assert response.json()["id"] == version["id"], ref
+    assert client.get(f"/api/v1/model-versions/{model['name']}:2", headers=tenant.headers).status_code == 404
+    for ref in (f"{model['name']}:\u00b2", f"{model['name']}:0", model["name"], f"{model['name']}@"):
+        response = client.get(f"/api/v1/model-versions/{ref}", headers=tenant.headers)
+        assert response.status_code == 422, ref
+        assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    with pytest.raises(InvalidParameter):
+        VersionRef.parse("churn:\u00b2")
