@@ -270,7 +270,7 @@ def build_app(
     app.include_router(_ops_router(service))
     app.include_router(browser_session.router)
     install_docs(app)
-    install_openapi(app)
+    install_openapi(app, bad_request_prefixes=MLFLOW_PREFIXES)
     for router in routers:
         app.include_router(router)
     return app

@@ -102,3 +102,14 @@ def test_reverse_proxy_routes_the_console_to_the_all_in_one_app():
     routes = _proxy_routes()
     for path in ("/console/", "/console/deployments/x", "/console/static/console.css"):
         assert next((up for regex, up in routes if regex.search(path)), None) == "console", path
+
+
+def test_reverse_proxy_serves_the_api_docs_of_every_service(settings):
+    """/docs, /redoc and their assets go to the all-in-one app, whose one document lists what each service
+    serves behind this proxy."""
+    routes = _proxy_routes()
+    for path in ("/docs", "/docs/oauth2-redirect", "/redoc", "/docs-assets/swagger-ui.css", "/openapi.json"):
+        assert next((up for regex, up in routes if regex.search(path)), None) == "console", path
+    documented = set(create_service_app("all", settings).openapi()["paths"])
+    for service in SERVICES:
+        assert set(create_service_app(service, settings).openapi()["paths"]) <= documented, service

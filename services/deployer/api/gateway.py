@@ -27,6 +27,7 @@ from services.deployer.domain.prediction_log import PredictionLogger, database_s
 from services.deployer.domain.upstream import AiohttpUpstreamClient, UpstreamClient
 from services.deployer.schemas import ShadowStatsRead
 from shared.core.deps import MaxResults, PageToken
+from shared.core.docs import AUTHENTICATED_BY_BEARER, error_responses
 from shared.core.pagination import Page, sequence_page
 from shared.core.settings import Settings
 
@@ -150,10 +151,18 @@ for _method, _path, _name, _summary in (
         name=_name,
         summary=_summary,
         route_class_override=ServingRoute,
+        # Besides the model server's own answers, which pass through as they came.
+        responses=error_responses(502, 503),
+        openapi_extra=AUTHENTICATED_BY_BEARER,
     )
 
 
-@router.get("/shadow", response_model=Page[ShadowStatsRead], summary="Shadow comparisons seen by this gateway")
+@router.get(
+    "/shadow",
+    response_model=Page[ShadowStatsRead],
+    summary="Shadow comparisons seen by this gateway",
+    openapi_extra=AUTHENTICATED_BY_BEARER,
+)
 async def shadow_stats(
     deployment_id: uuid.UUID, request: Request, page_token: PageToken = None, max_results: MaxResults = 100
 ):

@@ -15,11 +15,17 @@ from services.registry.schemas import (
     UserRead,
 )
 from shared.core.deps import AccessDep, SessionDep, SettingsDep
+from shared.core.docs import error_responses
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
 
-@router.post("/login", response_model=TokenRead, summary="Exchange email and password for a bearer token")
+@router.post(
+    "/login",
+    response_model=TokenRead,
+    responses=error_responses(401),
+    summary="Exchange email and password for a bearer token",
+)
 def login(body: LoginRequest, session: SessionDep, settings: SettingsDep) -> TokenRead:
     token, expires_at = identity.login(
         session, email=body.email, password=body.password, jwt_secret=settings.jwt_secret, ttl_s=settings.jwt_ttl_s

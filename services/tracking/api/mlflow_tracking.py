@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from services.tracking.api import render
+from services.tracking.api import render, wire
 from services.tracking.api.common import (
     JsonBody,
     QueryParams,
@@ -28,7 +28,7 @@ router = APIRouter(tags=["mlflow-tracking"])
 # --- experiments -------------------------------------------------------------------------------------
 
 
-@router.post("/experiments/create")
+@router.post("/experiments/create", openapi_extra=wire.body(wire.CreateExperiment))
 def create_experiment(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     experiment = experiments.create_experiment(
         session,
@@ -40,13 +40,13 @@ def create_experiment(body: JsonBody, session: SessionDep, access: AccessDep) ->
     return respond({"experiment_id": experiment.id.hex})
 
 
-@router.get("/experiments/get")
+@router.get("/experiments/get", openapi_extra=wire.query(wire.ExperimentRef))
 def get_experiment(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
     experiment = experiments.get_experiment(session, access, query.get("experiment_id"))
     return respond({"experiment": render.experiment(experiments.view(session, experiment))})
 
 
-@router.get("/experiments/get-by-name")
+@router.get("/experiments/get-by-name", openapi_extra=wire.query(wire.ExperimentByName))
 def get_experiment_by_name(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
     experiment = experiments.get_experiment_by_name(session, access, query.get("experiment_name"))
     return respond({"experiment": render.experiment(experiments.view(session, experiment))})
@@ -65,41 +65,41 @@ def _search_experiments(params: dict, session, access) -> Response:
     return respond_page("experiments", [render.experiment(v) for v in found], next_token)
 
 
-@router.post("/experiments/search")
+@router.post("/experiments/search", openapi_extra=wire.body(wire.SearchExperiments))
 def search_experiments(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     return _search_experiments(body, session, access)
 
 
-@router.get("/experiments/search")
+@router.get("/experiments/search", openapi_extra=wire.query(wire.SearchExperiments))
 def search_experiments_get(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
     return _search_experiments(query, session, access)
 
 
-@router.post("/experiments/update")
+@router.post("/experiments/update", openapi_extra=wire.body(wire.RenameExperiment))
 def update_experiment(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     experiments.rename_experiment(session, access, body.get("experiment_id"), body.get("new_name"))
     return respond()
 
 
-@router.post("/experiments/delete")
+@router.post("/experiments/delete", openapi_extra=wire.body(wire.ExperimentRef))
 def delete_experiment(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     experiments.delete_experiment(session, access, body.get("experiment_id"))
     return respond()
 
 
-@router.post("/experiments/restore")
+@router.post("/experiments/restore", openapi_extra=wire.body(wire.ExperimentRef))
 def restore_experiment(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     experiments.restore_experiment(session, access, body.get("experiment_id"))
     return respond()
 
 
-@router.post("/experiments/set-experiment-tag")
+@router.post("/experiments/set-experiment-tag", openapi_extra=wire.body(wire.SetExperimentTag))
 def set_experiment_tag(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     experiments.set_experiment_tag(session, access, body.get("experiment_id"), body.get("key"), body.get("value"))
     return respond()
 
 
-@router.post("/experiments/delete-experiment-tag")
+@router.post("/experiments/delete-experiment-tag", openapi_extra=wire.body(wire.DeleteExperimentTag))
 def delete_experiment_tag(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     experiments.delete_experiment_tag(session, access, body.get("experiment_id"), body.get("key"))
     return respond()
@@ -108,7 +108,7 @@ def delete_experiment_tag(body: JsonBody, session: SessionDep, access: AccessDep
 # --- runs ----------------------------------------------------------------------------------------------
 
 
-@router.post("/runs/create")
+@router.post("/runs/create", openapi_extra=wire.body(wire.CreateRun))
 def create_run(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     view = runs.create_run(
         session,
@@ -122,12 +122,12 @@ def create_run(body: JsonBody, session: SessionDep, access: AccessDep) -> Respon
     return respond({"run": render.run(view)})
 
 
-@router.get("/runs/get")
+@router.get("/runs/get", openapi_extra=wire.query(wire.RunRef))
 def get_run(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
     return respond({"run": render.run(runs.get_run(session, access, run_id_of(query)))})
 
 
-@router.post("/runs/update")
+@router.post("/runs/update", openapi_extra=wire.body(wire.UpdateRun))
 def update_run(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     run = runs.update_run(
         session,
@@ -140,37 +140,37 @@ def update_run(body: JsonBody, session: SessionDep, access: AccessDep) -> Respon
     return respond({"run_info": render.run_info(run)})
 
 
-@router.post("/runs/delete")
+@router.post("/runs/delete", openapi_extra=wire.body(wire.RunRef))
 def delete_run(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     runs.delete_run(session, access, run_id_of(body))
     return respond()
 
 
-@router.post("/runs/restore")
+@router.post("/runs/restore", openapi_extra=wire.body(wire.RunRef))
 def restore_run(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     runs.restore_run(session, access, run_id_of(body))
     return respond()
 
 
-@router.post("/runs/set-tag")
+@router.post("/runs/set-tag", openapi_extra=wire.body(wire.SetRunTag))
 def set_tag(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     runs.set_tag(session, access, run_id_of(body), body.get("key"), body.get("value"))
     return respond()
 
 
-@router.post("/runs/delete-tag")
+@router.post("/runs/delete-tag", openapi_extra=wire.body(wire.DeleteRunTag))
 def delete_tag(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     runs.delete_tag(session, access, run_id_of(body), body.get("key"))
     return respond()
 
 
-@router.post("/runs/log-parameter")
+@router.post("/runs/log-parameter", openapi_extra=wire.body(wire.LogParam))
 def log_parameter(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     runs.log_param(session, access, run_id_of(body), body.get("key"), body.get("value"))
     return respond()
 
 
-@router.post("/runs/log-metric")
+@router.post("/runs/log-metric", openapi_extra=wire.body(wire.LogMetric))
 def log_metric(body: JsonBody, session: SessionDep, access: AccessDep, settings: SettingsDep) -> Response:
     if settings.tracking_async_metric_commit:
         metrics.commit_without_wal_flush(session)
@@ -178,7 +178,7 @@ def log_metric(body: JsonBody, session: SessionDep, access: AccessDep, settings:
     return respond()
 
 
-@router.post("/runs/log-batch")
+@router.post("/runs/log-batch", openapi_extra=wire.body(wire.LogBatch))
 def log_batch(body: JsonBody, session: SessionDep, access: AccessDep, settings: SettingsDep) -> Response:
     if settings.tracking_async_metric_commit:
         metrics.commit_without_wal_flush(session)
@@ -193,7 +193,7 @@ def log_batch(body: JsonBody, session: SessionDep, access: AccessDep, settings: 
     return respond()
 
 
-@router.post("/runs/log-inputs")
+@router.post("/runs/log-inputs", openapi_extra=wire.body(wire.LogInputs))
 def log_inputs(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     logged_models.log_inputs(
         session,
@@ -205,13 +205,13 @@ def log_inputs(body: JsonBody, session: SessionDep, access: AccessDep) -> Respon
     return respond()
 
 
-@router.post("/runs/outputs")
+@router.post("/runs/outputs", openapi_extra=wire.body(wire.LogOutputs))
 def log_outputs(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     logged_models.log_outputs(session, access, run_id_of(body), as_list(body.get("models"), "models"))
     return respond()
 
 
-@router.post("/runs/search")
+@router.post("/runs/search", openapi_extra=wire.body(wire.SearchRuns))
 def search_runs(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     found, next_token = search.search_runs(
         session,
@@ -229,7 +229,7 @@ def search_runs(body: JsonBody, session: SessionDep, access: AccessDep) -> Respo
 # --- metric history -----------------------------------------------------------------------------------
 
 
-@router.get("/metrics/get-history")
+@router.get("/metrics/get-history", openapi_extra=wire.query(wire.MetricHistory))
 def get_metric_history(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
     key = query.get("metric_key")
     rows, next_token = metrics.get_metric_history(
@@ -243,7 +243,7 @@ def get_metric_history(query: QueryParams, session: SessionDep, access: AccessDe
     return respond_page("metrics", render.history_points(key, rows), next_token)
 
 
-@router.get("/metrics/get-history-bulk-interval")
+@router.get("/metrics/get-history-bulk-interval", openapi_extra=wire.query(wire.MetricHistoryBulkInterval))
 def get_metric_history_bulk_interval(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
     key = query.get("metric_key")
     per_run = metrics.get_metric_history_bulk_interval(
@@ -266,7 +266,7 @@ def get_metric_history_bulk_interval(query: QueryParams, session: SessionDep, ac
 # --- logged models -------------------------------------------------------------------------------------
 
 
-@router.post("/logged-models")
+@router.post("/logged-models", openapi_extra=wire.body(wire.CreateLoggedModel))
 def create_logged_model(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     view = logged_models.create_logged_model(
         session,
@@ -281,7 +281,7 @@ def create_logged_model(body: JsonBody, session: SessionDep, access: AccessDep) 
     return respond({"model": render.logged_model(view)})
 
 
-@router.post("/logged-models/search")
+@router.post("/logged-models/search", openapi_extra=wire.body(wire.SearchLoggedModels))
 def search_logged_models(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     found, next_token = logged_models.search_logged_models(
         session,
@@ -302,7 +302,7 @@ def get_logged_model(model_id: str, query: QueryParams, session: SessionDep, acc
     return respond({"model": render.logged_model(view)})
 
 
-@router.patch("/logged-models/{model_id}")
+@router.patch("/logged-models/{model_id}", openapi_extra=wire.body(wire.FinalizeLoggedModel))
 def finalize_logged_model(model_id: str, body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     view = logged_models.finalize_logged_model(session, access, model_id, body.get("status"))
     return respond({"model": render.logged_model(view)})
@@ -314,7 +314,7 @@ def delete_logged_model(model_id: str, session: SessionDep, access: AccessDep) -
     return respond()
 
 
-@router.patch("/logged-models/{model_id}/tags")
+@router.patch("/logged-models/{model_id}/tags", openapi_extra=wire.body(wire.LoggedModelTags))
 def set_logged_model_tags(model_id: str, body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     view = logged_models.set_logged_model_tags(session, access, model_id, as_list(body.get("tags"), "tags"))
     return respond({"model": render.logged_model(view)})
@@ -326,7 +326,7 @@ def delete_logged_model_tag(model_id: str, key: str, session: SessionDep, access
     return respond()
 
 
-@router.post("/logged-models/{model_id}/params")
+@router.post("/logged-models/{model_id}/params", openapi_extra=wire.body(wire.LoggedModelParams))
 def log_logged_model_params(model_id: str, body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     logged_models.log_logged_model_params(session, access, model_id, as_list(body.get("params"), "params"))
     return respond()
