@@ -80,17 +80,27 @@ def _show(api: Api, deployment: dict[str, Any], as_json: bool) -> None:
     show_record(deployment, _fields(api), as_json=as_json, title=f"Deployment {deployment['name']}")
 
 
+def _latest_change(api: Api, deployment_id: str) -> dict[str, Any]:
+    items = api.get(f"{PATH}/{deployment_id}/history", max_results=1)["items"]
+    return items[0] if items else {}
+
+
 def _settled(api: Api, deployment: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """The deployment once the worker has finished with it; a failure exits non-zero with its reason."""
-    final = wait_until(
+    """The deployment once the worker has carried out the change just asked for (its history entry is no
+    longer pending); a failed change exits non-zero with its reason."""
+    wait_until(
         f"deployment {deployment['name']}",
         lambda: api.get(f"{PATH}/{deployment['id']}"),
-        lambda row: row["status"] not in SETTLING,
+        lambda row: row["status"] not in SETTLING and _latest_change(api, row["id"]).get("outcome") != "pending",
         timeout=timeout,
-        status=lambda row: row["status"],
+        status=lambda row: row.get("status_reason") or row["status"],
     )
-    if final["status"] == "failed":
-        raise CommandError(f"Deployment {final['name']} failed: {final.get('status_reason') or 'no reason given'}")
+    # Read again: the row polled last may predate the change's end, which the history check saw.
+    final = api.get(f"{PATH}/{deployment['id']}")
+    change = _latest_change(api, final["id"])
+    if final["status"] == "failed" or change.get("outcome") == "failed":
+        reason = final.get("status_reason") or change.get("reason") or "no reason given"
+        raise CommandError(f"Deployment {final['name']}: {reason}")
     return final
 
 
