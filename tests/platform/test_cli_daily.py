@@ -93,7 +93,7 @@ def model_name(live_server, tenant, cli) -> Iterator[str]:
     yield name
 
 
-def test_deploy_by_alias_canary_promote_and_roll_back(cli, model_name, celery_worker):
+def test_deploy_by_alias_canary_and_roll_back(cli, model_name, celery_worker):
     name = factories.unique("cli-prod")
     deployed = cli("deployments", "deploy", name, "--model", model_name, "--alias", "champion")
     assert "healthy" in deployed.stdout and f"{model_name}:1" in deployed.stdout, deployed.stdout
@@ -106,15 +106,18 @@ def test_deploy_by_alias_canary_promote_and_roll_back(cli, model_name, celery_wo
 
         canary = cli.json("deployments", "canary", name, "--model", model_name, "--version", "2", "--percent", "30")
         assert canary["status"] == "healthy" and canary["canary_percent"] == 30
-        promoted = cli("deployments", "promote", name).stdout
-        assert f"{model_name}:2" in promoted, promoted
+        assert f"{model_name}:2 at 30 %" in cli("deployments", "show", name).stdout
 
+        # Rolling back a canary drops it (no server to start); the stable version keeps serving.
         rolled_back = cli.json("deployments", "rollback", name, "--reason", "from the command line")
-        assert rolled_back["status"] == "rolled_back"
+        assert rolled_back["status"] == "rolled_back" and rolled_back["canary_version_id"] is None
         shown = cli("deployments", "show", rolled_back["id"]).stdout
-        assert f"{model_name}:1" in shown and "rolled_back" in shown, shown
+        assert f"{model_name}:1" in shown and f"{model_name}:2" not in shown, shown
+        nothing_to_promote = cli("deployments", "promote", name, ok=False)
+        assert nothing_to_promote.exit_code == 1
+        assert nothing_to_promote.stderr.strip() == "Error: INVALID_STATE: There is no canary to promote (HTTP 400)"
         actions = [entry["action"] for entry in cli.json("deployments", "history", name)]
-        assert {"canary", "promote", "rollback"} <= set(actions), actions
+        assert actions[:3] == ["rollback", "canary", "deploy"], actions
         assert "from the command line" in cli("deployments", "history", name).stdout
     finally:
         cli("deployments", "stop", name)
