@@ -15,7 +15,7 @@ from rich.table import Table
 
 from services.monitor.cli import app as drift_app
 from shared.core.settings import InvalidSettings, Settings, listening_url, load_settings
-from tessera import commands
+from tessera.commands import register as register_daily_commands
 from tessera.platform import SERVICES
 
 app = typer.Typer(help="Tessera: an MLOps platform.", no_args_is_help=True, add_completion=False)
@@ -298,7 +298,7 @@ app.add_typer(api_key_app, name="api-key")
 # `tessera drift REFERENCE CURRENT`: the monitor's drift engine, offline.
 app.add_typer(drift_app)
 # `tessera deployments|monitors|channels|rules|alerts …`: the REST API of a running Tessera, from a terminal.
-commands.register(app)
+register_daily_commands(app)
 
 
 def _migrated_database():
