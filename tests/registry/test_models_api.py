@@ -321,7 +321,13 @@ def test_lineage(client, tenant, db_session):
     assert len(monitor_lineage["drift_reports"]) == 5
 
 
-def test_list_queries_do_not_grow_with_rows(client, tenant, db_session):
+def test_list_queries_do_not_grow_with_rows(client, tenant, db_session, monkeypatch):
+    # Authentication adds statements of its own whenever its per-process identity cache runs out (every
+    # IDENTITY_CACHE_TTL_S, per entry) or the API key's last-used time is due (shared/core/auth.py
+    # touch_interval_s, once a minute); on a loaded machine either can land in any measuring pass. The
+    # cache is kept for the whole test, and each URL counts the least of two calls (see queries), so
+    # only the listing's own statements are compared.
+    monkeypatch.setattr("shared.core.auth.IDENTITY_CACHE_TTL_S", 3600.0)
     tracked = make_run(db_session, tenant.project_id)
     connection = db_session.connection()
     statements: list[str] = []
@@ -329,7 +335,7 @@ def test_list_queries_do_not_grow_with_rows(client, tenant, db_session):
     def record(_conn, _cursor, statement, *_args):
         statements.append(statement)
 
-    def queries(url: str, **params) -> int:
+    def one_call(url: str, params: dict) -> int:
         statements.clear()
         event.listen(connection, "before_cursor_execute", record)
         try:
@@ -337,6 +343,10 @@ def test_list_queries_do_not_grow_with_rows(client, tenant, db_session):
         finally:
             event.remove(connection, "before_cursor_execute", record)
         return len(statements)
+
+    def queries(url: str, **params) -> int:
+        # The least of two calls: the key's last-used touch (at most once a minute) lands in one of them at most.
+        return min(one_call(url, params), one_call(url, params))
 
     def add_models(count: int) -> str:
         for _ in range(count):
