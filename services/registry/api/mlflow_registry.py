@@ -87,65 +87,75 @@ def _models_json(session: Session, found: list[Model]) -> list[dict[str, Any]]:
 # --- requests --------------------------------------------------------------------------------------
 
 
+# What the domain accepts, documented in /openapi.json but checked by the domain (its messages are MLflow's).
+ModelName = Annotated[
+    str, Field(json_schema_extra={"minLength": 1, "maxLength": 256, "pattern": r"^[^/:\x00]*[^/:\s.\x00][^/:\x00]*$"})
+]
+VersionNumber = Annotated[str, Field(json_schema_extra={"pattern": r"^[1-9][0-9]{0,17}$"})]
+StageName = Annotated[str, Field(json_schema_extra={"enum": ["None", "Staging", "Production", "Archived"]})]
+AliasName = Annotated[str, Field(json_schema_extra={"minLength": 1, "maxLength": 255, "pattern": r"^[\w\-]+$"})]
+TagKey = Annotated[str, Field(json_schema_extra={"minLength": 1, "maxLength": 250, "pattern": r"\S"})]
+
+
 class _Body(BaseModel):
     # MLflow clients of other versions send fields we do not know (deployment_job_id, ...): ignore them.
     model_config = ConfigDict(extra="ignore")
 
 
 class _Tag(_Body):
-    key: str
+    key: TagKey
     value: str = ""
 
 
 class CreateRegisteredModel(_Body):
-    name: str
+    name: ModelName
     tags: list[_Tag] = Field(default_factory=list)
     description: str | None = None
 
 
 class RenameRegisteredModel(_Body):
-    name: str
-    new_name: str
+    name: ModelName
+    new_name: ModelName
 
 
 class UpdateRegisteredModel(_Body):
-    name: str
+    name: ModelName
     description: str | None = None
 
 
 class ByName(_Body):
-    name: str
+    name: ModelName
 
 
 class GetLatestVersions(_Body):
-    name: str
+    name: ModelName
     stages: list[str] = Field(default_factory=list)
 
 
 class SetRegisteredModelTag(_Body):
-    name: str
-    key: str
+    name: ModelName
+    key: TagKey
     value: str = ""
 
 
 class DeleteRegisteredModelTag(_Body):
-    name: str
-    key: str
+    name: ModelName
+    key: TagKey
 
 
 class SetAlias(_Body):
-    name: str
-    alias: str
-    version: str
+    name: ModelName
+    alias: AliasName
+    version: VersionNumber
 
 
 class DeleteAlias(_Body):
-    name: str
-    alias: str
+    name: ModelName
+    alias: AliasName
 
 
 class CreateModelVersion(_Body):
-    name: str
+    name: ModelName
     source: str
     run_id: str | None = None
     tags: list[_Tag] = Field(default_factory=list)
@@ -155,34 +165,34 @@ class CreateModelVersion(_Body):
 
 
 class ByVersion(_Body):
-    name: str
-    version: str
+    name: ModelName
+    version: VersionNumber
 
 
 class UpdateModelVersion(_Body):
-    name: str
-    version: str
+    name: ModelName
+    version: VersionNumber
     description: str | None = None
 
 
 class TransitionStage(_Body):
-    name: str
-    version: str
-    stage: str
+    name: ModelName
+    version: VersionNumber
+    stage: StageName
     archive_existing_versions: bool = False
 
 
 class SetModelVersionTag(_Body):
-    name: str
-    version: str
-    key: str
+    name: ModelName
+    version: VersionNumber
+    key: TagKey
     value: str = ""
 
 
 class DeleteModelVersionTag(_Body):
-    name: str
-    version: str
-    key: str
+    name: ModelName
+    version: VersionNumber
+    key: TagKey
 
 
 def _tag_map(tags: list[_Tag]) -> dict[str, str]:
