@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +39,9 @@ from shared.db.migrate import upgrade
 from shared.db.session import get_database
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+# A development tool, next to this interpreter when installed into the virtualenv (`pip install py-spy`).
+PY_SPY = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy") or "py-spy"
+PY_SPY_RECORD = [PY_SPY, "record", "--subprocesses", "--nonblocking", "--format", "raw", "--rate", "200"]
 
 
 def _wait_until_up(url: str, what: str, timeout: float = 60.0) -> None:
@@ -71,13 +75,19 @@ def _post(url: str, headers: dict[str, str], first: int, total: int, rate: float
     return accepted
 
 
-def _run(post_url: str, headers: dict[str, str], receiver: scratch.Receiver, options, cpu) -> dict:
-    """Warm up, post the measured alerts, wait for their webhooks; `cpu()` reads the system's CPU seconds."""
+def _run(
+    post_url: str, headers: dict[str, str], receiver: scratch.Receiver, options, cpu, profile=lambda: None
+) -> dict:
+    """Warm up, post the measured alerts, wait for their webhooks; `cpu()` reads the CPU seconds of each
+    part of the system (process, or group of processes), `profile()` starts a profiler and returns a
+    function that stops it."""
     _post(post_url, headers, -options.warmup, options.warmup, options.rate, options.batch)
     deadline = time.monotonic() + 60
     while len(receiver.arrivals()) < options.warmup and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1)
+    load_before = os.getloadavg()[0]
+    stop_profile = profile()
     cpu_before = cpu()
     accepted = _post(post_url, headers, 0, options.alerts, options.rate, options.batch)
     seen, last_progress = 0, time.monotonic()
@@ -86,7 +96,11 @@ def _run(post_url: str, headers: dict[str, str], receiver: scratch.Receiver, opt
         arrived = sum(1 for _, sequence, _ in receiver.arrivals() if sequence >= 0)
         if arrived > seen:
             seen, last_progress = arrived, time.monotonic()
-    cpu_seconds = cpu() - cpu_before
+    cpu_after = cpu()
+    if stop_profile is not None:
+        stop_profile()
+    cpu_by_part = {part: cpu_after[part] - cpu_before.get(part, 0.0) for part in cpu_after}
+    cpu_seconds = sum(cpu_by_part.values())
     arrivals = [arrival for arrival in receiver.arrivals() if arrival[1] >= 0]
     first_arrival: dict[int, float] = {}
     for _, sequence, arrived in arrivals:
@@ -100,6 +114,11 @@ def _run(post_url: str, headers: dict[str, str], receiver: scratch.Receiver, opt
         "lost": options.alerts - len(first_arrival),
         "duplicates": len(arrivals) - len(first_arrival),
         "cpu_ms_per_delivery": round(cpu_seconds * 1000 / max(len(first_arrival), 1), 2),
+        "cpu_ms_per_delivery_by_part": {
+            part: round(seconds * 1000 / max(len(first_arrival), 1), 3) for part, seconds in cpu_by_part.items()
+        },
+        # The machine's other work moves the latencies; the CPU per delivery far less.
+        "load_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -143,7 +162,7 @@ def run_alertmanager(options) -> dict:
             {},
             receiver,
             options,
-            lambda: scratch._cpu_seconds([process.pid]),
+            lambda: {"alertmanager": scratch._cpu_seconds([process.pid])},
         )
     finally:
         scratch._stop(process)
@@ -197,12 +216,25 @@ def run_tessera(options) -> dict:
         _wait_until_up(f"http://127.0.0.1:{port}/healthz", "the notifier API")
         time.sleep(3)  # workers and beat start
 
-        def cpu() -> float:
-            groups = scratch._group_members({proc.pid for proc in processes})
-            return scratch._cpu_seconds(groups) + scratch._cpu_seconds(scratch._postgres_backends())
+        parts = {"api": api, "worker-0": processes[1], "worker-1": processes[2], "beat": processes[3]}
+
+        def cpu() -> dict[str, float]:
+            # Each part with its children (a worker's pool processes), then the run's PostgreSQL backends.
+            seconds = {name: scratch._cpu_seconds(scratch._group_members({proc.pid})) for name, proc in parts.items()}
+            return seconds | {"postgres": scratch._cpu_seconds(scratch._postgres_backends())}
+
+        def profile():
+            if not options.py_spy:
+                return None
+            return _py_spy(options.py_spy, {name: proc.pid for name, proc in parts.items() if name != "beat"})
 
         return _run(
-            f"http://127.0.0.1:{port}/api/v2/alerts", {"Authorization": f"Bearer {key}"}, receiver, options, cpu
+            f"http://127.0.0.1:{port}/api/v2/alerts",
+            {"Authorization": f"Bearer {key}"},
+            receiver,
+            options,
+            cpu,
+            profile,
         )
     finally:
         for proc in processes:
@@ -214,6 +246,28 @@ def run_tessera(options) -> dict:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.DB_NAME}" WITH (FORCE)'))
 
 
+def _py_spy(prefix: str, pids: dict[str, int]):
+    """`py-spy record` over each process and its children (Python stacks with and without the GIL
+    held are both kept); returns a function that stops them, which writes `<prefix>-<name>.txt` in
+    py-spy's raw (collapsed stack) format, for `flamegraph.pl` or speedscope."""
+    spies = [
+        subprocess.Popen(
+            [*PY_SPY_RECORD, "--pid", str(pid), "--output", f"{prefix}-{name}.txt"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]
+
+    def stop() -> None:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            spy.wait(timeout=60)
+
+    return stop
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alerts", type=int, default=6000)
@@ -221,15 +275,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20, help="alerts per POST")
     parser.add_argument("--warmup", type=int, default=1000, help="alerts posted (and not measured) first")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up after this long without a delivery")
+    parser.add_argument("--py-spy", metavar="PREFIX", help="profile Tessera's API and workers with py-spy meanwhile")
+    parser.add_argument("--only", choices=("alertmanager", "tessera"), help="run one system only")
     options = parser.parse_args()
     if ALERTMANAGER is None:
         sys.exit("prometheus-alertmanager is not on PATH (Debian: apt-get install prometheus-alertmanager)")
     try:
         results = {}
         for name, run in (("alertmanager", run_alertmanager), ("tessera", run_tessera)):
+            if options.only and options.only != name:
+                continue
             print(f"{name}: {options.alerts} alerts at {options.rate:g}/s (load {os.getloadavg()[0]:.2f})", flush=True)
             results[name] = run(options)
             print(f"{name}: {results[name]}", flush=True)
+        if options.only:
+            print(json.dumps(results))
+            return
         tessera, alertmanager = results["tessera"], results["alertmanager"]
         results["ratio"] = {
             "deliveries_per_s": round(tessera["deliveries_per_s"] / alertmanager["deliveries_per_s"], 2),
