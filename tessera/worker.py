@@ -36,6 +36,8 @@ def _configuration() -> dict[str, Any]:
     for module in declared:
         for pattern, task in module.subscriptions:
             events.subscribe(pattern, task)
+        for pattern, task in module.direct_subscriptions:
+            events.subscribe(pattern, task, direct=True)
     return celery_config(get_settings(), include=TASK_MODULES, declarations=declared)
 
 

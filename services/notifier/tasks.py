@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from celery import current_app, shared_task
+from sqlalchemy.orm import Session
 
 from services.notifier.domain import dispatch, flushing, ingest, periodic
 from shared.core import quarantine
@@ -21,8 +22,9 @@ from shared.db.base import utcnow
 from shared.db.models import Delivery
 
 DECLARATIONS = Declarations(
-    # Every event may match some organization's rule; the handler drops the rest cheaply.
-    subscriptions=[("*", "notifier.handle_events")],
+    # Every event may match some organization's rule; the handler drops the rest cheaply. Events reach it
+    # straight from the process that committed them (the relay only publishes what such a hand-off lost).
+    direct_subscriptions=[("*", "notifier.handle_events")],
     # Group timers and the retry sweeper.
     periodic=[
         Periodic("notifier-flush", "notifier.flush", lambda s: s.notifier_flush_interval_s),
@@ -63,9 +65,17 @@ def handle_events(event_ids: list[str]) -> None:
 
 
 def _handle_events(event_ids: list[uuid.UUID]) -> None:
+    """Rules, groups and, for groups due now, the deliveries, claimed in the same transaction and sent
+    by this task right after it commits: no queue between an event and its webhook. A worker that dies
+    before recording the outcome leaves them in flight; the sweeper sends them again once the lease
+    runs out, with the same notification id."""
+    current = settings()
+    retry = dispatch.RetryPolicy.from_settings(current)
     with database().session_scope() as session:
-        delivery_ids = ingest.handle_events(session, event_ids, utcnow(), settings().public_url)
-    _queue_dispatch(delivery_ids)
+        now = utcnow()
+        delivery_ids = ingest.handle_events(session, event_ids, now, current.public_url)
+        claimed = _claim(session, delivery_ids, retry, now)
+    _send_and_record(claimed, retry)
 
 
 @shared_task(name="notifier.dispatch", ignore_result=True)
@@ -76,24 +86,34 @@ def dispatch_deliveries(delivery_ids: list[str]) -> None:
 
 
 def _dispatch(delivery_ids: list[uuid.UUID]) -> None:
-    current = settings()
-    retry = dispatch.RetryPolicy.from_settings(current)
-    box = _secret_box(tuple(current.encryption_keys))
+    retry = dispatch.RetryPolicy.from_settings(settings())
     with database().session_scope() as session:
-        claimed = dispatch.claim(session, delivery_ids, box, retry, utcnow())
+        claimed = _claim(session, delivery_ids, retry, utcnow())
+    _send_and_record(claimed, retry)
+
+
+def _claim(
+    session: Session, delivery_ids: Sequence[uuid.UUID], retry: dispatch.RetryPolicy, now
+) -> list[dispatch.ClaimedDelivery]:
+    if not delivery_ids:
+        return []
+    return dispatch.claim(session, delivery_ids, _secret_box(tuple(settings().encryption_keys)), retry, now)
+
+
+def _send_and_record(claimed: list[dispatch.ClaimedDelivery], retry: dispatch.RetryPolicy) -> None:
     if not claimed:
         return
     started_at = utcnow()
-    # Concurrently: a batch takes at most ceil(DISPATCH_BATCH / MAX_CONCURRENT_SENDS) = 2 send timeouts
-    # (20 s by default), well inside the lease (120 s), not the sum of its sends.
-    results = dispatch.send_all(claimed, current, started_at)
+    # Concurrently: a batch of DISPATCH_BATCH takes at most 2 send timeouts (20 s by default), well
+    # inside the lease (120 s), not the sum of its sends.
+    results = dispatch.send_all(claimed, settings(), started_at)
     with database().session_scope() as session:
         dispatch.record(
             session, list(zip(claimed, results, strict=True)), started_at=started_at, retry=retry, now=utcnow()
         )
 
 
-def _claim(task: str, interval_s: float) -> bool:
+def _claim_run(task: str, interval_s: float) -> bool:
     with database().session_scope() as session:
         return periodic.claim_run(session, task, interval_s, utcnow())
 
@@ -101,7 +121,7 @@ def _claim(task: str, interval_s: float) -> bool:
 @shared_task(name="notifier.flush", ignore_result=True)
 def flush_due_groups() -> None:
     current = settings()
-    if not _claim("notifier.flush", current.notifier_flush_interval_s):
+    if not _claim_run("notifier.flush", current.notifier_flush_interval_s):
         return
     while True:
         try:
@@ -138,7 +158,7 @@ def _flush_groups(group_ids: list[uuid.UUID]) -> None:
 def sweep() -> None:
     """Re-queue due retries, lost dispatch messages, deliveries of dead workers and unhandled events."""
     current = settings()
-    if not _claim("notifier.sweep", current.notifier_sweep_interval_s):
+    if not _claim_run("notifier.sweep", current.notifier_sweep_interval_s):
         return
     retry = dispatch.RetryPolicy.from_settings(current)
     with database().session_scope() as session:

@@ -63,6 +63,8 @@ class Declarations:
     their own (task name -> queue). The app is assembled from every module's declarations by tessera.worker."""
 
     subscriptions: Sequence[tuple[str, str]] = ()
+    # Subscriptions whose task takes events straight from the process that committed them (events.py).
+    direct_subscriptions: Sequence[tuple[str, str]] = ()
     periodic: Sequence[Periodic] = ()
     routes: Mapping[str, str] = field(default_factory=dict)
 
@@ -179,20 +181,40 @@ def _queue_relay() -> None:
         current_app.send_task("events.relay", retry=False, connection=connection)
 
 
+# Event ids per message when handing events to a direct subscriber.
+HAND_OFF_BATCH = 100
+
+
+def _hand_off(hand_off: dict[str, list[str]]) -> None:
+    # No publish retries: the relay publishes what a down broker missed (events.HAND_OFF_GRACE).
+    with current_app.pool.acquire(block=True) as connection:
+        for task, event_ids in hand_off.items():
+            for start in range(0, len(event_ids), HAND_OFF_BATCH):
+                batch = event_ids[start : start + HAND_OFF_BATCH]
+                current_app.send_task(task, [batch], retry=False, connection=connection)
+
+
 class _RelayNudger:
-    """Queues the relay from a thread of its own, so a commit never waits on the broker: the committing
-    thread only sets a flag (microseconds), and nudges made while one is under way share the next one.
-    With the broker down a nudge fails in the background and beat's periodic relay publishes the events
-    once it is back. One thread per process, started on first use (a forked worker starts its own)."""
+    """Sends what a commit hands off (event ids to their direct subscriber, else a nudge to the relay)
+    from a thread of its own, so a commit never waits on the broker: the committing thread only adds
+    to what is pending and sets a flag (microseconds); commits made while a send is under way share
+    the next one, and none waits for a window to close. With the broker down a send fails in the
+    background and the periodic relay publishes the events once it is back. One thread per process,
+    started on first use (a forked worker starts its own)."""
 
     def __init__(self) -> None:
         self._pid: int | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._emitted: list[tuple[uuid.UUID, str]] = []
+        self._relay = False
 
-    def __call__(self) -> None:
+    def __call__(self, emitted: list[tuple[uuid.UUID, str]], relay: bool) -> None:
         if self._pid != os.getpid():
             self._start()
+        with self._lock:
+            self._emitted.extend(emitted)
+            self._relay = self._relay or relay
         self._wake.set()
 
     def _start(self) -> None:
@@ -200,16 +222,26 @@ class _RelayNudger:
             if self._pid == os.getpid():
                 return
             self._wake = threading.Event()
+            self._emitted, self._relay = [], False
             threading.Thread(target=self._run, args=(self._wake,), name="outbox-relay-nudger", daemon=True).start()
             self._pid = os.getpid()
 
-    @staticmethod
-    def _run(wake: threading.Event) -> None:
+    def _run(self, wake: threading.Event) -> None:
         while True:
             wake.wait()
             wake.clear()
+            with self._lock:
+                emitted, relay = self._emitted, self._relay
+                self._emitted, self._relay = [], False
             try:
-                _queue_relay()
+                # The app's configuration (which registers the subscriptions) loads on its first use.
+                current_app.conf.tessera_settings  # noqa: B018
+                hand_off, unrouted = events.route_committed(emitted)
+                relay = relay or unrouted
+                if hand_off:
+                    _hand_off(hand_off)
+                if relay:
+                    _queue_relay()
             except Exception as exc:
                 _log.warning("outbox.nudge_failed", error=f"{type(exc).__name__}: {exc}")
 

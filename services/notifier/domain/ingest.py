@@ -32,7 +32,7 @@ from services.notifier.domain.grouping import (
 )
 from services.notifier.domain.mute_windows import is_muted
 from services.notifier.domain.silences import is_silenced
-from shared.core import quarantine
+from shared.core import events, quarantine
 from shared.db.dialect import upsert_insert
 from shared.db.models import (
     NotificationGroup,
@@ -288,6 +288,8 @@ def handle_events(session: Session, event_ids: list[uuid.UUID], now: datetime, l
     claimed = _claim_events(session, event_ids, now)
     if not claimed:
         return []
+    # Events handed straight to this handler: the relay need not publish them.
+    events.mark_published(session, claimed, now)
     outbox = OutboxEvent.__table__
     batch = session.execute(
         select(
