@@ -209,3 +209,26 @@ def test_another_organization_sees_none_of_it(signed_in, world):
     for path in (f"/console/deployments/{world.deployment_id}", f"/console/monitors/{world.monitor_id}",
                  f"/console/alerts/{world.alert_id}", f"/console/models/{world.model_name}/versions/1"):
         assert page.request.get(path).status == 404, path
+
+
+def test_give_a_member_a_project_role_and_take_it_back(signed_in, world):
+    s = signed_in(world.owner.email)
+    page = s.open("/console/members")
+    expect(page.locator("main")).to_contain_text(world.viewer.email)
+    page.get_by_test_id("project-switcher").select_option(label="Default")
+    page.wait_for_url(f"{world.url}/console/members")
+    project_form = page.locator("form", has=page.locator("input[name=scope][value=project]")).last
+    project_form.get_by_label("Email").fill(world.viewer.email)
+    project_form.get_by_label("Role").select_option("member")
+    project_form.get_by_role("button", name="Add").click()
+    expect(page.get_by_test_id("outcome")).to_contain_text(f"{world.viewer.email} added as member")
+    s.shot("project-member-added")
+    with httpx.Client(base_url=world.url, headers=world.owner.headers) as api:
+        roles = api.get(f"/api/v1/projects/{world.owner.project_id}/members").json()["items"]
+    assert [m["role"] for m in roles if m["email"] == world.viewer.email] == ["member"]
+    rows = page.locator("tr", has_text=world.viewer.email)
+    rows.last.get_by_role("button", name="Remove").click()
+    expect(page.get_by_test_id("outcome")).to_contain_text("Member removed")
+    with httpx.Client(base_url=world.url, headers=world.owner.headers) as api:
+        roles = api.get(f"/api/v1/projects/{world.owner.project_id}/members").json()["items"]
+    assert world.viewer.email not in [m["email"] for m in roles]

@@ -73,6 +73,17 @@ async def revoke_api_key(c: ConsoleDep, key_id: str):
 
 
 # --- members -------------------------------------------------------------------------------------
+# The organization's members, and — when a project is chosen — that project's explicit roles. Each form
+# names its scope ("org" or "project"), so one set of routes serves both tables.
+
+PROJECT_ROLES = ("viewer", "member", "admin")
+
+
+def _members_path(c: Console, scope: str) -> str:
+    if scope == "project" and c.project is not None:
+        return f"/api/v1/projects/{c.project['id']}/members"
+    return f"/api/v1/orgs/{c.org['id']}/members"
+
 
 @router.get("/members")
 async def members(c: ConsoleDep, page_token: str | None = None, fragment: str | None = None):
@@ -83,9 +94,14 @@ async def _members(
     c: Console, page_token: str | None = None, fragment: str | None = None,
     errors: dict | None = None, outcome: dict | None = None,
 ):
-    page = await c.api.page(f"/api/v1/orgs/{c.org['id']}/members", page_token=page_token, max_results=PAGE_SIZE)
+    page = await c.api.page(_members_path(c, "org"), page_token=page_token, max_results=PAGE_SIZE)
+    project_page = None
+    if c.project is not None and fragment != "rows":
+        project_page = await c.api.page(_members_path(c, "project"), max_results=200)
     template = "admin/member_rows.html" if fragment == "rows" else "admin/members.html"
-    return c.render(template, section="members", page=page, roles=ROLES, errors=errors or {}, outcome=outcome)
+    return c.render(template, section="members", page=page, project_page=project_page, roles=ROLES,
+                    project_roles=PROJECT_ROLES, errors=errors or {}, outcome=outcome,
+                    can_manage_project=c.project is not None and c.project_role(c.project["id"]) == "admin")
 
 
 async def _member_change(c: Console, change, done: str):
@@ -97,25 +113,30 @@ async def _member_change(c: Console, change, done: str):
     return await _members(c, outcome={"kind": "ok", "text": done})
 
 
+async def _form(c: Console) -> tuple[str, dict]:
+    form = await c.request.form()
+    return _members_path(c, str(form.get("scope") or "org")), {k: str(v).strip() for k, v in form.items()}
+
+
 @router.post("/members")
 async def add_member(c: ConsoleDep):
-    form = await c.request.form()
-    email, role = str(form.get("email") or "").strip(), str(form.get("role") or "member")
-    change = c.api.post(f"/api/v1/orgs/{c.org['id']}/members", {"email": email, "role": role})
-    return await _member_change(c, change, f"{email} added as {role}")
+    path, form = await _form(c)
+    email, role = form.get("email", ""), form.get("role") or "member"
+    return await _member_change(c, c.api.post(path, {"email": email, "role": role}), f"{email} added as {role}")
 
 
 @router.post("/members/{user_id}/role")
 async def change_role(c: ConsoleDep, user_id: str):
-    role = str((await c.request.form()).get("role") or "")
-    change = c.api.patch(f"/api/v1/orgs/{c.org['id']}/members/{parse_uuid(user_id)}", {"role": role})
+    path, form = await _form(c)
+    role = form.get("role", "")
+    change = c.api.patch(f"{path}/{parse_uuid(user_id)}", {"role": role})
     return await _member_change(c, change, f"Role changed to {role}")
 
 
 @router.post("/members/{user_id}/remove")
 async def remove_member(c: ConsoleDep, user_id: str):
-    change = c.api.delete(f"/api/v1/orgs/{c.org['id']}/members/{parse_uuid(user_id)}")
-    return await _member_change(c, change, "Member removed")
+    path, _ = await _form(c)
+    return await _member_change(c, c.api.delete(f"{path}/{parse_uuid(user_id)}"), "Member removed")
 
 
 # --- audit log -----------------------------------------------------------------------------------
