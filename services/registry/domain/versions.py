@@ -330,7 +330,76 @@ def create_version(
     project = access.require_project(model.project_id, WRITE)
     tags = models_domain.validate_tags(tags)
     number = _next_number(session, model)
+    return _add_version(
+        session,
+        access,
+        project,
+        model,
+        source,
+        number=number,
+        store=store,
+        description=description,
+        tags=tags,
+        run_link=run_link,
+    )
+
+
+def create_uploaded_version(
+    session: Session,
+    access: Access,
+    model: Model,
+    files: Sequence[tuple[str, Any]],
+    *,
+    store: ArtifactStore,
+    description: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> ModelVersion:
+    """A version from uploaded files (relative path, binary stream), written to the artifact store."""
+    project = access.require_project(model.project_id, WRITE)
+    if not files:
+        raise InvalidParameter("Upload at least one file (the model directory, e.g. MLmodel and its files)")
+    tags = models_domain.validate_tags(tags)
+    number = _next_number(session, model)
+    version_id = uuid.uuid4()
+    # Keyed by the version's id, not its number: a rolled-back upload gives its number back but leaves its files.
+    path = artifact_locations.version_upload_path(model.id, version_id)
+    artifact_uri = artifact_locations.artifacts_uri(path)
+    prefix = artifact_locations.project_key(project, path)
+    for path, stream in files:
+        store.write(f"{prefix}/{safe_key(path)}", iter(lambda s=stream: s.read(CHUNK_SIZE), b""))
+    return _add_version(
+        session,
+        access,
+        project,
+        model,
+        Source(uri="upload", artifact_uri=artifact_uri),
+        number=number,
+        store=store,
+        description=description,
+        tags=tags,
+        version_id=version_id,
+        audit_details={"files": len(files)},
+    )
+
+
+def _add_version(
+    session: Session,
+    access: Access,
+    project: Project,
+    model: Model,
+    source: Source,
+    *,
+    number: int,
+    store: ArtifactStore,
+    description: str | None,
+    tags: dict[str, str],
+    run_link: str | None = None,
+    version_id: uuid.UUID | None = None,
+    audit_details: dict[str, Any] | None = None,
+) -> ModelVersion:
+    """Version `number` of `model` from `source` (files already in place), with its event and audit line."""
     version = ModelVersion(
+        id=version_id or uuid.uuid4(),
         model_id=model.id,
         version=number,
         stage="development",
@@ -361,64 +430,7 @@ def create_version(
         object_type="model_version",
         object_id=version.id,
         organization_id=project.organization_id,
-        details={"model": model.name, "version": number, "source": source.uri},
-    )
-    return version
-
-
-def create_uploaded_version(
-    session: Session,
-    access: Access,
-    model: Model,
-    files: Sequence[tuple[str, Any]],
-    *,
-    store: ArtifactStore,
-    description: str | None = None,
-    tags: dict[str, str] | None = None,
-) -> ModelVersion:
-    """A version from uploaded files (relative path, binary stream), written to the artifact store."""
-    project = access.require_project(model.project_id, WRITE)
-    if not files:
-        raise InvalidParameter("Upload at least one file (the model directory, e.g. MLmodel and its files)")
-    tags = models_domain.validate_tags(tags)
-    number = _next_number(session, model)
-    version_id = uuid.uuid4()
-    # Keyed by the version's id, not its number: a rolled-back upload gives its number back but leaves its files.
-    path = artifact_locations.version_upload_path(model.id, version_id)
-    artifact_uri = artifact_locations.artifacts_uri(path)
-    prefix = artifact_locations.project_key(project, path)
-    for path, stream in files:
-        store.write(f"{prefix}/{safe_key(path)}", iter(lambda s=stream: s.read(CHUNK_SIZE), b""))
-    version = ModelVersion(
-        id=version_id,
-        model_id=model.id,
-        version=number,
-        stage="development",
-        status="READY",
-        description=description,
-        source="upload",
-        artifact_uri=artifact_uri,
-        signature=read_signature(store, project, artifact_uri),
-        metrics={},
-        tags=tags,
-        created_by=access.principal.user_id,
-    )
-    session.add(version)
-    session.flush()
-    events.emit(
-        session,
-        "model_version.created",
-        {**_event_payload(model, version), "source": "upload", "run_id": None},
-        organization_id=project.organization_id,
-        project_id=project.id,
-    )
-    audit.describe(
-        session,
-        action="model_version.create",
-        object_type="model_version",
-        object_id=version.id,
-        organization_id=project.organization_id,
-        details={"model": model.name, "version": number, "source": "upload", "files": len(files)},
+        details={"model": model.name, "version": number, "source": source.uri, **(audit_details or {})},
     )
     return version
 
