@@ -6,14 +6,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select, true
+from sqlalchemy import Select, select, true
 from sqlalchemy.orm import Session
 
 from shared.core import audit
 from shared.core.auth import Access, Principal
 from shared.core.errors import Conflict, InvalidParameter, PermissionDenied, Unauthenticated
+from shared.core.pagination import RowPage, paginate
 from shared.core.security import hash_password, issue_token, verify_password
 from shared.db.base import utcnow
 from shared.db.models import ApiKey, Organization, OrganizationMembership, Project, ProjectMember, User
@@ -27,6 +29,25 @@ def normalize_email(email: str) -> str:
         return validate_email(email.strip(), check_deliverability=False).normalized.lower()
     except EmailNotValidError as exc:
         raise InvalidParameter(f"Invalid email: {exc}") from None
+
+
+def members_with_users(membership: type[OrganizationMembership | ProjectMember], *where: Any) -> Select:
+    """(membership row, User) pairs of an organization's or a project's membership table."""
+    return select(membership, User).join(User, User.id == membership.user_id).where(*where)
+
+
+def members_page(
+    session: Session,
+    membership: type[OrganizationMembership | ProjectMember],
+    *where: Any,
+    page_token: str | None,
+    max_results: int,
+) -> RowPage:
+    """One page of (membership row, User), oldest membership first."""
+    return paginate(
+        session, members_with_users(membership, *where), created_col=membership.created_at, id_col=membership.id,
+        page_token=page_token, max_results=max_results,
+    )
 
 
 def create_user(session: Session, *, email: str, password: str, full_name: str | None = None) -> User:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Row, and_, delete, select, update
 from sqlalchemy.orm import Session
 
-from services.registry.domain.identity import add_organization_member, normalize_email
+from services.registry.domain.identity import add_organization_member, members_page, members_with_users, normalize_email
 from services.registry.domain.projects import create_project_row, slugify
 from shared.core import audit
 from shared.core.auth import ROLE_RANK, Access
@@ -150,22 +150,19 @@ def list_members(
 ) -> RowPage:
     """Rows of (OrganizationMembership, User)."""
     access.require_org(organization_id, READ)
-    stmt = (
-        select(OrganizationMembership, User)
-        .join(User, User.id == OrganizationMembership.user_id)
-        .where(OrganizationMembership.organization_id == organization_id)
-    )
-    return paginate(
-        session, stmt, created_col=OrganizationMembership.created_at, id_col=OrganizationMembership.id,
+    return members_page(
+        session, OrganizationMembership, OrganizationMembership.organization_id == organization_id,
         page_token=page_token, max_results=max_results,
     )
 
 
 def _membership(session: Session, organization_id: uuid.UUID, user_id: uuid.UUID) -> Row:
     row = session.execute(
-        select(OrganizationMembership, User)
-        .join(User, User.id == OrganizationMembership.user_id)
-        .where(OrganizationMembership.organization_id == organization_id, OrganizationMembership.user_id == user_id)
+        members_with_users(
+            OrganizationMembership,
+            OrganizationMembership.organization_id == organization_id,
+            OrganizationMembership.user_id == user_id,
+        )
     ).first()
     if row is None:
         raise NotFound(f"User '{user_id}' is not a member of organization '{organization_id}'")

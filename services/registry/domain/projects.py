@@ -13,6 +13,7 @@ import uuid
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
+from services.registry.domain.identity import members_page, members_with_users
 from shared.core import audit
 from shared.core.auth import ROLE_RANK, Access
 from shared.core.errors import Conflict, InvalidParameter, InvalidState, NotFound, PermissionDenied
@@ -142,22 +143,14 @@ def list_members(
 ) -> RowPage:
     """Rows of (ProjectMember, User)."""
     access.require_project(project_id, READ)
-    stmt = (
-        select(ProjectMember, User)
-        .join(User, User.id == ProjectMember.user_id)
-        .where(ProjectMember.project_id == project_id)
-    )
-    return paginate(
-        session, stmt, created_col=ProjectMember.created_at, id_col=ProjectMember.id, page_token=page_token,
-        max_results=max_results,
+    return members_page(
+        session, ProjectMember, ProjectMember.project_id == project_id, page_token=page_token, max_results=max_results
     )
 
 
 def _member(session: Session, project_id: uuid.UUID, user_id: uuid.UUID) -> Row:
     row = session.execute(
-        select(ProjectMember, User)
-        .join(User, User.id == ProjectMember.user_id)
-        .where(ProjectMember.project_id == project_id, ProjectMember.user_id == user_id)
+        members_with_users(ProjectMember, ProjectMember.project_id == project_id, ProjectMember.user_id == user_id)
     ).first()
     if row is None:
         raise NotFound(f"User '{user_id}' has no role of their own in project '{project_id}'")
