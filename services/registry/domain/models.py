@@ -28,6 +28,18 @@ MAX_TAG_KEY_LENGTH = 250
 MAX_TAG_VALUE_LENGTH = 100_000
 
 
+def describe(session: Session, action: str, model: Model, project: Project, /, **details: Any) -> None:
+    """The audit description of `action` on `model`, filed under its project's organization."""
+    audit.describe(
+        session,
+        action=action,
+        object_type="model",
+        object_id=model.id,
+        organization_id=project.organization_id,
+        details=details,
+    )
+
+
 def validate_name(name: str | None, what: str = "name") -> str:
     # '/' and ':' would make `models:/<name>/<version>` URIs ambiguous; MLflow forbids them too.
     if name is None or not name.strip():
@@ -148,14 +160,7 @@ def create_model(
     )
     session.add(model)
     _flush_unique(session, project.id, name)
-    audit.describe(
-        session,
-        action="model.create",
-        object_type="model",
-        object_id=model.id,
-        organization_id=project.organization_id,
-        details={"name": name, "project_id": str(project.id)},
-    )
+    describe(session, "model.create", model, project, name=name, project_id=str(project.id))
     return model
 
 
@@ -223,14 +228,7 @@ def update_model(
         _flush_unique(session, model.project_id, new_name)
     touch(model)
     session.flush()
-    audit.describe(
-        session,
-        action="model.update",
-        object_type="model",
-        object_id=model.id,
-        organization_id=project.organization_id,
-        details={"fields": sorted(changes)},
-    )
+    describe(session, "model.update", model, project, fields=sorted(changes))
     return model
 
 
@@ -255,14 +253,7 @@ def delete_model(session: Session, access: Access, model: Model) -> None:
     project = access.require_project(model.project_id, WRITE, min_role="admin")
     model.deleted_at = utcnow()
     session.flush()
-    audit.describe(
-        session,
-        action="model.delete",
-        object_type="model",
-        object_id=model.id,
-        organization_id=project.organization_id,
-        details={"name": model.name},
-    )
+    describe(session, "model.delete", model, project, name=model.name)
 
 
 def restore_model(session: Session, access: Access, model_id: uuid.UUID) -> Model:
@@ -273,12 +264,5 @@ def restore_model(session: Session, access: Access, model_id: uuid.UUID) -> Mode
     model.deleted_at = None
     touch(model)
     _flush_unique(session, model.project_id, model.name)
-    audit.describe(
-        session,
-        action="model.restore",
-        object_type="model",
-        object_id=model.id,
-        organization_id=access.require_project(model.project_id, WRITE).organization_id,
-        details={"name": model.name},
-    )
+    describe(session, "model.restore", model, access.require_project(model.project_id, WRITE), name=model.name)
     return model

@@ -316,6 +316,18 @@ def _event_payload(model: Model, version: ModelVersion) -> dict[str, Any]:
     }
 
 
+def _describe(session: Session, action: str, version: ModelVersion, project: Project, /, **details: Any) -> None:
+    """The audit description of `action` on `version`, filed under its project's organization."""
+    audit.describe(
+        session,
+        action=action,
+        object_type="model_version",
+        object_id=version.id,
+        organization_id=project.organization_id,
+        details=details,
+    )
+
+
 def create_version(
     session: Session,
     access: Access,
@@ -424,13 +436,15 @@ def _add_version(
         organization_id=project.organization_id,
         project_id=project.id,
     )
-    audit.describe(
+    _describe(
         session,
-        action="model_version.create",
-        object_type="model_version",
-        object_id=version.id,
-        organization_id=project.organization_id,
-        details={"model": model.name, "version": number, "source": source.uri, **(audit_details or {})},
+        "model_version.create",
+        version,
+        project,
+        model=model.name,
+        version=number,
+        source=source.uri,
+        **(audit_details or {}),
     )
     return version
 
@@ -461,14 +475,7 @@ def update_version(session: Session, access: Access, version: ModelVersion, *, c
     if "tags" in changes:
         version.tags = models_domain.validate_tags(changes["tags"])
     session.flush()
-    audit.describe(
-        session,
-        action="model_version.update",
-        object_type="model_version",
-        object_id=version.id,
-        organization_id=project.organization_id,
-        details={"fields": sorted(changes)},
-    )
+    _describe(session, "model_version.update", version, project, fields=sorted(changes))
     return version
 
 
@@ -564,18 +571,15 @@ def transition_stage(
     if made:
         models_domain.touch(model)
     session.flush()
-    audit.describe(
+    _describe(
         session,
-        action="model_version.transition",
-        object_type="model_version",
-        object_id=version.id,
-        organization_id=project.organization_id,
-        details={
-            "model": model.name,
-            "version": version.version,
-            "to_stage": to_stage,
-            "archived_versions": archived,
-        },
+        "model_version.transition",
+        version,
+        project,
+        model=model.name,
+        version=version.version,
+        to_stage=to_stage,
+        archived_versions=archived,
     )
     return made
 
@@ -593,14 +597,7 @@ def delete_version(session: Session, access: Access, version: ModelVersion) -> N
     version.deleted_at = utcnow()
     models_domain.touch(model)
     session.flush()
-    audit.describe(
-        session,
-        action="model_version.delete",
-        object_type="model_version",
-        object_id=version.id,
-        organization_id=project.organization_id,
-        details={"model": model.name, "version": version.version},
-    )
+    _describe(session, "model_version.delete", version, project, model=model.name, version=version.version)
 
 
 def set_alias(session: Session, access: Access, model: Model, alias: str, version: ModelVersion) -> ModelAlias:
@@ -630,13 +627,8 @@ def set_alias(session: Session, access: Access, model: Model, alias: str, versio
             organization_id=project.organization_id,
             project_id=project.id,
         )
-    audit.describe(
-        session,
-        action="model.alias_set",
-        object_type="model",
-        object_id=model.id,
-        organization_id=project.organization_id,
-        details={"alias": alias, "version": version.version, "previous_version": previous},
+    models_domain.describe(
+        session, "model.alias_set", model, project, alias=alias, version=version.version, previous_version=previous
     )
     return row
 
@@ -665,11 +657,4 @@ def delete_alias(session: Session, access: Access, model: Model, alias: str) -> 
         organization_id=project.organization_id,
         project_id=project.id,
     )
-    audit.describe(
-        session,
-        action="model.alias_delete",
-        object_type="model",
-        object_id=model.id,
-        organization_id=project.organization_id,
-        details={"alias": alias, "previous_version": previous},
-    )
+    models_domain.describe(session, "model.alias_delete", model, project, alias=alias, previous_version=previous)
