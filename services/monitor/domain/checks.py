@@ -19,12 +19,12 @@ from sqlalchemy.orm import Session
 
 from services.monitor.domain import alerts, predictions, quality, reference
 from services.monitor.domain.drift import ColumnStatus, ProfileFormatError, compute_drift_report, render_html
-from services.monitor.domain.monitors import describe, drift_options, get_monitor, next_check_after
+from services.monitor.domain.monitors import describe, drift_options, get_monitor, monitor_rows, next_check_after
 from services.monitor.domain.visibility import READ, WRITE
 from shared.core.artifacts import ArtifactStore, safe_key
 from shared.core.auth import Access
 from shared.core.errors import NotFound, TesseraError
-from shared.core.pagination import RowPage, paginate
+from shared.core.pagination import RowPage
 from shared.db.models import DataDriftReport, ModelMonitoring, MonitorCheckRun, Project
 
 QUEUED, RUNNING, DONE, FAILED, INSUFFICIENT = "queued", "running", "done", "failed", "insufficient_data"
@@ -119,16 +119,7 @@ def get_run(session: Session, access: Access, monitor_id: uuid.UUID, run_id: uui
 def list_runs(
     session: Session, access: Access, monitor_id: uuid.UUID, *, page_token: str | None, max_results: int
 ) -> RowPage:
-    get_monitor(session, access, monitor_id, READ)
-    return paginate(
-        session,
-        select(MonitorCheckRun).where(MonitorCheckRun.monitor_id == monitor_id),
-        created_col=MonitorCheckRun.created_at,
-        id_col=MonitorCheckRun.id,
-        page_token=page_token,
-        max_results=max_results,
-        newest_first=True,
-    )
+    return monitor_rows(session, access, monitor_id, MonitorCheckRun, page_token=page_token, max_results=max_results)
 
 
 @dataclass(frozen=True)

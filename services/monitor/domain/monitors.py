@@ -21,7 +21,15 @@ from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
 from shared.core.model_refs import VersionRef, resolve_version
 from shared.core.pagination import RowPage, paginate
-from shared.db.models import Deployment, Experiment, ExperimentRun, ModelMonitoring, Project
+from shared.db.models import (
+    DataDriftReport,
+    Deployment,
+    Experiment,
+    ExperimentRun,
+    ModelMonitoring,
+    MonitorCheckRun,
+    Project,
+)
 
 DEFAULT_INTERVAL_S = 3600
 DEFAULT_WINDOW_S = 86400
@@ -69,6 +77,28 @@ def list_monitors(
         query,
         created_col=ModelMonitoring.created_at,
         id_col=ModelMonitoring.id,
+        page_token=page_token,
+        max_results=max_results,
+        newest_first=True,
+    )
+
+
+def monitor_rows(
+    session: Session,
+    access: Access,
+    monitor_id: uuid.UUID,
+    table: type[MonitorCheckRun | DataDriftReport],
+    *,
+    page_token: str | None,
+    max_results: int,
+) -> RowPage:
+    """One page, newest first, of a readable monitor's check runs or drift reports."""
+    get_monitor(session, access, monitor_id, READ)
+    return paginate(
+        session,
+        select(table).where(table.monitor_id == monitor_id),
+        created_col=table.created_at,
+        id_col=table.id,
         page_token=page_token,
         max_results=max_results,
         newest_first=True,

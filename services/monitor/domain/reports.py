@@ -8,12 +8,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.monitor.domain.checks import html_key
-from services.monitor.domain.monitors import get_monitor
+from services.monitor.domain.monitors import monitor_rows
 from services.monitor.domain.visibility import READ, require_visible
 from shared.core.artifacts import ArtifactStore
 from shared.core.auth import Access
 from shared.core.errors import NotFound
-from shared.core.pagination import RowPage, paginate
+from shared.core.pagination import RowPage
 from shared.db.models import DataDriftReport, ModelMonitoring, Project
 
 
@@ -32,16 +32,7 @@ def get_report(session: Session, access: Access, report_id: uuid.UUID) -> DataDr
 def list_reports(
     session: Session, access: Access, monitor_id: uuid.UUID, *, page_token: str | None, max_results: int
 ) -> RowPage:
-    get_monitor(session, access, monitor_id, READ)
-    return paginate(
-        session,
-        select(DataDriftReport).where(DataDriftReport.monitor_id == monitor_id),
-        created_col=DataDriftReport.created_at,
-        id_col=DataDriftReport.id,
-        page_token=page_token,
-        max_results=max_results,
-        newest_first=True,
-    )
+    return monitor_rows(session, access, monitor_id, DataDriftReport, page_token=page_token, max_results=max_results)
 
 
 def report_html(session: Session, access: Access, store: ArtifactStore, report_id: uuid.UUID) -> bytes:
