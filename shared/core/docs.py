@@ -168,7 +168,8 @@ def install_openapi(app: FastAPI, *, bad_request_prefixes: tuple[str, ...] = ())
             return app.openapi_schema
         spec = generate()
         components = spec.setdefault("components", {}).setdefault("schemas", {})
-        for name, model in {**_NAMED_MODELS, "ErrorBody": ErrorBody}.items():
+        named: dict[str, type[BaseModel]] = {**_NAMED_MODELS, "ErrorBody": ErrorBody}
+        for name, model in named.items():
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             for nested, nested_schema in schema.pop("$defs", {}).items():
                 components.setdefault(nested, nested_schema)
@@ -181,11 +182,12 @@ def install_openapi(app: FastAPI, *, bad_request_prefixes: tuple[str, ...] = ())
         # Included routers are walked as FastAPI's own schema generation walks them (with their prefixes
         # and router-level dependencies).
         for route in iter_route_contexts(app.routes):
-            if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
+            path, methods = route.path_format, route.methods
+            if not isinstance(route.original_route, APIRoute) or not route.include_in_schema or not path or not methods:
                 continue
-            validation_status = 400 if route.path_format.startswith(bad_request_prefixes) else 422
-            for method in route.methods:
-                operation = spec["paths"].get(route.path_format, {}).get(method.lower())
+            validation_status = 400 if path.startswith(bad_request_prefixes) else 422
+            for method in methods:
+                operation = spec["paths"].get(path, {}).get(method.lower())
                 if operation is None:
                     continue
                 security = _security(route)
