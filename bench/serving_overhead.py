@@ -1,20 +1,22 @@
 """Serving overhead: latency and throughput of a model server called directly and through the gateway.
 
-    .venv/bin/python bench/serving_overhead.py [--requests 2000] [--concurrency 4] [--rows 1]
+    .venv/bin/python bench/serving_overhead.py [--requests 2000] [--concurrency 4] [--rows 1] [--apps deployer,all]
 
 Starts one model server (a small sklearn model saved with mlflow) through the deployer's process manager,
 drives `POST /invocations` with httpx (bounded in count and time, loopback only) and stops it. Per target:
 - latency: p50/p99 over `--requests` sequential requests, so queueing does not hide per-request cost; the
-  two paths take turns (direct, gateway, direct, ...), so both see the same machine load;
+  paths take turns (direct, deployer, all, direct, ...), so all see the same machine load;
 - throughput: requests/s with `--concurrency` concurrent keep-alive connections;
 - CPU: milliseconds of the serving process's CPU per request, which a busy shared machine distorts far
   less than wall-clock latency.
-The gateway target is the deployer service (uvicorn, its own process, `tessera.asgi:deployer`) on a scratch
-SQLite database seeded with a tenant and a healthy deployment routed to the same server, with prediction
-logging on, as by default: the deployment is linked to a monitor, so every request and prediction is batched
-into the database's queue of served predictions (no worker runs, so they stay there and are counted). Its
-CPU column is the gateway process's own. The last line is a JSON summary for scripts (`direct_*`,
-`gateway_*`, `overhead_p50_ms`, `logged_records`, `load_avg_1m` before and after the measured phases).
+The gateway targets are uvicorn processes of their own on one scratch SQLite database: `deployer`, the deployer
+service alone (`tessera.asgi:deployer`), and `all`, the all-in-one app that `tessera up` and `tessera serve all`
+run (`tessera.asgi:all`, every service's routes); `--apps` picks them. The database holds a tenant and a
+healthy deployment routed to the same model server, with prediction logging on, as by default: the
+deployment is linked to a monitor, so every request and prediction is batched into the database's queue of
+served predictions (no worker runs, so they stay there and are counted). A gateway's CPU column is its own
+process's. The last line is a JSON summary for scripts (`direct_*`, `<app>_*`, `<app>_overhead_p50_ms`,
+`logged_records`, `load_avg_1m` before and after the measured phases).
 """
 
 from __future__ import annotations
@@ -248,8 +250,8 @@ def queued_rows(settings: Settings) -> int:
         return session.scalar(select(func.coalesce(func.sum(ServedPredictionBatch.row_count), 0)))
 
 
-def start_gateway(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "uvicorn", "tessera.asgi:deployer", "--host", "127.0.0.1", "--port", str(port)]
+def start_gateway(env: dict[str, str], port: int, app: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "uvicorn", f"tessera.asgi:{app}", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--no-access-log", "--log-level", "warning"]
     process = subprocess.Popen(command, env={**os.environ, **env}, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -260,7 +262,7 @@ def start_gateway(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
         except httpx.HTTPError:
             time.sleep(0.2)
     process.kill()
-    raise RuntimeError("the deployer service did not start")
+    raise RuntimeError(f"the {app} app did not start")
 
 
 def main() -> None:
@@ -269,7 +271,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=4, help="connections in the throughput phase")
     parser.add_argument("--rows", type=int, default=1, help="rows per request")
+    parser.add_argument(
+        "--apps", default="deployer,all", help="gateway apps to measure: deployer (the service alone), all (tessera up)"
+    )
     args = parser.parse_args()
+    apps = [app.strip() for app in args.apps.split(",") if app.strip()]
 
     with tempfile.TemporaryDirectory(prefix="tessera-bench-") as scratch_dir:
         scratch = Path(scratch_dir)
@@ -284,20 +290,21 @@ def main() -> None:
         settings = Settings(data_dir=scratch / "data", database_url=env["TESSERA_DATABASE_URL"])
         manager = ProcessManager(scratch / "logs")
         server = manager.start(ModelServerSpec(model_uri=str(model_path), name="iris", version="1"))
-        gateway = None
+        gateways: list[subprocess.Popen[bytes]] = []
         try:
             deployment_id, api_key = seed_deployment(settings, model_path, server)
-            gateway_port = free_port()
-            gateway = start_gateway(env, gateway_port)
-            targets = [
-                Target("direct", f"{server.url}/invocations", server.pid),
-                Target(
-                    "gateway",
-                    f"http://127.0.0.1:{gateway_port}/deployments/{deployment_id}/invocations",
-                    gateway.pid,
-                    {"authorization": f"Bearer {api_key}"},
-                ),
-            ]
+            targets = [Target("direct", f"{server.url}/invocations", server.pid)]
+            for app in apps:
+                port = free_port()
+                gateways.append(start_gateway(env, port, app))
+                targets.append(
+                    Target(
+                        app,
+                        f"http://127.0.0.1:{port}/deployments/{deployment_id}/invocations",
+                        gateways[-1].pid,
+                        {"authorization": f"Bearer {api_key}"},
+                    )
+                )
             # The figures only mean something next to how busy the machine was while they were taken.
             load_before = os.getloadavg()[0]
             results = asyncio.run(measure(targets, server.pid, body, args))
@@ -306,18 +313,21 @@ def main() -> None:
             time.sleep(1.5)
             logged_records = queued_rows(settings)
         finally:
-            if gateway is not None:
+            for gateway in gateways:
                 gateway.terminate()
                 gateway.wait(timeout=10)
             manager.stop(server)
     summary = report(results, args.concurrency)
-    summary["overhead_p50_ms"] = round(summary["gateway_p50_ms"] - summary["direct_p50_ms"], 3)
+    for app in apps:
+        summary[f"{app}_overhead_p50_ms"] = round(summary[f"{app}_p50_ms"] - summary["direct_p50_ms"], 3)
+        print(
+            f"{app}: gateway overhead p50 {summary[f'{app}_overhead_p50_ms']:.2f} ms, "
+            f"{summary[f'{app}_cpu_ms_per_request']:.3f} ms of gateway CPU per request, "
+            f"throughput {summary[f'{app}_rps'] / summary['direct_rps']:.0%} of direct"
+        )
     summary["logged_records"] = logged_records
     summary["load_avg_1m"] = [round(load_before, 2), round(load_after, 2)]
-    print(
-        f"gateway overhead p50: {summary['overhead_p50_ms']:.2f} ms; records logged: {logged_records}; "
-        f"load average {load_before:.1f} -> {load_after:.1f}"
-    )
+    print(f"records logged: {logged_records}; load average {load_before:.1f} -> {load_after:.1f}")
     print(json.dumps(summary))
 
 

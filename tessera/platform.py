@@ -16,9 +16,10 @@ from tessera import worker  # noqa: F401
 SERVICES = ("registry", "tracking", "deployer", "monitor", "notifier")
 
 
-def service_routers(name: str):
-    module = __import__(f"services.{name}.app", fromlist=["ROUTERS"])
-    return module.ROUTERS
+def service_routers(name: str, kind: str = "ROUTERS"):
+    """A service's routers: `ROUTERS`, or `SERVING_ROUTERS` (hot paths, matched before all others)."""
+    module = __import__(f"services.{name}.app", fromlist=[kind])
+    return getattr(module, kind, [])
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,12 +28,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from shared.core.web import build_app
     from tessera.console.app import mount as mount_console
 
-    routers = [router for name in SERVICES for router in service_routers(name)]
     app = build_app(
         settings,
         title="Tessera",
         service="platform",
-        routers=routers,
+        serving_routers=[router for name in SERVICES for router in service_routers(name, "SERVING_ROUTERS")],
+        routers=[router for name in SERVICES for router in service_routers(name)],
         description="Experiment tracking, model registry, deployment, monitoring and notifications.",
     )
     # The console calls these very routers in-process, so it lives only where all of them are mounted.

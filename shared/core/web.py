@@ -249,8 +249,11 @@ def build_app(
     title: str,
     service: str,
     routers: Iterable[APIRouter],
+    serving_routers: Iterable[APIRouter] = (),
     description: str = "",
 ) -> FastAPI:
+    """`serving_routers` are matched before every other route (Starlette tries routes in order): the
+    deployer's gateway, whose requests would otherwise pay for matching every route of every service."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
     app = FastAPI(
@@ -267,6 +270,8 @@ def build_app(
     app.state.authenticator = Authenticator(settings.jwt_secret, settings.api_key_touch_interval_s)
     _install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, service=service, max_body=settings.max_request_bytes)
+    for router in serving_routers:
+        app.include_router(router)
     app.include_router(_ops_router(service))
     app.include_router(browser_session.router)
     install_docs(app)
