@@ -26,10 +26,16 @@ class _Read(BaseModel):
 
 
 class CanarySettings(_Input):
-    """When the gateway rolls a canary back on its own, judged over a sliding window of canary requests."""
+    """When the gateway rolls a canary back on its own: judged against the stable version over the same
+    sliding window (the last `window_seconds` and/or the canary's last `max_requests` requests), on the
+    traffic of every gateway process. Requests refused as bad input (4xx) count against no version."""
 
+    # How far the canary's error rate may exceed the stable version's.
     max_error_rate: float = Field(0.05, ge=0.0, le=1.0)
+    # A ceiling on the canary's p95 latency, whatever the stable version does.
     max_p95_latency_ms: float | None = Field(None, gt=0)
+    # How many times the stable version's p95 latency the canary's may be.
+    max_p95_latency_ratio: float | None = Field(None, gt=1.0)
     min_requests: int = Field(50, ge=1)
     window_seconds: float | None = Field(60.0, gt=0)
     max_requests: int | None = Field(500, ge=1)

@@ -165,6 +165,8 @@ class Settings(BaseSettings):
     deployer_supervise_interval_s: float = 10.0
     deployer_ready_timeout_s: float = 60.0
     deployer_route_ttl_s: float = 2.0
+    # How often each gateway process adds its counts to the shared rollout state and judges canaries on it.
+    deployer_state_flush_interval_s: float = 0.25
     deployer_log_batch_size: int = 200
     deployer_log_flush_interval_s: float = 1.0
 

@@ -1,100 +1,37 @@
-"""Sliding-window stats, the auto-rollback decision and shadow-diff accounting."""
+"""The auto-rollback decision (the canary against the stable version) and shadow-diff accounting."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from services.deployer.domain.canary import (
-    CanaryThresholds,
-    ShadowDiffStats,
-    SlidingWindowStats,
-    WindowSnapshot,
-    judge_canary,
-)
-from shared.core.errors import InvalidParameter
-
-
-class FakeClock:
-    """Time we move by hand, so window expiry is tested without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_window_counts_errors_and_computes_p95_with_numpy():
-    stats = SlidingWindowStats(max_requests=1000)
-    latencies = list(range(1, 101))
-    for latency in latencies:
-        stats.record(float(latency), error=latency % 10 == 0)
-
-    snapshot = stats.snapshot()
-
-    assert snapshot.request_count == 100
-    assert snapshot.error_count == 10
-    assert snapshot.error_rate == pytest.approx(0.1)
-    assert snapshot.p95_latency_ms == pytest.approx(np.percentile(latencies, 95))
-
-
-def test_count_window_keeps_only_the_last_n_requests():
-    stats = SlidingWindowStats(max_requests=3)
-    for latency, error in [(500.0, True), (1.0, False), (2.0, False), (3.0, False)]:
-        stats.record(latency, error=error)
-
-    snapshot = stats.snapshot()
-
-    assert (snapshot.request_count, snapshot.error_count) == (3, 0)
-    assert snapshot.p95_latency_ms < 500
-
-
-def test_time_window_forgets_old_requests():
-    clock = FakeClock()
-    stats = SlidingWindowStats(window_seconds=60, clock=clock)
-    stats.record(900.0, error=True)
-    clock.now += 30
-    stats.record(10.0, error=False)
-
-    assert stats.snapshot().request_count == 2
-    clock.now += 31
-    assert stats.snapshot() == WindowSnapshot(request_count=1, error_count=0, p95_latency_ms=10.0)
-    clock.now += 60
-    assert stats.snapshot() == WindowSnapshot(request_count=0, error_count=0, p95_latency_ms=None)
-
-
-def test_a_window_needs_a_bound():
-    with pytest.raises(InvalidParameter):
-        SlidingWindowStats()
-
+from services.deployer.domain.canary import CanaryThresholds, ShadowDiffStats, WindowSnapshot, judge_canary
 
 THRESHOLDS = CanaryThresholds(max_error_rate=0.05, max_p95_latency_ms=200.0, min_requests=50)
 
 
 def test_too_few_requests_are_not_judged_even_if_all_failed():
-    verdict = judge_canary(WindowSnapshot(request_count=49, error_count=49, p95_latency_ms=5000), THRESHOLDS)
+    verdict = judge_canary(WindowSnapshot(request_count=49, error_count=49, p95_latency_ms=5000), None, THRESHOLDS)
 
     assert verdict.decision == "insufficient_data"
     assert not verdict.should_roll_back
 
 
 def test_healthy_canary_is_kept():
-    verdict = judge_canary(WindowSnapshot(request_count=200, error_count=10, p95_latency_ms=200.0), THRESHOLDS)
+    verdict = judge_canary(WindowSnapshot(request_count=200, error_count=10, p95_latency_ms=200.0), None, THRESHOLDS)
 
     assert verdict.decision == "healthy"
     assert verdict.reasons == ()
 
 
 def test_error_rate_over_threshold_rolls_back_with_the_numbers():
-    verdict = judge_canary(WindowSnapshot(request_count=200, error_count=11, p95_latency_ms=50.0), THRESHOLDS)
+    verdict = judge_canary(WindowSnapshot(request_count=200, error_count=30, p95_latency_ms=50.0), None, THRESHOLDS)
 
     assert verdict.should_roll_back
-    assert verdict.reasons == ("error rate 5.5% exceeds 5.0% (11/200 requests)",)
+    assert verdict.reasons == ("error rate 15.0% (30/200 requests) exceeds it by more than 5.0%",)
 
 
 def test_latency_and_errors_both_reported():
-    verdict = judge_canary(WindowSnapshot(request_count=100, error_count=50, p95_latency_ms=350.0), THRESHOLDS)
+    verdict = judge_canary(WindowSnapshot(request_count=100, error_count=50, p95_latency_ms=350.0), None, THRESHOLDS)
 
     assert verdict.should_roll_back
     assert len(verdict.reasons) == 2
@@ -104,17 +41,51 @@ def test_latency_and_errors_both_reported():
 def test_latency_is_not_judged_without_a_latency_threshold():
     thresholds = CanaryThresholds(max_error_rate=0.5, max_p95_latency_ms=None, min_requests=1)
 
-    verdict = judge_canary(WindowSnapshot(request_count=10, error_count=0, p95_latency_ms=1e6), thresholds)
+    verdict = judge_canary(WindowSnapshot(request_count=10, error_count=0, p95_latency_ms=1e6), None, thresholds)
 
     assert verdict.decision == "healthy"
 
 
-def test_window_feeds_the_decision():
-    stats = SlidingWindowStats(max_requests=100)
-    for index in range(100):
-        stats.record(20.0, error=index < 8)
+def test_errors_the_stable_version_shares_are_not_the_canarys():
+    # 1 request in 8 breaks both versions (inputs bad for every model): 12.5 % errors on each side.
+    stable = WindowSnapshot(request_count=800, error_count=100, p95_latency_ms=20.0)
+    canary = WindowSnapshot(request_count=200, error_count=25, p95_latency_ms=20.0)
 
-    assert judge_canary(stats.snapshot(), THRESHOLDS).should_roll_back
+    assert judge_canary(canary, stable, THRESHOLDS).decision == "healthy"
+    assert judge_canary(canary, None, THRESHOLDS).should_roll_back  # judged alone it would have gone
+
+
+def test_a_canary_worse_than_stable_on_the_same_traffic_is_rolled_back_with_both_figures():
+    stable = WindowSnapshot(request_count=800, error_count=100, p95_latency_ms=20.0)
+    canary = WindowSnapshot(request_count=200, error_count=60, p95_latency_ms=20.0)
+
+    verdict = judge_canary(canary, stable, THRESHOLDS)
+
+    assert verdict.reasons == (
+        "error rate 30.0% (60/200 requests) against 12.5% for the stable version (100/800) "
+        "exceeds it by more than 5.0%",
+    )
+
+
+def test_a_difference_the_split_can_make_by_chance_is_not_a_verdict():
+    # 20 % against 10 % on ~120 requests each: within what a random split of shared bad input produces.
+    stable = WindowSnapshot(request_count=133, error_count=13, p95_latency_ms=20.0)
+    canary = WindowSnapshot(request_count=120, error_count=24, p95_latency_ms=20.0)
+    thresholds = CanaryThresholds(max_error_rate=0.1, min_requests=10)
+
+    assert judge_canary(canary, stable, thresholds).decision == "healthy"
+    assert judge_canary(WindowSnapshot(10, 10, 5.0), WindowSnapshot(10, 0, 5.0), thresholds).should_roll_back
+
+
+def test_latency_relative_to_the_stable_version():
+    thresholds = CanaryThresholds(max_p95_latency_ratio=1.5, min_requests=10)
+    stable = WindowSnapshot(request_count=100, error_count=0, p95_latency_ms=40.0)
+
+    slow = judge_canary(WindowSnapshot(request_count=100, error_count=0, p95_latency_ms=70.0), stable, thresholds)
+    fine = judge_canary(WindowSnapshot(request_count=100, error_count=0, p95_latency_ms=55.0), stable, thresholds)
+
+    assert slow.reasons == ("p95 latency 70.0 ms is more than 1.5x the stable version's 40.0 ms",)
+    assert fine.decision == "healthy"
 
 
 def test_shadow_diff_exact_matches_and_mean_absolute_difference():

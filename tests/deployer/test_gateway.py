@@ -1,9 +1,11 @@
 """The gateway's own logic on the test database, with model servers replaced by an in-process upstream
-client (the one edge here): caching (no database per request), canary auto-rollback, and the prediction log."""
+client (the one edge here): caching (no database per request), canary auto-rollback judged against the
+stable version on the shared rollout state, and the prediction log."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import uuid
 
@@ -13,10 +15,12 @@ from sqlalchemy import select
 
 from services.deployer.domain.gateway import Gateway
 from services.deployer.domain.prediction_log import PredictionLogger
+from services.deployer.domain.rollout_state import RedisCounterStore
 from services.deployer.domain.upstream import UpstreamAnswer, UpstreamError
 from shared.core.auth import Authenticator
 from shared.core.served_predictions import served_rows
 from shared.db.models import Deployment, DeploymentHistory, DeploymentServer, ModelMonitoring, OutboxEvent
+from tests.conftest import REDIS_URL
 from tests.deployer.test_api import make_version
 
 STABLE_PORT, CANARY_PORT = 40001, 40002
@@ -50,16 +54,39 @@ def deployment(db_session, tenant) -> Deployment:
     return deployment
 
 
+MODEL_FAILED = UpstreamAnswer(500, b'{"error_code":"INTERNAL_ERROR","message":"boom"}', "application/json")
+BAD_INPUT = UpstreamAnswer(400, b'{"error_code":"INVALID_PARAMETER_VALUE","message":"null"}', "application/json")
+PREDICTED = UpstreamAnswer(200, b'{"predictions":[1]}', "application/json")
+
+
 class ModelServers:
     """Answers as the stable and canary servers would; the canary's model raises on every request."""
 
     async def request(self, method, url, body=None, headers=None) -> UpstreamAnswer:
-        if f":{CANARY_PORT}/" in url:
-            return UpstreamAnswer(500, b'{"error_code":"INTERNAL_ERROR","message":"boom"}', "application/json")
-        return UpstreamAnswer(200, b'{"predictions":[1]}', "application/json")
+        return MODEL_FAILED if f":{CANARY_PORT}/" in url else PREDICTED
 
 
-def build(db_session, settings, sink_batches: list | None = None) -> tuple[Gateway, list[int]]:
+class TwoGoodVersions:
+    """Both versions serve, and fail alike on the traffic clients send: of every 8 requests a version gets,
+    one breaks its model (5xx) and one is refused as bad input (4xx)."""
+
+    def __init__(self) -> None:
+        self.served: collections.Counter[str] = collections.Counter()
+
+    async def request(self, method, url, body=None, headers=None) -> UpstreamAnswer:
+        server = url.split("/")[2]
+        self.served[server] += 1
+        return {0: MODEL_FAILED, 1: BAD_INPUT}.get(self.served[server] % 8, PREDICTED)
+
+
+def redis_store() -> RedisCounterStore:
+    """The shared rollout state in Redis, as gateways share it in production, under a key prefix of its own.
+    (The database store is tested in test_rollout_state: here the test's single transactional connection
+    could not take the flush and the rollback from two threads at once.)"""
+    return RedisCounterStore(REDIS_URL, f"tessera-test-{uuid.uuid4().hex}:")
+
+
+def build(db_session, settings, sink_batches: list | None = None, client=None, store=None) -> tuple[Gateway, list[int]]:
     opened: list[int] = []
     tx_db = db_session.info["tx_db"]
 
@@ -75,42 +102,92 @@ def build(db_session, settings, sink_batches: list | None = None) -> tuple[Gatew
     gateway = Gateway(
         session_scope=counting_scope,
         authenticator=Authenticator(settings.jwt_secret),
-        client=ModelServers(),
+        client=client or ModelServers(),
         prediction_log=PredictionLogger(sink, max_batch=25, flush_interval_s=60) if sink_batches is not None else None,
+        # The tests flush the shared state themselves (`gateway.flush()`), where they want a judgement.
+        stats_store=store or redis_store(),
+        stats_flush_interval_s=3600,
         route_ttl_s=60,
     )
     return gateway, opened
+
+
+async def serve_in_batches(gateway: Gateway, deployment_id, authorization, bodies: list[bytes]) -> list[str]:
+    """Serve the bodies, flushing the shared state after every 10 requests; the route of each answer."""
+    routes = []
+    for index, body in enumerate(bodies):
+        answer = await gateway.forward(deployment_id, "/invocations", body, "application/json", authorization)
+        routes.append(answer.headers["x-tessera-route"])
+        if index % 10 == 9:
+            await gateway.flush()
+    await gateway.aclose()
+    return routes
 
 
 def test_a_failing_canary_is_cut_off_and_rolled_back_without_a_query_per_request(
     db_session, settings, tenant, deployment
 ):
     gateway, opened = build(db_session, settings)
-    authorization = f"Bearer {tenant.api_key}"
 
-    async def serve(count: int) -> list:
-        answers = [
-            await gateway.forward(deployment.id, "/invocations", b"{}", "application/json", authorization)
-            for _ in range(count)
-        ]
-        await gateway.aclose()
-        return answers
+    routes = asyncio.run(serve_in_batches(gateway, deployment.id, f"Bearer {tenant.api_key}", [b"{}"] * 200))
 
-    answers = asyncio.run(serve(200))
-
-    routes = [answer.headers["x-tessera-route"] for answer in answers]
-    canary_requests = routes.count("canary")
-    # Judged after 10 canary requests at > 10 % errors; none reaches the canary afterwards.
-    assert canary_requests == 10 and "canary" not in routes[routes.index("canary") + 30 :]
+    # Judged at the first flush after the canary's 10th request (> 10 % errors); none reaches it afterwards.
+    judged_at = next(end for end in range(10, 201, 10) if routes[:end].count("canary") >= 10)
+    assert "canary" not in routes[judged_at:] and routes.count("canary") < 20
     # One routing-table load and one authorization check, then the auto-rollback's transaction.
     assert len(opened) == 3
     db_session.expire_all()
     assert (deployment.canary_version_id, deployment.status) == (None, "rolled_back")
     history = db_session.scalar(select(DeploymentHistory).where(DeploymentHistory.deployment_id == deployment.id))
     assert (history.action, history.outcome) == ("auto_rollback", "succeeded")
-    assert "error rate 100.0% exceeds 10.0%" in history.reason
+    assert "error rate 100.0%" in history.reason and "against 0.0% for the stable version" in history.reason
+    # The figures the decision was made on.
+    assert history.details["canary"]["error_count"] == history.details["canary"]["request_count"] >= 10
+    assert history.details["stable"]["error_count"] == 0
     events = db_session.scalars(select(OutboxEvent.event_type)).all()
     assert "deployment.rolled_back" in events and "deployment.server_retired" in events
+
+
+def test_a_canary_survives_traffic_that_is_bad_for_both_versions(db_session, settings, tenant, deployment):
+    # 1 request in 8 breaks either model, 1 in 8 is refused as bad input: as bad for the stable as the canary.
+    gateway, _ = build(db_session, settings, client=TwoGoodVersions())
+
+    routes = asyncio.run(serve_in_batches(gateway, deployment.id, f"Bearer {tenant.api_key}", [b"{}"] * 400))
+
+    assert routes[-100:].count("canary") > 20  # still serving its share
+    db_session.expire_all()
+    assert deployment.canary_version_id is not None and deployment.status == "healthy"
+    assert db_session.scalar(select(DeploymentHistory).where(DeploymentHistory.deployment_id == deployment.id)) is None
+
+
+def test_two_gateways_make_one_rollback_decision_from_their_combined_traffic(db_session, settings, tenant, deployment):
+    # All traffic to the failing canary; 10 requests are needed to judge, and each gateway sees only 6.
+    deployment.canary_percent = 100
+    db_session.flush()
+    store = redis_store()
+    (first, _), (second, _) = build(db_session, settings, store=store), build(db_session, settings, store=store)
+    authorization = f"Bearer {tenant.api_key}"
+
+    async def serve() -> None:
+        for gateway in (first, second):
+            for _ in range(6):
+                await gateway.forward(deployment.id, "/invocations", b"{}", "application/json", authorization)
+            await gateway.flush()
+        await first.flush()  # the first sees the breach too, from the combined counts, and claims it too late
+        for gateway in (first, second):
+            await gateway.aclose()
+
+    asyncio.run(serve())
+
+    db_session.expire_all()
+    assert deployment.canary_version_id is None
+    rollbacks = db_session.scalars(
+        select(DeploymentHistory).where(
+            DeploymentHistory.deployment_id == deployment.id, DeploymentHistory.action == "auto_rollback"
+        )
+    ).all()
+    assert len(rollbacks) == 1 and rollbacks[0].details["canary"]["request_count"] == 12
+    assert first._routes[deployment.id].canary is None and second._routes[deployment.id].canary is None
 
 
 def test_served_requests_reach_the_prediction_log_in_batches(db_session, settings, tenant, deployment):

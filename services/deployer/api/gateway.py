@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from services.deployer.domain.gateway import Gateway
 from services.deployer.domain.prediction_log import PredictionLogger, database_sink
+from services.deployer.domain.rollout_state import CounterStore, DatabaseCounterStore, RedisCounterStore
 from services.deployer.domain.upstream import AiohttpUpstreamClient, UpstreamClient
 from services.deployer.schemas import ShadowStatsRead
 from shared.core.deps import MaxResults, PageToken
@@ -41,6 +42,8 @@ def build_gateway(app: FastAPI, client: UpstreamClient) -> Gateway:
 
     return Gateway(
         session_scope=session_scope,
+        stats_store=rollout_state_store(settings, session_scope),
+        stats_flush_interval_s=settings.deployer_state_flush_interval_s,
         authenticator=app.state.authenticator,
         client=client,
         prediction_log=PredictionLogger(
@@ -50,6 +53,14 @@ def build_gateway(app: FastAPI, client: UpstreamClient) -> Gateway:
         ),
         route_ttl_s=settings.deployer_route_ttl_s,
     )
+
+
+def rollout_state_store(settings: Settings, session_scope) -> CounterStore:
+    """Redis when the platform's broker is Redis (every process and host shares it); the database otherwise,
+    as on `tessera up`'s embedded default."""
+    if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisCounterStore(settings.broker_url, settings.broker_key_prefix)
+    return DatabaseCounterStore(session_scope)
 
 
 @asynccontextmanager
@@ -160,7 +171,7 @@ for _method, _path, _name, _summary in (
 @router.get(
     "/shadow",
     response_model=Page[ShadowStatsRead],
-    summary="Shadow comparisons seen by this gateway",
+    summary="Shadow comparisons of every gateway process",
     openapi_extra=AUTHENTICATED_BY_BEARER,
 )
 async def shadow_stats(
@@ -171,6 +182,6 @@ async def shadow_stats(
     await gateway.authorize_deployment(deployment_id, request.headers.get("authorization"))
     stats = [
         ShadowStatsRead(model_version_id=version_id, exact_match_rate=snapshot.exact_match_rate, **asdict(snapshot))
-        for version_id, snapshot in gateway.shadow_stats(deployment_id).items()
+        for version_id, snapshot in (await gateway.shadow_stats(deployment_id)).items()
     ]
     return sequence_page(stats, page_token=page_token, max_results=max_results)

@@ -1,16 +1,17 @@
-"""Judging a canary: sliding-window request stats per version, the auto-rollback decision, shadow diffs."""
+"""Judging a canary against the stable version on the same traffic, and shadow diffs.
+
+The windows themselves are counted in the shared rollout state (rollout_state.py), so every gateway process
+judges the same numbers.
+"""
 
 from __future__ import annotations
 
-import time
+import math
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-
-from shared.core.errors import InvalidParameter
 
 
 @dataclass(frozen=True)
@@ -22,49 +23,6 @@ class WindowSnapshot:
     @property
     def error_rate(self) -> float:
         return self.error_count / self.request_count if self.request_count else 0.0
-
-
-class SlidingWindowStats:
-    """Requests of one version over the last `window_seconds` and/or the last `max_requests` requests.
-
-    Kept in memory by whoever sees the traffic (the gateway); one instance per version.
-    """
-
-    def __init__(
-        self,
-        *,
-        window_seconds: float | None = None,
-        max_requests: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if window_seconds is None and max_requests is None:
-            raise InvalidParameter("a window needs window_seconds, max_requests or both")
-        self.window_seconds = window_seconds
-        self.clock = clock
-        # (timestamp, latency_ms, is_error); maxlen does the count-based eviction for free.
-        self._samples: deque[tuple[float, float, bool]] = deque(maxlen=max_requests)
-
-    def record(self, latency_ms: float, *, error: bool) -> None:
-        self._samples.append((self.clock(), latency_ms, error))
-        self._evict_expired()
-
-    def snapshot(self) -> WindowSnapshot:
-        self._evict_expired()
-        if not self._samples:
-            return WindowSnapshot(request_count=0, error_count=0, p95_latency_ms=None)
-        latencies = np.fromiter((sample[1] for sample in self._samples), dtype=np.float64)
-        return WindowSnapshot(
-            request_count=len(self._samples),
-            error_count=sum(1 for sample in self._samples if sample[2]),
-            p95_latency_ms=float(np.percentile(latencies, 95)),
-        )
-
-    def _evict_expired(self) -> None:
-        if self.window_seconds is None:
-            return
-        horizon = self.clock() - self.window_seconds
-        while self._samples and self._samples[0][0] < horizon:
-            self._samples.popleft()
 
 
 @dataclass(frozen=True)
@@ -102,8 +60,12 @@ class TrafficTally:
 
 @dataclass(frozen=True)
 class CanaryThresholds:
+    # How far the canary's error rate may exceed the stable version's over the same seconds.
     max_error_rate: float = 0.05
+    # A ceiling on the canary's p95, whatever the stable version does.
     max_p95_latency_ms: float | None = None
+    # How many times the stable version's p95 the canary's may be.
+    max_p95_latency_ratio: float | None = None
     min_requests: int = 50
 
 
@@ -117,17 +79,36 @@ class CanaryVerdict:
         return self.decision == "rollback"
 
 
-def judge_canary(canary: WindowSnapshot, thresholds: CanaryThresholds) -> CanaryVerdict:
-    """Roll back when the canary breaches any threshold, but only once it has seen enough requests to judge."""
+# One-sided 99 % normal quantile: how sure the judge must be that the canary's error rate is worse.
+_Z_99 = 2.326
+
+
+def judge_canary(canary: WindowSnapshot, stable: WindowSnapshot | None, thresholds: CanaryThresholds) -> CanaryVerdict:
+    """Roll back when the canary does worse than the stable version on the same traffic, once it has seen
+    enough requests to judge. Failures the stable version shares (inputs bad for every version) are not the
+    canary's: only its error rate above the stable's counts, and only when the window's counts show it with
+    99 % confidence (a random split puts more of a shared bad input on one side now and then; judged at every
+    flush, a bare difference would roll healthy canaries back). Without a stable window, the stable's rate is 0.
+    """
     if canary.request_count < thresholds.min_requests:
         return CanaryVerdict(
             "insufficient_data", (f"{canary.request_count} of {thresholds.min_requests} requests needed",)
         )
+    baseline = stable if stable is not None and stable.request_count else None
+    stable_rate = baseline.error_rate if baseline is not None else 0.0
+    variance = canary.error_rate * (1 - canary.error_rate) / canary.request_count
+    if baseline is not None:
+        variance += stable_rate * (1 - stable_rate) / baseline.request_count
     reasons = []
-    if canary.error_rate > thresholds.max_error_rate:
+    if canary.error_rate - stable_rate - _Z_99 * math.sqrt(variance) > thresholds.max_error_rate:
+        against = (
+            f" against {stable_rate:.1%} for the stable version ({baseline.error_count}/{baseline.request_count})"
+            if baseline is not None
+            else ""
+        )
         reasons.append(
-            f"error rate {canary.error_rate:.1%} exceeds {thresholds.max_error_rate:.1%} "
-            f"({canary.error_count}/{canary.request_count} requests)"
+            f"error rate {canary.error_rate:.1%} ({canary.error_count}/{canary.request_count} requests){against} "
+            f"exceeds it by more than {thresholds.max_error_rate:.1%}"
         )
     if (
         thresholds.max_p95_latency_ms is not None
@@ -135,6 +116,17 @@ def judge_canary(canary: WindowSnapshot, thresholds: CanaryThresholds) -> Canary
         and canary.p95_latency_ms > thresholds.max_p95_latency_ms
     ):
         reasons.append(f"p95 latency {canary.p95_latency_ms:.1f} ms exceeds {thresholds.max_p95_latency_ms:g} ms")
+    if (
+        thresholds.max_p95_latency_ratio is not None
+        and canary.p95_latency_ms is not None
+        and baseline is not None
+        and baseline.p95_latency_ms
+        and canary.p95_latency_ms > thresholds.max_p95_latency_ratio * baseline.p95_latency_ms
+    ):
+        reasons.append(
+            f"p95 latency {canary.p95_latency_ms:.1f} ms is more than {thresholds.max_p95_latency_ratio:g}x "
+            f"the stable version's {baseline.p95_latency_ms:.1f} ms"
+        )
     return CanaryVerdict("rollback", tuple(reasons)) if reasons else CanaryVerdict("healthy")
 
 
@@ -184,6 +176,10 @@ class ShadowDiffStats:
             self._exact_matches += int(not diff.any())
         else:
             self._exact_matches += int(np.array_equal(stable, shadow))
+
+    @property
+    def abs_diff_sum(self) -> float:
+        return self._abs_diff_sum
 
     def snapshot(self) -> ShadowDiffSnapshot:
         return ShadowDiffSnapshot(

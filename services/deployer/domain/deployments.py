@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services.deployer.domain import kserve
@@ -38,9 +38,8 @@ SERVER_RETIRED = "deployment.server_retired"
 
 def canary_thresholds(deployment: Deployment) -> CanaryThresholds:
     settings = deployment.config.get("canary", {})
-    return CanaryThresholds(
-        **{key: settings[key] for key in ("max_error_rate", "max_p95_latency_ms", "min_requests") if key in settings}
-    )
+    names = ("max_error_rate", "max_p95_latency_ms", "max_p95_latency_ratio", "min_requests")
+    return CanaryThresholds(**{key: settings[key] for key in names if key in settings})
 
 
 def canary_window(deployment: Deployment) -> tuple[float | None, int | None]:
@@ -255,14 +254,27 @@ def rollback(session: Session, access: Access, deployment_id: uuid.UUID, reason:
     return deployment
 
 
-def auto_rollback(session: Session, deployment_id: uuid.UUID, canary_version_id: uuid.UUID, reason: str) -> bool:
-    """The gateway's verdict on a failing canary; False when that canary is already gone (another gateway
-    process or an operator got there first), so a verdict reached twice is recorded once."""
-    deployment = session.scalar(select(Deployment).where(Deployment.id == deployment_id).with_for_update())
-    if deployment is None or deployment.canary_version_id != canary_version_id:
+def auto_rollback(
+    session: Session, deployment_id: uuid.UUID, canary_version_id: uuid.UUID, reason: str, details: dict[str, Any]
+) -> bool:
+    """The gateway's verdict on a failing canary. Several gateway processes reach it from the same shared
+    counts at about the same time: a conditional update lets exactly one of them carry it out, and the
+    others get False (as does a verdict on a canary an operator already removed)."""
+    claimed = session.execute(
+        update(Deployment)
+        .where(Deployment.id == deployment_id, Deployment.canary_version_id == canary_version_id)
+        .values(canary_percent=0)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:
         return False
+    deployment = session.scalar(
+        select(Deployment).where(Deployment.id == deployment_id).execution_options(populate_existing=True)
+    )
     project = session.get(Project, deployment.project_id)
-    _drop_canary(session, project, deployment, action="auto_rollback", reason=reason, actor_id=None)
+    _drop_canary(
+        session, project, deployment, action="auto_rollback", reason=reason, actor_id=None, details=details
+    )
     return True
 
 
@@ -404,6 +416,7 @@ def _drop_canary(
     action: str,
     reason: str | None,
     actor_id: uuid.UUID | None,
+    details: dict[str, Any] | None = None,
 ) -> None:
     canary = deployment.canary_version_id
     retire_server(session, project, deployment, "canary")
@@ -417,6 +430,7 @@ def _drop_canary(
         from_version_id=canary,
         to_version_id=deployment.model_version_id,
         reason=reason,
+        details=details,
         actor_id=actor_id,
     )
     announce(session, project, deployment, "deployment.rolled_back", from_version_id=canary, reason=reason)

@@ -1,23 +1,27 @@
 """The serving gateway: one route per deployment in front of its model servers.
 
 Per request it picks stable or canary (traffic.py), forwards over one shared keep-alive client (upstream.py),
-mirrors to the shadow in the background, counts and times the answer per version, feeds the canary's sliding
-window and rolls a failing canary back, and queues the request and prediction for the deployment's linked monitor.
+mirrors to the shadow in the background, counts and times the answer per version, and queues the request and
+prediction for the deployment's linked monitor.
 
-Nothing on that path touches the database: routing tables and authorization verdicts are cached in memory
-for a few seconds (database work runs in a thread when they expire). An auto-rollback takes effect in this
-process at once and is written to the database (history row, outbox event) in the background.
+Nothing on that path touches the database or Redis: routing tables and authorization verdicts are cached in
+memory for a few seconds, and counts are tallied in memory. Every `stats_flush_interval_s` a background flush
+adds the tally (and shadow comparisons) to the shared rollout state (rollout_state.py) and judges each canary
+against the stable version on the counts of every gateway process; a failing canary is cut off in this process
+at once, and the rollback is written to the database (history row with the figures, outbox event) by whichever
+process claims it first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 import uuid
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
@@ -26,14 +30,15 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from services.deployer.domain import deployments
+from services.deployer.domain import deployments, rollout_state
 from services.deployer.domain.canary import (
     CanaryThresholds,
+    CanaryVerdict,
     ShadowDiffSnapshot,
     ShadowDiffStats,
-    SlidingWindowStats,
     TrafficSnapshot,
     TrafficTally,
+    WindowSnapshot,
     judge_canary,
 )
 from services.deployer.domain.prediction_log import PredictionLogger
@@ -44,7 +49,7 @@ from shared.core.context import current_request
 from shared.core.errors import NotFound, TesseraError
 from shared.core.metrics import REGISTRY
 from shared.core.served_predictions import has_linked_monitor
-from shared.db.models import Deployment, DeploymentServer, ModelVersion
+from shared.db.models import Deployment, DeploymentHistory, DeploymentServer, ModelVersion
 
 log = structlog.get_logger("tessera.gateway")
 
@@ -116,7 +121,7 @@ class RouteTable:
     shadow: Upstream | None
     splitter: TrafficSplitter
     thresholds: CanaryThresholds
-    window: tuple[float | None, int | None]
+    window: rollout_state.WindowSpec
     # A monitor is linked: served predictions are queued for it.
     monitored: bool
     expires_at: float
@@ -144,6 +149,10 @@ def load_route_table(session: Session, deployment_id: uuid.UUID, ttl_s: float) -
     if not rows:
         return None
     deployment = rows[0][0]
+    canary_started = next(
+        (server.started_at for _, server, _, _ in rows if server is not None and server.role == "canary"), None
+    )
+    seconds, max_requests = deployments.canary_window(deployment)
     upstreams = {
         server.role: Upstream.build(
             deployment.id, server.role, server.model_version_id, str(version), f"http://{server.host}:{server.port}"
@@ -164,16 +173,21 @@ def load_route_table(session: Session, deployment_id: uuid.UUID, ttl_s: float) -
         shadow=shadow,
         splitter=TrafficSplitter(policy),
         thresholds=deployments.canary_thresholds(deployment),
-        window=deployments.canary_window(deployment),
+        window=rollout_state.WindowSpec(
+            seconds, max_requests, canary_started.timestamp() if canary_started is not None else None
+        ),
         monitored=bool(rows[0][3]),
         expires_at=time.monotonic() + ttl_s,
     )
 
 
-@dataclass
-class _CanaryWatch:
-    version_id: uuid.UUID
-    window: SlidingWindowStats
+@dataclass(frozen=True)
+class _Breach:
+    table: RouteTable
+    canary: Upstream
+    verdict: CanaryVerdict
+    canary_window: WindowSnapshot
+    stable_window: WindowSnapshot | None
 
 
 class Gateway:
@@ -184,6 +198,8 @@ class Gateway:
         authenticator: Authenticator,
         client: UpstreamClient,
         prediction_log: PredictionLogger | None,
+        stats_store: rollout_state.CounterStore,
+        stats_flush_interval_s: float = 0.25,
         route_ttl_s: float = 2.0,
         auth_ttl_s: float = 10.0,
     ) -> None:
@@ -191,15 +207,20 @@ class Gateway:
         self.authenticator = authenticator
         self.client = client
         self.prediction_log = prediction_log
+        self.stats_store = stats_store
+        self.stats_flush_interval_s = stats_flush_interval_s
         self.route_ttl_s = route_ttl_s
         self.auth_ttl_s = auth_ttl_s
         self._routes: dict[uuid.UUID, RouteTable] = {}
         self._loading: dict[uuid.UUID, asyncio.Task[RouteTable | None]] = {}
         # (credential digest, project) -> expiry: a revoked key keeps working for at most auth_ttl_s.
         self._authorized: dict[tuple[str, uuid.UUID], float] = {}
-        self._canaries: dict[uuid.UUID, _CanaryWatch] = {}
+        self._pending = rollout_state.PendingCounts()
+        self._flusher: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
         # Canaries this process has rolled back: kept out of reloaded tables until the database agrees.
         self._rolled_back: set[tuple[uuid.UUID, uuid.UUID]] = set()
+        # Shadow comparisons since the last flush.
         self._shadow_stats: dict[tuple[uuid.UUID, uuid.UUID], ShadowDiffStats] = {}
         self._shadow_in_flight = 0
         # (deployment, role, version) -> what this process served, for the console's traffic split.
@@ -228,10 +249,12 @@ class Gateway:
         try:
             response = await self.client.request("GET" if body is None else "POST", upstream.url + path, body, headers)
         except UpstreamError as exc:
-            self._observe(table, upstream, time.perf_counter() - started, error=True)
+            self._observe(table, upstream, time.perf_counter() - started, "error")
             raise Unavailable(f"Model server of version {upstream.version} did not answer: {exc}") from exc
         elapsed = time.perf_counter() - started
-        self._observe(table, upstream, elapsed, error=response.status_code >= 500)
+        status = response.status_code
+        # A 4xx is the request's fault (the model server refused the input): it counts against no version.
+        self._observe(table, upstream, elapsed, "error" if status >= 500 else "rejected" if status >= 400 else "ok")
         if body is not None:
             if table.shadow is not None and response.status_code == 200 and table.splitter.should_mirror():
                 self._mirror(table, table.shadow, path, body, headers, response.content)
@@ -266,35 +289,93 @@ class Gateway:
         await self._authorize(authorization, table.project_id)
         return table
 
-    def _observe(self, table: RouteTable, upstream: Upstream, elapsed_s: float, *, error: bool) -> None:
-        (upstream.requests_failed if error else upstream.requests_ok).inc()
+    def _observe(self, table: RouteTable, upstream: Upstream, elapsed_s: float, outcome: rollout_state.Outcome) -> None:
+        (upstream.requests_failed if outcome == "error" else upstream.requests_ok).inc()
         upstream.latency.observe(elapsed_s)
-        self._tally(table.deployment_id, upstream).record(elapsed_s * 1000.0, error=error)
-        if upstream.role != "canary":
-            return
-        watch = self._canaries.get(table.deployment_id)
-        if watch is None or watch.version_id != upstream.version_id:
-            seconds, count = table.window
-            watch = _CanaryWatch(upstream.version_id, SlidingWindowStats(window_seconds=seconds, max_requests=count))
-            self._canaries[table.deployment_id] = watch
-        watch.window.record(elapsed_s * 1000.0, error=error)
-        verdict = judge_canary(watch.window.snapshot(), table.thresholds)
-        if verdict.should_roll_back:
-            self._roll_back_canary(table, upstream, "; ".join(verdict.reasons))
+        self._tally(table.deployment_id, upstream).record(elapsed_s * 1000.0, error=outcome == "error")
+        self._pending.record(table.deployment_id, upstream.version_id, elapsed_s * 1000.0, outcome)
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush_periodically())
 
-    def _roll_back_canary(self, table: RouteTable, canary: Upstream, reason: str) -> None:
-        # Effective now for this process; the database transition follows in a thread.
+    # --- the shared rollout state ----------------------------------------------------------------
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.stats_flush_interval_s)
+            try:
+                await self.flush()
+            except Exception as exc:  # the store is down: serving goes on, judging resumes with it
+                log.warning("gateway.rollout_state_unavailable", error=f"{type(exc).__name__}: {exc}")
+
+    async def flush(self) -> None:
+        """Add this process's tally to the shared state, then judge every canary it routes to on the counts
+        of all gateway processes; roll back those that do worse than their stable version."""
+        async with self._flush_lock:
+            traffic = self._pending.drain()
+            shadows, self._shadow_stats = self._shadow_stats, {}
+            judged = [table for table in self._routes.values() if table.canary is not None]
+            if not (traffic or shadows or judged):
+                return
+            breaches = await asyncio.to_thread(self._share_and_judge, traffic, shadows, judged)
+            for breach in breaches:
+                await self._roll_back_canary(breach)
+
+    def _share_and_judge(
+        self,
+        traffic: rollout_state.Counters,
+        shadows: dict[tuple[uuid.UUID, uuid.UUID], ShadowDiffStats],
+        judged: list[RouteTable],
+    ) -> list[_Breach]:
+        increments: dict[str, dict[str, float]] = dict(traffic)
+        ttl = dict.fromkeys(traffic, rollout_state.TRAFFIC_TTL_S)
+        maxima: dict[str, dict[str, float]] = {}
+        for (deployment_id, version_id), stats in shadows.items():
+            key = rollout_state.shadow_key(deployment_id, version_id)
+            increments[key], maxima[key] = rollout_state.shadow_increments(stats.snapshot(), stats.abs_diff_sum)
+            ttl[key] = rollout_state.SHADOW_TTL_S
+        if increments:
+            self.stats_store.add(increments, maxima, ttl)
+        breaches = []
+        now = time.time()
+        for table in judged:
+            canary = table.canary
+            if canary is None:
+                continue
+            stable_id = table.stable.version_id if table.stable is not None else None
+            canary_window, stable_window = rollout_state.read_windows(
+                self.stats_store, table.deployment_id, canary.version_id, stable_id, table.window, now
+            )
+            verdict = judge_canary(canary_window, stable_window, table.thresholds)
+            if verdict.should_roll_back:
+                breaches.append(_Breach(table, canary, verdict, canary_window, stable_window))
+        return breaches
+
+    async def _roll_back_canary(self, breach: _Breach) -> None:
+        table, canary = breach.table, breach.canary
+        if table.canary is None or table.canary.version_id != canary.version_id:
+            return  # cut off already
+        # Effective now for this process (requests keep flowing while the database transition is written).
         table.canary = None
         table.splitter = TrafficSplitter(TrafficPolicy(0, table.splitter.policy.shadow_percent))
         self._rolled_back.add((table.deployment_id, canary.version_id))
-        self._canaries.pop(table.deployment_id, None)
-        AUTO_ROLLBACKS.labels(str(table.deployment_id)).inc()
-        log.warning("gateway.canary_rolled_back", deployment_id=str(table.deployment_id), reason=reason)
-        self._spawn(asyncio.to_thread(self._record_rollback, table.deployment_id, canary.version_id, reason))
+        reason = "; ".join(breach.verdict.reasons)
+        details = {
+            "canary": asdict(breach.canary_window),
+            "stable": asdict(breach.stable_window) if breach.stable_window is not None else None,
+        }
+        await asyncio.to_thread(self._record_rollback, table.deployment_id, canary.version_id, reason, details)
 
-    def _record_rollback(self, deployment_id: uuid.UUID, canary_version_id: uuid.UUID, reason: str) -> None:
+    def _record_rollback(
+        self, deployment_id: uuid.UUID, canary_version_id: uuid.UUID, reason: str, details: dict[str, Any]
+    ) -> None:
         with self.session_scope() as session:
-            deployments.auto_rollback(session, deployment_id, canary_version_id, f"automatic: {reason}")
+            decided = deployments.auto_rollback(
+                session, deployment_id, canary_version_id, f"automatic: {reason}", details
+            )
+        if decided:
+            # Counted once, by the process that carried the decision out.
+            AUTO_ROLLBACKS.labels(str(deployment_id)).inc()
+            log.warning("gateway.canary_rolled_back", deployment_id=str(deployment_id), reason=reason)
 
     # --- shadow ----------------------------------------------------------------------------------
 
@@ -311,9 +392,8 @@ class Gateway:
         if self._shadow_in_flight >= MAX_SHADOW_IN_FLIGHT:
             SHADOW_COMPARISONS.labels(deployment, shadow.version, "dropped").inc()
             return
-        stats = self._shadow_stats.setdefault((table.deployment_id, shadow.version_id), ShadowDiffStats())
         self._shadow_in_flight += 1
-        self._spawn(self._compare_shadow(deployment, shadow, path, body, headers, stable_answer, stats))
+        self._spawn(self._compare_shadow(deployment, shadow, path, body, headers, stable_answer))
 
     async def _compare_shadow(
         self,
@@ -323,7 +403,6 @@ class Gateway:
         body: bytes,
         headers: dict[str, str] | None,
         stable_answer: bytes,
-        stats: ShadowDiffStats,
     ) -> None:
         tally = self._tally(uuid.UUID(deployment), shadow)
         started = time.perf_counter()
@@ -334,6 +413,8 @@ class Gateway:
                 SHADOW_COMPARISONS.labels(deployment, shadow.version, "error").inc()
                 return
             stable, mirrored = _predictions(orjson.loads(stable_answer)), _predictions(orjson.loads(response.content))
+            # Looked up now, not when mirrored: a flush in between hands the previous tally to the shared state.
+            stats = self._shadow_stats.setdefault((uuid.UUID(deployment), shadow.version_id), ShadowDiffStats())
             before = stats.snapshot().exact_match_count
             stats.record(stable, mirrored)
             result = "match" if stats.snapshot().exact_match_count > before else "differ"
@@ -346,12 +427,30 @@ class Gateway:
         finally:
             self._shadow_in_flight -= 1
 
-    def shadow_stats(self, deployment_id: uuid.UUID) -> dict[uuid.UUID, ShadowDiffSnapshot]:
-        """This process's shadow comparisons of a deployment, per shadow version id."""
+    async def shadow_stats(self, deployment_id: uuid.UUID) -> dict[uuid.UUID, ShadowDiffSnapshot]:
+        """The shadow comparisons of every gateway process, per version ever shadowed in the deployment."""
+        await self.flush()  # this process's latest comparisons too
+        return await asyncio.to_thread(self._read_shadow_stats, deployment_id)
+
+    def _read_shadow_stats(self, deployment_id: uuid.UUID) -> dict[uuid.UUID, ShadowDiffSnapshot]:
+        with self.session_scope() as session:
+            version_ids = list(
+                session.scalars(
+                    select(DeploymentHistory.to_version_id)
+                    .where(
+                        DeploymentHistory.deployment_id == deployment_id,
+                        DeploymentHistory.action == "shadow",
+                        DeploymentHistory.outcome == "succeeded",
+                    )
+                    .distinct()
+                )
+            )
+        keys = [rollout_state.shadow_key(deployment_id, version_id) for version_id in version_ids]
+        stored = self.stats_store.read(keys)
         return {
-            version_id: stats.snapshot()
-            for (deployment, version_id), stats in self._shadow_stats.items()
-            if deployment == deployment_id
+            version_id: rollout_state.shadow_snapshot(stored[key])
+            for version_id, key in zip(version_ids, keys, strict=True)
+            if key in stored
         }
 
     def _tally(self, deployment_id: uuid.UUID, upstream: Upstream) -> TrafficTally:
@@ -422,7 +521,18 @@ class Gateway:
         task.add_done_callback(self._background.discard)
 
     async def aclose(self) -> None:
-        """Let background work (rollbacks, shadow calls) finish, then flush the prediction log."""
+        """Let background work (shadow calls) finish, share the last counts (and carry out what they decide),
+        then flush the prediction log."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        try:
+            await self.flush()
+        except Exception as exc:
+            log.warning("gateway.rollout_state_unavailable", error=f"{type(exc).__name__}: {exc}")
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self.prediction_log is not None:

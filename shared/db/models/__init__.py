@@ -1,6 +1,6 @@
 """Every table of the one Tessera schema. Import from here so Alembic and the services see all of them."""
 
-from shared.db.models.deployer import Deployment, DeploymentHistory, DeploymentServer
+from shared.db.models.deployer import Deployment, DeploymentHistory, DeploymentServer, RolloutCounter
 from shared.db.models.events import DeadLetter, OutboxEvent
 from shared.db.models.identity import (
     Organization,
@@ -96,6 +96,7 @@ __all__ = [
     "OutboxEvent",
     "Project",
     "ProjectMember",
+    "RolloutCounter",
     "RunDatasetInput",
     "RunLatestMetric",
     "RunMetric",
