@@ -10,6 +10,7 @@ from shared.core.artifacts import get_artifact_store
 from shared.core.errors import InvalidParameter
 from shared.core.model_refs import VersionRef
 from shared.db.models import (
+    AuditLog,
     DataDriftReport,
     Dataset,
     Deployment,
@@ -389,3 +390,29 @@ def test_version_refs_in_paths(client, tenant, db_session):
         assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
     with pytest.raises(InvalidParameter):
         VersionRef.parse("churn:\u00b2")
+
+
+def test_registering_leaves_audit_rows_naming_the_object(client, tenant, db_session):
+    tracked = make_run(db_session, tenant.project_id)
+    model = _create_model(client, tenant, name=unique("audited"))
+    from_run = _create_version(client, tenant, model["id"], tracked)
+    uploaded = client.post(
+        f"/api/v1/models/{model['id']}/versions/upload", files=[("files", ("MLmodel", b"flavors: {}\n"))],
+        headers=tenant.headers,
+    ).json()
+    assert _transition(client, tenant.headers, from_run["id"], "production").status_code == 200
+    client.put(f"/api/v1/models/{model['id']}/aliases/champion", json={"version": 2}, headers=tenant.headers)
+    db_session.expire_all()
+    rows = db_session.scalars(
+        select(AuditLog).where(AuditLog.organization_id == tenant.org_id, AuditLog.action.like("model%"))
+    ).all()
+    assert sorted((row.action, row.object_type, row.object_id, row.details) for row in rows) == sorted([
+        ("model.create", "model", model["id"], {"name": model["name"], "project_id": str(tenant.project_id)}),
+        ("model_version.create", "model_version", from_run["id"],
+         {"model": model["name"], "version": 1, "source": from_run["source"]}),
+        ("model_version.create", "model_version", uploaded["id"],
+         {"model": model["name"], "version": 2, "source": "upload", "files": 1}),
+        ("model_version.transition", "model_version", from_run["id"],
+         {"model": model["name"], "version": 1, "to_stage": "production", "archived_versions": []}),
+        ("model.alias_set", "model", model["id"], {"alias": "champion", "version": 2, "previous_version": None}),
+    ])
