@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from shared.core.auth import Principal
 from shared.core.context import current_request
-from shared.db.models import AuditLog, Organization
+from shared.db.models import AuditLog, Organization, Project
 
 _AUDIT_KEY = "tessera_audit"
 _INSERT = AuditLog.__table__.insert()
@@ -45,6 +45,25 @@ def describe(
         object_id=str(object_id) if object_id is not None else None,
         organization_id=organization_id,
         details=details or {},
+    )
+
+
+def describe_project_object(
+    session: Session,
+    project: Project,
+    action: str,
+    object_type: str,
+    object_id: Any,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """`describe` an action on one object of `project`, filed under the project's organization."""
+    describe(
+        session,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        organization_id=project.organization_id,
+        details=details,
     )
 
 

@@ -232,7 +232,4 @@ def resolve(session: Session, access: Access, alert_id: uuid.UUID, now: datetime
 
 
 def _describe(session: Session, alert: Alert, action: str) -> None:
-    project = session.get(Project, alert.project_id)
-    audit.describe(
-        session, action=action, object_type="alert", object_id=alert.id, organization_id=project.organization_id
-    )
+    audit.describe_project_object(session, session.get(Project, alert.project_id), action, "alert", alert.id)

@@ -54,14 +54,7 @@ def get_monitor(session: Session, access: Access, monitor_id: uuid.UUID, scope: 
 def describe(session: Session, monitor: ModelMonitoring, action: str, details: dict[str, Any] | None = None) -> None:
     """Name the request's action on `monitor` for its audit row."""
     project = session.get(Project, monitor.project_id)
-    audit.describe(
-        session,
-        action=action,
-        object_type="monitor",
-        object_id=monitor.id,
-        organization_id=project.organization_id,
-        details=details,
-    )
+    audit.describe_project_object(session, project, action, "monitor", monitor.id, details)
 
 
 def list_monitors(

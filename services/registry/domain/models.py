@@ -29,15 +29,7 @@ MAX_TAG_VALUE_LENGTH = 100_000
 
 
 def describe(session: Session, action: str, model: Model, project: Project, /, **details: Any) -> None:
-    """The audit description of `action` on `model`, filed under its project's organization."""
-    audit.describe(
-        session,
-        action=action,
-        object_type="model",
-        object_id=model.id,
-        organization_id=project.organization_id,
-        details=details,
-    )
+    audit.describe_project_object(session, project, action, "model", model.id, details)
 
 
 def validate_name(name: str | None, what: str = "name") -> str:

@@ -317,15 +317,7 @@ def _event_payload(model: Model, version: ModelVersion) -> dict[str, Any]:
 
 
 def _describe(session: Session, action: str, version: ModelVersion, project: Project, /, **details: Any) -> None:
-    """The audit description of `action` on `version`, filed under its project's organization."""
-    audit.describe(
-        session,
-        action=action,
-        object_type="model_version",
-        object_id=version.id,
-        organization_id=project.organization_id,
-        details=details,
-    )
+    audit.describe_project_object(session, project, action, "model_version", version.id, details)
 
 
 def create_version(

@@ -152,13 +152,13 @@ def create_experiment(
             ExperimentTag.__table__.insert(),
             [{"experiment_id": experiment_id, "key": k, "value": v} for k, v in dict(validated_tags).items()],
         )
-    audit.describe(
+    audit.describe_project_object(
         session,
-        action="experiment.create",
-        object_type="experiment",
-        object_id=experiment_id.hex,
-        organization_id=project.organization_id,
-        details={"name": name, "project_id": str(project.id)},
+        project,
+        "experiment.create",
+        "experiment",
+        experiment_id.hex,
+        {"name": name, "project_id": str(project.id)},
     )
     return experiment
 
@@ -280,11 +280,5 @@ def search_experiments(
 
 
 def _describe(session: Session, access: Access, experiment: Experiment, action: str, details: dict | None = None):
-    audit.describe(
-        session,
-        action=action,
-        object_type="experiment",
-        object_id=experiment.id.hex,
-        organization_id=access.require_project(experiment.project_id, READ).organization_id,
-        details=details,
-    )
+    project = access.require_project(experiment.project_id, READ)
+    audit.describe_project_object(session, project, action, "experiment", experiment.id.hex, details)
