@@ -7,29 +7,42 @@ Mounted by the main CLI (`app.add_typer(monitor_cli.app)`); also runs on its own
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich import box
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from services.monitor.domain.drift import (
+    ColumnSource,
     ColumnType,
     DriftOptions,
     DriftReport,
+    GroupProgress,
+    ParquetSource,
+    ProfileWriter,
     ReferenceProfile,
-    build_reference_profile,
-    compute_drift_report,
+    TableSource,
+    bounded_drift_report,
     read_table,
     render_html,
 )
+from services.monitor.domain.drift.io import PARQUET_SUFFIXES
+from shared.core.settings import ENV_PREFIX, Settings
 
 # A saved profile (see --save-profile) can stand in for the reference data.
 PROFILE_SUFFIX = ".npz"
 
 app = typer.Typer(add_completion=False, help="Offline data drift checks.")
 console = Console()
+# Progress goes to stderr, so `--json` output on stdout stays clean.
+progress_console = Console(stderr=True)
+MEMORY_ENV = f"{ENV_PREFIX}MONITOR_DRIFT_MEMORY_MB"
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:
@@ -67,6 +80,13 @@ def drift(
         None, metavar="FILE", help="Save the reference profile to FILE for later checks"
     ),
     fail_on_drift: bool = typer.Option(False, help="Exit with status 1 when dataset drift is detected"),
+    memory_mb: int = typer.Option(
+        Settings.model_fields["monitor_drift_memory_mb"].default,
+        envvar=MEMORY_ENV,
+        min=64,
+        metavar="MB",
+        help="Peak memory to stay within: Parquet is read a group of columns at a time to fit it",
+    ),
 ) -> None:
     """Compare CURRENT against REFERENCE column by column, with Evidently 0.7's default tests."""
     try:
@@ -90,14 +110,29 @@ def drift(
     column_types = {name: ColumnType.NUMERICAL for name in numerical} | {
         name: ColumnType.CATEGORICAL for name in categorical
     }
-    if reference.suffix == PROFILE_SUFFIX:
-        profile = ReferenceProfile.from_bytes(reference.read_bytes())
-    else:
-        profile = build_reference_profile(read_table(reference), column_types=column_types)
-    if save_profile is not None:
-        save_profile.write_bytes(profile.to_bytes())
+    with ExitStack() as stack:
+        if reference.suffix == PROFILE_SUFFIX:
+            # Read lazily: each column's stored values are loaded when its group comes.
+            reference_side: ColumnSource | ReferenceProfile = ReferenceProfile.read(
+                stack.enter_context(reference.open("rb"))
+            )
+        else:
+            reference_side = _source(reference)
+        writer = None
+        if save_profile is not None:
+            rows = reference_side.row_count if isinstance(reference_side, ReferenceProfile) else reference_side.num_rows
+            writer = stack.enter_context(ProfileWriter(stack.enter_context(save_profile.open("wb")), rows))
+        progress = stack.enter_context(_group_progress())
+        report = bounded_drift_report(
+            reference_side,
+            _source(current),
+            memory_mb * 2**20,
+            options,
+            column_types=column_types,
+            progress=progress,
+            save_profile=writer,
+        )
 
-    report = compute_drift_report(profile, read_table(current), options, column_types=column_types)
     if html is not None:
         html.write_text(render_html(report), encoding="utf-8")
     if json_out:
@@ -108,6 +143,43 @@ def drift(
             console.print(f"HTML report written to {html}")
     if fail_on_drift and report.dataset_drift:
         raise typer.Exit(1)
+
+
+def _source(path: Path) -> ColumnSource:
+    """Parquet is read a group of columns at a time; CSV, a row format, is read whole."""
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        return ParquetSource(path)
+    return TableSource(read_table(path))
+
+
+@contextmanager
+def _group_progress() -> Iterator[Any]:
+    """A progress bar over the column groups, shown on a terminal when the data does not fit in one group."""
+    bar = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("columns"),
+        TimeElapsedColumn(),
+        console=progress_console,
+        transient=True,
+    )
+    task = None
+
+    def update(step: GroupProgress) -> None:
+        nonlocal task
+        if step.group == 0:
+            if step.groups > 1 and progress_console.is_terminal:
+                bar.start()
+                task = bar.add_task(f"Drift, {step.groups} column groups", total=step.columns)
+            return
+        if task is not None:
+            bar.update(task, completed=step.columns_done, description=f"Drift, group {step.group}/{step.groups}")
+
+    try:
+        yield update
+    finally:
+        bar.stop()
 
 
 def _print_table(report: DriftReport) -> None:

@@ -192,6 +192,10 @@ class Settings(BaseSettings):
     monitor_retention_days: int = 30
     monitor_compaction_target_rows: int = 1_000_000
     monitor_orphan_grace_s: float = 3600.0
+    # Drift checks and `tessera drift` read the data a group of columns at a time so that the process's
+    # resident memory stays within this many MB, whatever the size of the data (one column's working set,
+    # about 6 x 8 bytes x rows, is the floor). The default leaves room for a 2 GB peak.
+    monitor_drift_memory_mb: int = Field(default=1792, ge=64)
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:

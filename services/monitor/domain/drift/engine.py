@@ -96,17 +96,25 @@ def compute_drift_report(
     present = set(column_names(current))
     named = {name: ColumnType(kind) for name, kind in (column_types or {}).items()}
     columns = {
-        name: _column_drift(
+        name: column_drift(
             name, column, current if name in present else None, options, named.get(name) or column.named_type
         )
         for name, column in profile.columns.items()
     }
+    return assemble_report(columns, options, profile.row_count, row_count(current))
+
+
+def assemble_report(
+    columns: dict[str, ColumnDrift], options: DriftOptions, reference_rows: int, current_rows: int
+) -> DriftReport:
+    """The dataset verdict over the columns' results, however they were computed (all at once, a few
+    columns at a time, or in shards)."""
     tested = [column for column in columns.values() if column.status == ColumnStatus.OK]
     drifted = sum(column.drift for column in tested)
     share = drifted / len(tested) if tested else 0.0
     if tested:
         status = ColumnStatus.OK
-    elif row_count(current) == 0 or any(c.status == ColumnStatus.INSUFFICIENT_DATA for c in columns.values()):
+    elif current_rows == 0 or any(c.status == ColumnStatus.INSUFFICIENT_DATA for c in columns.values()):
         status = ColumnStatus.INSUFFICIENT_DATA
     else:
         status = ColumnStatus.NOT_TESTED
@@ -117,15 +125,16 @@ def compute_drift_report(
         number_of_columns=len(tested),
         number_of_drifted_columns=drifted,
         status=status,
-        reference_rows=profile.row_count,
-        current_rows=row_count(current),
+        reference_rows=reference_rows,
+        current_rows=current_rows,
         columns=columns,
     )
 
 
-def _column_drift(
+def column_drift(
     name: str, column: ColumnProfile, current: Frame | None, options: DriftOptions, named_type: ColumnType | None
 ) -> ColumnDrift:
+    """One column's result; `current` is any frame holding the column (None: the column is missing)."""
     reference = column.distribution
     observed, column_type = _current_values_and_type(name, column, current, named_type)
     result = ColumnDrift(column_type=column_type.value, status=ColumnStatus.NOT_TESTED)
