@@ -270,6 +270,33 @@ class InhibitRuleRead(_Read):
     updated_at: datetime
 
 
+class HoldingSilence(BaseModel):
+    id: uuid.UUID
+    matchers: list[str]
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    comment: str
+
+
+class InhibitingAlert(BaseModel):
+    fingerprint: str = Field(description="The inhibiting alert's label fingerprint")
+    labels: dict[str, str]
+    starts_at: datetime
+
+
+class HeldAlertRead(BaseModel):
+    """A firing alert as the notifier holds it, and what keeps its notifications back."""
+
+    fingerprint: str = Field(description="The label fingerprint (Alertmanager's)")
+    labels: dict[str, str]
+    starts_at: datetime
+    receivers: list[str] = Field(description="The rules that route it")
+    state: Literal["active", "suppressed"]
+    silenced_by: list[HoldingSilence]
+    inhibited_by: list[InhibitingAlert]
+
+
 # --- notifications, deliveries, events ---------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ from shared.db.models import (
     ModelVersion,
 )
 from tests import factories
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 
 ARTIFACTS = ROOT / "test-artifacts" / "console"
 CHROMIUM = "/usr/bin/chromium"
@@ -122,8 +122,35 @@ def world(db, settings, live_server, celery_worker) -> World:
                       labels={"alertname": "DataDrift", "monitor": spec["name"]}, started_at=utcnow())
         session.add(alert)
         session.flush()
-        alert_id = alert.id
+        alert_id, fingerprint = alert.id, alert.fingerprint
+    _hold_in_the_notifier(live_server.url, owner, fingerprint, spec["name"])
     return World(live_server.url, owner, viewer, stranger, monitor_id=monitor_id, alert_id=alert_id, **ids)
+
+
+def _hold_in_the_notifier(url: str, owner: factories.Tenant, fingerprint: str, monitor_name: str) -> None:
+    """The notifier holds the alert (a rule routes it, with a group wait long enough that nothing is sent
+    during the tests) and a firing ClusterDown inhibits it."""
+    org = str(owner.org_id)
+    with httpx.Client(base_url=url, headers=owner.headers, timeout=60) as api:
+        channel = api.post("/api/v1/channels", json={"name": "parked", "type": "webhook", "organization_id": org,
+                                                      "url": "http://127.0.0.1:9/parked"})
+        assert channel.status_code == 201, channel.text
+        for path, body in (
+            ("/api/v1/rules", {"name": "custom alerts", "organization_id": org, "event_types": ["custom.*"],
+                               "channel_ids": [channel.json()["id"]], "group_wait_s": 86400}),
+            ("/api/v1/inhibit-rules", {"name": "cluster down mutes drift", "organization_id": org,
+                                       "source_matchers": ["alertname=ClusterDown"],
+                                       "target_matchers": ["alertname=DataDrift"]}),
+            ("/api/v1/events", {"organization_id": org, "event_type": "custom.cluster", "payload": {
+                "status": "firing", "severity": "critical", "labels": {"alertname": "ClusterDown"}}}),
+            ("/api/v1/events", {"organization_id": org, "event_type": "custom.drift", "payload": {
+                "status": "firing", "severity": "high", "fingerprint": fingerprint,
+                "labels": {"alertname": "DataDrift", "monitor": monitor_name}}}),
+        ):
+            answer = api.post(path, json=body)
+            assert answer.status_code in (201, 202), answer.text
+        wait_for(lambda: api.get(f"/api/v1/held-alerts/{fingerprint}").status_code == 200,
+                 what="the notifier to hold the alert")
 
 
 @pytest.fixture(scope="module")

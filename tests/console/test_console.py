@@ -55,6 +55,8 @@ def test_acknowledge_and_silence_an_alert(signed_in, world):
     s = signed_in(world.owner.email)
     page = s.open("/console/alerts?status=firing")
     page.locator(f'a[href="/console/alerts/{world.alert_id}"]').click()
+    expect(page.get_by_test_id("inhibited-by")).to_contain_text("Inhibited by the firing alert ClusterDown")
+    expect(page.get_by_test_id("silenced-by")).to_have_count(0)
     page.get_by_test_id("acknowledge").click()
     expect(page.get_by_test_id("outcome")).to_have_text("Acknowledged")
     expect(page.locator("h1")).to_contain_text("acknowledged")
@@ -64,10 +66,14 @@ def test_acknowledge_and_silence_an_alert(signed_in, world):
         labels = api.get(f"/api/v1/alerts/{world.alert_id}").json()["labels"]
     expect(matchers).to_have_value("\n".join(f'{k}="{v}"' for k, v in sorted(labels.items())))
     assert f'monitor="{_monitor_label(world)}"' in matchers.input_value()
+    # Everything from this monitor, whatever else its alert's labels say.
+    matchers.fill(f'monitor="{_monitor_label(world)}"')
     page.get_by_label("For").select_option("4h")
     page.get_by_label("Comment").fill("retraining, known drift")
     page.get_by_test_id("silence").click()
     expect(page.get_by_test_id("outcome")).to_contain_text("Silenced until")
+    expect(page.get_by_test_id("silenced-by")).to_contain_text("retraining, known drift")
+    expect(page.get_by_test_id("suppression")).to_contain_text(world.owner.email)
     s.shot("alert-silenced")
     with httpx.Client(base_url=world.url, headers=world.owner.headers) as api:
         silences = api.get("/api/v1/silences", params={"organization_id": str(world.owner.org_id)}).json()

@@ -451,6 +451,15 @@ def test_inhibit_rules_crud_and_inhibited_alerts_in_the_alertmanager_listing(cli
     assert by_cluster[("HighLatency", "eu")]["status"]["inhibitedBy"] == [down["fingerprint"]]
     assert by_cluster[("HighLatency", "eu")]["status"]["state"] == "suppressed"
     assert by_cluster[("HighLatency", "us")]["status"]["state"] == "active"
+    # The native view of one held alert (posted alerts have no producer fingerprint: the labels' own).
+    held = client.get(f"/api/v1/held-alerts/{by_cluster[('HighLatency', 'eu')]['fingerprint']}", headers=tenant.headers)
+    assert held.status_code == 200, held.text
+    assert held.json()["state"] == "suppressed" and held.json()["silenced_by"] == []
+    assert [(i["fingerprint"], i["labels"]["alertname"]) for i in held.json()["inhibited_by"]] == [
+        (down["fingerprint"], "ClusterDown")
+    ]
+    assert client.get(f"/api/v1/held-alerts/{down['fingerprint']}", headers=other_tenant.headers).status_code == 404
+    assert client.get("/api/v1/held-alerts/nothing-holds-this", headers=tenant.headers).status_code == 404
     shown = client.get("/api/v2/alerts", params={"inhibited": "false"}, headers=tenant.headers).json()
     assert {(a["labels"]["alertname"], a["labels"]["cluster"]) for a in shown} == {
         ("ClusterDown", "eu"),

@@ -56,17 +56,31 @@ async def alert_detail(c: ConsoleDep, alert_id: str):
 
 async def _detail(c: Console, alert_id: str, outcome: dict | None = None, errors: dict | None = None):
     alert = await c.api.get(f"/api/v1/alerts/{parse_uuid(alert_id)}")
+    held = await _held(c, alert) if alert["status"] != "resolved" else None
     matchers = "\n".join(f'{k}="{v}"' for k, v in sorted(alert["labels"].items()))
     return c.render(
         "alerts/detail.html",
         section="alerts",
         a=alert,
+        held=held,
         outcome=outcome,
         errors=errors or {},
         matchers=matchers,
         durations=DURATIONS,
         can_write=c.can_write(alert["project_id"]),
     )
+
+
+async def _held(c: Console, alert: dict) -> dict | None:
+    """How the notifier holds the alert: routed by which rules, silenced or inhibited by what. None when it
+    holds none (no rule routes the alert) or the user may not read notifications."""
+    try:
+        return await c.api.get(f"/api/v1/held-alerts/{alert['fingerprint']}",
+                               organization_id=str(c.org["id"]) if c.org else None)
+    except ApiError as exc:
+        if exc.status in (403, 404):
+            return None
+        raise
 
 
 @router.post("/{alert_id}/{action}")
