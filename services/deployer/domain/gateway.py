@@ -293,11 +293,16 @@ class Gateway:
         (upstream.requests_failed if outcome == "error" else upstream.requests_ok).inc()
         upstream.latency.observe(elapsed_s)
         self._tally(table.deployment_id, upstream).record(elapsed_s * 1000.0, error=outcome == "error")
+        if table.canary is None and upstream.role != "canary":
+            return  # the shared counts only ever judge a canary: a deployment without one costs no flushes
         self._pending.record(table.deployment_id, upstream.version_id, elapsed_s * 1000.0, outcome)
-        if self._flusher is None:
-            self._flusher = asyncio.ensure_future(self._flush_periodically())
+        self._start_flushing()
 
     # --- the shared rollout state ----------------------------------------------------------------
+
+    def _start_flushing(self) -> None:
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush_periodically())
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -393,6 +398,7 @@ class Gateway:
             SHADOW_COMPARISONS.labels(deployment, shadow.version, "dropped").inc()
             return
         self._shadow_in_flight += 1
+        self._start_flushing()
         self._spawn(self._compare_shadow(deployment, shadow, path, body, headers, stable_answer))
 
     async def _compare_shadow(
