@@ -39,6 +39,9 @@ class CanarySettings(_Input):
     min_requests: int = Field(50, ge=1)
     window_seconds: float | None = Field(60.0, gt=0)
     max_requests: int | None = Field(500, ge=1)
+    # A request header (e.g. X-User-Id) whose value keeps a caller on one version (A/B by user); requests
+    # without it are split at random.
+    sticky_header: str | None = Field(None, pattern=r"^[A-Za-z0-9-]{1,64}$")
 
     @model_validator(mode="after")
     def _has_window(self) -> CanarySettings:
@@ -80,9 +83,29 @@ class DeploymentUpdate(PatchBody):
 
 
 class CanaryStart(VersionRefFields, _Input):
-    """The canary's version: `model_version_id`, or `model` with `version` or `alias`."""
+    """The canary's version (`model_version_id`, or `model` with `version` or `alias`) and its share of the
+    traffic: a fixed `percent`, or a progressive rollout plan of `steps` (e.g. [5, 25, 50, 100]): each step
+    lasts at least `step_seconds` and the canary's `min_requests`, is analysed against the stable version,
+    and leads to the next; after the last the canary is promoted, and at any step it is rolled back when it
+    does worse (the deployment's `canary` settings)."""
 
-    percent: int = Field(ge=1, le=100)
+    percent: int | None = Field(None, ge=1, le=100)
+    steps: list[int] | None = Field(None, min_length=1, max_length=20)
+    step_seconds: float = Field(60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _percent_or_steps(self) -> CanaryStart:
+        if (self.percent is None) == (self.steps is None):
+            raise ValueError("give either percent or steps")
+        if self.steps is not None:
+            if any(not 1 <= step <= 100 for step in self.steps):
+                raise ValueError("steps are percentages between 1 and 100")
+            if self.steps != sorted(set(self.steps)):
+                raise ValueError("steps must increase")
+        return self
+
+    def plan(self) -> dict[str, Any] | None:
+        return None if self.steps is None else {"steps": self.steps, "step_seconds": self.step_seconds}
 
 
 class ShadowSet(VersionRefFields, _Input):

@@ -101,6 +101,29 @@ def test_a_second_change_while_one_is_in_progress_is_refused(client, db_session,
     assert again.status_code == 409 and again.json()["error_code"] == "CONFLICT"
 
 
+def test_a_canary_with_a_rollout_plan_starts_at_its_first_step(client, db_session, tenant, version):
+    deployment = create(client, tenant, version).json()
+    serving(db_session, deployment["id"])
+    other = make_version(db_session, tenant.project_id, number=2, model=db_session.get(Model, version.model_id))
+    url = f"/api/v1/deployments/{deployment['id']}/canary"
+    refused = [
+        client.post(url, json={"model_version_id": str(other.id), **body}, headers=tenant.headers)
+        for body in ({"steps": [25, 5]}, {"steps": [0, 50]}, {"percent": 5, "steps": [5, 100]}, {})
+    ]
+
+    started = client.post(
+        url,
+        json={"model_version_id": str(other.id), "steps": [5, 25, 50, 100], "step_seconds": 30},
+        headers=tenant.headers,
+    )
+
+    assert [response.status_code for response in refused] == [422] * 4
+    assert started.status_code == 200, started.text
+    assert started.json()["config"]["plan"] == {"steps": [5, 25, 50, 100], "step_seconds": 30, "step": 0}
+    history = client.get(f"/api/v1/deployments/{deployment['id']}/history", headers=tenant.headers).json()["items"]
+    assert (history[0]["action"], history[0]["details"]["percent"]) == ("canary", 5)
+
+
 @pytest.mark.parametrize(
     ("path", "message"),
     [("promote", "no canary"), ("rollback", "No earlier healthy version")],

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from services.deployer.domain.gateway import Gateway
 from services.deployer.domain.prediction_log import PredictionLogger
 from services.deployer.domain.rollout_state import RedisCounterStore
+from services.deployer.domain.traffic import sticky_point
 from services.deployer.domain.upstream import UpstreamAnswer, UpstreamError
 from shared.core.auth import Authenticator
 from shared.core.served_predictions import served_rows
@@ -289,3 +290,100 @@ def test_monitor_rows_pair_each_input_row_with_its_prediction(request_body):
     single = record | {"request_id": "r1", "response": b'{"predictions": [0]}'}
     single["request"] = orjson.dumps({"dataframe_records": [{"a": 1, "b": 2}]})
     assert [row["request_id"] for row in served_rows(single)] == ["r1"]
+
+
+class CanaryBreaksAfter:
+    """The stable always answers; the canary answers its first `good` requests, then its model raises."""
+
+    def __init__(self, good: int) -> None:
+        self.good = good
+        self.canary_served = 0
+
+    async def request(self, method, url, body=None, headers=None) -> UpstreamAnswer:
+        if f":{CANARY_PORT}/" not in url:
+            return PREDICTED
+        self.canary_served += 1
+        return PREDICTED if self.canary_served <= self.good else MODEL_FAILED
+
+
+def history_of(db_session, deployment) -> list[DeploymentHistory]:
+    db_session.expire_all()
+    return list(
+        db_session.scalars(
+            select(DeploymentHistory)
+            .where(DeploymentHistory.deployment_id == deployment.id)
+            .order_by(DeploymentHistory.created_at)
+        )
+    )
+
+
+def start_plan(db_session, deployment, steps: list[int]) -> None:
+    deployment.canary_percent = steps[0]
+    deployment.config = {**deployment.config, "plan": {"steps": steps, "step_seconds": 0, "step": 0}}
+    db_session.flush()
+
+
+@pytest.mark.parametrize(
+    ("canary_good_for", "outcome"), [(10_000, "promoted"), (10, "rolled back at step 2")], ids=["good", "bad"]
+)
+def test_a_four_step_plan_promotes_a_good_version_and_rolls_back_a_bad_one(
+    db_session, settings, tenant, deployment, canary_good_for, outcome
+):
+    start_plan(db_session, deployment, [5, 25, 50, 100])  # 10 canary requests per step (min_requests)
+    canary_version, stable_version = deployment.canary_version_id, deployment.model_version_id
+    gateway, _ = build(db_session, settings, client=CanaryBreaksAfter(canary_good_for))
+
+    asyncio.run(serve_in_batches(gateway, deployment.id, f"Bearer {tenant.api_key}", [b"{}"] * 800))
+
+    history = history_of(db_session, deployment)
+    steps = [row for row in history if row.action == "canary_step"]
+    if outcome == "promoted":
+        assert [(row.details["percent"], row.details["step"]) for row in steps] == [(5, 1), (25, 2), (50, 3)]
+        assert all(row.details["canary"]["request_count"] >= 10 for row in steps)
+        promoted = history[-1]
+        assert (promoted.action, promoted.details["step"], promoted.details["percent"]) == ("promote", 4, 100)
+        assert "all 4 steps" in promoted.reason
+        assert (deployment.model_version_id, deployment.canary_version_id) == (canary_version, None)
+        assert "plan" not in deployment.config
+    else:
+        assert [row.details["percent"] for row in steps] == [5]
+        rolled_back = history[-1]
+        assert (rolled_back.action, rolled_back.details["step"], rolled_back.details["steps"]) == (
+            "auto_rollback",
+            2,
+            [5, 25, 50, 100],
+        )
+        assert rolled_back.details["canary"]["error_count"] >= 10
+        assert (deployment.model_version_id, deployment.canary_version_id) == (stable_version, None)
+        assert deployment.status == "rolled_back" and "plan" not in deployment.config
+
+
+def test_sticky_routing_keeps_each_user_on_one_version(db_session, settings, tenant, deployment):
+    deployment.config = {**deployment.config, "canary": {**deployment.config["canary"], "sticky_header": "X-User-Id"}}
+    db_session.flush()
+    gateway, _ = build(db_session, settings, client=CanaryBreaksAfter(10**9))
+    users = [f"user-{index}".encode() for index in range(200)]
+
+    async def serve() -> dict[bytes, set[str]]:
+        routes: dict[bytes, set[str]] = {user: set() for user in users}
+        for _ in range(3):
+            for user in users:
+                answer = await gateway.forward(
+                    deployment.id,
+                    "/invocations",
+                    b"{}",
+                    "application/json",
+                    f"Bearer {tenant.api_key}",
+                    [(b"x-user-id", user)],
+                )
+                routes[user].add(answer.headers["x-tessera-route"])
+        await gateway.aclose()
+        return routes
+
+    routes = asyncio.run(serve())
+
+    assert all(len(seen) == 1 for seen in routes.values())  # each user saw one version, three times over
+    assert {user for user, seen in routes.items() if seen == {"canary"}} == {
+        user for user in users if sticky_point(user) < 50
+    }
+    assert 70 <= sum(seen == {"canary"} for seen in routes.values()) <= 130

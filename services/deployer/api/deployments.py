@@ -138,7 +138,9 @@ def traffic(
 
 @router.post("/{deployment_id}/canary", response_model=DeploymentRead, summary="Start a canary at N %")
 def start_canary(deployment_id: uuid.UUID, body: CanaryStart, request: Request, session: SessionDep, access: AccessDep):
-    deployment = deployments.start_canary(session, access, deployment_id, body.version_ref(), body.percent)
+    deployment = deployments.start_canary(
+        session, access, deployment_id, body.version_ref(), body.percent or body.steps[0], plan=body.plan()
+    )
     return _changed(request, session, deployment)
 
 

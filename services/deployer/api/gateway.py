@@ -112,7 +112,7 @@ async def _serve(scope: Scope, receive: Receive, send: Send) -> None:
         elif name == b"authorization":
             authorization = value.decode("latin-1")
     gateway: Gateway = scope["app"].state.deployer_gateway
-    answer = await gateway.forward(deployment_id, path, body, content_type, authorization)
+    answer = await gateway.forward(deployment_id, path, body, content_type, authorization, scope["headers"])
     headers = [
         (b"content-type", answer.media_type.encode("latin-1")),
         (b"content-length", str(len(answer.content)).encode("latin-1")),

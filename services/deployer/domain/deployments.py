@@ -9,6 +9,7 @@ the processes they retire are stopped by the `deployer.stop` task from a `deploy
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -173,14 +174,23 @@ def linked_monitors(session: Session, deployment_ids: Sequence[uuid.UUID]) -> di
 
 
 def start_canary(
-    session: Session, access: Access, deployment_id: uuid.UUID, ref: VersionRef, percent: int
+    session: Session,
+    access: Access,
+    deployment_id: uuid.UUID,
+    ref: VersionRef,
+    percent: int,
+    plan: dict[str, Any] | None = None,
 ) -> Deployment:
+    """`plan`: a progressive rollout ({"steps": [percent, ...], "step_seconds"}) the gateway carries out,
+    starting at its first step; none: the canary stays at `percent` until promoted or rolled back."""
     deployment, project = _for_change(session, access, deployment_id, local_only=True)
     if deployment.status not in SERVING_STATES:
         raise InvalidState(f"A canary needs a serving deployment; this one is '{deployment.status}'")
     version = resolve_version(session, project.id, ref)
     if version.id == deployment.model_version_id:
         raise InvalidParameter("The canary version is already the stable version")
+    config = {key: value for key, value in deployment.config.items() if key != "plan"}
+    deployment.config = {**config, "plan": {**plan, "step": 0}} if plan else config
     _request_rollout(
         session, project, deployment, version, role="canary", action="canary", access=access, percent=percent
     )
@@ -213,6 +223,19 @@ def promote(session: Session, access: Access, deployment_id: uuid.UUID) -> Deplo
     deployment, project = _for_change(session, access, deployment_id, local_only=True)
     if deployment.canary_version_id is None:
         raise InvalidState("There is no canary to promote")
+    _promote(session, project, deployment, actor_id=access.principal.user_id)
+    return deployment
+
+
+def _promote(
+    session: Session,
+    project: Project,
+    deployment: Deployment,
+    *,
+    actor_id: uuid.UUID | None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
     previous = deployment.model_version_id
     retire_server(session, project, deployment, "stable")
     canary_server = server_for_role(session, deployment.id, "canary")
@@ -231,10 +254,73 @@ def promote(session: Session, access: Access, deployment_id: uuid.UUID) -> Deplo
         "succeeded",
         from_version_id=previous,
         to_version_id=deployment.model_version_id,
-        actor_id=access.principal.user_id,
+        reason=reason,
+        details=details,
+        actor_id=actor_id,
     )
     announce(session, project, deployment, "deployment.promoted", from_version_id=previous)
-    return deployment
+
+
+def advance_canary(
+    session: Session,
+    deployment_id: uuid.UUID,
+    canary_version_id: uuid.UUID,
+    from_percent: int,
+    details: dict[str, Any],
+) -> str | None:
+    """The gateway's verdict that a plan's step passed: on to the next step, or promotion after the last.
+    Claimed by a conditional update (the canary and its share as the verdict saw them), so when several
+    gateway processes reach it, one carries it out; returns "step", "promoted" or None (not this one's)."""
+    claimed = session.execute(
+        update(Deployment)
+        .where(
+            Deployment.id == deployment_id,
+            Deployment.canary_version_id == canary_version_id,
+            Deployment.canary_percent == from_percent,
+        )
+        .values(canary_percent=from_percent)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:
+        return None
+    deployment = session.scalar(
+        select(Deployment)
+        .where(Deployment.id == deployment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    plan = deployment.config.get("plan")
+    if not plan:
+        return None
+    project = session.get(Project, deployment.project_id)
+    step = plan["step"]
+    figures = {**details, "step": step + 1, "steps": plan["steps"], "percent": from_percent}
+    if step + 1 >= len(plan["steps"]):
+        deployment.config = {key: value for key, value in deployment.config.items() if key != "plan"}
+        _promote(
+            session,
+            project,
+            deployment,
+            actor_id=None,
+            reason=f"automatic: all {len(plan['steps'])} steps of the rollout plan passed",
+            details=figures,
+        )
+        return "promoted"
+    to_percent = plan["steps"][step + 1]
+    deployment.canary_percent = to_percent
+    deployment.config = {**deployment.config, "plan": {**plan, "step": step + 1, "step_started_at": time.time()}}
+    record(
+        session,
+        deployment,
+        "canary_step",
+        "succeeded",
+        from_version_id=deployment.model_version_id,
+        to_version_id=canary_version_id,
+        reason=f"automatic: step {step + 1} of {len(plan['steps'])} passed at {from_percent} %; now {to_percent} %",
+        details=figures,
+    )
+    announce(session, project, deployment, "deployment.canary_step", percent=to_percent, step=step + 2)
+    return "step"
 
 
 def rollback(session: Session, access: Access, deployment_id: uuid.UUID, reason: str | None = None) -> Deployment:
@@ -272,9 +358,7 @@ def auto_rollback(
         select(Deployment).where(Deployment.id == deployment_id).execution_options(populate_existing=True)
     )
     project = session.get(Project, deployment.project_id)
-    _drop_canary(
-        session, project, deployment, action="auto_rollback", reason=reason, actor_id=None, details=details
-    )
+    _drop_canary(session, project, deployment, action="auto_rollback", reason=reason, actor_id=None, details=details)
     return True
 
 
@@ -421,6 +505,7 @@ def _drop_canary(
     canary = deployment.canary_version_id
     retire_server(session, project, deployment, "canary")
     deployment.canary_version_id, deployment.canary_percent = None, 0
+    deployment.config = {key: value for key, value in deployment.config.items() if key != "plan"}
     deployment.status, deployment.status_reason = "rolled_back", reason
     record(
         session,

@@ -122,6 +122,10 @@ class RouteTable:
     splitter: TrafficSplitter
     thresholds: CanaryThresholds
     window: rollout_state.WindowSpec
+    # A progressive rollout's plan ({"steps", "step_seconds", "step"}), or None for a fixed share.
+    plan: dict[str, Any] | None
+    # The request header (lower-case, as ASGI has it) whose value keeps a caller on one version.
+    sticky_header: bytes | None
     # A monitor is linked: served predictions are queued for it.
     monitored: bool
     expires_at: float
@@ -153,6 +157,13 @@ def load_route_table(session: Session, deployment_id: uuid.UUID, ttl_s: float) -
         (server.started_at for _, server, _, _ in rows if server is not None and server.role == "canary"), None
     )
     seconds, max_requests = deployments.canary_window(deployment)
+    plan = deployment.config.get("plan")
+    canary_settings = deployment.config.get("canary", {})
+    # A plan's step is judged on its own traffic: its window starts with the step.
+    window_start = max(
+        canary_started.timestamp() if canary_started is not None else 0.0,
+        (plan or {}).get("step_started_at", 0.0),
+    )
     upstreams = {
         server.role: Upstream.build(
             deployment.id, server.role, server.model_version_id, str(version), f"http://{server.host}:{server.port}"
@@ -173,21 +184,29 @@ def load_route_table(session: Session, deployment_id: uuid.UUID, ttl_s: float) -
         shadow=shadow,
         splitter=TrafficSplitter(policy),
         thresholds=deployments.canary_thresholds(deployment),
-        window=rollout_state.WindowSpec(
-            seconds, max_requests, canary_started.timestamp() if canary_started is not None else None
-        ),
+        window=rollout_state.WindowSpec(seconds, max_requests, window_start or None, (plan or {}).get("step", 0)),
+        plan=plan if canary is not None else None,
+        sticky_header=sticky.lower().encode("latin-1") if (sticky := canary_settings.get("sticky_header")) else None,
         monitored=bool(rows[0][3]),
         expires_at=time.monotonic() + ttl_s,
     )
 
 
 @dataclass(frozen=True)
-class _Breach:
+class _Verdict:
+    """A canary's judgement that calls for a change: a rollback, or (a plan's step passed) the next step."""
+
     table: RouteTable
     canary: Upstream
     verdict: CanaryVerdict
     canary_window: WindowSnapshot
     stable_window: WindowSnapshot | None
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "canary": asdict(self.canary_window),
+            "stable": asdict(self.stable_window) if self.stable_window is not None else None,
+        }
 
 
 class Gateway:
@@ -236,12 +255,18 @@ class Gateway:
         body: bytes | None,
         content_type: str | None,
         authorization: str | None,
+        request_headers: list[tuple[bytes, bytes]] | None = None,
     ) -> GatewayResponse:
-        """Serve one request: `path` is the model server's path (`/invocations`, `/v2/models/m/infer`)."""
+        """Serve one request: `path` is the model server's path (`/invocations`, `/v2/models/m/infer`);
+        `request_headers` (raw ASGI) are read only for a deployment with sticky routing."""
         table = await self.authorize_deployment(deployment_id, authorization)
-        upstream = (
-            table.canary if table.canary is not None and table.splitter.choose_target() == "canary" else table.stable
-        )
+        upstream = table.stable
+        if table.canary is not None:
+            sticky_key = None
+            if table.sticky_header is not None and request_headers:
+                sticky_key = next((value for name, value in request_headers if name == table.sticky_header), None)
+            if table.splitter.choose_target(sticky_key) == "canary":
+                upstream = table.canary
         if upstream is None:
             raise Unavailable(f"Deployment '{deployment_id}' has no running model server")
         headers = {"content-type": content_type} if content_type else None
@@ -295,7 +320,7 @@ class Gateway:
         self._tally(table.deployment_id, upstream).record(elapsed_s * 1000.0, error=outcome == "error")
         if table.canary is None and upstream.role != "canary":
             return  # the shared counts only ever judge a canary: a deployment without one costs no flushes
-        self._pending.record(table.deployment_id, upstream.version_id, elapsed_s * 1000.0, outcome)
+        self._pending.record(table.deployment_id, upstream.version_id, elapsed_s * 1000.0, outcome, table.window.phase)
         self._start_flushing()
 
     # --- the shared rollout state ----------------------------------------------------------------
@@ -321,16 +346,19 @@ class Gateway:
             judged = [table for table in self._routes.values() if table.canary is not None]
             if not (traffic or shadows or judged):
                 return
-            breaches = await asyncio.to_thread(self._share_and_judge, traffic, shadows, judged)
-            for breach in breaches:
-                await self._roll_back_canary(breach)
+            verdicts = await asyncio.to_thread(self._share_and_judge, traffic, shadows, judged)
+            for verdict in verdicts:
+                if verdict.verdict.should_roll_back:
+                    await self._roll_back_canary(verdict)
+                else:
+                    await self._advance_canary(verdict)
 
     def _share_and_judge(
         self,
         traffic: rollout_state.Counters,
         shadows: dict[tuple[uuid.UUID, uuid.UUID], ShadowDiffStats],
         judged: list[RouteTable],
-    ) -> list[_Breach]:
+    ) -> list[_Verdict]:
         increments: dict[str, dict[str, float]] = dict(traffic)
         ttl = dict.fromkeys(traffic, rollout_state.TRAFFIC_TTL_S)
         maxima: dict[str, dict[str, float]] = {}
@@ -340,7 +368,7 @@ class Gateway:
             ttl[key] = rollout_state.SHADOW_TTL_S
         if increments:
             self.stats_store.add(increments, maxima, ttl)
-        breaches = []
+        verdicts = []
         now = time.time()
         for table in judged:
             canary = table.canary
@@ -351,11 +379,11 @@ class Gateway:
                 self.stats_store, table.deployment_id, canary.version_id, stable_id, table.window, now
             )
             verdict = judge_canary(canary_window, stable_window, table.thresholds)
-            if verdict.should_roll_back:
-                breaches.append(_Breach(table, canary, verdict, canary_window, stable_window))
-        return breaches
+            if verdict.should_roll_back or (verdict.decision == "healthy" and _step_done(table, now)):
+                verdicts.append(_Verdict(table, canary, verdict, canary_window, stable_window))
+        return verdicts
 
-    async def _roll_back_canary(self, breach: _Breach) -> None:
+    async def _roll_back_canary(self, breach: _Verdict) -> None:
         table, canary = breach.table, breach.canary
         if table.canary is None or table.canary.version_id != canary.version_id:
             return  # cut off already
@@ -364,10 +392,9 @@ class Gateway:
         table.splitter = TrafficSplitter(TrafficPolicy(0, table.splitter.policy.shadow_percent))
         self._rolled_back.add((table.deployment_id, canary.version_id))
         reason = "; ".join(breach.verdict.reasons)
-        details = {
-            "canary": asdict(breach.canary_window),
-            "stable": asdict(breach.stable_window) if breach.stable_window is not None else None,
-        }
+        details = breach.figures()
+        if table.plan is not None:
+            details |= {"step": table.plan["step"] + 1, "steps": table.plan["steps"]}
         await asyncio.to_thread(self._record_rollback, table.deployment_id, canary.version_id, reason, details)
 
     def _record_rollback(
@@ -381,6 +408,24 @@ class Gateway:
             # Counted once, by the process that carried the decision out.
             AUTO_ROLLBACKS.labels(str(deployment_id)).inc()
             log.warning("gateway.canary_rolled_back", deployment_id=str(deployment_id), reason=reason)
+
+    async def _advance_canary(self, passed: _Verdict) -> None:
+        table = passed.table
+        outcome = await asyncio.to_thread(
+            self._record_advance, table.deployment_id, passed.canary.version_id, table.splitter.policy, passed
+        )
+        if outcome is not None:
+            log.info("gateway.canary_advanced", deployment_id=str(table.deployment_id), outcome=outcome)
+        # The new share (or the promotion) applies in this process at once; in others within the table TTL.
+        self.invalidate(table.deployment_id)
+
+    def _record_advance(
+        self, deployment_id: uuid.UUID, canary_version_id: uuid.UUID, policy: TrafficPolicy, passed: _Verdict
+    ) -> str | None:
+        with self.session_scope() as session:
+            return deployments.advance_canary(
+                session, deployment_id, canary_version_id, round(policy.canary_percent), passed.figures()
+            )
 
     # --- shadow ----------------------------------------------------------------------------------
 
@@ -543,6 +588,13 @@ class Gateway:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self.prediction_log is not None:
             await self.prediction_log.aclose()
+
+
+def _step_done(table: RouteTable, now: float) -> bool:
+    """The plan's current step has lasted its minimum time (its minimum of requests is the judge's)."""
+    if table.plan is None:
+        return False
+    return now - (table.window.since or now) >= table.plan.get("step_seconds", 0.0)
 
 
 def _predictions(answer: Any) -> Any:

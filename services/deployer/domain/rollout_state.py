@@ -58,8 +58,9 @@ class CounterStore(Protocol):
 # --- keys -------------------------------------------------------------------------------------------------
 
 
-def traffic_key(deployment_id: uuid.UUID, version_id: uuid.UUID, second: int) -> str:
-    return f"traffic:{deployment_id.hex}:{version_id.hex}:{second}"
+def traffic_key(deployment_id: uuid.UUID, version_id: uuid.UUID, second: int, phase: int = 0) -> str:
+    """`phase`: a rollout plan's step, so each step is judged on its own requests even within one second."""
+    return f"traffic:{deployment_id.hex}:{version_id.hex}:{phase}:{second}"
 
 
 def shadow_key(deployment_id: uuid.UUID, version_id: uuid.UUID) -> str:
@@ -76,8 +77,10 @@ class PendingCounts:
         self.clock = clock
         self._pending: Counters = defaultdict(lambda: defaultdict(float))
 
-    def record(self, deployment_id: uuid.UUID, version_id: uuid.UUID, latency_ms: float, outcome: Outcome) -> None:
-        fields = self._pending[traffic_key(deployment_id, version_id, int(self.clock()))]
+    def record(
+        self, deployment_id: uuid.UUID, version_id: uuid.UUID, latency_ms: float, outcome: Outcome, phase: int = 0
+    ) -> None:
+        fields = self._pending[traffic_key(deployment_id, version_id, int(self.clock()), phase)]
         if outcome == "rejected":
             # The request's own fault (4xx): not held against the version, nor part of its latency.
             fields["rejected"] += 1
@@ -122,8 +125,11 @@ def shadow_snapshot(fields: Mapping[str, float]) -> ShadowDiffSnapshot:
 class WindowSpec:
     seconds: float | None
     max_requests: int | None
-    # Nothing older counts: the canary's server started then (a version canaried again starts afresh).
+    # Nothing older counts: the canary's server started then (a version canaried again starts afresh), or
+    # the plan's step began.
     since: float | None = None
+    # The plan's step the requests were served in (0 without a plan).
+    phase: int = 0
 
 
 def read_windows(
@@ -141,10 +147,11 @@ def read_windows(
         start = max(start, int(spec.since))
     seconds = list(range(end, start - 1, -1))  # newest first: a request-count window keeps the newest
     versions = [canary_id] + ([stable_id] if stable_id is not None else [])
-    keys = [traffic_key(deployment_id, version, second) for version in versions for second in seconds]
+    keys = [traffic_key(deployment_id, version, second, spec.phase) for version in versions for second in seconds]
     stored = store.read(keys)
     per_second = {
-        version: [stored.get(traffic_key(deployment_id, version, s), {}) for s in seconds] for version in versions
+        version: [stored.get(traffic_key(deployment_id, version, s, spec.phase), {}) for s in seconds]
+        for version in versions
     }
     if spec.max_requests is not None:
         taken, count = 0, 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -34,6 +35,11 @@ class Route:
     mirror_to_shadow: bool
 
 
+def sticky_point(key: bytes) -> float:
+    """A key's fixed point in [0, 100), the same in every process (not Python's salted hash)."""
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % 10_000 / 100.0
+
+
 class TrafficSplitter:
     """Weighted random routing; stateless per request so any number of gateway workers agree on the split."""
 
@@ -41,8 +47,11 @@ class TrafficSplitter:
         self.policy = policy
         self.rng: UniformSource = rng if rng is not None else random.Random()
 
-    def choose_target(self) -> Target:
-        return "canary" if self.rng.random() * 100.0 < self.policy.canary_percent else "stable"
+    def choose_target(self, sticky_key: bytes | None = None) -> Target:
+        """Random, or by `sticky_key` (a user id, say): a key's point in [0, 100) is fixed, so it keeps its
+        version in every gateway process, and the keys below a growing canary share stay on the canary."""
+        point = self.rng.random() * 100.0 if sticky_key is None else sticky_point(sticky_key)
+        return "canary" if point < self.policy.canary_percent else "stable"
 
     def should_mirror(self) -> bool:
         return self.rng.random() * 100.0 < self.policy.shadow_percent
