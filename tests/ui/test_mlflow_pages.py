@@ -18,10 +18,23 @@ def test_experiments_list(owner, logged):
     owner.check("experiments_list", logged.experiment_name)
 
 
+def _runs_search_by_accuracy(response) -> bool:
+    return "runs/search" in response.url and "accuracy" in (response.request.post_data or "")
+
+
 def test_runs_table_filters_and_sorts_by_metric(owner, logged):
     owner.open(f"/experiments/{logged.experiment_id}/runs")
     owner.page.get_by_text("Model training", exact=True).click()
     owner.check("runs_table", "brave-owl", "calm-fox", "swift-hare")
+    page = owner.page
+    page.get_by_role("button", name="Sort: Created").click()
+    with page.expect_response(_runs_search_by_accuracy) as sorted_:
+        page.get_by_text("accuracy", exact=True).last.click()
+    page.keyboard.press("Escape")
+    assert "metrics.`accuracy` DESC" in sorted_.value.request.post_data
+    names = [run["info"]["run_name"] for run in sorted_.value.json()["runs"]]
+    assert names == ["swift-hare", "calm-fox", "brave-owl"]  # highest final accuracy first
+    owner.check("runs_sort_metric", "Sort: accuracy")
     search = owner.page.get_by_placeholder("metrics.rmse", exact=False)
     search.fill("params.learning_rate = '0.01'")
     search.press("Enter")
