@@ -76,12 +76,15 @@ def run_check(run_id: str) -> None:
     try:
         # One short session per step: status and progress are visible to the API as they change, and
         # no row stays locked while the window is read and the report computed.
+        def progress(share: float) -> None:
+            with db.session_scope() as session:
+                checks.set_progress(session, job.run_id, 0.1 + 0.8 * share)
+
         with db.session_scope() as session:
             window = checks.read_window(session, store, job)
-        with db.session_scope() as session:
-            checks.set_progress(session, job.run_id, 0.5)
-        with db.session_scope() as session:
-            result = checks.compute(session, store, job, window)
+            progress(0.0)
+            # A group of columns at a time, the progress after each.
+            result = checks.compute(session, store, job, window, current.monitor_drift_memory_mb, progress)
         with db.session_scope() as session:
             checks.finish(session, job, result, utcnow(), current.public_url)
     except Exception as error:

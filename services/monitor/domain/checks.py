@@ -9,6 +9,7 @@ finds the row already moved and claims nothing. The run row is unique on (monito
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,16 +19,25 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from services.monitor.domain import alerts, predictions, quality, reference
-from services.monitor.domain.drift import ColumnStatus, ProfileFormatError, compute_drift_report, render_html
+from services.monitor.domain.drift import (
+    ColumnStatus,
+    ProfileFormatError,
+    ReferenceProfile,
+    bounded_drift_report,
+    render_html,
+)
 from services.monitor.domain.monitors import describe, drift_options, get_monitor, monitor_rows, next_check_after
 from services.monitor.domain.visibility import READ, WRITE
 from shared.core.artifacts import ArtifactStore, safe_key
 from shared.core.auth import Access
 from shared.core.errors import NotFound, TesseraError
 from shared.core.pagination import RowPage
+from shared.core.settings import Settings
 from shared.db.models import DataDriftReport, ModelMonitoring, MonitorCheckRun, Project
 
 QUEUED, RUNNING, DONE, FAILED, INSUFFICIENT = "queued", "running", "done", "failed", "insufficient_data"
+# The bound when the caller gives none (TESSERA_MONITOR_DRIFT_MEMORY_MB's default).
+DRIFT_MEMORY_MB: int = Settings.model_fields["monitor_drift_memory_mb"].default
 # Monitors claimed per beat tick; the rest wait for the next tick.
 CLAIM_BATCH = 200
 
@@ -164,15 +174,21 @@ def set_progress(session: Session, run_id: uuid.UUID, progress: float) -> None:
 
 @dataclass
 class CheckWindow:
-    rows: pa.Table
+    # The monitored columns, read a group at a time by the drift report.
+    columns: predictions.WindowColumns
+    # Predictions and request ids (only when quality is measured) and the labels that arrived.
+    labelled: pa.Table | None
     truth: pa.Table | None
 
 
 def read_window(session: Session, store: ArtifactStore, job: CheckJob) -> CheckWindow:
     monitor = session.get(ModelMonitoring, job.monitor_id)
-    rows = predictions.read_window(session, store, monitor, job.window_start, job.window_end)
-    truth = predictions.ground_truth_since(session, monitor.id, job.window_start) if monitor.config["quality"] else None
-    return CheckWindow(rows, truth)
+    columns = predictions.WindowColumns(session, store, monitor, job.window_start, job.window_end)
+    if not monitor.config["quality"]:
+        return CheckWindow(columns, None, None)
+    wanted = [predictions.prediction_column(monitor), reference.REQUEST_ID]
+    labelled = predictions.read_window(session, store, monitor, job.window_start, job.window_end, columns=wanted)
+    return CheckWindow(columns, labelled, predictions.ground_truth_since(session, monitor.id, job.window_start))
 
 
 @dataclass
@@ -183,33 +199,50 @@ class CheckResult:
     findings: list[alerts.Finding]
 
 
-def compute(session: Session, store: ArtifactStore, job: CheckJob, window: CheckWindow) -> CheckResult:
+def compute(
+    session: Session,
+    store: ArtifactStore,
+    job: CheckJob,
+    window: CheckWindow,
+    memory_mb: int = DRIFT_MEMORY_MB,
+    progress: Callable[[float], None] | None = None,
+) -> CheckResult:
     """The drift report (and the quality section) of the window, its HTML page stored next to the
-    monitor's files; no database writes, so it can run outside any transaction."""
+    monitor's files; no database writes, so it can run outside any transaction. The window and the
+    reference profile are read a group of columns at a time, to stay within `memory_mb`; `progress`
+    gets the share of columns done after each group."""
     monitor = session.get(ModelMonitoring, job.monitor_id)
     report_id = uuid.uuid4()
-    try:
-        profile = reference.load_profile(store, monitor.reference_profile_uri)
-    except (NotFound, ProfileFormatError) as error:
-        raise CheckFailed(f"The reference profile cannot be read: {error}") from None
-    rows = window.rows
-    if rows.num_rows < monitor.min_rows:
+    rows = window.columns.num_rows
+    if rows < monitor.min_rows:
         report = {
             "status": INSUFFICIENT,
-            "reason": f"{rows.num_rows} rows in the window, the monitor needs {monitor.min_rows}",
-            "current_rows": rows.num_rows,
+            "reason": f"{rows} rows in the window, the monitor needs {monitor.min_rows}",
+            "current_rows": rows,
             "columns": {},
         }
         return CheckResult(report_id, INSUFFICIENT, report, [])
-    drift = compute_drift_report(profile, rows, drift_options(monitor))
+    try:
+        with store.open_read(monitor.reference_profile_uri) as handle:
+            profile = ReferenceProfile.read(handle)
+            drift = bounded_drift_report(
+                profile,
+                window.columns,
+                memory_mb * 2**20,
+                drift_options(monitor),
+                progress=None if progress is None else lambda step: progress(step.columns_done / step.columns),
+            )
+    except (NotFound, ProfileFormatError) as error:
+        raise CheckFailed(f"The reference profile cannot be read: {error}") from None
     report = drift.to_dict()
     findings: list[alerts.Finding] = []
     status = INSUFFICIENT if drift.status == ColumnStatus.INSUFFICIENT_DATA else DONE
     if drift.status == ColumnStatus.OK:
         findings.append(_drift_finding(monitor, report))
     quality_config = monitor.config["quality"]
-    if quality_config and window.truth is not None:
-        section = quality.evaluate(quality_config, rows, predictions.prediction_column(monitor), window.truth)
+    if quality_config and window.truth is not None and window.labelled is not None:
+        prediction = predictions.prediction_column(monitor)
+        section = quality.evaluate(quality_config, window.labelled, prediction, window.truth)
         report["quality"] = section
         if section["status"] == "ok":
             findings.append(_quality_finding(quality_config, section))

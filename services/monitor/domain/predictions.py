@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -205,12 +205,18 @@ def delete_files(store: ArtifactStore, keys: Iterable[str]) -> None:
 
 
 def read_window(
-    session: Session, store: ArtifactStore, monitor: ModelMonitoring, start: datetime, end: datetime
+    session: Session,
+    store: ArtifactStore,
+    monitor: ModelMonitoring,
+    start: datetime,
+    end: datetime,
+    columns: list[str] | None = None,
 ) -> pa.Table:
-    """Every row logged in [start, end), from the files that overlap it. Only the monitored columns are
-    decoded (request ids and predictions too when quality is measured)."""
-    wanted = [*monitor.column_schema["columns"], reference.LOGGED_AT]
-    if monitor.config.get("quality"):
+    """Every row logged in [start, end), from the files that overlap it. Only `columns` are decoded, by
+    default the monitored ones (request ids and predictions too when quality is measured)."""
+    wanted = [*monitor.column_schema["columns"]] if columns is None else list(columns)
+    wanted.append(reference.LOGGED_AT)
+    if columns is None and monitor.config.get("quality"):
         wanted += [prediction_column(monitor), reference.REQUEST_ID]
     overlapping = (
         MonitorPredictionBatch.monitor_id == monitor.id,
@@ -224,6 +230,63 @@ def read_window(
         # merged file (its transaction committed before the old files were removed).
         window = read_files(store, _keys(session, overlapping), wanted, start, end)
     return window if window is not None else _empty_window(monitor)
+
+
+class WindowColumns:
+    """The rows logged in [start, end), read a few columns at a time (a drift check's `ColumnSource`):
+    a check over a large window never holds all of its columns at once."""
+
+    def __init__(
+        self, session: Session, store: ArtifactStore, monitor: ModelMonitoring, start: datetime, end: datetime
+    ) -> None:
+        self._session, self._store, self._start, self._end = session, store, start, end
+        self._overlapping = (
+            MonitorPredictionBatch.monitor_id == monitor.id,
+            MonitorPredictionBatch.last_at >= start,
+            MonitorPredictionBatch.first_at < end,
+        )
+        self._empty = _empty_window(monitor)
+        # Decodes only the logging times; a monitored column no file has yet (added to the schema after
+        # these rows were logged) is missing from the window, as when the window is read whole.
+        self._num_rows = self._read([]).num_rows
+        present = self._present_names()
+        self._names = [name for name in monitor.column_schema["columns"] if present is None or name in present]
+
+    @property
+    def names(self) -> list[str]:
+        return self._names
+
+    @property
+    def num_rows(self) -> int:
+        return self._num_rows
+
+    def column_bytes(self, name: str) -> int:
+        # Every value becomes at least a float64 once read; labels are counted as they are read.
+        return self._num_rows * 8
+
+    def read(self, names: Sequence[str]) -> pa.Table:
+        return self._read(names).select(list(names))
+
+    def _present_names(self) -> set[str] | None:
+        """The columns of the window's files (their footers only); None when there are no files."""
+        keys = _keys(self._session, self._overlapping)
+        if not keys:
+            return None
+        present: set[str] = set()
+        for key in keys:
+            with contextlib.suppress(NotFound), self._store.open_read(key) as handle:
+                present.update(pq.ParquetFile(handle).schema_arrow.names)
+        return present
+
+    def _read(self, names: Sequence[str]) -> pa.Table:
+        """These columns and the logging times, with the (empty) columns of the files' schema."""
+        wanted = [*names, reference.LOGGED_AT]
+        try:
+            window = read_files(self._store, _keys(self._session, self._overlapping), wanted, self._start, self._end)
+        except NotFound:
+            # Compaction replaced files since the index was read: the index now names the merged file.
+            window = read_files(self._store, _keys(self._session, self._overlapping), wanted, self._start, self._end)
+        return window if window is not None else self._empty
 
 
 def _keys(session: Session, conditions: tuple[ColumnElement[bool], ...]) -> list[str]:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv
 import pyarrow.parquet as pq
 
-from services.monitor.domain.drift import ColumnType, ReferenceProfile, build_reference_profile
+from services.monitor.domain.drift import ColumnType, build_reference_profile
 from services.monitor.domain.drift.columns import infer_column_type
 from shared.core.artifacts import ArtifactStore, safe_key
 from shared.core.errors import InvalidParameter
@@ -150,5 +150,3 @@ def read_stored(store: ArtifactStore, key: str) -> bytes:
     return b"".join(store.read(key))
 
 
-def load_profile(store: ArtifactStore, key: str) -> ReferenceProfile:
-    return ReferenceProfile.from_bytes(read_stored(store, key))
