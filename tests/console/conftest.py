@@ -104,16 +104,19 @@ def world(db, settings, live_server, celery_worker) -> World:
     api = httpx.Client(base_url=live_server.url, headers=owner.headers, timeout=60)
     reference = _drifted_rows(300, 0.0).to_csv(index=False).encode()
     spec = {"name": factories.unique("fraud-drift"), "model_version_id": str(ids["version_ids"][0]),
-            "project_id": str(owner.project_id), "min_rows": 20}
+            "project_id": str(owner.project_id), "min_rows": 20,
+            "quality": {"task": "classification", "thresholds": {"accuracy": {"min": 0.9}}, "min_rows": 10}}
     created = api.post("/api/v1/monitors", data={"spec": json.dumps(spec)},
                        files={"reference": ("reference.csv", io.BytesIO(reference))})
     assert created.status_code == 201, created.text
     monitor_id = created.json()["id"]
-    rows = [{"features": {"x": float(r.x), "y": float(r.y)}, "request_id": f"r{i}"}
+    rows = [{"features": {"x": float(r.x), "y": float(r.y)}, "prediction": "yes", "request_id": f"r{i}"}
             for i, r in enumerate(_drifted_rows(200, 3.0).itertuples())]
     logged = api.post(f"/api/v1/monitors/{monitor_id}/predictions", json={"rows": rows})
     assert logged.status_code == 201, logged.text
-    api.close()
+    truth = [{"request_id": f"r{i}", "value": "yes" if i % 4 else "no"} for i in range(200)]
+    logged = api.post(f"/api/v1/monitors/{monitor_id}/ground-truth", json={"rows": truth})
+    assert logged.status_code == 200, logged.text
 
     with db.session_scope() as session:
         alert = Alert(monitor_id=uuid.UUID(monitor_id), project_id=owner.project_id, kind="data_drift",
@@ -123,6 +126,11 @@ def world(db, settings, live_server, celery_worker) -> World:
         session.add(alert)
         session.flush()
         alert_id, fingerprint = alert.id, alert.fingerprint
+    # One report before the tests (the check takes over the open drift alert), so there is a history.
+    check = api.post(f"/api/v1/monitors/{monitor_id}/checks").json()
+    wait_for(lambda: api.get(f"/api/v1/monitors/{monitor_id}/checks/{check['id']}").json()["status"] == "done",
+             what="the first check")
+    api.close()
     _hold_in_the_notifier(live_server.url, owner, fingerprint, spec["name"])
     return World(live_server.url, owner, viewer, stranger, monitor_id=monitor_id, alert_id=alert_id, **ids)
 

@@ -48,6 +48,15 @@ def test_run_a_check_now_and_see_the_report(signed_in, world):
     expect(page.locator("#drift-chart canvas")).to_be_visible()
     frame = page.frame_locator("[data-testid=report-frame]")
     expect(frame.locator("body")).to_contain_text("drift", ignore_case=True, timeout=15_000)
+    # Both columns drifted in both reports (the world's check and this one): one red cell per report each.
+    columns = page.get_by_test_id("column-drift")
+    expect(columns.locator("thead th")).to_have_count(2 + 2)
+    for name in ("x", "y"):
+        expect(columns.locator("tr", has_text=name).locator("td.flagged")).to_have_count(2)
+    # Three in four predictions were right; the threshold is 0.9.
+    quality = page.get_by_test_id("quality")
+    expect(quality.locator("tbody tr")).to_have_count(2)
+    expect(quality.locator("tbody tr").first.locator("td.flagged")).to_have_text("0.75")
     s.shot("monitor-report")
 
 
