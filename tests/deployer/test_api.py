@@ -239,4 +239,4 @@ def test_a_version_is_named_by_id_by_model_and_number_or_by_model_and_alias(clie
         shown = client.get(f"/api/v1/model-versions/{ref}", headers=tenant.headers)
         assert shown.status_code == 200 and shown.json()["id"] == str(v2.id), (ref, shown.text)
     assert client.get(f"/api/v1/model-versions/{model.name}:7", headers=tenant.headers).status_code == 404
-    assert client.get("/api/v1/model-versions/no-such-form", headers=tenant.headers).status_code == 400
+    assert client.get("/api/v1/model-versions/no-such-form", headers=tenant.headers).status_code == 422
