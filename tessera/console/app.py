@@ -7,7 +7,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from tessera.console.api import ApiError
-from tessera.console.views import admin, alerts, deployments, models, monitors, notifications
+from tessera.console.views import admin, alerts, deployments, models, monitors, notifications, routing
 from tessera.console.web import HERE, ORG_COOKIE, PROJECT_COOKIE, ConsoleDep, templates
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -36,6 +36,8 @@ async def switch(c: ConsoleDep, org: str = "", project: str = "", next: str = "/
 for module in (deployments, models, monitors, alerts, notifications, admin):
     router.include_router(module.router)
 router.include_router(notifications.silences_router)
+router.include_router(routing.rules_router)
+router.include_router(routing.mute_windows_router)
 
 
 async def favicon() -> FileResponse:

@@ -73,6 +73,15 @@ class Console:
         return role is not None and ROLE_RANK[role] >= ROLE_RANK["member"]
 
     @property
+    def org_member(self) -> bool:
+        """May change the organization's notification rules, silences and mute windows."""
+        return self.org_role is not None and ROLE_RANK[self.org_role] >= ROLE_RANK["member"]
+
+    @property
+    def org_id(self) -> str | None:
+        return str(self.org["id"]) if self.org else None
+
+    @property
     def org_admin(self) -> bool:
         return self.org_role is not None and ROLE_RANK[self.org_role] >= ROLE_RANK["admin"]
 
@@ -138,6 +147,13 @@ def with_status(response: HTMLResponse, status_code: int) -> HTMLResponse:
     """A page re-rendered to show the API's refusal keeps the API's status (422, 403, 409...)."""
     response.status_code = status_code
     return response
+
+
+def error_field(exc: ApiError, default: str) -> str:
+    """Where a form shows the API's refusal: the field it names, a taken name next to the name."""
+    if exc.field:
+        return exc.field
+    return "name" if exc.code == "RESOURCE_ALREADY_EXISTS" else default
 
 
 def parse_uuid(value: str) -> uuid.UUID:

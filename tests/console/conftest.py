@@ -180,14 +180,35 @@ class Session:
         self.name = name
         self.context = browser.new_context(base_url=world.url, viewport={"width": 1360, "height": 900})
         self.problems: list[str] = []
+        # (status, path) of refusals a test provokes on purpose (a form the API turns down).
+        self.expected_refusals: list[tuple[int, str]] = []
         self.page = self.context.new_page()
-        self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console: {m.text}"))
+        self.page.on("console", self._console)
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
         self.page.on("requestfailed", self._failed)
-        self.page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status}: {r.url}"))
+        self.page.on("response", self._response)
         self.page.on("dialog", lambda dialog: dialog.accept())
         self.shots = 0
         self.sign_in(email)
+
+    def expect_refusal(self, status: int, path: str) -> None:
+        self.expected_refusals.append((status, path))
+
+    def _expected(self, status: int, url: str) -> bool:
+        return any(status == wanted and url.split("?")[0].endswith(path) for wanted, path in self.expected_refusals)
+
+    def _response(self, response) -> None:
+        if response.status >= 400 and not self._expected(response.status, response.url):
+            self.problems.append(f"HTTP {response.status}: {response.url}")
+
+    def _console(self, message) -> None:
+        if message.type != "error":
+            return
+        # Chromium logs every 4xx answer as "Failed to load resource"; an expected refusal is no problem.
+        status = re.search(r"status of (\d+)", message.text)
+        if status and self._expected(int(status.group(1)), message.location.get("url", "")):
+            return
+        self.problems.append(f"console: {message.text}")
 
     def _failed(self, request) -> None:
         # The browser drops an icon still loading when the test moves on; nothing failed on the server.
