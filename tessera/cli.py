@@ -399,13 +399,11 @@ def seed(
     """Populate a fresh platform with demo data (idempotent: a second run changes nothing)."""
     import json
 
-    from services.registry.domain.seed import ORG_SLUG
-    from services.registry.domain.seed import seed as seed_demo
-    from services.tracking.domain.seed import seed_experiments
+    from shared.core.artifacts import get_artifact_store
+    from tessera.seed import seed_demo
 
     with _unit_of_work() as session:
-        report = seed_demo(session, password=password)
-        report.created += seed_experiments(session, org_slug=ORG_SLUG, owner_email=report.owner_email)
+        report = seed_demo(session, get_artifact_store(_settings()), password=password)
     owner_password = next(secret for email, _, secret in report.logins if email == report.owner_email)
     if as_json:
         owner = {"email": report.owner_email, "password": owner_password}

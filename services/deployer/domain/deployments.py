@@ -151,7 +151,7 @@ def create_deployment(
         deployment.status_reason = "manifest ready: download it from /manifest and apply it with kubectl"
         record(session, deployment, "deploy", "rendered", to_version_id=version.id, actor_id=access.principal.user_id)
     else:
-        _request_rollout(session, project, deployment, version, role="stable", action="deploy", access=access)
+        request_rollout(session, project, deployment, version, role="stable", action="deploy", access=access)
     _describe(session, project, deployment, "deployment.create")
     return deployment
 
@@ -191,7 +191,7 @@ def start_canary(
         raise InvalidParameter("The canary version is already the stable version")
     config = {key: value for key, value in deployment.config.items() if key != "plan"}
     deployment.config = {**config, "plan": {**plan, "step": 0}} if plan else config
-    _request_rollout(
+    request_rollout(
         session, project, deployment, version, role="canary", action="canary", access=access, percent=percent
     )
     return deployment
@@ -212,7 +212,7 @@ def set_shadow(
     if deployment.status not in SERVING_STATES:
         raise InvalidState(f"A shadow needs a serving deployment; this one is '{deployment.status}'")
     version = resolve_version(session, project.id, ref)
-    _request_rollout(
+    request_rollout(
         session, project, deployment, version, role="shadow", action="shadow", access=access, percent=percent
     )
     return deployment
@@ -334,7 +334,7 @@ def rollback(session: Session, access: Access, deployment_id: uuid.UUID, reason:
     if previous is None:
         raise InvalidState("No earlier healthy version in this deployment's history to roll back to")
     version = resolve_version(session, project.id, VersionRef(version_id=previous))
-    _request_rollout(
+    request_rollout(
         session, project, deployment, version, role="stable", action="rollback", access=access, reason=reason
     )
     return deployment
@@ -521,7 +521,7 @@ def _drop_canary(
     announce(session, project, deployment, "deployment.rolled_back", from_version_id=canary, reason=reason)
 
 
-def _request_rollout(
+def request_rollout(
     session: Session,
     project: Project,
     deployment: Deployment,
@@ -543,7 +543,8 @@ def _request_rollout(
         deployment,
         action,
         "pending",
-        from_version_id=None if action == "deploy" else current,
+        # A first deploy comes from nothing (the row already names the version it asks for).
+        from_version_id=None if current == version.id else current,
         to_version_id=version.id,
         reason=reason,
         details={"role": role, "percent": percent, "status_before": deployment.status},

@@ -1,6 +1,7 @@
-"""Demo data so a new user sees a populated platform: 3 people, an organization with 2 projects,
-2 registered models with versions, a stopped local deployment (no model server needed), and an API key
-of the owner's with every scope, which is what the README's walk (train to webhook) uses.
+"""Demo data so a new user sees a populated platform: 3 people, an organization with 2 projects, an API
+key of the owner's with every scope (which the README's walk, train to webhook, uses), and 2 registered
+models whose versions are the models the seeded training runs logged (`runs:/<run>/model`), so they
+have lineage to a run and a model server can load them.
 
 Idempotent: every object is looked up by its natural key first, and what exists is left untouched
 (passwords included), so a second run changes nothing; the key is made, and shown, by the first run only.
@@ -8,16 +9,23 @@ Idempotent: every object is looked up by its natural key first, and what exists 
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.registry.domain import models as models_domain
+from services.registry.domain import versions
 from services.registry.domain.bootstrap import create_key_for
 from services.registry.domain.identity import add_organization_member, create_user
 from services.registry.domain.organizations import found_organization
 from services.registry.domain.projects import create_project_row
-from shared.db.models import Deployment, Model, ModelVersion, Organization, OrganizationMembership, Project, User
+from shared.core.artifacts import ArtifactStore
+from shared.core.auth import Access, Principal
+from shared.core.errors import InvalidState
+from shared.db.models import Model, ModelVersion, Organization, OrganizationMembership, Project, User
 
 DEMO_PASSWORD = "tessera-demo"
 OWNER_KEY_SCOPE = "admin"
@@ -28,12 +36,14 @@ PEOPLE = (
     ("grace@example.com", "Grace Hopper", "member"),
     ("alan@example.com", "Alan Turing", "viewer"),
 )
-# (project slug, model name, description, stage of each version in order)
+# (project slug, model name, description, [(training run whose model each version is, its stage)] in order)
 MODELS = (
-    ("fraud-detection", "fraud-classifier", "Card transaction fraud (boosted trees)", ("production", "staging")),
-    ("default", "churn-predictor", "Monthly churn risk per customer", ("development",)),
+    (
+        "fraud-detection", "fraud-classifier", "Card transaction fraud (boosted trees)",
+        (("gbm-baseline", "archived"), ("gbm-deeper", "production")),
+    ),
+    ("default", "churn-predictor", "Monthly churn risk per customer", (("logreg-l2", "development"),)),
 )
-DEPLOYMENT = ("fraud-detection", "fraud-classifier-prod", "fraud-classifier", 1)
 
 
 @dataclass
@@ -44,9 +54,21 @@ class SeedReport:
     owner_email: str = PEOPLE[0][0]
     # The owner's key with every scope (`admin`), made with the organization; None on later runs.
     api_key: str | None = None
+    owner_id: uuid.UUID | None = None
+    # Project slug -> id, of the seeded organization.
+    projects: dict[str, uuid.UUID] = field(default_factory=dict)
+    # Model name -> its versions' ids, version 1 first.
+    versions: dict[str, list[uuid.UUID]] = field(default_factory=dict)
+
+    def owner_access(self, session: Session, project_id: uuid.UUID) -> Access:
+        """The owner acting in a project: what the seed's writes are made as (audited as theirs)."""
+        if self.owner_id is None:
+            raise InvalidState("The demo owner is not seeded yet")
+        return Access(session, Principal(user_id=self.owner_id, email=self.owner_email), project_hint=str(project_id))
 
 
-def seed(session: Session, *, password: str = DEMO_PASSWORD) -> SeedReport:
+def seed_people(session: Session, *, password: str = DEMO_PASSWORD) -> SeedReport:
+    """The people, the organization with the owner's key, and the projects."""
     report = SeedReport()
     users = {}
     for email, full_name, role in PEOPLE:
@@ -91,39 +113,31 @@ def seed(session: Session, *, password: str = DEMO_PASSWORD) -> SeedReport:
         )
         report.created.append("project fraud-detection")
 
-    models = {}
-    for project_slug, name, description, stages in MODELS:
-        project = projects[project_slug]
-        model = session.scalar(select(Model).where(Model.project_id == project.id, Model.name == name))
-        if model is None:
-            model = Model(project_id=project.id, name=name, description=description, tags={"seeded": "true"},
-                          created_by=owner.id, last_version=len(stages))
-            session.add(model)
-            session.flush()
-            for number, stage in enumerate(stages, start=1):
-                session.add(ModelVersion(
-                    model_id=model.id, version=number, stage=stage, status="READY",
-                    description=f"{name} v{number}", source=f"seed://{project_slug}/{name}/{number}",
-                    created_by=owner.id,
-                ))
-            session.flush()
-            report.created.append(f"model {name} (versions 1-{len(stages)})")
-        models[name] = model
-
-    project_slug, deployment_name, model_name, version = DEPLOYMENT
-    project = projects[project_slug]
-    exists = select(Deployment.id).where(Deployment.project_id == project.id, Deployment.name == deployment_name)
-    if session.scalar(exists) is None:
-        version_id = session.scalar(
-            select(ModelVersion.id).where(
-                ModelVersion.model_id == models[model_name].id, ModelVersion.version == version
-            )
-        )
-        session.add(Deployment(
-            project_id=project.id, name=deployment_name, target="local", status="stopped",
-            model_version_id=version_id, config={}, created_by=owner.id,
-            status_reason="Seeded stopped: start it from the deployer",
-        ))
-        session.flush()
-        report.created.append(f"deployment {deployment_name} (local, stopped)")
+    report.owner_id = owner.id
+    report.projects = {slug: project.id for slug, project in projects.items()}
     return report
+
+
+def seed_models(
+    session: Session, store: ArtifactStore, report: SeedReport, training_runs: Mapping[str, uuid.UUID]
+) -> None:
+    """The models, each version registered from its training run's logged model (`training_runs`: run name
+    -> run id); fills `report.versions`. A model already there is left as it is."""
+    for project_slug, name, description, trained in MODELS:
+        project_id = report.projects[project_slug]
+        model = session.scalar(select(Model).where(Model.project_id == project_id, Model.name == name))
+        if model is None:
+            access = report.owner_access(session, project_id)
+            model = models_domain.create_model(
+                session, access, project_id, name=name, description=description, tags={"seeded": "true"}
+            )
+            for number, (run_name, stage) in enumerate(trained, start=1):
+                source = versions.from_run(session, model, training_runs[run_name], "model")
+                version = versions.create_version(
+                    session, access, model, source, store=store, description=f"{name} v{number}, trained by {run_name}"
+                )
+                versions.transition_stage(session, access, version, stage)
+            report.created.append(f"model {name} ({len(trained)} version(s), each from its training run)")
+        report.versions[name] = list(session.scalars(
+            select(ModelVersion.id).where(ModelVersion.model_id == model.id).order_by(ModelVersion.version)
+        ))
