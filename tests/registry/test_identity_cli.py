@@ -14,6 +14,7 @@ from shared.core.security import verify_password
 from shared.db.base import Base
 from shared.db.models import (
     Deployment,
+    DeploymentHistory,
     Experiment,
     ExperimentRun,
     Model,
@@ -119,8 +120,18 @@ def test_seed_populates_once_and_then_changes_nothing(embedded):
         # ...and experiments with finished runs, for the web UI
         assert session.query(Experiment).count() == 2
         assert session.query(ExperimentRun).filter_by(status="FINISHED").count() == 5
+        # Every version is the model its training run logged, in MLflow's format in the artifact store.
+        for version in session.scalars(select(ModelVersion)):
+            assert version.run_id and version.source == f"runs:/{version.run_id.hex}/model"
+            assert version.signature, version.source
+        # The deployment served version 1 and asks the worker to start version 2.
         deployment = session.scalar(select(Deployment))
-        assert (deployment.target, deployment.status) == ("local", "stopped")
+        assert (deployment.target, deployment.status) == ("local", "deploying")
+        history = session.scalars(
+            select(DeploymentHistory).order_by(DeploymentHistory.created_at)
+        ).all()
+        assert [(entry.action, entry.outcome) for entry in history] == [("deploy", "succeeded"), ("deploy", "pending")]
+        assert history[1].from_version_id == history[0].to_version_id != history[1].to_version_id
 
     code, out = _run(runner, "seed")
     assert code == 0, out

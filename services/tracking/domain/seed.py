@@ -99,7 +99,8 @@ def _train_run(
         session, access, experiment_id=experiment.id.hex, run_name=run_name, start_time=now_ms,
         tags=[("model_family", family)],
     ).run
-    test_accuracy = _log_model(store, project, run, task, family, learning_rate, depth, seed=index)
+    model_uri = f"{run.artifact_uri}/{MODEL_PATH}"
+    test_accuracy = _log_model(store, project, model_uri, task, family, learning_rate, depth, seed=index)
     points = [
         {"key": key, "value": value, "timestamp": now_ms + step * 1000, "step": step}
         for step in range(STEPS)
@@ -117,7 +118,7 @@ def _train_run(
 def _log_model(
     store: ArtifactStore,
     project: Project,
-    run: ExperimentRun,
+    model_uri: str,
     task: str,
     family: str,
     learning_rate: float,
@@ -125,7 +126,8 @@ def _log_model(
     *,
     seed: int,
 ) -> float:
-    """Train the run's model, write it in MLflow's format to the run's `model` artifacts; its test accuracy."""
+    """Train a run's model and write it in MLflow's format at `model_uri` (in the run's artifacts); returns
+    its accuracy on held-out rows."""
     # Imported here: they take seconds to import, and only seeding trains anything.
     import mlflow.sklearn
     from mlflow.models import infer_signature
@@ -133,7 +135,7 @@ def _log_model(
     features, target = training_data(task, ROWS, seed=seed)
     train, test = slice(0, ROWS * 3 // 4), slice(ROWS * 3 // 4, ROWS)
     estimator = _estimator(family, learning_rate, depth).fit(features[train], target[train])
-    key = uri_key(project, f"{run.artifact_uri}/{MODEL_PATH}")
+    key = uri_key(project, model_uri)
     with tempfile.TemporaryDirectory() as folder:
         saved = Path(folder) / MODEL_PATH
         # mlflow warns about pickled models on every save; this model is the one it has just trained.
@@ -163,7 +165,8 @@ def training_data(task: str, rows: int, *, seed: int = 0) -> tuple[Any, Any]:
         score = amount / 200 + risk + (hour < 6) * 0.5 + rng.normal(0, 0.3, rows)
         columns = (amount, hour, risk)
     else:
-        tenure, spend, tickets = rng.integers(1, 72, rows).astype(float), rng.normal(50, 15, rows), rng.poisson(1.5, rows)
+        tenure, spend = rng.integers(1, 72, rows).astype(float), rng.normal(50, 15, rows)
+        tickets = rng.poisson(1.5, rows)
         score = tickets / 3 - tenure / 36 + (spend < 40) * 0.5 + rng.normal(0, 0.3, rows)
         columns = (tenure, spend, tickets.astype(float))
     frame = pd.DataFrame(dict(zip(FEATURES[task], columns, strict=True)))
