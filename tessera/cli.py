@@ -15,8 +15,8 @@ from rich.table import Table
 
 from services.monitor.cli import app as drift_app
 from shared.core.settings import InvalidSettings, Settings, listening_url, load_settings
+from tessera import SERVICES
 from tessera.commands import register as register_daily_commands
-from tessera.platform import SERVICES
 
 app = typer.Typer(help="Tessera: an MLOps platform.", no_args_is_help=True, add_completion=False)
 console = Console()

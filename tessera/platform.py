@@ -11,9 +11,7 @@ from shared.core.settings import Settings
 
 # The services' apps send tasks (and the outbox relay's nudge after each commit) with the platform's
 # Celery app.
-from tessera import worker  # noqa: F401
-
-SERVICES = ("registry", "tracking", "deployer", "monitor", "notifier")
+from tessera import SERVICES, worker  # noqa: F401
 
 
 def service_routers(name: str, kind: str = "ROUTERS"):
@@ -23,8 +21,8 @@ def service_routers(name: str, kind: str = "ROUTERS"):
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    # Imported here: the web layer loads the settings when imported, and the command line (which imports
-    # SERVICES) must first check them itself, to report a bad value in one line.
+    # Imported here: the web layer loads the settings when imported, and whoever imports this module may
+    # want to check them first, to report a bad value in one line.
     from shared.core.web import build_app
     from tessera.console.app import mount as mount_console
 

@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich import box
@@ -18,21 +18,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.monitor.domain.drift import (
-    ColumnSource,
-    ColumnType,
-    DriftOptions,
-    DriftReport,
-    GroupProgress,
-    ParquetSource,
-    ProfileWriter,
-    ReferenceProfile,
-    TableSource,
-    bounded_drift_report,
-    read_table,
-    render_html,
-)
-from services.monitor.domain.drift.io import PARQUET_SUFFIXES
+if TYPE_CHECKING:
+    from services.monitor.domain.drift import ColumnSource, DriftReport, GroupProgress
+
 from shared.core.settings import ENV_PREFIX, Settings
 
 # A saved profile (see --save-profile) can stand in for the reference data.
@@ -89,6 +77,17 @@ def drift(
     ),
 ) -> None:
     """Compare CURRENT against REFERENCE column by column, with Evidently 0.7's default tests."""
+    # The engine (numpy, pandas, pyarrow, scipy) is imported by the command that uses it, so every other
+    # `tessera` command starts without it.
+    from services.monitor.domain.drift import (
+        ColumnType,
+        DriftOptions,
+        ProfileWriter,
+        ReferenceProfile,
+        bounded_drift_report,
+        render_html,
+    )
+
     try:
         thresholds = {name: float(value) for name, value in _pairs(column_threshold, "--column-threshold").items()}
     except ValueError as error:
@@ -147,6 +146,9 @@ def drift(
 
 def _source(path: Path) -> ColumnSource:
     """Parquet is read a group of columns at a time; CSV, a row format, is read whole."""
+    from services.monitor.domain.drift import ParquetSource, TableSource, read_table
+    from services.monitor.domain.drift.io import PARQUET_SUFFIXES
+
     if path.suffix.lower() in PARQUET_SUFFIXES:
         return ParquetSource(path)
     return TableSource(read_table(path))
