@@ -75,7 +75,13 @@ def test_create_requests_a_rollout_through_the_outbox_and_records_it(client, db_
         ("deploy", "pending", str(version.id))
     ]
     assert history[0]["actor_id"] == str(tenant.user_id)
-    event = db_session.scalar(select(OutboxEvent).where(OutboxEvent.event_type == "deployment.rollout_requested"))
+    # The newest: tests that commit (a live server's, the seed's) leave rollout events of their own.
+    event = db_session.scalar(
+        select(OutboxEvent)
+        .where(OutboxEvent.event_type == "deployment.rollout_requested")
+        .order_by(OutboxEvent.created_at.desc())
+        .limit(1)
+    )
     assert event.payload == {"deployment_id": body["id"], "history_id": history[0]["id"]}
     audit = db_session.scalar(select(AuditLog).where(AuditLog.object_id == body["id"]))
     assert audit.action == "deployment.create"
