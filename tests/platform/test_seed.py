@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -28,6 +29,9 @@ def owner(live_server, celery_worker) -> Iterator[httpx.Client]:
         yield client
         for deployment in client.get("/api/v1/deployments").json()["items"]:
             client.post(f"/api/v1/deployments/{deployment['id']}/stop")
+            # The worker stops the processes; waited for, so none outlives the session's worker.
+            for pid in (server["pid"] for server in deployment["servers"] if server["pid"]):
+                wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 30, f"model server {pid} to stop")
 
 
 def _deployment(client: httpx.Client, name: str) -> dict:
