@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -73,7 +73,23 @@ def pytest_unconfigure(config):
     with engine.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{TEST_DB_NAME}" WITH (FORCE)'))
     engine.dispose()
+    _stop_model_servers_of_this_session()
     shutil.rmtree(DATA_DIR, ignore_errors=True)
+
+
+def _stop_model_servers_of_this_session() -> None:
+    """Model servers run in sessions of their own (to outlive a worker restart); one whose test failed
+    before stopping its deployment would outlive the test run, so those serving this session's artifacts
+    stop with it."""
+    marker = str(DATA_DIR).encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
+        except OSError:  # gone meanwhile
+            continue
+        if b"services.deployer.model_server" in cmdline and marker in cmdline:
+            with suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGTERM)
 
 
 def free_port() -> int:

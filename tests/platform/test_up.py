@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
@@ -61,6 +62,22 @@ def start_up(env: dict[str, str], port: int, cwd: Path, log: IO[str]) -> subproc
     )
 
 
+def stop_up(up: subprocess.Popen) -> None:
+    """However the test ended, `tessera up` is stopped as a service manager stops it; whatever survives is
+    killed one by one (its children run in sessions of their own: killing its group would orphan them)."""
+    if up.poll() is not None:
+        return
+    started = _descendants(up.pid)
+    up.send_signal(signal.SIGTERM)
+    try:
+        up.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        for pid in [up.pid, *started]:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        up.wait()
+
+
 def healthy(base: str) -> bool:
     try:
         return httpx.get(f"{base}/healthz", timeout=2).json()["status"] == "ok"
@@ -108,9 +125,7 @@ def test_up_serves_on_the_embedded_default_restarts_a_crashed_worker_and_deliver
         # Nothing is written outside the data dir (kombu's file broker defaults to ./control).
         assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "data-2", "up.log"]
     finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait()
+        stop_up(up)
         log.close()
 
 

@@ -6,7 +6,6 @@ with Redis. Stopping `tessera up` then leaves nothing running, the model server 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import PG_SERVER, REDIS_URL, ROOT, _admin_engine, wait_for
-from tests.platform.test_up import _alive, _descendants, _free_port, embedded_env, healthy, start_up
+from tests.platform.test_up import _alive, _descendants, _free_port, embedded_env, healthy, start_up, stop_up
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
 
@@ -82,9 +81,7 @@ def test_the_readme_walk_from_training_to_a_signed_webhook(backend, request, tmp
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0
     finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait()
+        stop_up(up)
         log.close()
 
 

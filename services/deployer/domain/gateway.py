@@ -485,13 +485,14 @@ class Gateway:
 
     def _read_shadow_stats(self, deployment_id: uuid.UUID) -> dict[uuid.UUID, ShadowDiffSnapshot]:
         with self.session_scope() as session:
-            version_ids = list(
+            version_ids: list[uuid.UUID] = list(
                 session.scalars(
                     select(DeploymentHistory.to_version_id)
                     .where(
                         DeploymentHistory.deployment_id == deployment_id,
                         DeploymentHistory.action == "shadow",
                         DeploymentHistory.outcome == "succeeded",
+                        DeploymentHistory.to_version_id.is_not(None),
                     )
                     .distinct()
                 )

@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import case, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.deployer.domain.canary import ShadowDiffSnapshot, WindowSnapshot
@@ -312,9 +313,8 @@ class DatabaseCounterStore:
         return dict(counters)
 
 
-def _dialect_insert(session: Session):
+def _dialect_insert(session: Session) -> Callable[[Any], Any]:
+    """The dialect's INSERT, which has ON CONFLICT (both PostgreSQL's and SQLite's spell it the same)."""
     if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
+        return postgresql.insert
+    return sqlite.insert
