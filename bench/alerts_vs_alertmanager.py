@@ -138,9 +138,7 @@ def run_alertmanager(options) -> dict:
                     "group_interval": "5m",
                     "repeat_interval": "4h",
                 },
-                "receivers": [
-                    {"name": "hook", "webhook_configs": [{"url": receiver.url, "send_resolved": False}]}
-                ],
+                "receivers": [{"name": "hook", "webhook_configs": [{"url": receiver.url, "send_resolved": False}]}],
             }
         )
     )

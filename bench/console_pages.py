@@ -51,12 +51,14 @@ def main() -> None:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     data_dir = tempfile.mkdtemp(prefix="tessera-bench-console-")
-    os.environ.update({
-        "TESSERA_DATABASE_URL": server.set(database=name).render_as_string(hide_password=False),
-        "TESSERA_DATA_DIR": data_dir,
-        "TESSERA_BROKER_URL": "memory://",
-        "TESSERA_LOG_LEVEL": "WARNING",
-    })
+    os.environ.update(
+        {
+            "TESSERA_DATABASE_URL": server.set(database=name).render_as_string(hide_password=False),
+            "TESSERA_DATA_DIR": data_dir,
+            "TESSERA_BROKER_URL": "memory://",
+            "TESSERA_LOG_LEVEL": "WARNING",
+        }
+    )
     try:
         run(args)
     finally:
@@ -88,8 +90,9 @@ def run(args) -> None:
     while not server.started:
         time.sleep(0.05)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
-                          timeout=60) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, timeout=60
+        ) as client:
             print(f"{'page':<12} {'median':>9} {'min':>9} {'max':>9}  first page")
             for label, path in PAGES.items():
                 client.get(path).raise_for_status()  # warm-up: caches, first-use imports
@@ -101,8 +104,10 @@ def run(args) -> None:
                     response.raise_for_status()
                 rows = response.text.count("<tr>") - 1  # less the header row
                 more = " + 'Load more'" if "Load more" in response.text else ""
-                print(f"{label:<12} {statistics.median(times) * 1000:>7.0f}ms {min(times) * 1000:>7.0f}ms "
-                      f"{max(times) * 1000:>7.0f}ms  {rows} rows{more}")
+                print(
+                    f"{label:<12} {statistics.median(times) * 1000:>7.0f}ms {min(times) * 1000:>7.0f}ms "
+                    f"{max(times) * 1000:>7.0f}ms  {rows} rows{more}"
+                )
     finally:
         server.should_exit = True
 
@@ -139,41 +144,118 @@ def fill(settings, items: int) -> str:
         session.add_all([project, OrganizationMembership(organization_id=org.id, user_id=user.id, role="owner")])
         session.flush()
         model_ids = [uuid.uuid4() for _ in range(items)]
-        session.execute(insert(Model), [
-            {"id": model_ids[i], "project_id": project.id, "name": f"model-{i:05d}", "tags": {}, "last_version": 1,
-             "created_at": at[i], "updated_at": at[i]} for i in range(items)
-        ])
+        session.execute(
+            insert(Model),
+            [
+                {
+                    "id": model_ids[i],
+                    "project_id": project.id,
+                    "name": f"model-{i:05d}",
+                    "tags": {},
+                    "last_version": 1,
+                    "created_at": at[i],
+                    "updated_at": at[i],
+                }
+                for i in range(items)
+            ],
+        )
         version = ModelVersion(model_id=model_ids[0], version=1, metrics={}, tags={})
         session.add(version)
         session.flush()
-        session.execute(insert(Deployment), [
-            {"id": uuid.uuid4(), "project_id": project.id, "name": f"deployment-{i:05d}", "target": "local",
-             "status": "healthy", "model_version_id": version.id, "config": {}, "created_at": at[i],
-             "updated_at": at[i]} for i in range(items)
-        ])
+        session.execute(
+            insert(Deployment),
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "project_id": project.id,
+                    "name": f"deployment-{i:05d}",
+                    "target": "local",
+                    "status": "healthy",
+                    "model_version_id": version.id,
+                    "config": {},
+                    "created_at": at[i],
+                    "updated_at": at[i],
+                }
+                for i in range(items)
+            ],
+        )
         monitor_ids = [uuid.uuid4() for _ in range(items)]
-        session.execute(insert(ModelMonitoring), [
-            {"id": monitor_ids[i], "project_id": project.id, "name": f"monitor-{i:05d}",
-             "model_version_id": version.id, "column_schema": {}, "config": {}, "schedule_interval_s": 3600,
-             "created_at": at[i], "updated_at": at[i]} for i in range(items)
-        ])
-        session.execute(insert(Alert), [
-            {"id": uuid.uuid4(), "monitor_id": monitor_ids[i], "project_id": project.id, "kind": "data_drift",
-             "fingerprint": uuid.uuid4().hex, "severity": "high", "status": "firing", "title": f"Drift {i}",
-             "details": {}, "labels": {"monitor": f"monitor-{i:05d}"}, "started_at": at[i], "created_at": at[i],
-             "updated_at": at[i]} for i in range(items)
-        ])
-        session.execute(insert(ApiKey), [
-            {"id": uuid.uuid4(), "user_id": user.id, "organization_id": org.id, "name": f"key-{i:05d}",
-             "prefix": uuid.uuid4().hex[:12], "key_hash": "x", "scopes": ["deployments:read"], "created_at": at[i]}
-            for i in range(items)
-        ])
-        session.execute(insert(AuditLog), [
-            {"id": uuid.uuid4(), "organization_id": org.id, "actor_user_id": user.id, "action": "deployment.rollback",
-             "object_type": "deployment", "object_id": str(i), "method": "POST", "path": "/api/v1/deployments",
-             "ip_address": "10.0.0.1", "user_agent": "bench", "outcome": "success", "status_code": 200,
-             "details": {}, "created_at": at[i]} for i in range(items)
-        ])
+        session.execute(
+            insert(ModelMonitoring),
+            [
+                {
+                    "id": monitor_ids[i],
+                    "project_id": project.id,
+                    "name": f"monitor-{i:05d}",
+                    "model_version_id": version.id,
+                    "column_schema": {},
+                    "config": {},
+                    "schedule_interval_s": 3600,
+                    "created_at": at[i],
+                    "updated_at": at[i],
+                }
+                for i in range(items)
+            ],
+        )
+        session.execute(
+            insert(Alert),
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "monitor_id": monitor_ids[i],
+                    "project_id": project.id,
+                    "kind": "data_drift",
+                    "fingerprint": uuid.uuid4().hex,
+                    "severity": "high",
+                    "status": "firing",
+                    "title": f"Drift {i}",
+                    "details": {},
+                    "labels": {"monitor": f"monitor-{i:05d}"},
+                    "started_at": at[i],
+                    "created_at": at[i],
+                    "updated_at": at[i],
+                }
+                for i in range(items)
+            ],
+        )
+        session.execute(
+            insert(ApiKey),
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "user_id": user.id,
+                    "organization_id": org.id,
+                    "name": f"key-{i:05d}",
+                    "prefix": uuid.uuid4().hex[:12],
+                    "key_hash": "x",
+                    "scopes": ["deployments:read"],
+                    "created_at": at[i],
+                }
+                for i in range(items)
+            ],
+        )
+        session.execute(
+            insert(AuditLog),
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "organization_id": org.id,
+                    "actor_user_id": user.id,
+                    "action": "deployment.rollback",
+                    "object_type": "deployment",
+                    "object_id": str(i),
+                    "method": "POST",
+                    "path": "/api/v1/deployments",
+                    "ip_address": "10.0.0.1",
+                    "user_agent": "bench",
+                    "outcome": "success",
+                    "status_code": 200,
+                    "details": {},
+                    "created_at": at[i],
+                }
+                for i in range(items)
+            ],
+        )
         token, _ = issue_token(user.id, user.password_hash, secret=settings.jwt_secret, ttl_s=3600)
     return token
 

@@ -170,20 +170,26 @@ def main() -> None:
         }
 
     tessera, mlflow = results["tessera"], results["mlflow"]
-    print(f"\nMLflow UI pages, {options.runs:,} runs, median of {options.loads} fresh loads (load: "
-          f"{os.getloadavg()[0]:.1f})")
+    print(
+        f"\nMLflow UI pages, {options.runs:,} runs, median of {options.loads} fresh loads (load: "
+        f"{os.getloadavg()[0]:.1f})"
+    )
     print(f"{'page':<20}{'mlflow s':>10}{'tessera s':>11}{'ratio':>8}   second load: mlflow / tessera s")
     for page in mlflow["page_s"]:
         ratio = tessera["page_s"][page] / mlflow["page_s"][page]
-        print(f"{page:<20}{mlflow['page_s'][page]:>10.2f}{tessera['page_s'][page]:>11.2f}{ratio:>8.2f}   "
-              f"{mlflow['second_load_s'][page]:.2f} / {tessera['second_load_s'][page]:.2f}")
+        print(
+            f"{page:<20}{mlflow['page_s'][page]:>10.2f}{tessera['page_s'][page]:>11.2f}{ratio:>8.2f}   "
+            f"{mlflow['second_load_s'][page]:.2f} / {tessera['second_load_s'][page]:.2f}"
+        )
     print(f"\n{'API call (page, path)':<80}{'mlflow ms':>10}{'tessera ms':>11}{'ratio':>8}")
     for key in sorted(set(mlflow["api_ms"]) | set(tessera["api_ms"])):
         m, t = mlflow["api_ms"].get(key), tessera["api_ms"].get(key)
         ratio = f"{t / m:.2f}" if m and t else "-"
         print(f"{key:<80}{m if m is None else round(m, 1)!s:>10}{t if t is None else round(t, 1)!s:>11}{ratio:>8}")
-    print(f"\nserver CPU over the page loads: mlflow {mlflow['cpu_s']:.1f} s, tessera {tessera['cpu_s']:.1f} s "
-          f"(ratio {tessera['cpu_s'] / max(mlflow['cpu_s'], 1e-9):.2f})")
+    print(
+        f"\nserver CPU over the page loads: mlflow {mlflow['cpu_s']:.1f} s, tessera {tessera['cpu_s']:.1f} s "
+        f"(ratio {tessera['cpu_s'] / max(mlflow['cpu_s'], 1e-9):.2f})"
+    )
     print(json.dumps({"runs": options.runs, "loads": options.loads, **results}))
 
 

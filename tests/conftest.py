@@ -211,9 +211,18 @@ def live_tenant(db, settings) -> factories.Tenant:
 
 def start_worker(*, queues: str | None = None, concurrency: int = 2, extra_env: dict | None = None):
     cmd = [
-        sys.executable, "-m", "celery", "-A", "tessera.worker:celery_app", "worker",
-        "--loglevel=WARNING", f"--concurrency={concurrency}", "--without-gossip", "--without-mingle",
-        "--hostname", f"test-{uuid.uuid4().hex[:6]}@%h",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tessera.worker:celery_app",
+        "worker",
+        "--loglevel=WARNING",
+        f"--concurrency={concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+        "--hostname",
+        f"test-{uuid.uuid4().hex[:6]}@%h",
     ]
     if queues:
         cmd += ["-Q", queues]

@@ -74,9 +74,7 @@ def upgrade() -> None:
             "organization_id", "user_id", name=op.f("uq_organization_memberships_organization_id_user_id")
         ),
     )
-    op.create_index(
-        op.f("ix_organization_memberships_user_id"), "organization_memberships", ["user_id"], unique=False
-    )
+    op.create_index(op.f("ix_organization_memberships_user_id"), "organization_memberships", ["user_id"], unique=False)
     op.create_table(
         "projects",
         sa.Column("organization_id", sa.Uuid(), nullable=False),

@@ -149,15 +149,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_model_versions")),
         sa.UniqueConstraint("model_id", "version", name=op.f("uq_model_versions_model_id_version")),
     )
-    op.create_index(
-        op.f("ix_model_versions_model_id_stage"), "model_versions", ["model_id", "stage"], unique=False
-    )
+    op.create_index(op.f("ix_model_versions_model_id_stage"), "model_versions", ["model_id", "stage"], unique=False)
     op.create_index(op.f("ix_model_versions_run_id"), "model_versions", ["run_id"], unique=False)
     op.create_table(
         "run_metrics",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("run_id", sa.Uuid(), nullable=False),
         sa.Column("key", sa.String(length=250), nullable=False),
         sa.Column("value", sa.Float(), nullable=True),
@@ -172,9 +168,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_run_metrics")),
     )
-    op.create_index(
-        op.f("ix_run_metrics_run_id_key_step"), "run_metrics", ["run_id", "key", "step"], unique=False
-    )
+    op.create_index(op.f("ix_run_metrics_run_id_key_step"), "run_metrics", ["run_id", "key", "step"], unique=False)
 
 
 def downgrade() -> None:

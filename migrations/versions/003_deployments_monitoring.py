@@ -62,9 +62,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_deployments")),
         sa.UniqueConstraint("project_id", "name", name=op.f("uq_deployments_project_id_name")),
     )
-    op.create_index(
-        op.f("ix_deployments_model_version_id"), "deployments", ["model_version_id"], unique=False
-    )
+    op.create_index(op.f("ix_deployments_model_version_id"), "deployments", ["model_version_id"], unique=False)
     op.create_table(
         "deployment_history",
         sa.Column("deployment_id", sa.Uuid(), nullable=False),
@@ -167,9 +165,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_model_monitoring")),
         sa.UniqueConstraint("project_id", "name", name=op.f("uq_model_monitoring_project_id_name")),
     )
-    op.create_index(
-        op.f("ix_model_monitoring_deployment_id"), "model_monitoring", ["deployment_id"], unique=False
-    )
+    op.create_index(op.f("ix_model_monitoring_deployment_id"), "model_monitoring", ["deployment_id"], unique=False)
     op.create_index(
         op.f("ix_model_monitoring_enabled_next_check_at"),
         "model_monitoring",

@@ -44,9 +44,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["project_id"], ["projects.id"], name=op.f("fk_api_keys_project_id_projects"), ondelete="CASCADE"
         ),
-        sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name=op.f("fk_api_keys_user_id_users"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_api_keys_user_id_users"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("prefix", name=op.f("uq_api_keys_prefix")),
     )
@@ -83,9 +81,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_channels")),
-        sa.UniqueConstraint(
-            "organization_id", "name", name=op.f("uq_notification_channels_organization_id_name")
-        ),
+        sa.UniqueConstraint("organization_id", "name", name=op.f("uq_notification_channels_organization_id_name")),
     )
     op.create_table(
         "audit_logs",
@@ -198,9 +194,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_rules")),
-        sa.UniqueConstraint(
-            "organization_id", "name", name=op.f("uq_notification_rules_organization_id_name")
-        ),
+        sa.UniqueConstraint("organization_id", "name", name=op.f("uq_notification_rules_organization_id_name")),
     )
 
 

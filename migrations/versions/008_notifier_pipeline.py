@@ -140,9 +140,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_group_alerts")),
-        sa.UniqueConstraint(
-            "group_id", "fingerprint", name=op.f("uq_notification_group_alerts_group_id_fingerprint")
-        ),
+        sa.UniqueConstraint("group_id", "fingerprint", name=op.f("uq_notification_group_alerts_group_id_fingerprint")),
     )
     op.create_table(
         "notifications",

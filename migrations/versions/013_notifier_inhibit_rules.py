@@ -37,9 +37,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_inhibit_rules")),
-        sa.UniqueConstraint(
-            "organization_id", "name", name=op.f("uq_notification_inhibit_rules_organization_id_name")
-        ),
+        sa.UniqueConstraint("organization_id", "name", name=op.f("uq_notification_inhibit_rules_organization_id_name")),
     )
 
 

@@ -50,8 +50,12 @@ def upgrade() -> None:
     op.create_index(op.f("ix_dead_letters_state"), "dead_letters", ["state"])
 
     op.add_column("notification_groups", sa.Column("group_key_digest", sa.String(length=64), nullable=True))
-    groups = sa.table("notification_groups", sa.column("id", sa.Uuid()), sa.column("group_key", sa.Text()),
-                      sa.column("group_key_digest", sa.String()))
+    groups = sa.table(
+        "notification_groups",
+        sa.column("id", sa.Uuid()),
+        sa.column("group_key", sa.Text()),
+        sa.column("group_key_digest", sa.String()),
+    )
     bind = op.get_bind()
     for row in bind.execute(sa.select(groups.c.id, groups.c.group_key)).all():
         digest = hashlib.sha256(row.group_key.encode()).hexdigest()

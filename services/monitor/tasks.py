@@ -164,4 +164,3 @@ def maintain_prediction_log(monitor_id: str) -> None:
         orphans = prediction_log.orphan_keys(session, store, monitor, utcnow(), grace)
         orphans += prediction_log.stale_reference_keys(session, store, monitor, utcnow(), grace)
     predictions.delete_files(store, orphans)
-

@@ -355,9 +355,7 @@ MAX_LABEL_VALUE_CHARS = 2048
 MAX_LABELS = 64
 MAX_ANNOTATION_VALUE_CHARS = 16384
 MAX_ANNOTATIONS = 64
-LabelName = Annotated[
-    str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=MAX_LABEL_NAME_CHARS)
-]
+LabelName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=MAX_LABEL_NAME_CHARS)]
 LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE_CHARS)]
 AnnotationName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_NAME_CHARS)]
 AnnotationValue = Annotated[str, StringConstraints(max_length=MAX_ANNOTATION_VALUE_CHARS)]
@@ -391,9 +389,9 @@ _EventLabelName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_
 class _EventAlertFields(BaseModel):
     """The parts of a custom event's payload the notifier reads into its alert (values become text)."""
 
-    labels: Annotated[
-        dict[_EventLabelName, LabelValue | int | float | bool], Field(max_length=MAX_LABELS)
-    ] = Field(default_factory=dict)
+    labels: Annotated[dict[_EventLabelName, LabelValue | int | float | bool], Field(max_length=MAX_LABELS)] = Field(
+        default_factory=dict
+    )
     annotations: Annotated[
         dict[AnnotationName, AnnotationValue | int | float | bool], Field(max_length=MAX_ANNOTATIONS)
     ] = Field(default_factory=dict)

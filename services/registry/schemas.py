@@ -36,7 +36,6 @@ ProjectRole = Literal["admin", "member", "viewer"]
 Scope = Literal[tuple(sorted(SCOPES))]
 
 
-
 # Time zone required (naive times are ambiguous) and normalised to UTC.
 
 

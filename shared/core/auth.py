@@ -246,9 +246,7 @@ class Authenticator:
             raise Unauthenticated("Invalid credentials")
         return Principal(user_id=user.id, email=user.email), None, None
 
-    def _from_browser_session(
-        self, session: Session, token: str
-    ) -> tuple[Principal, datetime | None, datetime | None]:
+    def _from_browser_session(self, session: Session, token: str) -> tuple[Principal, datetime | None, datetime | None]:
         row = session.execute(
             select(BrowserSession.expires_at, User)
             .join(User, User.id == BrowserSession.user_id)
@@ -351,8 +349,10 @@ class Access:
             .join(Organization, Organization.id == Project.organization_id)
             .join(
                 OrganizationMembership,
-                and_(OrganizationMembership.organization_id == Project.organization_id,
-                     OrganizationMembership.user_id == uid),
+                and_(
+                    OrganizationMembership.organization_id == Project.organization_id,
+                    OrganizationMembership.user_id == uid,
+                ),
             )
             .outerjoin(ProjectMember, and_(ProjectMember.project_id == Project.id, ProjectMember.user_id == uid))
             .where(Project.id == project_id, Project.deleted_at.is_(None), Organization.deleted_at.is_(None))
@@ -374,8 +374,10 @@ class Access:
         if project_id not in self._project_roles:
             project, org_role, member_role = self._member_project(project_id)
             role = None
-            if project is None or self.principal.project_id not in (None, project_id) or (
-                self.principal.organization_id not in (None, project.organization_id)
+            if (
+                project is None
+                or self.principal.project_id not in (None, project_id)
+                or (self.principal.organization_id not in (None, project.organization_id))
             ):
                 project = None
             else:

@@ -107,8 +107,13 @@ def cookie_project_hint(request: Request) -> str | None:
 def set_project_cookie(response: Response, request: Request, project_id: str) -> None:
     settings: Settings = request.app.state.settings
     response.set_cookie(
-        PROJECT_COOKIE, project_id, httponly=True, samesite="lax", secure=_is_https(request, settings),
-        max_age=365 * 86400, path="/",
+        PROJECT_COOKIE,
+        project_id,
+        httponly=True,
+        samesite="lax",
+        secure=_is_https(request, settings),
+        max_age=365 * 86400,
+        path="/",
     )
 
 
@@ -218,8 +223,14 @@ def _sign_in(db: Database, email: str, password: str, ttl_s: int) -> tuple[str, 
         user = _check_password(session, email, password)
         if user is None:
             audit.describe(session, action="session.login_failed", object_type="user", details={"email": email})
-            audit.record(session, principal=None, outcome="failure", status_code=401,
-                         description=audit.described(session), error_code="UNAUTHENTICATED")
+            audit.record(
+                session,
+                principal=None,
+                outcome="failure",
+                status_code=401,
+                description=audit.described(session),
+                error_code="UNAUTHENTICATED",
+            )
             return None
         token, expires_at = start_session(session, user, ttl_s)
         audit.describe(session, action="session.login", object_type="user", object_id=user.id)
@@ -289,26 +300,40 @@ async def login(request: Request) -> Response:
     try:
         await check_cookie_request(request, require_token=True)
     except PermissionDenied:
-        return _login_page(request, next_url=next_url, email=email, status_code=403,
-                           error="This sign-in form has expired; please try again.")
+        return _login_page(
+            request,
+            next_url=next_url,
+            email=email,
+            status_code=403,
+            error="This sign-in form has expired; please try again.",
+        )
     client = request.client.host if request.client else "unknown"
     keys = [f"email:{email}", f"ip:{client}"]
     wait = login_throttle.retry_after(keys, settings.login_max_failures, settings.login_failure_window_s)
     if wait > 0:
         minutes = max(1, round(wait / 60))
-        return _login_page(request, next_url=next_url, email=email, status_code=429,
-                           error=f"Too many failed sign-in attempts. Try again in {minutes} minute(s).")
+        return _login_page(
+            request,
+            next_url=next_url,
+            email=email,
+            status_code=429,
+            error=f"Too many failed sign-in attempts. Try again in {minutes} minute(s).",
+        )
     signed_in = await run_in_threadpool(_sign_in, request.app.state.db, email, password, settings.session_ttl_s)
     if signed_in is None:
         login_throttle.failed(keys)
-        return _login_page(request, next_url=next_url, email=email, status_code=401,
-                           error="Wrong email or password.")
+        return _login_page(request, next_url=next_url, email=email, status_code=401, error="Wrong email or password.")
     login_throttle.succeeded(keys[0])
     token, expires_at = signed_in
     response = RedirectResponse(next_url, status_code=303)
     response.set_cookie(
-        SESSION_COOKIE, token, httponly=True, samesite="lax", secure=_is_https(request, settings),
-        expires=expires_at, path="/",
+        SESSION_COOKIE,
+        token,
+        httponly=True,
+        samesite="lax",
+        secure=_is_https(request, settings),
+        expires=expires_at,
+        path="/",
     )
     # A fresh CSRF token with each session: one read before signing in is worth nothing after.
     _set_csrf_cookie(response, request, secrets.token_urlsafe(32), settings)

@@ -107,9 +107,7 @@ async def _credentials(request: Request) -> str | None:
     return f"{SESSION_SCHEME} {cookie}"
 
 
-async def _principal(
-    request: Request, session: Annotated[Session, Depends(_session, scope="function")]
-) -> Principal:
+async def _principal(request: Request, session: Annotated[Session, Depends(_session, scope="function")]) -> Principal:
     authenticator = request.app.state.authenticator
     authorization = await _credentials(request)
     principal = authenticator.cached(authorization)

@@ -228,9 +228,7 @@ def vet_host(host: str, port: int, policy: OutboundPolicy) -> IPAddress:
         for address in addresses:
             if not is_public_address(address) and not _is_allowlisted(address, networks):
                 where = str(address) if str(address) == host else f"{host} resolves to {address}, which"
-                raise OutboundRefused(
-                    f"{where} is not a public address; add it to {ALLOWLIST_SETTING} to allow it"
-                )
+                raise OutboundRefused(f"{where} is not a public address; add it to {ALLOWLIST_SETTING} to allow it")
 
     # A mapped address reaches its IPv4 host; connect to that directly (no dual-stack socket needed).
     ip = addresses[0]
@@ -356,9 +354,7 @@ class _Pool:
 # request for another, and an aiohttp session belongs to the loop it was made in. Reusing connections
 # saves a TCP (and TLS) handshake per delivery, about half of a webhook's sending cost.
 _MAX_POOLS = 64
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OrderedDict[tuple, _Pool]] = (
-    weakref.WeakKeyDictionary()
-)
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OrderedDict[tuple, _Pool]] = weakref.WeakKeyDictionary()
 
 
 async def _pool_for(url: URL, ip: IPAddress, verify: ssl.SSLContext | bool) -> _Pool:

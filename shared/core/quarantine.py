@@ -63,9 +63,7 @@ def is_transient(exc: BaseException, broker_errors: tuple[type[BaseException], .
 def quarantined(consumer_task: str, item_id: Column):
     """A criterion: the item (by its id column) is quarantined from `consumer_task`; for queries that
     pick a consumer's work, so quarantined items are not picked again."""
-    return exists().where(
-        _DEAD.c.consumer == consumer_task, _DEAD.c.item_id == item_id, _DEAD.c.state == QUARANTINED
-    )
+    return exists().where(_DEAD.c.consumer == consumer_task, _DEAD.c.item_id == item_id, _DEAD.c.state == QUARANTINED)
 
 
 def known_states(session: Session, consumer_task: str, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
@@ -178,7 +176,11 @@ def _failed(consumer, item_id, exc, session_scope, requeue, max_attempts, retry_
         letter = record_failure(session, consumer, item_id, _describe(exc), utcnow(), max_attempts)
         attempts, state = letter.attempts, letter.state
     log.warning(
-        "quarantine.item_failed", consumer=consumer.task, item_id=str(item_id), attempts=attempts, state=state,
+        "quarantine.item_failed",
+        consumer=consumer.task,
+        item_id=str(item_id),
+        attempts=attempts,
+        state=state,
         error=_describe(exc)[:300],
     )
     if state == RETRYING:

@@ -214,9 +214,7 @@ class Settings(BaseSettings):
         if not self.encryption_keys:
             from cryptography.fernet import Fernet
 
-            self.encryption_keys = [
-                _persistent_secret(data_dir, "fernet.key", lambda: Fernet.generate_key().decode())
-            ]
+            self.encryption_keys = [_persistent_secret(data_dir, "fernet.key", lambda: Fernet.generate_key().decode())]
         return self
 
     @property

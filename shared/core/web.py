@@ -37,8 +37,14 @@ log = structlog.get_logger("tessera.http")
 # The MLflow-compatible APIs answer bad input with 400 as MLflow does; native APIs use 422 as FastAPI
 # documents in their OpenAPI schemas.
 MLFLOW_PREFIXES = ("/api/2.0/", "/api/3.0/", "/ajax-api/")
-_HTTP_CODES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "ENDPOINT_NOT_FOUND",
-               405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
+_HTTP_CODES = {
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "ENDPOINT_NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
 
 REQUESTS = Counter(
     "tessera_http_requests_total", "HTTP requests", ["service", "method", "route", "status"], registry=REGISTRY

@@ -42,8 +42,9 @@ router.include_router(routing.mute_windows_router)
 
 async def favicon() -> FileResponse:
     # Browsers ask every site for /favicon.ico (the sign-in page too); without one each page load logs a 404.
-    return FileResponse(HERE / "static" / "favicon.png", media_type="image/png",
-                        headers={"Cache-Control": "public, max-age=86400"})
+    return FileResponse(
+        HERE / "static" / "favicon.png", media_type="image/png", headers={"Cache-Control": "public, max-age=86400"}
+    )
 
 
 def mount(app: FastAPI) -> None:

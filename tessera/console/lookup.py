@@ -69,8 +69,9 @@ async def version_id(request: Request, model_id: object, number: int) -> str | N
     def query() -> str | None:
         with request.app.state.db.session_scope() as session:
             found = session.scalar(
-                select(ModelVersion.id).where(ModelVersion.model_id == model, ModelVersion.version == number,
-                                              ModelVersion.deleted_at.is_(None))
+                select(ModelVersion.id).where(
+                    ModelVersion.model_id == model, ModelVersion.version == number, ModelVersion.deleted_at.is_(None)
+                )
             )
         return str(found) if found else None
 

@@ -61,8 +61,15 @@ class Console:
         return self.org["role"] if self.org else None
 
     def project_role(self, project_id: Any) -> str | None:
-        org = next((o for o in self.orgs for p in self.projects if str(p["id"]) == str(project_id)
-                    and str(p["organization_id"]) == str(o["id"])), self.org)
+        org = next(
+            (
+                o
+                for o in self.orgs
+                for p in self.projects
+                if str(p["id"]) == str(project_id) and str(p["organization_id"]) == str(o["id"])
+            ),
+            self.org,
+        )
         if org is None:
             return None
         explicit = next((r["role"] for r in self.me["project_roles"] if str(r["project_id"]) == str(project_id)), None)

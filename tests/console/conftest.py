@@ -69,49 +69,102 @@ def world(db, settings, live_server, celery_worker) -> World:
         experiment = Experiment(project_id=owner.project_id, name=factories.unique("training"))
         session.add(experiment)
         session.flush()
-        run = ExperimentRun(experiment_id=experiment.id, name="sturdy-owl-42", status="FINISHED",
-                            start_time=1_700_000_000_000, end_time=1_700_000_060_000)
+        run = ExperimentRun(
+            experiment_id=experiment.id,
+            name="sturdy-owl-42",
+            status="FINISHED",
+            start_time=1_700_000_000_000,
+            end_time=1_700_000_060_000,
+        )
         model = Model(project_id=owner.project_id, name=factories.unique("fraud"), tags={}, last_version=2)
         session.add_all([run, model])
         session.flush()
         versions = [
-            ModelVersion(model_id=model.id, version=n, stage=stage, run_id=run.id if n == 1 else None,
-                         artifact_uri=f"mlflow-artifacts:/{uuid.uuid4().hex}/model", metrics={}, tags={})
+            ModelVersion(
+                model_id=model.id,
+                version=n,
+                stage=stage,
+                run_id=run.id if n == 1 else None,
+                artifact_uri=f"mlflow-artifacts:/{uuid.uuid4().hex}/model",
+                metrics={},
+                tags={},
+            )
             for n, stage in ((1, "production"), (2, "staging"))
         ]
         session.add_all(versions)
         session.flush()
         deployment = Deployment(
-            project_id=owner.project_id, name=factories.unique("fraud-prod"), target="local", status="healthy",
-            model_version_id=versions[0].id, canary_version_id=versions[1].id, canary_percent=20, config={},
+            project_id=owner.project_id,
+            name=factories.unique("fraud-prod"),
+            target="local",
+            status="healthy",
+            model_version_id=versions[0].id,
+            canary_version_id=versions[1].id,
+            canary_percent=20,
+            config={},
             created_by=owner.user_id,
         )
         session.add(deployment)
         session.flush()
-        session.add_all([
-            DeploymentHistory(deployment_id=deployment.id, action="create", outcome="succeeded",
-                              to_version_id=versions[0].id, actor_id=owner.user_id, details={}),
-            DeploymentHistory(deployment_id=deployment.id, action="auto_rollback", outcome="succeeded",
-                              from_version_id=versions[1].id, to_version_id=versions[0].id, details={},
-                              reason="automatic: canary error rate 0.31 > 0.05"),
-            DeploymentHistory(deployment_id=deployment.id, action="canary", outcome="succeeded",
-                              from_version_id=versions[0].id, to_version_id=versions[1].id,
-                              actor_id=owner.user_id, details={}, reason="second try"),
-        ])
-        ids = dict(version_ids=[v.id for v in versions], run_id=run.id, experiment_id=experiment.id,
-                   deployment_id=deployment.id, model_name=model.name)
+        session.add_all(
+            [
+                DeploymentHistory(
+                    deployment_id=deployment.id,
+                    action="create",
+                    outcome="succeeded",
+                    to_version_id=versions[0].id,
+                    actor_id=owner.user_id,
+                    details={},
+                ),
+                DeploymentHistory(
+                    deployment_id=deployment.id,
+                    action="auto_rollback",
+                    outcome="succeeded",
+                    from_version_id=versions[1].id,
+                    to_version_id=versions[0].id,
+                    details={},
+                    reason="automatic: canary error rate 0.31 > 0.05",
+                ),
+                DeploymentHistory(
+                    deployment_id=deployment.id,
+                    action="canary",
+                    outcome="succeeded",
+                    from_version_id=versions[0].id,
+                    to_version_id=versions[1].id,
+                    actor_id=owner.user_id,
+                    details={},
+                    reason="second try",
+                ),
+            ]
+        )
+        ids = dict(
+            version_ids=[v.id for v in versions],
+            run_id=run.id,
+            experiment_id=experiment.id,
+            deployment_id=deployment.id,
+            model_name=model.name,
+        )
 
     api = httpx.Client(base_url=live_server.url, headers=owner.headers, timeout=60)
     reference = _drifted_rows(300, 0.0).to_csv(index=False).encode()
-    spec = {"name": factories.unique("fraud-drift"), "model_version_id": str(ids["version_ids"][0]),
-            "project_id": str(owner.project_id), "min_rows": 20,
-            "quality": {"task": "classification", "thresholds": {"accuracy": {"min": 0.9}}, "min_rows": 10}}
-    created = api.post("/api/v1/monitors", data={"spec": json.dumps(spec)},
-                       files={"reference": ("reference.csv", io.BytesIO(reference))})
+    spec = {
+        "name": factories.unique("fraud-drift"),
+        "model_version_id": str(ids["version_ids"][0]),
+        "project_id": str(owner.project_id),
+        "min_rows": 20,
+        "quality": {"task": "classification", "thresholds": {"accuracy": {"min": 0.9}}, "min_rows": 10},
+    }
+    created = api.post(
+        "/api/v1/monitors",
+        data={"spec": json.dumps(spec)},
+        files={"reference": ("reference.csv", io.BytesIO(reference))},
+    )
     assert created.status_code == 201, created.text
     monitor_id = created.json()["id"]
-    rows = [{"features": {"x": float(r.x), "y": float(r.y)}, "prediction": "yes", "request_id": f"r{i}"}
-            for i, r in enumerate(_drifted_rows(200, 3.0).itertuples())]
+    rows = [
+        {"features": {"x": float(r.x), "y": float(r.y)}, "prediction": "yes", "request_id": f"r{i}"}
+        for i, r in enumerate(_drifted_rows(200, 3.0).itertuples())
+    ]
     logged = api.post(f"/api/v1/monitors/{monitor_id}/predictions", json={"rows": rows})
     assert logged.status_code == 201, logged.text
     truth = [{"request_id": f"r{i}", "value": "yes" if i % 4 else "no"} for i in range(200)]
@@ -119,17 +172,27 @@ def world(db, settings, live_server, celery_worker) -> World:
     assert logged.status_code == 200, logged.text
 
     with db.session_scope() as session:
-        alert = Alert(monitor_id=uuid.UUID(monitor_id), project_id=owner.project_id, kind="data_drift",
-                      fingerprint=uuid.uuid4().hex, severity="high", status="firing",
-                      title="Data drift on fraud-drift", details={"drift_share": 0.5},
-                      labels={"alertname": "DataDrift", "monitor": spec["name"]}, started_at=utcnow())
+        alert = Alert(
+            monitor_id=uuid.UUID(monitor_id),
+            project_id=owner.project_id,
+            kind="data_drift",
+            fingerprint=uuid.uuid4().hex,
+            severity="high",
+            status="firing",
+            title="Data drift on fraud-drift",
+            details={"drift_share": 0.5},
+            labels={"alertname": "DataDrift", "monitor": spec["name"]},
+            started_at=utcnow(),
+        )
         session.add(alert)
         session.flush()
         alert_id, fingerprint = alert.id, alert.fingerprint
     # One report before the tests (the check takes over the open drift alert), so there is a history.
     check = api.post(f"/api/v1/monitors/{monitor_id}/checks").json()
-    wait_for(lambda: api.get(f"/api/v1/monitors/{monitor_id}/checks/{check['id']}").json()["status"] == "done",
-             what="the first check")
+    wait_for(
+        lambda: api.get(f"/api/v1/monitors/{monitor_id}/checks/{check['id']}").json()["status"] == "done",
+        what="the first check",
+    )
     api.close()
     _hold_in_the_notifier(live_server.url, owner, fingerprint, spec["name"])
     return World(live_server.url, owner, viewer, stranger, monitor_id=monitor_id, alert_id=alert_id, **ids)
@@ -140,25 +203,59 @@ def _hold_in_the_notifier(url: str, owner: factories.Tenant, fingerprint: str, m
     during the tests) and a firing ClusterDown inhibits it."""
     org = str(owner.org_id)
     with httpx.Client(base_url=url, headers=owner.headers, timeout=60) as api:
-        channel = api.post("/api/v1/channels", json={"name": "parked", "type": "webhook", "organization_id": org,
-                                                      "url": "http://127.0.0.1:9/parked"})
+        channel = api.post(
+            "/api/v1/channels",
+            json={"name": "parked", "type": "webhook", "organization_id": org, "url": "http://127.0.0.1:9/parked"},
+        )
         assert channel.status_code == 201, channel.text
         for path, body in (
-            ("/api/v1/rules", {"name": "custom alerts", "organization_id": org, "event_types": ["custom.*"],
-                               "channel_ids": [channel.json()["id"]], "group_wait_s": 86400}),
-            ("/api/v1/inhibit-rules", {"name": "cluster down mutes drift", "organization_id": org,
-                                       "source_matchers": ["alertname=ClusterDown"],
-                                       "target_matchers": ["alertname=DataDrift"]}),
-            ("/api/v1/events", {"organization_id": org, "event_type": "custom.cluster", "payload": {
-                "status": "firing", "severity": "critical", "labels": {"alertname": "ClusterDown"}}}),
-            ("/api/v1/events", {"organization_id": org, "event_type": "custom.drift", "payload": {
-                "status": "firing", "severity": "high", "fingerprint": fingerprint,
-                "labels": {"alertname": "DataDrift", "monitor": monitor_name}}}),
+            (
+                "/api/v1/rules",
+                {
+                    "name": "custom alerts",
+                    "organization_id": org,
+                    "event_types": ["custom.*"],
+                    "channel_ids": [channel.json()["id"]],
+                    "group_wait_s": 86400,
+                },
+            ),
+            (
+                "/api/v1/inhibit-rules",
+                {
+                    "name": "cluster down mutes drift",
+                    "organization_id": org,
+                    "source_matchers": ["alertname=ClusterDown"],
+                    "target_matchers": ["alertname=DataDrift"],
+                },
+            ),
+            (
+                "/api/v1/events",
+                {
+                    "organization_id": org,
+                    "event_type": "custom.cluster",
+                    "payload": {"status": "firing", "severity": "critical", "labels": {"alertname": "ClusterDown"}},
+                },
+            ),
+            (
+                "/api/v1/events",
+                {
+                    "organization_id": org,
+                    "event_type": "custom.drift",
+                    "payload": {
+                        "status": "firing",
+                        "severity": "high",
+                        "fingerprint": fingerprint,
+                        "labels": {"alertname": "DataDrift", "monitor": monitor_name},
+                    },
+                },
+            ),
         ):
             answer = api.post(path, json=body)
             assert answer.status_code in (201, 202), answer.text
-        wait_for(lambda: api.get(f"/api/v1/held-alerts/{fingerprint}").status_code == 200,
-                 what="the notifier to hold the alert")
+        wait_for(
+            lambda: api.get(f"/api/v1/held-alerts/{fingerprint}").status_code == 200,
+            what="the notifier to hold the alert",
+        )
 
 
 @pytest.fixture(scope="module")

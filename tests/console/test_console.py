@@ -154,8 +154,9 @@ def test_create_an_api_key_and_use_it_from_a_script(signed_in, world):
     with httpx.Client(base_url=world.url) as client:
         listed = client.get(f"/api/v1/deployments/{world.deployment_id}", headers={"Authorization": f"Bearer {key}"})
         assert listed.status_code == 200, listed.text
-        refused = client.post(f"/api/v1/deployments/{world.deployment_id}/promote",
-                              headers={"Authorization": f"Bearer {key}"})
+        refused = client.post(
+            f"/api/v1/deployments/{world.deployment_id}/promote", headers={"Authorization": f"Bearer {key}"}
+        )
         assert refused.status_code == 403  # read scope only
     page.locator("tr", has_text="ci-reader").get_by_test_id("revoke").click()
     expect(page.get_by_test_id("outcome")).to_contain_text("revoked")
@@ -174,9 +175,7 @@ def test_follow_a_version_from_its_deployment_to_its_lineage_and_training_run(si
     expect(page.get_by_test_id("lineage-alerts")).to_contain_text("Data drift on fraud-drift")
     run_link = page.get_by_test_id("mlflow-run-link")
     expect(run_link).to_have_text("sturdy-owl-42")
-    expect(run_link).to_have_attribute(
-        "href", f"/#/experiments/{world.experiment_id.hex}/runs/{world.run_id.hex}"
-    )
+    expect(run_link).to_have_attribute("href", f"/#/experiments/{world.experiment_id.hex}/runs/{world.run_id.hex}")
     s.shot("lineage")
     with httpx.Client(base_url=world.url, headers=world.owner.headers) as api:
         run = api.get("/api/2.0/mlflow/runs/get", params={"run_id": world.run_id.hex})
@@ -226,8 +225,12 @@ def test_another_organization_sees_none_of_it(signed_in, world):
     s.open("/console/alerts")
     expect(page.locator("main")).not_to_contain_text("Data drift on fraud-drift")
     s.shot("stranger-alerts")
-    for path in (f"/console/deployments/{world.deployment_id}", f"/console/monitors/{world.monitor_id}",
-                 f"/console/alerts/{world.alert_id}", f"/console/models/{world.model_name}/versions/1"):
+    for path in (
+        f"/console/deployments/{world.deployment_id}",
+        f"/console/monitors/{world.monitor_id}",
+        f"/console/alerts/{world.alert_id}",
+        f"/console/models/{world.model_name}/versions/1",
+    ):
         assert page.request.get(path).status == 404, path
 
 

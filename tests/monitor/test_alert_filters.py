@@ -12,9 +12,18 @@ def _alerts(db_session, tenant) -> None:
     db_session.add(monitor)
     db_session.flush()
     for kind, severity, team in (("data_drift", "critical", "fraud"), ("quality", "warning", "growth")):
-        db_session.add(Alert(monitor_id=monitor.id, project_id=tenant.project_id, kind=kind,
-                             fingerprint=uuid.uuid4().hex, severity=severity, title=f"{kind} alert",
-                             details={}, labels={"team": team}))
+        db_session.add(
+            Alert(
+                monitor_id=monitor.id,
+                project_id=tenant.project_id,
+                kind=kind,
+                fingerprint=uuid.uuid4().hex,
+                severity=severity,
+                title=f"{kind} alert",
+                details={},
+                labels={"team": team},
+            )
+        )
     db_session.flush()
 
 

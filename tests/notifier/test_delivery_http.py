@@ -173,9 +173,7 @@ def test_refused_destination_is_permanent_and_never_contacted(receiver: Receiver
 
 
 def test_slack_url_secret_stays_out_of_errors():
-    result = run(
-        send_slack("https://10.0.0.1/services/T000/B000/SECRETTOKEN", {"text": "x"}, policy=OutboundPolicy())
-    )
+    result = run(send_slack("https://10.0.0.1/services/T000/B000/SECRETTOKEN", {"text": "x"}, policy=OutboundPolicy()))
     assert "SECRETTOKEN" not in (result.error or "")
 
 

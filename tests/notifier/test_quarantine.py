@@ -69,7 +69,9 @@ def test_a_poison_event_is_quarantined_while_a_hundred_others_in_its_and_later_b
         # Written straight into the outbox (as a producer that bypasses the API's checks could): its
         # labels are no mapping, so the notifier's handler fails on it.
         poison = events.emit(
-            session, "custom.load", {"status": "firing", "labels": ["not", "a", "mapping"]},
+            session,
+            "custom.load",
+            {"status": "firing", "labels": ["not", "a", "mapping"]},
             organization_id=live_tenant.org_id,
         )
         first += _emit(session, live_tenant.org_id, 50, 50)
@@ -117,7 +119,8 @@ def test_a_poison_event_is_quarantined_while_a_hundred_others_in_its_and_later_b
     assert len(delivered()) == 201
     with db.session_scope() as session:
         states = session.execute(
-            select(Delivery.state, func.count()).where(Delivery.organization_id == live_tenant.org_id)
+            select(Delivery.state, func.count())
+            .where(Delivery.organization_id == live_tenant.org_id)
             .group_by(Delivery.state)
         ).all()
     assert dict(states) == {"delivered": 201}

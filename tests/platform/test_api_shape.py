@@ -73,7 +73,12 @@ def test_a_forged_page_token_is_a_4xx(client, tenant):
 def test_status_enumerations_and_hand_named_schemas_are_in_the_document(settings):
     schemas = create_service_app("all", settings).openapi()["components"]["schemas"]
     assert schemas["DeploymentRead"]["properties"]["status"]["enum"] == [
-        "pending", "deploying", "healthy", "failed", "stopped", "rolled_back"
+        "pending",
+        "deploying",
+        "healthy",
+        "failed",
+        "stopped",
+        "rolled_back",
     ]
     assert "insufficient_data" in schemas["CheckRunRead"]["properties"]["status"]["enum"]
     assert schemas["AlertRead"]["properties"]["status"]["enum"] == ["firing", "acknowledged", "resolved"]

@@ -29,9 +29,11 @@ def test_import_contracts_hold():
     assert "0 broken" in result.stdout
 
 
-def test_ruff_finds_nothing():
-    result = _run(sys.executable, "-m", "ruff", "check", "--no-cache", ".")
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_ruff_finds_nothing_and_the_tree_is_formatted():
+    checked = _run(sys.executable, "-m", "ruff", "check", "--no-cache", ".")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    formatted = _run(sys.executable, "-m", "ruff", "format", "--check", "--no-cache", ".")
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr
 
 
 @pytest.mark.slow

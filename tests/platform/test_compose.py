@@ -50,7 +50,9 @@ def test_compose_file_is_valid():
     if _compose_plugin():
         result = subprocess.run(
             ["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-            capture_output=True, text=True, env={**ENV, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            env={**ENV, "PATH": "/usr/bin:/bin"},
         )
         assert result.returncode == 0, result.stderr
     schema = _compose_spec_schema()

@@ -69,9 +69,7 @@ def test_broker_failure_keeps_events_for_the_next_sweep(db_session, tenant, subs
     assert str(event.id) in published
 
 
-def test_pruning_deletes_events_published_before_the_cutoff_in_batches_and_keeps_unpublished_ones(
-    db_session, tenant
-):
+def test_pruning_deletes_events_published_before_the_cutoff_in_batches_and_keeps_unpublished_ones(db_session, tenant):
     now = utcnow()
 
     def emit(published_days_ago: float | None) -> OutboxEvent:

@@ -84,9 +84,7 @@ def test_revoked_and_expired_keys_are_refused(client, db_session, tenant):
     org = db_session.get(Organization, tenant.org_id)
     user = db_session.get(User, tenant.user_id)
     revoked_row, revoked_key = make_api_key(db_session, user=user, org=org, scopes=["registry:read"])
-    _, expired_key = make_api_key(
-        db_session, user=user, org=org, expires_at=datetime.now(UTC) - timedelta(seconds=1)
-    )
+    _, expired_key = make_api_key(db_session, user=user, org=org, expires_at=datetime.now(UTC) - timedelta(seconds=1))
     assert client.get("/api/v1/auth/me", headers=bearer(revoked_key)).status_code == 200
 
     revoke = client.delete(f"/api/v1/api-keys/{revoked_row.id}", headers=tenant.headers)
@@ -167,8 +165,12 @@ def test_an_api_key_is_shown_once_and_listed_without_secret(client, db_session, 
 def test_a_key_made_by_a_key_inherits_its_limits(client, tenant):
     parent = client.post(
         "/api/v1/api-keys",
-        json={"name": "p", "organization_id": str(tenant.org_id), "scopes": ["tracking:write", "registry:read"],
-              "ttl_seconds": 600},
+        json={
+            "name": "p",
+            "organization_id": str(tenant.org_id),
+            "scopes": ["tracking:write", "registry:read"],
+            "ttl_seconds": 600,
+        },
         headers=bearer(tenant.token),
     ).json()
     headers = bearer(parent["key"])
@@ -236,12 +238,14 @@ def test_change_your_name_and_password(client, tenant):
     no_current = client.patch("/api/v1/users/me", json={"password": new_password}, headers=bearer(tenant.token))
     assert no_current.status_code == 403
     with_key = client.patch(
-        "/api/v1/users/me", json={"password": new_password, "current_password": DEFAULT_PASSWORD},
+        "/api/v1/users/me",
+        json={"password": new_password, "current_password": DEFAULT_PASSWORD},
         headers=tenant.headers,
     )
     assert with_key.status_code == 403
     changed = client.patch(
-        "/api/v1/users/me", json={"password": new_password, "current_password": DEFAULT_PASSWORD},
+        "/api/v1/users/me",
+        json={"password": new_password, "current_password": DEFAULT_PASSWORD},
         headers=bearer(tenant.token),
     )
     assert changed.status_code == 200, changed.text

@@ -58,12 +58,14 @@ def test_user_create_makes_or_joins_an_organization(embedded):
     assert _run(runner, "user", "create", "--email", "x@example.com", "--password", "short")[0] == 1
 
     with db.session_scope() as session:
-        roles = dict(session.execute(
-            select(User.email, OrganizationMembership.role)
-            .join(OrganizationMembership, OrganizationMembership.user_id == User.id)
-            .join(Organization, Organization.id == OrganizationMembership.organization_id)
-            .where(Organization.slug == "labs")
-        ).all())
+        roles = dict(
+            session.execute(
+                select(User.email, OrganizationMembership.role)
+                .join(OrganizationMembership, OrganizationMembership.user_id == User.id)
+                .join(Organization, Organization.id == OrganizationMembership.organization_id)
+                .where(Organization.slug == "labs")
+            ).all()
+        )
         assert roles == {"root@example.com": "owner", "dev@example.com": "member"}
         root = session.scalar(select(User).where(User.email == "root@example.com"))
         assert verify_password(root.password_hash, "s3cret-pass")
@@ -75,8 +77,18 @@ def test_api_key_create_prints_a_working_key_once(embedded):
     runner, db = embedded
     _run(runner, "user", "create", "--email", "ci@example.com", "--password", "ci-password", "--org", "ml")
     code, out = _run(
-        runner, "api-key", "create", "--email", "ci@example.com", "--scopes", "tracking:write,registry:read",
-        "--project", "default", "--expires-in-days", "30", "--json",
+        runner,
+        "api-key",
+        "create",
+        "--email",
+        "ci@example.com",
+        "--scopes",
+        "tracking:write,registry:read",
+        "--project",
+        "default",
+        "--expires-in-days",
+        "30",
+        "--json",
     )
     assert code == 0, out
     created = json.loads(out)
@@ -100,8 +112,7 @@ def test_api_key_create_prints_a_working_key_once(embedded):
 def _everything(db) -> dict:
     with db.session_scope() as session:
         return {
-            table.name: sorted(map(repr, session.execute(select(table)).all()))
-            for table in Base.metadata.sorted_tables
+            table.name: sorted(map(repr, session.execute(select(table)).all())) for table in Base.metadata.sorted_tables
         }
 
 
@@ -127,9 +138,7 @@ def test_seed_populates_once_and_then_changes_nothing(embedded):
         # The deployment served version 1 and asks the worker to start version 2.
         deployment = session.scalar(select(Deployment))
         assert (deployment.target, deployment.status) == ("local", "deploying")
-        history = session.scalars(
-            select(DeploymentHistory).order_by(DeploymentHistory.created_at)
-        ).all()
+        history = session.scalars(select(DeploymentHistory).order_by(DeploymentHistory.created_at)).all()
         assert [(entry.action, entry.outcome) for entry in history] == [("deploy", "succeeded"), ("deploy", "pending")]
         assert history[1].from_version_id == history[0].to_version_id != history[1].to_version_id
 

@@ -104,14 +104,36 @@ def test_bad_input_is_a_4xx_with_a_code_and_writes_nothing(client, db_session, t
         ("POST", f"/api/v1/orgs/{tenant.org_id}/projects", b'{"name": "Default"}', 409, "CONFLICT"),
         ("PATCH", f"/api/v1/orgs/{tenant.org_id}", b'{"name": null}', 422, "INVALID_PARAMETER_VALUE"),
         ("PATCH", f"/api/v1/projects/{tenant.project_id}", b'{"name": null}', 422, "INVALID_PARAMETER_VALUE"),
-        ("POST", f"/api/v1/orgs/{tenant.org_id}/members", b'{"email": "ghost@example.com"}', 400,
-         "INVALID_PARAMETER_VALUE"),
-        ("POST", "/api/v1/api-keys", b'{"name": "k", "organization_id": "%s", "scopes": ["root"]}'
-         % str(tenant.org_id).encode(), 422, "INVALID_PARAMETER_VALUE"),
-        ("POST", "/api/v1/api-keys", b'{"name": "k", "organization_id": "%s", "scopes": ["admin"], '
-         b'"expires_at": "2001-01-01T00:00:00Z"}' % str(tenant.org_id).encode(), 400, "INVALID_PARAMETER_VALUE"),
-        ("POST", "/api/v1/api-keys", b'{"name": "k", "organization_id": "%s", "scopes": ["admin"], '
-         b'"expires_at": "2031-01-01T00:00:00"}' % str(tenant.org_id).encode(), 422, "INVALID_PARAMETER_VALUE"),
+        (
+            "POST",
+            f"/api/v1/orgs/{tenant.org_id}/members",
+            b'{"email": "ghost@example.com"}',
+            400,
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (
+            "POST",
+            "/api/v1/api-keys",
+            b'{"name": "k", "organization_id": "%s", "scopes": ["root"]}' % str(tenant.org_id).encode(),
+            422,
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (
+            "POST",
+            "/api/v1/api-keys",
+            b'{"name": "k", "organization_id": "%s", "scopes": ["admin"], '
+            b'"expires_at": "2001-01-01T00:00:00Z"}' % str(tenant.org_id).encode(),
+            400,
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (
+            "POST",
+            "/api/v1/api-keys",
+            b'{"name": "k", "organization_id": "%s", "scopes": ["admin"], '
+            b'"expires_at": "2031-01-01T00:00:00"}' % str(tenant.org_id).encode(),
+            422,
+            "INVALID_PARAMETER_VALUE",
+        ),
         ("GET", f"/api/v1/orgs/{tenant.org_id}/audit-logs?since=yesterday", None, 422, "INVALID_PARAMETER_VALUE"),
         ("GET", "/api/v1/projects/not-a-uuid", None, 422, "INVALID_PARAMETER_VALUE"),
     ]
@@ -128,6 +150,11 @@ def test_bad_input_is_a_4xx_with_a_code_and_writes_nothing(client, db_session, t
     assert (no_slug.status_code, no_slug.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
     assert db_session.scalar(select(func.count()).select_from(Organization)) == orgs_before + 1
     assert db_session.scalar(select(func.count()).select_from(Project)) == projects_before + 1
-    assert db_session.scalar(
-        select(func.count()).select_from(OrganizationMembership).where(OrganizationMembership.user_id == tenant.user_id)
-    ) == 2
+    assert (
+        db_session.scalar(
+            select(func.count())
+            .select_from(OrganizationMembership)
+            .where(OrganizationMembership.user_id == tenant.user_id)
+        )
+        == 2
+    )

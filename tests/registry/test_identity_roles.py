@@ -53,9 +53,7 @@ def test_a_member_works_but_cannot_administer(client, db_session, tenant, people
     ):
         response = client.request(method, path, json=body, headers=member.headers)
         assert response.status_code == 403, (method, path, response.text)
-    assert db_session.scalar(
-        select(ProjectMember.role).where(ProjectMember.project_id == tenant.project_id)
-    ) is None
+    assert db_session.scalar(select(ProjectMember.role).where(ProjectMember.project_id == tenant.project_id)) is None
 
 
 def test_a_project_role_narrows_the_org_role(client, db_session, tenant, people):
@@ -73,7 +71,8 @@ def test_a_project_role_widens_the_org_role(client, db_session, tenant, people):
     add_project_member(db_session, widened, db_session.get(User, viewer.user_id), "admin")
     assert _patch(client, f"/api/v1/projects/{widened.id}", {"name": "x"}, viewer.headers) == 200
     added = client.post(
-        f"/api/v1/projects/{widened.id}/members", json={"email": people["member"].email, "role": "viewer"},
+        f"/api/v1/projects/{widened.id}/members",
+        json={"email": people["member"].email, "role": "viewer"},
         headers=viewer.headers,
     )
     assert added.status_code == 201, added.text
@@ -127,7 +126,6 @@ def test_leaving_drops_project_roles_and_revokes_keys(client, db_session, tenant
     db_session.expire_all()
     assert db_session.get(ApiKey, key_row.id).revoked_at is not None
     assert db_session.scalar(select(ProjectMember).where(ProjectMember.user_id == member.user_id)) is None
-
 
 
 def _patch(client, path: str, body: dict, headers: dict) -> int:

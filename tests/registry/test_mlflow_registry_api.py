@@ -93,28 +93,65 @@ def test_error_codes(client, tenant, tracked):
         assert (response.status_code, response.json()["error_code"]) == (status, code), response.text
 
     error(_post(client, "registered-models/create", {"name": "fraud"}, tenant.headers), 400, "RESOURCE_ALREADY_EXISTS")
-    error(client.get(f"{API}/registered-models/get", params={"name": "nope"}, headers=tenant.headers), 404,
-          "RESOURCE_DOES_NOT_EXIST")
-    error(client.get(f"{API}/model-versions/get", params={"name": "fraud", "version": "7"}, headers=tenant.headers),
-          404, "RESOURCE_DOES_NOT_EXIST")
-    error(client.get(f"{API}/registered-models/alias", params={"name": "fraud", "alias": "ghost"},
-                     headers=tenant.headers), 400, "INVALID_PARAMETER_VALUE")
+    error(
+        client.get(f"{API}/registered-models/get", params={"name": "nope"}, headers=tenant.headers),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+    )
+    error(
+        client.get(f"{API}/model-versions/get", params={"name": "fraud", "version": "7"}, headers=tenant.headers),
+        404,
+        "RESOURCE_DOES_NOT_EXIST",
+    )
+    error(
+        client.get(
+            f"{API}/registered-models/alias", params={"name": "fraud", "alias": "ghost"}, headers=tenant.headers
+        ),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
     error(_post(client, "registered-models/create", {}, tenant.headers), 400, "INVALID_PARAMETER_VALUE")
     error(_post(client, "registered-models/create", {"name": "a:b"}, tenant.headers), 400, "INVALID_PARAMETER_VALUE")
-    error(_post(client, "model-versions/transition-stage",
-                {"name": "fraud", "version": "1", "stage": "None", "archive_existing_versions": True},
-                tenant.headers), 400, "INVALID_PARAMETER_VALUE")
-    error(_post(client, "registered-models/alias", {"name": "fraud", "alias": "v1", "version": "1"}, tenant.headers),
-          400, "INVALID_PARAMETER_VALUE")
-    error(_post(client, "model-versions/create",
-                {"name": "fraud", "source": f"{tracked.run.artifact_uri}/../../elsewhere", "run_id": tracked.run_id},
-                tenant.headers), 400, "INVALID_PARAMETER_VALUE")
-    error(client.get(f"{API}/registered-models/search", params={"page_token": "garbage"}, headers=tenant.headers),
-          400, "INVALID_PARAMETER_VALUE")
-    error(client.get(f"{API}/registered-models/search", params={"order_by": "owner"}, headers=tenant.headers),
-          400, "INVALID_PARAMETER_VALUE")
-    error(client.get(f"{API}/registered-models/search", params={"max_results": 5000}, headers=tenant.headers),
-          400, "INVALID_PARAMETER_VALUE")
+    error(
+        _post(
+            client,
+            "model-versions/transition-stage",
+            {"name": "fraud", "version": "1", "stage": "None", "archive_existing_versions": True},
+            tenant.headers,
+        ),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
+    error(
+        _post(client, "registered-models/alias", {"name": "fraud", "alias": "v1", "version": "1"}, tenant.headers),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
+    error(
+        _post(
+            client,
+            "model-versions/create",
+            {"name": "fraud", "source": f"{tracked.run.artifact_uri}/../../elsewhere", "run_id": tracked.run_id},
+            tenant.headers,
+        ),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
+    error(
+        client.get(f"{API}/registered-models/search", params={"page_token": "garbage"}, headers=tenant.headers),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
+    error(
+        client.get(f"{API}/registered-models/search", params={"order_by": "owner"}, headers=tenant.headers),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
+    error(
+        client.get(f"{API}/registered-models/search", params={"max_results": 5000}, headers=tenant.headers),
+        400,
+        "INVALID_PARAMETER_VALUE",
+    )
     error(client.get(f"{API}/registered-models/get", params={"name": "fraud"}), 401, "UNAUTHENTICATED")
 
 
@@ -139,7 +176,8 @@ def test_sources_inside_the_run_or_logged_model(client, tenant, tracked, db_sess
         client, "model-versions/create", {"name": "fraud", "source": "models:/fraud/1"}, tenant.headers
     ).json()["model_version"]
     uri = client.get(
-        f"{API}/model-versions/get-download-uri", params={"name": "fraud", "version": copied["version"]},
+        f"{API}/model-versions/get-download-uri",
+        params={"name": "fraud", "version": copied["version"]},
         headers=tenant.headers,
     ).json()["artifact_uri"]
     assert uri == f"{tracked.run.artifact_uri}/model"

@@ -151,7 +151,7 @@ def test_version_from_run_snapshots_metrics_and_signature(client, tenant, db_ses
 
 def test_version_from_upload(client, tenant, store):
     model = _create_model(client, tenant)
-    mlmodel = b"flavors: {}\nsignature:\n  inputs: '[{\"type\": \"long\"}]'\n"
+    mlmodel = b'flavors: {}\nsignature:\n  inputs: \'[{"type": "long"}]\'\n'
     response = client.post(
         f"/api/v1/models/{model['id']}/versions/upload",
         files=[("files", ("MLmodel", mlmodel)), ("files", ("data/weights.bin", b"\x00\x01"))],
@@ -397,7 +397,8 @@ def test_registering_leaves_audit_rows_naming_the_object(client, tenant, db_sess
     model = _create_model(client, tenant, name=unique("audited"))
     from_run = _create_version(client, tenant, model["id"], tracked)
     uploaded = client.post(
-        f"/api/v1/models/{model['id']}/versions/upload", files=[("files", ("MLmodel", b"flavors: {}\n"))],
+        f"/api/v1/models/{model['id']}/versions/upload",
+        files=[("files", ("MLmodel", b"flavors: {}\n"))],
         headers=tenant.headers,
     ).json()
     assert _transition(client, tenant.headers, from_run["id"], "production").status_code == 200
@@ -406,13 +407,27 @@ def test_registering_leaves_audit_rows_naming_the_object(client, tenant, db_sess
     rows = db_session.scalars(
         select(AuditLog).where(AuditLog.organization_id == tenant.org_id, AuditLog.action.like("model%"))
     ).all()
-    assert sorted((row.action, row.object_type, row.object_id, row.details) for row in rows) == sorted([
-        ("model.create", "model", model["id"], {"name": model["name"], "project_id": str(tenant.project_id)}),
-        ("model_version.create", "model_version", from_run["id"],
-         {"model": model["name"], "version": 1, "source": from_run["source"]}),
-        ("model_version.create", "model_version", uploaded["id"],
-         {"model": model["name"], "version": 2, "source": "upload", "files": 1}),
-        ("model_version.transition", "model_version", from_run["id"],
-         {"model": model["name"], "version": 1, "to_stage": "production", "archived_versions": []}),
-        ("model.alias_set", "model", model["id"], {"alias": "champion", "version": 2, "previous_version": None}),
-    ])
+    assert sorted((row.action, row.object_type, row.object_id, row.details) for row in rows) == sorted(
+        [
+            ("model.create", "model", model["id"], {"name": model["name"], "project_id": str(tenant.project_id)}),
+            (
+                "model_version.create",
+                "model_version",
+                from_run["id"],
+                {"model": model["name"], "version": 1, "source": from_run["source"]},
+            ),
+            (
+                "model_version.create",
+                "model_version",
+                uploaded["id"],
+                {"model": model["name"], "version": 2, "source": "upload", "files": 1},
+            ),
+            (
+                "model_version.transition",
+                "model_version",
+                from_run["id"],
+                {"model": model["name"], "version": 1, "to_stage": "production", "archived_versions": []},
+            ),
+            ("model.alias_set", "model", model["id"], {"alias": "champion", "version": 2, "previous_version": None}),
+        ]
+    )

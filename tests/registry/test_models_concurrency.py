@@ -74,8 +74,12 @@ def test_concurrent_promotions_leave_one_production_version(live_server, live_te
             body = {"stage": "production", "archive_existing": True}
             url = f"/api/v1/model-versions/{version['id']}/transitions"
             return lambda http: http.post(url, json=body, headers=headers)
-        body = {"name": model["name"], "version": str(version["version"]), "stage": "Production",
-                "archive_existing_versions": True}
+        body = {
+            "name": model["name"],
+            "version": str(version["version"]),
+            "stage": "Production",
+            "archive_existing_versions": True,
+        }
         return lambda http: http.post("/api/2.0/mlflow/model-versions/transition-stage", json=body, headers=headers)
 
     responses = _together([promote(v) for v in versions], live_server.url)

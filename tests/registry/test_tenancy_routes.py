@@ -46,9 +46,17 @@ class World:
 TABLE = {
     ("POST", "/api/v1/auth/login"): ({401}, lambda b: {"json": {"email": b.owner_email, "password": "guess1234"}}),
     ("GET", "/api/v1/auth/me"): (OWN, lambda b: {}),
-    ("POST", "/api/v1/users"): (MISSING, lambda b: {"json": {
-        "email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough", "organization_id": str(b.org_id),
-        "role": "owner"}}),
+    ("POST", "/api/v1/users"): (
+        MISSING,
+        lambda b: {
+            "json": {
+                "email": f"{uuid.uuid4().hex[:8]}@example.com",
+                "password": "long enough",
+                "organization_id": str(b.org_id),
+                "role": "owner",
+            }
+        },
+    ),
     ("GET", "/api/v1/users/me"): (OWN, lambda b: {}),
     ("PATCH", "/api/v1/users/me"): (OWN, lambda b: {"json": {"full_name": "A, renamed"}}),
     ("POST", "/api/v1/orgs"): (OWN, lambda b: {"json": {"name": f"A side {uuid.uuid4().hex[:6]}"}}),
@@ -69,11 +77,15 @@ TABLE = {
     ("POST", "/api/v1/projects/{project_id}/restore"): (MISSING, lambda b: {"project_id": b.deleted_project_id}),
     ("GET", "/api/v1/projects/{project_id}/members"): (MISSING, lambda b: {}),
     ("POST", "/api/v1/projects/{project_id}/members"): (
-        MISSING, lambda b: {"json": {"email": b.a_email, "role": "admin"}}),
+        MISSING,
+        lambda b: {"json": {"email": b.a_email, "role": "admin"}},
+    ),
     ("PATCH", "/api/v1/projects/{project_id}/members/{user_id}"): (MISSING, lambda b: {"json": {"role": "viewer"}}),
     ("DELETE", "/api/v1/projects/{project_id}/members/{user_id}"): (MISSING, lambda b: {}),
-    ("POST", "/api/v1/api-keys"): (MISSING, lambda b: {"json": {
-        "name": "into B", "organization_id": str(b.org_id), "scopes": ["admin"]}}),
+    ("POST", "/api/v1/api-keys"): (
+        MISSING,
+        lambda b: {"json": {"name": "into B", "organization_id": str(b.org_id), "scopes": ["admin"]}},
+    ),
     ("GET", "/api/v1/api-keys"): (OWN, lambda b: {"params": {"organization_id": str(b.org_id)}}),
     ("GET", "/api/v1/api-keys/{key_id}"): (MISSING, lambda b: {}),
     ("DELETE", "/api/v1/api-keys/{key_id}"): (MISSING, lambda b: {}),
@@ -123,10 +135,12 @@ def snapshot_b(db_session, b: World) -> dict:
     return {
         "org": rows(select(Organization).where(Organization.id == b.org_id), "name", "slug", "deleted_at"),
         "projects": rows(select(Project).where(Project.organization_id == b.org_id), "id", "name", "deleted_at"),
-        "members": rows(select(OrganizationMembership).where(OrganizationMembership.organization_id == b.org_id),
-                        "user_id", "role"),
-        "project_members": rows(select(ProjectMember).where(ProjectMember.project_id.in_(b_projects)),
-                                "project_id", "user_id", "role"),
+        "members": rows(
+            select(OrganizationMembership).where(OrganizationMembership.organization_id == b.org_id), "user_id", "role"
+        ),
+        "project_members": rows(
+            select(ProjectMember).where(ProjectMember.project_id.in_(b_projects)), "project_id", "user_id", "role"
+        ),
         "users": rows(select(User).where(User.id.in_(b_users)), "email", "full_name", "password_hash"),
         "keys": rows(select(ApiKey).where(ApiKey.organization_id == b.org_id), "id", "scopes", "revoked_at"),
     }
@@ -136,8 +150,12 @@ def snapshot_b(db_session, b: World) -> dict:
 def test_org_a_cannot_reach_org_b_through_any_identity_route(client, db_session, tenant, world_b, credential):
     headers = bearer(tenant.token) if credential == "jwt" else tenant.headers
     before = snapshot_b(db_session, world_b)
-    path_values = {"org_id": world_b.org_id, "project_id": world_b.project_id, "user_id": world_b.member_id,
-                   "key_id": world_b.key_id}
+    path_values = {
+        "org_id": world_b.org_id,
+        "project_id": world_b.project_id,
+        "user_id": world_b.member_id,
+        "key_id": world_b.key_id,
+    }
     for (method, template), (expected, make_request) in sorted(TABLE.items()):
         request = make_request(world_b)
         path = template.format(**{**path_values, **{k: request.pop(k) for k in list(request) if k in path_values}})

@@ -70,22 +70,32 @@ def test_cookie_writes_must_come_from_the_same_origin(client, tenant):
     sign_in(client, tenant.email)
     body = {"name": factories.unique("exp")}
     project = {"X-Tessera-Project": str(tenant.project_id)}
-    cross = client.post("/api/2.0/mlflow/experiments/create", json=body,
-                        headers={"Origin": "https://evil.example", **project})
+    cross = client.post(
+        "/api/2.0/mlflow/experiments/create", json=body, headers={"Origin": "https://evil.example", **project}
+    )
     assert cross.status_code == 403
     assert cross.json()["message"] == "Cross-origin request blocked"
     # No Origin and no Sec-Fetch-Site: not a browser request made by our pages.
     assert client.post("/api/2.0/mlflow/experiments/create", json=body, headers=project).status_code == 403
     same_site = {"Origin": BASE, "Sec-Fetch-Site": "same-site", **project}
     assert client.post("/api/2.0/mlflow/experiments/create", json=body, headers=same_site).status_code == 403
-    plain = client.post("/api/2.0/mlflow/experiments/create", content=b'{"name": "x"}',
-                        headers={**SAME_ORIGIN, **project, "Content-Type": "text/plain"})
+    plain = client.post(
+        "/api/2.0/mlflow/experiments/create",
+        content=b'{"name": "x"}',
+        headers={**SAME_ORIGIN, **project, "Content-Type": "text/plain"},
+    )
     assert plain.status_code == 400
     ok = client.post("/api/2.0/mlflow/experiments/create", json=body, headers={**SAME_ORIGIN, **project})
     assert ok.status_code == 200, ok.text
     # Reads are never blocked: they change nothing.
-    assert client.get("/api/2.0/mlflow/experiments/get", params={"experiment_id": ok.json()["experiment_id"]},
-                      headers={"Origin": "https://evil.example"}).status_code == 200
+    assert (
+        client.get(
+            "/api/2.0/mlflow/experiments/get",
+            params={"experiment_id": ok.json()["experiment_id"]},
+            headers={"Origin": "https://evil.example"},
+        ).status_code
+        == 200
+    )
 
 
 def test_cookie_form_posts_need_the_double_submit_token(client, tenant):
@@ -102,8 +112,7 @@ def test_logout_ends_the_session_for_every_copy_of_the_cookie(client, tenant):
     sign_in(client, tenant.email)
     stolen = client.cookies.get("tessera_session")
     token = client.cookies.get("tessera_csrf")
-    client.post("/logout", headers={**SAME_ORIGIN, "X-CSRF-Token": token},
-                data={"csrf_token": token})
+    client.post("/logout", headers={**SAME_ORIGIN, "X-CSRF-Token": token}, data={"csrf_token": token})
     assert client.get("/api/v1/auth/me").status_code == 401
     client.cookies.set("tessera_session", stolen)
     response = client.get("/api/v1/auth/me")
@@ -113,14 +122,20 @@ def test_logout_ends_the_session_for_every_copy_of_the_cookie(client, tenant):
 
 def test_cookie_has_the_users_roles_and_tenancy(client, db_session, settings, tenant, other_tenant):
     viewer = factories.make_member(db_session, org_id=tenant.org_id, role="viewer", jwt_secret=settings.jwt_secret)
-    created = client.post("/api/2.0/mlflow/experiments/create", json={"name": factories.unique("exp")},
-                          headers={**tenant.headers, "X-Tessera-Project": str(tenant.project_id)})
+    created = client.post(
+        "/api/2.0/mlflow/experiments/create",
+        json={"name": factories.unique("exp")},
+        headers={**tenant.headers, "X-Tessera-Project": str(tenant.project_id)},
+    )
     experiment_id = created.json()["experiment_id"]
 
     sign_in(client, viewer.email)
     assert client.get("/api/2.0/mlflow/experiments/get", params={"experiment_id": experiment_id}).status_code == 200
-    rename = client.post("/api/2.0/mlflow/experiments/update", json={"experiment_id": experiment_id, "new_name": "x"},
-                         headers=SAME_ORIGIN)
+    rename = client.post(
+        "/api/2.0/mlflow/experiments/update",
+        json={"experiment_id": experiment_id, "new_name": "x"},
+        headers=SAME_ORIGIN,
+    )
     assert rename.status_code == 403
 
     client.cookies.clear()

@@ -43,8 +43,11 @@ def test_bundles_are_gzipped_and_cached_for_a_year(client):
 def test_project_choice_decides_where_mlflow_registry_calls_go(client, db_session, tenant):
     other = factories.make_project(db_session, db_session.get(Organization, tenant.org_id), slug="fraud")
     for project in (tenant.project_id, other.id):
-        created = client.post("/api/2.0/mlflow/registered-models/create", json={"name": f"model-{project.hex[:6]}"},
-                              headers={**tenant.headers, "X-Tessera-Project": str(project)})
+        created = client.post(
+            "/api/2.0/mlflow/registered-models/create",
+            json={"name": f"model-{project.hex[:6]}"},
+            headers={**tenant.headers, "X-Tessera-Project": str(project)},
+        )
         assert created.status_code == 200, created.text
     sign_in(client, tenant.email)
 
@@ -57,10 +60,10 @@ def test_project_choice_decides_where_mlflow_registry_calls_go(client, db_sessio
     assert f"{other.name}" in page.text
     token = client.cookies.get("tessera_csrf")
     assert client.post("/project", data={"project_id": str(other.id)}, headers=SAME_ORIGIN).status_code == 403
-    chosen = client.post("/project", data={"project_id": str(other.id), "csrf_token": token},
-                         headers=SAME_ORIGIN, follow_redirects=False)
+    chosen = client.post(
+        "/project", data={"project_id": str(other.id), "csrf_token": token}, headers=SAME_ORIGIN, follow_redirects=False
+    )
     assert chosen.status_code == 303
     assert names() == {f"model-{other.id.hex[:6]}"}
-    stranger = client.post("/project", data={"project_id": str(uuid.uuid4()), "csrf_token": token},
-                           headers=SAME_ORIGIN)
+    stranger = client.post("/project", data={"project_id": str(uuid.uuid4()), "csrf_token": token}, headers=SAME_ORIGIN)
     assert stranger.status_code == 404

@@ -156,9 +156,7 @@ def create_deployment(
     return deployment
 
 
-def set_monitor(
-    session: Session, access: Access, deployment_id: uuid.UUID, monitor_id: uuid.UUID | None
-) -> Deployment:
+def set_monitor(session: Session, access: Access, deployment_id: uuid.UUID, monitor_id: uuid.UUID | None) -> Deployment:
     """Link the monitor that receives the deployment's served predictions (None: unlink)."""
     deployment = get_deployment(session, access, deployment_id, WRITE)
     project = access.require_project(deployment.project_id, MONITOR_WRITE)

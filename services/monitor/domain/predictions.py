@@ -40,6 +40,7 @@ _TIMESTAMP = pa.timestamp("us", tz="UTC")
 # Files of a window are fetched concurrently: with S3 the latency, not the bytes, is what costs.
 _READ_THREADS = 8
 
+
 def prediction_column(monitor: ModelMonitoring) -> str:
     return monitor.config["prediction_column"]
 

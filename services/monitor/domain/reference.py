@@ -148,5 +148,3 @@ def store_reference(
 
 def read_stored(store: ArtifactStore, key: str) -> bytes:
     return b"".join(store.read(key))
-
-

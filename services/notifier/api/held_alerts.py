@@ -30,8 +30,14 @@ def get_held_alert(
         receivers=sorted(held.receivers),
         state="suppressed" if held.suppressed else "active",
         silenced_by=[
-            HoldingSilence(id=uuid.UUID(str(s.id)), matchers=[str(m) for m in s.matchers], starts_at=s.starts_at,
-                           ends_at=s.ends_at, created_by=s.created_by, comment=s.comment)
+            HoldingSilence(
+                id=uuid.UUID(str(s.id)),
+                matchers=[str(m) for m in s.matchers],
+                starts_at=s.starts_at,
+                ends_at=s.ends_at,
+                created_by=s.created_by,
+                comment=s.comment,
+            )
             for s in held.silences
         ],
         inhibited_by=[

@@ -32,8 +32,13 @@ def list_audit_logs(
     max_results: MaxResults = 100,
 ) -> AuditLogPage:
     where = audit_logs.AuditFilter(
-        actor=actor, action=action, object_type=object_type, object_id=object_id, outcome=outcome,
-        since=since, until=until,
+        actor=actor,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        outcome=outcome,
+        since=since,
+        until=until,
     )
     page = audit_logs.list_audit_logs(session, access, org_id, where, page_token=page_token, max_results=max_results)
     return AuditLogPage(
@@ -43,4 +48,3 @@ def list_audit_logs(
         ],
         next_page_token=page.next_page_token,
     )
-

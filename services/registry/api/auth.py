@@ -46,7 +46,7 @@ def me(session: SessionDep, access: AccessDep) -> MeRead:
             MeProjectRole(project_id=project.id, organization_id=project.organization_id, role=member.role)
             for member, project in found.project_roles
         ],
-        api_key=MeApiKey(
-            id=key.id, scopes=key.scopes, organization_id=key.organization_id, project_id=key.project_id
-        ) if key else None,
+        api_key=MeApiKey(id=key.id, scopes=key.scopes, organization_id=key.organization_id, project_id=key.project_id)
+        if key
+        else None,
     )

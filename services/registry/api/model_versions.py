@@ -136,9 +136,7 @@ def list_versions(
 ) -> ModelVersionPage:
     model = models.get_model(session, access, model_id)
     page = versions.list_versions(session, access, model, stages=stage, page_token=page_token, max_results=max_results)
-    return ModelVersionPage(
-        items=[version_read(row[0]) for row in page.rows], next_page_token=page.next_page_token
-    )
+    return ModelVersionPage(items=[version_read(row[0]) for row in page.rows], next_page_token=page.next_page_token)
 
 
 @router.get("/model-versions", response_model=ModelVersionPage, summary="The versions registered from a run")

@@ -26,15 +26,24 @@ router = APIRouter(prefix="/api/v1/orgs", tags=["organizations"])
 
 def _org(org: Organization, role: str) -> OrganizationRead:
     return OrganizationRead(
-        id=org.id, name=org.name, slug=org.slug, description=org.description, role=role,
-        created_at=org.created_at, updated_at=org.updated_at, deleted_at=org.deleted_at,
+        id=org.id,
+        name=org.name,
+        slug=org.slug,
+        description=org.description,
+        role=role,
+        created_at=org.created_at,
+        updated_at=org.updated_at,
+        deleted_at=org.deleted_at,
     )
 
 
 def _member(row: Row) -> MembershipRead:
     membership, user = row[0], row[1]
     return MembershipRead(
-        user_id=user.id, email=user.email, full_name=user.full_name, role=membership.role,
+        user_id=user.id,
+        email=user.email,
+        full_name=user.full_name,
+        role=membership.role,
         created_at=membership.created_at,
     )
 

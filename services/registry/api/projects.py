@@ -31,7 +31,9 @@ def _member(row: Row) -> ProjectMemberRead:
 
 
 @router.post(
-    "/orgs/{org_id}/projects", response_model=ProjectRead, status_code=201,
+    "/orgs/{org_id}/projects",
+    response_model=ProjectRead,
+    status_code=201,
     summary="Create a project (org members; the creator administers it)",
 )
 def create_project(org_id: uuid.UUID, body: ProjectCreate, session: SessionDep, access: AccessDep) -> ProjectRead:
@@ -92,7 +94,9 @@ def list_members(
 
 
 @router.post(
-    "/projects/{project_id}/members", response_model=ProjectMemberRead, status_code=201,
+    "/projects/{project_id}/members",
+    response_model=ProjectMemberRead,
+    status_code=201,
     summary="Give an org member a role in this project (narrows or widens their org role)",
 )
 def add_member(
@@ -109,7 +113,8 @@ def change_member_role(
 
 
 @router.delete(
-    "/projects/{project_id}/members/{user_id}", status_code=204,
+    "/projects/{project_id}/members/{user_id}",
+    status_code=204,
     summary="Drop a project role (the org role applies again)",
 )
 def remove_member(project_id: uuid.UUID, user_id: uuid.UUID, session: SessionDep, access: AccessDep) -> None:

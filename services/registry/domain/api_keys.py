@@ -81,20 +81,34 @@ def create_api_key(
             expires_at = parent_expiry
     new = generate_api_key()
     row = ApiKey(
-        user_id=p.user_id, organization_id=organization_id, project_id=project_id, name=name,
-        prefix=new.prefix, key_hash=new.digest, scopes=scopes, expires_at=expires_at,
+        user_id=p.user_id,
+        organization_id=organization_id,
+        project_id=project_id,
+        name=name,
+        prefix=new.prefix,
+        key_hash=new.digest,
+        scopes=scopes,
+        expires_at=expires_at,
     )
     session.add(row)
     session.flush()
     audit.describe(
-        session, action="api_key.create", object_type="api_key", object_id=row.id, organization_id=organization_id,
+        session,
+        action="api_key.create",
+        object_type="api_key",
+        object_id=row.id,
+        organization_id=organization_id,
         details={"name": name, "scopes": scopes, "project_id": str(project_id) if project_id else None},
     )
     return row, new.key
 
 
 def list_my_api_keys(
-    session: Session, access: Access, *, organization_id: uuid.UUID | None, page_token: str | None,
+    session: Session,
+    access: Access,
+    *,
+    organization_id: uuid.UUID | None,
+    page_token: str | None,
     max_results: int,
 ) -> RowPage:
     """Rows of (ApiKey,): the caller's own keys, revoked and expired ones included."""
@@ -105,7 +119,11 @@ def list_my_api_keys(
     if organization_id is not None:
         stmt = stmt.where(ApiKey.organization_id == organization_id)
     return paginate(
-        session, stmt, created_col=ApiKey.created_at, id_col=ApiKey.id, page_token=page_token,
+        session,
+        stmt,
+        created_col=ApiKey.created_at,
+        id_col=ApiKey.id,
+        page_token=page_token,
         max_results=max_results,
     )
 
@@ -117,7 +135,11 @@ def list_org_api_keys(
     access.require_org(organization_id, "admin")
     stmt = select(ApiKey).where(ApiKey.organization_id == organization_id)
     return paginate(
-        session, stmt, created_col=ApiKey.created_at, id_col=ApiKey.id, page_token=page_token,
+        session,
+        stmt,
+        created_col=ApiKey.created_at,
+        id_col=ApiKey.id,
+        page_token=page_token,
         max_results=max_results,
     )
 
@@ -128,7 +150,8 @@ def _visible_key(access: Access, key_id: uuid.UUID) -> ApiKey:
     if key is not None:
         role = access.org_role(key.organization_id)
         mine = key.user_id == access.principal.user_id and access.principal.organization_id in (
-            None, key.organization_id,
+            None,
+            key.organization_id,
         )
         if mine or role in ("owner", "admin"):
             return key
@@ -146,7 +169,10 @@ def revoke_api_key(session: Session, access: Access, key_id: uuid.UUID) -> ApiKe
     """Revoking your own key needs no scope (it only removes power); someone else's needs org admin."""
     key = session.get(ApiKey, key_id)
     audit.describe(
-        session, action="api_key.revoke", object_type="api_key", object_id=key_id,
+        session,
+        action="api_key.revoke",
+        object_type="api_key",
+        object_id=key_id,
         organization_id=key.organization_id if key else None,
     )
     key = get_api_key(access, key_id)
@@ -154,4 +180,3 @@ def revoke_api_key(session: Session, access: Access, key_id: uuid.UUID) -> ApiKe
         key.revoked_at = utcnow()
         session.flush()
     return key
-

@@ -27,7 +27,12 @@ class AuditFilter:
 
 
 def list_audit_logs(
-    session: Session, access: Access, organization_id: uuid.UUID, where: AuditFilter, *, page_token: str | None,
+    session: Session,
+    access: Access,
+    organization_id: uuid.UUID,
+    where: AuditFilter,
+    *,
+    page_token: str | None,
     max_results: int,
 ) -> RowPage:
     """Rows of (AuditLog, actor email), newest first."""
@@ -55,6 +60,11 @@ def list_audit_logs(
     if where.until is not None:
         stmt = stmt.where(AuditLog.created_at < where.until)
     return paginate(
-        session, stmt, created_col=AuditLog.created_at, id_col=AuditLog.id, page_token=page_token,
-        max_results=max_results, newest_first=True,
+        session,
+        stmt,
+        created_col=AuditLog.created_at,
+        id_col=AuditLog.id,
+        page_token=page_token,
+        max_results=max_results,
+        newest_first=True,
     )

@@ -88,7 +88,8 @@ def create_key_for(
     orgs = session.scalars(memberships).all()
     if len(orgs) != 1:
         raise InvalidParameter(
-            f"'{user.email}' is not a member of '{org_slug}'" if org_slug
+            f"'{user.email}' is not a member of '{org_slug}'"
+            if org_slug
             else f"'{user.email}' belongs to {len(orgs)} organizations: name one with --org"
         )
     org = orgs[0]

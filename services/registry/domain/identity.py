@@ -45,8 +45,12 @@ def members_page(
 ) -> RowPage:
     """One page of (membership row, User), oldest membership first."""
     return paginate(
-        session, members_with_users(membership, *where), created_col=membership.created_at, id_col=membership.id,
-        page_token=page_token, max_results=max_results,
+        session,
+        members_with_users(membership, *where),
+        created_col=membership.created_at,
+        id_col=membership.id,
+        page_token=page_token,
+        max_results=max_results,
     )
 
 
@@ -94,7 +98,11 @@ def sign_up(
         user = create_user(session, email=email, password=password, full_name=full_name)
         add_organization_member(session, organization_id, user, role)
     audit.describe(
-        session, action="user.create", object_type="user", object_id=user.id, organization_id=organization_id,
+        session,
+        action="user.create",
+        object_type="user",
+        object_id=user.id,
+        organization_id=organization_id,
         details={"email": user.email, "role": role if organization_id else None},
     )
     return user
@@ -176,7 +184,10 @@ def update_me(
         user.password_hash = hash_password(password)
     session.flush()
     audit.describe(
-        session, action="user.update", object_type="user", object_id=user.id,
+        session,
+        action="user.update",
+        object_type="user",
+        object_id=user.id,
         details={"changed": [k for k, v in {"full_name": full_name, "password": password}.items() if v is not None]},
     )
     return user

@@ -115,9 +115,7 @@ def _monitors(session: Session, lineage: Lineage) -> list[MonitorLineage]:
         .over(partition_by=DataDriftReport.monitor_id, order_by=DataDriftReport.created_at.desc())
         .label("rank")
     )
-    ranked = (
-        select(DataDriftReport.id, rank).where(DataDriftReport.monitor_id.in_([m.id for m in monitors])).subquery()
-    )
+    ranked = select(DataDriftReport.id, rank).where(DataDriftReport.monitor_id.in_([m.id for m in monitors])).subquery()
     reports = session.scalars(
         select(DataDriftReport)
         .join(ranked, ranked.c.id == DataDriftReport.id)

@@ -56,8 +56,12 @@ def create_organization(
     owner = session.get(User, access.principal.user_id)
     org = found_organization(session, owner=owner, name=name, slug=slug, description=description)
     audit.describe(
-        session, action="organization.create", object_type="organization", object_id=org.id,
-        organization_id=org.id, details={"slug": org.slug},
+        session,
+        action="organization.create",
+        object_type="organization",
+        object_id=org.id,
+        organization_id=org.id,
+        details={"slug": org.slug},
     )
     return OrganizationView(org, "owner")
 
@@ -81,8 +85,12 @@ def list_organizations(
     else:
         stmt = stmt.where(Organization.deleted_at.is_(None))
     return paginate(
-        session, stmt, created_col=Organization.created_at, id_col=Organization.id,
-        page_token=page_token, max_results=max_results,
+        session,
+        stmt,
+        created_col=Organization.created_at,
+        id_col=Organization.id,
+        page_token=page_token,
+        max_results=max_results,
     )
 
 
@@ -94,8 +102,12 @@ def get_organization(access: Access, organization_id: uuid.UUID) -> Organization
 def _describe(session: Session, action: str, organization_id: uuid.UUID, **details) -> None:
     # Described before the permission check, so refused attempts land in the organization's trail too.
     audit.describe(
-        session, action=action, object_type="organization", object_id=organization_id,
-        organization_id=organization_id, details=details,
+        session,
+        action=action,
+        object_type="organization",
+        object_id=organization_id,
+        organization_id=organization_id,
+        details=details,
     )
 
 
@@ -151,8 +163,11 @@ def list_members(
     """Rows of (OrganizationMembership, User)."""
     access.require_org(organization_id, READ)
     return members_page(
-        session, OrganizationMembership, OrganizationMembership.organization_id == organization_id,
-        page_token=page_token, max_results=max_results,
+        session,
+        OrganizationMembership,
+        OrganizationMembership.organization_id == organization_id,
+        page_token=page_token,
+        max_results=max_results,
     )
 
 

@@ -34,7 +34,11 @@ def slugify(name: str) -> str:
 
 
 def create_project_row(
-    session: Session, organization_id: uuid.UUID, *, name: str, slug: str | None = None,
+    session: Session,
+    organization_id: uuid.UUID,
+    *,
+    name: str,
+    slug: str | None = None,
     description: str | None = None,
 ) -> Project:
     slug = slug or slugify(name)
@@ -48,7 +52,12 @@ def create_project_row(
 
 
 def create_project(
-    session: Session, access: Access, organization_id: uuid.UUID, *, name: str, slug: str | None,
+    session: Session,
+    access: Access,
+    organization_id: uuid.UUID,
+    *,
+    name: str,
+    slug: str | None,
     description: str | None,
 ) -> Project:
     audit.describe(session, action="project.create", object_type="project", organization_id=organization_id)
@@ -60,14 +69,23 @@ def create_project(
         session.add(ProjectMember(project_id=project.id, user_id=access.principal.user_id, role="admin"))
         session.flush()
     audit.describe(
-        session, action="project.create", object_type="project", object_id=project.id,
-        organization_id=organization_id, details={"slug": project.slug},
+        session,
+        action="project.create",
+        object_type="project",
+        object_id=project.id,
+        organization_id=organization_id,
+        details={"slug": project.slug},
     )
     return project
 
 
 def list_projects(
-    session: Session, access: Access, organization_id: uuid.UUID, *, deleted: bool, page_token: str | None,
+    session: Session,
+    access: Access,
+    organization_id: uuid.UUID,
+    *,
+    deleted: bool,
+    page_token: str | None,
     max_results: int,
 ) -> RowPage:
     """Rows of (Project,): the live projects the caller reads, or (`deleted`, org admins) the deleted ones."""
@@ -82,7 +100,11 @@ def list_projects(
             Project.organization_id == organization_id, Project.id.in_(access.readable_project_ids(READ))
         )
     return paginate(
-        session, stmt, created_col=Project.created_at, id_col=Project.id, page_token=page_token,
+        session,
+        stmt,
+        created_col=Project.created_at,
+        id_col=Project.id,
+        page_token=page_token,
         max_results=max_results,
     )
 
@@ -95,8 +117,12 @@ def _describe(session: Session, action: str, project_id: uuid.UUID, **details) -
     # Described before the permission check, so refused attempts land in the owning organization's trail.
     project = session.get(Project, project_id)
     audit.describe(
-        session, action=action, object_type="project", object_id=project_id,
-        organization_id=project.organization_id if project else None, details=details,
+        session,
+        action=action,
+        object_type="project",
+        object_id=project_id,
+        organization_id=project.organization_id if project else None,
+        details=details,
     )
 
 

@@ -39,7 +39,9 @@ PEOPLE = (
 # (project slug, model name, description, [(training run whose model each version is, its stage)] in order)
 MODELS = (
     (
-        "fraud-detection", "fraud-classifier", "Card transaction fraud (boosted trees)",
+        "fraud-detection",
+        "fraud-classifier",
+        "Card transaction fraud (boosted trees)",
         (("gbm-baseline", "archived"), ("gbm-deeper", "production")),
     ),
     ("default", "churn-predictor", "Monthly churn risk per customer", (("logreg-l2", "development"),)),
@@ -83,8 +85,13 @@ def seed_people(session: Session, *, password: str = DEMO_PASSWORD) -> SeedRepor
     owner = users[PEOPLE[0][0]][0]
     org = session.scalar(select(Organization).where(Organization.slug == ORG_SLUG))
     if org is None:
-        org = found_organization(session, owner=owner, name="Acme ML", slug=ORG_SLUG,
-                                 description="Demo organization created by `tessera seed`")
+        org = found_organization(
+            session,
+            owner=owner,
+            name="Acme ML",
+            slug=ORG_SLUG,
+            description="Demo organization created by `tessera seed`",
+        )
         report.created.append(f"organization {ORG_SLUG}")
         _, report.api_key = create_key_for(
             session,
@@ -96,10 +103,13 @@ def seed_people(session: Session, *, password: str = DEMO_PASSWORD) -> SeedRepor
             name="seeded owner key",
         )
         report.created.append(f"API key of {owner.email} (scope {OWNER_KEY_SCOPE})")
-    roles = dict(session.execute(
-        select(OrganizationMembership.user_id, OrganizationMembership.role)
-        .where(OrganizationMembership.organization_id == org.id)
-    ).all())
+    roles = dict(
+        session.execute(
+            select(OrganizationMembership.user_id, OrganizationMembership.role).where(
+                OrganizationMembership.organization_id == org.id
+            )
+        ).all()
+    )
     for user, role in users.values():
         if user.id not in roles:
             add_organization_member(session, org.id, user, role)
@@ -108,7 +118,10 @@ def seed_people(session: Session, *, password: str = DEMO_PASSWORD) -> SeedRepor
     projects = {p.slug: p for p in session.scalars(select(Project).where(Project.organization_id == org.id))}
     if "fraud-detection" not in projects:
         projects["fraud-detection"] = create_project_row(
-            session, org.id, name="Fraud Detection", slug="fraud-detection",
+            session,
+            org.id,
+            name="Fraud Detection",
+            slug="fraud-detection",
             description="Scoring card transactions in real time",
         )
         report.created.append("project fraud-detection")
@@ -138,6 +151,8 @@ def seed_models(
                 )
                 versions.transition_stage(session, access, version, stage)
             report.created.append(f"model {name} ({len(trained)} version(s), each from its training run)")
-        report.versions[name] = list(session.scalars(
-            select(ModelVersion.id).where(ModelVersion.model_id == model.id).order_by(ModelVersion.version)
-        ))
+        report.versions[name] = list(
+            session.scalars(
+                select(ModelVersion.id).where(ModelVersion.model_id == model.id).order_by(ModelVersion.version)
+            )
+        )

@@ -89,6 +89,7 @@ def delete_artifact(session: Session, access: Access, store: ArtifactStore, path
 
 # --- artifacts below a run's or a logged model's root (what MLflow's UI browses) -----------------------
 
+
 def proxied_path(root_uri: str | None, relative: str | None) -> str:
     """The proxied-API path of `relative` below a root URI such as `mlflow-artifacts:/<exp>/<run>/artifacts`.
     A root elsewhere (an artifact location the client chose, e.g. s3://) is not served by Tessera: NotFound."""

@@ -31,7 +31,9 @@ MODEL_PATH = "model"
 # a run name's first part picks the estimator (gbm, logreg, forest).
 EXPERIMENTS = (
     (
-        "fraud-detection", "fraud-gbm-tuning", "fraud",
+        "fraud-detection",
+        "fraud-gbm-tuning",
+        "fraud",
         [("gbm-baseline", 0.1, 4), ("gbm-deeper", 0.05, 6), ("gbm-wide", 0.2, 3)],
     ),
     ("default", "churn-training", "churn", [("logreg-l2", 0.01, 1), ("forest-200", 0.1, 8)]),
@@ -70,8 +72,9 @@ def seed_experiments(session: Session, store: ArtifactStore, *, org_slug: str, o
             access = Access(session, Principal(user_id=owner.id, email=owner.email), project_hint=str(project.id))
             experiment = experiments.create_experiment(session, access, name, tags=[("seeded", "true")])
             for index, (run_name, learning_rate, depth) in enumerate(trials):
-                _train_run(session, access, store, project, experiment, task, index, run_name, learning_rate, depth,
-                           now_ms)
+                _train_run(
+                    session, access, store, project, experiment, task, index, run_name, learning_rate, depth, now_ms
+                )
             experiment_id = experiment.id
             seeded.created.append(f"experiment {project_slug}/{name} ({len(trials)} runs, each with a model)")
         named = session.execute(
@@ -96,7 +99,11 @@ def _train_run(
 ) -> None:
     family = run_name.split("-")[0]
     run = runs.create_run(
-        session, access, experiment_id=experiment.id.hex, run_name=run_name, start_time=now_ms,
+        session,
+        access,
+        experiment_id=experiment.id.hex,
+        run_name=run_name,
+        start_time=now_ms,
         tags=[("model_family", family)],
     ).run
     model_uri = f"{run.artifact_uri}/{MODEL_PATH}"

@@ -20,9 +20,7 @@ class Deployment(UUIDPrimaryKey, Timestamps, SoftDelete, Base):
     __tablename__ = "deployments"
     __table_args__ = (UniqueConstraint("project_id", "name"), Index(None, "model_version_id"))
 
-    project_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False
-    )
+    project_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     target: Mapped[str] = mapped_column(String(20), nullable=False, default="local")
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="pending")
@@ -42,9 +40,7 @@ class Deployment(UUIDPrimaryKey, Timestamps, SoftDelete, Base):
     config: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
     endpoint_url: Mapped[str | None] = mapped_column(Text)
     status_reason: Mapped[str | None] = mapped_column(Text)
-    created_by: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("users.id", ondelete="SET NULL")
-    )
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("users.id", ondelete="SET NULL"))
 
 
 class DeploymentHistory(UUIDPrimaryKey, Base):
@@ -58,9 +54,7 @@ class DeploymentHistory(UUIDPrimaryKey, Base):
     from_version_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("model_versions.id", ondelete="SET NULL")
     )
-    to_version_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("model_versions.id", ondelete="SET NULL")
-    )
+    to_version_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("model_versions.id", ondelete="SET NULL"))
     outcome: Mapped[str] = mapped_column(String(20), nullable=False)
     reason: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)

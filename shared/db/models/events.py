@@ -16,9 +16,7 @@ class OutboxEvent(UUIDPrimaryKey, Base):
     # The relay's query: unpublished events, oldest first.
     __table_args__ = (Index(None, "published_at", "created_at"),)
 
-    organization_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("organizations.id", ondelete="CASCADE")
-    )
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("organizations.id", ondelete="CASCADE"))
     project_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     event_type: Mapped[str] = mapped_column(String(100), nullable=False)
     payload: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
@@ -42,9 +40,7 @@ class DeadLetter(UUIDPrimaryKey, Base):
     # The Celery task that consumes the item, e.g. "notifier.handle_events".
     consumer: Mapped[str] = mapped_column(String(100), nullable=False)
     item_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
-    organization_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("organizations.id", ondelete="CASCADE")
-    )
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("organizations.id", ondelete="CASCADE"))
     # retrying | quarantined | replaying | resolved
     state: Mapped[str] = mapped_column(String(20), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

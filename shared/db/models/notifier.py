@@ -36,9 +36,7 @@ class NotificationChannel(UUIDPrimaryKey, Timestamps, SoftDelete, Base):
     organization_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
     )
-    project_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("projects.id", ondelete="CASCADE")
-    )
+    project_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("projects.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     type: Mapped[str] = mapped_column(String(20), nullable=False)
     config: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
@@ -54,17 +52,13 @@ class NotificationRule(UUIDPrimaryKey, Timestamps, SoftDelete, Base):
     organization_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
     )
-    project_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("projects.id", ondelete="CASCADE")
-    )
+    project_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("projects.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     event_types: Mapped[list] = mapped_column(JSONType, nullable=False, default=list)
     min_severity: Mapped[str | None] = mapped_column(String(20))
     model_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("models.id", ondelete="CASCADE"))
-    deployment_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("deployments.id", ondelete="CASCADE")
-    )
+    deployment_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("deployments.id", ondelete="CASCADE"))
     matchers: Mapped[list] = mapped_column(JSONType, nullable=False, default=list)
     channel_ids: Mapped[list] = mapped_column(JSONType, nullable=False, default=list)
     group_by: Mapped[list] = mapped_column(JSONType, nullable=False, default=list)
@@ -175,12 +169,8 @@ class Notification(UUIDPrimaryKey, Base):
     __table_args__ = (Index(None, "organization_id", "created_at"), Index(None, "rule_id", "created_at"))
 
     organization_id: Mapped[uuid.UUID] = _org_fk()
-    rule_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("notification_rules.id", ondelete="SET NULL")
-    )
-    group_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("notification_groups.id", ondelete="SET NULL")
-    )
+    rule_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("notification_rules.id", ondelete="SET NULL"))
+    group_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("notification_groups.id", ondelete="SET NULL"))
     group_key: Mapped[str] = mapped_column(Text, nullable=False)
     # "alert" (from a rule) or "test" (the channel's test button).
     kind: Mapped[str] = mapped_column(String(20), nullable=False, default="alert")

@@ -18,19 +18,13 @@ _LIVE = text("deleted_at IS NULL")
 class Model(UUIDPrimaryKey, Timestamps, SoftDelete, Base):
     __tablename__ = "models"
     # Unique among live models only, so the name of a deleted model can be used again (as MLflow allows).
-    __table_args__ = (
-        Index(None, "project_id", "name", unique=True, postgresql_where=_LIVE, sqlite_where=_LIVE),
-    )
+    __table_args__ = (Index(None, "project_id", "name", unique=True, postgresql_where=_LIVE, sqlite_where=_LIVE),)
 
-    project_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False
-    )
+    project_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False)
     name: Mapped[str] = mapped_column(String(256), nullable=False)
     description: Mapped[str | None] = mapped_column(Text)
     tags: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
-    created_by: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("users.id", ondelete="SET NULL")
-    )
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("users.id", ondelete="SET NULL"))
     # The last version number handed out. Bumped with UPDATE ... RETURNING, which locks the row, so
     # concurrent registrations queue on it and numbers are never reused (not even a deleted version's).
     last_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
@@ -44,9 +38,7 @@ class ModelVersion(UUIDPrimaryKey, Timestamps, SoftDelete, Base):
     __tablename__ = "model_versions"
     __table_args__ = (UniqueConstraint("model_id", "version"), Index(None, "model_id", "stage"))
 
-    model_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("models.id", ondelete="CASCADE"), nullable=False
-    )
+    model_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("models.id", ondelete="CASCADE"), nullable=False)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     stage: Mapped[str] = mapped_column(String(20), nullable=False, default="development")
     status: Mapped[str] = mapped_column(String(32), nullable=False, default="READY")
@@ -64,9 +56,7 @@ class ModelVersion(UUIDPrimaryKey, Timestamps, SoftDelete, Base):
     signature: Mapped[dict | None] = mapped_column(JSONType)
     metrics: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
     tags: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
-    created_by: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("users.id", ondelete="SET NULL")
-    )
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("users.id", ondelete="SET NULL"))
 
     model: Mapped[Model] = relationship()
     aliases: Mapped[list[ModelAlias]] = relationship(order_by="ModelAlias.alias", viewonly=True)
@@ -94,9 +84,7 @@ class ModelAlias(Timestamps, Base):
     __tablename__ = "model_aliases"
     __table_args__ = (Index(None, "model_version_id"),)
 
-    model_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
-    )
+    model_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
     alias: Mapped[str] = mapped_column(String(255), primary_key=True)
     model_version_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("model_versions.id", ondelete="CASCADE"), nullable=False

@@ -22,9 +22,7 @@ class ApiKey(UUIDPrimaryKey, Base):
     organization_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False, index=True
     )
-    project_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("projects.id", ondelete="CASCADE")
-    )
+    project_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("projects.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     prefix: Mapped[str] = mapped_column(String(32), nullable=False, unique=True)
     key_hash: Mapped[str] = mapped_column(String(128), nullable=False)
@@ -53,15 +51,9 @@ class AuditLog(UUIDPrimaryKey, Base):
     __tablename__ = "audit_logs"
     __table_args__ = (Index(None, "organization_id", "created_at"),)
 
-    organization_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("organizations.id", ondelete="CASCADE")
-    )
-    actor_user_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("users.id", ondelete="SET NULL")
-    )
-    actor_api_key_id: Mapped[uuid.UUID | None] = mapped_column(
-        Uuid, ForeignKey("api_keys.id", ondelete="SET NULL")
-    )
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("organizations.id", ondelete="CASCADE"))
+    actor_user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("users.id", ondelete="SET NULL"))
+    actor_api_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("api_keys.id", ondelete="SET NULL"))
     action: Mapped[str] = mapped_column(String(100), nullable=False)
     object_type: Mapped[str | None] = mapped_column(String(50))
     object_id: Mapped[str | None] = mapped_column(String(100))

@@ -16,6 +16,7 @@ ROLES = ("viewer", "member", "admin", "owner")
 
 # --- API keys ------------------------------------------------------------------------------------
 
+
 async def _keys_page(c: Console, page_token: str | None):
     # Admins see every key of the organization; everyone else their own.
     path = f"/api/v1/orgs/{c.org['id']}/api-keys" if c.org_admin else "/api/v1/api-keys"
@@ -29,14 +30,26 @@ async def api_keys(c: ConsoleDep, page_token: str | None = None, fragment: str |
 
 
 async def _keys(
-    c: Console, page_token: str | None = None, fragment: str | None = None,
-    created: dict | None = None, errors: dict | None = None, values: dict | None = None, outcome: dict | None = None,
+    c: Console,
+    page_token: str | None = None,
+    fragment: str | None = None,
+    created: dict | None = None,
+    errors: dict | None = None,
+    values: dict | None = None,
+    outcome: dict | None = None,
 ):
     page = await _keys_page(c, page_token) if c.org else None
     template = "admin/key_rows.html" if fragment == "rows" else "admin/api_keys.html"
     return c.render(
-        template, section="api-keys", page=page, created=created, errors=errors or {}, outcome=outcome,
-        values=values or {"scopes": []}, scopes=sorted(SCOPES), expiries=EXPIRIES,
+        template,
+        section="api-keys",
+        page=page,
+        created=created,
+        errors=errors or {},
+        outcome=outcome,
+        values=values or {"scopes": []},
+        scopes=sorted(SCOPES),
+        expiries=EXPIRIES,
     )
 
 
@@ -91,25 +104,40 @@ async def members(c: ConsoleDep, page_token: str | None = None, fragment: str | 
 
 
 async def _members(
-    c: Console, page_token: str | None = None, fragment: str | None = None,
-    errors: dict | None = None, outcome: dict | None = None,
+    c: Console,
+    page_token: str | None = None,
+    fragment: str | None = None,
+    errors: dict | None = None,
+    outcome: dict | None = None,
 ):
     page = await c.api.page(_members_path(c, "org"), page_token=page_token, max_results=PAGE_SIZE)
     project_page = None
     if c.project is not None and fragment != "rows":
         project_page = await c.api.page(_members_path(c, "project"), max_results=200)
     template = "admin/member_rows.html" if fragment == "rows" else "admin/members.html"
-    return c.render(template, section="members", page=page, project_page=project_page, roles=ROLES,
-                    project_roles=PROJECT_ROLES, errors=errors or {}, outcome=outcome,
-                    can_manage_project=c.project is not None and c.project_role(c.project["id"]) == "admin")
+    return c.render(
+        template,
+        section="members",
+        page=page,
+        project_page=project_page,
+        roles=ROLES,
+        project_roles=PROJECT_ROLES,
+        errors=errors or {},
+        outcome=outcome,
+        can_manage_project=c.project is not None and c.project_role(c.project["id"]) == "admin",
+    )
 
 
 async def _member_change(c: Console, change, done: str):
     try:
         await change
     except ApiError as exc:
-        return with_status(await _members(c, errors={exc.field or "form": exc.message},
-                                             outcome={"kind": "error", "text": exc.message}), exc.status)
+        return with_status(
+            await _members(
+                c, errors={exc.field or "form": exc.message}, outcome={"kind": "error", "text": exc.message}
+            ),
+            exc.status,
+        )
     return await _members(c, outcome={"kind": "ok", "text": done})
 
 
@@ -160,5 +188,6 @@ async def audit_log(c: ConsoleDep, page_token: str | None = None, fragment: str 
             raise
         error = exc
     template = "admin/audit_rows.html" if fragment == "rows" else "admin/audit.html"
-    return c.render(template, section="audit", page=page, filters=filters, error=error,
-                    status_code=error.status if error else 200)
+    return c.render(
+        template, section="audit", page=page, filters=filters, error=error, status_code=error.status if error else 200
+    )

@@ -45,8 +45,15 @@ async def alert_list(
             raise
         page, errors = Page([]), {exc.field or "label": exc.message}
     template = "alerts/rows.html" if fragment == "rows" else "alerts/list.html"
-    return c.render(template, section="alerts", page=page, filters=filters, severities=SEVERITIES, errors=errors,
-                    status_code=422 if errors else 200)
+    return c.render(
+        template,
+        section="alerts",
+        page=page,
+        filters=filters,
+        severities=SEVERITIES,
+        errors=errors,
+        status_code=422 if errors else 200,
+    )
 
 
 @router.get("/{alert_id}")
@@ -75,8 +82,9 @@ async def _held(c: Console, alert: dict) -> dict | None:
     """How the notifier holds the alert: routed by which rules, silenced or inhibited by what. None when it
     holds none (no rule routes the alert) or the user may not read notifications."""
     try:
-        return await c.api.get(f"/api/v1/held-alerts/{alert['fingerprint']}",
-                               organization_id=str(c.org["id"]) if c.org else None)
+        return await c.api.get(
+            f"/api/v1/held-alerts/{alert['fingerprint']}", organization_id=str(c.org["id"]) if c.org else None
+        )
     except ApiError as exc:
         if exc.status in (403, 404):
             return None

@@ -58,5 +58,6 @@ async def version_lineage(c: ConsoleDep, name: str, number: int):
     alerts = []
     for monitor in lineage["monitors"]:
         alerts += (await c.api.page("/api/v1/alerts", monitor_id=monitor["id"], max_results=20)).items
-    return c.render("models/lineage.html", section="models", model=model, lineage=lineage,
-                    v=lineage["model_version"], alerts=alerts)
+    return c.render(
+        "models/lineage.html", section="models", model=model, lineage=lineage, v=lineage["model_version"], alerts=alerts
+    )

@@ -82,9 +82,7 @@ async def monitor_detail(c: ConsoleDep, monitor_id: str, report: str | None = No
     checks = (await c.api.page(f"/api/v1/monitors/{monitor_id}/checks", max_results=10)).items
     shown = next((r for r in reports if r["id"] == report), reports[0] if reports else None)
     # Oldest first for the chart: (unix seconds, drift share).
-    series = [
-        [_epoch(r["created_at"]), r["drift_share"]] for r in reversed(reports) if r["drift_share"] is not None
-    ]
+    series = [[_epoch(r["created_at"]), r["drift_share"]] for r in reversed(reports) if r["drift_share"] is not None]
     labels = await lookup.version_labels(c.request, [monitor["model_version_id"]])
     history = await _history(c, reports)
     return c.render(

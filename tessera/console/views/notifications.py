@@ -26,8 +26,7 @@ async def _channels(
     page_token: str | None = None,
     fragment: str | None = None,
 ):
-    page = await c.api.page("/api/v1/channels", organization_id=c.org_id, page_token=page_token,
-                            max_results=PAGE_SIZE)
+    page = await c.api.page("/api/v1/channels", organization_id=c.org_id, page_token=page_token, max_results=PAGE_SIZE)
     template = "notifications/channel_rows.html" if fragment == "rows" else "notifications/channels.html"
     return c.render(
         template,
@@ -44,8 +43,7 @@ async def _channels(
 async def create_channel(c: ConsoleDep):
     form = await c.request.form()
     values = {key: str(form.get(key) or "").strip() for key in ("name", "type", "url")}
-    body = {"name": values["name"], "type": values["type"], "url": values["url"],
-            "organization_id": c.org_id}
+    body = {"name": values["name"], "type": values["type"], "url": values["url"], "organization_id": c.org_id}
     try:
         created = await c.api.post("/api/v1/channels", body)
     except ApiError as exc:
@@ -71,16 +69,20 @@ async def _channel(
     page = await c.api.page("/api/v1/deliveries", channel_id=channel_id, page_token=page_token, max_results=PAGE_SIZE)
     template = "notifications/delivery_rows.html" if fragment == "rows" else "notifications/channel.html"
     values = values or {"name": channel["name"], "enabled": channel["enabled"]}
-    return c.render(template, section="notifications", ch=channel, page=page, outcome=outcome, errors=errors or {},
-                    values=values)
+    return c.render(
+        template, section="notifications", ch=channel, page=page, outcome=outcome, errors=errors or {}, values=values
+    )
 
 
 @router.post("/{channel_id}")
 async def edit_channel(c: ConsoleDep, channel_id: str):
     """Name, on/off and a new URL; a URL left empty is kept (it is a secret: never shown, never sent back)."""
     form = await c.request.form()
-    values = {"name": str(form.get("name") or "").strip(), "url": str(form.get("url") or "").strip(),
-              "enabled": form.get("enabled") == "on"}
+    values = {
+        "name": str(form.get("name") or "").strip(),
+        "url": str(form.get("url") or "").strip(),
+        "enabled": form.get("enabled") == "on",
+    }
     body = {"name": values["name"], "enabled": values["enabled"]}
     if values["url"]:
         body["url"] = values["url"]
@@ -104,8 +106,11 @@ async def send_test(c: ConsoleDep, channel_id: str):
             raise
         return with_status(await _channel(c, channel_id, outcome={"kind": "error", "text": exc.message}), exc.status)
     ok = delivery["state"] == "delivered"
-    text = (f"Test message delivered (HTTP {delivery['last_status_code']})" if ok
-            else f"Test message {delivery['state']}: {delivery['last_error'] or delivery['last_status_code']}")
+    text = (
+        f"Test message delivered (HTTP {delivery['last_status_code']})"
+        if ok
+        else f"Test message {delivery['state']}: {delivery['last_error'] or delivery['last_status_code']}"
+    )
     return await _channel(c, channel_id, outcome={"kind": "ok" if ok else "error", "text": text})
 
 
@@ -135,8 +140,7 @@ async def silence_list(c: ConsoleDep, page_token: str | None = None, fragment: s
 async def _silences(
     c: Console, page_token: str | None = None, fragment: str | None = None, outcome: dict | None = None
 ):
-    page = await c.api.page("/api/v1/silences", organization_id=c.org_id,
-                            page_token=page_token, max_results=PAGE_SIZE)
+    page = await c.api.page("/api/v1/silences", organization_id=c.org_id, page_token=page_token, max_results=PAGE_SIZE)
     template = "notifications/silence_rows.html" if fragment == "rows" else "notifications/silences.html"
     return c.render(template, section="silences", page=page, outcome=outcome)
 

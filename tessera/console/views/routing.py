@@ -43,8 +43,7 @@ async def _rules(
     channels = (await c.api.page("/api/v1/channels", organization_id=c.org_id, max_results=CHOICES)).items
     if fragment == "rows":
         return c.render("notifications/rule_rows.html", page=page, channel_names=_names(channels))
-    windows = (await c.api.page("/api/v1/silences/mute-windows", organization_id=c.org_id,
-                                max_results=CHOICES)).items
+    windows = (await c.api.page("/api/v1/silences/mute-windows", organization_id=c.org_id, max_results=CHOICES)).items
     return c.render(
         "notifications/rules.html",
         section="rules",
@@ -119,11 +118,18 @@ async def _mute_windows(
     errors: dict | None = None,
     values: dict | None = None,
 ):
-    page = await c.api.page("/api/v1/silences/mute-windows", organization_id=c.org_id, page_token=page_token,
-                            max_results=PAGE_SIZE)
+    page = await c.api.page(
+        "/api/v1/silences/mute-windows", organization_id=c.org_id, page_token=page_token, max_results=PAGE_SIZE
+    )
     template = "notifications/mute_window_rows.html" if fragment == "rows" else "notifications/mute_windows.html"
-    return c.render(template, section="mute-windows", page=page, outcome=outcome, errors=errors or {},
-                    values=values or {"location": "UTC"})
+    return c.render(
+        template,
+        section="mute-windows",
+        page=page,
+        outcome=outcome,
+        errors=errors or {},
+        values=values or {"location": "UTC"},
+    )
 
 
 @mute_windows_router.post("")
