@@ -138,8 +138,9 @@ def up(
         _wait_for_api(base, children["api"])
         table = Table(title="Tessera is running", show_lines=False)
         table.add_column("service")
-        table.add_column("listens at")
-        table.add_column("API docs")
+        # Folded, not cut with an ellipsis: a log file or a pipe gets rich's 80 columns.
+        table.add_column("listens at", overflow="fold")
+        table.add_column("API docs", overflow="fold")
         for name in SERVICES:
             table.add_row(name, base, f"{base}/docs#/{name}")
         table.add_row("web UI (MLflow's)", f"{base}/", "sign in with a user's email and password")
@@ -153,6 +154,7 @@ def up(
         exit_code = _supervise(commands, children)
     finally:
         _stop_all(children, settings)
+        data_lock.truncate(0)
         data_lock.close()
     raise typer.Exit(exit_code)
 
@@ -176,7 +178,18 @@ def _claim_data_dir(settings: Settings):
             soft_wrap=True,
         )
         raise typer.Exit(1) from None
+    # What else runs on this data folder (`tessera seed` printing where to sign in) reads where it serves.
+    lock.write(settings.public_url)
+    lock.flush()
     return lock
+
+
+def _serving_url(settings: Settings) -> str:
+    """The public URL of the `tessera up` running on this data folder (it writes it into its lock, and
+    empties the lock when it stops), else the one the settings give."""
+    with suppress(OSError):
+        return (settings.data_dir / "up.lock").read_text().strip() or settings.public_url
+    return settings.public_url
 
 
 def _require_free_port(host: str, port: int) -> None:
@@ -407,7 +420,8 @@ def seed(
     owner_password = next(secret for email, _, secret in report.logins if email == report.owner_email)
     if as_json:
         owner = {"email": report.owner_email, "password": owner_password}
-        print(json.dumps({"owner": owner, "api_key": report.api_key, "created": report.created}))
+        sign_in = f"{_serving_url(_settings())}/login"
+        print(json.dumps({"owner": owner, "api_key": report.api_key, "sign_in": sign_in, "created": report.created}))
         return
     for line in report.created:
         console.print(f"created {line}")
@@ -421,7 +435,7 @@ def seed(
         table.add_row(login_email, role, login_password or "(existing account, unchanged)")
     console.print(table)
     console.print(
-        f"Sign in to the web UI at {_settings().public_url}/ as the owner: "
+        f"Sign in to the web UI at {_serving_url(_settings())}/ as the owner: "
         f"{report.owner_email} / {owner_password or '(unchanged)'}",
         soft_wrap=True,
     )

@@ -58,6 +58,8 @@ def test_the_readme_walk_from_training_to_a_signed_webhook(backend, request, tmp
         assert seeded.returncode == 0, seeded.stderr
         facts = json.loads(seeded.stdout)
         assert facts["owner"] == {"email": "ada@example.com", "password": "tessera-demo"}
+        # A seed run beside `tessera up` points at the port up serves on, not the default one.
+        assert facts["sign_in"] == f"{base}/login"
 
         walk = subprocess.run(
             [sys.executable, str(ROOT / "examples" / "walk.py")],
