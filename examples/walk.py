@@ -98,6 +98,7 @@ def main() -> None:
     # 1. Train and register with the official mlflow client (its token is the API key).
     os.environ["MLFLOW_TRACKING_TOKEN"] = key
     mlflow.set_tracking_uri(base)
+    mlflow.set_registry_uri(base)  # else an MLFLOW_REGISTRY_URI in the environment would take the registrations
     mlflow.set_experiment(name)
     train = training_data(500)
     labels = (train.amount > 100).astype(int)

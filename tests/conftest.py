@@ -278,6 +278,51 @@ def only_private_workers() -> Iterator[None]:
         os.killpg(proc.pid, signal.SIGCONT)
 
 
+def point_mlflow_at(monkeypatch: pytest.MonkeyPatch, url: str, token: str, *, max_retries: int | None = 0) -> None:
+    """Point this process's mlflow client (tracking and registry) at `url`, authenticated by `token`, until
+    `monkeypatch` is undone; `max_retries` None keeps the client's own retries (0: a failure shows at once).
+
+    mlflow.set_tracking_uri/set_registry_uri also write MLFLOW_TRACKING_URI and MLFLOW_REGISTRY_URI into
+    os.environ, where monkeypatch would not undo them: every later subprocess (examples/walk.py,
+    examples/sweep.py, `tessera up`) then sent its registry calls to this session's server."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    for name, value in {
+        "MLFLOW_TRACKING_URI": url,
+        "MLFLOW_REGISTRY_URI": url,
+        "MLFLOW_TRACKING_TOKEN": token,
+    }.items():
+        monkeypatch.setenv(name, value)
+    if max_retries is not None:
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(max_retries))
+    # Recorded as they are, so that undoing restores the process-wide URIs the calls below replace.
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+    monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
+    mlflow.set_tracking_uri(url)
+    mlflow.set_registry_uri(url)
+
+
+_MLFLOW_SERVER_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_TOKEN")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_mlflow_server_leaks_out_of_a_module(request):
+    """A module must leave the mlflow server and credentials in the environment as it found them: subprocesses
+    of later modules inherit them (a leaked MLFLOW_REGISTRY_URI sent the walk's and the sweep's registry calls
+    to another server). Restores them, and fails the module that leaked."""
+    before = {name: os.environ.get(name) for name in _MLFLOW_SERVER_VARIABLES}
+    yield
+    leaked = {name: os.environ.get(name) for name in _MLFLOW_SERVER_VARIABLES if os.environ.get(name) != before[name]}
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    assert not leaked, f"{request.module.__name__} left {sorted(leaked)} in os.environ; use point_mlflow_at"
+
+
 @pytest.fixture(autouse=True)
 def _forget_mlflow_client_state():
     """The mlflow client keeps the active experiment and run in module globals and environment variables;

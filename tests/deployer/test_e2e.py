@@ -44,7 +44,7 @@ from shared.db.models import (
 )
 from tessera import worker
 from tests import factories
-from tests.conftest import wait_for
+from tests.conftest import point_mlflow_at, wait_for
 
 FAST_LOG = {"pip_requirements": ["scikit-learn"], "serialization_format": "cloudpickle"}
 
@@ -75,10 +75,7 @@ def registered(live_server, tenant, db, tmp_path_factory) -> Iterator[Registered
     name = factories.unique("iris")
     # Kept for the whole module: the tests load the registered model in-process through the server too.
     env = pytest.MonkeyPatch()
-    env.setenv("MLFLOW_TRACKING_TOKEN", tenant.api_key)
-    env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    mlflow.set_tracking_uri(live_server.url)
-    mlflow.set_registry_uri(live_server.url)
+    point_mlflow_at(env, live_server.url, tenant.api_key)
     mlflow.set_experiment(factories.unique("deploy"))
     with mlflow.start_run():
         good = mlflow.sklearn.log_model(estimator, name="good", signature=signature, **FAST_LOG)

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from tessera.cli import app
 from tests import factories
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, point_mlflow_at
 
 FEATURES = ["amount", "age"]
 
@@ -68,10 +68,7 @@ def model_name(live_server, tenant, cli) -> Iterator[str]:
     """A model with versions 1 and 2 (one logged sklearn model, registered twice); alias `champion` -> 1."""
     name = factories.unique("cli-model")
     env = pytest.MonkeyPatch()
-    env.setenv("MLFLOW_TRACKING_TOKEN", tenant.api_key)
-    env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    mlflow.set_tracking_uri(live_server.url)
-    mlflow.set_registry_uri(live_server.url)
+    point_mlflow_at(env, live_server.url, tenant.api_key)
     mlflow.set_experiment(factories.unique("cli"))
     train = frame(300)
     with mlflow.start_run():

@@ -46,8 +46,9 @@ def webhook_receiver() -> Iterator[Receiver]:
 
 
 def embedded_env(tmp_path: Path) -> dict[str, str]:
-    """This environment without the test session's TESSERA_* settings: the embedded default, in tmp_path."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TESSERA_")}
+    """This environment without the test session's TESSERA_* and MLFLOW_* settings (a new user's shell): the
+    embedded default, in tmp_path."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("TESSERA_", "MLFLOW_"))}
     return env | {"TESSERA_DATA_DIR": str(tmp_path / "data"), "TESSERA_OUTBOUND_ALLOWLIST": '["127.0.0.1"]'}
 
 

@@ -14,6 +14,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from tests import factories
+from tests.conftest import point_mlflow_at
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +26,7 @@ def module_tenant(db, settings) -> factories.Tenant:
 @pytest.fixture(scope="module")
 def mlflow_client(live_server, module_tenant) -> Iterator[MlflowClient]:
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", live_server.url)
-        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", module_tenant.api_key)
-        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        mlflow.set_tracking_uri(live_server.url)
-        mlflow.set_registry_uri(live_server.url)
+        point_mlflow_at(monkeypatch, live_server.url, module_tenant.api_key)
         yield MlflowClient(live_server.url, registry_uri=live_server.url)
         while mlflow.active_run() is not None:
             mlflow.end_run()

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from tests import factories
+from tests.conftest import point_mlflow_at
 
 
 def _upload_version(url: str, tenant: factories.Tenant, name: str, model_dir: Path) -> dict:
@@ -47,12 +48,7 @@ def test_uploaded_version_loads_with_mlflow_and_stays_in_its_tenant(
     version = _upload_version(live_server.url, live_tenant, name, model_dir)
     assert version["version"] == 1 and version["artifact_uri"].startswith("mlflow-artifacts:/registry/")
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", live_server.url)
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", live_tenant.api_key)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    # The process-wide URIs win over the environment; other modules' tests may have set them.
-    mlflow.set_tracking_uri(live_server.url)
-    mlflow.set_registry_uri(live_server.url)
+    point_mlflow_at(monkeypatch, live_server.url, live_tenant.api_key)
     loaded = mlflow.pyfunc.load_model(f"models:/{name}/1")
     probe = np.array([[5.0], [7.5]])
     assert loaded.predict(probe) == pytest.approx(regressor.predict(probe))

@@ -12,13 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests import factories
-
-
-def point_mlflow_at(monkeypatch: pytest.MonkeyPatch, url: str, api_key: str) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", api_key)
-    # The fluent API caches the URI it resolved first.
-    mlflow.set_tracking_uri(url)
+from tests.conftest import point_mlflow_at
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +24,7 @@ def module_tenant(db, settings) -> factories.Tenant:
 @pytest.fixture(scope="module")
 def module_client(live_server, module_tenant) -> Iterator[MlflowClient]:
     with pytest.MonkeyPatch.context() as monkeypatch:
-        point_mlflow_at(monkeypatch, live_server.url, module_tenant.api_key)
+        point_mlflow_at(monkeypatch, live_server.url, module_tenant.api_key, max_retries=None)
         yield MlflowClient(live_server.url)
 
 

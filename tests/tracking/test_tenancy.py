@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from tests import factories
-from tests.tracking.conftest import point_mlflow_at
+from tests.conftest import point_mlflow_at
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def org_a(live_server, monkeypatch, db, settings):
     """Org A's experiment with a run, a metric, an artifact and a logged model, made through the client."""
     with db.session_scope() as session:
         tenant = factories.make_tenant(session, jwt_secret=settings.jwt_secret)
-    point_mlflow_at(monkeypatch, live_server.url, tenant.api_key)
+    point_mlflow_at(monkeypatch, live_server.url, tenant.api_key, max_retries=None)
     client = MlflowClient(live_server.url)
     name = f"secret-{uuid.uuid4().hex[:6]}"
     experiment_id = client.create_experiment(name)
@@ -41,7 +41,7 @@ def org_a(live_server, monkeypatch, db, settings):
 def as_org_b(live_server, monkeypatch, db, settings, org_a):
     with db.session_scope() as session:
         tenant = factories.make_tenant(session, jwt_secret=settings.jwt_secret)
-    point_mlflow_at(monkeypatch, live_server.url, tenant.api_key)
+    point_mlflow_at(monkeypatch, live_server.url, tenant.api_key, max_retries=None)
     return MlflowClient(live_server.url), tenant
 
 
@@ -105,7 +105,7 @@ def test_read_only_key_and_basic_auth(org_a, live_server, monkeypatch, db):
         user = session.get(User, org_a["tenant"].user_id)
         org = session.get(Organization, org_a["tenant"].org_id)
         _, read_key = factories.make_api_key(session, user=user, org=org, scopes=["tracking:read"])
-    point_mlflow_at(monkeypatch, live_server.url, read_key)
+    point_mlflow_at(monkeypatch, live_server.url, read_key, max_retries=None)
     client = MlflowClient(live_server.url)
     assert client.get_run(org_a["run_id"]).data.metrics == {"acc": 0.99}
     with pytest.raises(MlflowException) as exc:

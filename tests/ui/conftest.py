@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests import factories
+from tests.conftest import point_mlflow_at
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
@@ -108,15 +109,12 @@ def _log_autolog_run(logged: Logged) -> None:
 def logged(live_server, db, settings, tmp_path_factory) -> Iterator[Logged]:
     with db.session_scope() as session:
         tenant = factories.make_tenant(session, jwt_secret=settings.jwt_secret)
+    # Logged, then the client's settings undone: the pages are read by the browser, not the mlflow client.
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", live_server.url)
-        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tenant.api_key)
-        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        mlflow.set_tracking_uri(live_server.url)
-        mlflow.set_registry_uri(live_server.url)
+        point_mlflow_at(monkeypatch, live_server.url, tenant.api_key)
         data = _log_data(MlflowClient(live_server.url), tenant, tmp_path_factory.mktemp("ui-artifacts"))
         _log_autolog_run(data)
-        yield data
+    yield data
 
 
 class Browser:
