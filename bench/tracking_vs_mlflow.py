@@ -1,14 +1,22 @@
-"""Tessera tracking vs MLflow's own tracking server: the same mlflow-client workload against both, on the
-same PostgreSQL, side by side in one run, printing ratios (see bench/README.md for how to read them).
+"""Tessera tracking vs MLflow's own tracking server: the same mlflow-client calls against both, on the
+same PostgreSQL, side by side in one run, printing per call type the server's part and the ratio (see
+bench/README.md for how to read them).
 
-    .venv/bin/python bench/tracking_vs_mlflow.py                  # everything, ~4 min on 2 cores
-    .venv/bin/python bench/tracking_vs_mlflow.py --only search,scale
+    .venv/bin/python bench/tracking_vs_mlflow.py            # every call type, 20 client processes, load generator
+    .venv/bin/python bench/tracking_vs_mlflow.py --quick    # the same with fewer calls (~3 min on 2 cores)
+    .venv/bin/python bench/tracking_vs_mlflow.py --only log_metric,search_runs
 
-Each server gets its own scratch database (dropped at the end). Tessera runs its tracking app under
-uvicorn with one worker per core (uvloop + httptools); MLflow runs `mlflow server` with its defaults
-(4 uvicorn workers) and a postgresql+psycopg2 URI. Bulk fixtures (the 5,000 runs to search, the
-100,000-step metric) are written straight into each server's tables with COPY: seeding is not what is
-measured, and seeding MLflow through its API would take most of an hour.
+For a sequential client, a call's wall time is the client's own CPU (the mlflow client builds and parses
+protobuf JSON in Python) plus the server part: the server, the network and the database. Each timed loop
+is wrapped in time.process_time(), so the server part is wall minus client CPU; the servers' own CPU (every
+worker process, from /proc) is printed too, since on a loaded machine wall time also holds waits for a core.
+
+Each server gets its own scratch database (dropped at the end). Tessera runs the all-in-one app (every
+service's routes, as `tessera up` serves them) under uvicorn with one worker per core (uvloop + httptools);
+MLflow runs `mlflow server` with its defaults and a postgresql+psycopg2 URI. Bulk fixtures (the runs to
+search, the long metric history) are written straight into each server's tables with COPY and, as after
+a real bulk load, without a manual ANALYZE: seeding is not what is measured, and seeding MLflow through
+its API would take most of an hour.
 """
 
 from __future__ import annotations
@@ -16,19 +24,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import multiprocessing
 import os
 import random
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -38,12 +48,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PG_SERVER = os.environ.get("BENCH_PG", "postgres@127.0.0.1:5432")
-SEARCH_RUNS = 5_000
-HISTORY_STEPS = 100_000
-SCALE_RUNS = 100_000
+SEARCH_SMALL = 1_000
+SEARCH_LARGE = 100_000
+SEARCH_LARGE_QUICK = 10_000
+HISTORY_STEPS = 20_000
+SEARCH_EXPERIMENTS = 200
 SEARCH_FILTER = "metrics.acc > 0.9 AND params.lr = '0.01'"
 SEARCH_ORDER = ["metrics.acc DESC"]
-WORKLOADS = ("log_batch", "log_metric", "search", "history", "concurrent", "loadgen", "scale")
 
 
 # --- infrastructure ----------------------------------------------------------------------------------
@@ -144,7 +155,7 @@ class Servers:
             "TESSERA_TRACKING_ASYNC_METRIC_COMMIT": str(self.async_metric_commit).lower(),
         }
         cmd = [
-            sys.executable, "-m", "uvicorn", "services.tracking.app:create_app", "--factory",
+            sys.executable, "-m", "uvicorn", "tessera.asgi:all",
             "--host", "127.0.0.1", "--port", str(port), "--workers", str(self.workers),
             "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
             # Training jobs pause between epochs: keep their connections instead of racing a close.
@@ -271,7 +282,6 @@ def seed_tessera_runs(db_url: str, experiment_id: str, n: int, seed: int = 7) ->
         _copy(
             conn, "run_tags", "run_id, key, value", ((r[0], "mlflow.runName", f"run-{i}") for i, r in enumerate(rows))
         )
-        conn.execute("ANALYZE")
 
 
 def seed_mlflow_runs(db_name: str, experiment_id: str, n: int, seed: int = 7) -> None:
@@ -318,7 +328,6 @@ def seed_mlflow_runs(db_name: str, experiment_id: str, n: int, seed: int = 7) ->
         for key, index in (("lr", 3), ("batch", 4)):
             _copy(conn, "params", "key, value, run_uuid", ((key, r[index], r[0]) for r in rows))
         _copy(conn, "tags", "key, value, run_uuid", (("mlflow.runName", f"run-{i}", r[0]) for i, r in enumerate(rows)))
-        conn.execute("ANALYZE")
 
 
 def seed_history(conn_url: str, table_sql: str, row: Callable[[int], tuple], steps: int) -> None:
@@ -326,7 +335,56 @@ def seed_history(conn_url: str, table_sql: str, row: Callable[[int], tuple], ste
         _copy(conn, table_sql.split(" (")[0], table_sql.split(" (")[1].rstrip(")"), (row(i) for i in range(steps)))
 
 
-# --- workloads ----------------------------------------------------------------------------------------
+# --- timing ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    """One call type's timed loop against one server. The server part of a call is its wall time minus
+    the client's own CPU time (the mlflow client builds and parses protobuf JSON in Python): what a
+    sequential client waits for the server, network and database."""
+
+    calls: int
+    wall_s: float
+    client_cpu_s: float
+    server_cpu_s: float  # the server's process tree, from /proc (its workers included)
+    server_parts_ms: list[float]  # per call
+
+    @property
+    def wall_ms(self) -> float:
+        return self.wall_s / self.calls * 1000
+
+    @property
+    def client_share(self) -> float:
+        return self.client_cpu_s / self.wall_s
+
+    @property
+    def server_part_ms(self) -> float:
+        return (self.wall_s - self.client_cpu_s) / self.calls * 1000
+
+    @property
+    def server_cpu_ms(self) -> float:
+        return self.server_cpu_s / self.calls * 1000
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.server_parts_ms)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def timed(server_pid: int, calls: list[Callable[[], object]]) -> Timing:
+    parts = []
+    server_before = cpu_seconds(server_pid)
+    cpu_before, wall_before = time.process_time(), time.perf_counter()
+    for call in calls:
+        cpu, wall = time.process_time(), time.perf_counter()
+        call()
+        parts.append(((time.perf_counter() - wall) - (time.process_time() - cpu)) * 1000)
+    wall_s, client_cpu_s = time.perf_counter() - wall_before, time.process_time() - cpu_before
+    return Timing(len(calls), wall_s, client_cpu_s, cpu_seconds(server_pid) - server_before, parts)
+
+
+# --- call types -----------------------------------------------------------------------------------------
+# Each builds its fixtures against one server (untimed) and returns the calls to time, `n` of them.
 
 
 def _client(url: str):
@@ -342,77 +400,225 @@ def _metrics(n: int, key: str = "m", start_step: int = 0):
     return [Metric(key, random.random(), now, start_step + i) for i in range(n)]
 
 
-def bench_log_batch(url: str, experiment_id: str, calls: int) -> float:
-    client = _client(url)
-    run_id = client.create_run(experiment_id).info.run_id
-    batches = [_metrics(1000, start_step=i * 1000) for i in range(calls)]
-    client.log_batch(run_id, metrics=_metrics(1000, key="warmup"))
-    started = time.perf_counter()
-    for batch in batches:
-        client.log_batch(run_id, metrics=batch)
-    return calls * 1000 / (time.perf_counter() - started)
+@dataclass
+class Target:
+    """One server as the call types see it."""
+
+    name: str
+    url: str
+    pid: int
+    experiment_id: str
+    seed_runs: Callable[[str, int, int], None]  # (experiment_id, n, seed)
+    seed_history: Callable[[str, str, int], None]  # (run_id, key, steps)
+
+    @property
+    def client(self):
+        return _client(self.url)
 
 
-def bench_log_metric(url: str, experiment_id: str, calls: int) -> float:
-    client = _client(url)
-    run_id = client.create_run(experiment_id).info.run_id
+def _new_run(target: Target) -> str:
+    return target.client.create_run(target.experiment_id).info.run_id
+
+
+def case_log_metric(target: Target, n: int) -> list[Callable]:
+    client, run_id = target.client, _new_run(target)
     client.log_metric(run_id, "warmup", 1.0)
-    started = time.perf_counter()
-    for step in range(calls):
-        client.log_metric(run_id, "loss", random.random(), step=step)
-    return calls / (time.perf_counter() - started)
+    return [partial(client.log_metric, run_id, "loss", random.random(), step=i) for i in range(n)]
 
 
-def bench_search(url: str, experiment_id: str, reps: int) -> tuple[float, int]:
-    client = _client(url)
-    found = client.search_runs([experiment_id], SEARCH_FILTER, order_by=SEARCH_ORDER)
-    timings = []
-    for _ in range(reps):
-        started = time.perf_counter()
-        client.search_runs([experiment_id], SEARCH_FILTER, order_by=SEARCH_ORDER)
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings) * 1000, len(found)
+def case_log_param(target: Target, n: int) -> list[Callable]:
+    client, run_id = target.client, _new_run(target)
+    client.log_param(run_id, "warmup", "1")
+    return [partial(client.log_param, run_id, f"param_{i}", str(random.random())) for i in range(n)]
 
 
-def bench_history(url: str, run_id: str, reps: int) -> float:
-    client = _client(url)
-    timings = []
-    for _ in range(reps):
-        started = time.perf_counter()
+def case_set_tag(target: Target, n: int) -> list[Callable]:
+    client, run_id = target.client, _new_run(target)
+    client.set_tag(run_id, "warmup", "1")
+    # A tag is set again more often than a new one is added (a status, a phase): half of each.
+    return [partial(client.set_tag, run_id, f"tag_{i % (n // 2 or 1)}", str(i)) for i in range(n)]
+
+
+def case_log_batch(target: Target, n: int) -> list[Callable]:
+    client, run_id = target.client, _new_run(target)
+    client.log_batch(run_id, metrics=_metrics(1000, key="warmup"))
+    batches = [_metrics(1000, start_step=i * 1000) for i in range(n)]
+    return [partial(client.log_batch, run_id, metrics=batch) for batch in batches]
+
+
+def case_create_run(target: Target, n: int) -> list[Callable]:
+    client = target.client
+    _new_run(target)
+    return [partial(client.create_run, target.experiment_id) for _ in range(n)]
+
+
+def case_update_run(target: Target, n: int) -> list[Callable]:
+    """What a run's end sends (status and end time), on runs created beforehand."""
+    client = target.client
+    run_ids = [_new_run(target) for _ in range(n + 1)]
+    client.set_terminated(run_ids.pop())
+    return [partial(client.set_terminated, run_id, "FINISHED") for run_id in run_ids]
+
+
+def case_get_run(target: Target, n: int) -> list[Callable]:
+    """A run as a training script leaves it: 20 params, 20 metrics, 10 tags."""
+    from mlflow.entities import Param, RunTag
+
+    client, run_id = target.client, _new_run(target)
+    client.log_batch(
+        run_id,
+        metrics=[m for i in range(20) for m in _metrics(1, key=f"metric_{i}")],
+        params=[Param(f"param_{i}", str(i)) for i in range(20)],
+        tags=[RunTag(f"tag_{i}", str(i)) for i in range(10)],
+    )
+    client.get_run(run_id)
+    return [partial(client.get_run, run_id) for _ in range(n)]
+
+
+def _case_search_runs(runs: int) -> Callable[[Target, int], list[Callable]]:
+    def case(target: Target, n: int) -> list[Callable]:
+        client = target.client
+        experiment_id = client.create_experiment(f"search-{runs}-{uuid.uuid4().hex[:6]}")
+        target.seed_runs(experiment_id, runs, runs)
+        # The first call is timed like the others: a page right after the experiment was filled.
+        return [
+            partial(client.search_runs, [experiment_id], SEARCH_FILTER, order_by=SEARCH_ORDER, max_results=100)
+            for _ in range(n)
+        ]
+
+    return case
+
+
+def case_get_metric_history(target: Target, n: int) -> list[Callable]:
+    client, run_id = target.client, _new_run(target)
+    target.seed_history(run_id, "long", HISTORY_STEPS)
+
+    def call() -> None:
         points = client.get_metric_history(run_id, "long")
-        timings.append(time.perf_counter() - started)
         assert len(points) == HISTORY_STEPS, len(points)
-    return statistics.median(timings)
+
+    return [call] * n
 
 
-def bench_concurrent(url: str, experiment_id: str, clients: int, seconds: float) -> float:
-    """`clients` training jobs, each a thread with its own run sending 1000-metric batches."""
+def case_search_experiments(target: Target, n: int) -> list[Callable]:
+    """A page of 100 experiments (the UI's list) among at least SEARCH_EXPERIMENTS."""
+    client = target.client
+    have = len(client.search_experiments(max_results=SEARCH_EXPERIMENTS))
+    for _ in range(SEARCH_EXPERIMENTS - have):
+        client.create_experiment(f"listed-{uuid.uuid4().hex[:8]}", tags={"team": "bench"})
+    return [partial(client.search_experiments, max_results=100) for _ in range(n)]
+
+
+def _registered_model(target: Target) -> str:
+    """A registered model with three versions, each from a run, the last one aliased."""
+    client = target.client
+    name = f"model-{uuid.uuid4().hex[:6]}"
+    client.create_registered_model(name, tags={"team": "bench"})
+    for _ in range(3):
+        run_id = _new_run(target)
+        client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
+    client.set_registered_model_alias(name, "champion", "3")
+    return name
+
+
+def case_registry_get_model(target: Target, n: int) -> list[Callable]:
+    client, name = target.client, _registered_model(target)
+    return [partial(client.get_registered_model, name) for _ in range(n)]
+
+
+def case_registry_get_version(target: Target, n: int) -> list[Callable]:
+    client, name = target.client, _registered_model(target)
+    return [partial(client.get_model_version_by_alias, name, "champion") for _ in range(n)]
+
+
+def case_registry_search(target: Target, n: int) -> list[Callable]:
+    client = target.client
+    for _ in range(3):
+        _registered_model(target)
+    return [partial(client.search_registered_models, max_results=100) for _ in range(n)]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    build: Callable[[Target, int], list[Callable]]
+    tessera_calls: int
+    mlflow_calls: int  # fewer where MLflow's server is slow: the per-call figures do not depend on it
+
+
+def cases(quick: bool) -> list[Case]:
+    q = 5 if quick else 1  # --quick divides the call counts
+    large = SEARCH_LARGE_QUICK if quick else SEARCH_LARGE
+    return [
+        Case("log_metric", case_log_metric, 1000 // q, 200 // q),
+        Case("log_param", case_log_param, 500 // q, 200 // q),
+        Case("set_tag", case_set_tag, 500 // q, 200 // q),
+        Case("log_batch (1000 metrics)", case_log_batch, 40 // q, max(2, 8 // q)),
+        Case("create_run", case_create_run, 500 // q, 100 // q),
+        Case("update_run (end of run)", case_update_run, 500 // q, 100 // q),
+        Case("get_run", case_get_run, 500 // q, 200 // q),
+        Case(f"search_runs, {SEARCH_SMALL:,} runs", _case_search_runs(SEARCH_SMALL), 100 // q, 40 // q),
+        Case(f"search_runs, {large:,} runs", _case_search_runs(large), 40 // q, 10 // q),
+        Case(f"get_metric_history ({HISTORY_STEPS:,} points)", case_get_metric_history, 20 // q, max(2, 4 // q)),
+        Case(f"search_experiments (100 of {SEARCH_EXPERIMENTS})", case_search_experiments, 200 // q, 100 // q),
+        Case("registry: get_registered_model", case_registry_get_model, 300 // q, 100 // q),
+        Case("registry: get_model_version_by_alias", case_registry_get_version, 300 // q, 100 // q),
+        Case("registry: search_registered_models", case_registry_search, 200 // q, 100 // q),
+    ]
+
+
+# --- many clients ---------------------------------------------------------------------------------------
+
+
+def _concurrent_client(url: str, run_id: str, token: str, ready, start, seconds: float, results) -> None:
+    """One training job in its own process: 1000-metric batches until the deadline."""
+    os.environ["MLFLOW_TRACKING_TOKEN"] = token
     client = _client(url)
-    run_ids = [client.create_run(experiment_id).info.run_id for _ in range(clients)]
-    counts = [0] * clients
-    stop = time.monotonic() + seconds
-    started = time.perf_counter()
-
-    def job(index: int) -> None:
-        step = 0
-        while time.monotonic() < stop:
-            client.log_batch(run_ids[index], metrics=_metrics(1000, start_step=step))
-            step += 1000
-            counts[index] += 1000
-
-    threads = [threading.Thread(target=job, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(counts) / (time.perf_counter() - started)
+    batches = [_metrics(1000, start_step=i * 1000) for i in range(10)]
+    client.log_batch(run_id, metrics=_metrics(10, key="warmup"))
+    ready.release()
+    start.wait()
+    sent, step, cpu = 0, 0, time.process_time()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        batch = batches[step % 10]
+        for i, metric in enumerate(batch):
+            metric._step = step * 1000 + i
+        client.log_batch(run_id, metrics=batch)
+        sent += 1000
+        step += 1
+    results.put((sent, time.process_time() - cpu))
 
 
-def bench_loadgen(url: str, experiment_id: str, headers: dict, seconds: float, connections: int) -> tuple[float, int]:
+def bench_concurrent(target: Target, token: str, clients: int, seconds: float) -> tuple[float, float, float]:
+    """`clients` processes, each with its own run; the aggregate rate counts only acknowledged (committed)
+    batches. Returns (metrics/s, the clients' CPU share of the two cores' time, server CPU ms per 1000)."""
+    context = multiprocessing.get_context("spawn")
+    ready, start, results = context.Semaphore(0), context.Event(), context.Queue()
+    run_ids = [_new_run(target) for _ in range(clients)]
+    processes = [
+        context.Process(target=_concurrent_client, args=(target.url, run_id, token, ready, start, seconds, results))
+        for run_id in run_ids
+    ]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        ready.acquire()
+    server_before, started = cpu_seconds(target.pid), time.perf_counter()
+    start.set()
+    outcomes = [results.get() for _ in processes]
+    elapsed, server_cpu = time.perf_counter() - started, cpu_seconds(target.pid) - server_before
+    for process in processes:
+        process.join()
+    sent = sum(s for s, _ in outcomes)
+    client_cpu = sum(c for _, c in outcomes)
+    return sent / elapsed, client_cpu / (elapsed * (os.cpu_count() or 1)), server_cpu / (sent / 1000) * 1000
+
+
+def bench_loadgen(target: Target, headers: dict, seconds: float, connections: int) -> tuple[float, int]:
     """Server capacity without the mlflow client's own CPU cost: pre-encoded 1000-metric log-batch
     bodies sent by a light asyncio client over kept-alive connections (like mlflow-go's k6 runs)."""
-    client = _client(url)
-    run_ids = [client.create_run(experiment_id).info.run_id for _ in range(connections)]
+    run_ids = [_new_run(target) for _ in range(connections)]
     now = int(time.time() * 1000)
     bodies = [
         [
@@ -429,7 +635,7 @@ def bench_loadgen(url: str, experiment_id: str, headers: dict, seconds: float, c
         sent = 0
         deadline = time.monotonic() + seconds
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        async with httpx.AsyncClient(base_url=url, headers={**headers, "Content-Type": "application/json"},
+        async with httpx.AsyncClient(base_url=target.url, headers={**headers, "Content-Type": "application/json"},
                                      limits=limits, timeout=60) as http:  # fmt: skip
 
             async def worker(index: int) -> None:
@@ -449,137 +655,137 @@ def bench_loadgen(url: str, experiment_id: str, headers: dict, seconds: float, c
     return sent / (time.perf_counter() - started), sent // 1000
 
 
-def bench_scale(url: str, db_url: str, reps: int) -> dict[str, tuple[float, float]]:
-    """Tessera alone: p50/p95 of several searches over one experiment of 100,000 runs."""
-    client = _client(url)
-    experiment_id = client.create_experiment(f"scale-{uuid.uuid4().hex[:6]}")
-    seed_tessera_runs(db_url, experiment_id, SCALE_RUNS, seed=11)
-    queries = {
-        "metric+param filter, order by metric": (SEARCH_FILTER, SEARCH_ORDER),
-        "param filter, default order": ("params.batch = '64'", []),
-        "metric range, order by metric": ("metrics.loss < 0.05", ["metrics.loss ASC"]),
-        "OR + parentheses": ("(params.lr = '0.1' OR params.lr = '0.01') AND metrics.acc > 0.99", []),
-        "no filter, order by start_time": ("", ["attributes.start_time DESC"]),
-    }
-    results = {}
-    for name, (filter_string, order_by) in queries.items():
-        timings = []
-        for _ in range(reps):
-            started = time.perf_counter()
-            client.search_runs([experiment_id], filter_string, order_by=order_by, max_results=100)
-            timings.append((time.perf_counter() - started) * 1000)
-        timings.sort()
-        results[name] = (statistics.median(timings), timings[max(0, int(len(timings) * 0.95) - 1)])
-    return results
-
-
 # --- the run -------------------------------------------------------------------------------------------
+
+
+def _targets(servers: Servers) -> list[Target]:
+    tessera_pg = servers.tessera_sqlalchemy_url.replace("+psycopg", "")
+    mlflow_pg = f"postgresql://{PG_SERVER}/{servers.mlflow_db}"
+    now = int(time.time() * 1000)
+
+    def tessera_history(run_id: str, key: str, steps: int) -> None:
+        seed_history(tessera_pg, "run_metrics (run_id, key, value, is_nan, step, timestamp)",
+                     lambda i: (run_id, key, i * 0.5, False, i, now + i), steps)  # fmt: skip
+
+    def mlflow_history(run_id: str, key: str, steps: int) -> None:
+        seed_history(mlflow_pg, "metrics (key, value, timestamp, run_uuid, step, is_nan)",
+                     lambda i: (key, i * 0.5, now + i, run_id, i, False), steps)  # fmt: skip
+
+    tessera_url, mlflow_url = servers.tessera_url, servers.mlflow_url
+    return [
+        Target("tessera", tessera_url, servers.procs[0].pid, _client(tessera_url).create_experiment("bench"),
+               partial(seed_tessera_runs, servers.tessera_sqlalchemy_url), tessera_history),
+        Target("mlflow", mlflow_url, servers.procs[1].pid, _client(mlflow_url).create_experiment("bench"),
+               partial(seed_mlflow_runs, servers.mlflow_db), mlflow_history),
+    ]  # fmt: skip
+
+
+HEADER = (
+    f"{'call':<40} {'tessera: wall':>13} {'client':>6} {'server':>8} {'p99':>7} {'cpu':>7}"
+    f"  {'mlflow: wall':>12} {'client':>6} {'server':>8} {'cpu':>8}  {'ratio':>6} {'cpu ratio':>9}"
+)
+
+
+def _print_case(name: str, t: Timing, m: Timing) -> dict:
+    ratio = m.server_part_ms / max(t.server_part_ms, 1e-6)
+    cpu_ratio = m.server_cpu_ms / max(t.server_cpu_ms, 1e-6)
+    print(
+        f"{name:<40} {t.wall_ms:>10.2f} ms {t.client_share:>6.0%} {t.server_part_ms:>5.2f} ms"
+        f" {t.percentile(0.99):>7.2f} {t.server_cpu_ms:>7.2f}  {m.wall_ms:>9.2f} ms {m.client_share:>6.0%}"
+        f" {m.server_part_ms:>5.2f} ms {m.server_cpu_ms:>8.2f}  {ratio:>5.1f}x {cpu_ratio:>8.1f}x",
+        flush=True,
+    )
+    return {
+        "call": name,
+        **{
+            f"{server}_{figure}": round(value, 3)
+            for server, timing in (("tessera", t), ("mlflow", m))
+            for figure, value in (
+                ("wall_ms", timing.wall_ms),
+                ("client_share", timing.client_share),
+                ("server_part_ms", timing.server_part_ms),
+                ("server_part_p50_ms", timing.percentile(0.5)),
+                ("server_part_p99_ms", timing.percentile(0.99)),
+                ("server_cpu_ms", timing.server_cpu_ms),
+            )
+        },
+        "server_part_ratio": round(ratio, 2),
+        "server_cpu_ratio": round(cpu_ratio, 2),
+    }
 
 
 def _row(name: str, tessera: float, mlflow: float, unit: str, higher_is_better: bool) -> dict:
     ratio = tessera / mlflow if higher_is_better else mlflow / tessera
-    print(f"{name:<44} {tessera:>12,.1f} {mlflow:>12,.1f}  {unit:<10} {ratio:>6.1f}x", flush=True)
+    print(f"{name:<52} {tessera:>12,.1f} {mlflow:>12,.1f}  {unit:<10} {ratio:>6.1f}x", flush=True)
     return {"workload": name, "tessera": tessera, "mlflow": mlflow, "unit": unit, "speedup": round(ratio, 2)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default=",".join(WORKLOADS), help=f"comma-separated subset of {WORKLOADS}")
+    parser.add_argument("--quick", action="store_true", help="a fifth of the calls, 10,000 runs for the large search")
+    parser.add_argument("--only", default="", help="comma-separated: call names containing any of these words, "
+                        "and/or 'concurrent', 'loadgen'")  # fmt: skip
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="Tessera uvicorn workers")
-    parser.add_argument("--seconds", type=float, default=10.0, help="duration of the timed ingest runs")
-    parser.add_argument(
-        "--connections",
-        type=int,
-        default=8,
-        help="load generator connections (a closed loop: too few measure commit latency, not capacity)",
-    )
+    parser.add_argument("--clients", type=int, default=20, help="processes in the concurrent case")
+    parser.add_argument("--seconds", type=float, default=None, help="duration of the timed ingest runs")
+    parser.add_argument("--connections", type=int, default=8, help="load generator connections")
     parser.add_argument(
         "--async-metric-commit",
         action="store_true",
         help="Tessera commits metric ingest without waiting for the WAL flush (TESSERA_TRACKING_ASYNC_METRIC_COMMIT)",
     )
     args = parser.parse_args()
-    only = set(args.only.split(","))
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # registry calls log each version's creation
+    seconds = args.seconds or (5.0 if args.quick else 10.0)
+    only = [word for word in args.only.split(",") if word]
+
+    def wanted(name: str) -> bool:
+        return not only or any(word in name for word in only)
+
     results: list[dict] = []
     print(f"load before: {os.getloadavg()}; Tessera async metric commit: {args.async_metric_commit}", flush=True)
     with Servers(args.workers, args.async_metric_commit) as servers:
         # The mlflow client sends this bearer token to both; MLflow's server (no auth app) ignores it.
         os.environ["MLFLOW_TRACKING_TOKEN"] = servers.api_key
-        urls = {"tessera": servers.tessera_url, "mlflow": servers.mlflow_url}
-        experiments = {
-            name: _client(url).create_experiment(f"bench-{uuid.uuid4().hex[:6]}") for name, url in urls.items()
-        }
-        print(f"{'workload':<44} {'tessera':>12} {'mlflow':>12}  {'unit':<10} {'ratio':>7}", flush=True)
-
-        if "log_batch" in only:
-            t = bench_log_batch(urls["tessera"], experiments["tessera"], calls=30)
-            m = bench_log_batch(urls["mlflow"], experiments["mlflow"], calls=6)
-            results.append(_row("log_batch, 1 client (1000 metrics/call)", t, m, "metrics/s", True))
-        if "log_metric" in only:
-            t = bench_log_metric(urls["tessera"], experiments["tessera"], calls=1000)
-            m = bench_log_metric(urls["mlflow"], experiments["mlflow"], calls=80)
-            results.append(_row("log_metric, 1 client", t, m, "calls/s", True))
-        if "search" in only:
-            exps = {
-                name: _client(url).create_experiment(f"search-{uuid.uuid4().hex[:6]}") for name, url in urls.items()
-            }
-            seed_tessera_runs(servers.tessera_sqlalchemy_url, exps["tessera"], SEARCH_RUNS)
-            seed_mlflow_runs(servers.mlflow_db, exps["mlflow"], SEARCH_RUNS)
-            t, t_found = bench_search(urls["tessera"], exps["tessera"], reps=30)
-            m, m_found = bench_search(urls["mlflow"], exps["mlflow"], reps=15)
-            assert t_found == m_found, (t_found, m_found)
-            results.append(_row(f"search_runs median, {SEARCH_RUNS:,} runs ({t_found} hits)", t, m, "ms", False))
-        if "history" in only:
-            now = int(time.time() * 1000)
-            t_run = _client(urls["tessera"]).create_run(experiments["tessera"]).info.run_id
-            m_run = _client(urls["mlflow"]).create_run(experiments["mlflow"]).info.run_id
-            seed_history(
-                servers.tessera_sqlalchemy_url.replace("+psycopg", ""),
-                "run_metrics (run_id, key, value, is_nan, step, timestamp)",
-                lambda i: (t_run, "long", i * 0.5, False, i, now + i),
-                HISTORY_STEPS,
-            )
-            seed_history(f"postgresql://{PG_SERVER}/{servers.mlflow_db}",
-                         "metrics (key, value, timestamp, run_uuid, step, is_nan)",
-                         lambda i: ("long", i * 0.5, now + i, m_run, i, False), HISTORY_STEPS)  # fmt: skip
-            t = bench_history(urls["tessera"], t_run, reps=3)
-            m = bench_history(urls["mlflow"], m_run, reps=2)
-            results.append(_row(f"get_metric_history, {HISTORY_STEPS:,} steps", t, m, "s", False))
-        if "concurrent" in only:
-            t = bench_concurrent(urls["tessera"], experiments["tessera"], 20, args.seconds)
-            m = bench_concurrent(urls["mlflow"], experiments["mlflow"], 20, args.seconds)
-            results.append(_row("log_batch, 20 concurrent clients", t, m, "metrics/s", True))
-        if "loadgen" in only:
+        tessera, mlflow = _targets(servers)
+        print("per call: wall, the client's CPU share of it, the server part (wall - client CPU; mean, and p99 "
+              "for Tessera), the server processes' CPU (ms); ratio = MLflow / Tessera", flush=True)  # fmt: skip
+        print(HEADER, flush=True)
+        for case in cases(args.quick):
+            if not wanted(case.name):
+                continue
+            t = timed(tessera.pid, case.build(tessera, case.tessera_calls))
+            m = timed(mlflow.pid, case.build(mlflow, case.mlflow_calls))
+            results.append(_print_case(case.name, t, m))
+        if wanted("concurrent"):
+            print(f"{'':<52} {'tessera':>12} {'mlflow':>12}", flush=True)
+            rates, shares, cpus = {}, {}, {}
+            for target in (tessera, mlflow):
+                rates[target.name], shares[target.name], cpus[target.name] = bench_concurrent(
+                    target, servers.api_key, args.clients, seconds
+                )
+            results.append(_row(f"log_batch, {args.clients} client processes", rates["tessera"], rates["mlflow"],
+                                "metrics/s", True))  # fmt: skip
+            results.append(_row("  clients' CPU share of the machine", shares["tessera"] * 100,
+                                shares["mlflow"] * 100, "%", False))  # fmt: skip
+            results.append(_row("  server CPU per 1000 metrics", cpus["tessera"], cpus["mlflow"], "ms", False))
+        if wanted("loadgen"):
             headers = {"Authorization": f"Bearer {servers.api_key}"}
             rates, cpu_per_batch, pg_per_batch, client_per_batch = {}, {}, {}, {}
-            for (name, url), proc in zip(urls.items(), servers.procs, strict=True):
-                before, pg_before, client_before = cpu_seconds(proc.pid), postgres_cpu_seconds(), time.process_time()
-                rates[name], batches = bench_loadgen(url, experiments[name], headers, args.seconds, args.connections)
-                cpu_per_batch[name] = (cpu_seconds(proc.pid) - before) / batches * 1000
-                pg_per_batch[name] = (postgres_cpu_seconds() - pg_before) / batches * 1000
-                client_per_batch[name] = (time.process_time() - client_before) / batches * 1000
-            results.append(
-                _row("log-batch, pre-encoded bodies (load generator)", rates["tessera"], rates["mlflow"],
-                     "metrics/s", True)
-            )  # fmt: skip
-            results.append(
-                _row("  server CPU per 1000-metric batch", cpu_per_batch["tessera"], cpu_per_batch["mlflow"],
-                     "ms", False)
-            )  # fmt: skip
-            # Where the rest of the two cores went: the database and the generator itself.
-            results.append(
-                _row("  PostgreSQL CPU per batch (all backends)", pg_per_batch["tessera"], pg_per_batch["mlflow"],
-                     "ms", False)
-            )  # fmt: skip
-            results.append(
-                _row("  load generator CPU per batch", client_per_batch["tessera"], client_per_batch["mlflow"],
-                     "ms", False)
-            )  # fmt: skip
-        if "scale" in only:
-            for name, (p50, p95) in bench_scale(urls["tessera"], servers.tessera_sqlalchemy_url, reps=20).items():
-                print(f"tessera search over {SCALE_RUNS:,} runs, {name:<40} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms",
-                      flush=True)  # fmt: skip
-                results.append({"workload": f"scale: {name}", "p50_ms": round(p50, 1), "p95_ms": round(p95, 1)})
+            for target in (tessera, mlflow):
+                before, pg_before, client_before = cpu_seconds(target.pid), postgres_cpu_seconds(), time.process_time()
+                rates[target.name], batches = bench_loadgen(target, headers, seconds, args.connections)
+                cpu_per_batch[target.name] = (cpu_seconds(target.pid) - before) / batches * 1000
+                pg_per_batch[target.name] = (postgres_cpu_seconds() - pg_before) / batches * 1000
+                client_per_batch[target.name] = (time.process_time() - client_before) / batches * 1000
+            for name, figures, unit in (
+                ("log-batch, pre-encoded bodies (load generator)", rates, "metrics/s"),
+                ("  server CPU per 1000-metric batch", cpu_per_batch, "ms"),
+                # Where the rest of the two cores went: the database and the generator itself.
+                ("  PostgreSQL CPU per batch (all backends)", pg_per_batch, "ms"),
+                ("  load generator CPU per batch", client_per_batch, "ms"),
+            ):
+                results.append(_row(name, figures["tessera"], figures["mlflow"], unit, unit == "metrics/s"))
     print(f"load after: {os.getloadavg()}", flush=True)
     print(json.dumps(results))
 
