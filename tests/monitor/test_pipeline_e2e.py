@@ -103,7 +103,7 @@ def test_beats_schedule_worker_checks_drift_fires_clean_resolves_each_slot_once(
     log_url = f"/api/v1/monitors/{monitor_id}/predictions"
 
     def open_alert(session) -> Alert | None:
-        # The first drift alert: a check of an older slot that a busy worker runs late may open another.
+        # The first drift alert: a later check, while drifted rows are still logged, may open another.
         query = select(Alert).where(Alert.monitor_id == monitor_id, Alert.kind == "data_drift")
         return session.scalar(query.order_by(Alert.created_at).limit(1))
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 
-from services.monitor.domain import checks
+from services.monitor.domain import alerts, checks
 from services.monitor.domain.schedule import next_slot
-from shared.db.models import ModelMonitoring, MonitorCheckRun
+from shared.db.models import Alert, ModelMonitoring, MonitorCheckRun
 from tests.monitor.test_api import make_version
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -103,3 +103,36 @@ def test_cron_and_interval_slots():
     assert next_slot(interval_s=None, cron="0 * * * *", anchor=T0, after=T0 + timedelta(minutes=1)) == T0 + timedelta(
         hours=1
     )
+
+
+def test_a_late_check_of_an_older_slot_leaves_the_alert_to_the_newer_slots_verdict(db_session, tenant):
+    monitor = add_monitor(db_session, tenant.project_id, window_s=600)
+    slots = [T0 + timedelta(seconds=60 * number) for number in (1, 2, 3)]
+    db_session.add_all(
+        MonitorCheckRun(id=uuid.uuid4(), monitor_id=monitor.id, slot_time=slot, trigger="schedule", status="queued")
+        for slot in slots
+    )
+    db_session.flush()
+    jobs = {
+        run.slot_time: checks.start(db_session, run.id, run.slot_time + timedelta(seconds=1), LEASE)
+        for run in runs_of(db_session, monitor)
+    }
+
+    def finish(slot: datetime, firing: bool, at: datetime) -> None:
+        finding = alerts.Finding(alerts.DATA_DRIFT, firing, "warning", "Data drift", {})
+        result = checks.CheckResult(uuid.uuid4(), checks.DONE, {"current_rows": 100}, [finding])
+        checks.finish(db_session, jobs[slot], result, at, "http://tessera.test")
+
+    def drift_alerts() -> list[tuple[str, datetime | None]]:
+        query = select(Alert).where(Alert.monitor_id == monitor.id).order_by(Alert.created_at)
+        return [(alert.status, alert.resolved_at) for alert in db_session.scalars(query)]
+
+    finish(slots[0], firing=True, at=T0 + timedelta(seconds=200))
+    finish(slots[2], firing=False, at=T0 + timedelta(seconds=250))
+    resolved = [("resolved", T0 + timedelta(seconds=250))]
+    assert drift_alerts() == resolved
+    # The middle slot's check ends last and still sees drift: its report is kept, the alert stays resolved.
+    finish(slots[1], firing=True, at=T0 + timedelta(seconds=300))
+    assert drift_alerts() == resolved
+    assert {run.slot_time: run.status for run in runs_of(db_session, monitor)} == dict.fromkeys(slots, "done")
+    assert all(run.report_id is not None for run in runs_of(db_session, monitor))

@@ -138,6 +138,8 @@ class CheckJob:
 
     run_id: uuid.UUID
     monitor_id: uuid.UUID
+    # The slot the run checks: of two runs, the newer slot's findings decide the monitor's alerts.
+    slot_time: datetime
     window_start: datetime
     window_end: datetime
 
@@ -151,7 +153,7 @@ def start(session: Session, run_id: uuid.UUID, now: datetime, lease: timedelta) 
             or_(MonitorCheckRun.status == QUEUED, _abandoned(now, lease)),
         )
         .values(status=RUNNING, started_at=now, progress=0.0)
-        .returning(MonitorCheckRun.monitor_id)
+        .returning(MonitorCheckRun.monitor_id, MonitorCheckRun.slot_time)
         .execution_options(synchronize_session=False)
     ).first()
     if claimed is None:
@@ -160,7 +162,7 @@ def start(session: Session, run_id: uuid.UUID, now: datetime, lease: timedelta) 
     if monitor is None or monitor.deleted_at is not None:
         _finish_run(session, run_id, FAILED, now, error="The monitor was deleted")
         return None
-    return CheckJob(run_id, monitor.id, now - timedelta(seconds=monitor.window_s), now)
+    return CheckJob(run_id, monitor.id, claimed.slot_time, now - timedelta(seconds=monitor.window_s), now)
 
 
 def set_progress(session: Session, run_id: uuid.UUID, progress: float) -> None:
@@ -284,7 +286,9 @@ def _quality_finding(config: dict[str, Any], section: dict[str, Any]) -> alerts.
 
 
 def finish(session: Session, job: CheckJob, result: CheckResult, now: datetime, public_url: str) -> None:
-    """Store the report and apply its findings in one transaction, under the monitor's row lock."""
+    """Store the report and apply its findings in one transaction, under the monitor's row lock. A run
+    that finishes after a run of a newer slot (a late worker, a redelivered message) keeps its report but
+    leaves the alerts as the newer verdict set them."""
     monitor = session.scalars(
         select(ModelMonitoring).where(ModelMonitoring.id == job.monitor_id).with_for_update()
     ).one()
@@ -306,9 +310,19 @@ def finish(session: Session, job: CheckJob, result: CheckResult, now: datetime, 
         )
     )
     session.flush()
-    alerts.apply_findings(session, monitor, result.report_id, result.findings, now, public_url)
+    if not _newer_verdict_exists(session, job):
+        alerts.apply_findings(session, monitor, result.report_id, result.findings, now, public_url)
     monitor.last_check_at = now
     _finish_run(session, job.run_id, result.status, now, report_id=result.report_id)
+
+
+def _newer_verdict_exists(session: Session, job: CheckJob) -> bool:
+    newer = select(MonitorCheckRun.id).where(
+        MonitorCheckRun.monitor_id == job.monitor_id,
+        MonitorCheckRun.status == DONE,
+        MonitorCheckRun.slot_time > job.slot_time,
+    )
+    return session.scalar(newer.limit(1)) is not None
 
 
 def fail(session: Session, run_id: uuid.UUID, error: str, now: datetime) -> None:
