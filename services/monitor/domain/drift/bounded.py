@@ -7,19 +7,24 @@ are read and compared, and both are dropped before the next group is read. Only 
 (summaries and display histograms, of fixed size) are kept. The verdicts are the ones `compute_drift_report`
 gives on the whole tables, since every column is computed by the same `column_drift`.
 
+The columns of a group are worked on by a few threads at once (sorting and numpy's array arithmetic
+release the GIL), one per core by default; the plan makes room for each thread's working set.
+
 The bound is on the whole process's resident memory: what the process already holds is subtracted
 before planning. It cannot go below one column's working set (about `WORKING_COPIES` times the larger
-side of the largest column): a group is never smaller than one column.
+side of the largest column, per thread): a group is never smaller than one column.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -28,6 +33,8 @@ from services.monitor.domain.drift.engine import DriftOptions, assemble_report, 
 from services.monitor.domain.drift.profile import ColumnProfile, ProfileWriter, ReferenceProfile, profile_column
 from services.monitor.domain.drift.report import ColumnDrift, DriftReport
 
+Result = TypeVar("Result")
+
 # Besides both sides' values of a group, one column is being worked on: its Arrow values, their float64
 # copy, the finite values being sorted, and the test's temporaries (a tied column expanded again).
 WORKING_COPIES = 6
@@ -35,6 +42,18 @@ WORKING_COPIES = 6
 READ_COPIES = 2
 # Each value becomes at least a float64 (labels are counted, so they stay at their encoded size).
 VALUE_BYTES = 8
+# More threads than this add memory (a working set each) for little: reading and sorting share the
+# memory bandwidth.
+MAX_THREADS = 4
+
+
+def default_threads() -> int:
+    """One thread per core this process may run on, at most `MAX_THREADS`."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_THREADS))
 
 
 class ColumnSource(Protocol):
@@ -119,19 +138,19 @@ class GroupProgress:
     columns: int
 
 
-def plan_groups(sizes: Mapping[str, tuple[int, int]], budget: int) -> list[list[str]]:
+def plan_groups(sizes: Mapping[str, tuple[int, int]], budget: int, threads: int = 1) -> list[list[str]]:
     """Consecutive columns, as many per group as fit `budget` bytes; `sizes` are each column's reference
     and current bytes. A group holds its reference profiles while its current columns are read, and a
     read needs about twice what it decodes (the file's pages, then the values), so a group takes its
-    reference bytes, twice its current bytes and the working set of its largest column. At least one
-    column per group."""
+    reference bytes, twice its current bytes and, per thread, the working set of its largest column.
+    At least one column per group."""
     groups: list[list[str]] = []
     group: list[str] = []
     held = largest = 0
     for name, (reference_bytes, current_bytes) in sizes.items():
         needs = reference_bytes + READ_COPIES * current_bytes
         widest = max(largest, reference_bytes, current_bytes)
-        if group and held + needs + WORKING_COPIES * widest > budget:
+        if group and held + needs + threads * WORKING_COPIES * widest > budget:
             groups.append(group)
             group, held, widest = [], 0, max(reference_bytes, current_bytes)
         group.append(name)
@@ -159,12 +178,15 @@ def bounded_drift_report(
     column_types: Mapping[str, ColumnType | str] | None = None,
     progress: Callable[[GroupProgress], None] | None = None,
     save_profile: ProfileWriter | None = None,
+    threads: int | None = None,
 ) -> DriftReport:
     """The report `compute_drift_report` gives, reading `reference` (data, or a stored profile) and
-    `current` one group of columns at a time so that the process stays within `memory_bytes`.
-    `save_profile` receives the reference's column profiles as they are made; `progress` is called once
-    the groups are planned and after each group."""
+    `current` one group of columns at a time so that the process stays within `memory_bytes`, each
+    group's columns worked on by `threads` threads (default: one per core). `save_profile` receives the
+    reference's column profiles as they are made; `progress` is called once the groups are planned and
+    after each group."""
     options = options or DriftOptions()
+    threads = threads or default_threads()
     named = {name: ColumnType(kind) for name, kind in (column_types or {}).items()}
     if isinstance(reference, ReferenceProfile):
         names, reference_rows = list(reference.columns), reference.row_count
@@ -175,24 +197,24 @@ def bounded_drift_report(
         reference_bytes = {name: reference.column_bytes(name) for name in names}
     present = set(current.names)
     sizes = {name: (reference_bytes[name], current.column_bytes(name) if name in present else 0) for name in names}
-    groups = plan_groups(sizes, memory_bytes - resident_bytes())
+    groups = plan_groups(sizes, memory_bytes - resident_bytes(), threads)
     results: dict[str, ColumnDrift] = {}
     if progress is not None:
         progress(GroupProgress(0, len(groups), 0, len(names)))
-    for number, group in enumerate(groups, start=1):
-        profiles = dict(_reference_columns(reference, group, named))
-        if save_profile is not None:
-            for name, column in profiles.items():
-                save_profile.add(name, column)
-        for name, frame in _current_columns(current, [name for name in group if name in present]):
-            column = profiles.pop(name)
-            results[name] = column_drift(name, column, frame, options, named.get(name) or column.named_type)
-        for name, column in profiles.items():  # missing from the current data
-            results[name] = column_drift(name, column, None, options, named.get(name) or column.named_type)
-        del profiles
-        _release_freed_memory()
-        if progress is not None:
-            progress(GroupProgress(number, len(groups), sum(map(len, groups[:number])), len(names)))
+    with ThreadPoolExecutor(threads, thread_name_prefix="drift") as pool:
+        for number, group in enumerate(groups, start=1):
+            profiles = _reference_columns(reference, group, named, pool)
+            if save_profile is not None:
+                for name, column in profiles.items():
+                    save_profile.add(name, column)
+            compare = partial(_compare, profiles, options, named)
+            results |= _each_column(current, [name for name in group if name in present], compare, pool)
+            # Columns missing from the current data.
+            results |= {name: compare(name, None) for name in group if name not in present}
+            del profiles, compare
+            _release_freed_memory()
+            if progress is not None:
+                progress(GroupProgress(number, len(groups), sum(map(len, groups[:number])), len(names)))
     ordered = {name: results[name] for name in names}
     return assemble_report(ordered, options, reference_rows, current.num_rows)
 
@@ -218,28 +240,37 @@ def _glibc() -> ctypes.CDLL | None:
 _LIBC = _glibc()
 
 
+def _compare(
+    profiles: Mapping[str, ColumnProfile],
+    options: DriftOptions,
+    named: Mapping[str, ColumnType],
+    name: str,
+    current: pa.Table | None,
+) -> ColumnDrift:
+    column = profiles[name]
+    return column_drift(name, column, current, options, named.get(name) or column.named_type)
+
+
 def _reference_columns(
-    reference: ColumnSource | ReferenceProfile, names: list[str], named: Mapping[str, ColumnType]
-) -> Iterator[tuple[str, ColumnProfile]]:
+    reference: ColumnSource | ReferenceProfile,
+    names: list[str],
+    named: Mapping[str, ColumnType],
+    pool: ThreadPoolExecutor,
+) -> dict[str, ColumnProfile]:
     if isinstance(reference, ReferenceProfile):
-        for name in names:
-            yield name, reference.columns[name]
-        return
-    for name, frame in _one_column_tables(reference, names):
-        yield name, profile_column(frame, name, named.get(name))
+        return {name: reference.columns[name] for name in names}
+    return _each_column(reference, names, lambda name, frame: profile_column(frame, name, named.get(name)), pool)
 
 
-def _current_columns(current: ColumnSource, names: list[str]) -> Iterator[tuple[str, pa.Table]]:
-    yield from _one_column_tables(current, names)
-
-
-def _one_column_tables(source: ColumnSource, names: list[str]) -> Iterator[tuple[str, pa.Table]]:
-    """The group read at once (decoded in parallel), handed out a column at a time, each column's Arrow
-    data released as soon as the caller is done with it."""
+def _each_column(
+    source: ColumnSource, names: list[str], work: Callable[[str, pa.Table], Result], pool: ThreadPoolExecutor
+) -> dict[str, Result]:
+    """`work` on each column of the group, the group read at once (decoded in parallel) and its columns
+    handed to the pool one at a time, each column's Arrow data released as soon as its work is done."""
     if not names:
-        return
+        return {}
     table = source.read(names)
     columns = {name: table.column(name) for name in names}
     del table
-    for name in names:
-        yield name, pa.table({name: columns.pop(name)})
+    futures = {name: pool.submit(work, name, pa.table({name: columns.pop(name)})) for name in names}
+    return {name: future.result() for name, future in futures.items()}

@@ -10,6 +10,7 @@ importing pandas costs ~50 MB of resident memory in a worker that does not other
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
@@ -255,14 +256,24 @@ def _chunk_values(chunk: pa.Array) -> np.ndarray:
 
 
 def distribution_from_numbers(raw: np.ndarray, integer_dtype: bool = False) -> Distribution:
-    missing_count = int(np.count_nonzero(np.isnan(raw)))
-    finite = raw[np.isfinite(raw)]
+    # A finite sum means every value is finite (NaN and inf carry into the sum): no mask, no filtered copy.
+    # np.mean sums the same way, so the mean is the sum's.
+    total = float(np.add.reduce(raw)) if raw.size else 0.0
+    if math.isfinite(total):
+        missing_count, finite = 0, raw
+    else:
+        missing_count = int(np.count_nonzero(np.isnan(raw)))
+        finite = raw[np.isfinite(raw)]
     mean = std = None
     if finite.size:
         # Moments on the unsorted values, as Evidently computes them (its Wasserstein norm is np.std).
-        mean = float(finite.mean())
+        mean = total / finite.size if finite is raw else float(finite.mean())
         std = float(finite.std())
-    finite.sort()
+    if finite is raw:
+        # A sorted copy: the caller's array is often a read-only view of Arrow's buffer.
+        finite = np.sort(raw)
+    else:
+        finite.sort()
     values, counts = _run_lengths(finite)
     return Distribution(
         values=values,
