@@ -16,9 +16,7 @@ authenticates must prove it comes from Tessera's own pages:
 from __future__ import annotations
 
 import secrets
-import threading
-import time
-from collections import deque
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
@@ -27,7 +25,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import delete, select
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.orm import Session
 
 from shared.core import audit
@@ -35,7 +33,8 @@ from shared.core.auth import SESSION_SCHEME, Principal
 from shared.core.errors import InvalidParameter, PermissionDenied, Unauthenticated
 from shared.core.security import digest_session_token, hash_password, new_session_token, verify_password
 from shared.core.settings import Settings
-from shared.db.models import BrowserSession, User
+from shared.db.dialect import upsert_insert
+from shared.db.models import BrowserSession, SignInAttempts, User
 from shared.db.session import Database
 
 SESSION_COOKIE = "tessera_session"
@@ -163,45 +162,60 @@ async def check_cookie_request(request: Request, *, require_token: bool = False)
 # --- login attempts -----------------------------------------------------------------------------
 
 
-class LoginThrottle:
-    """Failed sign-ins per email and per client address in a sliding window, kept per process: a guesser
-    gets `max_failures` tries per window on each worker, then 429 until the window moves on."""
+@dataclass(frozen=True)
+class SignInLimit:
+    """At most `max_attempts` failed sign-ins per email and per client address in a window of `window_s`
+    seconds, counted in the database so that every worker and host serving /login shares one count."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._failures: dict[str, deque[float]] = {}
+    max_attempts: int
+    window_s: int
 
-    def _recent(self, key: str, window_s: float, now: float) -> deque[float]:
-        times = self._failures.setdefault(key, deque())
-        while times and times[0] <= now - window_s:
-            times.popleft()
-        return times
-
-    def retry_after(self, keys: list[str], max_failures: int, window_s: float) -> float:
-        """Seconds until another attempt is allowed (0: allowed now)."""
-        now = time.monotonic()
-        with self._lock:
-            waits = [
-                times[0] + window_s - now
-                for key in keys
-                if len(times := self._recent(key, window_s, now)) >= max_failures
-            ]
+    def begin(self, db: Database, keys: list[str]) -> float:
+        """Count one attempt for each key; the seconds to wait before trying again if a key is over its
+        limit (the attempt is then not made), else 0. Counting comes first and is one atomic upsert per
+        key, so parallel guesses each take a place in the count before any password is checked."""
+        now = datetime.now(UTC)
+        window_ends_at = now + timedelta(seconds=self.window_s)
+        table = SignInAttempts.__table__
+        with db.session_scope() as session:
+            session.execute(delete(SignInAttempts).where(SignInAttempts.window_ends_at < now - _EXPIRED_KEPT))
+            waits = []
+            for key in keys:
+                insert = upsert_insert(session, table).values(key=key, attempts=1, window_ends_at=window_ends_at)
+                statement = insert.on_conflict_do_update(
+                    index_elements=[table.c.key],
+                    set_={
+                        "attempts": case((table.c.window_ends_at <= now, 1), else_=table.c.attempts + 1),
+                        "window_ends_at": case(
+                            (table.c.window_ends_at <= now, window_ends_at), else_=table.c.window_ends_at
+                        ),
+                    },
+                ).returning(table.c.attempts, table.c.window_ends_at)
+                attempts, ends_at = session.execute(statement).one()
+                if attempts > self.max_attempts:
+                    waits.append((ends_at - now).total_seconds())
+            if waits:
+                # A refused attempt is not made, so it does not extend anyone's count.
+                session.execute(
+                    update(SignInAttempts)
+                    .where(SignInAttempts.key.in_(keys))
+                    .values(attempts=SignInAttempts.attempts - 1)
+                )
         return max(waits, default=0.0)
 
-    def failed(self, keys: list[str]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._failures) > 100_000:
-                self._failures.clear()
-            for key in keys:
-                self._failures.setdefault(key, deque()).append(now)
-
-    def succeeded(self, email_key: str) -> None:
-        with self._lock:
-            self._failures.pop(email_key, None)
+    def succeeded(self, db: Database, email_key: str, other_keys: list[str]) -> None:
+        """A right password clears the email's count and takes this attempt back from the others."""
+        with db.session_scope() as session:
+            session.execute(delete(SignInAttempts).where(SignInAttempts.key == email_key))
+            session.execute(
+                update(SignInAttempts)
+                .where(SignInAttempts.key.in_(other_keys), SignInAttempts.attempts > 0)
+                .values(attempts=SignInAttempts.attempts - 1)
+            )
 
 
-login_throttle = LoginThrottle()
+# Rows of windows that ended are swept once they are this old (a window that ended is reset in place).
+_EXPIRED_KEPT = timedelta(hours=1)
 
 # Verified when the email is unknown, so that a wrong email takes as long as a wrong password.
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
@@ -308,22 +322,25 @@ async def login(request: Request) -> Response:
             error="This sign-in form has expired; please try again.",
         )
     client = request.client.host if request.client else "unknown"
-    keys = [f"email:{email}", f"ip:{client}"]
-    wait = login_throttle.retry_after(keys, settings.login_max_failures, settings.login_failure_window_s)
+    email_key, client_key = f"email:{email}", f"ip:{client}"
+    limit = SignInLimit(settings.login_max_failures, settings.login_failure_window_s)
+    db: Database = request.app.state.db
+    wait = await run_in_threadpool(limit.begin, db, [email_key, client_key])
     if wait > 0:
         minutes = max(1, round(wait / 60))
-        return _login_page(
+        response = _login_page(
             request,
             next_url=next_url,
             email=email,
             status_code=429,
             error=f"Too many failed sign-in attempts. Try again in {minutes} minute(s).",
         )
-    signed_in = await run_in_threadpool(_sign_in, request.app.state.db, email, password, settings.session_ttl_s)
+        response.headers["Retry-After"] = str(max(1, round(wait)))
+        return response
+    signed_in = await run_in_threadpool(_sign_in, db, email, password, settings.session_ttl_s)
     if signed_in is None:
-        login_throttle.failed(keys)
         return _login_page(request, next_url=next_url, email=email, status_code=401, error="Wrong email or password.")
-    login_throttle.succeeded(keys[0])
+    await run_in_threadpool(limit.succeeded, db, email_key, [client_key])
     token, expires_at = signed_in
     response = RedirectResponse(next_url, status_code=303)
     response.set_cookie(

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.core import browser_session
 from tests import factories
 from tests.ui.signin import BASE, SAME_ORIGIN, csrf_from_login_page, sign_in
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttle(monkeypatch):
-    monkeypatch.setattr(browser_session, "login_throttle", browser_session.LoginThrottle())
 
 
 def test_sign_in_sets_an_httponly_lax_cookie_that_authenticates_like_a_token(client, tenant):
@@ -50,6 +44,23 @@ def test_failed_attempts_are_rate_limited_even_with_the_right_password(client, t
     response = sign_in(client, tenant.email)
     assert response.status_code == 429
     assert "Too many failed sign-in attempts" in response.text
+    assert 0 < int(response.headers["Retry-After"]) <= settings.login_failure_window_s
+
+
+def test_the_limit_is_shared_by_every_process_serving_sign_in(app, client, tenant, settings):
+    """Another worker or host (here a second app over the same database) sees the same count."""
+    from fastapi.testclient import TestClient
+
+    from tessera.platform import create_app
+
+    other_process = create_app(settings)
+    other_process.state.db = app.state.db
+    with TestClient(other_process) as other_client:
+        for attempt in range(settings.login_max_failures):
+            guesser = client if attempt % 2 else other_client
+            assert sign_in(guesser, tenant.email, password="guess").status_code == 401
+        assert sign_in(other_client, tenant.email).status_code == 429
+        assert sign_in(client, tenant.email).status_code == 429
 
 
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example"])

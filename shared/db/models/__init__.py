@@ -34,7 +34,7 @@ from shared.db.models.notifier import (
     NotifierProcessedEvent,
 )
 from shared.db.models.registry import Model, ModelAlias, ModelVersion, ModelVersionTransition
-from shared.db.models.security import ApiKey, AuditLog, BrowserSession
+from shared.db.models.security import ApiKey, AuditLog, BrowserSession, SignInAttempts
 from shared.db.models.tracking import (
     Dataset,
     Experiment,
@@ -104,5 +104,6 @@ __all__ = [
     "RunParam",
     "RunTag",
     "ServedPredictionBatch",
+    "SignInAttempts",
     "User",
 ]

@@ -66,3 +66,16 @@ class AuditLog(UUIDPrimaryKey, Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     details: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class SignInAttempts(Base):
+    """Sign-in attempts per email or client address in the current window, shared by every process and host
+    that serves /login. An attempt is counted before its password is checked, so parallel guesses cannot
+    slip past the limit; a successful sign-in takes its own attempt back."""
+
+    __tablename__ = "sign_in_attempts"
+    __table_args__ = (Index(None, "window_ends_at"),)
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    window_ends_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
