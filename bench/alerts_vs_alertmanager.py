@@ -1,6 +1,7 @@
 """Alerts to webhooks, side by side: Tessera's Alertmanager API v2 against Prometheus Alertmanager itself.
 
     .venv/bin/python bench/alerts_vs_alertmanager.py [--alerts 6000] [--rate 300] [--batch 20]
+    .venv/bin/python bench/alerts_vs_alertmanager.py --quick     # 1,500 alerts at 300/s, with py-spy
 
 Needs `prometheus-alertmanager` on PATH (Debian's package: `apt-get install prometheus-alertmanager`).
 The same client posts the same alerts, `--batch` per `POST /api/v2/alerts` (as Prometheus posts them),
@@ -12,14 +13,18 @@ outbox, with retries from the database, on its defaults here: the notifier API (
 workers x 2 pool processes, beat, Redis, PostgreSQL. Latency is from the answer to the POST (the alert
 is accepted) to the receiver reading its webhook. CPU is everything each system ran: Alertmanager's one
 process; Tessera's API, workers, beat and PostgreSQL backends. The last line is a JSON object with both
-systems' figures and Tessera's ratios (> 1: Tessera better).
+systems' figures and Tessera's ratios (> 1: Tessera better). With `--py-spy` (and `--quick`), Tessera's
+CPU is also split by stage of the notifier's path (`cpu_ms_per_delivery_by_stage`), from the samples.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -266,6 +271,43 @@ def _py_spy(prefix: str, pids: dict[str, int]):
     return stop
 
 
+# The notifier's modules by stage of an alert's path; a sample counts for the deepest notifier frame on its
+# stack, and a sample with none for the machinery around it (Celery, the broker, the web server).
+STAGES = {
+    "intake": "intake",
+    "rule_match": "rule match",
+    "config_cache": "rule match",
+    "grouping": "grouping",
+    "muting": "muting",
+    "dispatch": "dispatch",
+    "messages": "dispatch",
+    "senders": "dispatch",
+    "records": "dispatch",
+    "attempt_log": "attempt log",
+    "pipeline": "pipeline (the task around the stages)",
+    "tasks": "pipeline (the task around the stages)",
+}
+_NOTIFIER_FRAME = re.compile(r"\(services/notifier/(?:domain/|api/)?([a-z_]+)\.py:\d+\)")
+
+
+def stage_shares(prefix: str) -> dict[str, float]:
+    """Share of the sampled CPU of the API and workers per stage, from `<prefix>-*.txt` (py-spy raw)."""
+    samples: collections.Counter[str] = collections.Counter()
+    for path in glob.glob(f"{glob.escape(prefix)}-*.txt"):
+        part = "api" if path.endswith("-api.txt") else "worker"
+        with open(path) as profile:
+            for line in profile:
+                stack, _, count = line.rstrip().rpartition(" ")
+                modules = _NOTIFIER_FRAME.findall(stack)
+                if modules:
+                    stage = STAGES.get(modules[-1], modules[-1])
+                    samples[f"{part}: {stage}"] += int(count)
+                else:
+                    samples[f"{part}: celery, broker, web server, interpreter"] += int(count)
+    total = sum(samples.values()) or 1
+    return {stage: count / total for stage, count in samples.most_common()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alerts", type=int, default=6000)
@@ -275,7 +317,15 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="give up after this long without a delivery")
     parser.add_argument("--py-spy", metavar="PREFIX", help="profile Tessera's API and workers with py-spy meanwhile")
     parser.add_argument("--only", choices=("alertmanager", "tessera"), help="run one system only")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1,500 alerts at 300/s after 300, profiled with py-spy into /tmp/alerts-bench-*.txt (a few minutes)",
+    )
     options = parser.parse_args()
+    if options.quick:
+        options.alerts, options.rate, options.warmup = 1500, 300.0, 300
+        options.py_spy = options.py_spy or "/tmp/alerts-bench"
     if ALERTMANAGER is None:
         sys.exit("prometheus-alertmanager is not on PATH (Debian: apt-get install prometheus-alertmanager)")
     try:
@@ -285,6 +335,13 @@ def main() -> None:
                 continue
             print(f"{name}: {options.alerts} alerts at {options.rate:g}/s (load {os.getloadavg()[0]:.2f})", flush=True)
             results[name] = run(options)
+            if name == "tessera" and options.py_spy:
+                # The profiled processes: the API and the workers (not beat, not PostgreSQL).
+                by_part = results[name]["cpu_ms_per_delivery_by_part"]
+                sampled = sum(ms for part, ms in by_part.items() if part not in ("beat", "postgres"))
+                results[name]["cpu_ms_per_delivery_by_stage"] = {
+                    stage: round(share * sampled, 3) for stage, share in stage_shares(options.py_spy).items()
+                }
             print(f"{name}: {results[name]}", flush=True)
         if options.only:
             print(json.dumps(results))

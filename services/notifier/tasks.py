@@ -50,6 +50,10 @@ def _secret_box(keys: tuple[str, ...]) -> SecretBox:
     return SecretBox(keys)
 
 
+def _box() -> SecretBox:
+    return _secret_box(tuple(settings().encryption_keys))
+
+
 def _queue_dispatch(delivery_ids: Sequence[uuid.UUID]) -> None:
     ids = [str(delivery_id) for delivery_id in delivery_ids]
     for start in range(0, len(ids), DISPATCH_BATCH):
@@ -73,7 +77,7 @@ def _handle_events(event_ids: list[uuid.UUID]) -> None:
     retry = dispatch.RetryPolicy.from_settings(current)
     with database().session_scope() as session:
         now = utcnow()
-        delivery_ids = ingest.handle_events(session, event_ids, now, current.public_url)
+        delivery_ids = ingest.handle_events(session, event_ids, _box(), now, current.public_url)
         claimed = _claim(session, delivery_ids, retry, now)
     _send_and_record(claimed, retry)
 
@@ -97,7 +101,7 @@ def _claim(
 ) -> list[dispatch.ClaimedDelivery]:
     if not delivery_ids:
         return []
-    return dispatch.claim(session, delivery_ids, _secret_box(tuple(settings().encryption_keys)), retry, now)
+    return dispatch.claim(session, delivery_ids, _box(), retry, now)
 
 
 def _send_and_record(claimed: list[dispatch.ClaimedDelivery], retry: dispatch.RetryPolicy) -> None:
@@ -126,7 +130,9 @@ def flush_due_groups() -> None:
     while True:
         try:
             with database().session_scope() as session:
-                delivery_ids, flushed = flushing.flush_due_groups(session, utcnow(), current.public_url, FLUSH_BATCH)
+                delivery_ids, flushed = flushing.flush_due_groups(
+                    session, _box(), utcnow(), current.public_url, FLUSH_BATCH
+                )
         except Exception as exc:
             if quarantine.is_transient(exc, BROKER_ERRORS):
                 raise
@@ -150,7 +156,7 @@ def flush_groups(group_ids: list[str]) -> None:
 
 def _flush_groups(group_ids: list[uuid.UUID]) -> None:
     with database().session_scope() as session:
-        delivery_ids = flushing.flush_due_groups_by_id(session, group_ids, utcnow(), settings().public_url)
+        delivery_ids = flushing.flush_due_groups_by_id(session, group_ids, _box(), utcnow(), settings().public_url)
     _queue_dispatch(delivery_ids)
 
 

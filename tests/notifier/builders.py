@@ -11,6 +11,7 @@ from services.notifier.domain import channels, ingest, rules
 from services.notifier.domain.alerts import Alert
 from services.notifier.domain.messages import Notification
 from shared.core.auth import Access, Principal
+from shared.core.crypto import SecretBox
 from shared.core.outbound import OutboundPolicy
 from shared.core.settings import get_settings
 from shared.db.base import utcnow
@@ -93,4 +94,5 @@ def handle_posted_alerts(session, organization_id: uuid.UUID) -> None:
             OutboxEvent.organization_id == organization_id, OutboxEvent.event_type == "custom.alertmanager"
         )
     ).all()
-    ingest.handle_events(session, list(event_ids), utcnow(), "https://tessera.test")
+    box = SecretBox(get_settings().encryption_keys)
+    ingest.handle_events(session, list(event_ids), box, utcnow(), "https://tessera.test")

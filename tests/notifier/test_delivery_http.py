@@ -16,7 +16,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from services.notifier.domain import dispatch
-from services.notifier.domain.channels import ChannelTarget
+from services.notifier.domain.config_cache import ChannelTarget
 from services.notifier.domain.delivery import (
     BACKOFF_BASE_SECONDS,
     BACKOFF_CAP_SECONDS,

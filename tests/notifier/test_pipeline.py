@@ -49,10 +49,10 @@ class Pipeline:
         )
         row.created_at = at
         self.session.flush()
-        return ingest.handle_events(self.session, [row.id], at, LINK)
+        return ingest.handle_events(self.session, [row.id], self.box, at, LINK)
 
     def flush(self, at: datetime) -> list[uuid.UUID]:
-        return flushing.flush_due_groups(self.session, at, LINK)[0]
+        return flushing.flush_due_groups(self.session, self.box, at, LINK)[0]
 
     def attempt(self, delivery_id: uuid.UUID, at: datetime) -> Delivery | None:
         claimed = dispatch.claim(self.session, [delivery_id], self.box, self.retry, at)
@@ -229,8 +229,8 @@ def test_redelivered_events_are_handled_once(pipeline, receiver, now):
     make_rule(pipeline.session, pipeline.tenant, [channel], group_wait_s=0)
     row = events.emit(pipeline.session, "alert.firing", _firing(1), organization_id=pipeline.tenant.org_id)
     pipeline.session.flush()
-    assert len(ingest.handle_events(pipeline.session, [row.id], now, LINK)) == 1
-    assert ingest.handle_events(pipeline.session, [row.id], now, LINK) == []
+    assert len(ingest.handle_events(pipeline.session, [row.id], pipeline.box, now, LINK)) == 1
+    assert ingest.handle_events(pipeline.session, [row.id], pipeline.box, now, LINK) == []
     assert pipeline.session.scalar(select(NotifierProcessedEvent).where(NotifierProcessedEvent.event_id == row.id))
 
 
@@ -244,10 +244,10 @@ def test_a_burst_is_handled_in_one_batch_and_each_event_once(pipeline, receiver,
         )
         burst.append(row.id)
     pipeline.session.flush()
-    assert len(ingest.handle_events(pipeline.session, burst[:4], now, LINK)) == 4
+    assert len(ingest.handle_events(pipeline.session, burst[:4], pipeline.box, now, LINK)) == 4
     # A redelivered message finds nothing left to do; an overlapping one only its new events.
-    assert ingest.handle_events(pipeline.session, burst[:4], now, LINK) == []
-    assert len(ingest.handle_events(pipeline.session, burst[2:], now, LINK)) == 2
+    assert ingest.handle_events(pipeline.session, burst[:4], pipeline.box, now, LINK) == []
+    assert len(ingest.handle_events(pipeline.session, burst[2:], pipeline.box, now, LINK)) == 2
     assert len(pipeline.session.scalars(select(Notification).where(Notification.rule_id.is_not(None))).all()) == 6
 
 
@@ -264,7 +264,7 @@ def test_an_alert_firing_then_resolved_in_one_batch_ends_resolved(pipeline, rece
         ]
     ]
     pipeline.session.flush()
-    assert ingest.handle_events(pipeline.session, batch, now, LINK) == []
+    assert ingest.handle_events(pipeline.session, batch, pipeline.box, now, LINK) == []
     [delivery_id] = pipeline.flush(now + timedelta(seconds=30))
     pipeline.deliver([delivery_id], now + timedelta(seconds=30))
     [body] = _bodies(receiver)
@@ -288,7 +288,7 @@ def test_published_events_lost_with_the_broker_are_found_again_from_the_sweeps_c
     # Still unhandled: the checkpoint waits at it, and the next sweep finds it again.
     assert periodic.checkpoint(session, task) == now - 5 * minute
     assert ingest.sweep_unhandled_events(session, task, now, minute) == [lost]
-    ingest.handle_events(session, [lost], now, LINK)
+    ingest.handle_events(session, [lost], pipeline.box, now, LINK)
     assert ingest.sweep_unhandled_events(session, task, now, minute) == []
     # Nothing left behind: later sweeps start two requeue periods back, not a day back.
     assert periodic.checkpoint(session, task) == now - 2 * minute
@@ -370,7 +370,7 @@ def test_alerts_posted_as_prometheus_posts_them_fire_and_resolve_once_their_end_
         posted = publishing.post_alertmanager_alerts(
             pipeline.session, owner_access(pipeline.session, pipeline.tenant), [alert], at, 5 * minute
         )
-        return ingest.handle_events(pipeline.session, [row.id for row in posted], at, LINK)
+        return ingest.handle_events(pipeline.session, [row.id for row in posted], pipeline.box, at, LINK)
 
     pipeline.deliver(post(now, 4 * minute), now)
     # Prometheus sends it again before its end: still firing, and its end moves on.

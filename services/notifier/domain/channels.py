@@ -13,7 +13,6 @@ import contextlib
 import ssl
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -23,6 +22,7 @@ from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 
 from services.notifier.domain import delivery, messages
+from services.notifier.domain.config_cache import ChannelTarget
 from services.notifier.domain.delivery import DeliveryResult, SmtpSecurity, SmtpSettings
 from services.notifier.domain.storage import resolve_organization
 from shared.core import audit
@@ -53,22 +53,6 @@ def outbound_policy(allowlist: tuple[str, ...]) -> OutboundPolicy:
 
 def policy_for(settings: Settings) -> OutboundPolicy:
     return outbound_policy(tuple(settings.outbound_allowlist))
-
-
-@dataclass(frozen=True)
-class ChannelTarget:
-    """A channel decrypted for one send; lives only in memory."""
-
-    id: uuid.UUID
-    name: str
-    type: str
-    config: Mapping[str, Any]
-    secrets: Mapping[str, Any]
-
-
-def target_for(channel: NotificationChannel, box: SecretBox) -> ChannelTarget:
-    secrets = box.decrypt_json(channel.secret_encrypted) if channel.secret_encrypted else {}
-    return ChannelTarget(channel.id, channel.name, channel.type, dict(channel.config), secrets)
 
 
 def active_signing_secrets(secrets: Mapping[str, Any], now: datetime) -> list[str]:

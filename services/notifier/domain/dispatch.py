@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import Row, and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from services.notifier.domain import channels, records
-from services.notifier.domain.channels import ChannelTarget
+from services.notifier.domain import channels, config_cache, records
+from services.notifier.domain.config_cache import ChannelTarget
 from services.notifier.domain.delivery import DeliveryResult, DeliveryState, Outcome, next_attempt_delay, state_after
 from services.notifier.domain.messages import Notification as Message
 from shared.core import outbound
@@ -92,7 +92,12 @@ def claim(
             updated_at=now,
         )
         .returning(
-            Delivery.id, Delivery.total_attempts, Delivery.attempts, Delivery.notification_id, Delivery.channel_id
+            Delivery.id,
+            Delivery.total_attempts,
+            Delivery.attempts,
+            Delivery.notification_id,
+            Delivery.channel_id,
+            Delivery.organization_id,
         )
         .execution_options(synchronize_session=False)
     ).all()
@@ -107,18 +112,18 @@ def claim(
             )
         )
     }
-    targets = {
-        channel.id: channels.target_for(channel, box) if channel.enabled and channel.deleted_at is None else None
-        for channel in session.scalars(
-            select(NotificationChannel).where(NotificationChannel.id.in_({row.channel_id for row in claimed}))
-        )
-    }
+    configs = config_cache.configs(session, {row.organization_id for row in claimed}, box, now)
+
+    def target(row: Row) -> ChannelTarget | None:
+        channel = configs[row.organization_id].channels.get(str(row.channel_id))
+        return channel.target if channel is not None and channel.enabled else None
+
     return [
         ClaimedDelivery(
             delivery_id=row.id,
             attempt=row.total_attempts,
             round_attempt=row.attempts,
-            target=targets[row.channel_id],
+            target=target(row),
             message=records.message_of(notifications[row.notification_id]),
         )
         for row in claimed

@@ -28,27 +28,26 @@ from datetime import datetime, timedelta
 from sqlalchemy import Row, Select, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from services.notifier.domain import muting, records
+from services.notifier.domain import config_cache, muting, records
+from services.notifier.domain.config_cache import Channel, OrgConfig, Rule
 from services.notifier.domain.grouping import (
     FlushDecision,
     GroupState,
-    GroupTiming,
     NotificationLogEntry,
     decide_flush,
     default_send_resolved,
 )
 from services.notifier.domain.inhibition import Inhibitor
-from services.notifier.domain.mute_windows import TimeInterval, is_muted
-from services.notifier.domain.silences import Silence, is_silenced
+from services.notifier.domain.mute_windows import is_muted
+from services.notifier.domain.silences import is_silenced
 from shared.core import quarantine
+from shared.core.crypto import SecretBox
 from shared.db.models import (
     Delivery,
     Notification,
     NotificationAlert,
-    NotificationChannel,
     NotificationGroup,
     NotificationGroupAlert,
-    NotificationRule,
 )
 
 
@@ -87,29 +86,29 @@ def load_groups(session: Session, statement: Select) -> list[Group]:
 
 @dataclass(frozen=True)
 class FlushContext:
-    """Everything a batch of groups needs, loaded with one query per kind (no per-group queries)."""
+    """Everything a batch of groups needs: the organizations' configurations (cached per process) and
+    the groups' alerts and inhibiting alerts, one query each."""
 
-    rules: dict[uuid.UUID, NotificationRule]
-    channels: dict[str, NotificationChannel]
+    configs: dict[uuid.UUID, OrgConfig]
     # Plain rows of the groups' alerts.
     alerts: dict[uuid.UUID, list[Row]]
-    silences: dict[uuid.UUID, list[Silence]]
-    mute_intervals: dict[str, list[TimeInterval]]
     inhibitors: dict[uuid.UUID, Inhibitor]
 
+    def rule(self, group: Group) -> Rule | None:
+        return next((rule for rule in self.configs[group.organization_id].rules if rule.id == group.rule_id), None)
 
-def load_context(session: Session, groups: Sequence[Group], now: datetime) -> FlushContext:
-    rule_rows = session.scalars(
-        select(NotificationRule).where(NotificationRule.id.in_({group.rule_id for group in groups}))
-    ).all()
-    rule_map = {rule.id: rule for rule in rule_rows}
-    channel_ids = {uuid.UUID(cid) for rule in rule_rows for cid in rule.channel_ids}
-    channels = session.scalars(
-        # Disabled ones too: what they would have been sent is recorded as dropped (see `_notify`).
-        select(NotificationChannel).where(
-            NotificationChannel.id.in_(channel_ids), NotificationChannel.deleted_at.is_(None)
-        )
-    )
+
+def load_context(
+    session: Session,
+    groups: Sequence[Group],
+    box: SecretBox,
+    now: datetime,
+    configs: dict[uuid.UUID, OrgConfig] | None = None,
+) -> FlushContext:
+    """`configs`: those the caller read in this transaction already, if it covers these groups."""
+    org_ids = {group.organization_id for group in groups}
+    if configs is None:
+        configs = config_cache.configs(session, org_ids, box, now)
     alerts: dict[uuid.UUID, list[Row]] = defaultdict(list)
     for row in session.execute(
         select(
@@ -125,14 +124,8 @@ def load_context(session: Session, groups: Sequence[Group], now: datetime) -> Fl
         ).where(_GROUP_ALERTS.c.group_id.in_({group.id for group in groups}))
     ):
         alerts[row.group_id].append(row)
-    return FlushContext(
-        rules=rule_map,
-        channels={str(channel.id): channel for channel in channels},
-        alerts=alerts,
-        silences=muting.silences_in_force(session, {group.organization_id for group in groups}, now),
-        mute_intervals=muting.mute_intervals(session, {wid for rule in rule_rows for wid in rule.mute_window_ids}),
-        inhibitors=muting.inhibitors(session, {group.organization_id for group in groups}, now),
-    )
+    inhibit_rules = {org_id: configs[org_id].inhibit_rules for org_id in org_ids if configs[org_id].inhibit_rules}
+    return FlushContext(configs=configs, alerts=alerts, inhibitors=muting.inhibitors(session, inhibit_rules, now))
 
 
 def _log_entry(raw: dict | None) -> NotificationLogEntry | None:
@@ -167,15 +160,16 @@ def _deactivate(group: Group) -> None:
 
 
 def _flush(group: Group, ctx: FlushContext, now: datetime, planned: _Planned, link_base: str) -> None:
-    rule = ctx.rules.get(group.rule_id)
+    rule = ctx.rule(group)
     rows = ctx.alerts.get(group.id, [])
-    if rule is None or rule.deleted_at is not None or not rule.enabled or not rows:
+    if rule is None or not rows:
         planned.gone_alerts.extend(row.id for row in rows)
         _deactivate(group)
         return
     alerts = [records.alert_of(row) for row in rows]
-    timing = GroupTiming.from_seconds(rule.group_wait_s, rule.group_interval_s, rule.repeat_interval_s)
-    silences = ctx.silences.get(group.organization_id, [])
+    timing = rule.timing
+    config = ctx.configs[group.organization_id]
+    silences = config.silences
     inhibitor = ctx.inhibitors.get(group.organization_id)
     # Silenced and inhibited alerts are muted alike (Alertmanager's MuteStage).
     silenced = frozenset(
@@ -183,16 +177,16 @@ def _flush(group: Group, ctx: FlushContext, now: datetime, planned: _Planned, li
         for alert in alerts
         if is_silenced(alert.labels, silences, now) or (inhibitor is not None and inhibitor.inhibited_by(alert))
     )
-    muted = is_muted([i for wid in rule.mute_window_ids for i in ctx.mute_intervals.get(wid, [])], now)
+    muted = is_muted(config.muting_intervals(rule), now)
     state = GroupState(group.created_at, group.first_alert_starts_at, group.last_flush_at)
     one_shot = frozenset(alert.fingerprint for alert, row in zip(alerts, rows, strict=True) if row.one_shot)
 
-    def decide(channel: NotificationChannel | None) -> FlushDecision:
+    def decide(channel: Channel | None) -> FlushDecision:
         send_resolved = True
         last = None
         if channel is not None:
             send_resolved = (
-                rule.send_resolved if rule.send_resolved is not None else default_send_resolved(channel.type)
+                rule.send_resolved if rule.send_resolved is not None else default_send_resolved(channel.target.type)
             )
             last = _log_entry(group.notification_log.get(str(channel.id)))
         return decide_flush(
@@ -205,7 +199,7 @@ def _flush(group: Group, ctx: FlushContext, now: datetime, planned: _Planned, li
             muted=muted,
         )
 
-    channels = [ctx.channels[cid] for cid in rule.channel_ids if cid in ctx.channels]
+    channels = [config.channels[cid] for cid in rule.channel_ids if cid in config.channels]
     decisions = [(channel, decide(channel)) for channel in channels]
     timer = decisions[0][1] if decisions else decide(None)
     if not timer.flush_now:
@@ -213,7 +207,7 @@ def _flush(group: Group, ctx: FlushContext, now: datetime, planned: _Planned, li
         return
 
     log = dict(group.notification_log)
-    same_content: dict[tuple, list[tuple[NotificationChannel, FlushDecision]]] = defaultdict(list)
+    same_content: dict[tuple, list[tuple[Channel, FlushDecision]]] = defaultdict(list)
     for channel, decision in decisions:
         if decision.log_entry is not None:
             log[str(channel.id)] = _log_json(replace(decision.log_entry, firing=decision.log_entry.firing - one_shot))
@@ -238,8 +232,8 @@ def _flush(group: Group, ctx: FlushContext, now: datetime, planned: _Planned, li
 def _notify(
     planned: _Planned,
     group: Group,
-    rule: NotificationRule,
-    entries: list[tuple[NotificationChannel, FlushDecision]],
+    rule: Rule,
+    entries: list[tuple[Channel, FlushDecision]],
     keys: dict[str, str],
     now: datetime,
     link_base: str,
@@ -290,7 +284,7 @@ def _pending(now: datetime) -> dict:
     return {"state": "pending", "next_attempt_at": now, "queued_at": now, "last_error": None}
 
 
-def _dropped(channel: NotificationChannel, rule: NotificationRule, now: datetime) -> dict:
+def _dropped(channel: Channel, rule: Rule, now: datetime) -> dict:
     """A notification for a disabled channel is kept as `dropped`, with the reason; the channel's log
     still records it (so the group does not notify again every tick). `next_attempt_at` is how long it
     stays deliverable: re-enabled within the rule's repeat interval, the channel still receives it
@@ -308,9 +302,16 @@ def _dropped(channel: NotificationChannel, rule: NotificationRule, now: datetime
 _FLUSHED_COLUMNS = ("active", "last_flush_at", "next_flush_at", "notification_log")
 
 
-def flush_groups(session: Session, groups: Sequence[Group], now: datetime, link_base: str) -> list[uuid.UUID]:
+def flush_groups(
+    session: Session,
+    groups: Sequence[Group],
+    box: SecretBox,
+    now: datetime,
+    link_base: str,
+    configs: dict[uuid.UUID, OrgConfig] | None = None,
+) -> list[uuid.UUID]:
     """Flush locked groups; returns the ids of the deliveries created (to dispatch after commit)."""
-    ctx = load_context(session, groups, now)
+    ctx = load_context(session, groups, box, now, configs)
     planned = _Planned()
     for group in groups:
         _flush(group, ctx, now, planned, link_base)
@@ -349,12 +350,14 @@ def _due(now: datetime, *criteria) -> Select:
     )
 
 
-def flush_due_groups(session: Session, now: datetime, link_base: str, limit: int = 200) -> tuple[list[uuid.UUID], int]:
+def flush_due_groups(
+    session: Session, box: SecretBox, now: datetime, link_base: str, limit: int = 200
+) -> tuple[list[uuid.UUID], int]:
     """Flush up to `limit` due groups. Returns (delivery ids, groups flushed)."""
     groups = load_groups(session, _due(now).limit(limit))
     if not groups:
         return [], 0
-    return flush_groups(session, groups, now, link_base), len(groups)
+    return flush_groups(session, groups, box, now, link_base), len(groups)
 
 
 def due_group_ids(session: Session, now: datetime, limit: int = 200) -> list[uuid.UUID]:
@@ -362,7 +365,9 @@ def due_group_ids(session: Session, now: datetime, limit: int = 200) -> list[uui
     return [group.id for group in load_groups(session, _due(now).limit(limit))]
 
 
-def flush_due_groups_by_id(session: Session, group_ids: Sequence[uuid.UUID], now: datetime, link_base: str):
+def flush_due_groups_by_id(
+    session: Session, group_ids: Sequence[uuid.UUID], box: SecretBox, now: datetime, link_base: str
+) -> list[uuid.UUID]:
     """Flush those of the groups that are (still) due; returns the delivery ids."""
     groups = load_groups(session, _due(now, _GROUPS.c.id.in_(group_ids)))
-    return flush_groups(session, groups, now, link_base) if groups else []
+    return flush_groups(session, groups, box, now, link_base) if groups else []

@@ -19,12 +19,12 @@ from typing import Any
 from sqlalchemy import Row, bindparam, case, exists, null, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from services.notifier.domain import flushing, muting, periodic, rules
+from services.notifier.domain import config_cache, flushing, muting, periodic, rules
 from services.notifier.domain.alerts import Alert
+from services.notifier.domain.config_cache import Rule
 from services.notifier.domain.flushing import Group
 from services.notifier.domain.grouping import (
     GroupState,
-    GroupTiming,
     group_key,
     group_key_digest,
     group_labels,
@@ -33,6 +33,7 @@ from services.notifier.domain.grouping import (
 from services.notifier.domain.mute_windows import is_muted
 from services.notifier.domain.silences import is_silenced
 from shared.core import events, quarantine
+from shared.core.crypto import SecretBox
 from shared.db.dialect import upsert_insert
 from shared.db.models import (
     NotificationGroup,
@@ -75,7 +76,7 @@ class EventAlert:
 
 
 # An event's alert for one rule it matched, and the key of its group under that rule.
-Target = tuple[NotificationRule, str, EventAlert]
+Target = tuple[Rule, str, EventAlert]
 
 
 def _moment(value: Any, default: datetime) -> datetime:
@@ -134,8 +135,7 @@ def _claim_events(session: Session, event_ids: list[uuid.UUID], now: datetime) -
     return list(inserted)
 
 
-def _group_row(rule: NotificationRule, key: str, found: EventAlert, now: datetime) -> dict[str, Any]:
-    timing = GroupTiming.from_seconds(rule.group_wait_s, rule.group_interval_s, rule.repeat_interval_s)
+def _group_row(rule: Rule, key: str, found: EventAlert, now: datetime) -> dict[str, Any]:
     return {
         "id": uuid.uuid4(),
         "organization_id": rule.organization_id,
@@ -146,7 +146,7 @@ def _group_row(rule: NotificationRule, key: str, found: EventAlert, now: datetim
         "active": True,
         "created_at": now,
         "first_alert_starts_at": found.alert.starts_at,
-        "next_flush_at": next_flush_at(GroupState(now, found.alert.starts_at), timing),
+        "next_flush_at": next_flush_at(GroupState(now, found.alert.starts_at), rule.timing),
         "notification_log": {},
     }
 
@@ -277,7 +277,9 @@ def _store_alerts(session: Session, stored: list[tuple[Group, EventAlert]], now:
             )
 
 
-def handle_events(session: Session, event_ids: list[uuid.UUID], now: datetime, link_base: str) -> list[uuid.UUID]:
+def handle_events(
+    session: Session, event_ids: list[uuid.UUID], box: SecretBox, now: datetime, link_base: str
+) -> list[uuid.UUID]:
     """Put each event's alert into the group of every rule it matches; groups already due (group_wait
     0, or an old alert) are flushed at once. Events already processed are skipped. Returns the
     deliveries to dispatch after commit.
@@ -303,8 +305,8 @@ def handle_events(session: Session, event_ids: list[uuid.UUID], now: datetime, l
         .where(outbox.c.id.in_(claimed), outbox.c.organization_id.is_not(None))
         .order_by(outbox.c.created_at)
     ).all()
-    rules_by_org = rules.live_rules(session, {event.organization_id for event in batch})
-    project_ids = {event.project_id for event in batch if event.project_id and rules_by_org.get(event.organization_id)}
+    org_configs = config_cache.configs(session, {event.organization_id for event in batch}, box, now)
+    project_ids = {event.project_id for event in batch if event.project_id and org_configs[event.organization_id].rules}
     slugs = dict(session.execute(select(Project.id, Project.slug).where(Project.id.in_(project_ids))).all())
 
     targets: list[Target] = []
@@ -312,7 +314,7 @@ def handle_events(session: Session, event_ids: list[uuid.UUID], now: datetime, l
         found = alert_from_event(
             event.event_type, event.payload, created_at=event.created_at, project_label=slugs.get(event.project_id)
         )
-        for rule in rules_by_org.get(event.organization_id, []):
+        for rule in org_configs[event.organization_id].rules:
             if rules.rule_matches(rule, event.event_type, event.project_id, event.payload, found.alert):
                 targets.append((rule, group_key(f"rule-{rule.id}", found.alert.labels, rule.group_by), found))
     if not targets:
@@ -321,7 +323,7 @@ def handle_events(session: Session, event_ids: list[uuid.UUID], now: datetime, l
     stored = [(groups[(rule.id, key)], found) for rule, key, found in targets if (rule.id, key) in groups]
     _store_alerts(session, stored, now)
     due = [group for group in groups.values() if group.next_flush_at <= now]
-    return flushing.flush_groups(session, due, now, link_base) if due else []
+    return flushing.flush_groups(session, due, box, now, link_base, org_configs) if due else []
 
 
 # How far back lost events are looked for at most.
@@ -383,11 +385,16 @@ def preview(
     matching — and whether a silence or mute window would hold it back right now."""
     project = session.get(Project, project_id) if project_id else None
     found = alert_from_event(event_type, payload, created_at=now, project_label=project.slug if project else None)
-    matched = [
-        rule
-        for rule in rules.live_rules(session, [organization_id]).get(organization_id, [])
-        if rules.rule_matches(rule, event_type, project_id, payload, found.alert)
-    ]
+    live = session.scalars(
+        select(NotificationRule)
+        .where(
+            NotificationRule.organization_id == organization_id,
+            NotificationRule.enabled.is_(True),
+            NotificationRule.deleted_at.is_(None),
+        )
+        .order_by(NotificationRule.id)
+    )
+    matched = [row for row in live if rules.rule_matches(Rule.of(row), event_type, project_id, payload, found.alert)]
     silences = muting.silences_in_force(session, [organization_id], now).get(organization_id, [])
     silenced = is_silenced(found.alert.labels, silences, now)
     intervals = muting.mute_intervals(session, {wid for rule in matched for wid in rule.mute_window_ids})

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import fnmatch
 import uuid
-from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.notifier.domain.alerts import SEVERITY_ORDER, Alert, severity_rank
+from services.notifier.domain.config_cache import Rule
 from services.notifier.domain.matchers import coerce_matchers, matches_all
 from services.notifier.domain.storage import resolve_organization
 from shared.core import audit
@@ -42,7 +42,7 @@ RULE_FIELDS = (
 )
 
 
-def rule_matches(rule: NotificationRule, event_type: str, project_id: uuid.UUID | None, payload: Mapping, alert: Alert):
+def rule_matches(rule: Rule, event_type: str, project_id: uuid.UUID | None, payload: Mapping, alert: Alert) -> bool:
     """Event type (glob patterns; none = all), severity at or above, project/model/deployment, labels."""
     if rule.event_types and not any(fnmatch.fnmatchcase(event_type, pattern) for pattern in rule.event_types):
         return False
@@ -54,23 +54,7 @@ def rule_matches(rule: NotificationRule, event_type: str, project_id: uuid.UUID 
         return False
     if rule.deployment_id is not None and str(rule.deployment_id) != str(payload.get("deployment_id")):
         return False
-    return matches_all(coerce_matchers(rule.matchers), alert.labels)
-
-
-def live_rules(session: Session, organization_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, list[NotificationRule]]:
-    """Enabled rules per organization, ordered by id, in one query."""
-    by_org: dict[uuid.UUID, list[NotificationRule]] = defaultdict(list)
-    for rule in session.scalars(
-        select(NotificationRule)
-        .where(
-            NotificationRule.organization_id.in_(organization_ids),
-            NotificationRule.enabled.is_(True),
-            NotificationRule.deleted_at.is_(None),
-        )
-        .order_by(NotificationRule.id)
-    ):
-        by_org[rule.organization_id].append(rule)
-    return by_org
+    return matches_all(rule.matchers, alert.labels)
 
 
 def _existing_ids(session: Session, model, organization_id: uuid.UUID, ids: Iterable[Any], what: str) -> list[str]:
