@@ -550,3 +550,33 @@ def test_a_dropped_notification_past_the_repeat_interval_stays_dropped(pipeline,
     pipeline.session.flush()
     assert dispatch.due_for_dispatch(pipeline.session, pipeline.retry, now + timedelta(minutes=61)) == []
     assert pipeline.session.get(Delivery, dropped.id, populate_existing=True).state == "dropped"
+
+
+@ON_BOTH
+def test_a_change_to_a_rule_a_channel_or_a_silence_is_seen_by_the_next_batch(pipeline, receiver, now):
+    """The configuration is cached per process; every change (update, soft delete, a new silence) is
+    seen by the next event, however soon after it comes."""
+    channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
+    rule = make_rule(pipeline.session, pipeline.tenant, [channel], group_wait_s=0, group_by=["..."])
+    assert len(pipeline.emit("alert.firing", now, **_firing(1))) == 1
+    rule.event_types = ["deployment.*"]
+    pipeline.session.flush()
+    assert pipeline.emit("alert.firing", now, **_firing(2)) == [], "the rule no longer matches"
+    rule.event_types = []
+    channel.enabled = False
+    pipeline.session.flush()
+    assert pipeline.emit("alert.firing", now, **_firing(3)) == [], "to a disabled channel: dropped, not sent"
+    channel.enabled = True
+    pipeline.session.add(
+        NotificationSilence(
+            organization_id=pipeline.tenant.org_id,
+            matchers=[{"name": "fp", "value": "4", "type": "="}],
+            starts_at=now - timedelta(minutes=1),
+            ends_at=now + timedelta(hours=1),
+            created_by="ops@example.com",
+            comment="maintenance",
+        )
+    )
+    pipeline.session.flush()
+    assert pipeline.emit("alert.firing", now, **_firing(4, fp="4")) == [], "silenced"
+    assert len(pipeline.emit("alert.firing", now, **_firing(5, fp="5"))) == 1

@@ -121,13 +121,20 @@ EMPTY = OrgConfig()
 Stamp = frozenset[tuple[Any, ...]]
 
 
-def _stamp_of(model: Any, organization_ids: Collection[uuid.UUID], *criteria: ColumnElement[bool]) -> Select:
+def _seconds(dialect: str, column: Any) -> ColumnElement[Any]:
+    # SQLite's EXTRACT (strftime '%s') keeps whole seconds only; julianday keeps the fraction.
+    return func.julianday(column) * 86400 if dialect == "sqlite" else extract("epoch", column)
+
+
+def _stamp_of(
+    dialect: str, model: Any, organization_ids: Collection[uuid.UUID], *criteria: ColumnElement[bool]
+) -> Select:
     return (
         select(
             model.organization_id,
             literal(model.__tablename__),
             func.count(),
-            func.sum(extract("epoch", model.updated_at)),
+            func.sum(_seconds(dialect, model.updated_at)),
         )
         .where(model.organization_id.in_(organization_ids), *criteria)
         .group_by(model.organization_id)
@@ -135,14 +142,15 @@ def _stamp_of(model: Any, organization_ids: Collection[uuid.UUID], *criteria: Co
 
 
 def _stamps(session: Session, organization_ids: Collection[uuid.UUID], now: datetime) -> dict[uuid.UUID, Stamp]:
+    dialect = session.get_bind().dialect.name
     rows = session.execute(
         union_all(
-            _stamp_of(NotificationRule, organization_ids),
-            _stamp_of(NotificationChannel, organization_ids),
-            _stamp_of(NotificationMuteWindow, organization_ids),
-            _stamp_of(NotificationInhibitRule, organization_ids),
+            _stamp_of(dialect, NotificationRule, organization_ids),
+            _stamp_of(dialect, NotificationChannel, organization_ids),
+            _stamp_of(dialect, NotificationMuteWindow, organization_ids),
+            _stamp_of(dialect, NotificationInhibitRule, organization_ids),
             # The history of silences grows; only those not over count (an expired one leaves the stamp).
-            _stamp_of(NotificationSilence, organization_ids, NotificationSilence.ends_at >= now),
+            _stamp_of(dialect, NotificationSilence, organization_ids, NotificationSilence.ends_at >= now),
         )
     ).all()
     parts: dict[uuid.UUID, set[tuple[Any, ...]]] = {org_id: set() for org_id in organization_ids}
