@@ -22,6 +22,8 @@ def _mounted(router: APIRouter, *prefixes: str) -> list[APIRouter]:
     return mounts
 
 
+# Matched before every other route of the app (Starlette tries routes in order).
+SERVING_ROUTERS: list[APIRouter] = _mounted(mlflow_tracking.hot_router, "/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
 ROUTERS: list[APIRouter] = [
     *_mounted(mlflow_tracking.router, "/api/2.0/mlflow", "/ajax-api/2.0/mlflow"),
     *_mounted(mlflow_artifacts.router, "/api/2.0/mlflow-artifacts", "/ajax-api/2.0/mlflow-artifacts"),
@@ -36,4 +38,11 @@ ROUTERS: list[APIRouter] = [
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return build_app(settings, title="Tessera Tracking", service="tracking", routers=ROUTERS, description=__doc__)
+    return build_app(
+        settings,
+        title="Tessera Tracking",
+        service="tracking",
+        serving_routers=SERVING_ROUTERS,
+        routers=ROUTERS,
+        description=__doc__,
+    )

@@ -14,6 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from sqlalchemy import Select, and_, event, select, update
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, make_transient_to_detached
@@ -486,6 +487,23 @@ class Access:
         if len(ids) != 1:
             raise NotFound(f"Project '{hint}' does not exist")
         return ids[0]
+
+
+def remembered_project_permission(
+    principal: Principal, project_id: uuid.UUID, scope: str, min_role: str | None = None
+) -> bool | None:
+    """`Access.authorize_project`'s verdict from memory, without I/O: True when allowed, False when refused,
+    None when the caller's roles in the project are not remembered (ask the database)."""
+    cached = _identity_cache.project_roles.get((principal.user_id, project_id))
+    if cached is None or cached[0] <= time.monotonic():
+        return None
+    # Every look-up authorize_project makes is now answered from memory: the session is never used.
+    access = Access(cast(Session, None), principal)
+    try:
+        access.authorize_project(project_id, scope, min_role)
+    except (NotFound, PermissionDenied):
+        return False
+    return True
 
 
 def _detached_copy(project: Project) -> Project:

@@ -29,6 +29,7 @@ from services.deployer.domain.upstream import AiohttpUpstreamClient, UpstreamCli
 from services.deployer.schemas import ShadowStatsRead
 from shared.core.deps import MaxResults, PageToken
 from shared.core.docs import AUTHENTICATED_BY_BEARER, error_responses
+from shared.core.hot_routes import read_body
 from shared.core.pagination import Page, sequence_page
 from shared.core.settings import Settings
 
@@ -102,7 +103,7 @@ async def _serve(scope: Scope, receive: Receive, send: Send) -> None:
     path = scope["path"].partition(f"/deployments/{raw_id}")[2]
     body = None
     if scope["method"] == "POST":
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:
             return  # the client went away mid-upload: nobody to answer
     content_type = authorization = None
@@ -120,17 +121,6 @@ async def _serve(scope: Scope, receive: Receive, send: Send) -> None:
     ]
     await send({"type": "http.response.start", "status": answer.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": answer.content})
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 # The path parameters of the serving operations, for OpenAPI (no docstrings: they would become descriptions).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from services.tracking.api import render, wire
+from services.tracking.api import hot_writes, render, wire
 from services.tracking.api.common import (
     JsonBody,
     QueryParams,
@@ -21,8 +21,12 @@ from services.tracking.api.common import (
 )
 from services.tracking.domain import experiments, logged_models, metrics, runs, search
 from shared.core.deps import AccessDep, SessionDep, SettingsDep
+from shared.core.hot_routes import HotRoute, hot_pool_lifespan
 
 router = APIRouter(tags=["mlflow-tracking"])
+# A training loop's write calls: served first by hot_writes, these endpoints answer what it leaves (see
+# shared.core.hot_routes); mounted before every other route of the app.
+hot_router = APIRouter(tags=["mlflow-tracking"], lifespan=hot_pool_lifespan)
 
 
 # --- experiments -------------------------------------------------------------------------------------
@@ -152,7 +156,6 @@ def restore_run(body: JsonBody, session: SessionDep, access: AccessDep) -> Respo
     return respond()
 
 
-@router.post("/runs/set-tag", openapi_extra=wire.body(wire.SetRunTag))
 def set_tag(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     runs.set_tag(session, access, run_id_of(body), body.get("key"), body.get("value"))
     return respond()
@@ -164,13 +167,11 @@ def delete_tag(body: JsonBody, session: SessionDep, access: AccessDep) -> Respon
     return respond()
 
 
-@router.post("/runs/log-parameter", openapi_extra=wire.body(wire.LogParam))
 def log_parameter(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     runs.log_param(session, access, run_id_of(body), body.get("key"), body.get("value"))
     return respond()
 
 
-@router.post("/runs/log-metric", openapi_extra=wire.body(wire.LogMetric))
 def log_metric(body: JsonBody, session: SessionDep, access: AccessDep, settings: SettingsDep) -> Response:
     if settings.tracking_async_metric_commit:
         metrics.commit_without_wal_flush(session)
@@ -178,7 +179,6 @@ def log_metric(body: JsonBody, session: SessionDep, access: AccessDep, settings:
     return respond()
 
 
-@router.post("/runs/log-batch", openapi_extra=wire.body(wire.LogBatch))
 def log_batch(body: JsonBody, session: SessionDep, access: AccessDep, settings: SettingsDep) -> Response:
     if settings.tracking_async_metric_commit:
         metrics.commit_without_wal_flush(session)
@@ -191,6 +191,21 @@ def log_batch(body: JsonBody, session: SessionDep, access: AccessDep, settings: 
         as_list(body.get("tags"), "tags"),
     )
     return respond()
+
+
+for _path, _endpoint, _wire, _hot in (
+    ("/runs/set-tag", set_tag, wire.SetRunTag, hot_writes.set_tag),
+    ("/runs/log-parameter", log_parameter, wire.LogParam, hot_writes.log_param),
+    ("/runs/log-metric", log_metric, wire.LogMetric, hot_writes.log_metric),
+    ("/runs/log-batch", log_batch, wire.LogBatch, hot_writes.log_batch),
+):
+    hot_router.add_api_route(
+        _path,
+        _endpoint,
+        methods=["POST"],
+        openapi_extra=wire.body(_wire),
+        route_class_override=HotRoute.serving(_hot),
+    )
 
 
 @router.post("/runs/log-inputs", openapi_extra=wire.body(wire.LogInputs))

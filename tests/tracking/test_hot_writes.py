@@ -1,0 +1,129 @@
+"""A training loop's write calls on their hot path (services/tracking/api/hot_writes.py), through the live
+server and the real mlflow client: what they store, that they leave no audit row per point, and that the
+usual answers — errors, tenancy, roles, a revoked key — are the same as on the usual path."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from functools import partial
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from sqlalchemy import func, select
+
+from shared.db.models import ApiKey, AuditLog, Organization, User
+from tests import factories
+from tests.conftest import point_mlflow_at
+from tests.tracking.metric_points import check_a_point_sent_twice_is_stored_once
+
+
+@pytest.fixture
+def tenant(db, settings) -> factories.Tenant:
+    with db.session_scope() as session:
+        return factories.make_tenant(session, jwt_secret=settings.jwt_secret)
+
+
+def _client(live_server, monkeypatch, token: str) -> MlflowClient:
+    """A client calling as `token` (until the next call: the mlflow client reads it from the environment)."""
+    point_mlflow_at(monkeypatch, live_server.url, token)
+    return MlflowClient(live_server.url)
+
+
+def _error_code(call) -> str:
+    with pytest.raises(MlflowException) as raised:
+        call()
+    return raised.value.error_code
+
+
+def _audit_paths(db, org_id: uuid.UUID) -> dict[str, int]:
+    with db.session_scope() as session:
+        rows = session.execute(
+            select(AuditLog.path, func.count()).where(AuditLog.organization_id == org_id).group_by(AuditLog.path)
+        )
+        return {path.rsplit("/", 2)[-2] + "/" + path.rsplit("/", 1)[-1]: count for path, count in rows}
+
+
+def test_a_training_loop_writes_its_run_and_leaves_audit_rows_only_for_state_changes(
+    live_server, monkeypatch, db, tenant
+):
+    client = _client(live_server, monkeypatch, tenant.api_key)
+    run_id = client.create_run(client.create_experiment(f"hot-{uuid.uuid4().hex[:8]}")).info.run_id
+    for step, value in enumerate([0.9, 0.5, float("nan"), 0.25]):
+        client.log_metric(run_id, "loss", value, step=step, timestamp=1000 + step)
+    client.log_metric(run_id, "loss", 7.0, step=1, timestamp=2000)  # an older step: not the latest value
+    client.log_batch(run_id, metrics=[Metric("acc", i / 10, 3000 + i, i) for i in range(10)])
+    client.log_param(run_id, "lr", "0.01")
+    client.log_param(run_id, "lr", "0.01")  # the same value again is a no-op
+    client.set_tag(run_id, "phase", "warmup")
+    client.set_tag(run_id, "phase", "train")
+
+    run = client.get_run(run_id)
+    assert run.data.metrics == {"loss": 0.25, "acc": 0.9}
+    assert run.data.params == {"lr": "0.01"}
+    assert run.data.tags["phase"] == "train"
+    history = [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")]
+    assert [step for step, _ in history] == [0, 1, 1, 2, 3]
+    assert math.isnan(history[3][1]) and history[4][1] == 0.25
+    assert len(client.get_metric_history(run_id, "acc")) == 10
+
+    audited = _audit_paths(db, tenant.org_id)
+    assert audited.get("runs/create") == 1 and audited.get("experiments/create") == 1
+    assert not {"runs/log-metric", "runs/log-batch", "runs/log-parameter", "runs/set-tag"} & set(audited)
+
+
+def test_the_usual_answers_stay_for_what_the_hot_path_does_not_serve(live_server, monkeypatch, tenant):
+    client = _client(live_server, monkeypatch, tenant.api_key)
+    experiment_id = client.create_experiment(f"hot-{uuid.uuid4().hex[:8]}")
+    run_id = client.create_run(experiment_id).info.run_id
+    client.log_param(run_id, "lr", "0.01")
+
+    assert _error_code(lambda: client.log_param(run_id, "lr", "0.1")) == "INVALID_PARAMETER_VALUE"
+    assert _error_code(lambda: client.log_metric(run_id, "bad key!", 1.0)) == "INVALID_PARAMETER_VALUE"
+    assert _error_code(lambda: client.log_metric(uuid.uuid4().hex, "loss", 1.0)) == "RESOURCE_DOES_NOT_EXIST"
+    client.set_tag(run_id, "mlflow.runName", "renamed")  # renames the run: the usual path
+    assert client.get_run(run_id).info.run_name == "renamed"
+
+    client.delete_run(run_id)
+    for call in (
+        lambda: client.log_metric(run_id, "loss", 1.0),
+        lambda: client.log_batch(run_id, metrics=[Metric("loss", 1.0, 1, 0)]),
+        lambda: client.log_param(run_id, "other", "1"),
+        lambda: client.set_tag(run_id, "phase", "x"),
+    ):
+        assert _error_code(call) == "INVALID_PARAMETER_VALUE"
+
+
+def test_a_point_sent_twice_is_stored_once_on_the_hot_path(live_server, tenant):
+    with httpx.Client(base_url=live_server.url, headers=tenant.headers) as http:
+        check_a_point_sent_twice_is_stored_once(http)  # type: ignore[arg-type]
+
+
+def test_roles_and_a_revoked_key_apply_at_once(live_server, monkeypatch, db, settings, tenant):
+    owner = _client(live_server, monkeypatch, tenant.api_key)
+    run_id = owner.create_run(owner.create_experiment(f"hot-{uuid.uuid4().hex[:8]}")).info.run_id
+    with db.session_scope() as session:
+        user, org = session.get(User, tenant.user_id), session.get(Organization, tenant.org_id)
+        key_row, key = factories.make_api_key(session, user=user, org=org, scopes=["tracking:write"])
+        _, read_only = factories.make_api_key(session, user=user, org=org, scopes=["tracking:read"])
+        stranger = factories.make_tenant(session, jwt_secret=settings.jwt_secret)
+    for token, expected in ((read_only, "PERMISSION_DENIED"), (stranger.api_key, "RESOURCE_DOES_NOT_EXIST")):
+        client = _client(live_server, monkeypatch, token)
+        client.search_experiments()  # the caller is remembered from here on
+        assert _error_code(partial(client.log_metric, run_id, "loss", 1.0)) == expected
+        assert _error_code(partial(client.log_param, run_id, "p", "1")) == expected
+
+    writer = _client(live_server, monkeypatch, key)
+    writer.log_metric(run_id, "loss", 1.0, step=0)
+    writer.log_metric(run_id, "loss", 1.0, step=1)  # served from the remembered caller and role
+    revoked = httpx.delete(f"{live_server.url}/api/v1/api-keys/{key_row.id}", headers=tenant.headers)
+    assert revoked.status_code == 200, revoked.text
+    # The server that revoked it forgets the key at once (other processes: within IDENTITY_CACHE_TTL_S).
+    assert _error_code(lambda: writer.log_metric(run_id, "loss", 1.0, step=2)) == "UNAUTHENTICATED"
+    with db.session_scope() as session:
+        assert session.get(ApiKey, key_row.id).revoked_at is not None
+    owner = _client(live_server, monkeypatch, tenant.api_key)  # the client reads its token from the environment
+    assert [m.step for m in owner.get_metric_history(run_id, "loss")] == [0, 1]
