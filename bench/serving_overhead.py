@@ -1,6 +1,7 @@
 """Serving overhead: latency and throughput of a model server called directly and through the gateway.
 
     .venv/bin/python bench/serving_overhead.py [--requests 2000] [--concurrency 4] [--rows 1] [--apps deployer,all]
+        [--quick]
 
 Starts one model server (a small sklearn model saved with mlflow) through the deployer's process manager,
 drives `POST /invocations` with httpx (bounded in count and time, loopback only) and stops it. Per target:
@@ -228,21 +229,26 @@ def seed_deployment(settings: Settings, model_path: Path, server: ModelServerSta
         session.flush()
         # Linked, so the gateway logs what it serves.
         session.add(ModelMonitoring(project_id=project.id, name="iris", deployment_id=deployment.id))
-        session.add(
-            DeploymentServer(
-                deployment_id=deployment.id,
-                role="stable",
-                model_version_id=version.id,
-                model_uri=str(model_path),
-                state="running",
-                pid=server.pid,
-                port=server.port,
-                host=server.host,
-                log_path=server.log_path,
-                started_at=server.started_at,
-            )
-        )
+        session.add(server_row(deployment.id, "stable", version.id, model_path, server))
         return deployment.id, key.key
+
+
+def server_row(
+    deployment_id: uuid.UUID, role: str, version_id: uuid.UUID, model_path: Path, server: ModelServerState
+) -> DeploymentServer:
+    """The row that routes a deployment's `role` to a running model server."""
+    return DeploymentServer(
+        deployment_id=deployment_id,
+        role=role,
+        model_version_id=version_id,
+        model_uri=str(model_path),
+        state="running",
+        pid=server.pid,
+        port=server.port,
+        host=server.host,
+        log_path=server.log_path,
+        started_at=server.started_at,
+    )
 
 
 def queued_rows(settings: Settings) -> int:
@@ -274,7 +280,10 @@ def main() -> None:
     parser.add_argument(
         "--apps", default="deployer,all", help="gateway apps to measure: deployer (the service alone), all (tessera up)"
     )
+    parser.add_argument("--quick", action="store_true", help="300 requests per phase, 50 to warm up")
     args = parser.parse_args()
+    if args.quick:
+        args.requests, args.warmup = 300, 50
     apps = [app.strip() for app in args.apps.split(",") if app.strip()]
 
     with tempfile.TemporaryDirectory(prefix="tessera-bench-") as scratch_dir:

@@ -50,6 +50,25 @@ class CanarySettings(_Input):
         return self
 
 
+# Model-server processes per version at most, on one machine.
+MAX_REPLICAS = 32
+
+
+class BatchingSettings(_Input):
+    """Request batching in the model servers (adaptive, as in MLServer and BentoML): concurrent requests to
+    one version are merged into one model call of at most `max_batch_size` requests, sent when full or
+    `max_latency_ms` after its first request, and each caller gets its own rows back. Requests are checked
+    before they join a batch, so a bad one is refused alone."""
+
+    max_batch_size: int = Field(32, ge=2, le=1024)
+    max_latency_ms: float = Field(5.0, ge=0, le=1000)
+
+
+class BatchingRead(BaseModel):
+    max_batch_size: int
+    max_latency_ms: float
+
+
 class KServeOptions(_Input):
     namespace: str | None = None
     requests: dict[str, str | int] | None = None
@@ -71,15 +90,22 @@ class DeploymentCreate(VersionRefFields, _Input):
     kserve: KServeOptions | None = None
     # The monitor that receives the deployment's served predictions; none = not logged.
     monitor_id: uuid.UUID | None = None
+    # Model-server processes per version (stable and canary); the gateway balances across them. On KServe,
+    # the predictor's minReplicas and maxReplicas unless `kserve` sets them.
+    replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
+    batching: BatchingSettings | None = None
 
 
 class DeploymentUpdate(PatchBody):
-    """The monitor that receives the deployment's served predictions: a monitor id, or null to unlink
-    (left out: unchanged)."""
+    """Fields left out are unchanged. `monitor_id`: the monitor that receives the served predictions (null
+    unlinks); `replicas`: model-server processes per version (added ones start within seconds, surplus
+    ones stop); `batching`: request batching settings (null turns batching off)."""
 
-    clearable = frozenset({"monitor_id"})
+    clearable = frozenset({"monitor_id", "batching"})
 
     monitor_id: uuid.UUID | None = None
+    replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS)
+    batching: BatchingSettings | None = None
 
 
 class CanaryStart(VersionRefFields, _Input):
@@ -122,6 +148,7 @@ class RollbackRequest(_Input):
 
 class ServerRead(_Read):
     role: str
+    replica: int
     model_version_id: uuid.UUID
     state: ServerState
     pid: int | None
@@ -143,6 +170,9 @@ class DeploymentRead(_Read):
     canary_percent: int
     shadow_version_id: uuid.UUID | None
     shadow_percent: int
+    replicas: int
+    # None: batching is off.
+    batching: BatchingRead | None = None
     endpoint_url: str | None
     # The linked monitor (the same link as the monitor's `deployment_id`).
     monitor_id: uuid.UUID | None = None

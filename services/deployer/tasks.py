@@ -9,19 +9,29 @@ and supervision locks each server row while it restarts it.
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from celery import shared_task
 
 from services.deployer.domain import deployments, rollouts
-from services.deployer.domain.process_manager import ModelServerError, ModelServerSpec, ModelServerState
+from services.deployer.domain.process_manager import (
+    ModelServerError,
+    ModelServerSpec,
+    ModelServerState,
+    ProcessManager,
+)
 from shared.core import quarantine
 from shared.core.artifacts import get_artifact_store
 from shared.core.celery_app import Declarations, Periodic, database, run_isolated, settings
 from shared.db.models import OutboxEvent
 
 DECLARATIONS = Declarations(
-    subscriptions=[(deployments.ROLLOUT_REQUESTED, "deployer.deploy"), (deployments.SERVER_RETIRED, "deployer.stop")],
+    subscriptions=[
+        (deployments.ROLLOUT_REQUESTED, "deployer.deploy"),
+        (deployments.SERVER_RETIRED, "deployer.stop"),
+        (deployments.REPLICAS_ADDED, "deployer.start_replicas"),
+    ],
     # Restarts crashed model servers; a second beat skips the server rows the first one holds.
     periodic=[Periodic("deployer-supervise", "deployer.supervise", lambda s: s.deployer_supervise_interval_s)],
 )
@@ -52,7 +62,8 @@ def _roll_outs(event_ids: list[uuid.UUID]) -> None:
 
 
 def _roll_out(history_id: uuid.UUID) -> None:
-    """Start the model server a rollout asked for and swap it in; on any failure record the reason."""
+    """Start the model servers a rollout asked for (one per replica, side by side) and swap them in; on any
+    failure stop those that started and record the reason."""
     current = settings()
     # A claim outlives the slowest start-up, so only a worker that died mid-rollout loses it.
     lease = timedelta(seconds=2 * current.deployer_ready_timeout_s + 30)
@@ -62,25 +73,47 @@ def _roll_out(history_id: uuid.UUID) -> None:
         return
     manager = rollouts.process_manager(current)
     spec: ModelServerSpec | None = None
-    state: ModelServerState | None = None
+    states: list[ModelServerState] = []
     failure = None
     try:
         spec = rollouts.resolve_model(plan, get_artifact_store(current), current.data_dir / "model-cache")
-        state = manager.start(spec)
-    except (rollouts.UnloadableModel, ModelServerError) as exc:
+        states, failure = _start_replicas(manager, spec, plan.replicas)
+    except rollouts.UnloadableModel as exc:
         failure = exc.message
     except Exception as exc:  # the history must say why, whatever broke; the worker log has the trace
         failure = f"{type(exc).__name__}: {exc}"
     try:
         with database().session_scope() as session:
-            retired = rollouts.finish_rollout(session, plan, spec, state, failure)
+            retired = rollouts.finish_rollout(session, plan, spec, states, failure)
     except BaseException:
-        # Not recorded, so not serving: do not leave an orphan process behind.
-        if state is not None:
+        # Not recorded, so not serving: do not leave orphan processes behind.
+        for state in states:
             manager.stop(state)
         raise
     for old in retired:
         manager.stop(old)
+
+
+def _start_replicas(
+    manager: ProcessManager, spec: ModelServerSpec, replicas: int
+) -> tuple[list[ModelServerState], str | None]:
+    """All replicas or none: (states, None), or ([], the first failure) with the started ones stopped."""
+    with ThreadPoolExecutor(max_workers=replicas) as pool:
+        attempts = list(pool.map(lambda _: _try_start(manager, spec), range(replicas)))
+    started = [attempt for attempt in attempts if isinstance(attempt, ModelServerState)]
+    failures = [attempt for attempt in attempts if isinstance(attempt, str)]
+    if not failures:
+        return started, None
+    for state in started:
+        manager.stop(state)
+    return [], failures[0]
+
+
+def _try_start(manager: ProcessManager, spec: ModelServerSpec) -> ModelServerState | str:
+    try:
+        return manager.start(spec)
+    except ModelServerError as exc:
+        return exc.message
 
 
 @shared_task(name="deployer.stop", ignore_result=True)
@@ -97,9 +130,24 @@ def _stop_retired(event_ids: list[uuid.UUID]) -> None:
 @shared_task(name="deployer.supervise", ignore_result=True)
 def supervise() -> None:
     """Restart crashed model servers, one row (and one short transaction) at a time."""
+    _supervise(rollouts.process_manager(settings()), None)
+
+
+@shared_task(name="deployer.start_replicas", ignore_result=True)
+def start_replicas(event_ids: list[str]) -> None:
+    """Start the replicas a scale-up added, without waiting for the next supervision beat."""
+    run_isolated(_consumer("deployer.start_replicas"), event_ids, _start_added)
+
+
+def _start_added(event_ids: list[uuid.UUID]) -> None:
     manager = rollouts.process_manager(settings())
+    for payload in _payloads(event_ids):
+        _supervise(manager, uuid.UUID(payload["deployment_id"]))
+
+
+def _supervise(manager: ProcessManager, deployment_id: uuid.UUID | None) -> None:
     with database().session_scope() as session:
-        server_ids = rollouts.supervised_server_ids(session)
+        server_ids = rollouts.supervised_server_ids(session, deployment_id)
     for server_id in server_ids:
         with database().session_scope() as session:
             rollouts.supervise_server(session, server_id, manager)

@@ -1,5 +1,6 @@
 """`tessera deployments`: deploy a model version (by model name with a version or an alias), list, show,
-canary, promote, roll back, stop, and read the history — the deployer's REST API from a terminal."""
+canary, promote, roll back, scale, batch, stop, and read the history — the deployer's REST API from a
+terminal."""
 
 from __future__ import annotations
 
@@ -32,6 +33,16 @@ VersionIdOption = Annotated[str | None, typer.Option("--version-id", help="A mod
 WaitOption = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the worker has rolled it out")]
 TimeoutOption = Annotated[float, typer.Option("--timeout", help="Seconds to wait at most")]
 DeploymentArgument = Annotated[str, typer.Argument(help="Deployment id or name")]
+ReplicasOption = Annotated[
+    int | None, typer.Option("--replicas", "-r", min=1, max=32, help="Model-server processes per version")
+]
+BatchSizeOption = Annotated[
+    int | None,
+    typer.Option("--max-batch-size", min=2, help="Batch concurrent requests, up to this many per model call"),
+]
+BatchLatencyOption = Annotated[
+    float, typer.Option("--max-latency-ms", min=0, help="How long a batch waits for more requests")
+]
 
 
 def version_ref(model: str | None, version: int | None, alias: str | None, version_id: str | None) -> dict[str, Any]:
@@ -51,6 +62,7 @@ def _columns(api: Api) -> list[Column]:
         ("status", "status"),
         ("model", lambda row: api.version_label(row["model_version_id"])),
         ("canary", lambda row: _canary(api, row)),
+        ("replicas", "replicas"),
         ("monitor", "monitor_id"),
         ("id", "id"),
         ("updated", "updated_at"),
@@ -68,12 +80,28 @@ def _fields(api: Api) -> list[Column]:
         *_columns(api),
         ("reason", "status_reason"),
         ("shadow", lambda row: api.version_label(row.get("shadow_version_id"))),
+        ("batching", _batching),
         ("target", "target"),
         ("endpoint", "endpoint_url"),
-        ("servers", lambda row: [f"{server['role']} {server['state']} :{server['port']}" for server in row["servers"]]),
+        ("servers", lambda row: [_server(server) for server in row["servers"]]),
         ("project", "project_id"),
         ("created", "created_at"),
     ]
+
+
+def _server(server: dict[str, Any]) -> str:
+    return f"{server['role']} #{server['replica']} {server['state']} :{server['port']}"
+
+
+def _batching(row: dict[str, Any]) -> str:
+    batching = row.get("batching")
+    if not batching:
+        return "off"
+    return f"up to {batching['max_batch_size']} requests, {batching['max_latency_ms']:g} ms"
+
+
+def _batching_body(max_batch_size: int | None, max_latency_ms: float) -> dict[str, Any] | None:
+    return None if max_batch_size is None else {"max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms}
 
 
 def _show(api: Api, deployment: dict[str, Any], as_json: bool) -> None:
@@ -121,6 +149,9 @@ def deploy(
     version_id: VersionIdOption = None,
     monitor: Annotated[str | None, typer.Option(help="Link this monitor (id): it receives the predictions")] = None,
     project: Annotated[str | None, typer.Option(help="Project id (default: the API key's)")] = None,
+    replicas: ReplicasOption = None,
+    max_batch_size: BatchSizeOption = None,
+    max_latency_ms: BatchLatencyOption = 5.0,
     wait: WaitOption = True,
     timeout: TimeoutOption = 300.0,
     url: UrlOption = DEFAULT_URL,
@@ -133,6 +164,8 @@ def deploy(
         **version_ref(model, version, alias, version_id),
         "monitor_id": monitor,
         "project_id": project,
+        "replicas": replicas,
+        "batching": _batching_body(max_batch_size, max_latency_ms),
     }
     with Api(url, api_key) as api:
         deployment = api.post(PATH, {key: value for key, value in body.items() if value is not None})
@@ -235,6 +268,31 @@ def rollback(
     """Drop the canary, or return to the previous healthy version."""
     with Api(url, api_key) as api:
         _change(api, deployment, "rollback", {"reason": reason}, wait=wait, timeout=timeout, as_json=as_json)
+
+
+@app.command()
+def update(
+    deployment: DeploymentArgument,
+    replicas: ReplicasOption = None,
+    max_batch_size: BatchSizeOption = None,
+    max_latency_ms: BatchLatencyOption = 5.0,
+    no_batching: Annotated[bool, typer.Option("--no-batching", help="Turn request batching off")] = False,
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Scale the replicas or set batching, e.g. `tessera deployments update churn-prod --replicas 3
+    --max-batch-size 32`; new replicas start within seconds."""
+    if no_batching and max_batch_size is not None:
+        raise CommandError("Give --max-batch-size or --no-batching, not both")
+    body: dict[str, Any] = {} if replicas is None else {"replicas": replicas}
+    if no_batching or max_batch_size is not None:
+        body["batching"] = _batching_body(max_batch_size, max_latency_ms)
+    if not body:
+        raise CommandError("Nothing to change: give --replicas, --max-batch-size or --no-batching")
+    with Api(url, api_key) as api:
+        found = api.find(PATH, deployment, "deployment")
+        _show(api, api.request("PATCH", f"{PATH}/{found['id']}", json=body), as_json)
 
 
 @app.command()

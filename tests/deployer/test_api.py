@@ -12,6 +12,7 @@ from shared.db.models import (
     AuditLog,
     Deployment,
     DeploymentHistory,
+    DeploymentServer,
     Model,
     ModelAlias,
     ModelVersion,
@@ -246,3 +247,65 @@ def test_a_version_is_named_by_id_by_model_and_number_or_by_model_and_alias(clie
         assert shown.status_code == 200 and shown.json()["id"] == str(v2.id), (ref, shown.text)
     assert client.get(f"/api/v1/model-versions/{model.name}:7", headers=tenant.headers).status_code == 404
     assert client.get("/api/v1/model-versions/no-such-form", headers=tenant.headers).status_code == 422
+
+
+def test_replicas_and_batching_are_set_at_creation_and_changed_by_patch(client, db_session, tenant, version):
+    created = create(client, tenant, version, replicas=2, batching={"max_batch_size": 16, "max_latency_ms": 2})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert (body["replicas"], body["batching"]) == (2, {"max_batch_size": 16, "max_latency_ms": 2.0})
+    deployment = serving(db_session, body["id"])
+    # As if the worker had started both replicas.
+    for replica, port in ((0, 40001), (1, 40002)):
+        db_session.add(
+            DeploymentServer(
+                deployment_id=deployment.id,
+                role="stable",
+                replica=replica,
+                model_version_id=version.id,
+                model_uri="/models/m",
+                pid=99000 + replica,
+                port=port,
+            )
+        )
+    db_session.flush()
+    url = f"/api/v1/deployments/{body['id']}"
+
+    up = client.patch(url, json={"replicas": 3, "batching": None}, headers=tenant.headers)
+
+    assert up.status_code == 200, up.text
+    assert (up.json()["replicas"], up.json()["batching"]) == (3, None)
+    assert [(s["replica"], s["state"], s["port"]) for s in up.json()["servers"]] == [
+        (0, "running", 40001),
+        (1, "running", 40002),
+        (2, "starting", None),
+    ]
+    added = db_session.scalars(select(OutboxEvent).where(OutboxEvent.event_type == "deployment.replicas_added"))
+    assert body["id"] in [event.payload["deployment_id"] for event in added]
+
+    down = client.patch(url, json={"replicas": 1}, headers=tenant.headers)
+
+    assert [s["replica"] for s in down.json()["servers"]] == [0]
+    retired = db_session.scalars(select(OutboxEvent).where(OutboxEvent.event_type == "deployment.server_retired"))
+    assert [event.payload["port"] for event in retired if event.payload["deployment_id"] == body["id"]] == [40002]
+    history = client.get(f"{url}/history", headers=tenant.headers).json()["items"]
+    assert [(row["action"], row["details"].get("replicas")) for row in history[:2]] == [
+        ("scale", {"from": 3, "to": 1}),
+        ("scale", {"from": 2, "to": 3}),
+    ]
+    for refused in ({"replicas": 0}, {"replicas": None}, {"replicas": 33}, {"batching": {"max_batch_size": 1}}):
+        response = client.patch(url, json=refused, headers=tenant.headers)
+        assert response.status_code == 422, (refused, response.text)
+
+
+def test_kserve_manifests_carry_the_replica_count(client, tenant, version):
+    fixed = create(client, tenant, version, target="kserve", replicas=3).json()
+    ranged = create(client, tenant, version, target="kserve", replicas=2, kserve={"max_replicas": 6}).json()
+
+    manifests = [
+        client.get(f"/api/v1/deployments/{d['id']}/manifest?format=json", headers=tenant.headers).json()
+        for d in (fixed, ranged)
+    ]
+
+    predictors = [manifest["spec"]["predictor"] for manifest in manifests]
+    assert [(p["minReplicas"], p["maxReplicas"]) for p in predictors] == [(3, 3), (2, 6)]

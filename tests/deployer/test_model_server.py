@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
@@ -10,8 +11,8 @@ import mlflow.pyfunc
 import pandas as pd
 import pytest
 
-from services.deployer.model_server import PID_HEADER
-from tests.deployer.conftest import RunningServer, SavedModel
+from services.deployer.model_server import BATCHING_HEADER, PID_HEADER, batching_header_value
+from tests.deployer.conftest import RunningServer, SavedModel, process_cpu_s
 
 pytestmark = pytest.mark.slow
 
@@ -236,3 +237,48 @@ def test_v2_errors_use_the_protocol_error_body(client, path, request_body, statu
 
     assert response.status_code == status
     assert fragment in response.json()["error"]
+
+
+def _score_concurrently(url: str, frames: list[pd.DataFrame], headers: dict[str, str], clients: int) -> list:
+    async def run() -> list:
+        slots = asyncio.Semaphore(clients)
+        async with httpx.AsyncClient(base_url=url, timeout=30.0) as http:
+
+            async def one(frame: pd.DataFrame) -> httpx.Response:
+                async with slots:
+                    body = {"dataframe_split": frame.to_dict(orient="split")}
+                    return await http.post("/invocations", json=body, headers=headers)
+
+            return await asyncio.gather(*(one(frame) for frame in frames))
+
+    return asyncio.run(run())
+
+
+def test_batching_answers_each_caller_its_own_rows_for_less_cpu(iris_server, iris_model):
+    """Eight concurrent clients, each request its own rows: batched, every caller gets the predictions of its
+    rows, and the server spends no more CPU per request than unbatched (one model call per batch)."""
+    model = mlflow.pyfunc.load_model(str(iris_model.path))
+    frames = [iris_model.features.iloc[index % 140 : index % 140 + 1 + index % 2] for index in range(240)]
+    spent = {}
+    for label, headers in (("unbatched", {}), ("batched", {BATCHING_HEADER: batching_header_value(16, 2)})):
+        before = process_cpu_s(iris_server.state.pid)
+        responses = _score_concurrently(iris_server.state.url, frames, headers, clients=8)
+        spent[label] = process_cpu_s(iris_server.state.pid) - before
+        for frame, response in zip(frames, responses, strict=True):
+            assert response.status_code == 200, response.text
+            assert response.json() == {"predictions": model.predict(frame).tolist()}
+
+    assert spent["batched"] <= spent["unbatched"], spent
+
+
+def test_a_request_refused_in_a_batch_fails_only_its_caller(iris_server, iris_model):
+    good = [iris_model.features.iloc[index : index + 2] for index in range(0, 14, 2)]
+    bad = iris_model.features.head(1).astype(object)
+    bad.iloc[0, 2] = None
+    headers = {BATCHING_HEADER: batching_header_value(8, 50)}
+
+    responses = _score_concurrently(iris_server.state.url, [*good[:3], bad, *good[3:]], headers, clients=8)
+
+    refused = responses.pop(3)
+    assert refused.status_code == 400 and refused.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert [response.status_code for response in responses] == [200] * len(good)

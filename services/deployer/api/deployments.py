@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 
 from services.deployer.domain import deployments, kserve
 from services.deployer.schemas import (
+    BatchingRead,
     CanaryStart,
     DeploymentCreate,
     DeploymentRead,
@@ -37,6 +38,7 @@ def _read_all(session, items: Sequence[Deployment]) -> list[DeploymentRead]:
             update={
                 "servers": [ServerRead.model_validate(server) for server in servers[item.id]],
                 "monitor_id": monitors.get(item.id),
+                "batching": BatchingRead(**batching) if (batching := deployments.batching(item)) else None,
             }
         )
         for item in items
@@ -57,6 +59,8 @@ def create_deployment(body: DeploymentCreate, request: Request, session: Session
     config = {}
     if body.kserve is not None:
         config["kserve"] = body.kserve.model_dump(exclude_none=True)
+    if body.batching is not None:
+        config["batching"] = body.batching.model_dump()
     deployment = deployments.create_deployment(
         session,
         access,
@@ -66,19 +70,36 @@ def create_deployment(body: DeploymentCreate, request: Request, session: Session
         target=body.target,
         canary=body.canary.model_dump(),
         config=config,
+        replicas=body.replicas,
     )
     if body.monitor_id is not None:
         deployments.set_monitor(session, access, deployment.id, body.monitor_id)
     return _changed(request, session, deployment)
 
 
-@router.patch("/{deployment_id}", response_model=DeploymentRead, summary="Link or unlink the deployment's monitor")
+@router.patch(
+    "/{deployment_id}",
+    response_model=DeploymentRead,
+    summary="Scale the replicas, set or turn off batching, link or unlink the monitor",
+)
 def update_deployment(
     deployment_id: uuid.UUID, body: DeploymentUpdate, request: Request, session: SessionDep, access: AccessDep
 ):
-    if "monitor_id" not in body.model_fields_set:
+    changes = body.changes()
+    if not changes:
         return get_deployment(deployment_id, session, access)
-    deployment = deployments.set_monitor(session, access, deployment_id, body.monitor_id)
+    if "replicas" in changes or "batching" in changes:
+        deployments.update_serving(
+            session,
+            access,
+            deployment_id,
+            replicas=body.replicas,
+            batching_settings=body.batching.model_dump() if body.batching is not None else None,
+            clear_batching="batching" in changes and body.batching is None,
+        )
+    deployment = deployments.get_deployment(session, access, deployment_id)
+    if "monitor_id" in changes:
+        deployment = deployments.set_monitor(session, access, deployment_id, body.monitor_id)
     return _changed(request, session, deployment)
 
 

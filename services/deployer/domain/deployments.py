@@ -35,6 +35,19 @@ SERVING_STATES = ("healthy", "rolled_back")
 _STABLE_ACTIONS = ("deploy", "promote", "rollback")
 ROLLOUT_REQUESTED = "deployment.rollout_requested"
 SERVER_RETIRED = "deployment.server_retired"
+# Replicas were added: the worker starts their processes at once rather than at its next supervision beat.
+REPLICAS_ADDED = "deployment.replicas_added"
+# Roles whose servers run `deployment.replicas` processes; a shadow only mirrors, so one process serves it.
+REPLICATED_ROLES = ("stable", "canary")
+
+
+def replica_count(deployment: Deployment, role: str) -> int:
+    return deployment.replicas if role in REPLICATED_ROLES else 1
+
+
+def batching(deployment: Deployment) -> dict[str, Any] | None:
+    """The deployment's request batching ({"max_batch_size", "max_latency_ms"}), or None when it is off."""
+    return deployment.config.get("batching")
 
 
 def canary_thresholds(deployment: Deployment) -> CanaryThresholds:
@@ -105,7 +118,7 @@ def servers_by_deployment(
     rows = session.scalars(
         select(DeploymentServer)
         .where(DeploymentServer.deployment_id.in_(deployment_ids))
-        .order_by(DeploymentServer.role)
+        .order_by(DeploymentServer.role, DeploymentServer.replica)
     )
     for server in rows:
         servers[server.deployment_id].append(server)
@@ -125,6 +138,7 @@ def create_deployment(
     target: str,
     canary: dict[str, Any],
     config: dict[str, Any],
+    replicas: int = 1,
 ) -> Deployment:
     project = access.require_project(project_id, WRITE)
     version = resolve_version(session, project.id, ref)
@@ -140,6 +154,7 @@ def create_deployment(
         model_version_id=version.id,
         canary_percent=0,
         shadow_percent=0,
+        replicas=replicas,
         config={**config, "canary": canary},
         created_by=access.principal.user_id,
     )
@@ -164,6 +179,80 @@ def set_monitor(session: Session, access: Access, deployment_id: uuid.UUID, moni
     session.flush()
     _describe(session, project, deployment, "deployment.link_monitor", {"monitor_id": monitor_id and str(monitor_id)})
     return deployment
+
+
+def update_serving(
+    session: Session,
+    access: Access,
+    deployment_id: uuid.UUID,
+    *,
+    replicas: int | None = None,
+    batching_settings: dict[str, Any] | None = None,
+    clear_batching: bool = False,
+) -> Deployment:
+    """Scale the deployment to `replicas` model-server processes per role, and turn request batching on
+    (`batching_settings`) or off (`clear_batching`). Batching applies to the next requests (the gateway
+    hands it to the model servers with each request); new replicas get a row in state `starting` and the
+    worker starts them, while surplus replicas leave the routing table at once and are stopped."""
+    deployment, project = _for_change(session, access, deployment_id, local_only=False)
+    details: dict[str, Any] = {}
+    if batching_settings is not None or clear_batching:
+        config = {key: value for key, value in deployment.config.items() if key != "batching"}
+        deployment.config = {**config, "batching": batching_settings} if batching_settings else config
+        details["batching"] = batching_settings
+    if replicas is not None and replicas != deployment.replicas:
+        details["replicas"] = {"from": deployment.replicas, "to": replicas}
+        deployment.replicas = replicas
+        if deployment.target == "local" and _scale_servers(session, project, deployment):
+            events.emit(
+                session,
+                REPLICAS_ADDED,
+                {"deployment_id": str(deployment.id)},
+                organization_id=project.organization_id,
+                project_id=project.id,
+            )
+    if not details:
+        return deployment
+    record(
+        session,
+        deployment,
+        "scale" if "replicas" in details else "configure",
+        "succeeded",
+        from_version_id=deployment.model_version_id,
+        to_version_id=deployment.model_version_id,
+        details=details,
+        actor_id=access.principal.user_id,
+    )
+    session.flush()
+    _describe(session, project, deployment, "deployment.update", {key: str(value) for key, value in details.items()})
+    return deployment
+
+
+def _scale_servers(session: Session, project: Project, deployment: Deployment) -> bool:
+    """Add the missing replicas' rows (the worker starts them) and retire the surplus; True if any was added."""
+    added = False
+    for role in REPLICATED_ROLES:
+        servers = servers_for_role(session, deployment.id, role)
+        if not servers:
+            continue
+        for server in servers[deployment.replicas :]:
+            _retire(session, project, deployment, server)
+        template = servers[0]
+        for replica in range(len(servers), deployment.replicas):
+            session.add(
+                DeploymentServer(
+                    deployment_id=deployment.id,
+                    role=role,
+                    replica=replica,
+                    model_version_id=template.model_version_id,
+                    model_uri=template.model_uri,
+                    state="starting",
+                    restarts=0,
+                )
+            )
+            added = True
+    session.flush()
+    return added
 
 
 def linked_monitors(session: Session, deployment_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
@@ -236,8 +325,7 @@ def _promote(
 ) -> None:
     previous = deployment.model_version_id
     retire_server(session, project, deployment, "stable")
-    canary_server = server_for_role(session, deployment.id, "canary")
-    if canary_server is not None:
+    for canary_server in servers_for_role(session, deployment.id, "canary"):
         canary_server.role = "stable"
     deployment.model_version_id, deployment.canary_version_id, deployment.canary_percent = (
         deployment.canary_version_id,
@@ -396,8 +484,9 @@ def render_manifest(session: Session, deployment: Deployment) -> dict[str, Any]:
         namespace=options.get("namespace"),
         requests=options.get("requests"),
         limits=options.get("limits"),
-        min_replicas=options.get("min_replicas"),
-        max_replicas=options.get("max_replicas"),
+        # The deployment's replica count, unless the KServe options set an autoscaling range of their own.
+        min_replicas=options.get("min_replicas", deployment.replicas),
+        max_replicas=options.get("max_replicas", max(deployment.replicas, options.get("min_replicas", 0))),
         canary_traffic_percent=deployment.canary_percent if deployment.canary_version_id else None,
         service_account_name=options.get("service_account_name"),
         runtime=options.get("runtime"),
@@ -468,15 +557,18 @@ def announce(session: Session, project: Project, deployment: Deployment, event_t
 
 
 def retire_server(session: Session, project: Project, deployment: Deployment, role: str) -> None:
-    """Remove the role's server row at once (the gateway stops routing to it) and have its process stopped."""
-    server = server_for_role(session, deployment.id, role)
-    if server is None:
-        return
+    """Remove the role's server rows at once (the gateway stops routing to them) and have their processes
+    stopped."""
+    for server in servers_for_role(session, deployment.id, role):
+        _retire(session, project, deployment, server)
+
+
+def _retire(session: Session, project: Project, deployment: Deployment, server: DeploymentServer) -> None:
     if server.pid is not None and server.port is not None:
         events.emit(
             session,
             SERVER_RETIRED,
-            {"deployment_id": str(deployment.id), "role": role, "pid": server.pid, "port": server.port},
+            {"deployment_id": str(deployment.id), "role": server.role, "pid": server.pid, "port": server.port},
             organization_id=project.organization_id,
             project_id=project.id,
         )
@@ -484,9 +576,14 @@ def retire_server(session: Session, project: Project, deployment: Deployment, ro
     session.flush()
 
 
-def server_for_role(session: Session, deployment_id: uuid.UUID, role: str) -> DeploymentServer | None:
-    return session.scalar(
-        select(DeploymentServer).where(DeploymentServer.deployment_id == deployment_id, DeploymentServer.role == role)
+def servers_for_role(session: Session, deployment_id: uuid.UUID, role: str) -> list[DeploymentServer]:
+    """The role's replicas, in replica order."""
+    return list(
+        session.scalars(
+            select(DeploymentServer)
+            .where(DeploymentServer.deployment_id == deployment_id, DeploymentServer.role == role)
+            .order_by(DeploymentServer.replica)
+        )
     )
 
 

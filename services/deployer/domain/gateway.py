@@ -1,6 +1,8 @@
 """The serving gateway: one route per deployment in front of its model servers.
 
-Per request it picks stable or canary (traffic.py), forwards over one shared keep-alive client (upstream.py),
+Per request it picks stable or canary (traffic.py), then one of that version's replicas (balancer.py; a replica
+that does not answer is skipped and the request goes to another), forwards over one shared keep-alive client
+(upstream.py) with the deployment's batching settings for the model server,
 mirrors to the shadow in the background, counts and times the answer per version, and queues the request and
 prediction for the deployment's linked monitor.
 
@@ -31,6 +33,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from services.deployer.domain import deployments, rollout_state
+from services.deployer.domain.balancer import ReplicaBalancer
 from services.deployer.domain.canary import (
     CanaryThresholds,
     CanaryVerdict,
@@ -43,7 +46,8 @@ from services.deployer.domain.canary import (
 )
 from services.deployer.domain.prediction_log import PredictionLogger
 from services.deployer.domain.traffic import TrafficPolicy, TrafficSplitter
-from services.deployer.domain.upstream import UpstreamClient, UpstreamError
+from services.deployer.domain.upstream import UpstreamAnswer, UpstreamClient, UpstreamError
+from services.deployer.model_server import BATCHING_HEADER, batching_header_value
 from shared.core.auth import Access, Authenticator
 from shared.core.context import current_request
 from shared.core.errors import NotFound, TesseraError
@@ -92,20 +96,23 @@ class Upstream:
     role: str
     version_id: uuid.UUID
     version: str
-    url: str
+    # One base URL per running replica, in replica order.
+    urls: tuple[str, ...]
     requests_ok: Any = field(compare=False, repr=False)
     requests_failed: Any = field(compare=False, repr=False)
     latency: Any = field(compare=False, repr=False)
 
     @classmethod
-    def build(cls, deployment_id: uuid.UUID, role: str, version_id: uuid.UUID, version: str, url: str) -> Upstream:
+    def build(
+        cls, deployment_id: uuid.UUID, role: str, version_id: uuid.UUID, version: str, urls: tuple[str, ...]
+    ) -> Upstream:
         # Metric children resolved once per table load, not per request.
         labels = (str(deployment_id), version, role)
         return cls(
             role,
             version_id,
             version,
-            url,
+            urls,
             REQUESTS.labels(*labels, "ok"),
             REQUESTS.labels(*labels, "error"),
             LATENCY.labels(*labels),
@@ -128,6 +135,8 @@ class RouteTable:
     sticky_header: bytes | None
     # A monitor is linked: served predictions are queued for it.
     monitored: bool
+    # The headers sent to the model servers beyond the request's content type (the batching settings).
+    upstream_headers: dict[str, str]
     expires_at: float
 
 
@@ -145,10 +154,15 @@ def load_route_table(session: Session, deployment_id: uuid.UUID, ttl_s: float) -
         select(Deployment, DeploymentServer, ModelVersion.version, has_linked_monitor())
         .outerjoin(
             DeploymentServer,
-            and_(DeploymentServer.deployment_id == Deployment.id, DeploymentServer.state == "running"),
+            and_(
+                DeploymentServer.deployment_id == Deployment.id,
+                DeploymentServer.state == "running",
+                DeploymentServer.port.is_not(None),
+            ),
         )
         .outerjoin(ModelVersion, ModelVersion.id == DeploymentServer.model_version_id)
         .where(Deployment.id == deployment_id, Deployment.deleted_at.is_(None))
+        .order_by(DeploymentServer.replica)
     ).all()
     if not rows:
         return None
@@ -164,13 +178,21 @@ def load_route_table(session: Session, deployment_id: uuid.UUID, ttl_s: float) -
         canary_started.timestamp() if canary_started is not None else 0.0,
         (plan or {}).get("step_started_at", 0.0),
     )
+    replicas: dict[str, list[tuple[DeploymentServer, int]]] = {}
+    for _, server, version, _ in rows:
+        if server is not None and deployment.status != "stopped":
+            replicas.setdefault(server.role, []).append((server, version))
     upstreams = {
-        server.role: Upstream.build(
-            deployment.id, server.role, server.model_version_id, str(version), f"http://{server.host}:{server.port}"
+        role: Upstream.build(
+            deployment.id,
+            role,
+            servers[0][0].model_version_id,
+            str(servers[0][1]),
+            tuple(f"http://{server.host}:{server.port}" for server, _ in servers),
         )
-        for _, server, version, _ in rows
-        if server is not None and deployment.status != "stopped"
+        for role, servers in replicas.items()
     }
+    batching = deployments.batching(deployment)
     canary, shadow = upstreams.get("canary"), upstreams.get("shadow")
     policy = TrafficPolicy(
         canary_percent=deployment.canary_percent if canary else 0,
@@ -188,6 +210,7 @@ def load_route_table(session: Session, deployment_id: uuid.UUID, ttl_s: float) -
         plan=plan if canary is not None else None,
         sticky_header=sticky.lower().encode("latin-1") if (sticky := canary_settings.get("sticky_header")) else None,
         monitored=bool(rows[0][3]),
+        upstream_headers={BATCHING_HEADER: batching_header_value(**batching)} if batching else {},
         expires_at=time.monotonic() + ttl_s,
     )
 
@@ -225,6 +248,7 @@ class Gateway:
         self.session_scope = session_scope
         self.authenticator = authenticator
         self.client = client
+        self.balancer = ReplicaBalancer()
         self.prediction_log = prediction_log
         self.stats_store = stats_store
         self.stats_flush_interval_s = stats_flush_interval_s
@@ -269,10 +293,10 @@ class Gateway:
                 upstream = table.canary
         if upstream is None:
             raise Unavailable(f"Deployment '{deployment_id}' has no running model server")
-        headers = {"content-type": content_type} if content_type else None
+        headers = {"content-type": content_type, **table.upstream_headers} if content_type else table.upstream_headers
         started = time.perf_counter()
         try:
-            response = await self.client.request("GET" if body is None else "POST", upstream.url + path, body, headers)
+            response = await self._call(upstream, "GET" if body is None else "POST", path, body, headers)
         except UpstreamError as exc:
             self._observe(table, upstream, time.perf_counter() - started, "error")
             raise Unavailable(f"Model server of version {upstream.version} did not answer: {exc}") from exc
@@ -307,6 +331,30 @@ class Gateway:
             response.content_type or "application/json",
             {"x-tessera-model-version": upstream.version, "x-tessera-route": upstream.role},
         )
+
+    async def _call(
+        self, upstream: Upstream, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> UpstreamAnswer:
+        """One replica's answer. A replica that does not answer is skipped for a while, and the request goes
+        once to another (a model's prediction is a pure function of its input, so repeating it is safe)."""
+        urls = upstream.urls
+        if len(urls) == 1:
+            return await self.client.request(method, urls[0] + path, body, headers)
+        url = self.balancer.pick(urls) or urls[0]
+        retried = False
+        while True:
+            self.balancer.started(url)
+            try:
+                return await self.client.request(method, url + path, body, headers)
+            except UpstreamError as exc:
+                self.balancer.mark_down(url)
+                other = None if retried or not exc.retryable else self.balancer.pick(urls, exclude=url)
+                if other is None:
+                    raise
+                log.warning("gateway.replica_unavailable", url=url, retried_on=other, error=str(exc))
+            finally:
+                self.balancer.finished(url)
+            url, retried = other, True
 
     async def authorize_deployment(self, deployment_id: uuid.UUID, authorization: str | None) -> RouteTable:
         """The deployment's routing table, once the caller may read it (404 for anyone who cannot see it)."""
@@ -435,7 +483,7 @@ class Gateway:
         shadow: Upstream,
         path: str,
         body: bytes,
-        headers: dict[str, str] | None,
+        headers: dict[str, str],
         stable_answer: bytes,
     ) -> None:
         deployment = str(table.deployment_id)
@@ -452,13 +500,13 @@ class Gateway:
         shadow: Upstream,
         path: str,
         body: bytes,
-        headers: dict[str, str] | None,
+        headers: dict[str, str],
         stable_answer: bytes,
     ) -> None:
         tally = self._tally(uuid.UUID(deployment), shadow)
         started = time.perf_counter()
         try:
-            response = await self.client.request("POST", shadow.url + path, body, headers)
+            response = await self._call(shadow, "POST", path, body, headers)
             tally.record((time.perf_counter() - started) * 1000.0, error=response.status_code >= 500)
             if response.status_code != 200:
                 SHADOW_COMPARISONS.labels(deployment, shadow.version, "error").inc()

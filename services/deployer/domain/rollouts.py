@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.deployer.domain.deployments import SERVING_STATES, announce, record, server_for_role
+from services.deployer.domain.deployments import SERVING_STATES, announce, record, replica_count, servers_for_role
 from services.deployer.domain.process_manager import (
     ModelServerSpec,
     ModelServerState,
@@ -49,6 +49,8 @@ class RolloutPlan:
     model_name: str
     version_label: str
     project: Project
+    # Model-server processes to start, one per replica.
+    replicas: int
 
 
 def process_manager(settings: Settings) -> ProcessManager:
@@ -71,12 +73,13 @@ def claim_rollout(session: Session, history_id: uuid.UUID, lease: timedelta) -> 
         return None
     entry.details = {**entry.details, "claimed_at": now.isoformat()}
     row = session.execute(
-        select(ModelVersion, Model.name, Project)
+        select(ModelVersion, Model.name, Project, Deployment)
         .join(Model, Model.id == ModelVersion.model_id)
         .join(Project, Project.id == Model.project_id)
+        .join(Deployment, Deployment.id == entry.deployment_id)
         .where(ModelVersion.id == entry.to_version_id)
     ).one()
-    version, model_name, project = row
+    version, model_name, project, deployment = row
     return RolloutPlan(
         deployment_id=entry.deployment_id,
         history_id=entry.id,
@@ -88,6 +91,7 @@ def claim_rollout(session: Session, history_id: uuid.UUID, lease: timedelta) -> 
         model_name=model_name,
         version_label=str(version.version),
         project=project,
+        replicas=replica_count(deployment, entry.details["role"]),
     )
 
 
@@ -121,17 +125,18 @@ def finish_rollout(
     session: Session,
     plan: RolloutPlan,
     spec: ModelServerSpec | None,
-    state: ModelServerState | None,
+    states: list[ModelServerState],
     failure: str | None,
 ) -> list[ModelServerState]:
-    """Swap the new server in (or record why there is none); returns the servers the caller must stop."""
+    """Swap the new servers in, one per replica (or record why there are none); returns the servers the
+    caller must stop."""
     deployment = session.scalar(select(Deployment).where(Deployment.id == plan.deployment_id).with_for_update())
     entry = session.get(DeploymentHistory, plan.history_id)
     entry.details = {**entry.details, "finished_at": utcnow().isoformat()}
-    if state is None or spec is None:
+    if not states or spec is None:
         entry.outcome, entry.reason = "failed", failure
         if plan.role == "stable":
-            still_serving = entry.details.get("status_before") in SERVING_STATES and server_for_role(
+            still_serving = entry.details.get("status_before") in SERVING_STATES and servers_for_role(
                 session, deployment.id, "stable"
             )
             deployment.status = entry.details["status_before"] if still_serving else "failed"
@@ -149,14 +154,19 @@ def finish_rollout(
         return []
     if deployment.status == "stopped":
         entry.outcome, entry.reason = "cancelled", "the deployment was stopped while the server started"
-        return [state]
-    server = server_for_role(session, deployment.id, plan.role)
-    retired = [_state_of(server)] if server is not None and server.pid is not None else []
-    if server is None:
-        server = DeploymentServer(deployment_id=deployment.id, role=plan.role, restarts=0)
-        session.add(server)
-    server.model_version_id, server.model_uri = plan.version_id, spec.model_uri
-    _apply_state(server, state)
+        return states
+    previous = servers_for_role(session, deployment.id, plan.role)
+    retired = [_state_of(server) for server in previous if server.pid is not None]
+    for server in previous[len(states) :]:
+        session.delete(server)
+    for replica, state in enumerate(states):
+        if replica < len(previous):
+            server = previous[replica]
+        else:
+            server = DeploymentServer(deployment_id=deployment.id, role=plan.role, replica=replica, restarts=0)
+            session.add(server)
+        server.model_version_id, server.model_uri = plan.version_id, spec.model_uri
+        _apply_state(server, state)
     if plan.role == "stable":
         deployment.model_version_id = plan.version_id
         deployment.status = "rolled_back" if plan.action == "rollback" else "healthy"
@@ -167,7 +177,12 @@ def finish_rollout(
     deployment.status_reason = None
     deployment.endpoint_url = f"/deployments/{deployment.id}/invocations"
     entry.outcome = "succeeded"
-    entry.details = {**entry.details, "port": state.port, "pid": state.pid}
+    entry.details = {
+        **entry.details,
+        "port": states[0].port,
+        "pid": states[0].pid,
+        "replicas": [{"port": state.port, "pid": state.pid} for state in states],
+    }
     event = _EVENT_FOR_ROLE.get(plan.role) or (
         "deployment.rolled_back" if plan.action == "rollback" else "deployment.healthy"
     )
@@ -185,19 +200,22 @@ def finish_rollout(
     return retired
 
 
-def supervised_server_ids(session: Session) -> list[uuid.UUID]:
-    return list(
-        session.scalars(
-            select(DeploymentServer.id)
-            .join(Deployment, Deployment.id == DeploymentServer.deployment_id)
-            .where(Deployment.status != "stopped", Deployment.deleted_at.is_(None))
-        )
+def supervised_server_ids(session: Session, deployment_id: uuid.UUID | None = None) -> list[uuid.UUID]:
+    """Every model server to keep running (or only one deployment's)."""
+    query = (
+        select(DeploymentServer.id)
+        .join(Deployment, Deployment.id == DeploymentServer.deployment_id)
+        .where(Deployment.status != "stopped", Deployment.deleted_at.is_(None))
     )
+    if deployment_id is not None:
+        query = query.where(Deployment.id == deployment_id)
+    return list(session.scalars(query))
 
 
 def supervise_server(session: Session, server_id: uuid.UUID, manager: ProcessManager) -> SupervisionOutcome | None:
-    """Restart the server if its process died. The row stays locked while it restarts, and a second beat
-    skips locked rows, so two supervisors never start the same server twice."""
+    """Restart the server if its process died, or start a replica added since (state `starting`). The row
+    stays locked while it starts, and a second beat skips locked rows, so two supervisors never start the
+    same server twice."""
     row = session.execute(
         select(DeploymentServer, ModelVersion.version, Model.name)
         .join(ModelVersion, ModelVersion.id == DeploymentServer.model_version_id)
@@ -214,17 +232,18 @@ def supervise_server(session: Session, server_id: uuid.UUID, manager: ProcessMan
         return outcome
     deployment = session.get(Deployment, server.deployment_id)
     if outcome.action == "restarted":
+        added = server.state == "starting"
         _apply_state(server, outcome.state)
-        server.restarts += 1
+        server.restarts += 0 if added else 1
         record(
             session,
             deployment,
-            "restart",
+            "start_replica" if added else "restart",
             "succeeded",
             from_version_id=server.model_version_id,
             to_version_id=server.model_version_id,
-            reason=outcome.reason,
-            details={"role": server.role, "pid": server.pid, "port": server.port},
+            reason=f"replica {server.replica} added" if added else outcome.reason,
+            details={"role": server.role, "replica": server.replica, "pid": server.pid, "port": server.port},
         )
     elif server.state != "failed":
         # Recorded once per failure, not on every beat that retries it.
@@ -236,7 +255,7 @@ def supervise_server(session: Session, server_id: uuid.UUID, manager: ProcessMan
             "failed",
             from_version_id=server.model_version_id,
             reason=outcome.reason,
-            details={"role": server.role},
+            details={"role": server.role, "replica": server.replica},
         )
         announce(
             session,

@@ -19,7 +19,12 @@ KEEPALIVE_S = 4.0
 
 
 class UpstreamError(Exception):
-    """The upstream did not answer: refused, reset, timed out, or sent a broken response."""
+    """The upstream did not answer: refused, reset, timed out, or sent a broken response. `retryable`: the
+    request may go to another replica (not after a timeout, which would only double the wait)."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +58,7 @@ class AiohttpUpstreamClient:
             async with self.session.request(method, url, data=body, headers=headers) as response:
                 return UpstreamAnswer(response.status, await response.read(), response.headers.get("content-type"))
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamError(f"{type(exc).__name__}: {exc}") from exc
+            raise UpstreamError(f"{type(exc).__name__}: {exc}", retryable=not isinstance(exc, TimeoutError)) from exc
 
     async def aclose(self) -> None:
         await self.session.close()

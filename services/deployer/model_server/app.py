@@ -9,12 +9,20 @@ from typing import Any, TypeVar
 
 import mlflow
 import orjson
+import pandas as pd
 from fastapi import FastAPI, Request, Response
 from mlflow.pyfunc import PyFuncModel
 from mlflow.types import Schema
 from starlette.concurrency import run_in_threadpool
 
-from services.deployer.model_server import PID_HEADER, open_inference, scoring
+from services.deployer.model_server import (
+    BATCHING_HEADER,
+    PID_HEADER,
+    open_inference,
+    parse_batching_header,
+    scoring,
+)
+from services.deployer.model_server.batching import Batcher
 
 JSON = "application/json"
 
@@ -38,6 +46,28 @@ def create_app(model: PyFuncModel, name: str, version: str, request_timeout_s: f
     async def ping() -> Response:
         return Response(content="\n", media_type=JSON, headers=pid_headers)
 
+    def predict_frame(frame: pd.DataFrame) -> Any:
+        return scoring.predict(model, scoring.ScoringRequest(frame, None))
+
+    # One batcher per batching setting asked for (in practice one: the deployment's).
+    batchers: dict[str, Batcher | None] = {}
+
+    def batcher_for(setting: str) -> Batcher | None:
+        if setting not in batchers:
+            parsed = parse_batching_header(setting)
+            batchers[setting] = Batcher(predict_frame, in_thread, *parsed) if parsed else None
+        return batchers[setting]
+
+    async def score_batched(body: bytes, content_type: str | None, batcher: Batcher) -> bytes:
+        # Parsed and checked alone, so a bad request is refused before it could join a batch; on the event
+        # loop, as a thread hop per request would cost more than parsing a request small enough to batch.
+        request = _checked_request(body, content_type, input_schema, typed_inputs)
+        if request.params is not None or not isinstance(request.data, pd.DataFrame):
+            predictions = await in_thread(scoring.predict, model, request)
+        else:
+            predictions = await asyncio.wait_for(batcher.predict(request.data), timeout=request_timeout_s)
+        return scoring.predictions_response(predictions)
+
     app.get("/ping")(ping)
     app.get("/health")(ping)
 
@@ -49,8 +79,13 @@ def create_app(model: PyFuncModel, name: str, version: str, request_timeout_s: f
     async def invocations(request: Request) -> Response:
         body = await request.body()
         content_type = request.headers.get("content-type")
+        setting = request.headers.get(BATCHING_HEADER)
+        batcher = batcher_for(setting) if setting is not None and not typed_inputs else None
         try:
-            payload = await in_thread(_score, model, body, content_type, input_schema, typed_inputs)
+            if batcher is not None:
+                payload = await score_batched(body, content_type, batcher)
+            else:
+                payload = await in_thread(_score, model, body, content_type, input_schema, typed_inputs)
         except scoring.ScoringError as exc:
             return Response(content=exc.to_json(), status_code=exc.status_code, media_type=JSON)
         except TimeoutError:
@@ -110,13 +145,20 @@ def create_app(model: PyFuncModel, name: str, version: str, request_timeout_s: f
     return app
 
 
-def _score(
-    model: PyFuncModel, body: bytes, content_type: str | None, input_schema: Schema | None, typed_inputs: bool
-) -> bytes:
+def _checked_request(
+    body: bytes, content_type: str | None, input_schema: Schema | None, typed_inputs: bool
+) -> scoring.ScoringRequest:
     request = scoring.parse_request(body, content_type, input_schema, typed_inputs=typed_inputs)
     if not typed_inputs:
         # Type-hinted models validate their own inputs (MLflow hands them the raw `inputs`).
         scoring.check_input(request, input_schema)
+    return request
+
+
+def _score(
+    model: PyFuncModel, body: bytes, content_type: str | None, input_schema: Schema | None, typed_inputs: bool
+) -> bytes:
+    request = _checked_request(body, content_type, input_schema, typed_inputs)
     return scoring.predictions_response(scoring.predict(model, request))
 
 

@@ -13,7 +13,7 @@ from shared.db.base import Base, JSONType, SoftDelete, Timestamps, UTCDateTime, 
 DEPLOYMENT_STATES = ("pending", "deploying", "healthy", "failed", "stopped", "rolled_back")
 TARGETS = ("local", "kserve")
 SERVER_ROLES = ("stable", "canary", "shadow")
-SERVER_STATES = ("running", "failed")
+SERVER_STATES = ("starting", "running", "failed")
 
 
 class Deployment(UUIDPrimaryKey, Timestamps, SoftDelete, Base):
@@ -37,6 +37,8 @@ class Deployment(UUIDPrimaryKey, Timestamps, SoftDelete, Base):
         Uuid, ForeignKey("model_versions.id", ondelete="SET NULL")
     )
     shadow_percent: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # Model-server processes per serving role (stable, canary); the gateway balances across them.
+    replicas: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
     config: Mapped[dict] = mapped_column(JSONType, nullable=False, default=dict)
     endpoint_url: Mapped[str | None] = mapped_column(Text)
     status_reason: Mapped[str | None] = mapped_column(Text)
@@ -63,19 +65,21 @@ class DeploymentHistory(UUIDPrimaryKey, Base):
 
 
 class DeploymentServer(UUIDPrimaryKey, Timestamps, Base):
-    """One local model-server process of a deployment, per role; the gateway routes to these rows.
+    """One local model-server process of a deployment, per role and replica; the gateway routes to these rows.
 
     A row exists only for a server that was started (or is being restarted): a rollout starts the new
     process first and swaps the row afterwards, so the previous version keeps serving until then.
     """
 
     __tablename__ = "deployment_servers"
-    __table_args__ = (UniqueConstraint("deployment_id", "role"), Index(None, "model_version_id"))
+    __table_args__ = (UniqueConstraint("deployment_id", "role", "replica"), Index(None, "model_version_id"))
 
     deployment_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("deployments.id", ondelete="CASCADE"), nullable=False
     )
     role: Mapped[str] = mapped_column(String(20), nullable=False)
+    # 0 .. deployment.replicas - 1; a row without a pid is a replica waiting for supervision to start it.
+    replica: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     model_version_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("model_versions.id", ondelete="RESTRICT"), nullable=False
     )
