@@ -1,7 +1,7 @@
 """Deployments run N replicas of each model server: `deployments.replicas`, `deployment_servers.replica`.
 
-Revision ID: 019
-Revises: 018
+Revision ID: 020
+Revises: 019
 """
 
 from collections.abc import Sequence
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "019"
-down_revision: str | None = "018"
+revision: str = "020"
+down_revision: str | None = "019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
