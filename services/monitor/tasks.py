@@ -1,16 +1,19 @@
-"""Celery tasks of the monitor: beat's fan-out of due checks, and one check run per task; beat's fan-out
-of prediction-log upkeep, and the upkeep of one monitor's files per task.
+"""Celery tasks of the monitor: beat's fan-out of due checks, and one check run per task (a large one
+split into column shards, one task each, and a combining task); beat's fan-out of prediction-log upkeep,
+and the upkeep of one monitor's files per task.
 
 All are idempotent: a slot is claimed once in the database (see `domain.checks`), a run is claimed by
-state, and upkeep locks the index rows it changes (SKIP LOCKED) and ignores files already gone, so a
-redelivered or re-sent message finds nothing left to do.
+state, a shard's results are recorded once and the run's report written once, and upkeep locks the index
+rows it changes (SKIP LOCKED) and ignores files already gone, so a redelivered or re-sent message finds
+nothing left to do. Tasks are acknowledged after they ran, so a lost worker's shard is delivered again.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
-from datetime import timedelta
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 
 import structlog
 from celery import current_app, shared_task
@@ -66,6 +69,7 @@ def schedule_due_checks() -> None:
 
 @shared_task(name="monitor.run_check", ignore_result=True)
 def run_check(run_id: str) -> None:
+    """Check a run's window in this task, or split it into column shards for any workers to take."""
     current = settings()
     store = get_artifact_store(current)
     db = database()
@@ -73,7 +77,16 @@ def run_check(run_id: str) -> None:
         job = checks.start(session, uuid.UUID(run_id), utcnow(), timedelta(seconds=current.monitor_check_lease_s))
     if job is None:
         return
-    try:
+    with _failing_run(job.run_id):
+        with db.session_scope() as session:
+            shards = checks.split(
+                session, store, job, current.monitor_check_shard_columns, current.monitor_drift_memory_mb
+            )
+        if shards:
+            for number in range(shards):
+                current_app.send_task("monitor.run_check_shard", [run_id, number, job.window_end.isoformat()])
+            return
+
         # One short session per step: status and progress are visible to the API as they change, and
         # no row stays locked while the window is read and the report computed.
         def progress(share: float) -> None:
@@ -84,15 +97,73 @@ def run_check(run_id: str) -> None:
             window = checks.read_window(session, store, job)
             progress(0.0)
             # A group of columns at a time, the progress after each.
-            result = checks.compute(session, store, job, window, current.monitor_drift_memory_mb, progress)
+            result = checks.compute(
+                session, store, job, window, current.monitor_drift_memory_mb, progress, current.monitor_drift_threads
+            )
         with db.session_scope() as session:
             checks.finish(session, job, result, utcnow(), current.public_url)
-    except Exception as error:
-        # Recorded on the run for the API; a domain refusal is expected input, anything else is a bug.
-        if not isinstance(error, TesseraError):
-            log.exception("monitor.check_failed", run_id=run_id)
+
+
+@shared_task(name="monitor.run_check_shard", ignore_result=True)
+def run_check_shard(run_id: str, number: int, started_at: str) -> None:
+    """One shard of a split run (of the claim made at `started_at`); the task that records the last shard
+    queues the combining task. A redelivered shard finds its results recorded and only repeats that step."""
+    current, db = settings(), database()
+    job = _resumed(run_id, started_at)
+    if job is None:
+        return
+    with _failing_run(job.run_id):
+
+        def progress(amount: float) -> None:
+            with db.session_scope() as session:
+                checks.add_progress(session, job.run_id, checks.SHARDS_PROGRESS * amount)
+
         with db.session_scope() as session:
-            checks.fail(session, job.run_id, getattr(error, "message", None) or repr(error), utcnow())
+            result = checks.compute_shard(
+                session,
+                get_artifact_store(current),
+                job,
+                number,
+                current.monitor_drift_memory_mb,
+                progress,
+                current.monitor_drift_threads,
+            )
+        with db.session_scope() as session:
+            complete = checks.record_shard(session, job.run_id, number, result, utcnow())
+        if complete:
+            current_app.send_task("monitor.combine_check", [run_id, started_at])
+
+
+@shared_task(name="monitor.combine_check", ignore_result=True)
+def combine_check(run_id: str, started_at: str) -> None:
+    """The report of a split run from its shards, written once (a second delivery finds the run done)."""
+    current, db = settings(), database()
+    job = _resumed(run_id, started_at)
+    if job is None:
+        return
+    with _failing_run(job.run_id):
+        with db.session_scope() as session:
+            result = checks.combine(session, get_artifact_store(current), job)
+        with db.session_scope() as session:
+            checks.finish(session, job, result, utcnow(), current.public_url)
+
+
+def _resumed(run_id: str, started_at: str) -> checks.CheckJob | None:
+    with database().session_scope() as session:
+        return checks.resume(session, uuid.UUID(run_id), datetime.fromisoformat(started_at))
+
+
+@contextmanager
+def _failing_run(run_id: uuid.UUID) -> Iterator[None]:
+    """An error fails the run, recorded on it for the API; a domain refusal is expected input, anything
+    else is a bug and logged."""
+    try:
+        yield
+    except Exception as error:
+        if not isinstance(error, TesseraError):
+            log.exception("monitor.check_failed", run_id=str(run_id))
+        with database().session_scope() as session:
+            checks.fail(session, run_id, getattr(error, "message", None) or repr(error), utcnow())
 
 
 @shared_task(name="monitor.ingest_served_predictions", ignore_result=True)

@@ -196,6 +196,12 @@ class Settings(BaseSettings):
     # resident memory stays within this many MB, whatever the size of the data (one column's working set,
     # about 6 x 8 bytes x rows, is the floor). The default leaves room for a 2 GB peak.
     monitor_drift_memory_mb: int = Field(default=1792, ge=64)
+    # A check of more columns than this, or whose window is larger than the memory bound, is split into
+    # column shards run as separate tasks on any of the workers (0: never split).
+    monitor_check_shard_columns: int = Field(default=25, ge=0)
+    # Threads a check (or shard) works on columns with; 0: one per core, up to 4. With several worker
+    # processes on one machine, 1 leaves the cores to the processes.
+    monitor_drift_threads: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:

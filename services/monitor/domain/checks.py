@@ -8,24 +8,29 @@ finds the row already moved and claims nothing. The run row is unique on (monito
 
 from __future__ import annotations
 
+import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.monitor.domain import alerts, predictions, quality, reference
 from services.monitor.domain.drift import (
     ColumnStatus,
+    DriftReport,
     ProfileFormatError,
     ReferenceProfile,
     bounded_drift_report,
     render_html,
 )
+from services.monitor.domain.drift.bounded import VALUE_BYTES
+from services.monitor.domain.drift.engine import assemble_report
+from services.monitor.domain.drift.report import column_dict, column_from_dict
 from services.monitor.domain.monitors import describe, drift_options, get_monitor, monitor_rows, next_check_after
 from services.monitor.domain.visibility import READ, WRITE
 from shared.core.artifacts import ArtifactStore, safe_key
@@ -33,13 +38,17 @@ from shared.core.auth import Access
 from shared.core.errors import NotFound, TesseraError
 from shared.core.pagination import RowPage
 from shared.core.settings import Settings
-from shared.db.models import DataDriftReport, ModelMonitoring, MonitorCheckRun, Project
+from shared.db.models import DataDriftReport, ModelMonitoring, MonitorCheckRun, MonitorCheckShard, Project
 
 QUEUED, RUNNING, DONE, FAILED, INSUFFICIENT = "queued", "running", "done", "failed", "insufficient_data"
 # The bound when the caller gives none (TESSERA_MONITOR_DRIFT_MEMORY_MB's default).
 DRIFT_MEMORY_MB: int = Settings.model_fields["monitor_drift_memory_mb"].default
 # Monitors claimed per beat tick; the rest wait for the next tick.
 CLAIM_BATCH = 200
+# A run's progress once it is split into shards (reading the window's logging times and the profile's
+# header), and the part of it the shards' columns fill (the rest is the combining task's).
+SPLIT_PROGRESS = 0.1
+SHARDS_PROGRESS = 0.8
 
 
 def claim_due_slots(session: Session, now: datetime) -> list[uuid.UUID]:
@@ -208,11 +217,13 @@ def compute(
     window: CheckWindow,
     memory_mb: int = DRIFT_MEMORY_MB,
     progress: Callable[[float], None] | None = None,
+    threads: int | None = None,
 ) -> CheckResult:
     """The drift report (and the quality section) of the window, its HTML page stored next to the
     monitor's files; no database writes, so it can run outside any transaction. The window and the
-    reference profile are read a group of columns at a time, to stay within `memory_mb`; `progress`
-    gets the share of columns done after each group."""
+    reference profile are read a group of columns at a time, to stay within `memory_mb`, each group's
+    columns worked on by `threads` threads (default: one per core); `progress` gets the share of
+    columns done after each group."""
     monitor = session.get(ModelMonitoring, job.monitor_id)
     report_id = uuid.uuid4()
     rows = window.columns.num_rows
@@ -224,18 +235,41 @@ def compute(
             "columns": {},
         }
         return CheckResult(report_id, INSUFFICIENT, report, [])
+    drift = _drift_report(store, monitor, window.columns, memory_mb, progress, threads=threads)
+    return _check_result(session, store, monitor, window, drift)
+
+
+def _drift_report(
+    store: ArtifactStore,
+    monitor: ModelMonitoring,
+    columns: predictions.WindowColumns,
+    memory_mb: int,
+    progress: Callable[[float], None] | None,
+    shard: Sequence[str] | None = None,
+    threads: int | None = None,
+) -> DriftReport:
+    """The drift report of the window (of the `shard`'s columns only, if given); `progress` gets the share
+    of these columns done after each group."""
     try:
         with store.open_read(monitor.reference_profile_uri) as handle:
-            profile = ReferenceProfile.read(handle)
-            drift = bounded_drift_report(
-                profile,
-                window.columns,
+            return bounded_drift_report(
+                ReferenceProfile.read(handle),
+                columns,
                 memory_mb * 2**20,
                 drift_options(monitor),
                 progress=None if progress is None else lambda step: progress(step.columns_done / step.columns),
+                columns=shard,
+                threads=threads,
             )
     except (NotFound, ProfileFormatError) as error:
         raise CheckFailed(f"The reference profile cannot be read: {error}") from None
+
+
+def _check_result(
+    session: Session, store: ArtifactStore, monitor: ModelMonitoring, window: CheckWindow, drift: DriftReport
+) -> CheckResult:
+    """The run's result from its drift report: the quality section, the findings, the HTML page."""
+    report_id = uuid.uuid4()
     report = drift.to_dict()
     findings: list[alerts.Finding] = []
     status = INSUFFICIENT if drift.status == ColumnStatus.INSUFFICIENT_DATA else DONE
@@ -254,6 +288,129 @@ def compute(
         [render_html(drift, title=f"Data drift: {monitor.name}").encode()],
     )
     return CheckResult(report_id, status, report, findings)
+
+
+def plan_shards(names: Sequence[str], rows: int, shard_columns: int, memory_mb: int) -> list[list[str]]:
+    """Consecutive columns in shards of at most `shard_columns` (0: one shard), and at least as many
+    shards as the window's values (8 bytes each) fill the memory bound; never more than one per column."""
+    if shard_columns <= 0 or not names:
+        return [list(names)]
+    by_width = math.ceil(len(names) / shard_columns)
+    by_size = math.ceil(rows * len(names) * VALUE_BYTES / (memory_mb * 2**20))
+    count = min(len(names), max(by_width, by_size))
+    size = math.ceil(len(names) / count)
+    return [list(names[start : start + size]) for start in range(0, len(names), size)]
+
+
+def split(session: Session, store: ArtifactStore, job: CheckJob, shard_columns: int, memory_mb: int) -> int:
+    """Split a large check into column shards (rows of `MonitorCheckShard`); the number of shards to
+    queue, 0 when the run is checked in one task (small, or too few rows for a verdict)."""
+    monitor = session.get(ModelMonitoring, job.monitor_id)
+    rows = predictions.WindowColumns(session, store, monitor, job.window_start, job.window_end).num_rows
+    if rows < monitor.min_rows:
+        return 0
+    try:
+        with store.open_read(monitor.reference_profile_uri) as handle:
+            names = list(ReferenceProfile.read(handle).columns)
+    except (NotFound, ProfileFormatError):
+        return 0  # the one-task path reports it
+    shards = plan_shards(names, rows, shard_columns, memory_mb)
+    if len(shards) < 2:
+        return 0
+    # A run retaken after its worker was lost starts its shards over.
+    session.execute(delete(MonitorCheckShard).where(MonitorCheckShard.run_id == job.run_id))
+    session.add_all(
+        MonitorCheckShard(run_id=job.run_id, number=number, columns=columns) for number, columns in enumerate(shards)
+    )
+    set_progress(session, job.run_id, SPLIT_PROGRESS)
+    return len(shards)
+
+
+def resume(session: Session, run_id: uuid.UUID, started_at: datetime) -> CheckJob | None:
+    """The job of a sharded run, for its shard and combining tasks; None once the run has finished, failed,
+    or was retaken by a later claim (whose own tasks then do the work)."""
+    run = session.get(MonitorCheckRun, run_id)
+    if run is None or run.status != RUNNING or run.started_at != started_at:
+        return None
+    monitor = session.get(ModelMonitoring, run.monitor_id)
+    return CheckJob(run.id, run.monitor_id, run.slot_time, started_at - timedelta(seconds=monitor.window_s), started_at)
+
+
+def compute_shard(
+    session: Session,
+    store: ArtifactStore,
+    job: CheckJob,
+    number: int,
+    memory_mb: int = DRIFT_MEMORY_MB,
+    progress: Callable[[float], None] | None = None,
+    threads: int | None = None,
+) -> dict[str, Any] | None:
+    """The results of the shard's columns; None when an earlier delivery already recorded them.
+    `progress` gets, after each group of columns, the share of all the run's columns it finished."""
+    shards = {shard.number: shard for shard in _shards(session, job.run_id)}
+    shard = shards.get(number)
+    if shard is None or shard.finished_at is not None:
+        return None
+    monitor = session.get(ModelMonitoring, job.monitor_id)
+    columns = predictions.WindowColumns(session, store, monitor, job.window_start, job.window_end)
+    weight = len(shard.columns) / sum(len(other.columns) for other in shards.values())
+    reported = 0.0
+
+    def shard_progress(share: float) -> None:
+        nonlocal reported
+        if progress is not None and share > reported:
+            progress(weight * (share - reported))
+            reported = share
+
+    drift = _drift_report(store, monitor, columns, memory_mb, shard_progress, shard.columns, threads)
+    return {
+        "columns": {name: column_dict(column) for name, column in drift.columns.items()},
+        "reference_rows": drift.reference_rows,
+        "current_rows": drift.current_rows,
+    }
+
+
+def _shards(session: Session, run_id: uuid.UUID) -> list[MonitorCheckShard]:
+    query = select(MonitorCheckShard).where(MonitorCheckShard.run_id == run_id).order_by(MonitorCheckShard.number)
+    return list(session.scalars(query))
+
+
+def record_shard(
+    session: Session, run_id: uuid.UUID, number: int, result: dict[str, Any] | None, now: datetime
+) -> bool:
+    """Store a shard's results (once: a redelivered shard's are dropped); whether every shard of the run
+    is now done. Under the run's row lock, so of two shards finishing together one sees the other's."""
+    session.scalars(select(MonitorCheckRun.id).where(MonitorCheckRun.id == run_id).with_for_update()).one_or_none()
+    shard = session.get(MonitorCheckShard, (run_id, number))
+    if shard is not None and shard.finished_at is None and result is not None:
+        shard.result, shard.finished_at = result, now
+        session.flush()
+    return all(shard.finished_at is not None for shard in _shards(session, run_id))
+
+
+def add_progress(session: Session, run_id: uuid.UUID, amount: float) -> None:
+    """Shards running side by side each add their part (one UPDATE: no lost increments)."""
+    session.execute(
+        update(MonitorCheckRun)
+        .where(MonitorCheckRun.id == run_id, MonitorCheckRun.status == RUNNING)
+        .values(progress=case((MonitorCheckRun.progress + amount > 1.0, 1.0), else_=MonitorCheckRun.progress + amount))
+        .execution_options(synchronize_session=False)
+    )
+
+
+def combine(session: Session, store: ArtifactStore, job: CheckJob) -> CheckResult:
+    """The run's result from its shards' results, as one task computing every column would give it."""
+    monitor = session.get(ModelMonitoring, job.monitor_id)
+    shards = _shards(session, job.run_id)
+    columns = {
+        name: column_from_dict(column)
+        for shard in shards
+        if shard.result is not None
+        for name, column in shard.result["columns"].items()
+    }
+    first = shards[0].result or {}
+    drift = assemble_report(columns, drift_options(monitor), first["reference_rows"], first["current_rows"])
+    return _check_result(session, store, monitor, read_window(session, store, job), drift)
 
 
 class CheckFailed(TesseraError):
@@ -288,10 +445,13 @@ def _quality_finding(config: dict[str, Any], section: dict[str, Any]) -> alerts.
 def finish(session: Session, job: CheckJob, result: CheckResult, now: datetime, public_url: str) -> None:
     """Store the report and apply its findings in one transaction, under the monitor's row lock. A run
     that finishes after a run of a newer slot (a late worker, a redelivered message) keeps its report but
-    leaves the alerts as the newer verdict set them."""
+    leaves the alerts as the newer verdict set them. A run already finished is left as it is."""
     monitor = session.scalars(
         select(ModelMonitoring).where(ModelMonitoring.id == job.monitor_id).with_for_update()
     ).one()
+    status = session.scalar(select(MonitorCheckRun.status).where(MonitorCheckRun.id == job.run_id).with_for_update())
+    if status != RUNNING:
+        return  # finished by an earlier delivery of the same task: one report per run
     report = result.report
     session.add(
         DataDriftReport(

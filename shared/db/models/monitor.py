@@ -113,6 +113,23 @@ class MonitorCheckRun(UUIDPrimaryKey, Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class MonitorCheckShard(Base):
+    """A group of a run's columns checked by one task: a check of many columns or a large window is split
+    into shards that any worker takes, each writing its columns' results here; the task that finishes the
+    last one queues the combining task, which writes the run's one report."""
+
+    __tablename__ = "monitor_check_shards"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("monitor_check_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    columns: Mapped[list] = mapped_column(JSONType, nullable=False)
+    # The columns' results (`ColumnDrift` as in the report) and both sides' row counts; null until done.
+    result: Mapped[dict | None] = mapped_column(JSONType)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class MonitorPredictionBatch(UUIDPrimaryKey, Base):
     """Index of logged prediction batches; the rows themselves are one Parquet file per batch in the
     artifact store, so a window is read by listing the batches that overlap it."""

@@ -179,12 +179,13 @@ def bounded_drift_report(
     progress: Callable[[GroupProgress], None] | None = None,
     save_profile: ProfileWriter | None = None,
     threads: int | None = None,
+    columns: Sequence[str] | None = None,
 ) -> DriftReport:
     """The report `compute_drift_report` gives, reading `reference` (data, or a stored profile) and
     `current` one group of columns at a time so that the process stays within `memory_bytes`, each
     group's columns worked on by `threads` threads (default: one per core). `save_profile` receives the
     reference's column profiles as they are made; `progress` is called once the groups are planned and
-    after each group."""
+    after each group. `columns` limits the report to these of the reference's columns (a shard's)."""
     options = options or DriftOptions()
     threads = threads or default_threads()
     named = {name: ColumnType(kind) for name, kind in (column_types or {}).items()}
@@ -195,6 +196,9 @@ def bounded_drift_report(
     else:
         names, reference_rows = reference.names, reference.num_rows
         reference_bytes = {name: reference.column_bytes(name) for name in names}
+    if columns is not None:
+        wanted = set(columns)
+        names = [name for name in names if name in wanted]
     present = set(current.names)
     sizes = {name: (reference_bytes[name], current.column_bytes(name) if name in present else 0) for name in names}
     groups = plan_groups(sizes, memory_bytes - resident_bytes(), threads)

@@ -61,11 +61,29 @@ class DriftReport:
             "status": self.status.value,
             "reference_rows": self.reference_rows,
             "current_rows": self.current_rows,
-            "columns": {name: _column_dict(column) for name, column in self.columns.items()},
+            "columns": {name: column_dict(column) for name, column in self.columns.items()},
         }
 
 
-def _column_dict(column: ColumnDrift) -> dict[str, Any]:
+def column_from_dict(data: dict[str, Any]) -> ColumnDrift:
+    """A column's result from its `to_dict()` form (a shard's results, stored as JSON)."""
+    new = data["new_categories"]
+    return ColumnDrift(
+        column_type=data["column_type"],
+        status=ColumnStatus(data["status"]),
+        method=data["method"],
+        score=data["score"],
+        threshold=data["threshold"],
+        drift=data["drift"],
+        reason=data["reason"],
+        missing_share=data["missing_share"],
+        new_categories=None if new is None else NewCategories(**new),
+        reference=data["reference"],
+        current=data["current"],
+    )
+
+
+def column_dict(column: ColumnDrift) -> dict[str, Any]:
     new = column.new_categories
     return {
         "column_type": column.column_type,
