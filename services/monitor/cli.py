@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -121,7 +128,8 @@ def drift(
         if save_profile is not None:
             rows = reference_side.row_count if isinstance(reference_side, ReferenceProfile) else reference_side.num_rows
             writer = stack.enter_context(ProfileWriter(stack.enter_context(save_profile.open("wb")), rows))
-        progress = stack.enter_context(_group_progress())
+        # A bar on a terminal, unless the output is JSON for another program.
+        progress = stack.enter_context(_group_progress()) if not json_out else None
         report = bounded_drift_report(
             reference_side,
             _source(current),
@@ -156,13 +164,19 @@ def _source(path: Path) -> ColumnSource:
 
 @contextmanager
 def _group_progress() -> Iterator[Any]:
-    """A progress bar over the column groups, shown on a terminal when the data does not fit in one group."""
+    """A one-line progress bar over the column groups, advanced as each group is done, shown on a
+    terminal when the data does not fit in one group:
+
+        Drift, group 3/25 ━━━━━━━╸━━━━━━━━━━━━━━━━━━━━━━━━━━━━  12/100 columns 0:00:07 < 0:00:51
+    """
     bar = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("columns"),
         TimeElapsedColumn(),
+        TextColumn("<"),
+        TimeRemainingColumn(),
         console=progress_console,
         transient=True,
     )

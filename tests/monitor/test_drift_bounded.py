@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -12,8 +13,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
+from services.monitor import cli
 from services.monitor.cli import app
 from services.monitor.domain.drift import (
     DriftOptions,
@@ -121,15 +124,23 @@ print(completed.stdout)
 """
 
 
-def test_tessera_drift_stays_within_its_memory_bound_on_data_larger_than_the_bound(tmp_path):
-    """200 MB of reference and 200 MB of current data (float64) compared within a 200 MiB bound: the
-    whole process's peak RSS, read by a parent that does nothing else (RUSAGE_CHILDREN of this test
+@pytest.mark.parametrize(
+    ("rows", "columns", "bound_mb"),
+    [
+        # 200 MB of reference and 200 MB of current data (float64) within a 200 MiB bound.
+        (500_000, 50, 200),
+        # 1.23 GB of data (614 MB a side) within 1 GiB: whole, both sides would not fit.
+        (1_600_000, 48, 1024),
+    ],
+)
+def test_tessera_drift_stays_within_its_memory_bound_on_data_larger_than_the_bound(tmp_path, rows, columns, bound_mb):
+    """The whole process's peak RSS, read by a parent that does nothing else (RUSAGE_CHILDREN of this test
     process would include its other children)."""
-    rows, columns, bound = 500_000, 50, 200 * MB
+    bound = bound_mb * MB
     reference, current = tmp_path / "reference.parquet", tmp_path / "current.parquet"
     write_large_parquet(reference, rows, columns, 0.0, seed=1)
     write_large_parquet(current, rows, columns, 0.3, seed=2)
-    assert reference.stat().st_size + current.stat().st_size > 1.8 * bound
+    assert reference.stat().st_size + current.stat().st_size > bound
     command = [sys.executable, "-m", "services.monitor.cli", "drift", str(reference), str(current), "--json"]
     completed = subprocess.run(
         [sys.executable, "-c", PEAK_RSS, *command, "--memory-mb", str(bound // MB)],
@@ -142,6 +153,7 @@ def test_tessera_drift_stays_within_its_memory_bound_on_data_larger_than_the_bou
     status, peak = map(int, completed.stdout.splitlines()[0].split())
     assert status == 0, completed.stderr
     assert peak <= bound, f"peak RSS {peak / MB:.0f} MB over the {bound / MB:.0f} MB bound"
+    print(f"{rows:,} x {columns} a side within {bound_mb} MB: peak RSS {peak / MB:.0f} MB")
     report = json.loads("\n".join(completed.stdout.splitlines()[1:]))
     assert report["number_of_columns"] == columns
     drifted = {name for name, column in report["columns"].items() if column["drift"]}
@@ -168,3 +180,25 @@ def test_cli_memory_bound_is_read_from_the_setting(tmp_path, monkeypatch):
     result = runner.invoke(app, arguments)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["number_of_drifted_columns"] >= 1
+
+
+def test_cli_shows_a_bar_over_the_column_groups_on_a_terminal_and_none_with_json(tmp_path, monkeypatch):
+    reference, current = mixed_tables(2_000)
+    pq.write_table(reference, tmp_path / "reference.parquet")
+    pq.write_table(current, tmp_path / "current.parquet")
+    screen = io.StringIO()
+    monkeypatch.setattr(
+        cli, "progress_console", Console(file=screen, force_terminal=True, color_system=None, width=120)
+    )
+    # The process already holds more than 64 MB: one column per group.
+    arguments = [str(tmp_path / "reference.parquet"), str(tmp_path / "current.parquet"), "--memory-mb", "64"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert "Drift, group 8/8" in screen.getvalue()
+    assert "8/8 columns" in screen.getvalue()
+    screen.seek(0)
+    screen.truncate()
+    result = CliRunner().invoke(app, [*arguments, "--json"])
+    assert result.exit_code == 0, result.output
+    assert screen.getvalue() == ""
+    assert json.loads(result.output)["number_of_columns"] >= 1
