@@ -1,7 +1,7 @@
 """monitor_check_shards: a drift check split into column shards run by separate tasks.
 
-Revision ID: 019
-Revises: 018
+Revision ID: 021
+Revises: 020
 """
 
 from collections.abc import Sequence
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "019"
-down_revision: str | None = "018"
+revision: str = "021"
+down_revision: str | None = "020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
