@@ -60,7 +60,8 @@ os.environ.update(
 from sqlalchemy import create_engine, text  # noqa: E402
 
 import services.notifier.tasks  # noqa: E402, F401  (the outbox nudge after each commit)
-from services.notifier.domain import channels, rules  # noqa: E402
+from services.notifier.domain import senders  # noqa: E402
+from services.notifier.domain.config import channels, rules  # noqa: E402
 from shared.core import events  # noqa: E402
 from shared.core.auth import Access, Principal  # noqa: E402
 from shared.core.crypto import SecretBox  # noqa: E402
@@ -224,7 +225,7 @@ def _set_up_tenant(receiver_url: str):
             session,
             access,
             SecretBox(get_settings().encryption_keys),
-            channels.policy_for(get_settings()),
+            senders.policy_for(get_settings()),
             organization_id=org.id,
             project_id=None,
             name="receiver",

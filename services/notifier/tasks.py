@@ -8,13 +8,15 @@ periodic runs by interval. Tasks are queued only after the transaction that made
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 from functools import lru_cache
 
 from celery import current_app, shared_task
 from sqlalchemy.orm import Session
 
-from services.notifier.domain import dispatch, flushing, ingest, periodic
+from services.notifier.domain import attempt_log, dispatch, grouping, intake, periodic, pipeline
 from shared.core import quarantine
 from shared.core.celery_app import BROKER_ERRORS, Declarations, Periodic, database, run_isolated, settings
 from shared.core.crypto import SecretBox
@@ -34,15 +36,18 @@ DECLARATIONS = Declarations(
     # deployment may give them dedicated workers (`tessera worker --queues notifier.dispatch`).
     routes={"notifier.dispatch": "notifier.dispatch"},
 )
-EVENTS_CONSUMER = ingest.EVENTS_CONSUMER
+EVENTS_CONSUMER = intake.EVENTS_CONSUMER
 DISPATCH_CONSUMER = quarantine.Consumer("notifier.dispatch", Delivery.id, Delivery.organization_id)
-FLUSH_CONSUMER = flushing.FLUSH_CONSUMER
+FLUSH_CONSUMER = grouping.FLUSH_CONSUMER
 
 FLUSH_BATCH = 200
 # Events per message when the sweeper re-queues lost ones (the relay sends batches of its own).
 EVENT_BATCH = 100
 # Deliveries per dispatch message: sent concurrently, recorded in one transaction.
 DISPATCH_BATCH = 50
+# A group_wait ending within this horizon gets a timer message of its own (a Celery countdown, held by a
+# worker until due, idempotent like every flush); a later one is left to the periodic flush.
+TIMER_HORIZON_S = 600.0
 
 
 @lru_cache(maxsize=4)
@@ -74,12 +79,28 @@ def _handle_events(event_ids: list[uuid.UUID]) -> None:
     before recording the outcome leaves them in flight; the sweeper sends them again once the lease
     runs out, with the same notification id."""
     current = settings()
-    retry = dispatch.RetryPolicy.from_settings(current)
+    retry = attempt_log.RetryPolicy.from_settings(current)
     with database().session_scope() as session:
         now = utcnow()
-        delivery_ids = ingest.handle_events(session, event_ids, _box(), now, current.public_url)
-        claimed = _claim(session, delivery_ids, retry, now)
+        handled = pipeline.handle_events(session, event_ids, _box(), now, current.public_url)
+        claimed = _claim(session, handled.deliveries, retry, now)
+    _start_timers(handled.timers, now)
     _send_and_record(claimed, retry)
+
+
+def _start_timers(timers: dict[uuid.UUID, datetime], now: datetime) -> None:
+    """A flush at the end of each new group's group_wait, by timer rather than the next periodic tick;
+    groups ending at the same moment share a message. Losing one costs only the timer's precision: the
+    periodic flush still finds the group due."""
+    by_moment: dict[datetime, list[str]] = defaultdict(list)
+    for group_id, due_at in timers.items():
+        if (due_at - now).total_seconds() <= TIMER_HORIZON_S:
+            by_moment[due_at].append(str(group_id))
+    for due_at, group_ids in by_moment.items():
+        try:
+            current_app.send_task("notifier.flush_groups", [group_ids], eta=due_at)
+        except BROKER_ERRORS:
+            return
 
 
 @shared_task(name="notifier.dispatch", ignore_result=True)
@@ -90,21 +111,21 @@ def dispatch_deliveries(delivery_ids: list[str]) -> None:
 
 
 def _dispatch(delivery_ids: list[uuid.UUID]) -> None:
-    retry = dispatch.RetryPolicy.from_settings(settings())
+    retry = attempt_log.RetryPolicy.from_settings(settings())
     with database().session_scope() as session:
         claimed = _claim(session, delivery_ids, retry, utcnow())
     _send_and_record(claimed, retry)
 
 
 def _claim(
-    session: Session, delivery_ids: Sequence[uuid.UUID], retry: dispatch.RetryPolicy, now
+    session: Session, delivery_ids: Sequence[uuid.UUID], retry: attempt_log.RetryPolicy, now: datetime
 ) -> list[dispatch.ClaimedDelivery]:
     if not delivery_ids:
         return []
     return dispatch.claim(session, delivery_ids, _box(), retry, now)
 
 
-def _send_and_record(claimed: list[dispatch.ClaimedDelivery], retry: dispatch.RetryPolicy) -> None:
+def _send_and_record(claimed: list[dispatch.ClaimedDelivery], retry: attempt_log.RetryPolicy) -> None:
     if not claimed:
         return
     started_at = utcnow()
@@ -112,7 +133,7 @@ def _send_and_record(claimed: list[dispatch.ClaimedDelivery], retry: dispatch.Re
     # inside the lease (120 s), not the sum of its sends.
     results = dispatch.send_all(claimed, settings(), started_at)
     with database().session_scope() as session:
-        dispatch.record(
+        attempt_log.record(
             session, list(zip(claimed, results, strict=True)), started_at=started_at, retry=retry, now=utcnow()
         )
 
@@ -130,7 +151,7 @@ def flush_due_groups() -> None:
     while True:
         try:
             with database().session_scope() as session:
-                delivery_ids, flushed = flushing.flush_due_groups(
+                delivery_ids, flushed = pipeline.flush_due_groups(
                     session, _box(), utcnow(), current.public_url, FLUSH_BATCH
                 )
         except Exception as exc:
@@ -139,7 +160,7 @@ def flush_due_groups() -> None:
             # One group broke the batch: flush them one by one, the failing ones counted and retried
             # alone; the rest of what is due waits for the next tick.
             with database().session_scope() as session:
-                group_ids = flushing.due_group_ids(session, utcnow(), FLUSH_BATCH)
+                group_ids = grouping.due_group_ids(session, utcnow(), FLUSH_BATCH)
             flush_groups(group_ids)
             return
         _queue_dispatch(delivery_ids)
@@ -149,15 +170,20 @@ def flush_due_groups() -> None:
 
 @shared_task(name="notifier.flush_groups", ignore_result=True)
 def flush_groups(group_ids: list[str]) -> None:
-    """Flush the given groups if due, isolated: a group that cannot be flushed is retried alone, then
-    quarantined (the timer's tick then passes it by)."""
+    """Flush the given groups if due — at a group_wait's end (`_start_timers`), or one by one when the
+    periodic flush's batch failed — and send what is due in the same task. Isolated: a group that cannot
+    be flushed is retried alone, then quarantined (the periodic flush then passes it by)."""
     run_isolated(FLUSH_CONSUMER, group_ids, _flush_groups)
 
 
 def _flush_groups(group_ids: list[uuid.UUID]) -> None:
+    current = settings()
+    retry = attempt_log.RetryPolicy.from_settings(current)
     with database().session_scope() as session:
-        delivery_ids = flushing.flush_due_groups_by_id(session, group_ids, _box(), utcnow(), settings().public_url)
-    _queue_dispatch(delivery_ids)
+        now = utcnow()
+        delivery_ids = pipeline.flush_due_groups_by_id(session, group_ids, _box(), now, current.public_url)
+        claimed = _claim(session, delivery_ids, retry, now)
+    _send_and_record(claimed, retry)
 
 
 @shared_task(name="notifier.sweep", ignore_result=True)
@@ -166,12 +192,12 @@ def sweep() -> None:
     current = settings()
     if not _claim_run("notifier.sweep", current.notifier_sweep_interval_s):
         return
-    retry = dispatch.RetryPolicy.from_settings(current)
+    retry = attempt_log.RetryPolicy.from_settings(current)
     with database().session_scope() as session:
-        delivery_ids = dispatch.due_for_dispatch(session, retry, utcnow())
+        delivery_ids = attempt_log.due_for_dispatch(session, retry, utcnow())
     _queue_dispatch(delivery_ids)
     with database().session_scope() as session:
-        event_ids = ingest.sweep_unhandled_events(session, "notifier.sweep", utcnow(), retry.requeue_after)
+        event_ids = intake.sweep_unhandled_events(session, "notifier.sweep", utcnow(), retry.requeue_after)
         periodic.prune(session, utcnow())
     ids = [str(event_id) for event_id in event_ids]
     for start in range(0, len(ids), EVENT_BATCH):

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from services.notifier.domain import channels, ingest, rules
+from services.notifier.domain import pipeline, senders
 from services.notifier.domain.alerts import Alert
+from services.notifier.domain.config import channels, rules
 from services.notifier.domain.messages import Notification
 from shared.core.auth import Access, Principal
 from shared.core.crypto import SecretBox
@@ -68,7 +69,7 @@ def make_channel(
         session,
         owner_access(session, tenant),
         box,
-        policy or channels.policy_for(get_settings()),
+        policy or senders.policy_for(get_settings()),
         organization_id=tenant.org_id,
         project_id=None,
         name=fields.pop("name", f"{type}-{uuid.uuid4().hex[:8]}"),
@@ -95,4 +96,4 @@ def handle_posted_alerts(session, organization_id: uuid.UUID) -> None:
         )
     ).all()
     box = SecretBox(get_settings().encryption_keys)
-    ingest.handle_events(session, list(event_ids), box, utcnow(), "https://tessera.test")
+    pipeline.handle_events(session, list(event_ids), box, utcnow(), "https://tessera.test")

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from services.notifier.domain import rules
+from services.notifier.domain.config import rules
 from tests.notifier.builders import handle_posted_alerts, owner_access
 
 AMTOOL = shutil.which("amtool")

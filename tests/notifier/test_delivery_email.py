@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.notifier.domain.delivery import Outcome, SmtpSecurity, SmtpSettings, send_email
 from services.notifier.domain.messages import render_email
+from services.notifier.domain.senders import Outcome, SmtpSecurity, SmtpSettings, send_email
 from shared.core.outbound import OutboundPolicy
 from tests.notifier.builders import make_alert, make_notification
 from tests.notifier.conftest import SMTP_PASSWORD, SMTP_USER, Certificate, SmtpServer

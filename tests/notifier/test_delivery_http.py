@@ -16,24 +16,26 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from services.notifier.domain import dispatch
-from services.notifier.domain.config_cache import ChannelTarget
-from services.notifier.domain.delivery import (
+from services.notifier.domain.attempt_log import (
     BACKOFF_BASE_SECONDS,
     BACKOFF_CAP_SECONDS,
     MAX_ATTEMPTS,
+    DeliveryState,
+    next_attempt_delay,
+    state_after,
+)
+from services.notifier.domain.config.cache import ChannelTarget
+from services.notifier.domain.dispatch import ClaimedDelivery
+from services.notifier.domain.messages import build_test_notification, render_slack, render_webhook
+from services.notifier.domain.senders import (
     MAX_RETRY_AFTER_SECONDS,
     DeliveryResult,
-    DeliveryState,
     Outcome,
     generate_webhook_secret,
-    next_attempt_delay,
     parse_retry_after,
     send_slack,
     send_webhook,
-    state_after,
 )
-from services.notifier.domain.dispatch import ClaimedDelivery
-from services.notifier.domain.messages import build_test_notification, render_slack, render_webhook
 from shared.core.outbound import OutboundPolicy, run
 from shared.core.settings import Settings
 from tests.notifier.builders import make_alert, make_notification

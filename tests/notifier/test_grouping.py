@@ -19,8 +19,7 @@ from services.notifier.domain.grouping import (
     notify_reason,
 )
 from services.notifier.domain.matchers import parse_matchers
-from services.notifier.domain.mute_windows import TimeInterval, is_muted
-from services.notifier.domain.silences import Silence, is_silenced
+from services.notifier.domain.muting import Silence, TimeInterval, is_muted, is_silenced
 from tests.notifier.builders import T0, make_alert
 
 TIMING = GroupTiming()  # 30 s / 5 min / 4 h

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.notifier.domain.inhibition import Inhibitor, InhibitRule
 from services.notifier.domain.matchers import MatcherError, parse_matchers
+from services.notifier.domain.muting import Inhibitor, InhibitRule
 from tests.notifier.builders import make_alert
 
 

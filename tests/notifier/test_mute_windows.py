@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.notifier.domain.mute_windows import MuteWindowError, TimeInterval, is_muted
+from services.notifier.domain.muting import MuteWindowError, TimeInterval, is_muted
 
 NEW_YORK = "America/New_York"
 

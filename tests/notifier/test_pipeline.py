@@ -12,7 +12,9 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from services.notifier.domain import dispatch, flushing, ingest, muting, periodic, publishing
+from services.notifier.domain import attempt_log, dispatch, intake, periodic
+from services.notifier.domain.config import muting as config_muting
+from services.notifier.domain.pipeline import flush_due_groups, handle_events
 from services.notifier.schemas import PostableAlert
 from shared.core import events
 from shared.core.crypto import SecretBox
@@ -41,7 +43,7 @@ class Pipeline:
     def __init__(self, session, settings, tenant):
         self.session, self.settings, self.tenant = session, settings, tenant
         self.box = SecretBox(settings.encryption_keys)
-        self.retry = dispatch.RetryPolicy.from_settings(settings)
+        self.retry = attempt_log.RetryPolicy.from_settings(settings)
 
     def emit(self, event_type: str, at: datetime, **payload) -> list[uuid.UUID]:
         row = events.emit(
@@ -49,17 +51,17 @@ class Pipeline:
         )
         row.created_at = at
         self.session.flush()
-        return ingest.handle_events(self.session, [row.id], self.box, at, LINK)
+        return handle_events(self.session, [row.id], self.box, at, LINK).deliveries
 
     def flush(self, at: datetime) -> list[uuid.UUID]:
-        return flushing.flush_due_groups(self.session, self.box, at, LINK)[0]
+        return flush_due_groups(self.session, self.box, at, LINK)[0]
 
     def attempt(self, delivery_id: uuid.UUID, at: datetime) -> Delivery | None:
         claimed = dispatch.claim(self.session, [delivery_id], self.box, self.retry, at)
         if not claimed:
             return None
         result = dispatch.send(claimed[0], self.settings, at)
-        dispatch.record(self.session, [(claimed[0], result)], started_at=at, retry=self.retry, now=at)
+        attempt_log.record(self.session, [(claimed[0], result)], started_at=at, retry=self.retry, now=at)
         return self.session.get(Delivery, delivery_id, populate_existing=True)
 
     def deliver(self, delivery_ids, at: datetime) -> list[Delivery | None]:
@@ -229,8 +231,8 @@ def test_redelivered_events_are_handled_once(pipeline, receiver, now):
     make_rule(pipeline.session, pipeline.tenant, [channel], group_wait_s=0)
     row = events.emit(pipeline.session, "alert.firing", _firing(1), organization_id=pipeline.tenant.org_id)
     pipeline.session.flush()
-    assert len(ingest.handle_events(pipeline.session, [row.id], pipeline.box, now, LINK)) == 1
-    assert ingest.handle_events(pipeline.session, [row.id], pipeline.box, now, LINK) == []
+    assert len(handle_events(pipeline.session, [row.id], pipeline.box, now, LINK).deliveries) == 1
+    assert handle_events(pipeline.session, [row.id], pipeline.box, now, LINK).deliveries == []
     assert pipeline.session.scalar(select(NotifierProcessedEvent).where(NotifierProcessedEvent.event_id == row.id))
 
 
@@ -244,10 +246,10 @@ def test_a_burst_is_handled_in_one_batch_and_each_event_once(pipeline, receiver,
         )
         burst.append(row.id)
     pipeline.session.flush()
-    assert len(ingest.handle_events(pipeline.session, burst[:4], pipeline.box, now, LINK)) == 4
+    assert len(handle_events(pipeline.session, burst[:4], pipeline.box, now, LINK).deliveries) == 4
     # A redelivered message finds nothing left to do; an overlapping one only its new events.
-    assert ingest.handle_events(pipeline.session, burst[:4], pipeline.box, now, LINK) == []
-    assert len(ingest.handle_events(pipeline.session, burst[2:], pipeline.box, now, LINK)) == 2
+    assert handle_events(pipeline.session, burst[:4], pipeline.box, now, LINK).deliveries == []
+    assert len(handle_events(pipeline.session, burst[2:], pipeline.box, now, LINK).deliveries) == 2
     assert len(pipeline.session.scalars(select(Notification).where(Notification.rule_id.is_not(None))).all()) == 6
 
 
@@ -264,7 +266,7 @@ def test_an_alert_firing_then_resolved_in_one_batch_ends_resolved(pipeline, rece
         ]
     ]
     pipeline.session.flush()
-    assert ingest.handle_events(pipeline.session, batch, pipeline.box, now, LINK) == []
+    assert handle_events(pipeline.session, batch, pipeline.box, now, LINK).deliveries == []
     [delivery_id] = pipeline.flush(now + timedelta(seconds=30))
     pipeline.deliver([delivery_id], now + timedelta(seconds=30))
     [body] = _bodies(receiver)
@@ -284,20 +286,20 @@ def test_published_events_lost_with_the_broker_are_found_again_from_the_sweeps_c
         return row.id
 
     lost = publish(now - 5 * minute)
-    assert ingest.sweep_unhandled_events(session, task, now, minute) == [lost]
+    assert intake.sweep_unhandled_events(session, task, now, minute) == [lost]
     # Still unhandled: the checkpoint waits at it, and the next sweep finds it again.
     assert periodic.checkpoint(session, task) == now - 5 * minute
-    assert ingest.sweep_unhandled_events(session, task, now, minute) == [lost]
-    ingest.handle_events(session, [lost], pipeline.box, now, LINK)
-    assert ingest.sweep_unhandled_events(session, task, now, minute) == []
+    assert intake.sweep_unhandled_events(session, task, now, minute) == [lost]
+    handle_events(session, [lost], pipeline.box, now, LINK)
+    assert intake.sweep_unhandled_events(session, task, now, minute) == []
     # Nothing left behind: later sweeps start two requeue periods back, not a day back.
     assert periodic.checkpoint(session, task) == now - 2 * minute
     forgotten = publish(now - 10 * minute)
     # A relay that committed late (its published_at is up to one period old) is still caught.
     late = publish(now - 90 * timedelta(seconds=1))
-    assert ingest.sweep_unhandled_events(session, task, now, minute) == [late]
+    assert intake.sweep_unhandled_events(session, task, now, minute) == [late]
     # Without a checkpoint, the whole day is searched.
-    assert [row.id for row in ingest.unhandled_events(session, now, minute)] == [forgotten, late]
+    assert [row.id for row in intake.unhandled_events(session, now, minute)] == [forgotten, late]
 
 
 def test_a_firing_critical_alert_inhibits_the_warnings_of_its_cluster_until_it_resolves(pipeline, receiver, now):
@@ -310,7 +312,7 @@ def test_a_firing_critical_alert_inhibits_the_warnings_of_its_cluster_until_it_r
         group_wait_s=0,
         group_interval_s=60,
     )
-    muting.create_inhibit_rule(
+    config_muting.create_inhibit_rule(
         pipeline.session,
         owner_access(pipeline.session, pipeline.tenant),
         organization_id=pipeline.tenant.org_id,
@@ -367,10 +369,10 @@ def test_alerts_posted_as_prometheus_posts_them_fire_and_resolve_once_their_end_
                 "generatorURL": "http://prometheus:9090/graph?g0.expr=latency",
             }
         )
-        posted = publishing.post_alertmanager_alerts(
+        posted = intake.post_alertmanager_alerts(
             pipeline.session, owner_access(pipeline.session, pipeline.tenant), [alert], at, 5 * minute
         )
-        return ingest.handle_events(pipeline.session, [row.id for row in posted], pipeline.box, at, LINK)
+        return handle_events(pipeline.session, [row.id for row in posted], pipeline.box, at, LINK).deliveries
 
     pipeline.deliver(post(now, 4 * minute), now)
     # Prometheus sends it again before its end: still firing, and its end moves on.
@@ -410,7 +412,7 @@ def test_500_three_times_then_200_delivers_once_with_one_webhook_id(pipeline, re
         # Not before it is due; then the sweeper hands it out again.
         assert pipeline.attempt(delivery_id, at) is None
         at = row.next_attempt_at
-        assert dispatch.due_for_dispatch(pipeline.session, pipeline.retry, at) == [delivery_id]
+        assert attempt_log.due_for_dispatch(pipeline.session, pipeline.retry, at) == [delivery_id]
     assert row.state == "delivered" and row.total_attempts == 4
     assert len({request.headers["webhook-id"] for request in receiver.requests}) == 1
     assert len({request.body for request in receiver.requests}) == 1
@@ -423,7 +425,7 @@ def test_500_three_times_then_200_delivers_once_with_one_webhook_id(pipeline, re
     ]
     # Delivered is final: no claim, no sweep.
     assert pipeline.attempt(delivery_id, at + timedelta(hours=1)) is None
-    assert delivery_id not in dispatch.due_for_dispatch(pipeline.session, pipeline.retry, at + timedelta(hours=1))
+    assert delivery_id not in attempt_log.due_for_dispatch(pipeline.session, pipeline.retry, at + timedelta(hours=1))
 
 
 def test_retry_after_is_honoured(pipeline, receiver, now):
@@ -457,7 +459,7 @@ def test_a_dead_workers_delivery_is_retried_after_its_lease(pipeline, receiver, 
     # The worker died before recording anything: in flight, its lease still running.
     assert pipeline.attempt(delivery_id, now + timedelta(seconds=1)) is None
     after_lease = now + pipeline.retry.lease + timedelta(seconds=1)
-    assert dispatch.due_for_dispatch(pipeline.session, pipeline.retry, after_lease) == [delivery_id]
+    assert attempt_log.due_for_dispatch(pipeline.session, pipeline.retry, after_lease) == [delivery_id]
     assert pipeline.attempt(delivery_id, after_lease).state == "delivered"
 
 
@@ -538,7 +540,7 @@ def test_a_dropped_notification_is_delivered_when_its_channel_is_re_enabled_with
     channel.enabled, channel.disabled_reason = True, None
     pipeline.session.flush()
     later = now + timedelta(minutes=59)
-    assert dispatch.due_for_dispatch(pipeline.session, pipeline.retry, later) == [dropped.id]
+    assert attempt_log.due_for_dispatch(pipeline.session, pipeline.retry, later) == [dropped.id]
     assert pipeline.attempt(dropped.id, later).state == "delivered"
     assert _bodies(receiver)[-1]["alerts"][0]["labels"]["model"] == "fraud"
 
@@ -548,7 +550,7 @@ def test_a_dropped_notification_past_the_repeat_interval_stays_dropped(pipeline,
     dropped = _dropped_after_disable(pipeline, now)
     channel.enabled = True
     pipeline.session.flush()
-    assert dispatch.due_for_dispatch(pipeline.session, pipeline.retry, now + timedelta(minutes=61)) == []
+    assert attempt_log.due_for_dispatch(pipeline.session, pipeline.retry, now + timedelta(minutes=61)) == []
     assert pipeline.session.get(Delivery, dropped.id, populate_existing=True).state == "dropped"
 
 

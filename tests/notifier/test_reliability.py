@@ -21,7 +21,7 @@ from sqlalchemy import select
 from standardwebhooks import Webhook
 
 import services.notifier.tasks  # noqa: F401  (installs the outbox nudge in this process)
-from services.notifier.domain import channels
+from services.notifier.domain.config import channels
 from shared.core import events
 from shared.core.crypto import SecretBox
 from shared.core.outbound import OutboundPolicy

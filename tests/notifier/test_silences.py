@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from services.notifier.domain.matchers import parse_matchers
-from services.notifier.domain.silences import Silence, SilenceError, SilenceState, is_silenced, silenced_by
+from services.notifier.domain.muting import Silence, SilenceError, SilenceState, is_silenced, silenced_by
 from tests.notifier.builders import T0
 
 

@@ -12,8 +12,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from services.notifier.domain import active_alerts, muting, publishing
+from services.notifier.domain import held_alerts, intake
+from services.notifier.domain.config import muting
 from services.notifier.domain.matchers import MatchType, coerce_matchers, matches_all, parse_matcher
+from services.notifier.domain.muting import to_silence
 from services.notifier.schemas import (
     AlertmanagerMatcher,
     AlertmanagerStatus,
@@ -38,7 +40,7 @@ STARTED_AT = utcnow()
 @router.post("/alerts", status_code=200, summary="Post alerts (Alertmanager API v2)")
 def post_alerts(body: list[PostableAlert], session: SessionDep, access: AccessDep, settings: SettingsDep) -> None:
     """Each alert becomes a `custom.alertmanager` event; an `endsAt` in the past resolves it."""
-    publishing.post_alertmanager_alerts(
+    intake.post_alertmanager_alerts(
         session, access, body, utcnow(), timedelta(seconds=settings.notifier_resolve_timeout_s)
     )
 
@@ -56,7 +58,7 @@ def list_alerts(
 ):
     """The firing alerts held in the caller's organization; `unprocessed` is accepted for amtool and
     Grafana and changes nothing (Tessera lists what it has processed)."""
-    held = active_alerts.active_alerts(
+    held = held_alerts.active_alerts(
         session,
         access,
         utcnow(),
@@ -140,7 +142,7 @@ def status(access: AccessDep):
 def _silence(row: NotificationSilence) -> GettableSilence:
     return GettableSilence(
         id=row.id,
-        status=SilenceStatus(state=str(muting.to_silence(row).state_at(utcnow()))),
+        status=SilenceStatus(state=str(to_silence(row).state_at(utcnow()))),
         updated_at=row.updated_at,
         matchers=[
             AlertmanagerMatcher(

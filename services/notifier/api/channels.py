@@ -6,7 +6,8 @@ import uuid
 
 from fastapi import APIRouter, Query
 
-from services.notifier.domain import channels, deliveries
+from services.notifier.domain import senders
+from services.notifier.domain.config import channels
 from services.notifier.schemas import (
     ChannelCreate,
     ChannelCreated,
@@ -31,7 +32,7 @@ def create_channel(body: ChannelCreate, session: SessionDep, access: AccessDep, 
         session,
         access,
         SecretBox(settings.encryption_keys),
-        channels.policy_for(settings),
+        senders.policy_for(settings),
         organization_id=body.organization_id,
         project_id=body.project_id,
         name=body.name,
@@ -67,7 +68,7 @@ def update_channel(
 ):
     box = SecretBox(settings.encryption_keys)
     changes = body.changes()
-    return channels.update_channel(session, access, box, channels.policy_for(settings), channel_id, changes)
+    return channels.update_channel(session, access, box, senders.policy_for(settings), channel_id, changes)
 
 
 @router.delete("/{channel_id}", response_model=ChannelRead, summary="Delete a channel")
@@ -98,4 +99,4 @@ def rotate_secret(
 @router.post("/{channel_id}/test", response_model=DeliveryRead, summary="Send a test message now")
 def test_channel(channel_id: uuid.UUID, session: SessionDep, access: AccessDep, settings: SettingsDep):
     box = SecretBox(settings.encryption_keys)
-    return deliveries.send_test(session, access, box, settings, channel_id, utcnow())
+    return channels.send_test(session, access, box, settings, channel_id, utcnow())

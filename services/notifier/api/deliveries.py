@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Query
 
 from services.notifier.api.notifications import Fingerprint
-from services.notifier.domain import deliveries
+from services.notifier.domain import attempt_log
 from services.notifier.schemas import DeliveryAttemptRead, DeliveryDetail, DeliveryPage, DeliveryRead
 from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
 from shared.db.base import utcnow
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/api/v1/deliveries", tags=["deliveries"])
 
 
 def _detail(session, row: Delivery) -> DeliveryDetail:
-    attempts = [DeliveryAttemptRead.model_validate(a) for a in deliveries.attempts_of(session, row.id)]
+    attempts = [DeliveryAttemptRead.model_validate(a) for a in attempt_log.attempts_of(session, row.id)]
     return DeliveryDetail.model_validate({**DeliveryRead.model_validate(row).model_dump(), "attempt_log": attempts})
 
 
@@ -35,7 +35,7 @@ def list_deliveries(
     page_token: PageToken = None,
     max_results: MaxResults = 100,
 ):
-    page = deliveries.list_deliveries(
+    page = attempt_log.list_deliveries(
         session,
         access,
         organization_id=organization_id,
@@ -54,9 +54,9 @@ def list_deliveries(
 
 @router.get("/{delivery_id}", response_model=DeliveryDetail, summary="One delivery with every attempt")
 def get_delivery(delivery_id: uuid.UUID, session: SessionDep, access: AccessDep):
-    return _detail(session, deliveries.get_delivery(session, access, delivery_id))
+    return _detail(session, attempt_log.get_delivery(session, access, delivery_id))
 
 
 @router.post("/{delivery_id}/redeliver", response_model=DeliveryDetail, summary="Send a finished delivery again")
 def redeliver(delivery_id: uuid.UUID, session: SessionDep, access: AccessDep):
-    return _detail(session, deliveries.redeliver(session, access, delivery_id, utcnow()))
+    return _detail(session, attempt_log.redeliver(session, access, delivery_id, utcnow()))

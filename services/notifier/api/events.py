@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.notifier.domain import publishing
+from services.notifier.domain import intake
 from services.notifier.schemas import EventAccepted, EventCreate
 from shared.core.deps import AccessDep, SessionDep
 
@@ -13,7 +13,7 @@ router = APIRouter(prefix="/api/v1/events", tags=["events"])
 
 @router.post("", response_model=EventAccepted, status_code=202, summary="Publish a custom event")
 def publish_event(body: EventCreate, session: SessionDep, access: AccessDep):
-    row = publishing.publish_event(
+    row = intake.publish_event(
         session,
         access,
         organization_id=body.organization_id,

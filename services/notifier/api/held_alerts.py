@@ -7,7 +7,7 @@ import uuid
 
 from fastapi import APIRouter, Path, Query
 
-from services.notifier.domain import active_alerts
+from services.notifier.domain import held_alerts
 from services.notifier.schemas import HeldAlertRead, HoldingSilence, InhibitingAlert
 from shared.core.deps import AccessDep, SessionDep
 from shared.db.base import utcnow
@@ -22,7 +22,7 @@ def get_held_alert(
     fingerprint: str = Path(max_length=200),
     organization_id: uuid.UUID | None = Query(None),
 ):
-    held, inhibitors = active_alerts.held_alert(session, access, organization_id, fingerprint, utcnow())
+    held, inhibitors = held_alerts.held_alert(session, access, organization_id, fingerprint, utcnow())
     return HeldAlertRead(
         fingerprint=held.alert.fingerprint,
         labels=dict(held.alert.labels),

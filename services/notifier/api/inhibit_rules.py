@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Query, Response
 
-from services.notifier.domain import muting
+from services.notifier.domain.config import muting
 from services.notifier.schemas import InhibitRuleCreate, InhibitRuleRead
 from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
 from shared.core.pagination import Page, entity_page

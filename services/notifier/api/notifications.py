@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from services.notifier.domain import deliveries
+from services.notifier.domain import attempt_log
 from services.notifier.schemas import NotificationPage, NotificationRead
 from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
 
@@ -26,7 +26,7 @@ def list_notifications(
     page_token: PageToken = None,
     max_results: MaxResults = 100,
 ):
-    page = deliveries.list_notifications(
+    page = attempt_log.list_notifications(
         session,
         access,
         organization_id=organization_id,
@@ -43,4 +43,4 @@ def list_notifications(
 
 @router.get("/{notification_id}", response_model=NotificationRead, summary="One notification")
 def get_notification(notification_id: uuid.UUID, session: SessionDep, access: AccessDep):
-    return deliveries.get_notification(session, access, notification_id)
+    return attempt_log.get_notification(session, access, notification_id)

@@ -6,8 +6,9 @@ import uuid
 
 from fastapi import APIRouter, Query
 
-from services.notifier.domain import ingest, rules
-from services.notifier.domain.storage import resolve_organization
+from services.notifier.domain import rule_match
+from services.notifier.domain.config import rules
+from services.notifier.domain.organizations import resolve_organization
 from services.notifier.schemas import RuleCreate, RuleHit, RulePreview, RulePreviewRequest, RuleRead, RuleUpdate
 from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
 from shared.core.pagination import Page, entity_page
@@ -49,7 +50,7 @@ def preview(body: RulePreviewRequest, session: SessionDep, access: AccessDep):
     org = resolve_organization(access, body.organization_id, "notifications:read")
     if body.project_id is not None:
         access.require_project(body.project_id, "notifications:read")
-    alert, hits = ingest.preview(session, org.id, body.project_id, body.event_type, body.payload, utcnow())
+    alert, hits = rule_match.preview(session, org.id, body.project_id, body.event_type, body.payload, utcnow())
     return RulePreview(
         labels=dict(alert.labels),
         rules=[

@@ -6,7 +6,8 @@ import uuid
 
 from fastapi import APIRouter, Query, Response
 
-from services.notifier.domain import muting
+from services.notifier.domain.config import muting
+from services.notifier.domain.muting import to_silence
 from services.notifier.schemas import MuteWindowCreate, MuteWindowRead, MuteWindowUpdate, SilenceCreate, SilenceRead
 from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
 from shared.core.pagination import Page, entity_page
@@ -25,7 +26,7 @@ def _read(row: NotificationSilence) -> SilenceRead:
         ends_at=row.ends_at,
         created_by=row.created_by,
         comment=row.comment,
-        state=str(muting.to_silence(row).state_at(utcnow())),
+        state=str(to_silence(row).state_at(utcnow())),
         created_at=row.created_at,
     )
 

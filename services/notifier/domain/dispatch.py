@@ -1,12 +1,28 @@
-"""Delivering one notification to one channel, at least once and never again once delivered.
+"""Dispatch, the fifth stage: a due group becomes a notification and its deliveries, which are claimed and
+sent.
 
-A delivery is claimed in a short transaction (state `in_flight` with a lease), sent outside any
-transaction, and its outcome recorded in another: the attempt goes to the log, and the delivery
-becomes delivered, failed, dead (attempts exhausted) or pending again with `next_attempt_at` set
-from the backoff. Retries are scheduled in the database and picked up by the sweeper, never by long
-broker countdowns; a worker that dies mid-send leaves an in-flight delivery whose lease runs out,
-and the sweeper queues it again. The receiver may then see the notification twice — always with
-the same id (`webhook-id`, Message-ID), by which it deduplicates.
+`notify` runs the timers of due groups (judged by `muting`): Alertmanager's dedup against each channel's
+notification log (`grouping.decide_flush`) decides what to send; each notification is stored with
+everything needed to render it again, with one delivery per channel, in the caller's transaction.
+`claim` then marks due deliveries in flight with a lease (one conditional UPDATE: two workers given the
+same delivery cannot both claim it), and `send_all` sends them concurrently, outside any transaction, on
+the process's outbound event loop (`senders`). The outcome goes to the attempt log (`attempt_log`).
+
+Open questions of the grouping module, decided here:
+
+- When to record `log_entry` and apply `drop_resolved`: at the flush, in the same transaction that
+  creates the notification and its deliveries. Alertmanager records its notification log only after
+  a successful send, because its retries live in memory and a failed flush is simply re-run on the
+  next tick. Here a notification, once created, is durable: its deliveries retry from the database
+  until delivered or dead-lettered (and can be redelivered by hand). Recording at send time would
+  make the next tick notify again while the first one is still retrying — a duplicate message with a
+  new id. So the log says "handed to delivery", and resolved alerts leave the group with the flush
+  (the notification carries them).
+- The group timer is per rule; the notification log is per channel (Alertmanager keeps one per
+  receiver integration), so `send_resolved` and dedup are decided for each channel. Channels that
+  would receive the same alerts share one notification (one id, one rendering).
+- One-shot alerts (events that are not alert firing/resolved) leave the group after the first tick
+  that is not muted, and are left out of the stored log, so their leaving never reads as "resolved".
 """
 
 from __future__ import annotations
@@ -14,48 +30,263 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Row, and_, bindparam, insert, or_, select, update
+from sqlalchemy import (
+    Row,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
-from services.notifier.domain import channels, config_cache, records
-from services.notifier.domain.config_cache import ChannelTarget
-from services.notifier.domain.delivery import DeliveryResult, DeliveryState, Outcome, next_attempt_delay, state_after
+from services.notifier.domain import records, senders
+from services.notifier.domain.config import cache
+from services.notifier.domain.config.cache import Channel, ChannelTarget, OrgConfig, Rule
+from services.notifier.domain.grouping import (
+    FlushDecision,
+    Group,
+    GroupAlert,
+    GroupState,
+    NotificationLogEntry,
+    decide_flush,
+    default_send_resolved,
+)
 from services.notifier.domain.messages import Notification as Message
+from services.notifier.domain.muting import Held
+from services.notifier.domain.senders import DeliveryResult, Outcome
+
+if TYPE_CHECKING:
+    from services.notifier.domain.attempt_log import RetryPolicy
 from shared.core import outbound
 from shared.core.crypto import SecretBox
 from shared.core.settings import Settings
-from shared.db.models import Delivery, DeliveryAttempt, Notification, NotificationChannel
+from shared.db.models import (
+    Delivery,
+    Notification,
+    NotificationAlert,
+    NotificationGroup,
+    NotificationGroupAlert,
+)
 
-_STATE_NAMES = {
-    DeliveryState.DELIVERED: "delivered",
-    DeliveryState.FAILED: "failed",
-    DeliveryState.DEAD_LETTER: "dead",
-    DeliveryState.RETRY_SCHEDULED: "pending",
-}
-FINAL_STATES = ("delivered", "failed", "dead")
+_GROUPS = records.table(NotificationGroup)
+_GROUP_ALERTS = records.table(NotificationGroupAlert)
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int
-    backoff_base_s: float
-    backoff_cap_s: float
-    lease: timedelta
-    requeue_after: timedelta
+def _log_entry(raw: dict | None) -> NotificationLogEntry | None:
+    if not raw:
+        return None
+    return NotificationLogEntry(
+        sent_at=datetime.fromisoformat(raw["sent_at"]),
+        firing=frozenset(raw["firing"]),
+        resolved=frozenset(raw["resolved"]),
+    )
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(
-            max_attempts=settings.notifier_max_attempts,
-            backoff_base_s=settings.notifier_backoff_base_s,
-            backoff_cap_s=settings.notifier_backoff_cap_s,
-            lease=timedelta(seconds=settings.notifier_lease_s),
-            requeue_after=timedelta(seconds=settings.notifier_requeue_after_s),
+
+def _log_json(entry: NotificationLogEntry) -> dict:
+    return {"sent_at": entry.sent_at.isoformat(), "firing": sorted(entry.firing), "resolved": sorted(entry.resolved)}
+
+
+@dataclass
+class _Planned:
+    """Rows a batch of flushes creates or removes, written table by table (one statement or
+    executemany each, no ORM objects: nothing reads them back in this transaction)."""
+
+    notifications: list[dict] = field(default_factory=list)
+    alerts: list[dict] = field(default_factory=list)
+    deliveries: list[dict] = field(default_factory=list)
+    # Ids of group alerts that leave their group.
+    gone_alerts: list[uuid.UUID] = field(default_factory=list)
+
+
+def _deactivate(group: Group) -> None:
+    group.active = False
+    group.next_flush_at = None
+
+
+def _flush(
+    group: Group,
+    rule: Rule | None,
+    config: OrgConfig,
+    held_alerts: Sequence[GroupAlert],
+    held: Held,
+    now: datetime,
+    planned: _Planned,
+    link_base: str,
+) -> None:
+    if rule is None or not held_alerts:
+        planned.gone_alerts.extend(held_alert.id for held_alert in held_alerts)
+        _deactivate(group)
+        return
+    alerts = [held_alert.alert for held_alert in held_alerts]
+    timing = rule.timing
+    # Silenced and inhibited alerts are muted alike (Alertmanager's MuteStage).
+    silenced, muted = held.silenced, held.muted
+    state = GroupState(group.created_at, group.first_alert_starts_at, group.last_flush_at)
+    one_shot = frozenset(held_alert.alert.fingerprint for held_alert in held_alerts if held_alert.one_shot)
+
+    def decide(channel: Channel | None) -> FlushDecision:
+        send_resolved = True
+        last = None
+        if channel is not None:
+            send_resolved = (
+                rule.send_resolved if rule.send_resolved is not None else default_send_resolved(channel.target.type)
+            )
+            last = _log_entry(group.notification_log.get(str(channel.id)))
+        return decide_flush(
+            replace(state, last_notification=last),
+            alerts,
+            now,
+            timing=timing,
+            send_resolved=send_resolved,
+            silenced=silenced,
+            muted=muted,
         )
+
+    channels = [config.channels[cid] for cid in rule.channel_ids if cid in config.channels]
+    decisions = [(channel, decide(channel)) for channel in channels]
+    timer = decisions[0][1] if decisions else decide(None)
+    if not timer.flush_now:
+        group.next_flush_at = timer.next_flush_at
+        return
+
+    log = dict(group.notification_log)
+    same_content: dict[tuple, list[tuple[Channel, FlushDecision]]] = defaultdict(list)
+    for channel, decision in decisions:
+        if decision.log_entry is not None:
+            log[str(channel.id)] = _log_json(replace(decision.log_entry, firing=decision.log_entry.firing - one_shot))
+        if decision.deliver:
+            same_content[tuple((alert.fingerprint, alert.status_at(now)) for alert in decision.deliver)].append(
+                (channel, decision)
+            )
+    keys = {held_alert.alert.fingerprint: held_alert.key for held_alert in held_alerts}
+    for entries in same_content.values():
+        _notify(planned, group, rule, entries, keys, now, link_base)
+
+    group.notification_log = log
+    group.last_flush_at = now
+    group.next_flush_at = timer.next_flush_at
+    leaving = timer.drop_resolved | (frozenset() if muted else one_shot)
+    gone = [held_alert.id for held_alert in held_alerts if held_alert.alert.fingerprint in leaving]
+    planned.gone_alerts.extend(gone)
+    if len(gone) == len(held_alerts):
+        _deactivate(group)
+
+
+def _notify(
+    planned: _Planned,
+    group: Group,
+    rule: Rule,
+    entries: list[tuple[Channel, FlushDecision]],
+    keys: dict[str, str],
+    now: datetime,
+    link_base: str,
+) -> None:
+    decision = entries[0][1]
+    notification_id = uuid.uuid4()
+    firing = any(not alert.is_resolved_at(now) for alert in decision.deliver)
+    planned.notifications.append(
+        {
+            "id": notification_id,
+            "organization_id": group.organization_id,
+            "rule_id": rule.id,
+            "group_id": group.id,
+            "group_key": group.group_key,
+            "kind": "alert",
+            "status": "firing" if firing else "resolved",
+            "reason": str(decision.reason),
+            "payload": records.payload_json(
+                decision.deliver,
+                group_labels=group.labels,
+                link=f"{link_base}/api/v1/notifications/{notification_id}",
+                receiver=rule.name,
+            ),
+            "created_at": now,
+        }
+    )
+    # Both the label fingerprint and the producer's, so the log can be searched by either.
+    fingerprints = {fp for alert in decision.deliver for fp in (alert.fingerprint, keys[alert.fingerprint])}
+    planned.alerts.extend({"notification_id": notification_id, "fingerprint": fp} for fp in fingerprints)
+    planned.deliveries.extend(
+        {
+            "id": uuid.uuid4(),
+            "notification_id": notification_id,
+            "channel_id": channel.id,
+            "organization_id": group.organization_id,
+            "rule_id": rule.id,
+            "attempts": 0,
+            "total_attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+            **(_pending(now) if channel.enabled else _dropped(channel, rule, now)),
+        }
+        for channel, _ in entries
+    )
+
+
+def _pending(now: datetime) -> dict:
+    return {"state": "pending", "next_attempt_at": now, "queued_at": now, "last_error": None}
+
+
+def _dropped(channel: Channel, rule: Rule, now: datetime) -> dict:
+    """A notification for a disabled channel is kept as `dropped`, with the reason; the channel's log
+    still records it (so the group does not notify again every tick). `next_attempt_at` is how long it
+    stays deliverable: re-enabled within the rule's repeat interval, the channel still receives it
+    (`dispatch.revive_dropped`); later, the group's next repeat brings its alerts in a new notification."""
+    reason = f"channel disabled: {channel.disabled_reason}" if channel.disabled_reason else "channel disabled"
+    return {
+        "state": "dropped",
+        "next_attempt_at": now + timedelta(seconds=rule.repeat_interval_s),
+        "queued_at": None,
+        "last_error": reason,
+    }
+
+
+# What a flush changes on a group.
+_FLUSHED_COLUMNS = ("active", "last_flush_at", "next_flush_at", "notification_log")
+
+
+def notify(
+    session: Session,
+    groups: Sequence[Group],
+    alerts: Mapping[uuid.UUID, Sequence[GroupAlert]],
+    held: Mapping[uuid.UUID, Held],
+    configs: Mapping[uuid.UUID, OrgConfig],
+    now: datetime,
+    link_base: str,
+) -> list[uuid.UUID]:
+    """Run the timers of locked due groups, with their alerts (`grouping.alerts_of`) and what holds them
+    back (`muting.held_back`); returns the ids of the deliveries created, to claim once they commit."""
+    planned = _Planned()
+    for group in groups:
+        config = configs[group.organization_id]
+        rule = config.rule(group.rule_id)
+        _flush(group, rule, config, alerts.get(group.id, ()), held[group.id], now, planned, link_base)
+    # Notifications first, for the foreign keys. Core inserts of plain rows: an ORM bulk insert would
+    # spend more Python per row than the database spends storing it.
+    for model, rows in (
+        (Notification, planned.notifications),
+        (NotificationAlert, planned.alerts),
+        (Delivery, planned.deliveries),
+    ):
+        if rows:
+            session.execute(insert(records.table(model)), rows)
+    if planned.gone_alerts:
+        session.execute(delete(_GROUP_ALERTS).where(_GROUP_ALERTS.c.id.in_(planned.gone_alerts)))
+    session.execute(
+        update(_GROUPS)
+        .where(_GROUPS.c.id == bindparam("b_id"))
+        .values({name: bindparam(f"b_{name}") for name in _FLUSHED_COLUMNS}),
+        [{"b_id": group.id, **{f"b_{name}": getattr(group, name) for name in _FLUSHED_COLUMNS}} for group in groups],
+    )
+    return [delivery["id"] for delivery in planned.deliveries if delivery["state"] == "pending"]
 
 
 @dataclass(frozen=True)
@@ -112,7 +343,7 @@ def claim(
             )
         )
     }
-    configs = config_cache.configs(session, {row.organization_id for row in claimed}, box, now)
+    configs = cache.configs(session, {row.organization_id for row in claimed}, box, now)
 
     def target(row: Row) -> ChannelTarget | None:
         channel = configs[row.organization_id].channels.get(str(row.channel_id))
@@ -142,7 +373,7 @@ def send(claimed: ClaimedDelivery, settings: Settings, now: datetime) -> Deliver
 def send_all(claimed: Sequence[ClaimedDelivery], settings: Settings, now: datetime) -> list[DeliveryResult]:
     """Send concurrently on the process's outbound event loop (webhooks and Slack on aiohttp, email in
     threads); the results come in the order of `claimed`."""
-    policy = channels.outbound_policy(tuple(settings.outbound_allowlist))
+    policy = senders.outbound_policy(tuple(settings.outbound_allowlist))
 
     async def send_each() -> list[DeliveryResult]:
         under_way = asyncio.Semaphore(MAX_CONCURRENT_SENDS)
@@ -151,130 +382,8 @@ def send_all(claimed: Sequence[ClaimedDelivery], settings: Settings, now: dateti
             if delivery.target is None:
                 return DeliveryResult(Outcome.FAILED, 0.0, error="channel is disabled or deleted")
             async with under_way:
-                return await channels.send(delivery.target, delivery.message, policy, now)
+                return await senders.send(delivery.target, delivery.message, policy, now)
 
         return list(await asyncio.gather(*(send_one(delivery) for delivery in claimed)))
 
     return outbound.run(send_each())
-
-
-def record(
-    session: Session,
-    outcomes: Sequence[tuple[ClaimedDelivery, DeliveryResult]],
-    *,
-    started_at: datetime,
-    retry: RetryPolicy,
-    now: datetime,
-) -> None:
-    """Log the attempts and move the deliveries on, set by set (one insert, one executemany per kind
-    of change); a 410 disables the channel."""
-    if not outcomes:
-        return
-    session.execute(
-        insert(DeliveryAttempt.__table__),
-        [
-            {
-                "delivery_id": claimed.delivery_id,
-                "attempt": claimed.attempt,
-                "started_at": started_at,
-                "outcome": str(result.outcome),
-                "status_code": result.status_code,
-                "latency_ms": round(result.latency_ms, 3),
-                "error": result.error,
-            }
-            for claimed, result in outcomes
-        ],
-    )
-    changes: dict[tuple[str, ...], list[dict]] = defaultdict(list)
-    for claimed, result in outcomes:
-        values = _moved_on(claimed, result, retry, now)
-        changes[tuple(sorted(values))].append(
-            {
-                **{f"b_{name}": value for name, value in values.items()},
-                "b_id": claimed.delivery_id,
-                "b_attempt": claimed.attempt,
-            }
-        )
-    table = Delivery.__table__
-    for columns, rows in changes.items():
-        # Only the latest claim moves the delivery (a send that outlived its lease was claimed again).
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("b_id"), table.c.total_attempts == bindparam("b_attempt"))
-            .values({name: bindparam(f"b_{name}") for name in columns}),
-            rows,
-        )
-    for claimed, result in outcomes:
-        if result.disable_channel and claimed.target is not None:
-            channels.disable(session.get(NotificationChannel, claimed.target.id), result)
-    session.flush()
-
-
-def _moved_on(claimed: ClaimedDelivery, result: DeliveryResult, retry: RetryPolicy, now: datetime) -> dict:
-    state = state_after(result, claimed.round_attempt, max_attempts=retry.max_attempts)
-    values: dict = {
-        "state": _STATE_NAMES[state],
-        "lease_until": None,
-        "last_status_code": result.status_code,
-        "last_error": result.error,
-        "updated_at": now,
-    }
-    if state is DeliveryState.DELIVERED:
-        values["delivered_at"] = now
-    if state is DeliveryState.RETRY_SCHEDULED:
-        delay = next_attempt_delay(
-            claimed.round_attempt, result.retry_after, base=retry.backoff_base_s, cap=retry.backoff_cap_s
-        )
-        # Not queued: the sweeper queues it when due.
-        values |= {"next_attempt_at": now + timedelta(seconds=delay), "queued_at": None}
-    return values
-
-
-def revive_dropped(session: Session, now: datetime) -> int:
-    """Deliveries dropped for a disabled channel that is enabled again, while they are still deliverable
-    (their `next_attempt_at`: the rule's repeat interval after the drop), become pending and due now."""
-    enabled = select(NotificationChannel.id).where(
-        NotificationChannel.enabled.is_(True), NotificationChannel.deleted_at.is_(None)
-    )
-    return session.execute(
-        update(Delivery)
-        .where(Delivery.state == "dropped", Delivery.next_attempt_at > now, Delivery.channel_id.in_(enabled))
-        .values(state="pending", next_attempt_at=now, queued_at=None, updated_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-
-
-def due_for_dispatch(session: Session, retry: RetryPolicy, now: datetime, limit: int = 500) -> list[uuid.UUID]:
-    """Deliveries to queue again: retries now due, dropped ones whose channel is back (`revive_dropped`),
-    queued ones whose message was lost (not picked up within `requeue_after`), and in-flight ones whose
-    worker died (lease over). Marks them queued."""
-    revive_dropped(session, now)
-    rows = session.scalars(
-        select(Delivery)
-        .where(
-            or_(
-                and_(
-                    Delivery.state == "pending",
-                    Delivery.next_attempt_at <= now,
-                    or_(Delivery.queued_at.is_(None), Delivery.queued_at <= now - retry.requeue_after),
-                ),
-                and_(
-                    Delivery.state == "in_flight",
-                    Delivery.lease_until <= now,
-                    # Queued since the lease ran out: give that message time before queueing again.
-                    or_(
-                        Delivery.queued_at.is_(None),
-                        Delivery.queued_at < Delivery.lease_until,
-                        Delivery.queued_at <= now - retry.requeue_after,
-                    ),
-                ),
-            )
-        )
-        .order_by(Delivery.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
-    for row in rows:
-        row.queued_at = now
-    session.flush()
-    return [row.id for row in rows]

@@ -1,4 +1,5 @@
-"""Alertmanager's grouping and flush timing, as pure functions of state and an explicit `now`.
+"""Grouping, the third stage: each alert into its group under every rule it hit, and Alertmanager's
+group timers.
 
 How this maps onto Alertmanager (dispatch/dispatch.go, notify/dedup_stage.go, notify/retry_stage.go):
 
@@ -31,13 +32,41 @@ How this maps onto Alertmanager (dispatch/dispatch.go, notify/dedup_stage.go, no
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+import uuid
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    bindparam,
+    case,
+    null,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from services.notifier.domain import records
 from services.notifier.domain.alerts import Alert
+
+if TYPE_CHECKING:
+    from services.notifier.domain.config.cache import Rule
+    from services.notifier.domain.intake import EventAlert
+    from services.notifier.domain.rule_match import Target
+from shared.core import quarantine
+from shared.db.dialect import upsert_insert
+from shared.db.models import (
+    NotificationGroup,
+    NotificationGroupAlert,
+)
 
 GROUP_BY_ALL = "..."
 
@@ -222,3 +251,252 @@ def decide_flush(
         drop_resolved=all_resolved,
         delete_group=len(all_resolved) == len(ordered),
     )
+
+
+@dataclass(slots=True)
+class Group:
+    """A notification group's row as plain data (no ORM instance on the hot path): a flush moves its
+    timer and notification log in place, and `flush_groups` writes them back in one executemany."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    rule_id: uuid.UUID
+    group_key: str
+    labels: dict
+    active: bool
+    created_at: datetime
+    first_alert_starts_at: datetime
+    last_flush_at: datetime | None
+    next_flush_at: datetime | None
+    notification_log: dict
+
+
+_GROUPS = records.table(NotificationGroup)
+
+
+_GROUP_ALERTS = records.table(NotificationGroupAlert)
+
+
+# The Celery task that flushes given groups, as its quarantine knows it (the timer's tick hands it the
+# groups of a batch that failed).
+FLUSH_CONSUMER = quarantine.Consumer("notifier.flush_groups", _GROUPS.c.id, _GROUPS.c.organization_id)
+
+
+def select_groups(*criteria: ColumnElement[bool]) -> Select:
+    return select(*(_GROUPS.c[column.name] for column in fields(Group))).where(*criteria)
+
+
+def load_groups(session: Session, statement: Select) -> list[Group]:
+    return [Group(*row) for row in session.execute(statement)]
+
+
+def _group_row(rule: Rule, key: str, found: EventAlert, now: datetime) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "organization_id": rule.organization_id,
+        "rule_id": rule.id,
+        "group_key": key,
+        "group_key_digest": group_key_digest(key),
+        "labels": group_labels(found.alert.labels, rule.group_by),
+        "active": True,
+        "created_at": now,
+        "first_alert_starts_at": found.alert.starts_at,
+        "next_flush_at": next_flush_at(GroupState(now, found.alert.starts_at), rule.timing),
+        "notification_log": {},
+    }
+
+
+def _upsert_groups(session: Session, targets: list[Target], now: datetime) -> None:
+    """Create the firing alerts' groups, or restart those whose alerts had all resolved — as a new
+    group with its own group_wait (Alertmanager deletes and recreates it) — row-locking them in the
+    given order, so flushes and other events wait."""
+    statement = upsert_insert(session, _GROUPS)
+    new = statement.excluded
+
+    def kept_unless_restarted(column: str, restarted: ColumnElement[Any]) -> ColumnElement[Any]:
+        return case((_GROUPS.c.active, _GROUPS.c[column]), else_=restarted)
+
+    # An executemany without RETURNING: one short statement that the drivers cache and pipeline.
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["rule_id", "group_key_digest"],
+            set_={
+                "active": True,
+                "created_at": kept_unless_restarted("created_at", new.created_at),
+                "first_alert_starts_at": kept_unless_restarted("first_alert_starts_at", new.first_alert_starts_at),
+                "last_flush_at": kept_unless_restarted("last_flush_at", null()),
+                "next_flush_at": kept_unless_restarted("next_flush_at", new.next_flush_at),
+            },
+        ),
+        [_group_row(rule, key, found, now) for rule, key, found in targets],
+    )
+
+
+def _keyed(pairs: Iterable[tuple[uuid.UUID, str]]) -> ColumnElement[bool]:
+    """(rule id, group key) pairs as a criterion on the indexed digests."""
+    digests = [(rule_id, group_key_digest(key)) for rule_id, key in pairs]
+    return tuple_(_GROUPS.c.rule_id, _GROUPS.c.group_key_digest).in_(digests)
+
+
+def _lock_active_groups(session: Session, pairs: list[tuple[uuid.UUID, str]]) -> None:
+    """A resolved alert only finds an active group (row-locked here); it never creates one."""
+    session.execute(
+        select(_GROUPS.c.id)
+        .where(_keyed(pairs), _GROUPS.c.active.is_(True))
+        .order_by(_GROUPS.c.rule_id, _GROUPS.c.group_key_digest)
+        .with_for_update()
+    )
+
+
+def _lock_groups(session: Session, targets: list[Target], now: datetime) -> dict[tuple[uuid.UUID, str], Group]:
+    """The active group of every target, locked. Groups are locked in one global order (rule, key), so
+    concurrent handlers cannot deadlock on them; each run of groups with or without a firing alert is
+    one statement. Targets with only resolved alerts and no active group have none."""
+    deciding: dict[tuple[uuid.UUID, str], Target] = {}
+    # Firing sorts before resolved: a group with any firing alert in the batch is created. The order is
+    # the locks' order, (rule, digest) as the lookups' index has it.
+    ordered = sorted(targets, key=lambda target: (target[0].id, group_key_digest(target[1]), target[2].resolved))
+    for target in ordered:
+        deciding.setdefault((target[0].id, target[1]), target)
+    for firing, run in itertools.groupby(deciding.values(), key=lambda target: not target[2].resolved):
+        if firing:
+            _upsert_groups(session, list(run), now)
+        else:
+            _lock_active_groups(session, [(rule.id, key) for rule, key, _ in run])
+    groups = load_groups(
+        session,
+        select_groups(_keyed(deciding), _GROUPS.c.active.is_(True)),
+    )
+    return {(group.rule_id, group.group_key): group for group in groups}
+
+
+def _alert_row(group: Group, found: EventAlert, now: datetime) -> dict[str, Any]:
+    alert = found.alert
+    return {
+        "id": uuid.uuid4(),
+        "group_id": group.id,
+        "fingerprint": found.key,
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "starts_at": alert.starts_at,
+        "ends_at": alert.ends_at,
+        "url": alert.url,
+        "one_shot": found.one_shot,
+        "updated_at": now,
+    }
+
+
+def _store_alerts(session: Session, stored: list[tuple[Group, EventAlert]], now: datetime) -> None:
+    """Firing alerts are upserted, resolved ones get their end time, a statement (or one executemany)
+    for each per round. An alert seen twice in a batch (firing, then resolved) starts a new round, so
+    the events apply in their order."""
+    rounds: list[list[tuple[Group, EventAlert]]] = []
+    seen: set[tuple[uuid.UUID, str]] = set()
+    for group, found in stored:
+        if not rounds or (group.id, found.key) in seen:
+            rounds.append([])
+            seen = set()
+        seen.add((group.id, found.key))
+        rounds[-1].append((group, found))
+    for current in rounds:
+        firing = [_alert_row(group, found, now) for group, found in current if not found.resolved]
+        if firing:
+            statement = upsert_insert(session, records.table(NotificationGroupAlert))
+            # Firing again (or still): fresh labels, annotations and end time, the original start time.
+            new = statement.excluded
+            session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["group_id", "fingerprint"],
+                    set_={
+                        "labels": new.labels,
+                        "annotations": new.annotations,
+                        "url": new.url,
+                        "ends_at": new.ends_at,
+                        "updated_at": now,
+                    },
+                ),
+                firing,
+            )
+        resolved = [
+            {"b_group_id": group.id, "b_fingerprint": found.key, "b_ends_at": found.alert.ends_at}
+            for group, found in current
+            if found.resolved
+        ]
+        if resolved:
+            table = records.table(NotificationGroupAlert)
+            session.execute(
+                update(table)
+                .where(table.c.group_id == bindparam("b_group_id"), table.c.fingerprint == bindparam("b_fingerprint"))
+                .values(ends_at=bindparam("b_ends_at"), updated_at=now),
+                resolved,
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class GroupAlert:
+    """An alert held in a group: its row's id, the producer's fingerprint (`key`), whether it is one-shot."""
+
+    id: uuid.UUID
+    key: str
+    one_shot: bool
+    alert: Alert
+
+
+def alerts_of(session: Session, groups: Sequence[Group]) -> dict[uuid.UUID, list[GroupAlert]]:
+    """The alerts of each group, in one query."""
+    found: dict[uuid.UUID, list[GroupAlert]] = defaultdict(list)
+    for row in session.execute(
+        select(
+            _GROUP_ALERTS.c.id,
+            _GROUP_ALERTS.c.group_id,
+            _GROUP_ALERTS.c.fingerprint,
+            _GROUP_ALERTS.c.labels,
+            _GROUP_ALERTS.c.annotations,
+            _GROUP_ALERTS.c.starts_at,
+            _GROUP_ALERTS.c.ends_at,
+            _GROUP_ALERTS.c.url,
+            _GROUP_ALERTS.c.one_shot,
+        ).where(_GROUP_ALERTS.c.group_id.in_({group.id for group in groups}))
+    ):
+        found[row.group_id].append(GroupAlert(row.id, row.fingerprint, row.one_shot, records.alert_of(row)))
+    return found
+
+
+def place(session: Session, targets: list[Target], now: datetime) -> dict[tuple[uuid.UUID, str], Group]:
+    """Put each target's alert into its group (created, or restarted, for a firing alert); returns the
+    groups, locked, by (rule id, group key). A statement per kind of change, whatever the batch's size."""
+    groups = _lock_groups(session, targets, now)
+    _store_alerts(
+        session, [(groups[(rule.id, key)], found) for rule, key, found in targets if (rule.id, key) in groups], now
+    )
+    return groups
+
+
+def _due(now: datetime, *criteria: ColumnElement[bool]) -> Select:
+    """Due groups, oldest tick first, not quarantined; SKIP LOCKED lets concurrent flushes and event
+    handlers share the work without waiting on each other."""
+    return (
+        select_groups(
+            _GROUPS.c.active.is_(True),
+            _GROUPS.c.next_flush_at <= now,
+            ~quarantine.quarantined(FLUSH_CONSUMER.task, _GROUPS.c.id),
+            *criteria,
+        )
+        .order_by(_GROUPS.c.next_flush_at)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def due_groups(session: Session, now: datetime, limit: int = 200) -> list[Group]:
+    """Up to `limit` due groups, locked."""
+    return load_groups(session, _due(now).limit(limit))
+
+
+def due_groups_by_id(session: Session, group_ids: Sequence[uuid.UUID], now: datetime) -> list[Group]:
+    """Those of the groups that are (still) due, locked."""
+    return load_groups(session, _due(now, _GROUPS.c.id.in_(group_ids)))
+
+
+def due_group_ids(session: Session, now: datetime, limit: int = 200) -> list[uuid.UUID]:
+    """The groups `flush_due_groups` would take, to flush them one by one when their batch failed."""
+    return [group.id for group in load_groups(session, _due(now).limit(limit))]

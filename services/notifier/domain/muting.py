@@ -1,26 +1,73 @@
-"""Stored silences, mute windows and inhibit rules: CRUD, and loading what applies at a given moment."""
+"""Muting, the fourth stage: what holds a due group's alerts back — silences, inhibition, mute windows —
+as Alertmanager's MuteStage and TimeMuteStage do, before the notification is decided.
+
+`held_back` judges a batch of due groups: the fingerprints of their alerts that a silence covers or a
+firing alert inhibits (left out of what is sent and logged; they stay in the group), and whether a mute
+window of the group's rule contains now (nothing sent or logged at all). The semantics follow:
+
+- Silences: mute alerts whose labels match, for a stretch of time (Alertmanager's silence/silence.go).
+
+  A silence is active from `starts_at` to `ends_at`, both inclusive (Alertmanager's getState: pending
+  before the start, expired after the end). Validation mirrors Alertmanager's: at least one matcher,
+  and at least one matcher that does not match the empty string, so a silence cannot mute everything.
+  Silenced alerts are dropped before grouping decisions are made, as Alertmanager's mute stage does.
+
+- Mute windows: Alertmanager's time intervals (timeinterval/timeinterval.go), in an IANA time zone.
+
+  A `TimeInterval` holds optional constraints (times of day, weekdays, days of month, months, years);
+  an empty constraint means "any". An instant is inside when every given constraint holds for the
+  instant's wall-clock time in `location`. A mute window is a list of intervals; it mutes when any
+  interval contains the instant.
+
+  Wall-clock semantics across DST, as in Alertmanager (`t.In(location)`, then hour and minute):
+  - spring forward: local times that do not exist (02:00-03:00 in Europe/Berlin on the last Sunday of
+    March) are never reached, so a window 02:00-03:00 is empty that day;
+  - fall back: the repeated hour happens twice, so a window 02:00-03:00 lasts two real hours that day.
+
+  Time ranges include their start minute and exclude their end minute ("24:00" ends the day);
+  weekdays run Sunday (0) to Saturday (6); negative days of month count from the month's end (-1 is
+  the last day), clamped to the month as Alertmanager does.
+
+- Alertmanager's inhibition: while a source alert fires, target alerts that share its `equal` labels
+  are muted (inhibit.go). Typical: a critical `ClusterDown` mutes the warnings of that cluster.
+
+  Semantics kept from Alertmanager:
+  - only firing source alerts inhibit, from anywhere in the organization (not only the target's group);
+  - a label missing on both sides counts as equal (both are the empty string);
+  - an alert never inhibits itself, and an alert that matches both sides of a rule is not inhibited by
+    another alert that also matches both (no mutual muting: both stay visible);
+  - inhibited alerts are treated like silenced ones when a group flushes (Alertmanager's MuteStage runs
+    inhibition and silences together): left out of what is sent and of the notification log, so they are
+    notified as new once nothing inhibits them any more.
+"""
 
 from __future__ import annotations
 
+import calendar
+import re
 import uuid
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import or_, select
+from sqlalchemy import (
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from services.notifier.domain import records
-from services.notifier.domain.inhibition import Inhibitor, InhibitRule
-from services.notifier.domain.matchers import coerce_matchers
-from services.notifier.domain.mute_windows import TimeInterval
-from services.notifier.domain.silences import Silence
-from services.notifier.domain.storage import resolve_organization
-from shared.core import audit
-from shared.core.auth import Access
-from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
-from shared.core.pagination import RowPage, paginate
+from services.notifier.domain.alerts import Alert
+from services.notifier.domain.matchers import Matcher, MatcherError, coerce_matchers, matches_all
+
+if TYPE_CHECKING:
+    from services.notifier.domain.config.cache import OrgConfig
+    from services.notifier.domain.grouping import Group, GroupAlert
+from shared.core.errors import InvalidParameter
 from shared.db.models import (
     NotificationGroup,
     NotificationGroupAlert,
@@ -28,6 +75,295 @@ from shared.db.models import (
     NotificationMuteWindow,
     NotificationSilence,
 )
+
+# --- silences (Alertmanager's silence/silence.go) ---------------------------------------------------
+
+
+class SilenceError(InvalidParameter):
+    """A silence that would be rejected by Alertmanager."""
+
+
+class SilenceState(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Silence:
+    matchers: tuple[Matcher, ...]
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    comment: str
+    # The stored row's id, so the caller can say which silences muted an alert.
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.matchers:
+            raise SilenceError("a silence needs at least one matcher")
+        if all(matcher.matches_value("") for matcher in self.matchers):
+            raise SilenceError("at least one matcher must not match the empty string")
+        if self.ends_at < self.starts_at:
+            raise SilenceError("end time must not be before start time")
+        if not self.created_by.strip() or not self.comment.strip():
+            raise SilenceError("a silence needs an author and a comment")
+
+    def state_at(self, now: datetime) -> SilenceState:
+        if now < self.starts_at:
+            return SilenceState.PENDING
+        if now > self.ends_at:
+            return SilenceState.EXPIRED
+        return SilenceState.ACTIVE
+
+    def silences(self, labels: Mapping[str, str], now: datetime) -> bool:
+        return self.state_at(now) is SilenceState.ACTIVE and matches_all(self.matchers, labels)
+
+
+def silenced_by(labels: Mapping[str, str], silences: Iterable[Silence], now: datetime) -> list[Silence]:
+    return [silence for silence in silences if silence.silences(labels, now)]
+
+
+def is_silenced(labels: Mapping[str, str], silences: Sequence[Silence], now: datetime) -> bool:
+    return any(silence.silences(labels, now) for silence in silences)
+
+
+# --- mute windows (Alertmanager's timeinterval/timeinterval.go) -----------------------------------
+
+
+class MuteWindowError(InvalidParameter):
+    """A time interval Alertmanager would refuse to load."""
+
+
+WEEKDAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
+MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
+_TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    start_minute: int
+    end_minute: int
+
+    def contains(self, minute_of_day: int) -> bool:
+        return self.start_minute <= minute_of_day < self.end_minute
+
+
+@dataclass(frozen=True)
+class InclusiveRange:
+    begin: int
+    end: int
+
+    def contains(self, value: int) -> bool:
+        return self.begin <= value <= self.end
+
+
+@dataclass(frozen=True)
+class TimeInterval:
+    times: tuple[TimeRange, ...] = ()
+    weekdays: tuple[InclusiveRange, ...] = ()
+    days_of_month: tuple[InclusiveRange, ...] = ()
+    months: tuple[InclusiveRange, ...] = ()
+    years: tuple[InclusiveRange, ...] = ()
+    location: str = "UTC"
+
+    def __post_init__(self) -> None:
+        try:
+            ZoneInfo(self.location)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise MuteWindowError(f"unknown time zone {self.location!r}") from None
+
+    def contains(self, instant: datetime) -> bool:
+        if instant.tzinfo is None:
+            raise ValueError("instant must be timezone-aware")
+        local = instant.astimezone(ZoneInfo(self.location))
+        if self.times and not any(r.contains(local.hour * 60 + local.minute) for r in self.times):
+            return False
+        if self.days_of_month and not any(_day_in_range(r, local) for r in self.days_of_month):
+            return False
+        if self.months and not any(r.contains(local.month) for r in self.months):
+            return False
+        # Python counts Monday as 0; Alertmanager counts Sunday as 0.
+        weekday = local.isoweekday() % 7
+        if self.weekdays and not any(r.contains(weekday) for r in self.weekdays):
+            return False
+        return not self.years or any(r.contains(local.year) for r in self.years)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TimeInterval:
+        """Alertmanager's config shape: `{"times": [{"start_time": "09:00", "end_time": "17:00"}],
+        "weekdays": ["monday:friday"], "days_of_month": ["1:5", "-1"], "months": ["january:march"],
+        "years": ["2026"], "location": "Europe/Berlin"}`."""
+        unknown = set(data) - {"times", "weekdays", "days_of_month", "months", "years", "location"}
+        if unknown:
+            raise MuteWindowError(f"unknown time interval fields: {sorted(unknown)}")
+        return cls(
+            times=tuple(_parse_time_range(item) for item in data.get("times") or ()),
+            weekdays=tuple(_parse_weekdays(item) for item in data.get("weekdays") or ()),
+            days_of_month=tuple(_parse_days_of_month(item) for item in data.get("days_of_month") or ()),
+            months=tuple(_parse_months(item) for item in data.get("months") or ()),
+            years=tuple(_parse_years(item) for item in data.get("years") or ()),
+            location=data.get("location") or "UTC",
+        )
+
+
+def _day_in_range(days: InclusiveRange, local: datetime) -> bool:
+    days_in_month = calendar.monthrange(local.year, local.month)[1]
+    begin = days_in_month + days.begin + 1 if days.begin < 0 else days.begin
+    end = days_in_month + days.end + 1 if days.end < 0 else days.end
+    if begin > days_in_month:
+        return False
+    # A range like 1:31 in February means up to the last day, not into March.
+    begin, end = max(begin, 1), min(end, days_in_month)
+    return begin <= local.day <= end
+
+
+def _parse_minutes(text: str) -> int:
+    text = text.strip()
+    if text == "24:00":
+        return 24 * 60
+    found = _TIME_RE.match(text)
+    if found is None:
+        raise MuteWindowError(f"invalid time {text!r}, expected HH:MM")
+    return int(found.group(1)) * 60 + int(found.group(2))
+
+
+def _parse_time_range(item: Mapping[str, str]) -> TimeRange:
+    if not item.get("start_time") or not item.get("end_time"):
+        raise MuteWindowError("both start_time and end_time must be given")
+    start, end = _parse_minutes(item["start_time"]), _parse_minutes(item["end_time"])
+    if start >= end:
+        raise MuteWindowError("start_time must be before end_time")
+    return TimeRange(start_minute=start, end_minute=end)
+
+
+def _split_range(text: str, member: Callable[[str], int]) -> InclusiveRange:
+    parts = str(text).strip().lower().split(":")
+    if len(parts) > 2:
+        raise MuteWindowError(f"invalid range {text!r}")
+    return InclusiveRange(begin=member(parts[0]), end=member(parts[-1]))
+
+
+def _named_member(names: Sequence[str], offset: int, what: str) -> Callable[[str], int]:
+    def member(token: str) -> int:
+        if token in names:
+            return names.index(token) + offset
+        if token.lstrip("-").isdigit():
+            return int(token)
+        raise MuteWindowError(f"{token!r} is not a valid {what}")
+
+    return member
+
+
+def _parse_weekdays(text: str) -> InclusiveRange:
+    weekdays = _split_range(text, _named_member(WEEKDAYS, 0, "weekday"))
+    if not (0 <= weekdays.begin <= weekdays.end <= 6):
+        raise MuteWindowError(f"invalid weekday range {text!r} (sunday:saturday order)")
+    return weekdays
+
+
+def _parse_days_of_month(text: str) -> InclusiveRange:
+    days = _split_range(text, _named_member((), 0, "day of month"))
+    for day in (days.begin, days.end):
+        if day == 0 or not -31 <= day <= 31:
+            raise MuteWindowError(f"{day} is not a valid day of the month")
+    if days.begin < 0 < days.end:
+        raise MuteWindowError("end day must be negative if start day is negative")
+    # Always-empty ranges are refused, judged on a 28-day month as Alertmanager does.
+    begin = 28 + days.begin if days.begin < 0 else days.begin
+    end = 28 + days.end if days.end < 0 else days.end
+    if begin > end:
+        raise MuteWindowError(f"end day {days.end} is always before start day {days.begin}")
+    return days
+
+
+def _parse_months(text: str) -> InclusiveRange:
+    months = _split_range(text, _named_member(MONTHS, 1, "month"))
+    if not (1 <= months.begin <= months.end <= 12):
+        raise MuteWindowError(f"invalid month range {text!r}")
+    return months
+
+
+def _parse_years(text: str) -> InclusiveRange:
+    years = _split_range(text, _named_member((), 0, "year"))
+    if years.begin <= 0 or years.begin > years.end:
+        raise MuteWindowError(f"invalid year range {text!r}")
+    return years
+
+
+def is_muted(intervals: Iterable[TimeInterval], now: datetime) -> bool:
+    return any(interval.contains(now) for interval in intervals)
+
+
+# --- inhibition (Alertmanager's inhibit/inhibit.go) -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class InhibitRule:
+    source: tuple[Matcher, ...]
+    target: tuple[Matcher, ...]
+    equal: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.source or not self.target:
+            # An empty side would match every alert: one firing alert would mute the whole organization.
+            raise MatcherError("an inhibit rule needs source and target matchers")
+
+
+@dataclass(frozen=True)
+class _Source:
+    fingerprint: str
+    # Whether the source also matches the rule's target matchers (the two-sided case).
+    two_sided: bool
+
+
+class Inhibitor:
+    """The rules of one organization with its firing alerts, indexed by the values of each rule's `equal`
+    labels: asking about an alert costs a dictionary lookup per rule, not a scan of the sources."""
+
+    def __init__(self, rules: Sequence[InhibitRule], firing: Iterable[Alert]) -> None:
+        self.rules = list(rules)
+        self._sources: list[dict[tuple[str, ...], list[_Source]]] = [defaultdict(list) for _ in self.rules]
+        for alert in firing:
+            for index, rule in enumerate(self.rules):
+                if matches_all(rule.source, alert.labels):
+                    self._sources[index][_values(alert.labels, rule.equal)].append(
+                        _Source(alert.fingerprint, matches_all(rule.target, alert.labels))
+                    )
+
+    def inhibited_by(self, alert: Alert) -> list[str]:
+        """Fingerprints of the firing alerts that inhibit `alert` (empty: it is not inhibited)."""
+        found: list[str] = []
+        for rule, sources in zip(self.rules, self._sources, strict=True):
+            if not sources or not matches_all(rule.target, alert.labels):
+                continue
+            two_sided = matches_all(rule.source, alert.labels)
+            found.extend(
+                source.fingerprint
+                for source in sources.get(_values(alert.labels, rule.equal), ())
+                if source.fingerprint != alert.fingerprint and not (two_sided and source.two_sided)
+            )
+        return sorted(set(found))
+
+
+def _values(labels: Mapping[str, str], names: Sequence[str]) -> tuple[str, ...]:
+    return tuple(labels.get(name, "") for name in names)
+
+
+# --- what is in force -----------------------------------------------------------------------------
 
 
 def to_silence(row: NotificationSilence) -> Silence:
@@ -41,7 +377,9 @@ def to_silence(row: NotificationSilence) -> Silence:
     )
 
 
-def silences_in_force(session: Session, organization_ids: Collection[uuid.UUID], now: datetime):
+def silences_in_force(
+    session: Session, organization_ids: Collection[uuid.UUID], now: datetime
+) -> dict[uuid.UUID, list[Silence]]:
     """Active silences per organization, in one query."""
     rows = session.scalars(
         select(NotificationSilence).where(
@@ -66,252 +404,12 @@ def mute_intervals(session: Session, window_ids: Collection[str]) -> dict[str, l
     return {str(row.id): [TimeInterval.from_dict(item) for item in row.time_intervals] for row in rows}
 
 
-# --- silences ----------------------------------------------------------------------------------
-
-
-def create_silence(
-    session: Session,
-    access: Access,
-    *,
-    organization_id: uuid.UUID | None,
-    matchers: Sequence[str | Mapping[str, Any]],
-    starts_at: datetime,
-    ends_at: datetime,
-    comment: str,
-) -> NotificationSilence:
-    org = resolve_organization(access, organization_id, "notifications:write")
-    # The domain type validates as Alertmanager does (a matcher that is not empty-matching, times).
-    silence = Silence(
-        matchers=tuple(coerce_matchers(matchers)),
-        starts_at=starts_at,
-        ends_at=ends_at,
-        created_by=access.principal.email,
-        comment=comment,
-    )
-    row = NotificationSilence(
-        organization_id=org.id,
-        matchers=[matcher.to_dict() for matcher in silence.matchers],
-        starts_at=starts_at,
-        ends_at=ends_at,
-        created_by_id=access.principal.user_id,
-        created_by=access.principal.email,
-        comment=comment,
-    )
-    session.add(row)
-    session.flush()
-    audit.describe(
-        session,
-        action="notification_silence.create",
-        object_type="notification_silence",
-        object_id=row.id,
-        organization_id=org.id,
-        details={"matchers": [str(matcher) for matcher in silence.matchers], "ends_at": ends_at.isoformat()},
-    )
-    return row
-
-
-def _get_org_row(session: Session, access: Access, model, row_id: uuid.UUID, label: str, write: bool):
-    row = session.get(model, row_id)
-    if row is None:
-        raise NotFound(f"{label} '{row_id}' does not exist")
-    access.require_org(row.organization_id, "notifications:write" if write else "notifications:read")
-    return row
-
-
-# Mute windows and inhibit rules are rows named uniquely within their organization.
-
-
-def _check_name_free(session: Session, model, organization_id: uuid.UUID, name: str, label: str) -> None:
-    taken = session.scalar(select(model.id).where(model.organization_id == organization_id, model.name == name))
-    if taken is not None:
-        raise AlreadyExists(f"{label} '{name}' already exists")
-
-
-def _describe(session: Session, row, action: str, details: dict | None = None) -> None:
-    # The object type is the action's noun: "notification_mute_window.create".
-    audit.describe(
-        session,
-        action=action,
-        object_type=action.rsplit(".", 1)[0],
-        object_id=row.id,
-        organization_id=row.organization_id,
-        details=details,
-    )
-
-
-def _add_named(session: Session, row, action: str):
-    session.add(row)
-    session.flush()
-    _describe(session, row, action, {"name": row.name})
-    return row
-
-
-def _list_named(
-    session: Session, access: Access, model, organization_id: uuid.UUID | None, page_token: str | None, max_results: int
-) -> RowPage:
-    org = resolve_organization(access, organization_id, "notifications:read")
-    return paginate(
-        session,
-        select(model).where(model.organization_id == org.id),
-        created_col=model.created_at,
-        id_col=model.id,
-        page_token=page_token,
-        max_results=max_results,
-    )
-
-
-def _delete_named(session: Session, row, action: str) -> None:
-    session.delete(row)
-    session.flush()
-    _describe(session, row, action)
-
-
-def get_silence(session: Session, access: Access, silence_id: uuid.UUID, *, write: bool = False):
-    return _get_org_row(session, access, NotificationSilence, silence_id, "Silence", write)
-
-
-def _silences_query(access: Access, organization_id: uuid.UUID | None):
-    org = resolve_organization(access, organization_id, "notifications:read")
-    return select(NotificationSilence).where(NotificationSilence.organization_id == org.id)
-
-
-def all_silences(session: Session, access: Access, organization_id: uuid.UUID | None) -> list[NotificationSilence]:
-    """Every silence, latest end first: Alertmanager's API lists them in one answer."""
-    query = _silences_query(access, organization_id).order_by(NotificationSilence.ends_at.desc())
-    return list(session.scalars(query))
-
-
-def list_silences(
-    session: Session, access: Access, organization_id: uuid.UUID | None, *, page_token: str | None, max_results: int
-) -> RowPage:
-    return paginate(
-        session,
-        _silences_query(access, organization_id),
-        # Not by ends_at: expiring a silence moves it, and a moving key would skip rows between pages.
-        created_col=NotificationSilence.created_at,
-        id_col=NotificationSilence.id,
-        page_token=page_token,
-        max_results=max_results,
-        newest_first=True,
-    )
-
-
-def expire_silence(session: Session, access: Access, silence_id: uuid.UUID, now: datetime) -> NotificationSilence:
-    """Alertmanager's expire: the silence ends now and stays in the history."""
-    row = get_silence(session, access, silence_id, write=True)
-    if row.ends_at > now:
-        row.ends_at = max(now, row.starts_at)
-    session.flush()
-    audit.describe(
-        session,
-        action="notification_silence.expire",
-        object_type="notification_silence",
-        object_id=row.id,
-        organization_id=row.organization_id,
-    )
-    return row
-
-
-# --- mute windows ------------------------------------------------------------------------------
-
-
-def _validated_intervals(time_intervals: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    if not time_intervals:
-        raise InvalidParameter("a mute window needs at least one time interval")
-    for item in time_intervals:
-        TimeInterval.from_dict(item)
-    return [dict(item) for item in time_intervals]
-
-
-def create_mute_window(
-    session: Session,
-    access: Access,
-    *,
-    organization_id: uuid.UUID | None,
-    name: str,
-    time_intervals: Sequence[Mapping[str, Any]],
-) -> NotificationMuteWindow:
-    org = resolve_organization(access, organization_id, "notifications:write")
-    _check_name_free(session, NotificationMuteWindow, org.id, name, "Mute window")
-    row = NotificationMuteWindow(organization_id=org.id, name=name, time_intervals=_validated_intervals(time_intervals))
-    return _add_named(session, row, "notification_mute_window.create")
-
-
-def get_mute_window(session: Session, access: Access, window_id: uuid.UUID, *, write: bool = False):
-    return _get_org_row(session, access, NotificationMuteWindow, window_id, "Mute window", write)
-
-
-def list_mute_windows(
-    session: Session, access: Access, organization_id: uuid.UUID | None, *, page_token: str | None, max_results: int
-) -> RowPage:
-    return _list_named(session, access, NotificationMuteWindow, organization_id, page_token, max_results)
-
-
-def update_mute_window(
-    session: Session, access: Access, window_id: uuid.UUID, time_intervals: Sequence[Mapping[str, Any]]
-) -> NotificationMuteWindow:
-    row = get_mute_window(session, access, window_id, write=True)
-    row.time_intervals = _validated_intervals(time_intervals)
-    session.flush()
-    _describe(session, row, "notification_mute_window.update")
-    return row
-
-
-def delete_mute_window(session: Session, access: Access, window_id: uuid.UUID) -> None:
-    _delete_named(session, get_mute_window(session, access, window_id, write=True), "notification_mute_window.delete")
-
-
-# --- inhibit rules -----------------------------------------------------------------------------
-
-
 def to_inhibit_rule(row: NotificationInhibitRule) -> InhibitRule:
     return InhibitRule(
         source=tuple(coerce_matchers(row.source_matchers)),
         target=tuple(coerce_matchers(row.target_matchers)),
         equal=tuple(row.equal),
     )
-
-
-def create_inhibit_rule(
-    session: Session,
-    access: Access,
-    *,
-    organization_id: uuid.UUID | None,
-    name: str,
-    source_matchers: Sequence[str | Mapping[str, Any]],
-    target_matchers: Sequence[str | Mapping[str, Any]],
-    equal: Sequence[str],
-) -> NotificationInhibitRule:
-    org = resolve_organization(access, organization_id, "notifications:write")
-    _check_name_free(session, NotificationInhibitRule, org.id, name, "Inhibit rule")
-    # The domain type validates (parseable matchers, both sides given).
-    rule = InhibitRule(
-        source=tuple(coerce_matchers(source_matchers)),
-        target=tuple(coerce_matchers(target_matchers)),
-        equal=tuple(dict.fromkeys(equal)),
-    )
-    row = NotificationInhibitRule(
-        organization_id=org.id,
-        name=name,
-        source_matchers=[matcher.to_dict() for matcher in rule.source],
-        target_matchers=[matcher.to_dict() for matcher in rule.target],
-        equal=list(rule.equal),
-    )
-    return _add_named(session, row, "notification_inhibit_rule.create")
-
-
-def get_inhibit_rule(session: Session, access: Access, rule_id: uuid.UUID, *, write: bool = False):
-    return _get_org_row(session, access, NotificationInhibitRule, rule_id, "Inhibit rule", write)
-
-
-def list_inhibit_rules(
-    session: Session, access: Access, organization_id: uuid.UUID | None, *, page_token: str | None, max_results: int
-) -> RowPage:
-    return _list_named(session, access, NotificationInhibitRule, organization_id, page_token, max_results)
-
-
-def delete_inhibit_rule(session: Session, access: Access, rule_id: uuid.UUID) -> None:
-    _delete_named(session, get_inhibit_rule(session, access, rule_id, write=True), "notification_inhibit_rule.delete")
 
 
 def inhibit_rules(session: Session, organization_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, list[InhibitRule]]:
@@ -331,7 +429,7 @@ def inhibitors(
     query; organizations without rules cost nothing)."""
     if not rules_by_org:
         return {}
-    alerts, groups = NotificationGroupAlert.__table__, NotificationGroup.__table__
+    alerts, groups = records.table(NotificationGroupAlert), records.table(NotificationGroup)
     firing: dict[uuid.UUID, dict[str, Any]] = defaultdict(dict)
     for row in session.execute(
         select(
@@ -353,3 +451,41 @@ def inhibitors(
         # The same alert in several rules' groups is one source.
         firing[row.organization_id][alert.fingerprint] = alert
     return {org_id: Inhibitor(rules, firing[org_id].values()) for org_id, rules in rules_by_org.items()}
+
+
+@dataclass(frozen=True)
+class Held:
+    """What holds a group's alerts back at a flush."""
+
+    # Fingerprints of the alerts a silence covers or a firing alert inhibits.
+    silenced: frozenset[str]
+    # A mute window of the group's rule contains now.
+    muted: bool
+
+
+def held_back(
+    session: Session,
+    groups: Sequence[Group],
+    alerts: Mapping[uuid.UUID, Sequence[GroupAlert]],
+    configs: Mapping[uuid.UUID, OrgConfig],
+    now: datetime,
+) -> dict[uuid.UUID, Held]:
+    """Per group, what holds its alerts back now (one query for the firing alerts of organizations with
+    inhibit rules, nothing else: silences and mute windows come with the configuration)."""
+    rules_by_org = {org_id: config.inhibit_rules for org_id, config in configs.items() if config.inhibit_rules}
+    inhibitors_by_org = inhibitors(session, rules_by_org, now)
+    held = {}
+    for group in groups:
+        config = configs[group.organization_id]
+        inhibitor = inhibitors_by_org.get(group.organization_id)
+        rule = config.rule(group.rule_id)
+        held[group.id] = Held(
+            silenced=frozenset(
+                held_alert.alert.fingerprint
+                for held_alert in alerts.get(group.id, ())
+                if is_silenced(held_alert.alert.labels, config.silences, now)
+                or (inhibitor is not None and inhibitor.inhibited_by(held_alert.alert))
+            ),
+            muted=rule is not None and is_muted(config.muting_intervals(rule), now),
+        )
+    return held

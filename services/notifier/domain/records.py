@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row
+from sqlalchemy import Row, Table
 
 from services.notifier.domain.alerts import Alert
 from services.notifier.domain.messages import Notification as Message
+from shared.db.base import Base
 from shared.db.models import Notification
+
+
+def table(model: type[Base]) -> Table:
+    """A mapped class's table, as the Table it is (for Core statements on plain rows)."""
+    return cast(Table, model.__table__)
 
 
 def alert_of(row: Row) -> Alert:

@@ -6,9 +6,12 @@ import uuid
 
 from shared.core.auth import Access
 from shared.core.errors import InvalidParameter
+from shared.db.models import Organization
 
 
-def resolve_organization(access: Access, organization_id: uuid.UUID | None, scope: str, min_role: str | None = None):
+def resolve_organization(
+    access: Access, organization_id: uuid.UUID | None, scope: str, min_role: str | None = None
+) -> Organization:
     """The organization a request acts in: the one named, else the API key's, else the caller's only one."""
     if organization_id is None:
         organization_id = access.principal.organization_id

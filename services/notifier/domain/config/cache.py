@@ -15,16 +15,15 @@ import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, extract, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from services.notifier.domain.grouping import GroupTiming
-from services.notifier.domain.inhibition import InhibitRule
 from services.notifier.domain.matchers import Matcher, coerce_matchers
-from services.notifier.domain.mute_windows import TimeInterval
-from services.notifier.domain.silences import Silence
+from services.notifier.domain.muting import InhibitRule, Silence, TimeInterval
 from shared.core.crypto import SecretBox
 from shared.db.models import (
     NotificationChannel,
@@ -112,6 +111,13 @@ class OrgConfig:
     silences: tuple[Silence, ...] = ()
     mute_intervals: Mapping[str, list[TimeInterval]] = field(default_factory=dict)
     inhibit_rules: tuple[InhibitRule, ...] = ()
+
+    @cached_property
+    def _rules_by_id(self) -> dict[uuid.UUID, Rule]:
+        return {rule.id: rule for rule in self.rules}
+
+    def rule(self, rule_id: uuid.UUID) -> Rule | None:
+        return self._rules_by_id.get(rule_id)
 
     def muting_intervals(self, rule: Rule) -> list[TimeInterval]:
         return [interval for wid in rule.mute_window_ids for interval in self.mute_intervals.get(wid, [])]

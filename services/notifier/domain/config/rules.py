@@ -1,26 +1,31 @@
-"""Rules: which events go to which channels, with Alertmanager's grouping options, and the matching
-every event goes through (also behind the preview endpoint)."""
+"""Rules: which events go to which channels, with Alertmanager's grouping options (create, read, update,
+delete); `rule_match` applies them.
+"""
 
 from __future__ import annotations
 
-import fnmatch
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import (
+    select,
+)
 from sqlalchemy.orm import Session
 
-from services.notifier.domain.alerts import SEVERITY_ORDER, Alert, severity_rank
-from services.notifier.domain.config_cache import Rule
-from services.notifier.domain.matchers import coerce_matchers, matches_all
-from services.notifier.domain.storage import resolve_organization
+from services.notifier.domain.alerts import SEVERITY_ORDER
+from services.notifier.domain.matchers import coerce_matchers
+from services.notifier.domain.organizations import resolve_organization
 from shared.core import audit
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
 from shared.core.pagination import RowPage, paginate
 from shared.db.base import utcnow
-from shared.db.models import NotificationChannel, NotificationMuteWindow, NotificationRule
+from shared.db.models import (
+    NotificationChannel,
+    NotificationMuteWindow,
+    NotificationRule,
+)
 
 RULE_FIELDS = (
     "name",
@@ -42,22 +47,13 @@ RULE_FIELDS = (
 )
 
 
-def rule_matches(rule: Rule, event_type: str, project_id: uuid.UUID | None, payload: Mapping, alert: Alert) -> bool:
-    """Event type (glob patterns; none = all), severity at or above, project/model/deployment, labels."""
-    if rule.event_types and not any(fnmatch.fnmatchcase(event_type, pattern) for pattern in rule.event_types):
-        return False
-    if rule.min_severity and severity_rank(alert.labels.get("severity")) > severity_rank(rule.min_severity):
-        return False
-    if rule.project_id is not None and rule.project_id != project_id:
-        return False
-    if rule.model_id is not None and str(rule.model_id) != str(payload.get("model_id")):
-        return False
-    if rule.deployment_id is not None and str(rule.deployment_id) != str(payload.get("deployment_id")):
-        return False
-    return matches_all(rule.matchers, alert.labels)
-
-
-def _existing_ids(session: Session, model, organization_id: uuid.UUID, ids: Iterable[Any], what: str) -> list[str]:
+def _existing_ids(
+    session: Session,
+    model: type[NotificationChannel | NotificationMuteWindow],
+    organization_id: uuid.UUID,
+    ids: Iterable[Any],
+    what: str,
+) -> list[str]:
     wanted = {uuid.UUID(str(value)) for value in ids}
     stmt = select(model.id).where(model.id.in_(wanted), model.organization_id == organization_id)
     if hasattr(model, "deleted_at"):

@@ -1,4 +1,4 @@
-"""Senders for webhooks, Slack and email, and what to do after each attempt.
+"""Senders for webhooks, Slack and email: dispatch's way out, one attempt each.
 
 Every sender returns a `DeliveryResult`, never raises for a failed delivery, and classifies it. The
 webhook and Slack senders are coroutines (aiohttp); the email sender is sync (smtplib), for a thread.
@@ -20,14 +20,14 @@ webhook URLs and SMTP passwords are secrets and never appear in results.
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import random
 import re
 import secrets as token_source
 import smtplib
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -41,6 +41,8 @@ import orjson
 from standardwebhooks import Webhook
 from yarl import URL
 
+from services.notifier.domain import messages
+from services.notifier.domain.config.cache import ChannelTarget
 from shared.core.errors import InvalidParameter
 from shared.core.outbound import (
     OutboundPolicy,
@@ -50,13 +52,11 @@ from shared.core.outbound import (
     post,
     vet_host,
 )
+from shared.core.settings import Settings
 
-MAX_ATTEMPTS = 8
-BACKOFF_BASE_SECONDS = 10.0
-BACKOFF_CAP_SECONDS = 30 * 60.0
-# A receiver may ask us to wait, but not to park a notification for days.
-MAX_RETRY_AFTER_SECONDS = 6 * 3600.0
 USER_AGENT = "Tessera-Notifier/1"
+
+
 # Set by the sender; a channel's custom headers cannot replace them.
 RESERVED_WEBHOOK_HEADERS = frozenset(
     {
@@ -70,9 +70,17 @@ RESERVED_WEBHOOK_HEADERS = frozenset(
         "user-agent",
     }
 )
+
+
 _ERROR_BODY_CHARS = 200
+
+
 # RFC 9110 token characters.
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+# A receiver may ask us to wait, but not to park a notification for days.
+MAX_RETRY_AFTER_SECONDS = 6 * 3600.0
 
 
 class Outcome(StrEnum):
@@ -81,13 +89,6 @@ class Outcome(StrEnum):
     FAILED = "failed"
     # Failed for good, and the channel's endpoint is gone: disable the channel.
     DISABLE_CHANNEL = "disable_channel"
-
-
-class DeliveryState(StrEnum):
-    DELIVERED = "delivered"
-    RETRY_SCHEDULED = "retry_scheduled"
-    FAILED = "failed"
-    DEAD_LETTER = "dead_letter"
 
 
 @dataclass(frozen=True)
@@ -113,33 +114,53 @@ class DeliveryResult:
         return self.outcome is Outcome.DISABLE_CHANNEL
 
 
-def state_after(result: DeliveryResult, attempt: int, *, max_attempts: int = MAX_ATTEMPTS) -> DeliveryState:
-    """State after `attempt` attempts (1-based) ended in `result`."""
-    if result.ok:
-        return DeliveryState.DELIVERED
-    if not result.retryable:
-        return DeliveryState.FAILED
-    return DeliveryState.DEAD_LETTER if attempt >= max_attempts else DeliveryState.RETRY_SCHEDULED
+@lru_cache(maxsize=8)
+def outbound_policy(allowlist: tuple[str, ...]) -> OutboundPolicy:
+    """One policy per process: building an SSL context loads the system CAs (milliseconds), too slow
+    to repeat for every delivery."""
+    return OutboundPolicy(allowlist=allowlist, verify=ssl.create_default_context())
 
 
-def next_attempt_delay(
-    attempt: int,
-    retry_after: float | None = None,
-    *,
-    base: float = BACKOFF_BASE_SECONDS,
-    cap: float = BACKOFF_CAP_SECONDS,
-    rng: Callable[[], float] = random.random,
-) -> float:
-    """Seconds to wait after failed attempt number `attempt` (1-based).
+def policy_for(settings: Settings) -> OutboundPolicy:
+    return outbound_policy(tuple(settings.outbound_allowlist))
 
-    Full jitter (uniform in [0, min(cap, base * 2^(attempt-1))]) spreads retries of many failing
-    notifications, so a receiver coming back is not hit by all of them at once; Retry-After is a floor.
-    """
-    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
-    delay = rng() * ceiling
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, MAX_RETRY_AFTER_SECONDS))
-    return delay
+
+def active_signing_secrets(secrets: Mapping[str, Any], now: datetime) -> list[str]:
+    """The current secret first, then old ones still inside their rotation overlap."""
+    return [
+        entry["secret"]
+        for entry in secrets.get("signing_secrets", [])
+        if entry["expires_at"] is None or datetime.fromisoformat(entry["expires_at"]) > now
+    ]
+
+
+async def send(
+    target: ChannelTarget, notification: messages.Notification, policy: OutboundPolicy, now: datetime
+) -> DeliveryResult:
+    """Render for the channel type and send; never raises for a failed delivery."""
+    if target.type == "slack":
+        return await send_slack(target.secrets["url"], messages.render_slack(notification), policy=policy)
+    if target.type == "webhook":
+        return await send_webhook(
+            target.secrets["url"],
+            messages.render_webhook(notification),
+            notification_id=notification.id,
+            signing_secrets=active_signing_secrets(target.secrets, now),
+            policy=policy,
+            custom_headers=target.secrets.get("headers") or {},
+            now=now,
+        )
+    config = target.config
+    message = messages.render_email(notification, sender=config["sender"], recipients=config["recipients"])
+    smtp = SmtpSettings(
+        host=config["smtp_host"],
+        port=config["smtp_port"],
+        security=SmtpSecurity(config["security"]),
+        username=config.get("username"),
+        password=target.secrets.get("password"),
+    )
+    # smtplib blocks: in a thread, so the batch's other sends go on meanwhile.
+    return await asyncio.to_thread(send_email, message, smtp=smtp, policy=policy)
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -228,7 +249,7 @@ async def _post_and_classify(
     return classify_http(response, datetime.now(UTC))
 
 
-# --- Webhooks (Standard Webhooks) --------------------------------------------------------------
+# --- Webhooks (Standard Webhooks) -----------------------------------------------------------------
 
 
 def generate_webhook_secret() -> str:
@@ -292,7 +313,7 @@ async def send_webhook(
     return await _post_and_classify(url, body, headers, policy)
 
 
-# --- Slack -------------------------------------------------------------------------------------
+# --- Slack ---------------------------------------------------------------------------------------
 
 
 async def send_slack(webhook_url: str, payload: Mapping[str, Any], *, policy: OutboundPolicy) -> DeliveryResult:
@@ -302,7 +323,7 @@ async def send_slack(webhook_url: str, payload: Mapping[str, Any], *, policy: Ou
     return await _post_and_classify(webhook_url, body, headers, policy)
 
 
-# --- Email -------------------------------------------------------------------------------------
+# --- Email ---------------------------------------------------------------------------------------
 
 
 class SmtpSecurity(StrEnum):
@@ -359,7 +380,7 @@ def send_email(message: EmailMessage, *, smtp: SmtpSettings, policy: OutboundPol
             client = smtplib.SMTP(timeout=smtp.timeout_seconds)
         # Connect to the vetted address (no second DNS answer), while TLS still checks the configured
         # name: smtplib takes SNI and the certificate's expected name from `_host`.
-        client._host = smtp.host
+        client._host = smtp.host  # type: ignore[attr-defined]
         code, reply = client.connect(str(address), smtp.port)
         if code != 220:
             client.close()

@@ -1,5 +1,5 @@
 """Channels: create/read/update/delete with secrets encrypted at rest, webhook signing-secret rotation,
-and `send`, the one path every message takes (real deliveries and the test button alike).
+and the test button (a message sent through the very claim, send and record path of the pipeline).
 
 What a channel needs but must never show — the Slack webhook URL, the webhook URL and its custom
 headers, the SMTP password, the `whsec_` signing secrets — lives Fernet-encrypted in
@@ -8,97 +8,50 @@ headers, the SMTP password, the `whsec_` signing secrets — lives Fernet-encryp
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import ssl
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import (
+    select,
+)
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 
-from services.notifier.domain import delivery, messages
-from services.notifier.domain.config_cache import ChannelTarget
-from services.notifier.domain.delivery import DeliveryResult, SmtpSecurity, SmtpSettings
-from services.notifier.domain.storage import resolve_organization
+from services.notifier.domain import attempt_log, dispatch, records, senders
+from services.notifier.domain.messages import build_test_notification
+from services.notifier.domain.organizations import resolve_organization
+from services.notifier.domain.senders import SmtpSecurity
 from shared.core import audit
 from shared.core.auth import Access
 from shared.core.crypto import SecretBox
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
-from shared.core.outbound import OutboundPolicy, ResolutionFailed, parse_url, vet_host
+from shared.core.outbound import (
+    OutboundPolicy,
+    ResolutionFailed,
+    parse_url,
+    vet_host,
+)
 from shared.core.pagination import RowPage, paginate
 from shared.core.settings import Settings
 from shared.db.base import utcnow
-from shared.db.models import NotificationChannel
+from shared.db.models import (
+    Delivery,
+    Notification,
+    NotificationChannel,
+)
 
 # Which of a channel type's fields are secret (encrypted, never returned).
 SECRET_FIELDS = {"slack": ("url",), "webhook": ("url", "headers"), "email": ("password",)}
+
+
 VISIBLE_FIELDS = {
     "slack": (),
     "webhook": (),
     "email": ("smtp_host", "smtp_port", "security", "username", "sender", "recipients"),
 }
-
-
-@lru_cache(maxsize=8)
-def outbound_policy(allowlist: tuple[str, ...]) -> OutboundPolicy:
-    """One policy per process: building an SSL context loads the system CAs (milliseconds), too slow
-    to repeat for every delivery."""
-    return OutboundPolicy(allowlist=allowlist, verify=ssl.create_default_context())
-
-
-def policy_for(settings: Settings) -> OutboundPolicy:
-    return outbound_policy(tuple(settings.outbound_allowlist))
-
-
-def active_signing_secrets(secrets: Mapping[str, Any], now: datetime) -> list[str]:
-    """The current secret first, then old ones still inside their rotation overlap."""
-    return [
-        entry["secret"]
-        for entry in secrets.get("signing_secrets", [])
-        if entry["expires_at"] is None or datetime.fromisoformat(entry["expires_at"]) > now
-    ]
-
-
-async def send(
-    target: ChannelTarget, notification: messages.Notification, policy: OutboundPolicy, now: datetime
-) -> DeliveryResult:
-    """Render for the channel type and send; never raises for a failed delivery."""
-    if target.type == "slack":
-        return await delivery.send_slack(target.secrets["url"], messages.render_slack(notification), policy=policy)
-    if target.type == "webhook":
-        return await delivery.send_webhook(
-            target.secrets["url"],
-            messages.render_webhook(notification),
-            notification_id=notification.id,
-            signing_secrets=active_signing_secrets(target.secrets, now),
-            policy=policy,
-            custom_headers=target.secrets.get("headers") or {},
-            now=now,
-        )
-    config = target.config
-    message = messages.render_email(notification, sender=config["sender"], recipients=config["recipients"])
-    smtp = SmtpSettings(
-        host=config["smtp_host"],
-        port=config["smtp_port"],
-        security=SmtpSecurity(config["security"]),
-        username=config.get("username"),
-        password=target.secrets.get("password"),
-    )
-    # smtplib blocks: in a thread, so the batch's other sends go on meanwhile.
-    return await asyncio.to_thread(delivery.send_email, message, smtp=smtp, policy=policy)
-
-
-def disable(channel: NotificationChannel, result: DeliveryResult) -> None:
-    channel.enabled = False
-    channel.disabled_reason = f"disabled after a delivery: {result.error or result.status_code}"
-
-
-# --- CRUD --------------------------------------------------------------------------------------
 
 
 def _check_reachable(host: str, port: int, policy: OutboundPolicy) -> None:
@@ -111,7 +64,8 @@ def _check_reachable(host: str, port: int, policy: OutboundPolicy) -> None:
 def _check_url(url: str, policy: OutboundPolicy) -> str:
     """The URL in the one form that is checked, stored and sent to (read by the parser that sends)."""
     parsed = parse_url(url)
-    _check_reachable(parsed.raw_host, parsed.port, policy)
+    # parse_url refuses a URL without a host; the scheme gives the port.
+    _check_reachable(str(parsed.raw_host), int(parsed.port or 0), policy)
     return str(parsed)
 
 
@@ -129,7 +83,7 @@ def _validate(channel_type: str, fields: dict[str, Any], policy: OutboundPolicy)
     if channel_type in ("slack", "webhook"):
         fields["url"] = _check_url(fields.get("url") or "", policy)
     if channel_type == "webhook":
-        fields["headers"] = delivery.validate_custom_headers(fields.get("headers") or {})
+        fields["headers"] = senders.validate_custom_headers(fields.get("headers") or {})
     if channel_type == "email":
         if not fields.get("recipients") or not fields.get("sender") or not fields.get("smtp_host"):
             raise InvalidParameter("an email channel needs smtp_host, sender and at least one recipient")
@@ -199,7 +153,7 @@ def create_channel(
     secrets: dict[str, Any] = {}
     signing_secret = None
     if channel_type == "webhook":
-        signing_secret = _check_signing_secret(fields.pop("signing_secret", None) or delivery.generate_webhook_secret())
+        signing_secret = _check_signing_secret(fields.pop("signing_secret", None) or senders.generate_webhook_secret())
         secrets["signing_secrets"] = [{"secret": signing_secret, "expires_at": None}]
     channel = NotificationChannel(organization_id=org.id, project_id=project_id, name=name, type=channel_type)
     _store(channel, box, policy, fields, secrets)
@@ -293,13 +247,13 @@ def rotate_signing_secret(
     channel = get_channel(session, access, channel_id, write=True)
     if channel.type != "webhook":
         raise InvalidParameter("only webhook channels have signing secrets")
-    secret = _check_signing_secret(new_secret or delivery.generate_webhook_secret())
-    secrets = box.decrypt_json(channel.secret_encrypted)
+    secret = _check_signing_secret(new_secret or senders.generate_webhook_secret())
+    secrets = box.decrypt_json(channel.secret_encrypted) if channel.secret_encrypted else {}
     old_expires_at = now + timedelta(seconds=overlap_seconds)
     kept = [
         {"secret": entry["secret"], "expires_at": entry["expires_at"] or old_expires_at.isoformat()}
         for entry in secrets.get("signing_secrets", [])
-        if entry["secret"] in active_signing_secrets(secrets, now)
+        if entry["secret"] in senders.active_signing_secrets(secrets, now)
     ]
     secrets["signing_secrets"] = [{"secret": secret, "expires_at": None}, *kept]
     channel.secret_encrypted = box.encrypt_json(secrets)
@@ -328,3 +282,50 @@ def delete_channel(session: Session, access: Access, channel_id: uuid.UUID) -> N
         organization_id=channel.organization_id,
     )
     return channel
+
+
+def send_test(
+    session: Session, access: Access, box: SecretBox, settings: Settings, channel_id: uuid.UUID, now: datetime
+) -> Delivery:
+    channel = get_channel(session, access, channel_id, write=True)
+    notification_id = uuid.uuid4()
+    message = build_test_notification(str(notification_id), channel.name, now, settings.public_url)
+    session.add(
+        Notification(
+            id=notification_id,
+            organization_id=channel.organization_id,
+            group_key=message.group_key,
+            kind="test",
+            status="firing",
+            payload=records.payload_json(message.alerts, group_labels={}, link=message.link, receiver=channel.name),
+            created_at=now,
+        )
+    )
+    session.flush()
+    row = Delivery(
+        id=uuid.uuid4(),
+        notification_id=notification_id,
+        channel_id=channel.id,
+        organization_id=channel.organization_id,
+        state="pending",
+        attempts=0,
+        total_attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    # One attempt only: a test reports what happens now; it is not retried.
+    retry = attempt_log.RetryPolicy.from_settings(settings.model_copy(update={"notifier_max_attempts": 1}))
+    [claimed] = dispatch.claim(session, [row.id], box, retry, now)
+    result = dispatch.send(claimed, settings, now)
+    audit.describe(
+        session,
+        action="notification_channel.test",
+        object_type="notification_channel",
+        object_id=channel.id,
+        organization_id=channel.organization_id,
+        details={"outcome": str(result.outcome), "status_code": result.status_code},
+    )
+    attempt_log.record(session, [(claimed, result)], started_at=now, retry=retry, now=now)
+    return session.get_one(Delivery, row.id, populate_existing=True)

@@ -17,10 +17,9 @@ from sqlalchemy.orm import Session
 
 from services.notifier.domain import muting, records
 from services.notifier.domain.alerts import Alert
-from services.notifier.domain.inhibition import Inhibitor
 from services.notifier.domain.matchers import Matcher, MatcherError, matches_all
-from services.notifier.domain.silences import Silence, silenced_by
-from services.notifier.domain.storage import resolve_organization
+from services.notifier.domain.muting import Inhibitor, Silence, silenced_by
+from services.notifier.domain.organizations import resolve_organization
 from shared.core.auth import Access
 from shared.core.errors import NotFound
 from shared.db.models import NotificationGroup, NotificationGroupAlert, NotificationRule
@@ -105,7 +104,11 @@ def held_alert(
 
 
 def _firing(session: Session, organization_id: uuid.UUID, now: datetime) -> _Held:
-    alerts, groups, rules = NotificationGroupAlert.__table__, NotificationGroup.__table__, NotificationRule.__table__
+    alerts, groups, rules = (
+        records.table(NotificationGroupAlert),
+        records.table(NotificationGroup),
+        records.table(NotificationRule),
+    )
     rows = session.execute(
         select(
             alerts.c.fingerprint,

@@ -1,0 +1,284 @@
+"""Intake, the first stage: what comes in, committed, and turned into alerts.
+
+Alerts come in through the API (`publish_event`: a custom event; `post_alertmanager_alerts`: alerts the
+way Prometheus posts them to Alertmanager, `custom.alertmanager` events with Alertmanager's semantics —
+identified by labels, resolved once `endsAt` has passed, `resolve_timeout` after the last post without
+one), or are any service's own events (a drift check's `drift.detected`, a failed deployment). Either way
+each is an outbox event committed before anyone is answered, and its id is handed straight to the
+notifier's handler after the commit (the relay and the sweeper cover a hand-off that was lost).
+
+The handler takes its batch with `take_events`: idempotent by event id (a redelivered or re-published
+event drops out in one statement). `alert_from_event` makes each event an alert: `alert.firing` /
+`alert.resolved` (and any event whose payload says `status: firing|resolved`) are stateful alerts,
+identified by the producer's `fingerprint` (else by their labels), that stay in their group until
+resolved; every other event is a one-shot alert, notified once, then removed from its group.
+
+Custom event types start with `custom.`: platform event types (model_version.*, deployment.*, alert.*)
+reach every subscriber of the platform, and only the platform may claim that they happened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Row,
+    exists,
+    select,
+)
+from sqlalchemy.orm import Session
+
+from services.notifier.domain import periodic, records
+from services.notifier.domain.alerts import Alert
+from services.notifier.domain.organizations import resolve_organization
+from services.notifier.schemas import PostableAlert
+from shared.core import audit, events, quarantine
+from shared.core.auth import Access
+from shared.core.errors import InvalidParameter, NotFound
+from shared.db.dialect import upsert_insert
+from shared.db.models import (
+    NotifierProcessedEvent,
+    OutboxEvent,
+    Project,
+)
+
+# The Celery task that feeds `handle_events`, as its quarantine knows it.
+EVENTS_CONSUMER = quarantine.Consumer(
+    "notifier.handle_events", records.table(OutboxEvent).c.id, records.table(OutboxEvent).c.organization_id
+)
+
+
+def publish_event(
+    session: Session,
+    access: Access,
+    *,
+    organization_id: uuid.UUID | None,
+    project_id: uuid.UUID | None,
+    event_type: str,
+    payload: dict[str, Any],
+) -> OutboxEvent:
+    if not event_type.startswith("custom."):
+        raise InvalidParameter("custom event types start with 'custom.'")
+    org = resolve_organization(access, organization_id, "notifications:write")
+    if project_id is not None and access.require_project(project_id, "notifications:write").organization_id != org.id:
+        raise NotFound(f"Project '{project_id}' does not exist")
+    row = events.emit(session, event_type, payload, organization_id=org.id, project_id=project_id)
+    session.flush()
+    audit.describe(
+        session,
+        action="event.publish",
+        object_type="event",
+        object_id=row.id,
+        organization_id=org.id,
+        details={"event_type": event_type},
+    )
+    return row
+
+
+ALERTMANAGER_EVENT = "custom.alertmanager"
+
+
+def post_alertmanager_alerts(
+    session: Session, access: Access, alerts: Sequence[PostableAlert], now: datetime, resolve_timeout: timedelta
+) -> list[OutboxEvent]:
+    """Alerts in Alertmanager's API v2 shape, all in one transaction: an event each, in the organization
+    of the caller (its API key's)."""
+    org = resolve_organization(access, None, "notifications:write")
+    rows = []
+    for alert in alerts:
+        ends_at = alert.ends_at or now + resolve_timeout
+        payload = {
+            "status": "resolved" if ends_at <= now else "firing",
+            "labels": alert.labels,
+            "annotations": alert.annotations,
+            "starts_at": (alert.starts_at or now).isoformat(),
+            "ends_at": ends_at.isoformat(),
+            "url": alert.generator_url,
+        }
+        rows.append(events.emit(session, ALERTMANAGER_EVENT, payload, organization_id=org.id))
+    session.flush()
+    audit.describe(
+        session,
+        action="alerts.post",
+        object_type="event",
+        organization_id=org.id,
+        details={"alerts": len(rows)},
+    )
+    return rows
+
+
+# Severity of events that do not state one.
+DEFAULT_SEVERITY = {
+    "deployment.failed": "critical",
+    "deployment.rolled_back": "warning",
+    "drift.detected": "warning",
+}
+
+
+# Payload fields shown as labels (label name, payload key).
+_CONTEXT_LABELS = (
+    ("model", "model_name"),
+    ("version", "version"),
+    ("deployment", "deployment_name"),
+    ("stage", "stage"),
+)
+
+
+# notification_group_alerts.fingerprint's length.
+MAX_FINGERPRINT = 64
+
+
+_STATEFUL = {"alert.firing": "firing", "alert.resolved": "resolved"}
+
+
+@dataclass(frozen=True)
+class EventAlert:
+    alert: Alert
+    # How the alert is found again in its group: the producer's fingerprint, else the labels'.
+    key: str
+    resolved: bool
+    one_shot: bool
+
+
+def _moment(value: Any, default: datetime) -> datetime:
+    if not value:
+        return default
+    moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=default.tzinfo)
+
+
+def alert_from_event(
+    event_type: str, payload: Mapping[str, Any], *, created_at: datetime, project_label: str | None
+) -> EventAlert:
+    labels: dict[str, str] = {
+        "alertname": str(payload.get("alertname") or payload.get("kind") or event_type),
+        "event_type": event_type,
+        "severity": str(payload.get("severity") or DEFAULT_SEVERITY.get(event_type, "info")).lower(),
+    }
+    if project_label:
+        labels["project"] = project_label
+    for label, key in _CONTEXT_LABELS:
+        if payload.get(key) is not None:
+            labels[label] = str(payload[key])
+    labels.update({str(name): str(value) for name, value in (payload.get("labels") or {}).items()})
+    annotations = {str(name): str(value) for name, value in (payload.get("annotations") or {}).items()}
+    for name in ("summary", "description"):
+        if payload.get(name):
+            annotations[name] = str(payload[name])
+    if "summary" not in annotations and payload.get("title"):
+        annotations["summary"] = str(payload["title"])
+
+    status = _STATEFUL.get(event_type) or payload.get("status")
+    resolved = status == "resolved"
+    starts_at = _moment(payload.get("starts_at"), created_at)
+    # A firing alert may say when it ends unless sent again (Alertmanager's endsAt): it resolves then.
+    ends_at = _moment(payload.get("ends_at"), created_at) if resolved or payload.get("ends_at") else None
+    alert = Alert(labels=labels, starts_at=starts_at, ends_at=ends_at, annotations=annotations, url=payload.get("url"))
+    key = str(payload.get("fingerprint") or alert.fingerprint)
+    return EventAlert(
+        alert=alert,
+        # A producer's fingerprint is indexed: one longer than the column is kept as its digest.
+        key=key if len(key) <= MAX_FINGERPRINT else hashlib.sha256(key.encode()).hexdigest(),
+        resolved=resolved,
+        one_shot=status not in ("firing", "resolved"),
+    )
+
+
+def _claim_events(session: Session, event_ids: list[uuid.UUID], now: datetime) -> list[uuid.UUID]:
+    """Record the events as processed; returns those that were not already (redelivered or
+    re-published ones drop out). Sorted, so concurrent handlers take these row locks in one order."""
+    inserted = session.scalars(
+        upsert_insert(session, NotifierProcessedEvent)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(NotifierProcessedEvent.event_id),
+        [{"event_id": event_id, "processed_at": now} for event_id in sorted(set(event_ids))],
+    )
+    return list(inserted)
+
+
+def take_events(session: Session, event_ids: list[uuid.UUID], now: datetime) -> list[Row]:
+    """The batch's events not handled before, claimed, and marked published (handed straight to this
+    handler, the relay need not publish them): rows of id, event_type, payload, organization_id,
+    project_id and created_at, oldest first; events of no organization drop out."""
+    claimed = _claim_events(session, event_ids, now)
+    if not claimed:
+        return []
+    events.mark_published(session, claimed, now)
+    outbox = records.table(OutboxEvent)
+    return list(
+        session.execute(
+            select(
+                outbox.c.id,
+                outbox.c.event_type,
+                outbox.c.payload,
+                outbox.c.organization_id,
+                outbox.c.project_id,
+                outbox.c.created_at,
+            )
+            .where(outbox.c.id.in_(claimed), outbox.c.organization_id.is_not(None))
+            .order_by(outbox.c.created_at)
+        ).all()
+    )
+
+
+def event_alerts(
+    session: Session, batch: Sequence[Row], organization_ids: Collection[uuid.UUID]
+) -> list[tuple[Row, EventAlert]]:
+    """The alert of each event of the given organizations (those with rules), its project's slug as a
+    label (one query for the batch)."""
+    wanted = [event for event in batch if event.organization_id in organization_ids]
+    project_ids = {event.project_id for event in wanted if event.project_id}
+    slugs = dict(session.execute(select(Project.id, Project.slug).where(Project.id.in_(project_ids))).all())
+    return [
+        (
+            event,
+            alert_from_event(
+                event.event_type, event.payload, created_at=event.created_at, project_label=slugs.get(event.project_id)
+            ),
+        )
+        for event in wanted
+    ]
+
+
+# How far back lost events are looked for at most.
+LOST_EVENT_LOOK_BACK = timedelta(days=1)
+
+
+def unhandled_events(
+    session: Session, now: datetime, older_than: timedelta, *, since: datetime | None = None, limit: int = 500
+) -> list[Row]:
+    """Events the relay published a while ago (before `now - older_than`, after `since`) that the
+    notifier never processed: their messages were lost (a Redis restart drops its queues). Rows of id
+    and published_at, oldest first; only the last day is looked at."""
+    processed = exists().where(NotifierProcessedEvent.event_id == OutboxEvent.id)
+    start = now - LOST_EVENT_LOOK_BACK if since is None else max(since, now - LOST_EVENT_LOOK_BACK)
+    return list(
+        session.execute(
+            select(OutboxEvent.id, OutboxEvent.published_at)
+            .where(
+                # A range on the index's leading column: cheap however long the outbox grows.
+                OutboxEvent.published_at >= start,
+                OutboxEvent.published_at < now - older_than,
+                OutboxEvent.organization_id.is_not(None),
+                ~processed,
+                ~quarantine.quarantined(EVENTS_CONSUMER.task, EVENTS_CONSUMER.item_id),
+            )
+            .order_by(OutboxEvent.published_at)
+            .limit(limit)
+        )
+    )
+
+
+def sweep_unhandled_events(session: Session, task: str, now: datetime, older_than: timedelta) -> list[uuid.UUID]:
+    """`unhandled_events` from the sweep's checkpoint on, so that a busy outbox is not scanned for a
+    whole day at every sweep; the checkpoint then moves to the oldest event still unhandled, or to
+    `2 * older_than` ago when there is none. The extra `older_than` is for a relay that commits late:
+    its events carry the publishing time it read before its transaction committed."""
+    found = unhandled_events(session, now, older_than, since=periodic.checkpoint(session, task))
+    periodic.move_checkpoint(session, task, found[0].published_at if found else now - 2 * older_than)
+    return [row.id for row in found]
