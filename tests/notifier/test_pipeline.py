@@ -582,3 +582,21 @@ def test_a_change_to_a_rule_a_channel_or_a_silence_is_seen_by_the_next_batch(pip
     pipeline.session.flush()
     assert pipeline.emit("alert.firing", now, **_firing(4, fp="4")) == [], "silenced"
     assert len(pipeline.emit("alert.firing", now, **_firing(5, fp="5"))) == 1
+
+
+def test_a_new_group_with_a_group_wait_gets_a_timer_for_its_end(pipeline, receiver, now):
+    """The handler says when each group it opened is due, so the worker can flush it then rather than at
+    the next periodic tick; a group due now has no timer, it is flushed in the same transaction."""
+    channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
+    make_rule(pipeline.session, pipeline.tenant, [channel], group_wait_s=30, group_by=["model"])
+    make_rule(pipeline.session, pipeline.tenant, [channel], group_wait_s=0, group_by=["model"])
+    row = events.emit(
+        pipeline.session, "alert.firing", _firing(1, model="churn"), organization_id=pipeline.tenant.org_id
+    )
+    pipeline.session.flush()
+    handled = handle_events(pipeline.session, [row.id], pipeline.box, now, LINK)
+    assert len(handled.deliveries) == 1
+    assert list(handled.timers.values()) == [now + timedelta(seconds=30)]
+    [due_at] = handled.timers.values()
+    assert flush_due_groups(pipeline.session, pipeline.box, due_at - timedelta(milliseconds=1), LINK) == ([], 0)
+    assert len(flush_due_groups(pipeline.session, pipeline.box, due_at, LINK)[0]) == 1
