@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from services.notifier.domain import attempt_log, dispatch, intake, periodic
 from services.notifier.domain.config import muting as config_muting
-from services.notifier.domain.pipeline import flush_due_groups, handle_events
+from services.notifier.domain.pipeline import flush_due_groups, flush_due_groups_by_id, handle_events
 from services.notifier.schemas import PostableAlert
 from shared.core import events
 from shared.core.crypto import SecretBox
@@ -597,6 +597,7 @@ def test_a_new_group_with_a_group_wait_gets_a_timer_for_its_end(pipeline, receiv
     handled = handle_events(pipeline.session, [row.id], pipeline.box, now, LINK)
     assert len(handled.deliveries) == 1
     assert list(handled.timers.values()) == [now + timedelta(seconds=30)]
-    [due_at] = handled.timers.values()
-    assert flush_due_groups(pipeline.session, pipeline.box, due_at - timedelta(milliseconds=1), LINK) == ([], 0)
-    assert len(flush_due_groups(pipeline.session, pipeline.box, due_at, LINK)[0]) == 1
+    [(group_id, due_at)] = handled.timers.items()
+    early = due_at - timedelta(milliseconds=1)
+    assert flush_due_groups_by_id(pipeline.session, [group_id], pipeline.box, early, LINK) == []
+    assert len(flush_due_groups_by_id(pipeline.session, [group_id], pipeline.box, due_at, LINK)) == 1
