@@ -20,13 +20,19 @@ stay the only ones. A revoked key stops working as it does on the usual path: at
 revoked it, within IDENTITY_CACHE_TTL_S (5 s) in the others. Not every hot call leaves an audit row:
 audit what changes state (see each handler).
 
-The pool is opened with the app (`hot_pool_lifespan`, a router lifespan) on PostgreSQL only; elsewhere
-(SQLite) every request takes the usual path. The app's middleware and error handlers still apply.
+Once a hot route has served a path, `HotApp` (the app class of every service) hands that path's requests
+to its handler before FastAPI's and Starlette's own layers, the middleware and the routing (`HotDispatch`,
+which keeps the body-size limit, the `x-request-id` header and the request metrics); those layers cost as
+much CPU as a hot call itself. The pool is opened with the app (`hot_pool_lifespan`, a router lifespan)
+on PostgreSQL only; elsewhere (SQLite) every request takes the usual path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -35,15 +41,21 @@ from urllib.parse import parse_qsl
 
 import orjson
 import psycopg
+import structlog
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy.engine import make_url
 from starlette.datastructures import State
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.core.auth import Principal
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+# Set on a request the hot handler has left: the route then serves it the usual way.
+_TRIED = "tessera.hot_tried"
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+
+log = structlog.get_logger("tessera.http")
 
 
 class HotPool:
@@ -126,17 +138,20 @@ class HotRoute(APIRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        if method not in (self.methods or ()):
-            await super().handle(scope, receive, send)  # FastAPI's 405
+        if scope.get(_TRIED) or method not in (self.methods or ()):
+            await super().handle(scope, receive, send)  # FastAPI's 405, or what the hot handler left
             return
+        dispatch: HotDispatch | None = getattr(scope["app"], "hot_dispatch", None)
+        if dispatch is not None and not scope["path_params"]:
+            # From now on this path is served before the app's middleware and routing.
+            dispatch.routes[(method, scope["path"])] = self
         body = b""
         if method == "POST":
             received = await read_body(receive)
             if received is None:
                 return  # the client went away mid-upload: nobody to answer
             body = received
-        request = _hot_request(scope, method, body)
-        answer = await self.hot(request) if request is not None else None
+        answer = await _answer(self.hot, scope, body)
         if answer is None:
             await super().handle(scope, _replay(body, receive), send)
             return
@@ -144,22 +159,97 @@ class HotRoute(APIRoute):
         await send({"type": "http.response.body", "body": answer})
 
 
+Observe = Callable[[str, str, int, float], None]  # (method, path, status, seconds)
+
+
+class HotDispatch:
+    """What `HotApp` does with a request for a hot route's path (once the route has served that path):
+    straight to the hot handler, without FastAPI's and Starlette's layers, middleware and routing, which
+    cost as much CPU as a hot call itself. It keeps what the middleware gives every answer: the body-size
+    limit, an `x-request-id` header, and the request's count and latency (`observe`). What the handler
+    leaves, or any error, goes through the whole app as usual, its body replayed."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, observe: Observe) -> None:
+        self.app = app  # the whole app
+        self.max_body = max_body
+        self.observe = observe
+        self.routes: dict[tuple[str, str], HotRoute] = {}
+
+    async def serve(self, route: HotRoute, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request_id, length = None, None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value
+            elif name == b"content-length":
+                length = value
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        if scope["method"] == "POST":
+            received = await read_body(receive)
+            if received is None:
+                return
+            body = received
+        try:
+            answer = await _answer(route.hot, scope, body)
+        except Exception:
+            log.warning("hot_route.error_served_as_usual", path=scope["path"], exc_info=True)
+            answer = None
+        if answer is None:
+            scope[_TRIED] = True
+            await self.app(scope, _replay(body, receive), send)
+            return
+        if request_id is None or not _REQUEST_ID.fullmatch(request_id):
+            request_id = uuid.uuid4().hex.encode()
+        headers = [*_JSON_HEADERS, (b"x-request-id", request_id)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+        self.observe(scope["method"], scope["path"], 200, time.perf_counter() - started)
+
+
+class HotApp(FastAPI):
+    """A FastAPI app that hands the requests of its hot routes' paths to `hot_dispatch` first."""
+
+    hot_dispatch: HotDispatch | None = None
+
+    def serve_hot_routes(self, *, max_body: int, observe: Observe) -> None:
+        self.hot_dispatch = HotDispatch(super().__call__, max_body=max_body, observe=observe)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        dispatch = self.hot_dispatch
+        if dispatch is not None and scope["type"] == "http":
+            route = dispatch.routes.get((scope["method"], scope["path"]))
+            if route is not None:
+                scope["app"] = self
+                await dispatch.serve(route, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+async def _answer(handler: HotHandler, scope: Scope, body: bytes) -> bytes | None:
+    request = _hot_request(scope, scope["method"], body)
+    return await handler(request) if request is not None else None
+
+
 def _hot_request(scope: Scope, method: str, body: bytes) -> HotRequest | None:
     """The request as a hot handler sees it; None when only the usual endpoint can serve it."""
-    pool = getattr(scope["app"].state, "hot_pool", None)
+    state = scope["app"].state
+    pool = getattr(state, "hot_pool", None)
     authorization = next((value for name, value in scope["headers"] if name == b"authorization"), None)
     if pool is None or authorization is None:
         return None
-    principal = scope["app"].state.authenticator.cached(authorization.decode("latin-1"))
+    principal = state.authenticator.cached(authorization.decode("latin-1"))
     if principal is None:
         return None
     if method == "GET":
-        return HotRequest(_query(scope), principal, pool, scope["app"].state)
+        return HotRequest(_query(scope), principal, pool, state)
     try:
         params = orjson.loads(body) if body else {}
     except orjson.JSONDecodeError:
         return None
-    return HotRequest(params, principal, pool, scope["app"].state) if isinstance(params, dict) else None
+    return HotRequest(params, principal, pool, state) if isinstance(params, dict) else None
 
 
 def _query(scope: Scope) -> dict[str, Any]:

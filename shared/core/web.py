@@ -26,6 +26,7 @@ from shared.core.auth import Authenticator
 from shared.core.context import RequestContext, reset_request, set_request
 from shared.core.docs import install_docs, install_openapi
 from shared.core.errors import TesseraError
+from shared.core.hot_routes import HotApp
 from shared.core.logging import configure_logging
 from shared.core.metrics import REGISTRY
 from shared.core.settings import Settings, get_settings
@@ -262,7 +263,7 @@ def build_app(
     deployer's gateway, whose requests would otherwise pay for matching every route of every service."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    app = FastAPI(
+    app = HotApp(
         title=title,
         description=description,
         version="0.1.0",
@@ -276,6 +277,12 @@ def build_app(
     app.state.authenticator = Authenticator(settings.jwt_secret, settings.api_key_touch_interval_s)
     _install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, service=service, max_body=settings.max_request_bytes)
+
+    def observe(method: str, path: str, status: int, seconds: float) -> None:
+        REQUESTS.labels(service, method, path, str(status)).inc()
+        LATENCY.labels(service, method, path).observe(seconds)
+
+    app.serve_hot_routes(max_body=settings.max_request_bytes, observe=observe)
     for router in serving_routers:
         app.include_router(router)
     app.include_router(_ops_router(service))

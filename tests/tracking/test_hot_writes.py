@@ -20,6 +20,8 @@ from tests import factories
 from tests.conftest import point_mlflow_at
 from tests.tracking.metric_points import check_a_point_sent_twice_is_stored_once
 
+API = "/api/2.0/mlflow"
+
 
 @pytest.fixture
 def tenant(db, settings) -> factories.Tenant:
@@ -127,3 +129,17 @@ def test_roles_and_a_revoked_key_apply_at_once(live_server, monkeypatch, db, set
         assert session.get(ApiKey, key_row.id).revoked_at is not None
     owner = _client(live_server, monkeypatch, tenant.api_key)  # the client reads its token from the environment
     assert [m.step for m in owner.get_metric_history(run_id, "loss")] == [0, 1]
+
+
+def test_a_hot_answer_keeps_the_request_id_and_the_size_limit(live_server, tenant, settings):
+    with httpx.Client(base_url=live_server.url, headers=tenant.headers) as http:
+        experiment_id = http.post(f"{API}/experiments/create", json={"name": f"hot-{uuid.uuid4().hex[:8]}"}).json()
+        run = http.post(f"{API}/runs/create", json=experiment_id).json()["run"]["info"]["run_id"]
+        point = {"run_id": run, "key": "loss", "value": 0.5, "timestamp": 1}
+        for step in range(3):  # the first call teaches the app the path; the next ones skip its layers
+            answer = http.post(f"{API}/runs/log-metric", json={**point, "step": step}, headers={"x-request-id": "r-1"})
+            assert (answer.status_code, answer.json(), answer.headers["x-request-id"]) == (200, {}, "r-1")
+        padded = b'{"run_id": "%s", "key": "loss", "value": 1, "timestamp": 1}' % run.encode()
+        too_large = padded + b" " * settings.max_request_bytes
+        answer = http.post(f"{API}/runs/log-metric", content=too_large, headers={"content-type": "application/json"})
+        assert answer.status_code == 413 and answer.json()["error_code"] == "PAYLOAD_TOO_LARGE"
