@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.deployer.domain.environments import EnvManager
 from shared.core.model_refs import VersionRefFields
 from shared.core.patch import PatchBody
 from shared.db.models.deployer import DEPLOYMENT_STATES, SERVER_STATES
@@ -94,6 +95,9 @@ class DeploymentCreate(VersionRefFields, _Input):
     # the predictor's minReplicas and maxReplicas unless `kserve` sets them.
     replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
     batching: BatchingSettings | None = None
+    # The Python environment of the model servers: `auto` builds one from the model's logged requirements
+    # when the platform's packages do not satisfy them; `virtualenv` always builds one; `local` never does.
+    env_manager: EnvManager = "auto"
 
 
 class DeploymentUpdate(PatchBody):

@@ -15,6 +15,7 @@ from datetime import timedelta
 from celery import shared_task
 
 from services.deployer.domain import deployments, rollouts
+from services.deployer.domain.environments import EnvironmentBuildFailed
 from services.deployer.domain.process_manager import (
     ModelServerError,
     ModelServerSpec,
@@ -65,8 +66,9 @@ def _roll_out(history_id: uuid.UUID) -> None:
     """Start the model servers a rollout asked for (one per replica, side by side) and swap them in; on any
     failure stop those that started and record the reason."""
     current = settings()
-    # A claim outlives the slowest start-up, so only a worker that died mid-rollout loses it.
-    lease = timedelta(seconds=2 * current.deployer_ready_timeout_s + 30)
+    # A claim outlives the slowest environment build and start-up, so only a worker that died mid-rollout
+    # loses it.
+    lease = timedelta(seconds=current.deployer_env_build_timeout_s + 2 * current.deployer_ready_timeout_s + 30)
     with database().session_scope() as session:
         plan = rollouts.claim_rollout(session, history_id, lease)
     if plan is None:
@@ -77,8 +79,9 @@ def _roll_out(history_id: uuid.UUID) -> None:
     failure = None
     try:
         spec = rollouts.resolve_model(plan, get_artifact_store(current), current.data_dir / "model-cache")
+        _build_environment(plan, manager, spec)
         states, failure = _start_replicas(manager, spec, plan.replicas)
-    except rollouts.UnloadableModel as exc:
+    except (rollouts.UnloadableModel, EnvironmentBuildFailed) as exc:
         failure = exc.message
     except Exception as exc:  # the history must say why, whatever broke; the worker log has the trace
         failure = f"{type(exc).__name__}: {exc}"
@@ -92,6 +95,23 @@ def _roll_out(history_id: uuid.UUID) -> None:
         raise
     for old in retired:
         manager.stop(old)
+
+
+def _build_environment(plan: rollouts.RolloutPlan, manager: ProcessManager, spec: ModelServerSpec) -> None:
+    """Build the model's own environment, if it needs one not built yet, with the stage on show meanwhile."""
+    planned = rollouts.environment_to_build(manager, spec)
+    if planned is None or manager.environments is None:
+        return
+    with database().session_scope() as session:
+        rollouts.record_stage(
+            session,
+            plan,
+            "building_environment",
+            f"building the environment of version {plan.version_label} (installing {planned.summary()})",
+        )
+    manager.environments.build(planned)
+    with database().session_scope() as session:
+        rollouts.record_stage(session, plan, "starting", f"starting a model server for version {plan.version_label}")
 
 
 def _start_replicas(

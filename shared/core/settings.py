@@ -164,6 +164,8 @@ class Settings(BaseSettings):
     # prediction log (batches queued in the database for the deployment's linked monitor).
     deployer_supervise_interval_s: float = 10.0
     deployer_ready_timeout_s: float = 60.0
+    # How long installing a model's own requirements may take (its environment is built once and cached).
+    deployer_env_build_timeout_s: float = 600.0
     deployer_route_ttl_s: float = 2.0
     # How often each gateway process adds its counts to the shared rollout state and judges canaries on it.
     deployer_state_flush_interval_s: float = 0.25

@@ -4,7 +4,7 @@ terminal."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -24,7 +24,7 @@ app = command_group("Deploy model versions, and canary, promote or roll them bac
 
 PATH = "/api/v1/deployments"
 # While a deployment is in one of these, the worker has not finished what was asked.
-SETTLING = ("pending", "deploying")
+SETTLING = ("pending", "building_environment", "deploying")
 
 ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="Registered model name", show_default=False)]
 VersionOption = Annotated[int | None, typer.Option("--version", "-v", min=1, help="Version number of --model")]
@@ -32,6 +32,7 @@ AliasOption = Annotated[str | None, typer.Option("--alias", "-a", help="Alias of
 VersionIdOption = Annotated[str | None, typer.Option("--version-id", help="A model version's id instead")]
 WaitOption = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the worker has rolled it out")]
 TimeoutOption = Annotated[float, typer.Option("--timeout", help="Seconds to wait at most")]
+EnvManagerChoice = Literal["auto", "virtualenv", "local"]
 DeploymentArgument = Annotated[str, typer.Argument(help="Deployment id or name")]
 ReplicasOption = Annotated[
     int | None, typer.Option("--replicas", "-r", min=1, max=32, help="Model-server processes per version")
@@ -152,6 +153,14 @@ def deploy(
     replicas: ReplicasOption = None,
     max_batch_size: BatchSizeOption = None,
     max_latency_ms: BatchLatencyOption = 5.0,
+    env_manager: Annotated[
+        EnvManagerChoice | None,
+        typer.Option(
+            help="Python environment of the model server: auto (its own when the model's logged requirements "
+            "need one), virtualenv (always its own), local (the platform's) [default: auto]",
+            show_default=False,
+        ),
+    ] = None,
     wait: WaitOption = True,
     timeout: TimeoutOption = 300.0,
     url: UrlOption = DEFAULT_URL,
@@ -166,6 +175,7 @@ def deploy(
         "project_id": project,
         "replicas": replicas,
         "batching": _batching_body(max_batch_size, max_latency_ms),
+        "env_manager": env_manager,
     }
     with Api(url, api_key) as api:
         deployment = api.post(PATH, {key: value for key, value in body.items() if value is not None})

@@ -74,6 +74,7 @@ def test_status_enumerations_and_hand_named_schemas_are_in_the_document(settings
     schemas = create_service_app("all", settings).openapi()["components"]["schemas"]
     assert schemas["DeploymentRead"]["properties"]["status"]["enum"] == [
         "pending",
+        "building_environment",
         "deploying",
         "healthy",
         "failed",

@@ -56,7 +56,7 @@ def _changed(request: Request, session, deployment: Deployment) -> DeploymentRea
 @router.post("", response_model=DeploymentRead, status_code=201, summary="Deploy a model version")
 def create_deployment(body: DeploymentCreate, request: Request, session: SessionDep, access: AccessDep):
     project_id = body.project_id or access.default_project(deployments.WRITE).id
-    config = {}
+    config: dict = {"env_manager": body.env_manager}
     if body.kserve is not None:
         config["kserve"] = body.kserve.model_dump(exclude_none=True)
     if body.batching is not None:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from services.deployer.domain import kserve
 from services.deployer.domain.canary import CanaryThresholds
+from services.deployer.domain.environments import EnvManager
 from shared.core import audit, events, served_predictions
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, Conflict, InvalidParameter, InvalidState, NotFound
@@ -54,6 +55,11 @@ def canary_thresholds(deployment: Deployment) -> CanaryThresholds:
     settings = deployment.config.get("canary", {})
     names = ("max_error_rate", "max_p95_latency_ms", "max_p95_latency_ratio", "min_requests")
     return CanaryThresholds(**{key: settings[key] for key in names if key in settings})
+
+
+def env_manager(config: dict[str, Any]) -> EnvManager:
+    """The deployment's Python environment manager (deployments made before it existed: automatic)."""
+    return config.get("env_manager", "auto")
 
 
 def canary_window(deployment: Deployment) -> tuple[float | None, int | None]:

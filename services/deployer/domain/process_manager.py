@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import httpx
 
+from services.deployer.domain.environments import EnvironmentBuildFailed, EnvManager, ModelEnvironments
 from services.deployer.model_server import PID_HEADER
 from shared.core.errors import TesseraError
 
@@ -47,6 +48,8 @@ class ModelServerSpec:
     model_uri: str
     name: str
     version: str
+    # Which Python environment serves it (see environments.py); used when the manager has `environments`.
+    env_manager: EnvManager = "auto"
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class ProcessManager:
         poll_interval_s: float = 0.1,
         port_attempts: int = 5,
         python_executable: str = sys.executable,
+        environments: ModelEnvironments | None = None,
     ) -> None:
         self.log_dir = log_dir
         self.ready_timeout_s = ready_timeout_s
@@ -97,6 +101,7 @@ class ProcessManager:
         self.poll_interval_s = poll_interval_s
         self.port_attempts = port_attempts
         self.python_executable = python_executable
+        self.environments = environments
 
     def start(self, spec: ModelServerSpec, *, preferred_port: int | None = None) -> ModelServerState:
         """Start a server and wait until it answers /ping; raise ModelServerError with the reason if not.
@@ -105,6 +110,7 @@ class ProcessManager:
         the server's own bind just moves on to another free port.
         """
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        python = self._interpreter(spec)
         last_clash = ""
         for attempt in range(self.port_attempts):
             if attempt == 0 and preferred_port is not None and port_is_free(preferred_port):
@@ -112,7 +118,7 @@ class ProcessManager:
             else:
                 port = free_port()
             try:
-                process, log_path, log_offset = self._spawn(spec, port)
+                process, log_path, log_offset = self._spawn(spec, port, python)
             except OSError as exc:
                 # An unwritable log directory or a missing interpreter: nothing to retry on another port.
                 raise ModelServerError(
@@ -168,11 +174,20 @@ class ProcessManager:
         """One pass of the periodic supervision task; one server's failure does not stop the others."""
         return [self.ensure_running(spec, state) for spec, state in servers]
 
-    def _spawn(self, spec: ModelServerSpec, port: int) -> tuple[subprocess.Popen[bytes], Path, int]:
+    def _interpreter(self, spec: ModelServerSpec) -> str:
+        """The model's own environment's Python (built on first use) or the platform's."""
+        if self.environments is None:
+            return self.python_executable
+        try:
+            return self.environments.interpreter(Path(spec.model_uri), spec.env_manager)
+        except EnvironmentBuildFailed as exc:
+            raise ModelServerError(f"model server for {spec.name} v{spec.version}: {exc.message}") from exc
+
+    def _spawn(self, spec: ModelServerSpec, port: int, python: str) -> tuple[subprocess.Popen[bytes], Path, int]:
         # Per port as well, so two deployments of one version never interleave their logs.
         log_path = self.log_dir / _UNSAFE_FILENAME_CHARS.sub("_", f"{spec.name}-v{spec.version}-{port}.log")
         command = [
-            self.python_executable,
+            python,
             "-m",
             SERVER_MODULE,
             "--model-uri",

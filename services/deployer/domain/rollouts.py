@@ -16,7 +16,15 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.deployer.domain.deployments import SERVING_STATES, announce, record, replica_count, servers_for_role
+from services.deployer.domain.deployments import (
+    SERVING_STATES,
+    announce,
+    env_manager,
+    record,
+    replica_count,
+    servers_for_role,
+)
+from services.deployer.domain.environments import EnvManager, ModelEnvironments, PlannedEnvironment
 from services.deployer.domain.process_manager import (
     ModelServerSpec,
     ModelServerState,
@@ -51,10 +59,39 @@ class RolloutPlan:
     project: Project
     # Model-server processes to start, one per replica.
     replicas: int
+    env_manager: EnvManager
 
 
 def process_manager(settings: Settings) -> ProcessManager:
-    return ProcessManager(settings.data_dir / "model-servers", ready_timeout_s=settings.deployer_ready_timeout_s)
+    return ProcessManager(
+        settings.data_dir / "model-servers",
+        ready_timeout_s=settings.deployer_ready_timeout_s,
+        environments=ModelEnvironments(
+            settings.data_dir / "model-envs", build_timeout_s=settings.deployer_env_build_timeout_s
+        ),
+    )
+
+
+def environment_to_build(manager: ProcessManager, spec: ModelServerSpec) -> PlannedEnvironment | None:
+    """The environment the model needs when it is not built yet; None when there is nothing to build."""
+    if manager.environments is None:
+        return None
+    planned = manager.environments.plan(Path(spec.model_uri), spec.env_manager)
+    return None if planned is None or planned.is_ready else planned
+
+
+def record_stage(session: Session, plan: RolloutPlan, stage: str, reason: str) -> None:
+    """Show how far a rollout has come (`building_environment`, then `starting`) in its history entry and
+    the deployment's status; a first deploy or a new stable version shows `building_environment` as status."""
+    entry = session.get(DeploymentHistory, plan.history_id)
+    if entry is None or entry.outcome != "pending":
+        return
+    entry.details = {**entry.details, "stage": stage}
+    deployment = session.get(Deployment, plan.deployment_id)
+    if plan.role == "stable" and deployment.status in ("deploying", "building_environment"):
+        deployment.status = "building_environment" if stage == "building_environment" else "deploying"
+    deployment.status_reason = f"{plan.action}: {reason}"
+    session.flush()
 
 
 def claim_rollout(session: Session, history_id: uuid.UUID, lease: timedelta) -> RolloutPlan | None:
@@ -92,6 +129,7 @@ def claim_rollout(session: Session, history_id: uuid.UUID, lease: timedelta) -> 
         version_label=str(version.version),
         project=project,
         replicas=replica_count(deployment, entry.details["role"]),
+        env_manager=env_manager(deployment.config),
     )
 
 
@@ -118,7 +156,9 @@ def resolve_model(plan: RolloutPlan, store: ArtifactStore, cache_dir: Path) -> M
             f"version {plan.version_label} of '{plan.model_name}' has no loadable MLflow model at {uri} "
             "(no MLmodel file)"
         )
-    return ModelServerSpec(model_uri=str(path), name=plan.model_name, version=plan.version_label)
+    return ModelServerSpec(
+        model_uri=str(path), name=plan.model_name, version=plan.version_label, env_manager=plan.env_manager
+    )
 
 
 def finish_rollout(
@@ -217,16 +257,19 @@ def supervise_server(session: Session, server_id: uuid.UUID, manager: ProcessMan
     stays locked while it starts, and a second beat skips locked rows, so two supervisors never start the
     same server twice."""
     row = session.execute(
-        select(DeploymentServer, ModelVersion.version, Model.name)
+        select(DeploymentServer, ModelVersion.version, Model.name, Deployment.config)
         .join(ModelVersion, ModelVersion.id == DeploymentServer.model_version_id)
         .join(Model, Model.id == ModelVersion.model_id)
+        .join(Deployment, Deployment.id == DeploymentServer.deployment_id)
         .where(DeploymentServer.id == server_id)
         .with_for_update(of=DeploymentServer, skip_locked=True)
     ).first()
     if row is None:
         return None
-    server, version_number, model_name = row
-    spec = ModelServerSpec(model_uri=server.model_uri, name=model_name, version=str(version_number))
+    server, version_number, model_name, config = row
+    spec = ModelServerSpec(
+        model_uri=server.model_uri, name=model_name, version=str(version_number), env_manager=env_manager(config)
+    )
     outcome = manager.ensure_running(spec, _state_of(server) if server.pid is not None else None)
     if outcome.action == "running":
         return outcome

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db.base import Base, JSONType, SoftDelete, Timestamps, UTCDateTime, UUIDPrimaryKey, utcnow
 
-DEPLOYMENT_STATES = ("pending", "deploying", "healthy", "failed", "stopped", "rolled_back")
+DEPLOYMENT_STATES = ("pending", "building_environment", "deploying", "healthy", "failed", "stopped", "rolled_back")
 TARGETS = ("local", "kserve")
 SERVER_ROLES = ("stable", "canary", "shadow")
 SERVER_STATES = ("starting", "running", "failed")
