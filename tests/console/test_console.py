@@ -20,6 +20,8 @@ def test_roll_back_a_deployment_from_the_list_and_see_it_in_the_history(signed_i
     page = s.open("/console/deployments")
     page.get_by_role("link", name="fraud-prod", exact=False).first.click()
     expect(page.get_by_test_id("split")).to_contain_text("canary 20 %")
+    expect(page.get_by_test_id("replicas")).to_contain_text("1 per version")
+    expect(page.get_by_test_id("batching")).to_contain_text("off")
     history = page.get_by_test_id("history")
     expect(history).to_contain_text("automatic: canary error rate 0.31 > 0.05")
     expect(history).to_contain_text("the platform (automatic)")

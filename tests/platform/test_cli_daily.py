@@ -116,6 +116,13 @@ def test_deploy_by_alias_canary_and_roll_back(cli, model_name, celery_worker):
         actions = [entry["action"] for entry in cli.json("deployments", "history", name)]
         assert actions[:3] == ["rollback", "canary", "deploy"], actions
         assert "from the command line" in cli("deployments", "history", name).stdout
+
+        batched = cli.json("deployments", "update", name, "--max-batch-size", "16", "--max-latency-ms", "2")
+        assert batched["batching"] == {"max_batch_size": 16, "max_latency_ms": 2.0} and batched["replicas"] == 1
+        assert "up to 16 requests, 2 ms" in cli("deployments", "show", name).stdout
+        assert cli.json("deployments", "update", name, "--no-batching")["batching"] is None
+        nothing = cli("deployments", "update", name, ok=False)
+        assert nothing.exit_code == 1 and "Nothing to change" in nothing.stderr
     finally:
         cli("deployments", "stop", name)
 
