@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
+from services.notifier.api.paging import OrgPage
 from services.notifier.domain import senders
 from services.notifier.domain.config import channels
 from services.notifier.schemas import (
@@ -18,7 +19,7 @@ from services.notifier.schemas import (
     SecretRotation,
 )
 from shared.core.crypto import SecretBox
-from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep, SettingsDep
+from shared.core.deps import AccessDep, SessionDep, SettingsDep
 from shared.core.pagination import Page, entity_page
 from shared.db.base import utcnow
 
@@ -48,13 +49,9 @@ def create_channel(body: ChannelCreate, session: SessionDep, access: AccessDep, 
 def list_channels(
     session: SessionDep,
     access: AccessDep,
-    organization_id: uuid.UUID | None = Query(None),
-    page_token: PageToken = None,
-    max_results: MaxResults = 100,
+    paging: OrgPage,
 ):
-    return entity_page(
-        channels.list_channels(session, access, organization_id, page_token=page_token, max_results=max_results)
-    )
+    return entity_page(channels.list_channels(session, access, paging))
 
 
 @router.get("/{channel_id}", response_model=ChannelRead, summary="One channel (never its secrets)")

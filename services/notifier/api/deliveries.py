@@ -8,9 +8,10 @@ from typing import Literal
 from fastapi import APIRouter, Query
 
 from services.notifier.api.notifications import Fingerprint
+from services.notifier.api.paging import OrgPage
 from services.notifier.domain import attempt_log
 from services.notifier.schemas import DeliveryAttemptRead, DeliveryDetail, DeliveryPage, DeliveryRead
-from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
+from shared.core.deps import AccessDep, SessionDep
 from shared.db.base import utcnow
 from shared.db.models import Delivery
 
@@ -26,27 +27,15 @@ def _detail(session, row: Delivery) -> DeliveryDetail:
 def list_deliveries(
     session: SessionDep,
     access: AccessDep,
-    organization_id: uuid.UUID | None = Query(None),
+    paging: OrgPage,
     channel_id: uuid.UUID | None = Query(None),
     rule_id: uuid.UUID | None = Query(None),
     notification_id: uuid.UUID | None = Query(None),
     fingerprint: Fingerprint = None,
     state: Literal["pending", "in_flight", "delivered", "failed", "dead"] | None = Query(None),
-    page_token: PageToken = None,
-    max_results: MaxResults = 100,
 ):
-    page = attempt_log.list_deliveries(
-        session,
-        access,
-        organization_id=organization_id,
-        channel_id=channel_id,
-        rule_id=rule_id,
-        notification_id=notification_id,
-        fingerprint=fingerprint,
-        state=state,
-        page_token=page_token,
-        max_results=max_results,
-    )
+    filters = {"channel_id": channel_id, "rule_id": rule_id, "notification_id": notification_id, "state": state}
+    page = attempt_log.list_deliveries(session, access, paging, filters=filters, fingerprint=fingerprint)
     return DeliveryPage(
         items=[DeliveryRead.model_validate(row[0]) for row in page.rows], next_page_token=page.next_page_token
     )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 
+from services.notifier.api.paging import OrgPage
 from services.notifier.domain.config import muting
 from services.notifier.schemas import InhibitRuleCreate, InhibitRuleRead
-from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
+from shared.core.deps import AccessDep, SessionDep
 from shared.core.pagination import Page, entity_page
 
 router = APIRouter(prefix="/api/v1/inhibit-rules", tags=["silences and mute windows"])
@@ -31,13 +32,9 @@ def create_inhibit_rule(body: InhibitRuleCreate, session: SessionDep, access: Ac
 def list_inhibit_rules(
     session: SessionDep,
     access: AccessDep,
-    organization_id: uuid.UUID | None = Query(None),
-    page_token: PageToken = None,
-    max_results: MaxResults = 100,
+    paging: OrgPage,
 ):
-    return entity_page(
-        muting.list_inhibit_rules(session, access, organization_id, page_token=page_token, max_results=max_results)
-    )
+    return entity_page(muting.list_inhibit_rules(session, access, paging))
 
 
 @router.get("/{rule_id}", response_model=InhibitRuleRead, summary="One inhibit rule")

@@ -7,9 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from services.notifier.api.paging import OrgPage
 from services.notifier.domain import attempt_log
 from services.notifier.schemas import NotificationPage, NotificationRead
-from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
+from shared.core.deps import AccessDep, SessionDep
 
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
 
@@ -20,21 +21,11 @@ Fingerprint = Annotated[str | None, Query(max_length=64, description="Only those
 def list_notifications(
     session: SessionDep,
     access: AccessDep,
-    organization_id: uuid.UUID | None = Query(None),
+    paging: OrgPage,
     rule_id: uuid.UUID | None = Query(None),
     fingerprint: Fingerprint = None,
-    page_token: PageToken = None,
-    max_results: MaxResults = 100,
 ):
-    page = attempt_log.list_notifications(
-        session,
-        access,
-        organization_id=organization_id,
-        rule_id=rule_id,
-        fingerprint=fingerprint,
-        page_token=page_token,
-        max_results=max_results,
-    )
+    page = attempt_log.list_notifications(session, access, paging, rule_id=rule_id, fingerprint=fingerprint)
     return NotificationPage(
         items=[NotificationRead.model_validate(row[0]) for row in page.rows],
         next_page_token=page.next_page_token,

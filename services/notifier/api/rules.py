@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
+from services.notifier.api.paging import OrgPage
 from services.notifier.domain import rule_match
 from services.notifier.domain.config import rules
 from services.notifier.domain.organizations import resolve_organization
 from services.notifier.schemas import RuleCreate, RuleHit, RulePreview, RulePreviewRequest, RuleRead, RuleUpdate
-from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
+from shared.core.deps import AccessDep, SessionDep
 from shared.core.pagination import Page, entity_page
 from shared.db.base import utcnow
 
@@ -36,13 +37,9 @@ def create_rule(body: RuleCreate, session: SessionDep, access: AccessDep):
 def list_rules(
     session: SessionDep,
     access: AccessDep,
-    organization_id: uuid.UUID | None = Query(None),
-    page_token: PageToken = None,
-    max_results: MaxResults = 100,
+    paging: OrgPage,
 ):
-    return entity_page(
-        rules.list_rules(session, access, organization_id, page_token=page_token, max_results=max_results)
-    )
+    return entity_page(rules.list_rules(session, access, paging))
 
 
 @router.post("/preview", response_model=RulePreview, summary="Which rules would this event hit?")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 
+from services.notifier.api.paging import OrgPage
 from services.notifier.domain.config import muting
 from services.notifier.domain.muting import to_silence
 from services.notifier.schemas import MuteWindowCreate, MuteWindowRead, MuteWindowUpdate, SilenceCreate, SilenceRead
-from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep
+from shared.core.deps import AccessDep, SessionDep
 from shared.core.pagination import Page, entity_page
 from shared.db.base import utcnow
 from shared.db.models import NotificationSilence
@@ -49,11 +50,9 @@ def create_silence(body: SilenceCreate, session: SessionDep, access: AccessDep):
 def list_silences(
     session: SessionDep,
     access: AccessDep,
-    organization_id: uuid.UUID | None = Query(None),
-    page_token: PageToken = None,
-    max_results: MaxResults = 100,
+    paging: OrgPage,
 ):
-    page = muting.list_silences(session, access, organization_id, page_token=page_token, max_results=max_results)
+    page = muting.list_silences(session, access, paging)
     return {"items": [_read(row[0]) for row in page.rows], "next_page_token": page.next_page_token}
 
 
@@ -69,13 +68,9 @@ def create_mute_window(body: MuteWindowCreate, session: SessionDep, access: Acce
 def list_mute_windows(
     session: SessionDep,
     access: AccessDep,
-    organization_id: uuid.UUID | None = Query(None),
-    page_token: PageToken = None,
-    max_results: MaxResults = 100,
+    paging: OrgPage,
 ):
-    return entity_page(
-        muting.list_mute_windows(session, access, organization_id, page_token=page_token, max_results=max_results)
-    )
+    return entity_page(muting.list_mute_windows(session, access, paging))
 
 
 @router.get("/mute-windows/{window_id}", response_model=MuteWindowRead, summary="One mute window")

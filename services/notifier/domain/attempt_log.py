@@ -21,12 +21,14 @@ from __future__ import annotations
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     and_,
     bindparam,
     insert,
@@ -38,12 +40,12 @@ from sqlalchemy.orm import Session
 
 from services.notifier.domain import records
 from services.notifier.domain.dispatch import ClaimedDelivery
-from services.notifier.domain.organizations import resolve_organization
+from services.notifier.domain.organizations import PageRequest, page_in_organization
 from services.notifier.domain.senders import MAX_RETRY_AFTER_SECONDS, DeliveryResult
 from shared.core import audit
 from shared.core.auth import Access
 from shared.core.errors import InvalidState, NotFound
-from shared.core.pagination import RowPage, paginate
+from shared.core.pagination import RowPage
 from shared.core.settings import Settings
 from shared.db.models import (
     Delivery,
@@ -268,71 +270,37 @@ def get_notification(session: Session, access: Access, notification_id: uuid.UUI
     return row
 
 
-def list_notifications(
-    session: Session,
-    access: Access,
-    *,
-    organization_id: uuid.UUID | None,
-    rule_id: uuid.UUID | None,
-    fingerprint: str | None,
-    page_token: str | None,
-    max_results: int,
-) -> RowPage:
-    org = resolve_organization(access, organization_id, "notifications:read")
-    stmt = select(Notification).where(Notification.organization_id == org.id)
-    if rule_id is not None:
-        stmt = stmt.where(Notification.rule_id == rule_id)
-    if fingerprint is not None:
-        stmt = stmt.where(
-            Notification.id.in_(
-                select(NotificationAlert.notification_id).where(NotificationAlert.fingerprint == fingerprint)
-            )
-        )
-    return paginate(
-        session,
-        stmt,
-        created_col=Notification.created_at,
-        id_col=Notification.id,
-        page_token=page_token,
-        max_results=max_results,
-        newest_first=True,
+def _with_alert(notification_id: Any, fingerprint: str) -> ColumnElement[bool]:
+    """The notification (by its id column) carried an alert with this fingerprint (either kind)."""
+    return notification_id.in_(
+        select(NotificationAlert.notification_id).where(NotificationAlert.fingerprint == fingerprint)
     )
+
+
+def list_notifications(
+    session: Session, access: Access, request: PageRequest, *, rule_id: uuid.UUID | None, fingerprint: str | None
+) -> RowPage:
+    criteria = []
+    if rule_id is not None:
+        criteria.append(Notification.rule_id == rule_id)
+    if fingerprint is not None:
+        criteria.append(_with_alert(Notification.id, fingerprint))
+    return page_in_organization(session, access, request, Notification, *criteria, newest_first=True)
 
 
 def list_deliveries(
     session: Session,
     access: Access,
+    request: PageRequest,
     *,
-    organization_id: uuid.UUID | None,
-    channel_id: uuid.UUID | None,
-    rule_id: uuid.UUID | None,
-    notification_id: uuid.UUID | None,
+    filters: Mapping[str, Any],
     fingerprint: str | None,
-    state: str | None,
-    page_token: str | None,
-    max_results: int,
 ) -> RowPage:
-    org = resolve_organization(access, organization_id, "notifications:read")
-    stmt = select(Delivery).where(Delivery.organization_id == org.id)
-    filters = {"channel_id": channel_id, "rule_id": rule_id, "notification_id": notification_id, "state": state}
-    for name, value in filters.items():
-        if value is not None:
-            stmt = stmt.where(getattr(Delivery, name) == value)
+    """`filters`: a value (or None, any) for some of channel_id, rule_id, notification_id, state."""
+    criteria = [getattr(Delivery, name) == value for name, value in filters.items() if value is not None]
     if fingerprint is not None:
-        stmt = stmt.where(
-            Delivery.notification_id.in_(
-                select(NotificationAlert.notification_id).where(NotificationAlert.fingerprint == fingerprint)
-            )
-        )
-    return paginate(
-        session,
-        stmt,
-        created_col=Delivery.created_at,
-        id_col=Delivery.id,
-        page_token=page_token,
-        max_results=max_results,
-        newest_first=True,
-    )
+        criteria.append(_with_alert(Delivery.notification_id, fingerprint))
+    return page_in_organization(session, access, request, Delivery, *criteria, newest_first=True)
 
 
 def get_delivery(session: Session, access: Access, delivery_id: uuid.UUID, *, write: bool = False) -> Delivery:

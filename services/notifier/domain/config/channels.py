@@ -22,7 +22,7 @@ from standardwebhooks import Webhook
 
 from services.notifier.domain import attempt_log, dispatch, records, senders
 from services.notifier.domain.messages import build_test_notification
-from services.notifier.domain.organizations import resolve_organization
+from services.notifier.domain.organizations import PageRequest, page_in_organization, resolve_organization
 from services.notifier.domain.senders import SmtpSecurity
 from shared.core import audit
 from shared.core.auth import Access
@@ -34,7 +34,7 @@ from shared.core.outbound import (
     parse_url,
     vet_host,
 )
-from shared.core.pagination import RowPage, paginate
+from shared.core.pagination import RowPage
 from shared.core.settings import Settings
 from shared.db.base import utcnow
 from shared.db.models import (
@@ -180,20 +180,8 @@ def get_channel(session: Session, access: Access, channel_id: uuid.UUID, *, writ
     return channel
 
 
-def list_channels(
-    session: Session, access: Access, organization_id: uuid.UUID | None, *, page_token: str | None, max_results: int
-) -> RowPage:
-    org = resolve_organization(access, organization_id, "notifications:read")
-    return paginate(
-        session,
-        select(NotificationChannel).where(
-            NotificationChannel.organization_id == org.id, NotificationChannel.deleted_at.is_(None)
-        ),
-        created_col=NotificationChannel.created_at,
-        id_col=NotificationChannel.id,
-        page_token=page_token,
-        max_results=max_results,
-    )
+def list_channels(session: Session, access: Access, request: PageRequest) -> RowPage:
+    return page_in_organization(session, access, request, NotificationChannel, NotificationChannel.deleted_at.is_(None))
 
 
 def update_channel(

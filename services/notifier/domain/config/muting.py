@@ -10,18 +10,17 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    Select,
     select,
 )
 from sqlalchemy.orm import Session
 
 from services.notifier.domain.matchers import coerce_matchers
 from services.notifier.domain.muting import InhibitRule, Silence, TimeInterval
-from services.notifier.domain.organizations import resolve_organization
+from services.notifier.domain.organizations import PageRequest, page_in_organization, resolve_organization
 from shared.core import audit
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
-from shared.core.pagination import RowPage, paginate
+from shared.core.pagination import RowPage
 from shared.db.models import (
     NotificationInhibitRule,
     NotificationMuteWindow,
@@ -121,25 +120,6 @@ def _add_named(session: Session, row: NamedRowT, action: str) -> NamedRowT:
     return row
 
 
-def _list_named(
-    session: Session,
-    access: Access,
-    model: type[NotificationMuteWindow | NotificationInhibitRule],
-    organization_id: uuid.UUID | None,
-    page_token: str | None,
-    max_results: int,
-) -> RowPage:
-    org = resolve_organization(access, organization_id, "notifications:read")
-    return paginate(
-        session,
-        select(model).where(model.organization_id == org.id),
-        created_col=model.created_at,
-        id_col=model.id,
-        page_token=page_token,
-        max_results=max_results,
-    )
-
-
 def _delete_named(session: Session, row: OrgRow, action: str) -> None:
     session.delete(row)
     session.flush()
@@ -150,30 +130,21 @@ def get_silence(session: Session, access: Access, silence_id: uuid.UUID, *, writ
     return _get_org_row(session, access, NotificationSilence, silence_id, "Silence", write)
 
 
-def _silences_query(access: Access, organization_id: uuid.UUID | None) -> Select:
-    org = resolve_organization(access, organization_id, "notifications:read")
-    return select(NotificationSilence).where(NotificationSilence.organization_id == org.id)
-
-
 def all_silences(session: Session, access: Access, organization_id: uuid.UUID | None) -> list[NotificationSilence]:
     """Every silence, latest end first: Alertmanager's API lists them in one answer."""
-    query = _silences_query(access, organization_id).order_by(NotificationSilence.ends_at.desc())
-    return list(session.scalars(query))
-
-
-def list_silences(
-    session: Session, access: Access, organization_id: uuid.UUID | None, *, page_token: str | None, max_results: int
-) -> RowPage:
-    return paginate(
-        session,
-        _silences_query(access, organization_id),
-        # Not by ends_at: expiring a silence moves it, and a moving key would skip rows between pages.
-        created_col=NotificationSilence.created_at,
-        id_col=NotificationSilence.id,
-        page_token=page_token,
-        max_results=max_results,
-        newest_first=True,
+    org = resolve_organization(access, organization_id, "notifications:read")
+    return list(
+        session.scalars(
+            select(NotificationSilence)
+            .where(NotificationSilence.organization_id == org.id)
+            .order_by(NotificationSilence.ends_at.desc())
+        )
     )
+
+
+def list_silences(session: Session, access: Access, request: PageRequest) -> RowPage:
+    # Not by ends_at: expiring a silence moves it, and a moving key would skip rows between pages.
+    return page_in_organization(session, access, request, NotificationSilence, newest_first=True)
 
 
 def expire_silence(session: Session, access: Access, silence_id: uuid.UUID, now: datetime) -> NotificationSilence:
@@ -223,10 +194,8 @@ def get_mute_window(
     return _get_org_row(session, access, NotificationMuteWindow, window_id, "Mute window", write)
 
 
-def list_mute_windows(
-    session: Session, access: Access, organization_id: uuid.UUID | None, *, page_token: str | None, max_results: int
-) -> RowPage:
-    return _list_named(session, access, NotificationMuteWindow, organization_id, page_token, max_results)
+def list_mute_windows(session: Session, access: Access, request: PageRequest) -> RowPage:
+    return page_in_organization(session, access, request, NotificationMuteWindow)
 
 
 def update_mute_window(
@@ -280,10 +249,8 @@ def get_inhibit_rule(
     return _get_org_row(session, access, NotificationInhibitRule, rule_id, "Inhibit rule", write)
 
 
-def list_inhibit_rules(
-    session: Session, access: Access, organization_id: uuid.UUID | None, *, page_token: str | None, max_results: int
-) -> RowPage:
-    return _list_named(session, access, NotificationInhibitRule, organization_id, page_token, max_results)
+def list_inhibit_rules(session: Session, access: Access, request: PageRequest) -> RowPage:
+    return page_in_organization(session, access, request, NotificationInhibitRule)
 
 
 def delete_inhibit_rule(session: Session, access: Access, rule_id: uuid.UUID) -> None:

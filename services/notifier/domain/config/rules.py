@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 
 from services.notifier.domain.alerts import SEVERITY_ORDER
 from services.notifier.domain.matchers import coerce_matchers
-from services.notifier.domain.organizations import resolve_organization
+from services.notifier.domain.organizations import PageRequest, page_in_organization, resolve_organization
 from shared.core import audit
 from shared.core.auth import Access
 from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
-from shared.core.pagination import RowPage, paginate
+from shared.core.pagination import RowPage
 from shared.db.base import utcnow
 from shared.db.models import (
     NotificationChannel,
@@ -147,20 +147,8 @@ def get_rule(session: Session, access: Access, rule_id: uuid.UUID, *, write: boo
     return rule
 
 
-def list_rules(
-    session: Session, access: Access, organization_id: uuid.UUID | None, *, page_token: str | None, max_results: int
-) -> RowPage:
-    org = resolve_organization(access, organization_id, "notifications:read")
-    return paginate(
-        session,
-        select(NotificationRule).where(
-            NotificationRule.organization_id == org.id, NotificationRule.deleted_at.is_(None)
-        ),
-        created_col=NotificationRule.created_at,
-        id_col=NotificationRule.id,
-        page_token=page_token,
-        max_results=max_results,
-    )
+def list_rules(session: Session, access: Access, request: PageRequest) -> RowPage:
+    return page_in_organization(session, access, request, NotificationRule, NotificationRule.deleted_at.is_(None))
 
 
 def update_rule(session: Session, access: Access, rule_id: uuid.UUID, fields: Mapping[str, Any]) -> NotificationRule:
