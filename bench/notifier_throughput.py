@@ -241,7 +241,31 @@ def _set_up_tenant(receiver_url: str):
         return org.id
 
 
-def _emit(org_id, total: int, rate: float, batch: int, first_sequence: int = 0) -> dict[int, float]:
+def _event(sequence: int, drift: bool) -> tuple[str, dict]:
+    """An alert of the platform's own (`alert.firing`), or the one-shot notice a drift check commits with
+    its report (`drift.detected`, the monitor's payload)."""
+    if not drift:
+        return "alert.firing", {
+            "severity": "high",
+            "labels": {"seq": str(sequence)},
+            "fingerprint": f"bench-{sequence}",
+        }
+    return "drift.detected", {
+        "alertname": "monitor_drift",
+        "kind": "drift",
+        "alert_id": str(uuid.uuid4()),
+        "severity": "warning",
+        "title": "Drift in 3 of 20 columns",
+        "model_name": "churn",
+        "version": "7",
+        "labels": {"seq": str(sequence), "model": "churn", "version": "7"},
+        "details": {"drifted_columns": ["age", "plan", "tenure"], "share": 0.15},
+    }
+
+
+def _emit(
+    org_id, total: int, rate: float, batch: int, first_sequence: int = 0, drift: bool = False
+) -> dict[int, float]:
     """Commit `total` events, `batch` per transaction, paced to `rate` per second; returns commit times."""
     database = get_database(get_settings().database_url)
     committed: dict[int, float] = {}
@@ -250,12 +274,8 @@ def _emit(org_id, total: int, rate: float, batch: int, first_sequence: int = 0) 
         sequences = range(first_sequence + first, first_sequence + min(first + batch, total))
         with database.session_scope() as session:
             for sequence in sequences:
-                events.emit(
-                    session,
-                    "alert.firing",
-                    {"severity": "high", "labels": {"seq": str(sequence)}, "fingerprint": f"bench-{sequence}"},
-                    organization_id=org_id,
-                )
+                event_type, payload = _event(sequence, drift)
+                events.emit(session, event_type, payload, organization_id=org_id)
         now = time.time()
         committed.update({sequence: now for sequence in sequences})
         pause = started + (first + batch) / rate - time.monotonic()
@@ -287,7 +307,13 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="give up after this many seconds without a delivery"
     )
+    parser.add_argument(
+        "--drift", action="store_true", help="events as a drift check commits them (drift.detected, one-shot)"
+    )
+    parser.add_argument("--quick", action="store_true", help="1,500 events at 300/s after 300 (a few minutes)")
     options = parser.parse_args()
+    if options.quick:
+        options.events, options.rate, options.warmup = 1500, 300.0, 300
 
     redis = subprocess.Popen(
         ["redis-server", "--port", str(REDIS_PORT), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
@@ -317,7 +343,7 @@ def main() -> None:
         processes.append(_celery("beat", "--loglevel=WARNING", "-s", str(DATA_DIR / "beat-schedule")))
         time.sleep(5)  # workers and beat start
         # Warm-up, not measured: every pool process imports and connects on its first tasks.
-        _emit(org_id, options.warmup, options.rate, options.batch, first_sequence=-options.warmup)
+        _emit(org_id, options.warmup, options.rate, options.batch, first_sequence=-options.warmup, drift=options.drift)
         deadline = time.monotonic() + 60
         while len(receiver.arrivals()) < options.warmup and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -325,7 +351,7 @@ def main() -> None:
 
         print(f"load before: {os.getloadavg()[0]:.2f}; {options.events} events at {options.rate:g}/s", flush=True)
         meter = CpuMeter(processes, receiver)
-        committed = _emit(org_id, options.events, options.rate, options.batch)
+        committed = _emit(org_id, options.events, options.rate, options.batch, drift=options.drift)
         # Wait while deliveries keep arriving: "lost" means never delivered, not merely late.
         seen, last_progress = 0, time.monotonic()
         while seen < options.events and time.monotonic() - last_progress < options.timeout:

@@ -74,18 +74,17 @@ def handle_events(event_ids: list[str]) -> None:
 
 
 def _handle_events(event_ids: list[uuid.UUID]) -> None:
-    """Rules, groups and, for groups due now, the deliveries, claimed in the same transaction and sent
-    by this task right after it commits: no queue between an event and its webhook. A worker that dies
+    """Rules, groups and, for groups due now, the deliveries, created claimed in the same transaction and
+    sent by this task right after it commits: no queue between an event and its webhook. A worker that dies
     before recording the outcome leaves them in flight; the sweeper sends them again once the lease
     runs out, with the same notification id."""
     current = settings()
     retry = attempt_log.RetryPolicy.from_settings(current)
     with database().session_scope() as session:
         now = utcnow()
-        handled = pipeline.handle_events(session, event_ids, _box(), now, current.public_url)
-        claimed = _claim(session, handled.deliveries, retry, now)
+        handled = pipeline.handle_events(session, event_ids, _box(), now, current.public_url, now + retry.lease)
     _start_timers(handled.timers, now)
-    _send_and_record(claimed, retry)
+    _send_and_record(handled.claimed, retry)
 
 
 def _start_timers(timers: dict[uuid.UUID, datetime], now: datetime) -> None:
@@ -181,9 +180,10 @@ def _flush_groups(group_ids: list[uuid.UUID]) -> None:
     retry = attempt_log.RetryPolicy.from_settings(current)
     with database().session_scope() as session:
         now = utcnow()
-        delivery_ids = pipeline.flush_due_groups_by_id(session, group_ids, _box(), now, current.public_url)
-        claimed = _claim(session, delivery_ids, retry, now)
-    _send_and_record(claimed, retry)
+        notified = pipeline.flush_due_groups_by_id(
+            session, group_ids, _box(), now, current.public_url, now + retry.lease
+        )
+    _send_and_record(notified.claimed, retry)
 
 
 @shared_task(name="notifier.sweep", ignore_result=True)

@@ -599,5 +599,26 @@ def test_a_new_group_with_a_group_wait_gets_a_timer_for_its_end(pipeline, receiv
     assert list(handled.timers.values()) == [now + timedelta(seconds=30)]
     [(group_id, due_at)] = handled.timers.items()
     early = due_at - timedelta(milliseconds=1)
-    assert flush_due_groups_by_id(pipeline.session, [group_id], pipeline.box, early, LINK) == []
-    assert len(flush_due_groups_by_id(pipeline.session, [group_id], pipeline.box, due_at, LINK)) == 1
+    assert flush_due_groups_by_id(pipeline.session, [group_id], pipeline.box, early, LINK).pending == []
+    assert len(flush_due_groups_by_id(pipeline.session, [group_id], pipeline.box, due_at, LINK).pending) == 1
+
+
+def test_deliveries_for_a_task_that_sends_them_at_once_are_created_claimed(pipeline, receiver, now):
+    """The handler that sends right after its commit gets its deliveries in flight already, with the lease
+    a claim would give them: no one else claims them, and the first attempt is recorded as a claimed one."""
+    channel, _ = make_channel(pipeline.session, pipeline.box, pipeline.tenant, url=receiver.url())
+    make_rule(pipeline.session, pipeline.tenant, [channel], group_wait_s=0)
+    row = events.emit(pipeline.session, "alert.firing", _firing(1), organization_id=pipeline.tenant.org_id)
+    pipeline.session.flush()
+    lease_until = now + pipeline.retry.lease
+    handled = handle_events(pipeline.session, [row.id], pipeline.box, now, LINK, lease_until)
+    [claimed] = handled.claimed
+    assert handled.deliveries == []
+    stored = pipeline.session.get(Delivery, claimed.delivery_id)
+    assert (stored.state, stored.total_attempts, stored.lease_until) == ("in_flight", 1, lease_until)
+    assert dispatch.claim(pipeline.session, [claimed.delivery_id], pipeline.box, pipeline.retry, now) == []
+    result = dispatch.send(claimed, pipeline.settings, now)
+    attempt_log.record(pipeline.session, [(claimed, result)], started_at=now, retry=pipeline.retry, now=now)
+    delivered = pipeline.session.get(Delivery, claimed.delivery_id, populate_existing=True)
+    assert delivered.state == "delivered"
+    assert receiver.requests[0].headers["webhook-id"] == str(delivered.notification_id)

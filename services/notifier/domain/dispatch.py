@@ -261,14 +261,18 @@ def notify(
     configs: Mapping[uuid.UUID, OrgConfig],
     now: datetime,
     link_base: str,
-) -> list[uuid.UUID]:
+    lease_until: datetime | None = None,
+) -> Notified:
     """Run the timers of locked due groups, with their alerts (`grouping.alerts_of`) and what holds them
-    back (`muting.held_back`); returns the ids of the deliveries created, to claim once they commit."""
+    back (`muting.held_back`). The deliveries are created pending, for whoever claims them, or — given
+    `lease_until`, by a caller that sends them as soon as this transaction commits — claimed already:
+    in flight with that lease, written once (no claim statement, no reading back what was just written)."""
     planned = _Planned()
     for group in groups:
         config = configs[group.organization_id]
         rule = config.rule(group.rule_id)
         _flush(group, rule, config, alerts.get(group.id, ()), held[group.id], now, planned, link_base)
+    claimed = _claim_planned(planned, configs, now, lease_until) if lease_until is not None else []
     # Notifications first, for the foreign keys. Core inserts of plain rows: an ORM bulk insert would
     # spend more Python per row than the database spends storing it.
     for model, rows in (
@@ -286,7 +290,41 @@ def notify(
         .values({name: bindparam(f"b_{name}") for name in _FLUSHED_COLUMNS}),
         [{"b_id": group.id, **{f"b_{name}": getattr(group, name) for name in _FLUSHED_COLUMNS}} for group in groups],
     )
-    return [delivery["id"] for delivery in planned.deliveries if delivery["state"] == "pending"]
+    return Notified(
+        pending=[delivery["id"] for delivery in planned.deliveries if delivery["state"] == "pending"], claimed=claimed
+    )
+
+
+@dataclass(frozen=True)
+class Notified:
+    # Deliveries created pending (to claim and send), and those created claimed already.
+    pending: list[uuid.UUID]
+    claimed: list[ClaimedDelivery]
+
+
+NOTHING = Notified([], [])
+
+
+def _claim_planned(
+    planned: _Planned, configs: Mapping[uuid.UUID, OrgConfig], now: datetime, lease_until: datetime
+) -> list[ClaimedDelivery]:
+    """Turn the planned pending deliveries into claimed ones: the first attempt of each, as `claim`
+    would record it."""
+    messages = {row["id"]: records.message_of_row(row) for row in planned.notifications}
+    claimed = []
+    for delivery in planned.deliveries:
+        if delivery["state"] != "pending":
+            continue
+        delivery |= {
+            "state": "in_flight",
+            "lease_until": lease_until,
+            "attempts": 1,
+            "total_attempts": 1,
+            "last_attempt_at": now,
+        }
+        channel = configs[delivery["organization_id"]].channels[str(delivery["channel_id"])]
+        claimed.append(ClaimedDelivery(delivery["id"], 1, 1, channel.target, messages[delivery["notification_id"]]))
+    return claimed
 
 
 @dataclass(frozen=True)

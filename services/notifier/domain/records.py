@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any, cast
 
 from sqlalchemy import Row, Table
@@ -55,7 +56,12 @@ def payload_json(
     }
 
 
-def message_of(row: Notification | Row) -> Message:
+def message_of_row(row: Mapping[str, Any]) -> Message:
+    """The message of a notification's row as a mapping (one about to be inserted)."""
+    return message_of(SimpleNamespace(**row))
+
+
+def message_of(row: Notification | Row | SimpleNamespace) -> Message:
     """The message of a notification (an instance, or a row of its id, group_key, payload, created_at)."""
     payload = row.payload
     alerts = tuple(
