@@ -55,6 +55,12 @@ def respond_page(field: str, items: list, next_token: str | None) -> Response:
     return respond(content)
 
 
+def respond_rendered_page(field: str, items_json: str, next_token: str | None) -> Response:
+    """respond_page for items the database already rendered as a JSON array."""
+    token = f',"next_page_token":{orjson.dumps(next_token).decode()}' if next_token else ""
+    return Response(f'{{"{field}":{items_json}{token}}}'.encode(), media_type="application/json")
+
+
 def run_id_of(body: dict[str, Any]) -> str | None:
     """MLflow sends both run_id and the deprecated run_uuid; either names the run."""
     return body.get("run_id") or body.get("run_uuid")

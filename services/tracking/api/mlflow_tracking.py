@@ -17,6 +17,7 @@ from services.tracking.api.common import (
     key_value_pairs,
     respond,
     respond_page,
+    respond_rendered_page,
     run_id_of,
 )
 from services.tracking.domain import experiments, logged_models, metrics, runs, search
@@ -238,6 +239,8 @@ def search_runs(body: JsonBody, session: SessionDep, access: AccessDep) -> Respo
         order_by=as_list(body.get("order_by"), "order_by"),
         page_token=body.get("page_token"),
     )
+    if isinstance(found, str):
+        return respond_rendered_page("runs", found, next_token)
     return respond_page("runs", [render.run(view) for view in found], next_token)
 
 

@@ -1,5 +1,6 @@
 """Run search: MLflow's SearchRuns (filter, order_by, max_results, page_token, run_view_type), plus OR
-and parentheses, compiled to one SQL query for the page; its data comes in one more (runs.load_views)."""
+and parentheses, compiled to one SQL query for the page. On PostgreSQL that query also renders each run
+as JSON (run_json); elsewhere the page's data comes in one more (runs.load_views)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.tracking.domain import experiments, runs, search_sql
+from services.tracking.domain import experiments, run_json, runs, search_sql
 from services.tracking.domain.ids import DEFAULT_EXPERIMENT_ID
 from services.tracking.domain.search_grammar import parse_filter, parse_order_by
 from services.tracking.domain.sql import decode_page_token, encode_page_token
@@ -54,7 +55,9 @@ def search_runs(
     max_results: object = None,
     order_by: list[str] | None = None,
     page_token: str | None = None,
-) -> tuple[list[runs.RunView], str | None]:
+) -> tuple[list[runs.RunView] | str, str | None]:
+    """The page's runs and the next page's token. The runs are views to render, or on PostgreSQL the
+    page already rendered as a JSON array of MLflow's Run messages (see run_json)."""
     limit = validate_max_results(max_results, default=1000)
     offset = decode_page_token(page_token)
     view_type = run_view_type or "ACTIVE_ONLY"
@@ -65,9 +68,15 @@ def search_runs(
     scope = _readable_experiment_ids(session, access, experiment_ids)
     if not scope:
         return [], None
+    rendered = run_json.in_database(session)
     # Rows of the run table rather than ORM objects: a page is read-only, and building a thousand mapped
     # instances cost more than the query (render reads the same attribute names from either).
-    query = select(ExperimentRun.__table__).where(ExperimentRun.experiment_id.in_(scope), compiled.condition)
+    columns = [run_json.run_json()] if rendered else [ExperimentRun.__table__]
+    query = (
+        select(*columns)
+        .select_from(ExperimentRun.__table__)
+        .where(ExperimentRun.experiment_id.in_(scope), compiled.condition)
+    )
     if view_type == "ACTIVE_ONLY":
         query = query.where(ExperimentRun.deleted_at.is_(None))
     elif view_type == "DELETED_ONLY":
@@ -77,4 +86,6 @@ def search_runs(
     query = query.order_by(*compiled.clauses).offset(offset).limit(limit + 1)
     page = session.execute(query).all()
     next_token = encode_page_token(offset + limit) if len(page) > limit else None
+    if rendered:
+        return "[" + ",".join(row[0] for row in page[:limit]) + "]", next_token
     return runs.load_views(session, page[:limit]), next_token
