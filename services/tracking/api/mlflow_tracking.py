@@ -20,7 +20,7 @@ from services.tracking.api.common import (
     respond_rendered_page,
     run_id_of,
 )
-from services.tracking.domain import experiments, logged_models, metrics, runs, search
+from services.tracking.domain import experiments, logged_models, metrics, run_json, runs, search
 from shared.core.deps import AccessDep, SessionDep, SettingsDep
 from shared.core.hot_routes import HotRoute, hot_pool_lifespan
 
@@ -229,18 +229,18 @@ def log_outputs(body: JsonBody, session: SessionDep, access: AccessDep) -> Respo
 
 @router.post("/runs/search", openapi_extra=wire.body(wire.SearchRuns))
 def search_runs(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
-    found, next_token = search.search_runs(
-        session,
-        access,
-        experiment_ids=[str(e) for e in as_list(body.get("experiment_ids"), "experiment_ids")],
-        filter_string=body.get("filter"),
-        run_view_type=body.get("run_view_type"),
-        max_results=body.get("max_results"),
-        order_by=as_list(body.get("order_by"), "order_by"),
-        page_token=body.get("page_token"),
-    )
-    if isinstance(found, str):
-        return respond_rendered_page("runs", found, next_token)
+    request = {
+        "experiment_ids": [str(e) for e in as_list(body.get("experiment_ids"), "experiment_ids")],
+        "filter_string": body.get("filter"),
+        "run_view_type": body.get("run_view_type"),
+        "max_results": body.get("max_results"),
+        "order_by": as_list(body.get("order_by"), "order_by"),
+        "page_token": body.get("page_token"),
+    }
+    if run_json.in_database(session):
+        page, next_token = search.search_runs_json(session, access, **request)
+        return respond_rendered_page("runs", page, next_token)
+    found, next_token = search.search_runs(session, access, **request)
     return respond_page("runs", [render.run(view) for view in found], next_token)
 
 

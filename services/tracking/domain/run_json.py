@@ -10,7 +10,7 @@ together); SQLite keeps that Python path.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, Select, String, Text, case, cast, func, literal_column, select
+from sqlalchemy import ColumnElement, String, Text, case, cast, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from shared.db.models import Dataset, ExperimentRun, RunDatasetInput, RunLatestMetric, RunModelLink, RunParam, RunTag

@@ -172,11 +172,19 @@ def run_comparison(cmp: Comparison) -> ColumnElement[bool]:
 
 @dataclass
 class CompiledRunSearch:
-    """WHERE condition, joins (target, on-clause, outer?) and ORDER BY of a run search."""
+    """WHERE condition, joins (target, on-clause, outer?) and ORDER BY of a run search.
+
+    `order` is (expression, ascending) pairs; an index of the experiment returns rows already in the
+    order of the first `indexed` of them (see search.py, which makes PostgreSQL read them that way)."""
 
     condition: ColumnElement[bool]
     joins: list[tuple]
-    clauses: list
+    order: list[tuple[ColumnElement, bool]]
+    indexed: int
+
+    @property
+    def clauses(self) -> list:
+        return [expression.asc() if ascending else expression.desc() for expression, ascending in self.order]
 
 
 _RUN_ORDER_ATTRIBUTES = {
@@ -187,6 +195,7 @@ _RUN_ORDER_ATTRIBUTES = {
 # Columns create_run always fills: ordering by them needs no "missing last" key (which would keep
 # PostgreSQL from reading the order off an index).
 _NEVER_NULL_ATTRIBUTES = frozenset({"start_time", "created", "Created", "run_id", "status", "run_name"})
+_START_TIME_KEYS = frozenset({"start_time", "created", "Created"})
 _KV_MODELS = {"metrics": RunLatestMetric, "params": RunParam, "tags": RunTag}
 
 
@@ -201,22 +210,30 @@ def _required_metric_terms(node: Node | None) -> dict[str, list[Comparison]]:
 
 
 def compile_run_search(node: Node | None, keys: list[OrderKey]) -> CompiledRunSearch:
-    """Filter and order of a run search. Missing values sort last in either direction; ties fall back to
-    MLflow's default order (newest start first, then run id) so pages are stable.
+    """Filter and order of a run search. Missing values sort last in either
+    direction; ties fall back to MLflow's default order (newest start first, then run id) so pages are
+    stable.
 
     When the filter already requires the metric a search sorts by (`metrics.acc > 0.9` ... ORDER BY
     metrics.acc), that metric is joined once with an inner join and compared on the join, instead of an
-    EXISTS plus an outer join: PostgreSQL then starts from the (key, value) index range."""
+    EXISTS plus an outer join, and is tied to the run's experiment: searching one experiment, the
+    (experiment_id, key, value) index then yields the runs in order. Without order keys, the
+    (experiment_id, start_time) index does."""
     required = _required_metric_terms(node)
     joined_terms: dict[int, ColumnElement[bool]] = {}
     joins: list[tuple] = []
-    clauses: list = []
-    for key in keys:
+    order: list[tuple[ColumnElement, bool]] = []
+    first_indexed = not keys
+    for position, key in enumerate(keys):
         inner = False
         if key.entity in _KV_MODELS:
             alias = aliased(_KV_MODELS[key.entity])
             inner = key.entity == "metrics" and key.key in required
-            joins.append((alias, and_(alias.run_id == ExperimentRun.id, alias.key == key.key), not inner))
+            on = and_(alias.run_id == ExperimentRun.id, alias.key == key.key)
+            if inner:
+                on = and_(on, alias.experiment_id == ExperimentRun.experiment_id)
+                first_indexed = first_indexed or position == 0
+            joins.append((alias, on, not inner))
             column = alias.value
             if inner:
                 for term in required.pop(key.key):
@@ -224,6 +241,7 @@ def compile_run_search(node: Node | None, keys: list[OrderKey]) -> CompiledRunSe
                     joined_terms[id(term)] = _compare(alias.value, term.op, term.value)
         elif key.entity == "attributes" and key.key in _RUN_ORDER_ATTRIBUTES:
             column = _RUN_ORDER_ATTRIBUTES[key.key]
+            first_indexed = first_indexed or (position == 0 and key.key in _START_TIME_KEYS)
         else:
             raise InvalidParameter(
                 f"Invalid order_by key '{key.entity}.{key.key}': expected metrics.<key>, params.<key>, "
@@ -231,16 +249,16 @@ def compile_run_search(node: Node | None, keys: list[OrderKey]) -> CompiledRunSe
             )
         # An inner-joined metric matched a comparison, so it is never NULL (NaN fails every comparison).
         if not inner and not (key.entity == "attributes" and key.key in _NEVER_NULL_ATTRIBUTES):
-            clauses.append(column.is_(None))
-        clauses.append(column.asc() if key.ascending else column.desc())
+            order.append((column.is_(None), True))
+        order.append((column, key.ascending))
     # start_time is always set (create_run defaults it), so the (experiment_id, start_time) index
     # serves the default order directly.
-    clauses += [ExperimentRun.start_time.desc(), ExperimentRun.id]
+    order += [(ExperimentRun.start_time, False), (ExperimentRun.id, True)]
 
     def comparison(cmp: Comparison) -> ColumnElement[bool]:
         return joined_terms.get(id(cmp)) if id(cmp) in joined_terms else run_comparison(cmp)
 
-    return CompiledRunSearch(compile_filter(node, comparison), joins, clauses)
+    return CompiledRunSearch(compile_filter(node, comparison), joins, order, int(first_indexed))
 
 
 # --- experiments -----------------------------------------------------------------------------------

@@ -106,11 +106,13 @@ class RunLatestMetric(Base):
     """The point at the highest step (then latest timestamp) of each run's metric, kept on write.
 
     Search filters and sorts on `metrics.<key>` read this table: one row per (run, key) instead of
-    an aggregate over the whole history. The `(key, value)` index serves range filters and ordering.
+    an aggregate over the whole history. The `(key, value)` index serves range filters and ordering;
+    `(experiment_id, key, value)` serves them within an experiment. `experiment_id` is the run's, filled
+    by a trigger on insert (migration 020), so writers leave it out.
     """
 
     __tablename__ = "run_latest_metrics"
-    __table_args__ = (Index(None, "key", "value"),)
+    __table_args__ = (Index(None, "key", "value"), Index(None, "experiment_id", "key", "value"))
 
     run_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("experiment_runs.id", ondelete="CASCADE"), primary_key=True
@@ -120,6 +122,7 @@ class RunLatestMetric(Base):
     is_nan: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     step: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     timestamp: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    experiment_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
 
 class RunParam(Base):
