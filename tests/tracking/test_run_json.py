@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from services.tracking.api import render
 from services.tracking.domain import runs
-from shared.db.models import ExperimentRun
+from shared.db.models import ExperimentRun, RunLatestMetric
 
 API = "/api/2.0/mlflow"
 
@@ -95,6 +95,11 @@ def test_runs_rendered_by_postgresql_equal_the_python_rendering(client, db_sessi
     rest = _post(client, headers, "runs/search", {"experiment_ids": [experiment_id], "run_view_type": "ALL", "page_token": token})
     assert "next_page_token" not in rest
     searched = {r["info"]["run_id"]: _normalized(r) for r in found["runs"] + rest["runs"]}
+
+    experiments_of_metrics = db_session.scalars(
+        select(RunLatestMetric.experiment_id).where(RunLatestMetric.run_id == uuid.UUID(full_id))
+    ).all()
+    assert experiments_of_metrics == [uuid.UUID(experiment_id)] * len(metrics)
 
     expected = _rendered_in_python(db_session, [full_id, bare_id, gone_id])
     assert searched == expected

@@ -55,6 +55,13 @@ def test_log_search_and_history_on_sqlite(sqlite_client):
               "order_by": ["metrics.acc DESC"]},
     ).json()["runs"]  # fmt: skip
     assert [r["info"]["run_name"] for r in found] == ["r2", "r1", "r0"]
+    # A filter on the metric sorted by reads it within the experiment (run_latest_metrics.experiment_id,
+    # filled by a trigger).
+    found = client.post(
+        f"{MLFLOW}/runs/search",
+        json={"experiment_ids": [experiment_id], "filter": "metrics.acc > 0.45", "order_by": ["metrics.acc ASC"]},
+    ).json()["runs"]
+    assert [r["info"]["run_name"] for r in found] == ["r1", "r2"]
 
     first = client.get(
         f"{MLFLOW}/metrics/get-history", params={"run_id": run_ids[1], "metric_key": "acc", "max_results": 25}

@@ -17,6 +17,7 @@ from services.tracking.api.common import (
     key_value_pairs,
     respond,
     respond_page,
+    respond_rendered,
     respond_rendered_page,
     run_id_of,
 )
@@ -129,6 +130,8 @@ def create_run(body: JsonBody, session: SessionDep, access: AccessDep) -> Respon
 
 @router.get("/runs/get", openapi_extra=wire.query(wire.RunRef))
 def get_run(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
+    if run_json.in_database(session):
+        return respond_rendered("run", runs.get_run_json(session, access, run_id_of(query)))
     return respond({"run": render.run(runs.get_run(session, access, run_id_of(query)))})
 
 

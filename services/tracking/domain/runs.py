@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from sqlalchemy import BigInteger, Float, Row, String, cast, delete, false, literal, select, union_all
+from sqlalchemy import BigInteger, Float, Row, Select, String, cast, delete, false, literal, select, union_all
 from sqlalchemy.orm import Session
 
-from services.tracking.domain import experiments
+from services.tracking.domain import experiments, run_json
 from services.tracking.domain.ids import format_model_id, parse_uuid
 from services.tracking.domain.sql import ids_match
 from services.tracking.domain.validation import (
@@ -138,18 +138,27 @@ def get_run_row(session: Session, access: Access, run_id: str | None, scope: str
 
     One query for the run and its project's id (this runs on every log call); the caller's roles in the
     project are usually remembered (shared.core.auth), so the access check asks nothing more."""
-    row = session.execute(
-        select(ExperimentRun, Experiment.project_id)
+    row = session.execute(_with_project(select(ExperimentRun), run_id)).first()
+    _authorize(access, row, run_id, scope)
+    return row.ExperimentRun
+
+
+def _with_project(query: Select, run_id: str | None) -> Select:
+    """`query` over the run `run_id`, with its project's id."""
+    return (
+        query.add_columns(Experiment.project_id)
         .join(Experiment, Experiment.id == ExperimentRun.experiment_id)
         .where(ExperimentRun.id == parse_uuid(run_id, "run_id"))
-    ).first()
+    )
+
+
+def _authorize(access: Access, row: Row | None, run_id: str | None, scope: str) -> None:
     if row is None:
         raise _not_found(run_id)
     try:
         access.authorize_project(row.project_id, scope)
     except NotFound:
         raise _not_found(run_id) from None
-    return row.ExperimentRun
 
 
 def get_active_run_for_write(session: Session, access: Access, run_id: str | None) -> ExperimentRun:
@@ -228,6 +237,15 @@ def load_views(session: Session, runs: Sequence[ExperimentRun | Row]) -> list[Ru
 
 def get_run(session: Session, access: Access, run_id: str | None) -> RunView:
     return load_views(session, [get_run_row(session, access, run_id)])[0]
+
+
+def get_run_json(session: Session, access: Access, run_id: str | None) -> str:
+    """get_run on PostgreSQL (run_json.in_database), rendered as MLflow's Run message by the one statement
+    that finds the run and its project."""
+    run = run_json.run_json().label("run")
+    row = session.execute(_with_project(select(run).select_from(ExperimentRun), run_id)).first()
+    _authorize(access, row, run_id, READ)
+    return row.run
 
 
 def create_run(
