@@ -92,7 +92,9 @@ def test_runs_rendered_by_postgresql_equal_the_python_rendering(client, db_sessi
         client, headers, "runs/search", {"experiment_ids": [experiment_id], "run_view_type": "ALL", "max_results": 2}
     )
     token = found["next_page_token"]
-    rest = _post(client, headers, "runs/search", {"experiment_ids": [experiment_id], "run_view_type": "ALL", "page_token": token})
+    rest = _post(
+        client, headers, "runs/search", {"experiment_ids": [experiment_id], "run_view_type": "ALL", "page_token": token}
+    )
     assert "next_page_token" not in rest
     searched = {r["info"]["run_id"]: _normalized(r) for r in found["runs"] + rest["runs"]}
 

@@ -10,13 +10,18 @@ together); SQLite keeps that Python path.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import ColumnElement, String, Text, case, cast, func, literal_column, select
+from sqlalchemy.sql.elements import SQLCoreOperations
 from sqlalchemy.orm import Session
 
 from shared.db.models import Dataset, ExperimentRun, RunDatasetInput, RunLatestMetric, RunModelLink, RunParam, RunTag
 
-_EMPTY_ARRAY = literal_column("'[]'::json")
-_NAN = literal_column("'\"NaN\"'::json")
+# A column, or an expression over columns.
+Expression = SQLCoreOperations[Any]
+_EMPTY_ARRAY: ColumnElement[Any] = literal_column("'[]'::json")
+_NAN: ColumnElement[Any] = literal_column("'\"NaN\"'::json")
 
 
 def in_database(session: Session) -> bool:
@@ -29,33 +34,33 @@ def _constant(text: str) -> ColumnElement:
     return literal_column(f"'{text}'")
 
 
-def _object(builder, **fields: ColumnElement) -> ColumnElement:
-    arguments: list[ColumnElement] = []
+def _object(builder: Any, **fields: Expression) -> ColumnElement:
+    arguments: list[Expression] = []
     for key, value in fields.items():
         arguments += [_constant(key), value]
     return builder(*arguments)
 
 
-def _json_object(**fields: ColumnElement) -> ColumnElement:
+def _json_object(**fields: Expression) -> ColumnElement:
     return _object(func.json_build_object, **fields)
 
 
-def _array(element: ColumnElement, *where: ColumnElement) -> ColumnElement:
+def _array(element: Expression, *where: Expression) -> ColumnElement:
     """JSON array of `element` over the rows of `where`, `[]` when there are none."""
     return select(func.coalesce(func.json_agg(element), _EMPTY_ARRAY)).where(*where).scalar_subquery()
 
 
-def hex_id(column: ColumnElement) -> ColumnElement:
+def hex_id(column: Expression) -> ColumnElement:
     """A UUID as MLflow shows ids: 32 hex digits."""
     return func.replace(cast(column, String), _constant("-"), _constant(""))
 
 
-def _double(value: ColumnElement, is_nan: ColumnElement) -> ColumnElement:
+def _double(value: Expression, is_nan: Expression) -> ColumnElement:
     # to_json renders infinities as "Infinity"/"-Infinity", as protobuf JSON does.
     return case((is_nan, _NAN), else_=func.coalesce(func.to_json(value), _NAN))
 
 
-def _key_values(model) -> ColumnElement:
+def _key_values(model: type[RunParam] | type[RunTag]) -> ColumnElement:
     return _array(_json_object(key=model.key, value=model.value), model.run_id == ExperimentRun.id)
 
 
@@ -99,7 +104,7 @@ def _dataset_inputs() -> ColumnElement:
     )
 
 
-def _model_links(direction: str, **extra: ColumnElement) -> ColumnElement:
+def _model_links(direction: str, **extra: Expression) -> ColumnElement:
     model_id = func.concat(_constant("m-"), hex_id(RunModelLink.model_id))
     return _array(
         _json_object(model_id=model_id, **extra),

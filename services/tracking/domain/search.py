@@ -151,14 +151,14 @@ def _rendered_page(session: Session, found: _Search) -> Select:
         query = query.order_by(*compiled.clauses[: compiled.indexed]).fetch(offset + limit + 1, with_ties=True)
     else:
         query = query.order_by(*compiled.clauses).limit(offset + limit + 1)
-    found = query.subquery("found")
+    page = query.subquery("found")
     order = [
-        found.c[f"k{i}"].asc() if ascending else found.c[f"k{i}"].desc()
+        page.c[f"k{i}"].asc() if ascending else page.c[f"k{i}"].desc()
         for i, (_, ascending) in enumerate(compiled.order)
     ]
     return (
         select(run_json.run_json())
-        .select_from(found.join(ExperimentRun, ExperimentRun.id == found.c.id))
+        .select_from(page.join(ExperimentRun, ExperimentRun.id == page.c.id))
         .order_by(*order)
         .offset(offset)
         .limit(limit + 1)
