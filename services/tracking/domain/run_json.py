@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import ColumnElement, String, Text, case, cast, func, literal_column, select
-from sqlalchemy.sql.elements import SQLCoreOperations
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import SQLCoreOperations
 
 from shared.db.models import Dataset, ExperimentRun, RunDatasetInput, RunLatestMetric, RunModelLink, RunParam, RunTag
 

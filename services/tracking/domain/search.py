@@ -7,8 +7,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import Select, select, text
+from sqlalchemy import Dialect, Select, Uuid, bindparam, select
 from sqlalchemy.orm import Session
 
 from services.tracking.domain import experiments, run_json, runs, search_sql
@@ -21,8 +23,6 @@ from shared.core.errors import InvalidParameter
 from shared.db.models import Experiment, ExperimentRun
 
 VIEW_TYPES = experiments.VIEW_TYPES
-# For the rest of the request's transaction (a search is the last statement of its request).
-_NO_SORT = text("SET LOCAL enable_sort = off")
 
 
 def _readable_experiment_ids(session: Session, access: Access, experiment_ids: list[str]) -> list[uuid.UUID]:
@@ -49,37 +49,18 @@ def _readable_experiment_ids(session: Session, access: Access, experiment_ids: l
     )
 
 
-@dataclass
-class _Search:
-    """A run search compiled and scoped: `query` selects the matching runs' ids, in no order yet."""
-
-    query: Select
-    compiled: search_sql.CompiledRunSearch
-    offset: int
-    limit: int
-
-
-def _search(
-    session: Session,
-    access: Access,
-    experiment_ids: list[str],
-    filter_string: str | None,
-    run_view_type: str | None,
-    max_results: object,
-    order_by: list[str] | None,
-    page_token: str | None,
-) -> _Search | None:
-    """None when the caller may read none of the experiments."""
+def _checked(run_view_type: str | None, max_results: object, page_token: str | None) -> tuple[str, int, int]:
+    """The view type, page size and offset of a search, or a 400 naming the bad one."""
     limit = validate_max_results(max_results, default=1000)
     offset = decode_page_token(page_token)
     view_type = run_view_type or "ACTIVE_ONLY"
     if view_type not in VIEW_TYPES:
         raise InvalidParameter(f"Invalid run_view_type '{view_type}'; expected one of {', '.join(VIEW_TYPES)}")
-    # Parse everything before touching the database: a bad filter is a 400 whatever the data.
-    compiled = search_sql.compile_run_search(parse_filter(filter_string), parse_order_by(order_by))
-    scope = _readable_experiment_ids(session, access, experiment_ids)
-    if not scope:
-        return None
+    return view_type, limit, offset
+
+
+def _matching(compiled: search_sql.CompiledRunSearch, scope: Sequence[object], view_type: str) -> Select:
+    """The ids of the runs of the experiments in `scope` that match, in no order yet."""
     query = select(ExperimentRun.id).where(ExperimentRun.experiment_id.in_(scope), compiled.condition)
     if view_type == "ACTIVE_ONLY":
         query = query.where(ExperimentRun.deleted_at.is_(None))
@@ -87,7 +68,7 @@ def _search(
         query = query.where(ExperimentRun.deleted_at.is_not(None))
     for target, on, outer in compiled.joins:
         query = query.join(target, on, isouter=outer)
-    return _Search(query, compiled, offset, limit)
+    return query
 
 
 def search_runs(
@@ -102,14 +83,69 @@ def search_runs(
     page_token: str | None = None,
 ) -> tuple[list[runs.RunView], str | None]:
     """The page's runs and the next page's token."""
-    found = _search(session, access, experiment_ids, filter_string, run_view_type, max_results, order_by, page_token)
-    if found is None:
+    view_type, limit, offset = _checked(run_view_type, max_results, page_token)
+    # Parse everything before touching the database: a bad filter is a 400 whatever the data.
+    compiled = search_sql.compile_run_search(parse_filter(filter_string), parse_order_by(order_by))
+    scope = _readable_experiment_ids(session, access, experiment_ids)
+    if not scope:
         return [], None
     # Rows of the run table rather than ORM objects: a page is read-only, and building a thousand mapped
     # instances cost more than the query (render reads the same attribute names from either).
-    query = found.query.with_only_columns(ExperimentRun.__table__, maintain_column_froms=True)
-    page = session.execute(query.order_by(*found.compiled.clauses).offset(found.offset).limit(found.limit + 1)).all()
-    return runs.load_views(session, page[: found.limit]), _next_token(page, found.offset, found.limit)
+    query = _matching(compiled, scope, view_type).with_only_columns(ExperimentRun.__table__, maintain_column_froms=True)
+    page = session.execute(query.order_by(*compiled.clauses).offset(offset).limit(limit + 1)).all()
+    return runs.load_views(session, page[:limit]), _next_token(page, offset, limit)
+
+
+def _next_token(page: Sequence, offset: int, limit: int) -> str | None:
+    # One row more than the page tells whether there is a next page without a COUNT.
+    return encode_page_token(offset + limit) if len(page) > limit else None
+
+
+@dataclass(frozen=True)
+class PageStatement:
+    """A rendered search page's SQL for the driver, compiled once per filter, order and number of
+    experiments. `params` holds the filter's values; add `page_params` for each search."""
+
+    sql: str
+    params: dict[str, Any]
+    # The page is read in an index's order: PostgreSQL must be told not to sort (see _rendered_page).
+    no_sort: bool
+
+    def page_params(self, scope: Sequence[uuid.UUID], offset: int, limit: int) -> dict[str, Any]:
+        experiments = {f"experiment_{i}": experiment_id for i, experiment_id in enumerate(scope)}
+        return {**self.params, **experiments, "offset": offset, "fetch": offset + limit + 1, "page": limit + 1}
+
+
+@lru_cache(maxsize=512)
+def page_statement(
+    dialect: Dialect, filter_string: str, order_by: tuple[str, ...], view_type: str, experiments: int
+) -> PageStatement:
+    """The statement of a page of runs rendered by PostgreSQL, in one statement: the matching runs in
+    order (with their sort keys), then each rendered (run_json).
+
+    When an index of the experiment yields the first sort key in order, the runs are read in that order
+    up to the page's end (ties included: the other keys only break them), with sorting disabled: fresh
+    statistics underestimate a large experiment and would have PostgreSQL sort all of its runs instead."""
+    compiled = search_sql.compile_run_search(parse_filter(filter_string), parse_order_by(list(order_by)))
+    # Placeholders whose values page_params gives (rendering the filter's IN lists needs values for all).
+    scope = [bindparam(f"experiment_{i}", None, type_=Uuid) for i in range(experiments)]
+    keys = [expression.label(f"k{i}") for i, (expression, _) in enumerate(compiled.order)]
+    query = _matching(compiled, scope, view_type).add_columns(*keys)
+    if compiled.indexed:
+        query = query.order_by(*compiled.clauses[: compiled.indexed]).fetch(bindparam("fetch", 0), with_ties=True)
+    else:
+        query = query.order_by(*compiled.clauses).limit(bindparam("fetch", 0))
+    found = query.subquery("found")
+    order = [found.c[f"k{i}"].asc() if up else found.c[f"k{i}"].desc() for i, (_, up) in enumerate(compiled.order)]
+    statement = (
+        select(run_json.run_json())
+        .select_from(found.join(ExperimentRun, ExperimentRun.id == found.c.id))
+        .order_by(*order)
+        .offset(bindparam("offset", 0))
+        .limit(bindparam("page", 0))
+    )
+    rendered = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    return PageStatement(str(rendered), dict(rendered.params), bool(compiled.indexed))
 
 
 def search_runs_json(
@@ -125,41 +161,18 @@ def search_runs_json(
 ) -> tuple[str, str | None]:
     """search_runs on PostgreSQL (run_json.in_database), the page already rendered: a JSON array of
     MLflow's Run messages."""
-    found = _search(session, access, experiment_ids, filter_string, run_view_type, max_results, order_by, page_token)
-    if found is None:
+    view_type, limit, offset = _checked(run_view_type, max_results, page_token)
+    dialect = session.get_bind().dialect
+    key = (dialect, filter_string or "", tuple(order_by or ()), view_type)
+    statement = page_statement(*key, max(1, len(experiment_ids)))  # a bad filter is a 400 whatever the data
+    scope = _readable_experiment_ids(session, access, experiment_ids)
+    if not scope:
         return "[]", None
-    texts = session.execute(_rendered_page(session, found)).scalars().all()
-    return "[" + ",".join(texts[: found.limit]) + "]", _next_token(texts, found.offset, found.limit)
-
-
-def _next_token(page: Sequence, offset: int, limit: int) -> str | None:
-    # One row more than the page tells whether there is a next page without a COUNT.
-    return encode_page_token(offset + limit) if len(page) > limit else None
-
-
-def _rendered_page(session: Session, found: _Search) -> Select:
-    """The page as JSON texts, in one statement: the matching runs in order (with their sort keys), then
-    each rendered. When an index of the experiment yields the first sort key in order, the runs are read
-    in that order up to the page's end (ties included, the other keys only break them), and PostgreSQL is
-    told not to sort instead: fresh statistics would have it prefer sorting all of a large experiment's
-    runs, which they underestimate."""
-    compiled, offset, limit = found.compiled, found.offset, found.limit
-    keys = [expression.label(f"k{i}") for i, (expression, _) in enumerate(compiled.order)]
-    query = found.query.add_columns(*keys)
-    if compiled.indexed:
-        session.execute(_NO_SORT)
-        query = query.order_by(*compiled.clauses[: compiled.indexed]).fetch(offset + limit + 1, with_ties=True)
-    else:
-        query = query.order_by(*compiled.clauses).limit(offset + limit + 1)
-    page = query.subquery("found")
-    order = [
-        page.c[f"k{i}"].asc() if ascending else page.c[f"k{i}"].desc()
-        for i, (_, ascending) in enumerate(compiled.order)
-    ]
-    return (
-        select(run_json.run_json())
-        .select_from(page.join(ExperimentRun, ExperimentRun.id == page.c.id))
-        .order_by(*order)
-        .offset(offset)
-        .limit(limit + 1)
-    )
+    if len(scope) != len(experiment_ids):
+        statement = page_statement(*key, len(scope))
+    with session.connection().connection.driver_connection.cursor() as cursor:
+        if statement.no_sort:
+            # For the rest of the request's transaction: a search is the last statement of its request.
+            cursor.execute("SET LOCAL enable_sort = off")
+        texts = [row[0] for row in cursor.execute(statement.sql, statement.page_params(scope, offset, limit))]
+    return "[" + ",".join(texts[:limit]) + "]", _next_token(texts, offset, limit)
