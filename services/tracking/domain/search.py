@@ -170,7 +170,9 @@ def search_runs_json(
         return "[]", None
     if len(scope) != len(experiment_ids):
         statement = page_statement(*key, len(scope))
-    with session.connection().connection.driver_connection.cursor() as cursor:
+    driver = session.connection().connection.driver_connection
+    assert driver is not None  # a checked-out connection
+    with driver.cursor() as cursor:
         if statement.no_sort:
             # For the rest of the request's transaction: a search is the last statement of its request.
             cursor.execute("SET LOCAL enable_sort = off")

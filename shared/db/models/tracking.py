@@ -108,7 +108,7 @@ class RunLatestMetric(Base):
     Search filters and sorts on `metrics.<key>` read this table: one row per (run, key) instead of
     an aggregate over the whole history. The `(key, value)` index serves range filters and ordering;
     `(experiment_id, key, value)` serves them within an experiment. `experiment_id` is the run's, filled
-    by a trigger on insert (migration 020), so writers leave it out.
+    by a trigger on insert (migration 022), so writers leave it out.
     """
 
     __tablename__ = "run_latest_metrics"

@@ -6,8 +6,8 @@ planner's statistics say about the experiment's size (right after an experiment 
 tiny, and the planner used to read every run of a 100,000-run experiment). The trigger fills the column
 on insert, so writers need not know it (a run never changes experiment).
 
-Revision ID: 020
-Revises: 019
+Revision ID: 022
+Revises: 021
 """
 
 from collections.abc import Sequence
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "020"
-down_revision: str | None = "019"
+revision: str = "022"
+down_revision: str | None = "021"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
