@@ -35,9 +35,12 @@ class ReplicaBalancer:
             url = urls[(start + offset) % count]
             if url == exclude:
                 continue
-            if self._down_until.get(url, 0.0) > now:
-                fallback = fallback or url
-                continue
+            down_until = self._down_until.get(url)
+            if down_until is not None:
+                if down_until > now:
+                    fallback = fallback or url
+                    continue
+                del self._down_until[url]
             load = self._outstanding.get(url, 0)
             if best is None or load < best_load:
                 best, best_load = url, load
@@ -49,7 +52,12 @@ class ReplicaBalancer:
         self._outstanding[url] = self._outstanding.get(url, 0) + 1
 
     def finished(self, url: str) -> None:
-        self._outstanding[url] -= 1
+        # Dropped at zero, so the replicas of retired servers (new ports after restarts) leave no entries.
+        left = self._outstanding[url] - 1
+        if left:
+            self._outstanding[url] = left
+        else:
+            del self._outstanding[url]
 
     def mark_down(self, url: str) -> None:
         self._down_until[url] = time.monotonic() + self.down_for_s
