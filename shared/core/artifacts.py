@@ -14,7 +14,7 @@ import posixpath
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import fsspec
 
@@ -53,7 +53,7 @@ def safe_key(*parts: str) -> str:
 class ArtifactStore:
     def __init__(self, root: str, *, s3_endpoint_url: str = "") -> None:
         if root.startswith("s3://"):
-            options = {"use_listings_cache": False}
+            options: dict[str, Any] = {"use_listings_cache": False}
             if s3_endpoint_url:
                 options["client_kwargs"] = {"endpoint_url": s3_endpoint_url}
             self.fs = fsspec.filesystem("s3", **options)

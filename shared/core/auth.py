@@ -19,6 +19,7 @@ from typing import cast
 from sqlalchemy import Select, and_, event, select, update
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
+from sqlalchemy.sql.dml import UpdateBase
 
 from shared.core.errors import InvalidParameter, NotFound, PermissionDenied, Unauthenticated
 from shared.core.security import (
@@ -155,7 +156,7 @@ def _note_identity_flush(session: Session, _flush: UOWTransaction) -> None:
 @event.listens_for(Session, "do_orm_execute")
 def _note_identity_statement(state: ORMExecuteState) -> None:
     if (state.is_update or state.is_delete or state.is_insert) and getattr(
-        state.statement.table, "name", None
+        cast(UpdateBase, state.statement).table, "name", ""
     ) in _IDENTITY_TABLES:
         state.session.info[_IDENTITY_CHANGED] = True
         _identity_cache.clear()
@@ -191,17 +192,15 @@ class Authenticator:
         principal = self.cached(authorization)
         if principal is not None:
             return principal
+        if not authorization:
+            raise Unauthenticated("Authentication required: send a bearer token or API key")
         generation = _identity_cache.generation
         principal, valid_until, touched_at = self._authenticate(session, authorization)
         entry = _CachedPrincipal(principal, time.monotonic() + IDENTITY_CACHE_TTL_S, valid_until, touched_at)
         _identity_cache.put(_identity_cache.principals, _credential_digest(authorization), entry, generation)
         return principal
 
-    def _authenticate(
-        self, session: Session, authorization: str | None
-    ) -> tuple[Principal, datetime | None, datetime | None]:
-        if not authorization:
-            raise Unauthenticated("Authentication required: send a bearer token or API key")
+    def _authenticate(self, session: Session, authorization: str) -> tuple[Principal, datetime | None, datetime | None]:
         scheme, _, credentials = authorization.partition(" ")
         scheme = scheme.lower()
         credentials = credentials.strip()
@@ -237,7 +236,7 @@ class Authenticator:
         with _password_cache_lock:
             cached = _password_cache.get(cache_key)
         user = session.get(User, cached[0]) if cached and cached[1] > time.monotonic() else None
-        if user is None or user.password_hash != cached[2]:
+        if user is None or cached is None or user.password_hash != cached[2]:
             user = session.scalar(select(User).where(User.email == email.lower()))
             if user is None or not user.password_hash or not verify_password(user.password_hash, secret):
                 raise Unauthenticated("Invalid credentials")
@@ -377,6 +376,7 @@ class Access:
             role = None
             if (
                 project is None
+                or org_role is None
                 or self.principal.project_id not in (None, project_id)
                 or (self.principal.organization_id not in (None, project.organization_id))
             ):
@@ -391,7 +391,7 @@ class Access:
         return self._project_and_role(project_id)[1]
 
     # --- checks ------------------------------------------------------------------------------
-    def _check(self, role: str | None, scope: str, min_role: str | None, what: str) -> None:
+    def _check(self, role: str, scope: str, min_role: str | None, what: str) -> None:
         needed = min_role or _ROLE_FOR_LEVEL.get(scope.partition(":")[2], "admin")
         if not self.principal.has_scope(scope):
             raise PermissionDenied(f"API key lacks the '{scope}' scope")
@@ -401,21 +401,25 @@ class Access:
     def require_org(self, organization_id: uuid.UUID, scope: str, min_role: str | None = None) -> Organization:
         role = self.org_role(organization_id)
         org = self.session.get(Organization, organization_id) if role else None
-        if org is None:
+        if org is None or role is None:
             raise NotFound(f"Organization '{organization_id}' does not exist")
         self._check(role, scope, min_role, "organization")
         return org
 
     def require_project(self, project_id: uuid.UUID, scope: str, min_role: str | None = None) -> Project:
-        self.authorize_project(project_id, scope, min_role)
-        return self._in_session(self._project_and_role(project_id)[0])
+        return self._in_session(self._authorized_project(project_id, scope, min_role))
 
     def authorize_project(self, project_id: uuid.UUID, scope: str, min_role: str | None = None) -> None:
         """require_project for callers that need only the verdict, not the project itself."""
+        self._authorized_project(project_id, scope, min_role)
+
+    def _authorized_project(self, project_id: uuid.UUID, scope: str, min_role: str | None) -> Project:
+        """The remembered (detached) project, once the caller may act on it."""
         project, role = self._project_and_role(project_id)
-        if project is None:
+        if project is None or role is None:
             raise NotFound(f"Project '{project_id}' does not exist")
         self._check(role, scope, min_role, "project")
+        return project
 
     def readable_project_ids(self, scope: str) -> Select:
         """Ids of every live project this caller may read in `scope`, as a subquery for IN (...);

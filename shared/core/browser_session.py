@@ -27,6 +27,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import case, delete, select, update
 from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
 
 from shared.core import audit
 from shared.core.auth import SESSION_SCHEME, Principal
@@ -152,7 +153,7 @@ async def check_cookie_request(request: Request, *, require_token: bool = False)
         raise InvalidParameter("text/plain request bodies are not accepted; send application/json")
     if require_token or content_type in _FORM_TYPES:
         expected = request.cookies.get(CSRF_COOKIE)
-        sent = request.headers.get(CSRF_HEADER)
+        sent: str | UploadFile | None = request.headers.get(CSRF_HEADER)
         if sent is None and content_type in _FORM_TYPES:
             sent = (await request.form()).get(CSRF_FIELD)
         if not expected or not isinstance(sent, str) or not secrets.compare_digest(expected, sent):

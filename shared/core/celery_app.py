@@ -255,6 +255,6 @@ _RELAY_NUDGER = _RelayNudger()
 
 
 @worker_process_init.connect
-def _fresh_connections_after_fork(**_kwargs) -> None:
+def _fresh_connections_after_fork(**_kwargs: Any) -> None:
     # Connections inherited from the parent across fork() must not be shared: start a new pool.
     get_database.cache_clear()

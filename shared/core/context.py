@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
 
@@ -22,9 +22,9 @@ def current_request() -> RequestContext | None:
     return _current.get()
 
 
-def set_request(ctx: RequestContext):
+def set_request(ctx: RequestContext) -> Token[RequestContext | None]:
     return _current.set(ctx)
 
 
-def reset_request(token) -> None:
+def reset_request(token: Token[RequestContext | None]) -> None:
     _current.reset(token)

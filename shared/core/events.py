@@ -21,10 +21,10 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import delete, event, select, update
+from sqlalchemy import CursorResult, delete, event, select, update
 from sqlalchemy.orm import Session
 
 from shared.core import quarantine
@@ -232,4 +232,4 @@ def prune_published(session: Session, before: datetime, *, limit: int) -> int:
     however old."""
     outbox = OutboxEvent.__table__
     oldest = select(outbox.c.id).where(outbox.c.published_at < before).limit(limit)
-    return session.execute(delete(outbox).where(outbox.c.id.in_(oldest))).rowcount
+    return cast(CursorResult, session.execute(delete(outbox).where(outbox.c.id.in_(oldest)))).rowcount

@@ -204,10 +204,17 @@ def parse_url(url: str | URL) -> URL:
     return parsed if host == parsed.raw_host else parsed.with_host(host)
 
 
+def _host_and_port(parsed: URL) -> tuple[str, int]:
+    # yarl types both as optional; an http(s) URL that `parse_url` accepted has both.
+    host, port = parsed.raw_host, parsed.port
+    assert host is not None and port is not None
+    return host, port
+
+
 def vet_destination(url: str | URL, policy: OutboundPolicy) -> PinnedDestination:
     """Resolve the URL's host once and check every address; the result says which IP to connect to."""
     parsed = parse_url(url)
-    return PinnedDestination(url=parsed, ip=vet_host(parsed.raw_host, parsed.port, policy))
+    return PinnedDestination(url=parsed, ip=vet_host(*_host_and_port(parsed), policy))
 
 
 def vet_host(host: str, port: int, policy: OutboundPolicy) -> IPAddress:
@@ -266,19 +273,21 @@ async def post(
     A 3xx is returned, not followed.
     """
     parsed = parse_url(url)
-    host = parsed.raw_host
+    host, port = _host_and_port(parsed)
     if _is_ip_literal(host):
-        ip = vet_host(host, parsed.port, policy)
+        ip = vet_host(host, port, policy)
         # Mapped IPv6 literals reach their IPv4 host directly (no dual-stack socket needed).
         target = parsed.with_host(str(ip))
     else:
         # getaddrinfo blocks: off the loop, or every other send waits for this lookup.
-        ip = await asyncio.to_thread(vet_host, host, parsed.port, policy)
+        ip = await asyncio.to_thread(vet_host, host, port, policy)
         # The name stays in the URL: TLS checks the certificate for it and sends it as SNI, while the
         # connector's resolver hands out only the vetted IP.
         target = parsed
     request_headers = {key: value for key, value in headers.items() if key.lower() not in ("host", "accept-encoding")}
-    request_headers["Host"] = parsed.host_port_subcomponent
+    host_header = parsed.host_port_subcomponent
+    assert host_header is not None  # a URL with a host
+    request_headers["Host"] = host_header
     # Raw bytes are capped below; a compressed answer could inflate far beyond the cap in one chunk.
     request_headers["Accept-Encoding"] = "identity"
 
@@ -367,7 +376,7 @@ async def _pool_for(url: URL, ip: IPAddress, verify: ssl.SSLContext | bool) -> _
     pool = pools[key] = _Pool(
         aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                resolver=_PinnedResolver(url.raw_host, ip),
+                resolver=_PinnedResolver(_host_and_port(url)[0], ip),
                 ssl=verify,
                 limit=32,
                 # Below the 5 s many servers allow, so we rarely reuse a connection they are closing.

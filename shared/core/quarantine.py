@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import structlog
-from sqlalchemy import Column, case, exists, func, select, update
+from sqlalchemy import ColumnElement, ColumnExpressionArgument, Exists, Select, case, exists, func, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from shared.core.errors import InvalidState, NotFound
 from shared.db.base import utcnow
@@ -48,8 +50,8 @@ class Consumer:
     organization_id columns of the items' table)."""
 
     task: str
-    item_id: Column
-    organization_id: Column
+    item_id: ColumnElement[Any] | InstrumentedAttribute[Any]
+    organization_id: ColumnElement[Any] | InstrumentedAttribute[Any]
 
 
 def is_transient(exc: BaseException, broker_errors: tuple[type[BaseException], ...] = ()) -> bool:
@@ -60,7 +62,7 @@ def is_transient(exc: BaseException, broker_errors: tuple[type[BaseException], .
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
-def quarantined(consumer_task: str, item_id: Column):
+def quarantined(consumer_task: str, item_id: ColumnExpressionArgument[uuid.UUID]) -> Exists:
     """A criterion: the item (by its id column) is quarantined from `consumer_task`; for queries that
     pick a consumer's work, so quarantined items are not picked again."""
     return exists().where(_DEAD.c.consumer == consumer_task, _DEAD.c.item_id == item_id, _DEAD.c.state == QUARANTINED)
@@ -127,7 +129,7 @@ def run_isolated(
     item_ids: Sequence[str | uuid.UUID],
     process: Callable[[list[uuid.UUID]], None],
     *,
-    session_scope: Callable,
+    session_scope: Callable[[], AbstractContextManager[Session]],
     requeue: Callable[[uuid.UUID, float], None],
     max_attempts: int,
     retry_base_s: float,
@@ -171,7 +173,15 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _failed(consumer, item_id, exc, session_scope, requeue, max_attempts, retry_base_s) -> None:
+def _failed(
+    consumer: Consumer,
+    item_id: uuid.UUID,
+    exc: BaseException,
+    session_scope: Callable[[], AbstractContextManager[Session]],
+    requeue: Callable[[uuid.UUID, float], None],
+    max_attempts: int,
+    retry_base_s: float,
+) -> None:
     with session_scope() as session:
         letter = record_failure(session, consumer, item_id, _describe(exc), utcnow(), max_attempts)
         attempts, state = letter.attempts, letter.state
@@ -197,7 +207,7 @@ def get(session: Session, organization_id: uuid.UUID, dead_letter_id: uuid.UUID)
     return letter
 
 
-def listing(organization_id: uuid.UUID, *, state: str | None = None, consumer: str | None = None):
+def listing(organization_id: uuid.UUID, *, state: str | None = None, consumer: str | None = None) -> Select[DeadLetter]:
     stmt = select(DeadLetter).where(DeadLetter.organization_id == organization_id)
     if state is not None:
         stmt = stmt.where(DeadLetter.state == state)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import exists, select, update
+from sqlalchemy import Exists, exists, select, update
 from sqlalchemy.orm import Session
 
 from shared.core.errors import NotFound
@@ -40,11 +40,11 @@ def linked_monitor_ids(session: Session, deployment_ids: Sequence[uuid.UUID]) ->
         .where(ModelMonitoring.deployment_id.in_(deployment_ids), ModelMonitoring.deleted_at.is_(None))
         .order_by(ModelMonitoring.created_at.desc())
     ).all()
-    # Oldest last, so it wins, as in `linked_monitor`.
-    return {deployment_id: monitor_id for deployment_id, monitor_id in rows}
+    # Oldest last, so it wins, as in `linked_monitor`. (No None key: IN matches no NULL.)
+    return {deployment_id: monitor_id for deployment_id, monitor_id in rows if deployment_id is not None}
 
 
-def has_linked_monitor():
+def has_linked_monitor() -> Exists:
     """A correlated condition on `Deployment`: some live monitor watches it (for the gateway's routing query)."""
     return exists().where(ModelMonitoring.deployment_id == Deployment.id, ModelMonitoring.deleted_at.is_(None))
 

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import re
 import secrets
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -70,7 +71,7 @@ def _fernet_keys(keys: list[str]) -> list[str]:
     return keys
 
 
-def _persistent_secret(data_dir: Path, name: str, make) -> str:
+def _persistent_secret(data_dir: Path, name: str, make: Callable[[], str]) -> str:
     """A secret generated once and kept in the data dir, so restarts don't log everyone out."""
     path = data_dir / name
     if path.exists():

@@ -7,7 +7,8 @@ import posixpath
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import structlog
 from celery import current_app
@@ -20,6 +21,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DataError, IntegrityError
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.core import browser_session, integrity, quarantine
 from shared.core.auth import Authenticator
@@ -31,7 +33,7 @@ from shared.core.logging import configure_logging
 from shared.core.metrics import REGISTRY
 from shared.core.settings import Settings, get_settings
 from shared.db.models import Delivery
-from shared.db.session import get_database
+from shared.db.session import Database, get_database
 
 log = structlog.get_logger("tessera.http")
 
@@ -60,9 +62,9 @@ LATENCY = Histogram(
 
 
 def _error(
-    status: int, code: str, message: str, details: dict | None = None, headers: dict[str, str] | None = None
+    status: int, code: str, message: str, details: dict | None = None, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    body = {"error_code": code, "message": message}
+    body: dict[str, Any] = {"error_code": code, "message": message}
     if details:
         body["details"] = details
     return JSONResponse(body, status_code=status, headers=headers)
@@ -70,11 +72,11 @@ def _error(
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TesseraError)
-    async def _tessera_error(_request: Request, exc: TesseraError):
+    async def _tessera_error(_request: Request, exc: TesseraError) -> JSONResponse:
         return _error(exc.status_code, exc.code, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError):
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
             {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
             for e in exc.errors()
@@ -86,19 +88,19 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(status, "INVALID_PARAMETER_VALUE", message, {"errors": problems})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException):
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "BAD_REQUEST" if exc.status_code < 500 else "INTERNAL_ERROR")
         # Keeps what HTTP requires with some errors: `Allow` on a 405, `WWW-Authenticate` on a 401.
         return _error(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(DataError)
-    async def _data_error(_request: Request, exc: DataError):
+    async def _data_error(_request: Request, exc: DataError) -> JSONResponse:
         # The database refused a value (NUL in text, out of range, too long): bad input, not a server fault.
         log.warning("http.data_error", error=str(exc.orig))
         return _error(400, "INVALID_PARAMETER_VALUE", "A value was refused by the database (e.g. a NUL character)")
 
     @app.exception_handler(IntegrityError)
-    async def _integrity_error(_request: Request, exc: IntegrityError):
+    async def _integrity_error(_request: Request, exc: IntegrityError) -> JSONResponse:
         # Two concurrent writers can both pass a duplicate check; the constraint decides, and the loser
         # hears what the check would have told it.
         log.info("http.integrity_error", error=str(exc.orig))
@@ -106,7 +108,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(error.status_code, error.code, error.message)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception):
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("http.unhandled_error", error=str(exc))
         return _error(500, "INTERNAL_ERROR", "Internal error; see the server log for the request id")
 
@@ -130,12 +132,12 @@ class RequestContextMiddleware:
     paths (metric logging, the deployer's gateway).
     """
 
-    def __init__(self, app, *, service: str, max_body: int):
+    def __init__(self, app: ASGIApp, *, service: str, max_body: int) -> None:
         self.app = app
         self.service = service
         self.max_body = max_body
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -158,7 +160,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
 
-        async def send_with_request_id(message):
+        async def send_with_request_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -184,7 +186,7 @@ def _ops_router(service: str) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz", summary="Liveness and dependencies (database, broker)")
-    def healthz(request: Request):
+    def healthz(request: Request) -> JSONResponse:
         settings: Settings = request.app.state.settings
         checks = {"database": _check_database(request), "broker": _check_broker(settings)}
         healthy = all(c == "ok" for c in checks.values())
@@ -194,7 +196,7 @@ def _ops_router(service: str) -> APIRouter:
         )
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
-    def metrics(request: Request):
+    def metrics(request: Request) -> PlainTextResponse:
         stored = CollectorRegistry()
         stored.register(_StoredCounts(request.app.state.db))
         return PlainTextResponse(generate_latest(REGISTRY) + generate_latest(stored), media_type=CONTENT_TYPE_LATEST)
@@ -207,10 +209,10 @@ class _StoredCounts:
     quarantined and retrying items of the batch consumers, and notifications dropped for a disabled
     channel."""
 
-    def __init__(self, db) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         dead = GaugeMetricFamily(
             "tessera_dead_letters",
             "Items a batch consumer failed on, by consumer and state",
@@ -223,7 +225,7 @@ class _StoredCounts:
             with self.db.session_scope() as session:
                 for consumer, state, count in quarantine.counts(session):
                     dead.add_metric([consumer, state], count)
-                dropped.add_metric([], session.scalar(select(func.count()).where(Delivery.state == "dropped")))
+                dropped.add_metric([], session.scalar(select(func.count()).where(Delivery.state == "dropped")) or 0)
         except Exception as exc:  # a scrape still answers with what the process knows
             log.warning("metrics.stored_counts_failed", error=str(exc))
             return

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
+from sqlalchemy.dialects.sqlite import Insert as SQLiteInsert
 from sqlalchemy.orm import Session
 
 from shared.db.base import Base
 
 
-def insert_for(dialect_name: str, target: type[Base] | Table):
+def insert_for(dialect_name: str, target: type[Base] | Table) -> PostgresInsert | SQLiteInsert:
     """INSERT with the backend's ON CONFLICT support (PostgreSQL in production, SQLite embedded). Given a
     Table rather than a mapped class, a list of rows skips the ORM's per-row bulk-insert bookkeeping (and
     the statement is compiled once); a mapped class is needed only to RETURN entities."""
@@ -17,5 +19,5 @@ def insert_for(dialect_name: str, target: type[Base] | Table):
     return dialect.insert(target)
 
 
-def upsert_insert(session: Session, target: type[Base] | Table):
+def upsert_insert(session: Session, target: type[Base] | Table) -> PostgresInsert | SQLiteInsert:
     return insert_for(session.get_bind().dialect.name, target)

@@ -6,13 +6,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any
 
 import orjson
 from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     # Several processes (API, worker, beat) write the embedded database: WAL lets readers run during
     # a write, and the busy timeout makes writers queue instead of failing with "database is locked".
     cursor = dbapi_connection.cursor()
@@ -28,11 +31,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 IDLE_PING_AFTER_S = 10.0
 
 
-def _mark_returned(_dbapi_connection, record) -> None:
+def _mark_returned(_dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
     record.info["returned_at"] = time.monotonic()
 
 
-def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
+def _ping_if_idle(
+    dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+) -> None:
     returned_at = record.info.get("returned_at")
     if returned_at is None or time.monotonic() - returned_at < IDLE_PING_AFTER_S:
         return
@@ -45,7 +50,7 @@ def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
         raise exc.DisconnectionError() from error
 
 
-def _json_text(value) -> str:
+def _json_text(value: Any) -> str:
     # Non-string keys become strings, as with json.dumps.
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
