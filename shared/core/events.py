@@ -21,15 +21,16 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import structlog
-from sqlalchemy import CursorResult, delete, event, select, update
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import Session
 
 from shared.core import quarantine
 from shared.db.base import utcnow
 from shared.db.models import OutboxEvent
+from shared.db.session import affected_rows
 
 log = structlog.get_logger(__name__)
 
@@ -232,4 +233,4 @@ def prune_published(session: Session, before: datetime, *, limit: int) -> int:
     however old."""
     outbox = OutboxEvent.__table__
     oldest = select(outbox.c.id).where(outbox.c.published_at < before).limit(limit)
-    return cast(CursorResult, session.execute(delete(outbox).where(outbox.c.id.in_(oldest)))).rowcount
+    return affected_rows(session.execute(delete(outbox).where(outbox.c.id.in_(oldest))))

@@ -10,8 +10,11 @@ from sqlalchemy.orm import Session
 
 from shared.db.base import Base
 
+# What `insert_for` builds: an INSERT with ON CONFLICT, in the backend's dialect.
+UpsertInsert = PostgresInsert | SQLiteInsert
 
-def insert_for(dialect_name: str, target: type[Base] | Table) -> PostgresInsert | SQLiteInsert:
+
+def insert_for(dialect_name: str, target: type[Base] | Table) -> UpsertInsert:
     """INSERT with the backend's ON CONFLICT support (PostgreSQL in production, SQLite embedded). Given a
     Table rather than a mapped class, a list of rows skips the ORM's per-row bulk-insert bookkeeping (and
     the statement is compiled once); a mapped class is needed only to RETURN entities."""
@@ -19,5 +22,5 @@ def insert_for(dialect_name: str, target: type[Base] | Table) -> PostgresInsert 
     return dialect.insert(target)
 
 
-def upsert_insert(session: Session, target: type[Base] | Table) -> PostgresInsert | SQLiteInsert:
+def upsert_insert(session: Session, target: type[Base] | Table) -> UpsertInsert:
     return insert_for(session.get_bind().dialect.name, target)

@@ -6,10 +6,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event, exc
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
@@ -100,6 +100,12 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def affected_rows(result: Result[Any]) -> int:
+    """How many rows an INSERT, UPDATE or DELETE wrote (`Session.execute` types its result as a plain
+    Result; a DML statement's is a CursorResult)."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 @lru_cache(maxsize=8)

@@ -30,6 +30,7 @@ from shared.core.errors import AlreadyExists, InvalidParameter, NotFound
 from shared.db.base import utcnow
 from shared.db.dialect import upsert_insert
 from shared.db.models import Experiment, ExperimentRun, ExperimentTag
+from shared.db.session import affected_rows
 
 READ = "tracking:read"
 WRITE = "tracking:write"
@@ -241,7 +242,7 @@ def delete_experiment_tag(session: Session, access: Access, experiment_id: str, 
     deleted = session.execute(
         delete(ExperimentTag).where(ExperimentTag.experiment_id == experiment.id, ExperimentTag.key == key)
     )
-    if deleted.rowcount == 0:
+    if affected_rows(deleted) == 0:
         raise NotFound(f"No tag with name: {key} in experiment with id {experiment.id.hex}")
 
 
@@ -279,6 +280,8 @@ def search_experiments(
     return [ExperimentView(e, tags[e.id]) for e in rows], next_token
 
 
-def _describe(session: Session, access: Access, experiment: Experiment, action: str, details: dict | None = None):
+def _describe(
+    session: Session, access: Access, experiment: Experiment, action: str, details: dict | None = None
+) -> None:
     project = access.require_project(experiment.project_id, READ)
     audit.describe_project_object(session, project, action, "experiment", experiment.id.hex, details)

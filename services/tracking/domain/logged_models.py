@@ -42,6 +42,7 @@ from shared.db.models import (
     RunModelLink,
 )
 from shared.db.models.tracking import LOGGED_MODEL_STATUSES
+from shared.db.session import affected_rows
 
 READ = experiments.READ
 WRITE = experiments.WRITE
@@ -93,7 +94,9 @@ def load_views(session: Session, models: list[LoggedModel]) -> list[LoggedModelV
     return [views[m.id] for m in models]
 
 
-def get_logged_model(session: Session, access: Access, model_id: str | None, *, allow_deleted: bool = False):
+def get_logged_model(
+    session: Session, access: Access, model_id: str | None, *, allow_deleted: bool = False
+) -> LoggedModelView:
     return load_views(session, [_get_model(session, access, model_id, READ, allow_deleted=allow_deleted)])[0]
 
 
@@ -105,7 +108,9 @@ def _key_values(pairs: list, what: str, limit: int) -> dict[str, str]:
     }
 
 
-def _write_key_values(session: Session, child, model_id: uuid.UUID, values: dict[str, str]) -> None:
+def _write_key_values(
+    session: Session, child: type[LoggedModelTag] | type[LoggedModelParam], model_id: uuid.UUID, values: dict[str, str]
+) -> None:
     if not values:
         return
     statement = upsert_insert(session, child.__table__).values(
@@ -150,7 +155,9 @@ def create_logged_model(
     return LoggedModelView(model, list(tag_values.items()), list(param_values.items()))
 
 
-def finalize_logged_model(session: Session, access: Access, model_id: str | None, status: str | None):
+def finalize_logged_model(
+    session: Session, access: Access, model_id: str | None, status: str | None
+) -> LoggedModelView:
     model = _get_model(session, access, model_id, WRITE)
     if status not in LOGGED_MODEL_STATUSES:
         raise InvalidParameter(f"Invalid logged model status '{status}'; expected one of {LOGGED_MODEL_STATUSES}")
@@ -159,7 +166,7 @@ def finalize_logged_model(session: Session, access: Access, model_id: str | None
     return load_views(session, [model])[0]
 
 
-def set_logged_model_tags(session: Session, access: Access, model_id: str | None, tags: list):
+def set_logged_model_tags(session: Session, access: Access, model_id: str | None, tags: list) -> LoggedModelView:
     model = _get_model(session, access, model_id, WRITE)
     _write_key_values(session, LoggedModelTag, model.id, _key_values(tags, "tag", MAX_TAG_VALUE_LENGTH))
     model.updated_at = utcnow()
@@ -171,7 +178,7 @@ def delete_logged_model_tag(session: Session, access: Access, model_id: str | No
     deleted = session.execute(
         delete(LoggedModelTag).where(LoggedModelTag.model_id == model.id, LoggedModelTag.key == key)
     )
-    if deleted.rowcount == 0:
+    if affected_rows(deleted) == 0:
         raise NotFound(f"No tag with key '{key}' found for logged model '{model_id}'")
 
 

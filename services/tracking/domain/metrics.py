@@ -16,12 +16,14 @@ import base64
 import binascii
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import orjson
 from psycopg.errors import UniqueViolation
-from sqlalchemy import bindparam, func, select, text, tuple_
+from sqlalchemy import BindParameter, bindparam, func, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from services.tracking.domain import runs
@@ -34,7 +36,7 @@ from services.tracking.domain.validation import (
 )
 from shared.core.auth import Access
 from shared.core.errors import InvalidParameter, NotFound
-from shared.db.dialect import insert_for
+from shared.db.dialect import UpsertInsert, insert_for
 from shared.db.models import (
     Experiment,
     ExperimentRun,
@@ -125,7 +127,9 @@ def _copy_points(session: Session, run_id: uuid.UUID, points: list[MetricPoint])
             for p in points
         )
     copy_sql = "COPY run_metrics (run_id, key, value, is_nan, step, timestamp) FROM STDIN"
-    with session.connection().connection.driver_connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
+    # SQLAlchemy types the driver's connection as optional; a session's open connection has one.
+    driver = session.connection().connection.driver_connection
+    with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:  # type: ignore[union-attr]
         copy.write(buffer)
 
 
@@ -198,13 +202,13 @@ def _write_run_points(session: Session, run_id: uuid.UUID, points: list[MetricPo
 
 
 @lru_cache(maxsize=2)
-def _new_points_insert(dialect_name: str):
+def _new_points_insert(dialect_name: str) -> UpsertInsert:
     """INSERT of points that skips those already stored (the unique index on the point's identity)."""
     return insert_for(dialect_name, RunMetric.__table__).on_conflict_do_nothing()
 
 
 @lru_cache(maxsize=2)
-def _latest_upsert(dialect_name: str):
+def _latest_upsert(dialect_name: str) -> UpsertInsert:
     """Built once per backend and run as an executemany: this statement runs on every log call."""
     statement = insert_for(dialect_name, RunLatestMetric.__table__)
     new = statement.excluded
@@ -217,12 +221,12 @@ def _latest_upsert(dialect_name: str):
 
 
 @lru_cache(maxsize=1)
-def _point_with_latest_upsert():
+def _point_with_latest_upsert() -> UpsertInsert:
     """INSERT one point, and upsert it as its key's latest value, as one PostgreSQL statement: the point
     rides along as a data-modifying CTE."""
     columns = ("run_id", "key", "value", "is_nan", "step", "timestamp")
     new_point = _new_points_insert("postgresql").values({c: bindparam(c) for c in columns}).cte("new_point")
-    latest = {c: bindparam("latest_value" if c == "value" else c) for c in columns}
+    latest: dict[str, BindParameter[Any]] = {c: bindparam("latest_value" if c == "value" else c) for c in columns}
     return _latest_upsert("postgresql").values(latest).add_cte(new_point)
 
 
@@ -358,7 +362,8 @@ def get_metric_history(
         # A page can hold tens of thousands of points: the driver's tuples come from its C row loader,
         # and building SQLAlchemy rows over them cost several times the query itself.
         compiled = query.compile(dialect=dialect)
-        with session.connection().connection.driver_connection.cursor() as cursor:
+        driver = session.connection().connection.driver_connection
+        with driver.cursor() as cursor:  # type: ignore[union-attr]  # (typed optional; an open connection has one)
             rows = cursor.execute(str(compiled), compiled.params).fetchall()
     else:
         rows = session.connection().execute(query).all()
@@ -379,7 +384,7 @@ def get_metric_history_bulk_interval(
     start_step: object = None,
     end_step: object = None,
     max_results: object = None,
-) -> list[tuple[str, list]]:
+) -> list[tuple[str, Sequence[Any]]]:
     """For charts: each run's points between two steps, thinned evenly to at most `max_results`
     steps per run (first and last kept)."""
     if not key:
@@ -402,7 +407,7 @@ def get_metric_history_bulk_interval(
     return result
 
 
-def _thin(rows: list, limit: int) -> list:
+def _thin(rows: Sequence[Any], limit: int) -> Sequence[Any]:
     if len(rows) <= limit or limit < 2:
         return rows[: max(limit, 0)] if limit < 2 else rows
     stride = (len(rows) - 1) / (limit - 1)

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import BigInteger, Float, Row, Select, String, cast, delete, false, literal, select, union_all
 from sqlalchemy.orm import Session
@@ -29,7 +30,7 @@ from services.tracking.domain.validation import (
 from shared.core.auth import Access
 from shared.core.errors import InvalidParameter, NotFound
 from shared.db.base import utcnow
-from shared.db.dialect import insert_for, upsert_insert
+from shared.db.dialect import UpsertInsert, insert_for, upsert_insert
 from shared.db.models import (
     Dataset,
     Experiment,
@@ -41,6 +42,7 @@ from shared.db.models import (
     RunTag,
 )
 from shared.db.models.tracking import RUN_STATUSES
+from shared.db.session import affected_rows
 
 RUN_NAME_TAG = "mlflow.runName"
 READ = experiments.READ
@@ -139,7 +141,7 @@ def get_run_row(session: Session, access: Access, run_id: str | None, scope: str
     One query for the run and its project's id (this runs on every log call); the caller's roles in the
     project are usually remembered (shared.core.auth), so the access check asks nothing more."""
     row = session.execute(_with_project(select(ExperimentRun), run_id)).first()
-    _authorize(access, row, run_id, scope)
+    row = _authorize(access, row, run_id, scope)
     return row.ExperimentRun
 
 
@@ -152,13 +154,15 @@ def _with_project(query: Select, run_id: str | None) -> Select:
     )
 
 
-def _authorize(access: Access, row: Row | None, run_id: str | None, scope: str) -> None:
+def _authorize(access: Access, row: Row | None, run_id: str | None, scope: str) -> Row:
+    """The row, once the caller may use its run in `scope`."""
     if row is None:
         raise _not_found(run_id)
     try:
         access.authorize_project(row.project_id, scope)
     except NotFound:
         raise _not_found(run_id) from None
+    return row
 
 
 def get_active_run_for_write(session: Session, access: Access, run_id: str | None) -> ExperimentRun:
@@ -244,7 +248,7 @@ def get_run_json(session: Session, access: Access, run_id: str | None) -> str:
     that finds the run and its project."""
     run = run_json.run_json().label("run")
     row = session.execute(_with_project(select(run).select_from(ExperimentRun), run_id)).first()
-    _authorize(access, row, run_id, READ)
+    row = _authorize(access, row, run_id, READ)
     return row.run
 
 
@@ -342,7 +346,7 @@ def set_tags(session: Session, run: ExperimentRun, tags: dict[str, str]) -> None
 
 
 @lru_cache(maxsize=2)
-def _tag_upsert(dialect_name: str):
+def _tag_upsert(dialect_name: str) -> UpsertInsert:
     statement = insert_for(dialect_name, RunTag.__table__)
     return statement.on_conflict_do_update(index_elements=["run_id", "key"], set_={"value": statement.excluded.value})
 
@@ -355,7 +359,7 @@ def set_tag(session: Session, access: Access, run_id: str | None, key: str, valu
 def delete_tag(session: Session, access: Access, run_id: str | None, key: str) -> None:
     run = get_active_run_for_write(session, access, run_id)
     deleted = session.execute(delete(RunTag).where(RunTag.run_id == run.id, RunTag.key == key))
-    if deleted.rowcount == 0:
+    if affected_rows(deleted) == 0:
         raise NotFound(f"No tag with name: {key} in run with id {run.id.hex}")
 
 
@@ -366,13 +370,17 @@ def log_params(session: Session, run: ExperimentRun, params: dict[str, str]) -> 
         return
     existing = _logged_params(session, run, list(params))
     _refuse_changes(run, existing, params)
-    new_rows = [{"run_id": run.id, "key": k, "value": v} for k, v in params.items() if k not in existing]
+    new_rows: list[dict[str, Any]] = [
+        {"run_id": run.id, "key": k, "value": v} for k, v in params.items() if k not in existing
+    ]
     if new_rows:
-        inserted = session.execute(
-            upsert_insert(session, RunParam.__table__)
-            .values(new_rows)
-            .on_conflict_do_nothing(index_elements=["run_id", "key"])
-        ).rowcount
+        inserted = affected_rows(
+            session.execute(
+                upsert_insert(session, RunParam.__table__)
+                .values(new_rows)
+                .on_conflict_do_nothing(index_elements=["run_id", "key"])
+            )
+        )
         if inserted != len(new_rows):
             # A concurrent request logged some of these keys in between: the same value is a no-op,
             # another value is refused as if it had come second.

@@ -12,9 +12,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, exists, or_, true
-from sqlalchemy.orm import aliased
+from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, or_, true
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from services.tracking.domain.search_grammar import And, Comparison, Node, Or, OrderKey
 from shared.core.errors import InvalidParameter
@@ -37,9 +38,19 @@ STRING_OPS = frozenset({"=", "!=", "LIKE", "ILIKE", "IN", "NOT IN"})
 NUMBER_OPS = frozenset({"=", "!=", "<", "<=", ">", ">=", "IN", "NOT IN"})
 ID_OPS = frozenset({"=", "!=", "IN", "NOT IN"})
 _NEVER_AN_ID = uuid.UUID(int=0)
+# A child table of (owner, key, value) rows: a run's or a logged model's tags, params and metrics.
+_KeyValueModel = (
+    type[RunLatestMetric]
+    | type[RunParam]
+    | type[RunTag]
+    | type[ExperimentTag]
+    | type[LoggedModelTag]
+    | type[LoggedModelParam]
+    | type[LoggedModelMetric]
+)
 
 
-def _values(cmp: Comparison) -> tuple:
+def _values(cmp: Comparison) -> tuple[Any, ...]:
     return cmp.value if isinstance(cmp.value, tuple) else (cmp.value,)
 
 
@@ -55,7 +66,7 @@ def _check(cmp: Comparison, kind: str, ops: frozenset[str]) -> None:
             raise InvalidParameter(f"Invalid value {value!r} for '{name}': expected {what}")
 
 
-def _compare(column, op: str, value) -> ColumnElement[bool]:
+def _compare(column: SQLColumnExpression[Any], op: str, value: Any) -> ColumnElement[bool]:
     if op == "=":
         return column == value
     if op == "!=":
@@ -87,13 +98,17 @@ def _as_uuid(value: str, prefix: str = "") -> uuid.UUID:
         return _NEVER_AN_ID
 
 
-def _compare_id(column, cmp: Comparison, prefix: str = "") -> ColumnElement[bool]:
+def _compare_id(
+    column: SQLColumnExpression[uuid.UUID | None], cmp: Comparison, prefix: str = ""
+) -> ColumnElement[bool]:
     _check(cmp, "string", ID_OPS)
     ids = tuple(_as_uuid(v, prefix) for v in _values(cmp))
     return _compare(column, cmp.op, ids if cmp.op in ("IN", "NOT IN") else ids[0])
 
 
-def _kv_exists(model, owner_column, owner_id, cmp: Comparison, kind: str) -> ColumnElement[bool]:
+def _kv_exists(
+    model: _KeyValueModel, owner_column: SQLColumnExpression[uuid.UUID], owner_id: Any, cmp: Comparison, kind: str
+) -> ColumnElement[bool]:
     """Owner has child key `cmp.key` (whose value satisfies the comparison)."""
     has_key = and_(owner_column == owner_id, model.key == cmp.key)
     if cmp.op == "IS NULL":
@@ -104,7 +119,9 @@ def _kv_exists(model, owner_column, owner_id, cmp: Comparison, kind: str) -> Col
     return exists().where(has_key, _compare(model.value, cmp.op, cmp.value))
 
 
-def compile_filter(node: Node | None, compile_comparison: Callable[[Comparison], ColumnElement[bool]]):
+def compile_filter(
+    node: Node | None, compile_comparison: Callable[[Comparison], ColumnElement[bool]]
+) -> ColumnElement[bool]:
     if node is None:
         return true()
     if isinstance(node, And):
@@ -179,7 +196,7 @@ class CompiledRunSearch:
 
     condition: ColumnElement[bool]
     joins: list[tuple]
-    order: list[tuple[ColumnElement, bool]]
+    order: list[tuple[OrderColumn, bool]]
     indexed: int
 
     @property
@@ -196,7 +213,14 @@ _RUN_ORDER_ATTRIBUTES = {
 # PostgreSQL from reading the order off an index).
 _NEVER_NULL_ATTRIBUTES = frozenset({"start_time", "created", "Created", "run_id", "status", "run_name"})
 _START_TIME_KEYS = frozenset({"start_time", "created", "Created"})
-_KV_MODELS = {"metrics": RunLatestMetric, "params": RunParam, "tags": RunTag}
+# A column a run search orders by: an expression, or a mapped (possibly aliased) attribute.
+OrderColumn = ColumnElement[Any] | InstrumentedAttribute[Any]
+# Any: aliased per search, and only the metrics table carries experiment_id (read where it is joined).
+_KV_MODELS: dict[str, Any] = {
+    "metrics": RunLatestMetric,
+    "params": RunParam,
+    "tags": RunTag,
+}
 
 
 def _required_metric_terms(node: Node | None) -> dict[str, list[Comparison]]:
@@ -222,8 +246,9 @@ def compile_run_search(node: Node | None, keys: list[OrderKey]) -> CompiledRunSe
     required = _required_metric_terms(node)
     joined_terms: dict[int, ColumnElement[bool]] = {}
     joins: list[tuple] = []
-    order: list[tuple[ColumnElement, bool]] = []
+    order: list[tuple[OrderColumn, bool]] = []
     first_indexed = not keys
+    column: OrderColumn
     for position, key in enumerate(keys):
         inner = False
         if key.entity in _KV_MODELS:
@@ -256,7 +281,7 @@ def compile_run_search(node: Node | None, keys: list[OrderKey]) -> CompiledRunSe
     order += [(ExperimentRun.start_time, False), (ExperimentRun.id, True)]
 
     def comparison(cmp: Comparison) -> ColumnElement[bool]:
-        return joined_terms.get(id(cmp)) if id(cmp) in joined_terms else run_comparison(cmp)
+        return joined_terms[id(cmp)] if id(cmp) in joined_terms else run_comparison(cmp)
 
     return CompiledRunSearch(compile_filter(node, comparison), joins, order, int(first_indexed))
 
@@ -285,7 +310,7 @@ def experiment_comparison(cmp: Comparison) -> ColumnElement[bool]:
         return _compare_id(Experiment.id, cmp)
     if cmp.key in _EXPERIMENT_TIME_ATTRIBUTES:
         _check(cmp, "number", NUMBER_OPS - {"IN", "NOT IN"})
-        return _compare(_EXPERIMENT_TIME_ATTRIBUTES[cmp.key], cmp.op, _ms_to_datetime(float(cmp.value)))
+        return _compare(_EXPERIMENT_TIME_ATTRIBUTES[cmp.key], cmp.op, _ms_to_datetime(float(cast(float, cmp.value))))
     raise InvalidParameter(
         f"Invalid attribute key '{cmp.key}' specified. Valid keys are "
         "['creation_time', 'experiment_id', 'last_update_time', 'name']"
@@ -335,7 +360,7 @@ def logged_model_comparison(cmp: Comparison) -> ColumnElement[bool]:
         return _compare(_MODEL_STRING_ATTRIBUTES[cmp.key], cmp.op, cmp.value)
     if cmp.key in _MODEL_TIME_ATTRIBUTES:
         _check(cmp, "number", NUMBER_OPS - {"IN", "NOT IN"})
-        return _compare(_MODEL_TIME_ATTRIBUTES[cmp.key], cmp.op, _ms_to_datetime(float(cmp.value)))
+        return _compare(_MODEL_TIME_ATTRIBUTES[cmp.key], cmp.op, _ms_to_datetime(float(cast(float, cmp.value))))
     raise InvalidParameter(f"Invalid attribute key '{cmp.key}' in a logged model filter")
 
 

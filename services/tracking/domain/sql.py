@@ -7,14 +7,14 @@ import binascii
 import uuid
 
 import orjson
-from sqlalchemy import ColumnElement, String, Uuid, any_, bindparam, cast, func
+from sqlalchemy import ColumnElement, SQLColumnExpression, String, Uuid, any_, bindparam, cast, func
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from shared.core.errors import InvalidParameter
 
 
-def ids_match(session: Session, column, ids: list[uuid.UUID]) -> ColumnElement[bool]:
+def ids_match(session: Session, column: SQLColumnExpression[uuid.UUID], ids: list[uuid.UUID]) -> ColumnElement[bool]:
     """`column IN ids`. On PostgreSQL as `= ANY(:array)`: one bind parameter whatever the page size,
     so the statement text is stable (cached, prepared) instead of re-rendered with N placeholders. The
     array travels as one comma-separated string: the driver adapts a list of UUIDs one element at a
