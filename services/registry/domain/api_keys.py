@@ -32,7 +32,7 @@ def _reach_role(access: Access, organization_id: uuid.UUID, project_id: uuid.UUI
     if project_id is None:
         return _ORG_TO_PROJECT_ROLE[org_role]
     role = access.project_role(project_id)
-    if role is None or access.session.get(Project, project_id).organization_id != organization_id:
+    if role is None or access.session.get_one(Project, project_id).organization_id != organization_id:
         raise NotFound(f"Project '{project_id}' does not exist in organization '{organization_id}'")
     return role
 
@@ -76,7 +76,7 @@ def create_api_key(
             raise PermissionDenied(f"The calling key does not hold {beyond}")
         if p.project_id is not None and project_id != p.project_id:
             raise PermissionDenied("The calling key is limited to one project: so is any key it creates")
-        parent_expiry = session.get(ApiKey, p.api_key_id).expires_at
+        parent_expiry = session.get_one(ApiKey, p.api_key_id).expires_at
         if parent_expiry is not None and (expires_at is None or expires_at > parent_expiry):
             expires_at = parent_expiry
     new = generate_api_key()

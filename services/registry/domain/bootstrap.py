@@ -40,7 +40,7 @@ def ensure_user(
         raise InvalidParameter(f"Unknown role '{role}'; one of {', '.join(ORG_ROLES)}")
     user = session.scalar(select(User).where(User.email == normalize_email(email)))
     created_user = user is None
-    if created_user:
+    if user is None:
         user = create_user(session, email=email, password=password, full_name=full_name)
     elif not verify_password(user.password_hash or "", password):
         raise Conflict(f"User '{user.email}' already exists with a different password")

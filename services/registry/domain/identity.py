@@ -137,7 +137,7 @@ class Me:
 
 def who_am_i(session: Session, access: Access) -> Me:
     p = access.principal
-    user = session.get(User, p.user_id)
+    user = session.get_one(User, p.user_id)
     orgs = session.execute(
         select(Organization, OrganizationMembership.role)
         .join(OrganizationMembership, OrganizationMembership.organization_id == Organization.id)
@@ -156,7 +156,7 @@ def who_am_i(session: Session, access: Access) -> Me:
         .order_by(Project.slug)
     ).all()
     api_key = session.get(ApiKey, p.api_key_id) if p.api_key_id else None
-    return Me(user, [tuple(r) for r in orgs], [tuple(r) for r in project_roles], api_key)
+    return Me(user, [r._tuple() for r in orgs], [r._tuple() for r in project_roles], api_key)
 
 
 def update_me(
@@ -170,7 +170,7 @@ def update_me(
     audit.describe(session, action="user.update", object_type="user", object_id=principal.user_id)
     if not principal.has_scope("admin"):
         raise PermissionDenied("API key lacks the 'admin' scope")
-    user = session.get(User, principal.user_id)
+    user = session.get_one(User, principal.user_id)
     if full_name is not None:
         user.full_name = full_name
     if password is not None:
@@ -194,4 +194,4 @@ def update_me(
 
 
 def get_user(session: Session, user_id: uuid.UUID) -> User:
-    return session.get(User, user_id)
+    return session.get_one(User, user_id)

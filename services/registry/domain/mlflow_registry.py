@@ -64,8 +64,7 @@ def project(access: Access, scope: str) -> Project:
 
 
 def get_model(session: Session, access: Access, name: str | None, scope: str = READ) -> Model:
-    models_domain.validate_name(name)
-    model = models_domain.find_by_name(session, project(access, scope).id, name)
+    model = models_domain.find_by_name(session, project(access, scope).id, models_domain.validate_name(name))
     if model is None:
         raise NotFound(f"Registered Model with name={name} not found")
     return model
@@ -78,7 +77,9 @@ def parse_version_number(version: str | int | None) -> int:
         raise InvalidParameter(f"Parameter 'version' must be an integer, got '{version}'.") from None
 
 
-def get_version(session: Session, access: Access, name: str | None, version: str | None, scope: str = READ):
+def get_version(
+    session: Session, access: Access, name: str | None, version: str | None, scope: str = READ
+) -> ModelVersion:
     model = get_model(session, access, name, scope)
     found = versions.find_version(session, model, parse_version_number(version))
     if found is None:

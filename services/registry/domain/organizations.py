@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Row, and_, delete, select, update
 from sqlalchemy.orm import Session
@@ -53,7 +54,7 @@ def create_organization(
     if access.principal.api_key_id is not None:
         # A key is bound to one organization, so it could never reach the one it created.
         raise PermissionDenied("Organizations are created with a password or token login, not an API key")
-    owner = session.get(User, access.principal.user_id)
+    owner = session.get_one(User, access.principal.user_id)
     org = found_organization(session, owner=owner, name=name, slug=slug, description=description)
     audit.describe(
         session,
@@ -94,12 +95,18 @@ def list_organizations(
     )
 
 
+def _view(access: Access, org: Organization) -> OrganizationView:
+    role = access.org_role(org.id)
+    assert role is not None  # the caller passed `require_org`
+    return OrganizationView(org, role)
+
+
 def get_organization(access: Access, organization_id: uuid.UUID) -> OrganizationView:
     org = access.require_org(organization_id, READ)
-    return OrganizationView(org, access.org_role(organization_id))
+    return _view(access, org)
 
 
-def _describe(session: Session, action: str, organization_id: uuid.UUID, **details) -> None:
+def _describe(session: Session, action: str, organization_id: uuid.UUID, **details: Any) -> None:
     # Described before the permission check, so refused attempts land in the organization's trail too.
     audit.describe(
         session,
@@ -119,7 +126,7 @@ def update_organization(
     for field, value in changes.items():
         setattr(org, field, value)
     session.flush()
-    return OrganizationView(org, access.org_role(organization_id))
+    return _view(access, org)
 
 
 def delete_organization(session: Session, access: Access, organization_id: uuid.UUID) -> None:

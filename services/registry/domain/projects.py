@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Any
 
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
@@ -65,7 +66,8 @@ def create_project(
     if access.principal.project_id is not None:
         raise PermissionDenied("A key limited to one project cannot create projects")
     project = create_project_row(session, organization_id, name=name, slug=slug, description=description)
-    if ROLE_RANK[access.org_role(organization_id)] < ROLE_RANK["admin"]:
+    org_role = access.org_role(organization_id)  # set: require_org passed
+    if org_role is not None and ROLE_RANK[org_role] < ROLE_RANK["admin"]:
         session.add(ProjectMember(project_id=project.id, user_id=access.principal.user_id, role="admin"))
         session.flush()
     audit.describe(
@@ -113,7 +115,7 @@ def get_project(access: Access, project_id: uuid.UUID) -> Project:
     return access.require_project(project_id, READ)
 
 
-def _describe(session: Session, action: str, project_id: uuid.UUID, **details) -> None:
+def _describe(session: Session, action: str, project_id: uuid.UUID, **details: Any) -> None:
     # Described before the permission check, so refused attempts land in the owning organization's trail.
     project = session.get(Project, project_id)
     audit.describe(
@@ -147,13 +149,12 @@ def delete_project(session: Session, access: Access, project_id: uuid.UUID) -> N
 def restore_project(session: Session, access: Access, project_id: uuid.UUID) -> Project:
     _describe(session, "project.restore", project_id)
     project = session.get(Project, project_id)
-    reachable = (
-        project is not None
-        and project.deleted_at is not None
-        and access.principal.project_id in (None, project_id)
-        and access.org_role(project.organization_id) is not None
-    )
-    if not reachable:
+    if (
+        project is None
+        or project.deleted_at is None
+        or access.principal.project_id not in (None, project_id)
+        or access.org_role(project.organization_id) is None
+    ):
         raise NotFound(f"Project '{project_id}' does not exist or is not deleted")
     access.require_org(project.organization_id, ADMIN)
     project.deleted_at = None

@@ -72,11 +72,11 @@ class SeedReport:
 def seed_people(session: Session, *, password: str = DEMO_PASSWORD) -> SeedReport:
     """The people, the organization with the owner's key, and the projects."""
     report = SeedReport()
-    users = {}
+    users: dict[str, tuple[User, str]] = {}
     for email, full_name, role in PEOPLE:
         user = session.scalar(select(User).where(User.email == email))
         is_new = user is None
-        if is_new:
+        if user is None:
             user = create_user(session, email=email, password=password, full_name=full_name)
             report.created.append(f"user {email}")
         report.logins.append((email, role, password if is_new else None))

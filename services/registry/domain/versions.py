@@ -19,6 +19,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import yaml
@@ -88,9 +89,10 @@ def _not_found(what: Any) -> NotFound:
 
 def get_version_by_ref(session: Session, access: Access, ref: VersionRef, scope: str = READ) -> ModelVersion:
     """A version named by id, or by model name and number or alias in the caller's default project."""
-    if ref.version_id is None:
-        ref = VersionRef(version_id=resolve_version(session, access.default_project(scope).id, ref).id)
-    return get_version(session, access, ref.version_id, scope)
+    version_id = ref.version_id
+    if version_id is None:
+        version_id = resolve_version(session, access.default_project(scope).id, ref).id
+    return get_version(session, access, version_id, scope)
 
 
 def get_version(session: Session, access: Access, version_id: uuid.UUID, scope: str = READ) -> ModelVersion:
@@ -243,14 +245,14 @@ def _in_model_project(session: Session, model: Model, source: ExperimentRun | Lo
 def source_run(session: Session, model: Model, run_id: uuid.UUID) -> ExperimentRun:
     """A live run of the model's own project (lineage and artifact access stay within one tenant)."""
     run = session.get(ExperimentRun, run_id)
-    if not _in_model_project(session, model, run):
+    if run is None or not _in_model_project(session, model, run):
         raise NotFound(f"Run '{run_id.hex}' does not exist in the model's project")
     return run
 
 
 def source_logged_model(session: Session, model: Model, logged_model_id: uuid.UUID) -> LoggedModel:
     logged = session.get(LoggedModel, logged_model_id)
-    if not _in_model_project(session, model, logged):
+    if logged is None or not _in_model_project(session, model, logged):
         raise NotFound(f"Logged model 'm-{logged_model_id.hex}' does not exist in the model's project")
     return logged
 
@@ -370,7 +372,7 @@ def create_uploaded_version(
     artifact_uri = artifact_locations.artifacts_uri(path)
     prefix = artifact_locations.project_key(project, path)
     for path, stream in files:
-        store.write(f"{prefix}/{safe_key(path)}", iter(lambda s=stream: s.read(CHUNK_SIZE), b""))
+        store.write(f"{prefix}/{safe_key(path)}", iter(partial(stream.read, CHUNK_SIZE), b""))
     return _add_version(
         session,
         access,
