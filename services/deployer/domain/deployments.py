@@ -26,6 +26,7 @@ from shared.core.errors import AlreadyExists, Conflict, InvalidParameter, Invali
 from shared.core.model_refs import VersionRef, resolve_version
 from shared.core.pagination import RowPage, paginate
 from shared.db.models import Deployment, DeploymentHistory, DeploymentServer, Model, ModelVersion, Project
+from shared.db.session import affected_rows
 
 READ, WRITE = "deployments:read", "deployments:write"
 # Linking a monitor changes what it watches: the caller must be able to change monitors too.
@@ -333,11 +334,9 @@ def _promote(
     retire_server(session, project, deployment, "stable")
     for canary_server in servers_for_role(session, deployment.id, "canary"):
         canary_server.role = "stable"
-    deployment.model_version_id, deployment.canary_version_id, deployment.canary_percent = (
-        deployment.canary_version_id,
-        None,
-        0,
-    )
+    canary_version_id = deployment.canary_version_id
+    assert canary_version_id is not None  # promoted only while a canary runs
+    deployment.model_version_id, deployment.canary_version_id, deployment.canary_percent = canary_version_id, None, 0
     deployment.status, deployment.status_reason = "healthy", None
     record(
         session,
@@ -373,18 +372,18 @@ def advance_canary(
         .values(canary_percent=from_percent)
         .execution_options(synchronize_session=False)
     )
-    if claimed.rowcount != 1:
+    if affected_rows(claimed) != 1:
         return None
-    deployment = session.scalar(
+    deployment = session.scalars(
         select(Deployment)
         .where(Deployment.id == deployment_id)
         .with_for_update()
         .execution_options(populate_existing=True)
-    )
+    ).one()
     plan = deployment.config.get("plan")
     if not plan:
         return None
-    project = session.get(Project, deployment.project_id)
+    project = session.get_one(Project, deployment.project_id)
     step = plan["step"]
     figures = {**details, "step": step + 1, "steps": plan["steps"], "percent": from_percent}
     if step + 1 >= len(plan["steps"]):
@@ -444,12 +443,12 @@ def auto_rollback(
         .values(canary_percent=0)
         .execution_options(synchronize_session=False)
     )
-    if claimed.rowcount != 1:
+    if affected_rows(claimed) != 1:
         return False
-    deployment = session.scalar(
+    deployment = session.scalars(
         select(Deployment).where(Deployment.id == deployment_id).execution_options(populate_existing=True)
-    )
-    project = session.get(Project, deployment.project_id)
+    ).one()
+    project = session.get_one(Project, deployment.project_id)
     _drop_canary(session, project, deployment, action="auto_rollback", reason=reason, actor_id=None, details=details)
     return True
 
@@ -477,8 +476,8 @@ def stop(session: Session, access: Access, deployment_id: uuid.UUID) -> Deployme
 
 def render_manifest(session: Session, deployment: Deployment) -> dict[str, Any]:
     """The KServe InferenceService for the stable version (and the canary's share, if any); validated."""
-    version = session.get(ModelVersion, deployment.canary_version_id or deployment.model_version_id)
-    model = session.get(Model, version.model_id)
+    version = session.get_one(ModelVersion, deployment.canary_version_id or deployment.model_version_id)
+    model = session.get_one(Model, version.model_id)
     if not version.artifact_uri:
         raise InvalidState(f"Version {version.version} of '{model.name}' has no artifact to serve")
     options = deployment.config.get("kserve", {})
@@ -671,7 +670,7 @@ def _for_change(
     # Locked, so two concurrent changes of one deployment queue instead of interleaving.
     deployment = get_deployment(session, access, deployment_id, WRITE)
     session.refresh(deployment, with_for_update=True)
-    project = session.get(Project, deployment.project_id)
+    project = session.get_one(Project, deployment.project_id)
     if local_only and deployment.target != "local":
         raise InvalidState("Traffic changes apply to local deployments; for KServe, edit and apply the manifest")
     if deployment.status == "stopped":

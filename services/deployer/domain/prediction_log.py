@@ -46,6 +46,7 @@ class PredictionLogger:
         self.sink = sink
         self.max_batch = max_batch
         self.flush_interval_s = flush_interval_s
+        self.max_buffer = max_buffer
         self._buffer: deque[dict[str, Any]] = deque(maxlen=max_buffer)
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -81,7 +82,7 @@ class PredictionLogger:
                 await self.sink(batch)
             except Exception as exc:  # whatever the transport raises, the gateway carries on
                 # Kept, oldest first, for the next flush; what no longer fits is dropped and counted.
-                room = self._buffer.maxlen - len(self._buffer)
+                room = self.max_buffer - len(self._buffer)
                 LOGGED.labels("retried").inc(min(room, len(batch)))
                 LOGGED.labels("dropped").inc(max(0, len(batch) - room))
                 self._buffer.extendleft(reversed(batch[len(batch) - room :]))

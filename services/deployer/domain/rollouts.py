@@ -170,8 +170,8 @@ def finish_rollout(
 ) -> list[ModelServerState]:
     """Swap the new servers in, one per replica (or record why there are none); returns the servers the
     caller must stop."""
-    deployment = session.scalar(select(Deployment).where(Deployment.id == plan.deployment_id).with_for_update())
-    entry = session.get(DeploymentHistory, plan.history_id)
+    deployment = session.scalars(select(Deployment).where(Deployment.id == plan.deployment_id).with_for_update()).one()
+    entry = session.get_one(DeploymentHistory, plan.history_id)
     entry.details = {**entry.details, "finished_at": utcnow().isoformat()}
     if not states or spec is None:
         entry.outcome, entry.reason = "failed", failure
@@ -273,9 +273,10 @@ def supervise_server(session: Session, server_id: uuid.UUID, manager: ProcessMan
     outcome = manager.ensure_running(spec, _state_of(server) if server.pid is not None else None)
     if outcome.action == "running":
         return outcome
-    deployment = session.get(Deployment, server.deployment_id)
+    deployment = session.get_one(Deployment, server.deployment_id)
     if outcome.action == "restarted":
         added = server.state == "starting"
+        assert outcome.state is not None  # a restart reports the new process
         _apply_state(server, outcome.state)
         server.restarts += 0 if added else 1
         record(
@@ -302,7 +303,7 @@ def supervise_server(session: Session, server_id: uuid.UUID, manager: ProcessMan
         )
         announce(
             session,
-            session.get(Project, deployment.project_id),
+            session.get_one(Project, deployment.project_id),
             deployment,
             "deployment.failed",
             action="restart",
@@ -320,7 +321,8 @@ def stop_recorded_servers(session: Session, manager: ProcessManager) -> int:
         select(DeploymentServer.pid, DeploymentServer.port).where(DeploymentServer.pid.is_not(None))
     ).all()
     for pid, port in recorded:
-        stop_retired(manager, pid, port)
+        if pid is not None and port is not None:  # (a recorded process has both)
+            stop_retired(manager, pid, port)
     return len(recorded)
 
 
@@ -330,6 +332,7 @@ def stop_retired(manager: ProcessManager, pid: int, port: int) -> None:
 
 
 def _state_of(server: DeploymentServer) -> ModelServerState:
+    assert server.pid is not None and server.port is not None  # called for a server with a process
     return ModelServerState(
         pid=server.pid,
         port=server.port,
