@@ -87,7 +87,7 @@ def record_stage(session: Session, plan: RolloutPlan, stage: str, reason: str) -
     if entry is None or entry.outcome != "pending":
         return
     entry.details = {**entry.details, "stage": stage}
-    deployment = session.get(Deployment, plan.deployment_id)
+    deployment = session.get_one(Deployment, plan.deployment_id)
     if plan.role == "stable" and deployment.status in ("deploying", "building_environment"):
         deployment.status = "building_environment" if stage == "building_environment" else "deploying"
     deployment.status_reason = f"{plan.action}: {reason}"

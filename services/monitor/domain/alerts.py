@@ -109,7 +109,7 @@ def apply_findings(
     checks of one monitor cannot both open an alert of one kind."""
     if not findings:
         return
-    project = session.get(Project, monitor.project_id)
+    project = session.get_one(Project, monitor.project_id)
     open_alerts = {
         alert.kind: alert
         for alert in session.scalars(select(Alert).where(Alert.monitor_id == monitor.id, Alert.status != RESOLVED))
@@ -151,7 +151,7 @@ def apply_findings(
 
 
 def resolve_open(session: Session, monitor: ModelMonitoring, now: datetime, public_url: str) -> None:
-    project = session.get(Project, monitor.project_id)
+    project = session.get_one(Project, monitor.project_id)
     for alert in session.scalars(select(Alert).where(Alert.monitor_id == monitor.id, Alert.status != RESOLVED)):
         _resolve(session, alert, project, now, public_url)
 
@@ -225,11 +225,11 @@ def resolve(session: Session, access: Access, alert_id: uuid.UUID, now: datetime
     alert = _get(session, access, alert_id, WRITE)
     if alert.status == RESOLVED:
         raise InvalidState("The alert is already resolved")
-    project = session.get(Project, alert.project_id)
+    project = session.get_one(Project, alert.project_id)
     _resolve(session, alert, project, now, public_url)
     _describe(session, alert, "alert.resolve")
     return alert
 
 
 def _describe(session: Session, alert: Alert, action: str) -> None:
-    audit.describe_project_object(session, session.get(Project, alert.project_id), action, "alert", alert.id)
+    audit.describe_project_object(session, session.get_one(Project, alert.project_id), action, "alert", alert.id)

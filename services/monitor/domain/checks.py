@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import case, delete, or_, select, update
+from sqlalchemy import ColumnElement, case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.monitor.domain import alerts, predictions, quality, reference
@@ -39,6 +39,7 @@ from shared.core.errors import NotFound, TesseraError
 from shared.core.pagination import RowPage
 from shared.core.settings import Settings
 from shared.db.models import DataDriftReport, ModelMonitoring, MonitorCheckRun, MonitorCheckShard, Project
+from shared.db.session import affected_rows
 
 QUEUED, RUNNING, DONE, FAILED, INSUFFICIENT = "queued", "running", "done", "failed", "insufficient_data"
 # The bound when the caller gives none (TESSERA_MONITOR_DRIFT_MEMORY_MB's default).
@@ -66,13 +67,14 @@ def claim_due_slots(session: Session, now: datetime) -> list[uuid.UUID]:
     run_ids = []
     for monitor in due:
         slot = monitor.next_check_at
+        assert slot is not None  # due: its slot is at or before now
         claimed = session.execute(
             update(ModelMonitoring)
             .where(ModelMonitoring.id == monitor.id, ModelMonitoring.next_check_at == slot)
             .values(next_check_at=next_check_after(monitor, now))
             .execution_options(synchronize_session=False)
         )
-        if claimed.rowcount == 1:
+        if affected_rows(claimed) == 1:
             run_ids.append(_add_run(session, monitor.id, slot, "schedule", now).id)
     session.flush()
     return run_ids
@@ -93,7 +95,7 @@ def _add_run(session: Session, monitor_id: uuid.UUID, slot: datetime, trigger: s
     return run
 
 
-def _abandoned(now: datetime, lease: timedelta):
+def _abandoned(now: datetime, lease: timedelta) -> ColumnElement[bool]:
     """A run some worker started and did not finish within the lease: that worker is gone."""
     return (MonitorCheckRun.status == RUNNING) & (MonitorCheckRun.started_at < now - lease)
 
@@ -193,7 +195,7 @@ class CheckWindow:
 
 
 def read_window(session: Session, store: ArtifactStore, job: CheckJob) -> CheckWindow:
-    monitor = session.get(ModelMonitoring, job.monitor_id)
+    monitor = session.get_one(ModelMonitoring, job.monitor_id)
     columns = predictions.WindowColumns(session, store, monitor, job.window_start, job.window_end)
     if not monitor.config["quality"]:
         return CheckWindow(columns, None, None)
@@ -224,7 +226,7 @@ def compute(
     reference profile are read a group of columns at a time, to stay within `memory_mb`, each group's
     columns worked on by `threads` threads (default: one per core); `progress` gets the share of
     columns done after each group."""
-    monitor = session.get(ModelMonitoring, job.monitor_id)
+    monitor = session.get_one(ModelMonitoring, job.monitor_id)
     report_id = uuid.uuid4()
     rows = window.columns.num_rows
     if rows < monitor.min_rows:
@@ -250,6 +252,7 @@ def _drift_report(
 ) -> DriftReport:
     """The drift report of the window (of the `shard`'s columns only, if given); `progress` gets the share
     of these columns done after each group."""
+    assert monitor.reference_profile_uri is not None  # set with the reference; cleared only once deleted
     try:
         with store.open_read(monitor.reference_profile_uri) as handle:
             return bounded_drift_report(
@@ -282,7 +285,7 @@ def _check_result(
         report["quality"] = section
         if section["status"] == "ok":
             findings.append(_quality_finding(quality_config, section))
-    project = session.get(Project, monitor.project_id)
+    project = session.get_one(Project, monitor.project_id)
     store.write(
         html_key(project, monitor.id, report_id),
         [render_html(drift, title=f"Data drift: {monitor.name}").encode()],
@@ -305,10 +308,11 @@ def plan_shards(names: Sequence[str], rows: int, shard_columns: int, memory_mb: 
 def split(session: Session, store: ArtifactStore, job: CheckJob, shard_columns: int, memory_mb: int) -> int:
     """Split a large check into column shards (rows of `MonitorCheckShard`); the number of shards to
     queue, 0 when the run is checked in one task (small, or too few rows for a verdict)."""
-    monitor = session.get(ModelMonitoring, job.monitor_id)
+    monitor = session.get_one(ModelMonitoring, job.monitor_id)
     rows = predictions.WindowColumns(session, store, monitor, job.window_start, job.window_end).num_rows
     if rows < monitor.min_rows:
         return 0
+    assert monitor.reference_profile_uri is not None  # set with the reference; cleared only once deleted
     try:
         with store.open_read(monitor.reference_profile_uri) as handle:
             names = list(ReferenceProfile.read(handle).columns)
@@ -332,7 +336,7 @@ def resume(session: Session, run_id: uuid.UUID, started_at: datetime) -> CheckJo
     run = session.get(MonitorCheckRun, run_id)
     if run is None or run.status != RUNNING or run.started_at != started_at:
         return None
-    monitor = session.get(ModelMonitoring, run.monitor_id)
+    monitor = session.get_one(ModelMonitoring, run.monitor_id)
     return CheckJob(run.id, run.monitor_id, run.slot_time, started_at - timedelta(seconds=monitor.window_s), started_at)
 
 
@@ -351,7 +355,7 @@ def compute_shard(
     shard = shards.get(number)
     if shard is None or shard.finished_at is not None:
         return None
-    monitor = session.get(ModelMonitoring, job.monitor_id)
+    monitor = session.get_one(ModelMonitoring, job.monitor_id)
     columns = predictions.WindowColumns(session, store, monitor, job.window_start, job.window_end)
     weight = len(shard.columns) / sum(len(other.columns) for other in shards.values())
     reported = 0.0
@@ -400,7 +404,7 @@ def add_progress(session: Session, run_id: uuid.UUID, amount: float) -> None:
 
 def combine(session: Session, store: ArtifactStore, job: CheckJob) -> CheckResult:
     """The run's result from its shards' results, as one task computing every column would give it."""
-    monitor = session.get(ModelMonitoring, job.monitor_id)
+    monitor = session.get_one(ModelMonitoring, job.monitor_id)
     shards = _shards(session, job.run_id)
     columns = {
         name: column_from_dict(column)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -53,7 +54,7 @@ def get_monitor(session: Session, access: Access, monitor_id: uuid.UUID, scope: 
 
 def describe(session: Session, monitor: ModelMonitoring, action: str, details: dict[str, Any] | None = None) -> None:
     """Name the request's action on `monitor` for its audit row."""
-    project = session.get(Project, monitor.project_id)
+    project = session.get_one(Project, monitor.project_id)
     audit.describe_project_object(session, project, action, "monitor", monitor.id, details)
 
 
@@ -212,6 +213,7 @@ def _set_reference(
         raise InvalidParameter("A monitor needs reference data: upload a `reference` file or give reference_run")
     if table.num_rows == 0:
         raise InvalidParameter("The reference data has no rows")
+    overrides: Mapping[str, str]
     overrides, features = spec.columns or {}, spec.features
     if upload is None and spec.reference_run is None and monitor.column_schema:
         # Same data as before: keep the earlier column choices unless this update names new ones.
@@ -277,7 +279,7 @@ def update_monitor(
     now: datetime,
 ) -> ModelMonitoring:
     monitor = get_monitor(session, access, monitor_id, WRITE)
-    project = session.get(Project, monitor.project_id)
+    project = session.get_one(Project, monitor.project_id)
     if spec.name is not None and spec.name != monitor.name:
         taken = session.scalar(
             select(ModelMonitoring.id).where(
@@ -316,7 +318,9 @@ def _link(session: Session, project: Project, monitor: ModelMonitoring, deployme
     served_predictions.link_monitor(session, _deployment_in(session, project, deployment_id), monitor.id)
 
 
-def set_enabled(session: Session, access: Access, monitor_id: uuid.UUID, enabled: bool, now: datetime):
+def set_enabled(
+    session: Session, access: Access, monitor_id: uuid.UUID, enabled: bool, now: datetime
+) -> ModelMonitoring:
     monitor = get_monitor(session, access, monitor_id, WRITE)
     if enabled and not monitor.enabled:
         # Resume from now on: slots missed while paused are not run after the fact.

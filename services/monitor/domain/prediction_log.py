@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import posixpath
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -72,7 +73,7 @@ def purge_deleted(session: Session, monitor: ModelMonitoring) -> str | None:
 
 
 def _monitor_prefix(session: Session, monitor: ModelMonitoring) -> str:
-    project = session.get(Project, monitor.project_id)
+    project = session.get_one(Project, monitor.project_id)
     return reference.monitor_prefix(project.organization_id, project.id, monitor.id)
 
 
@@ -139,7 +140,7 @@ def compact(
     return changes
 
 
-def _groups(batches: list[MonitorPredictionBatch], target_rows: int) -> list[list[MonitorPredictionBatch]]:
+def _groups(batches: Sequence[MonitorPredictionBatch], target_rows: int) -> list[list[MonitorPredictionBatch]]:
     """Consecutive batches of one day, each group under `target_rows` rows; groups of one are dropped."""
     groups: list[list[MonitorPredictionBatch]] = []
     current: list[MonitorPredictionBatch] = []

@@ -154,7 +154,7 @@ def log_batch(
 
 
 def predictions_prefix(session: Session, monitor: ModelMonitoring) -> str:
-    project = session.get(Project, monitor.project_id)
+    project = session.get_one(Project, monitor.project_id)
     return safe_key(reference.monitor_prefix(project.organization_id, project.id, monitor.id), "predictions")
 
 

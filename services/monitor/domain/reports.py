@@ -37,8 +37,8 @@ def list_reports(
 
 def report_html(session: Session, access: Access, store: ArtifactStore, report_id: uuid.UUID) -> bytes:
     report = get_report(session, access, report_id)
-    monitor = session.get(ModelMonitoring, report.monitor_id)
-    project = session.get(Project, monitor.project_id)
+    monitor = session.get_one(ModelMonitoring, report.monitor_id)
+    project = session.get_one(Project, monitor.project_id)
     try:
         return b"".join(store.read(html_key(project, monitor.id, report.id)))
     except NotFound:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import Row, Table
 
@@ -21,7 +21,7 @@ from shared.db.models import Notification
 
 def table(model: type[Base]) -> Table:
     """A mapped class's table, as the Table it is (for Core statements on plain rows)."""
-    return cast(Table, model.__table__)
+    return model.__table__
 
 
 def alert_of(row: Row) -> Alert:

@@ -286,7 +286,7 @@ def combined_distinct(reference: Distribution, current: Distribution) -> int:
     ref_values, cur_values = _comparable(reference, current)
     positions = np.searchsorted(ref_values, cur_values)
     inside = positions < len(ref_values)
-    shared = np.count_nonzero(ref_values[positions[inside]] == cur_values[inside])
+    shared = int(np.count_nonzero(ref_values[positions[inside]] == cur_values[inside]))
     return reference.distinct + current.distinct - shared
 
 
