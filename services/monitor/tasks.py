@@ -216,13 +216,13 @@ def maintain_prediction_log(monitor_id: str) -> None:
     if deleted:
         return
     with db.session_scope() as session:
-        monitor = session.get(ModelMonitoring, uuid.UUID(monitor_id))
+        monitor = session.get_one(ModelMonitoring, uuid.UUID(monitor_id))
         expired = prediction_log.expire(session, monitor, utcnow(), upkeep.monitor_retention_days)
     predictions.delete_files(store, expired.replaced)
     compacted = prediction_log.FileChanges()
     try:
         with db.session_scope() as session:
-            monitor = session.get(ModelMonitoring, uuid.UUID(monitor_id))
+            monitor = session.get_one(ModelMonitoring, uuid.UUID(monitor_id))
             compacted = prediction_log.compact(session, store, monitor, utcnow(), upkeep.monitor_compaction_target_rows)
     except Exception:
         # The merged files were written but their index rows never committed.
@@ -230,7 +230,7 @@ def maintain_prediction_log(monitor_id: str) -> None:
         raise
     predictions.delete_files(store, compacted.replaced)
     with db.session_scope() as session:
-        monitor = session.get(ModelMonitoring, uuid.UUID(monitor_id))
+        monitor = session.get_one(ModelMonitoring, uuid.UUID(monitor_id))
         grace = timedelta(seconds=upkeep.monitor_orphan_grace_s)
         orphans = prediction_log.orphan_keys(session, store, monitor, utcnow(), grace)
         orphans += prediction_log.stale_reference_keys(session, store, monitor, utcnow(), grace)

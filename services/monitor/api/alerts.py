@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Query
 
@@ -11,6 +12,7 @@ from services.monitor.schemas import AlertRead, AlertStatus, Severity
 from shared.core.deps import AccessDep, MaxResults, PageToken, SessionDep, SettingsDep
 from shared.core.pagination import Page, entity_page
 from shared.db.base import utcnow
+from shared.db.models import Alert
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
@@ -26,7 +28,7 @@ def list_alerts(
     label: str | None = Query(None, max_length=500, pattern=r"^[^=]+=", description="key=value: a label's value"),
     page_token: PageToken = None,
     max_results: MaxResults = 100,
-):
+) -> dict[str, Any]:
     key, _, value = (label or "").partition("=")
     return entity_page(
         alerts.list_alerts(
@@ -44,15 +46,15 @@ def list_alerts(
 
 
 @router.get("/{alert_id}", response_model=AlertRead, summary="One alert")
-def get_alert(alert_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def get_alert(alert_id: uuid.UUID, session: SessionDep, access: AccessDep) -> Alert:
     return alerts.get_alert(session, access, alert_id)
 
 
 @router.post("/{alert_id}/acknowledge", response_model=AlertRead, summary="Acknowledge (it stays open)")
-def acknowledge_alert(alert_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def acknowledge_alert(alert_id: uuid.UUID, session: SessionDep, access: AccessDep) -> Alert:
     return alerts.acknowledge(session, access, alert_id, utcnow())
 
 
 @router.post("/{alert_id}/resolve", response_model=AlertRead, summary="Resolve by hand")
-def resolve_alert(alert_id: uuid.UUID, session: SessionDep, access: AccessDep, settings: SettingsDep):
+def resolve_alert(alert_id: uuid.UUID, session: SessionDep, access: AccessDep, settings: SettingsDep) -> Alert:
     return alerts.resolve(session, access, alert_id, utcnow(), settings.public_url)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +29,7 @@ from shared.core.docs import json_part, schema_ref
 from shared.core.errors import TesseraError
 from shared.core.pagination import Page, entity_page
 from shared.db.base import utcnow
+from shared.db.models import ModelMonitoring, MonitorCheckRun
 
 router = APIRouter(prefix="/api/v1/monitors", tags=["monitors"])
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -61,7 +62,7 @@ async def create_monitor(
     settings: SettingsDep,
     spec: Annotated[str, Form(description=_SPEC_HELP, json_schema_extra=json_part(MonitorCreate))],
     reference: Annotated[UploadFile | None, File(description=_REFERENCE_HELP)] = None,
-):
+) -> ModelMonitoring:
     body = _parse(MonitorCreate, spec, "spec")
     upload = await _upload(reference)
     return monitors.create_monitor(session, access, get_artifact_store(settings), body, upload, utcnow())
@@ -74,14 +75,14 @@ def list_monitors(
     project_id: uuid.UUID | None = Query(None),
     page_token: PageToken = None,
     max_results: MaxResults = 100,
-):
+) -> dict[str, Any]:
     return entity_page(
         monitors.list_monitors(session, access, project_id, page_token=page_token, max_results=max_results)
     )
 
 
 @router.get("/{monitor_id}", response_model=MonitorRead, summary="One monitor")
-def get_monitor(monitor_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def get_monitor(monitor_id: uuid.UUID, session: SessionDep, access: AccessDep) -> ModelMonitoring:
     return monitors.get_monitor(session, access, monitor_id)
 
 
@@ -95,19 +96,19 @@ async def update_monitor(
     settings: SettingsDep,
     spec: Annotated[str, Form(description=_SPEC_HELP, json_schema_extra=json_part(MonitorUpdate))] = "{}",
     reference: Annotated[UploadFile | None, File(description=_REFERENCE_HELP)] = None,
-):
+) -> ModelMonitoring:
     body = _parse(MonitorUpdate, spec, "spec")
     upload = await _upload(reference)
     return monitors.update_monitor(session, access, get_artifact_store(settings), monitor_id, body, upload, utcnow())
 
 
 @router.post("/{monitor_id}/pause", response_model=MonitorRead, summary="Stop scheduled checks")
-def pause_monitor(monitor_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def pause_monitor(monitor_id: uuid.UUID, session: SessionDep, access: AccessDep) -> ModelMonitoring:
     return monitors.set_enabled(session, access, monitor_id, False, utcnow())
 
 
 @router.post("/{monitor_id}/resume", response_model=MonitorRead, summary="Resume scheduled checks from now on")
-def resume_monitor(monitor_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def resume_monitor(monitor_id: uuid.UUID, session: SessionDep, access: AccessDep) -> ModelMonitoring:
     return monitors.set_enabled(session, access, monitor_id, True, utcnow())
 
 
@@ -138,7 +139,7 @@ def delete_monitor(
 )
 async def log_predictions(
     monitor_id: uuid.UUID, request: Request, session: SessionDep, access: AccessDep, settings: SettingsDep
-):
+) -> PredictionsLogged:
     monitor = monitors.get_monitor(session, access, monitor_id, WRITE)
     now = utcnow()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -156,12 +157,16 @@ async def log_predictions(
 
 
 @router.post("/{monitor_id}/ground-truth", response_model=GroundTruthLogged, summary="Log true outcomes by request id")
-def log_ground_truth(monitor_id: uuid.UUID, body: GroundTruthBatch, session: SessionDep, access: AccessDep):
+def log_ground_truth(
+    monitor_id: uuid.UUID, body: GroundTruthBatch, session: SessionDep, access: AccessDep
+) -> GroundTruthLogged:
     return GroundTruthLogged(rows=predictions.log_ground_truth(session, access, monitor_id, body.rows, utcnow()))
 
 
 @router.post("/{monitor_id}/checks", response_model=CheckRunRead, status_code=202, summary="Run a check now")
-def run_check_now(monitor_id: uuid.UUID, session: SessionDep, access: AccessDep, background: BackgroundTasks):
+def run_check_now(
+    monitor_id: uuid.UUID, session: SessionDep, access: AccessDep, background: BackgroundTasks
+) -> MonitorCheckRun:
     run = checks.request_check(session, access, monitor_id, utcnow())
     # After the response, hence after the commit: the worker must find the run row. Beat's sweep
     # sends it again if this message is lost.
@@ -176,12 +181,12 @@ def list_checks(
     access: AccessDep,
     page_token: PageToken = None,
     max_results: MaxResults = 100,
-):
+) -> dict[str, Any]:
     return entity_page(checks.list_runs(session, access, monitor_id, page_token=page_token, max_results=max_results))
 
 
 @router.get("/{monitor_id}/checks/{run_id}", response_model=CheckRunRead, summary="One check run: status, progress")
-def get_check(monitor_id: uuid.UUID, run_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def get_check(monitor_id: uuid.UUID, run_id: uuid.UUID, session: SessionDep, access: AccessDep) -> MonitorCheckRun:
     return checks.get_run(session, access, monitor_id, run_id)
 
 
@@ -192,7 +197,7 @@ def list_reports(
     access: AccessDep,
     page_token: PageToken = None,
     max_results: MaxResults = 100,
-):
+) -> dict[str, Any]:
     return entity_page(
         reports.list_reports(session, access, monitor_id, page_token=page_token, max_results=max_results)
     )
