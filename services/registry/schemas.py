@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -33,7 +33,10 @@ Password = Annotated[str, StringConstraints(min_length=8, max_length=256, patter
 Email = Annotated[EmailStr, StringConstraints(max_length=320)]
 OrgRole = Literal["owner", "admin", "member", "viewer"]
 ProjectRole = Literal["admin", "member", "viewer"]
-Scope = Literal[tuple(sorted(SCOPES))]
+if TYPE_CHECKING:
+    Scope = str  # at run time a Literal of every scope, built from SCOPES (which mypy cannot evaluate)
+else:
+    Scope = Literal[tuple(sorted(SCOPES))]
 
 
 # Time zone required (naive times are ambiguous) and normalised to UTC.

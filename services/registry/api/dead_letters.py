@@ -38,7 +38,9 @@ def list_dead_letters(
     response_model=DeadLetterRead,
     summary="Hand a quarantined item back to its consumer",
 )
-def replay_dead_letter(org_id: uuid.UUID, dead_letter_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def replay_dead_letter(
+    org_id: uuid.UUID, dead_letter_id: uuid.UUID, session: SessionDep, access: AccessDep
+) -> DeadLetterRead:
     """With a fresh set of attempts; it is resolved once it goes through, quarantined again if it keeps
     failing."""
     return DeadLetterRead.model_validate(dead_letters.replay(session, access, org_id, dead_letter_id))

@@ -4,7 +4,7 @@ stages, and trace their lineage."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 
@@ -81,12 +81,12 @@ def create_version(
     model_id: uuid.UUID, body: ModelVersionCreate, session: SessionDep, access: AccessDep, settings: SettingsDep
 ) -> ModelVersionRead:
     model = models.get_model(session, access, model_id, models.WRITE)
-    if (body.run_id is None) == (body.logged_model_id is None):
-        raise InvalidParameter("Give either run_id (with artifact_path) or logged_model_id")
-    if body.logged_model_id is not None:
+    if body.logged_model_id is not None and body.run_id is None:
         source = versions.from_logged_model(session, model, uuid.UUID(body.logged_model_id.removeprefix("m-")))
-    else:
+    elif body.run_id is not None and body.logged_model_id is None:
         source = versions.from_run(session, model, body.run_id, body.artifact_path)
+    else:
+        raise InvalidParameter("Give either run_id (with artifact_path) or logged_model_id")
     version = versions.create_version(
         session,
         access,
@@ -146,7 +146,7 @@ def versions_of_run(
     access: AccessDep,
     page_token: PageToken = None,
     max_results: MaxResults = 100,
-):
+) -> dict[str, Any]:
     found = [version_read(v) for v in versions.versions_of_run(session, access, run_id)]
     return sequence_page(found, page_token=page_token, max_results=max_results)
 
@@ -202,7 +202,7 @@ def list_transitions(
     access: AccessDep,
     page_token: PageToken = None,
     max_results: MaxResults = 100,
-):
+) -> dict[str, Any]:
     version = versions.get_version_by_ref(session, access, VersionRef.parse(version_ref))
     made = [StageTransitionRead.model_validate(t) for t in versions.transitions(session, access, version)]
     return sequence_page(made, page_token=page_token, max_results=max_results)
