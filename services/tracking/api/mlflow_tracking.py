@@ -8,6 +8,7 @@ raises the MlflowException it would raise against MLflow's own server.
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from sqlalchemy.orm import Session
 
 from services.tracking.api import hot_writes, render, wire
 from services.tracking.api.common import (
@@ -22,6 +23,7 @@ from services.tracking.api.common import (
     run_id_of,
 )
 from services.tracking.domain import experiments, logged_models, metrics, run_json, runs, search
+from shared.core.auth import Access
 from shared.core.deps import AccessDep, SessionDep, SettingsDep
 from shared.core.hot_routes import HotRoute, hot_pool_lifespan
 
@@ -58,7 +60,7 @@ def get_experiment_by_name(query: QueryParams, session: SessionDep, access: Acce
     return respond({"experiment": render.experiment(experiments.view(session, experiment))})
 
 
-def _search_experiments(params: dict, session, access) -> Response:
+def _search_experiments(params: dict, session: Session, access: Access) -> Response:
     found, next_token = experiments.search_experiments(
         session,
         access,

@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from graphql import GraphQLScalarType, build_schema, graphql_sync
+from graphql import GraphQLResolveInfo, GraphQLScalarType, GraphQLSchema, build_schema, graphql_sync
 from sqlalchemy.orm import Session
 
 from services.tracking.api import render
@@ -89,11 +89,11 @@ def _long_string(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _schema():
+def _schema() -> GraphQLSchema:
     schema = build_schema(_SCHEMA_SDL)
     long_string = schema.type_map["LongString"]
     assert isinstance(long_string, GraphQLScalarType)
-    long_string.serialize = _long_string
+    long_string.serialize = _long_string  # type: ignore[method-assign]  # graphql-core's way to set a scalar's output
     query = schema.query_type
     assert query is not None
     query.fields["mlflowGetExperiment"].resolve = _resolve_experiment
@@ -126,7 +126,7 @@ def _experiment_json(session: Session, access: Access, experiment_id: str | None
     return _camel(render.experiment(experiments.view(session, experiment)))
 
 
-def _resolve_experiment(_root, info, input: dict | None = None) -> dict[str, Any]:
+def _resolve_experiment(_root: Any, info: GraphQLResolveInfo, input: dict | None = None) -> dict[str, Any]:
     session, access = info.context
     try:
         return {"experiment": _experiment_json(session, access, (input or {}).get("experimentId"))}
@@ -134,7 +134,7 @@ def _resolve_experiment(_root, info, input: dict | None = None) -> dict[str, Any
         return _api_error(exc)
 
 
-def _resolve_run(_root, info, input: dict | None = None) -> dict[str, Any]:
+def _resolve_run(_root: Any, info: GraphQLResolveInfo, input: dict | None = None) -> dict[str, Any]:
     session, access = info.context
     run_id = (input or {}).get("runId") or (input or {}).get("runUuid")
     try:

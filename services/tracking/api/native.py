@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Query
 
@@ -112,7 +113,7 @@ def get_run(run_id: str, session: SessionDep, access: AccessDep) -> RunRead:
 @router.get("/runs/{run_id}/metrics", response_model=Page[MetricSummaryRead], summary="Per-metric summary of a run")
 def run_metrics(
     run_id: str, session: SessionDep, access: AccessDep, page_token: PageToken = None, max_results: MaxResults = 100
-):
+) -> dict[str, Any]:
     summaries = [
         MetricSummaryRead(
             key=s.key,
@@ -131,6 +132,6 @@ def run_metrics(
 @router.get("/runs/{run_id}/model-versions", response_model=Page[RunModelVersionRead], summary="Lineage")
 def run_model_versions(
     run_id: str, session: SessionDep, access: AccessDep, page_token: PageToken = None, max_results: MaxResults = 100
-):
+) -> dict[str, Any]:
     found = [RunModelVersionRead(**vars(v)) for v in lineage.model_versions_of_run(session, access, run_id)]
     return sequence_page(found, page_token=page_token, max_results=max_results)

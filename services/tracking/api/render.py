@@ -7,6 +7,8 @@ import math
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Row
+
 from services.tracking.domain.experiments import ExperimentView
 from services.tracking.domain.ids import format_model_id
 from services.tracking.domain.logged_models import LoggedModelView
@@ -43,7 +45,7 @@ def experiment(view: ExperimentView) -> dict[str, Any]:
     }
 
 
-def run_info(run: ExperimentRun) -> dict[str, Any]:
+def run_info(run: ExperimentRun | Row) -> dict[str, Any]:
     info = {
         "run_id": run.id.hex,
         "run_uuid": run.id.hex,
@@ -91,11 +93,11 @@ def run(view: RunView) -> dict[str, Any]:
     }
 
 
-def history_point(key: str, value: float | None, is_nan: bool, timestamp: int, step: int) -> dict[str, Any]:
+def history_point(key: str | None, value: float | None, is_nan: bool, timestamp: int, step: int) -> dict[str, Any]:
     return {"key": key, "value": "NaN" if is_nan else double(value), "timestamp": timestamp, "step": step}
 
 
-def history_points(key: str, rows: list) -> list[dict[str, Any]]:
+def history_points(key: str | None, rows: list) -> list[dict[str, Any]]:
     """history_point over rows of (value, is_nan, timestamp, step, ...), inlined for the finite values
     (`v - v == 0` is false only for NaN and infinities): a history page has tens of thousands."""
     return [

@@ -180,7 +180,7 @@ def get_experiment_by_name(session: Session, access: Access, name: str | None) -
     return matches[0]
 
 
-def rename_experiment(session: Session, access: Access, experiment_id: str, new_name: str | None) -> None:
+def rename_experiment(session: Session, access: Access, experiment_id: str | None, new_name: str | None) -> None:
     experiment = get_experiment(session, access, experiment_id, WRITE)
     new_name = validate_experiment_name(new_name)
     if experiment.deleted_at is not None:
@@ -195,7 +195,7 @@ def rename_experiment(session: Session, access: Access, experiment_id: str, new_
     _describe(session, access, experiment, "experiment.rename", {"name": new_name})
 
 
-def delete_experiment(session: Session, access: Access, experiment_id: str) -> None:
+def delete_experiment(session: Session, access: Access, experiment_id: str | None) -> None:
     """Soft delete; the experiment's live runs are deleted with it (and come back on restore)."""
     experiment = get_experiment(session, access, experiment_id, WRITE)
     if experiment.deleted_at is not None:
@@ -211,7 +211,7 @@ def delete_experiment(session: Session, access: Access, experiment_id: str) -> N
     _describe(session, access, experiment, "experiment.delete")
 
 
-def restore_experiment(session: Session, access: Access, experiment_id: str) -> None:
+def restore_experiment(session: Session, access: Access, experiment_id: str | None) -> None:
     experiment = get_experiment(session, access, experiment_id, WRITE)
     if experiment.deleted_at is None:
         return
@@ -225,7 +225,9 @@ def restore_experiment(session: Session, access: Access, experiment_id: str) -> 
     _describe(session, access, experiment, "experiment.restore")
 
 
-def set_experiment_tag(session: Session, access: Access, experiment_id: str, key: str, value: str) -> None:
+def set_experiment_tag(
+    session: Session, access: Access, experiment_id: str | None, key: str | None, value: str | None
+) -> None:
     experiment = get_writable_active_experiment(session, access, experiment_id)
     key = validate_key(key, "tag")
     value = validate_value(value, "tag", MAX_EXPERIMENT_TAG_VALUE_LENGTH)
@@ -237,7 +239,7 @@ def set_experiment_tag(session: Session, access: Access, experiment_id: str, key
     experiment.updated_at = utcnow()
 
 
-def delete_experiment_tag(session: Session, access: Access, experiment_id: str, key: str) -> None:
+def delete_experiment_tag(session: Session, access: Access, experiment_id: str | None, key: str | None) -> None:
     experiment = get_writable_active_experiment(session, access, experiment_id)
     deleted = session.execute(
         delete(ExperimentTag).where(ExperimentTag.experiment_id == experiment.id, ExperimentTag.key == key)

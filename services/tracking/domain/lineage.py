@@ -22,7 +22,7 @@ class RunModelVersion:
     status: str
 
 
-def model_versions_of_run(session: Session, access: Access, run_id: str) -> list[RunModelVersion]:
+def model_versions_of_run(session: Session, access: Access, run_id: str | None) -> list[RunModelVersion]:
     """Live model versions whose source run is `run_id`, oldest first. Raises NotFound if the caller
     cannot read the run; versions are in the run's project by construction of the registry."""
     run = runs.get_run_row(session, access, run_id)

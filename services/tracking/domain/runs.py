@@ -351,12 +351,12 @@ def _tag_upsert(dialect_name: str) -> UpsertInsert:
     return statement.on_conflict_do_update(index_elements=["run_id", "key"], set_={"value": statement.excluded.value})
 
 
-def set_tag(session: Session, access: Access, run_id: str | None, key: str, value: str) -> None:
+def set_tag(session: Session, access: Access, run_id: str | None, key: str | None, value: str | None) -> None:
     run = get_active_run_for_write(session, access, run_id)
     set_tags(session, run, {validate_key(key, "tag"): validate_value(value, "tag", MAX_TAG_VALUE_LENGTH)})
 
 
-def delete_tag(session: Session, access: Access, run_id: str | None, key: str) -> None:
+def delete_tag(session: Session, access: Access, run_id: str | None, key: str | None) -> None:
     run = get_active_run_for_write(session, access, run_id)
     deleted = session.execute(delete(RunTag).where(RunTag.run_id == run.id, RunTag.key == key))
     if affected_rows(deleted) == 0:
@@ -420,6 +420,6 @@ def validate_tags(pairs: list[tuple[object, object]]) -> dict[str, str]:
     return {validate_key(k, "tag"): validate_value(v, "tag", MAX_TAG_VALUE_LENGTH) for k, v in pairs}
 
 
-def log_param(session: Session, access: Access, run_id: str | None, key: str, value: str) -> None:
+def log_param(session: Session, access: Access, run_id: str | None, key: str | None, value: str | None) -> None:
     run = get_active_run_for_write(session, access, run_id)
     log_params(session, run, validate_params([(key, value)]))
