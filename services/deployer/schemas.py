@@ -134,6 +134,13 @@ class CanaryStart(VersionRefFields, _Input):
                 raise ValueError("steps must increase")
         return self
 
+    def start_percent(self) -> int:
+        """The fixed percent, or the plan's first step."""
+        if self.percent is not None:
+            return self.percent
+        assert self.steps is not None  # one of the two, by validation
+        return self.steps[0]
+
     def plan(self) -> dict[str, Any] | None:
         return None if self.steps is None else {"steps": self.steps, "step_seconds": self.step_seconds}
 

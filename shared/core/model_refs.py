@@ -94,6 +94,12 @@ class VersionRefFields(BaseModel):
             return None
         return VersionRef(version_id=self.model_version_id, model=self.model, version=self.version, alias=self.alias)
 
+    def required_version_ref(self) -> VersionRef:
+        """`version_ref` where the version is required, so validation has refused a body without one."""
+        ref = self.version_ref()
+        assert ref is not None
+        return ref
+
 
 def resolve_version(session: Session, project_id: uuid.UUID, ref: VersionRef) -> ModelVersion:
     """The live version `ref` names among the project's models; NotFound otherwise (also across tenants)."""

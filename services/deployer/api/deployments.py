@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy.orm import Session
 
 from services.deployer.domain import deployments, kserve
 from services.deployer.schemas import (
@@ -30,7 +31,7 @@ from shared.db.models import Deployment
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
 
 
-def _read_all(session, items: Sequence[Deployment]) -> list[DeploymentRead]:
+def _read_all(session: Session, items: Sequence[Deployment]) -> list[DeploymentRead]:
     ids = [item.id for item in items]
     servers, monitors = deployments.servers_by_deployment(session, ids), deployments.linked_monitors(session, ids)
     return [
@@ -45,7 +46,7 @@ def _read_all(session, items: Sequence[Deployment]) -> list[DeploymentRead]:
     ]
 
 
-def _changed(request: Request, session, deployment: Deployment) -> DeploymentRead:
+def _changed(request: Request, session: Session, deployment: Deployment) -> DeploymentRead:
     # This process's gateway sees the change at once; others within their routing-table TTL.
     gateway = getattr(request.app.state, "deployer_gateway", None)
     if gateway is not None:
@@ -54,7 +55,9 @@ def _changed(request: Request, session, deployment: Deployment) -> DeploymentRea
 
 
 @router.post("", response_model=DeploymentRead, status_code=201, summary="Deploy a model version")
-def create_deployment(body: DeploymentCreate, request: Request, session: SessionDep, access: AccessDep):
+def create_deployment(
+    body: DeploymentCreate, request: Request, session: SessionDep, access: AccessDep
+) -> DeploymentRead:
     project_id = body.project_id or access.default_project(deployments.WRITE).id
     config: dict = {"env_manager": body.env_manager}
     if body.kserve is not None:
@@ -66,7 +69,7 @@ def create_deployment(body: DeploymentCreate, request: Request, session: Session
         access,
         project_id=project_id,
         name=body.name,
-        ref=body.version_ref(),
+        ref=body.required_version_ref(),
         target=body.target,
         canary=body.canary.model_dump(),
         config=config,
@@ -84,7 +87,7 @@ def create_deployment(body: DeploymentCreate, request: Request, session: Session
 )
 def update_deployment(
     deployment_id: uuid.UUID, body: DeploymentUpdate, request: Request, session: SessionDep, access: AccessDep
-):
+) -> DeploymentRead:
     changes = body.changes()
     if not changes:
         return get_deployment(deployment_id, session, access)
@@ -110,7 +113,7 @@ def list_deployments(
     project_id: uuid.UUID | None = None,
     page_token: PageToken = None,
     max_results: MaxResults = 100,
-):
+) -> dict[str, Any]:
     page = deployments.list_deployments(
         session, access, project_id=project_id, page_token=page_token, max_results=max_results
     )
@@ -118,7 +121,7 @@ def list_deployments(
 
 
 @router.get("/{deployment_id}", response_model=DeploymentRead, summary="Get a deployment")
-def get_deployment(deployment_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def get_deployment(deployment_id: uuid.UUID, session: SessionDep, access: AccessDep) -> DeploymentRead:
     return _read_all(session, [deployments.get_deployment(session, access, deployment_id)])[0]
 
 
@@ -129,7 +132,7 @@ def history(
     access: AccessDep,
     page_token: PageToken = None,
     max_results: MaxResults = 100,
-):
+) -> dict[str, Any]:
     return entity_page(
         deployments.list_history(session, access, deployment_id, page_token=page_token, max_results=max_results)
     )
@@ -147,7 +150,7 @@ def traffic(
     access: AccessDep,
     page_token: PageToken = None,
     max_results: MaxResults = 100,
-):
+) -> dict[str, Any]:
     deployments.get_deployment(session, access, deployment_id)
     gateway = getattr(request.app.state, "deployer_gateway", None)
     rows = [
@@ -158,15 +161,17 @@ def traffic(
 
 
 @router.post("/{deployment_id}/canary", response_model=DeploymentRead, summary="Start a canary at N %")
-def start_canary(deployment_id: uuid.UUID, body: CanaryStart, request: Request, session: SessionDep, access: AccessDep):
+def start_canary(
+    deployment_id: uuid.UUID, body: CanaryStart, request: Request, session: SessionDep, access: AccessDep
+) -> DeploymentRead:
     deployment = deployments.start_canary(
-        session, access, deployment_id, body.version_ref(), body.percent or body.steps[0], plan=body.plan()
+        session, access, deployment_id, body.required_version_ref(), body.start_percent(), plan=body.plan()
     )
     return _changed(request, session, deployment)
 
 
 @router.post("/{deployment_id}/promote", response_model=DeploymentRead, summary="Promote the canary to 100 %")
-def promote(deployment_id: uuid.UUID, request: Request, session: SessionDep, access: AccessDep):
+def promote(deployment_id: uuid.UUID, request: Request, session: SessionDep, access: AccessDep) -> DeploymentRead:
     return _changed(request, session, deployments.promote(session, access, deployment_id))
 
 
@@ -181,19 +186,21 @@ def rollback(
     session: SessionDep,
     access: AccessDep,
     body: RollbackRequest | None = None,
-):
+) -> DeploymentRead:
     deployment = deployments.rollback(session, access, deployment_id, body.reason if body else None)
     return _changed(request, session, deployment)
 
 
 @router.post("/{deployment_id}/shadow", response_model=DeploymentRead, summary="Set or unset the shadow version")
-def set_shadow(deployment_id: uuid.UUID, body: ShadowSet, request: Request, session: SessionDep, access: AccessDep):
+def set_shadow(
+    deployment_id: uuid.UUID, body: ShadowSet, request: Request, session: SessionDep, access: AccessDep
+) -> DeploymentRead:
     deployment = deployments.set_shadow(session, access, deployment_id, body.version_ref(), body.percent)
     return _changed(request, session, deployment)
 
 
 @router.post("/{deployment_id}/stop", response_model=DeploymentRead, summary="Stop serving")
-def stop(deployment_id: uuid.UUID, request: Request, session: SessionDep, access: AccessDep):
+def stop(deployment_id: uuid.UUID, request: Request, session: SessionDep, access: AccessDep) -> DeploymentRead:
     return _changed(request, session, deployments.stop(session, access, deployment_id))
 
 
@@ -208,7 +215,7 @@ def manifest(
     session: SessionDep,
     access: AccessDep,
     format: Literal["yaml", "json"] = "yaml",
-):
+) -> Response:
     deployment = deployments.get_deployment(session, access, deployment_id)
     if deployment.target != "kserve":
         raise InvalidState("Manifests are rendered for deployments with target 'kserve'")

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import asdict
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from sqlalchemy.orm import Session
 from starlette.types import Receive, Scope, Send
 
-from services.deployer.domain.gateway import Gateway
+from services.deployer.domain.gateway import Gateway, SessionScope
 from services.deployer.domain.prediction_log import PredictionLogger, database_sink
 from services.deployer.domain.rollout_state import CounterStore, DatabaseCounterStore, RedisCounterStore
 from services.deployer.domain.upstream import AiohttpUpstreamClient, UpstreamClient
@@ -38,7 +40,7 @@ def build_gateway(app: FastAPI, client: UpstreamClient) -> Gateway:
     settings: Settings = app.state.settings
 
     # Read at call time: tests swap app.state.db after the app is built.
-    def session_scope():
+    def session_scope() -> AbstractContextManager[Session]:
         return app.state.db.session_scope()
 
     return Gateway(
@@ -56,7 +58,7 @@ def build_gateway(app: FastAPI, client: UpstreamClient) -> Gateway:
     )
 
 
-def rollout_state_store(settings: Settings, session_scope) -> CounterStore:
+def rollout_state_store(settings: Settings, session_scope: SessionScope) -> CounterStore:
     """Redis when the platform's broker is Redis (every process and host shares it); the database otherwise,
     as on `tessera up`'s embedded default."""
     if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
@@ -86,7 +88,7 @@ class ServingRoute(APIRoute):
     """
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] not in self.methods:
+        if scope["method"] not in (self.methods or ()):
             await super().handle(scope, receive, send)  # FastAPI's 405
             return
         await _serve(scope, receive, send)
@@ -166,7 +168,7 @@ for _method, _path, _name, _summary in (
 )
 async def shadow_stats(
     deployment_id: uuid.UUID, request: Request, page_token: PageToken = None, max_results: MaxResults = 100
-):
+) -> dict[str, Any]:
     gateway: Gateway = request.app.state.deployer_gateway
     # Same authorization as serving: whoever may call the deployment may see how its shadow compares.
     await gateway.authorize_deployment(deployment_id, request.headers.get("authorization"))
