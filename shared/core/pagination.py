@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar, Unpack
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Row, Select, and_, or_
@@ -41,7 +41,7 @@ class Page(BaseModel, Generic[ItemT]):
 
 @dataclass(frozen=True)
 class RowPage:
-    rows: list[Row[Unpack[tuple[Any, ...]]]]
+    rows: list[Row[*tuple[Any, ...]]]
     next_page_token: str | None
 
 
