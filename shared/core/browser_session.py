@@ -329,15 +329,15 @@ async def login(request: Request) -> Response:
     wait = await run_in_threadpool(limit.begin, db, [email_key, client_key])
     if wait > 0:
         minutes = max(1, round(wait / 60))
-        response = _login_page(
+        refused = _login_page(
             request,
             next_url=next_url,
             email=email,
             status_code=429,
             error=f"Too many failed sign-in attempts. Try again in {minutes} minute(s).",
         )
-        response.headers["Retry-After"] = str(max(1, round(wait)))
-        return response
+        refused.headers["Retry-After"] = str(max(1, round(wait)))
+        return refused
     signed_in = await run_in_threadpool(_sign_in, db, email, password, settings.session_ttl_s)
     if signed_in is None:
         return _login_page(request, next_url=next_url, email=email, status_code=401, error="Wrong email or password.")
