@@ -8,16 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tessera.commands.api import (
-    DEFAULT_URL,
-    Api,
-    ApiKeyOption,
-    CommandError,
-    JsonOption,
-    LimitOption,
-    UrlOption,
-    command_group,
-)
+from tessera.commands.api import Api, CommandError, LimitOption, command_group, connected
 from tessera.commands.notifications import matcher_text
 from tessera.commands.output import Column, show_items, show_record
 
@@ -55,40 +46,37 @@ def duration(text: str) -> timedelta:
 
 
 @app.command("list")
+@connected
 def list_alerts(
     status: Annotated[str | None, typer.Option(help="firing, acknowledged or resolved")] = None,
     monitor: Annotated[str | None, typer.Option(help="Only this monitor's (id)")] = None,
     limit: LimitOption = None,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
+    *,
+    api: Api,
+    as_json: bool,
 ) -> None:
     """Alerts, latest first."""
-    with Api(url, api_key) as api:
-        items = api.items(PATH, limit=limit, status=status, monitor_id=monitor)
+    items = api.items(PATH, limit=limit, status=status, monitor_id=monitor)
     show_items(items, _COLUMNS, as_json=as_json, title="Alerts")
 
 
-def _act(alert: str, action: str, url: str, api_key: str | None, as_json: bool) -> None:
-    with Api(url, api_key) as api:
-        changed = api.post(f"{PATH}/{alert}/{action}")
+def _act(api: Api, alert: str, action: str, as_json: bool) -> None:
+    changed = api.post(f"{PATH}/{alert}/{action}")
     show_record(changed, _FIELDS, as_json=as_json, title=f"Alert {changed['id']}")
 
 
 @app.command()
-def ack(
-    alert: AlertArgument, url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, as_json: JsonOption = False
-) -> None:
+@connected
+def ack(alert: AlertArgument, *, api: Api, as_json: bool) -> None:
     """Acknowledge an alert (it stays open until a clean check or `resolve`)."""
-    _act(alert, "acknowledge", url, api_key, as_json)
+    _act(api, alert, "acknowledge", as_json)
 
 
 @app.command()
-def resolve(
-    alert: AlertArgument, url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, as_json: JsonOption = False
-) -> None:
+@connected
+def resolve(alert: AlertArgument, *, api: Api, as_json: bool) -> None:
     """Resolve an alert by hand."""
-    _act(alert, "resolve", url, api_key, as_json)
+    _act(api, alert, "resolve", as_json)
 
 
 def alert_matchers(alert: dict[str, Any]) -> list[dict[str, str]]:
@@ -98,22 +86,22 @@ def alert_matchers(alert: dict[str, Any]) -> list[dict[str, str]]:
 
 
 @app.command()
+@connected
 def silence(
     alert: AlertArgument,
     duration_text: Annotated[str, typer.Option("--for", help="How long, e.g. 30m, 2h, 1d")] = "2h",
     comment: Annotated[str, typer.Option(help="Why (shown with the silence)")] = "silenced from the command line",
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
+    *,
+    api: Api,
+    as_json: bool,
 ) -> None:
     """Silence this alert's notifications for a while (a silence on its name and labels)."""
     ends_at = datetime.now(UTC) + duration(duration_text)
-    with Api(url, api_key) as api:
-        found = api.get(f"{PATH}/{alert}")
-        created = api.post(
-            "/api/v1/silences",
-            {"matchers": alert_matchers(found), "ends_at": ends_at.isoformat(), "comment": comment},
-        )
+    found = api.get(f"{PATH}/{alert}")
+    created = api.post(
+        "/api/v1/silences",
+        {"matchers": alert_matchers(found), "ends_at": ends_at.isoformat(), "comment": comment},
+    )
     fields: list[Column] = [
         ("state", "state"),
         ("until", "ends_at"),

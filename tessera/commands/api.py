@@ -7,8 +7,10 @@ exiting with status 1.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import httpx
@@ -61,6 +63,31 @@ def command_group(help_text: str) -> typer.Typer:
     return typer.Typer(cls=CommandGroup, help=help_text, no_args_is_help=True, add_completion=False)
 
 
+def connected(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with the options of every command that talks to Tessera, after its own: --url, --api-key
+    and --json. It is called with an `Api` to that Tessera as `api` and the --json flag as `as_json`."""
+    own = inspect.signature(command, eval_str=True).parameters.values()
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, default, annotation in (
+            ("url", DEFAULT_URL, UrlOption),
+            ("api_key", None, ApiKeyOption),
+            ("as_json", False, JsonOption),
+        )
+    ]
+
+    @functools.wraps(command)
+    def run(*, url: str, api_key: str | None, as_json: bool, **arguments: Any) -> None:
+        with Api(url, api_key) as api:
+            command(api=api, as_json=as_json, **arguments)
+
+    # Typer reads a command's options from its signature.
+    run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [parameter for parameter in own if parameter.name not in ("api", "as_json")] + shared
+    )
+    return run
+
+
 def is_uuid(text: str) -> bool:
     try:
         uuid.UUID(text)
@@ -73,9 +100,9 @@ class Api:
     """A client of one Tessera's native API, authenticated by an API key."""
 
     def __init__(self, url: str, api_key: str | None, *, timeout: float = 60.0):
-        if not api_key:
-            raise CommandError("No API key: pass --api-key or set TESSERA_API_KEY (`tessera seed` prints one)")
         self.url = url.rstrip("/")
+        # Checked at the first request, so that what a command checks before it asks anything is told first.
+        self._api_key = api_key
         self._timeout = timeout
         self._http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout)
         self._version_labels: dict[str, str] = {}
@@ -87,6 +114,8 @@ class Api:
         self._http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if not self._api_key:
+            raise CommandError("No API key: pass --api-key or set TESSERA_API_KEY (`tessera seed` prints one)")
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError as error:

@@ -8,16 +8,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from tessera.commands.api import (
-    DEFAULT_URL,
-    Api,
-    ApiKeyOption,
-    CommandError,
-    JsonOption,
-    LimitOption,
-    UrlOption,
-    command_group,
-)
+from tessera.commands.api import Api, CommandError, LimitOption, command_group, connected
 from tessera.commands.output import Column, show_items, show_record, stderr, wait_until
 
 app = command_group("Deploy model versions, and canary, promote or roll them back.")
@@ -142,6 +133,7 @@ def _change(api: Api, ref: str, action: str, body: Any, *, wait: bool, timeout: 
 
 
 @app.command()
+@connected
 def deploy(
     name: Annotated[str, typer.Argument(help="The deployment's name")],
     model: ModelOption = None,
@@ -163,9 +155,9 @@ def deploy(
     ] = None,
     wait: WaitOption = True,
     timeout: TimeoutOption = 300.0,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
+    *,
+    api: Api,
+    as_json: bool,
 ) -> None:
     """Deploy a model version, e.g. `tessera deployments deploy churn-prod --model churn --alias champion`."""
     body = {
@@ -177,63 +169,52 @@ def deploy(
         "batching": _batching_body(max_batch_size, max_latency_ms),
         "env_manager": env_manager,
     }
-    with Api(url, api_key) as api:
-        deployment = api.post(PATH, {key: value for key, value in body.items() if value is not None})
-        if wait:
-            deployment = _settled(api, deployment, timeout)
-        _show(api, deployment, as_json)
+    deployment = api.post(PATH, {key: value for key, value in body.items() if value is not None})
+    if wait:
+        deployment = _settled(api, deployment, timeout)
+    _show(api, deployment, as_json)
 
 
 @app.command("list")
+@connected
 def list_deployments(
     project: Annotated[str | None, typer.Option(help="Only this project's (id)")] = None,
     limit: LimitOption = None,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
+    *,
+    api: Api,
+    as_json: bool,
 ) -> None:
     """Deployments, newest first."""
-    with Api(url, api_key) as api:
-        items = api.items(PATH, limit=limit, project_id=project)
-        show_items(items, _columns(api), as_json=as_json, title="Deployments")
+    items = api.items(PATH, limit=limit, project_id=project)
+    show_items(items, _columns(api), as_json=as_json, title="Deployments")
 
 
 @app.command()
-def show(
-    deployment: DeploymentArgument,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@connected
+def show(deployment: DeploymentArgument, *, api: Api, as_json: bool) -> None:
     """One deployment: status, versions, servers, linked monitor."""
-    with Api(url, api_key) as api:
-        _show(api, api.find(PATH, deployment, "deployment"), as_json)
+    _show(api, api.find(PATH, deployment, "deployment"), as_json)
 
 
 @app.command()
-def history(
-    deployment: DeploymentArgument,
-    limit: LimitOption = None,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@connected
+def history(deployment: DeploymentArgument, limit: LimitOption = None, *, api: Api, as_json: bool) -> None:
     """Every change of a deployment, newest first."""
-    with Api(url, api_key) as api:
-        found = api.find(PATH, deployment, "deployment")
-        items = api.items(f"{PATH}/{found['id']}/history", limit=limit)
-        columns: list[Column] = [
-            ("when", "created_at"),
-            ("action", "action"),
-            ("outcome", "outcome"),
-            ("from", lambda row: api.version_label(row["from_version_id"])),
-            ("to", lambda row: api.version_label(row["to_version_id"])),
-            ("reason", "reason"),
-        ]
-        show_items(items, columns, as_json=as_json, title=f"History of {found['name']}")
+    found = api.find(PATH, deployment, "deployment")
+    items = api.items(f"{PATH}/{found['id']}/history", limit=limit)
+    columns: list[Column] = [
+        ("when", "created_at"),
+        ("action", "action"),
+        ("outcome", "outcome"),
+        ("from", lambda row: api.version_label(row["from_version_id"])),
+        ("to", lambda row: api.version_label(row["to_version_id"])),
+        ("reason", "reason"),
+    ]
+    show_items(items, columns, as_json=as_json, title=f"History of {found['name']}")
 
 
 @app.command()
+@connected
 def canary(
     deployment: DeploymentArgument,
     percent: Annotated[int, typer.Option(min=1, max=100, help="Share of traffic for the canary")],
@@ -243,53 +224,48 @@ def canary(
     version_id: VersionIdOption = None,
     wait: WaitOption = True,
     timeout: TimeoutOption = 300.0,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
+    *,
+    api: Api,
+    as_json: bool,
 ) -> None:
     """Send a share of the traffic to another version (promote or roll back afterwards)."""
     body = {**version_ref(model, version, alias, version_id), "percent": percent}
-    with Api(url, api_key) as api:
-        _change(api, deployment, "canary", body, wait=wait, timeout=timeout, as_json=as_json)
+    _change(api, deployment, "canary", body, wait=wait, timeout=timeout, as_json=as_json)
 
 
 @app.command()
-def promote(
-    deployment: DeploymentArgument,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@connected
+def promote(deployment: DeploymentArgument, *, api: Api, as_json: bool) -> None:
     """Make the canary the stable version, at 100 %."""
-    with Api(url, api_key) as api:
-        _change(api, deployment, "promote", None, wait=False, timeout=0, as_json=as_json)
+    _change(api, deployment, "promote", None, wait=False, timeout=0, as_json=as_json)
 
 
 @app.command()
+@connected
 def rollback(
     deployment: DeploymentArgument,
     reason: Annotated[str | None, typer.Option(help="Why (kept in the history)")] = None,
     wait: WaitOption = True,
     timeout: TimeoutOption = 300.0,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
+    *,
+    api: Api,
+    as_json: bool,
 ) -> None:
     """Drop the canary, or return to the previous healthy version."""
-    with Api(url, api_key) as api:
-        _change(api, deployment, "rollback", {"reason": reason}, wait=wait, timeout=timeout, as_json=as_json)
+    _change(api, deployment, "rollback", {"reason": reason}, wait=wait, timeout=timeout, as_json=as_json)
 
 
 @app.command()
+@connected
 def update(
     deployment: DeploymentArgument,
     replicas: ReplicasOption = None,
     max_batch_size: BatchSizeOption = None,
     max_latency_ms: BatchLatencyOption = 5.0,
     no_batching: Annotated[bool, typer.Option("--no-batching", help="Turn request batching off")] = False,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
+    *,
+    api: Api,
+    as_json: bool,
 ) -> None:
     """Scale the replicas or set batching, e.g. `tessera deployments update churn-prod --replicas 3
     --max-batch-size 32`; new replicas start within seconds."""
@@ -300,19 +276,13 @@ def update(
         body["batching"] = _batching_body(max_batch_size, max_latency_ms)
     if not body:
         raise CommandError("Nothing to change: give --replicas, --max-batch-size or --no-batching")
-    with Api(url, api_key) as api:
-        found = api.find(PATH, deployment, "deployment")
-        _show(api, api.request("PATCH", f"{PATH}/{found['id']}", json=body), as_json)
+    found = api.find(PATH, deployment, "deployment")
+    _show(api, api.request("PATCH", f"{PATH}/{found['id']}", json=body), as_json)
 
 
 @app.command()
-def stop(
-    deployment: DeploymentArgument,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@connected
+def stop(deployment: DeploymentArgument, *, api: Api, as_json: bool) -> None:
     """Stop serving (the model servers are stopped by the worker)."""
-    with Api(url, api_key) as api:
-        _change(api, deployment, "stop", None, wait=False, timeout=0, as_json=as_json)
-        stderr().print("Stopped.")
+    _change(api, deployment, "stop", None, wait=False, timeout=0, as_json=as_json)
+    stderr().print("Stopped.")

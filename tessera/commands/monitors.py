@@ -9,16 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tessera.commands.api import (
-    DEFAULT_URL,
-    Api,
-    ApiKeyOption,
-    CommandError,
-    JsonOption,
-    LimitOption,
-    UrlOption,
-    command_group,
-)
+from tessera.commands.api import Api, CommandError, LimitOption, command_group, connected
 from tessera.commands.deployments import PATH as DEPLOYMENTS
 from tessera.commands.deployments import AliasOption, ModelOption, VersionOption, version_ref
 from tessera.commands.output import Column, print_json, show_items, show_record, stderr, wait_until
@@ -78,6 +69,7 @@ def _spec(path: Path | None) -> dict[str, Any]:
 
 
 @app.command()
+@connected
 def create(
     name: Annotated[str, typer.Argument(help="The monitor's name")],
     reference: Annotated[
@@ -91,60 +83,59 @@ def create(
     model: ModelOption = None,
     version: VersionOption = None,
     alias: AliasOption = None,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
+    *,
+    api: Api,
+    as_json: bool,
 ) -> None:
     """Create a monitor of a deployment (or a model version) with a reference file; the options override the
     spec's fields."""
     fields = _spec(spec) | {"name": name}
     if model is not None:
         fields |= version_ref(model, version, alias, None)
-    with Api(url, api_key) as api:
-        if deployment is not None:
-            fields["deployment_id"] = api.find(DEPLOYMENTS, deployment, "deployment")["id"]
-        with reference.open("rb") as data:
-            created = api.post(PATH, data={"spec": json.dumps(fields)}, files={"reference": (reference.name, data)})
+    if deployment is not None:
+        fields["deployment_id"] = api.find(DEPLOYMENTS, deployment, "deployment")["id"]
+    with reference.open("rb") as data:
+        created = api.post(PATH, data={"spec": json.dumps(fields)}, files={"reference": (reference.name, data)})
     show_record(created, _COLUMNS, as_json=as_json, title=f"Monitor {created['name']}")
 
 
 @app.command("list")
+@connected
 def list_monitors(
     project: Annotated[str | None, typer.Option(help="Only this project's (id)")] = None,
     limit: LimitOption = None,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
+    *,
+    api: Api,
+    as_json: bool,
 ) -> None:
     """Monitors, newest first."""
-    with Api(url, api_key) as api:
-        show_items(api.items(PATH, limit=limit, project_id=project), _COLUMNS, as_json=as_json, title="Monitors")
+    show_items(api.items(PATH, limit=limit, project_id=project), _COLUMNS, as_json=as_json, title="Monitors")
 
 
 @app.command()
+@connected
 def check(
     monitor: MonitorArgument,
     timeout: Annotated[float, typer.Option(help="Seconds to wait at most")] = 300.0,
     fail_on_drift: Annotated[bool, typer.Option(help="Exit with status 1 when the check finds dataset drift")] = False,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
+    *,
+    api: Api,
+    as_json: bool,
 ) -> None:
     """Run a check now and wait for it; prints its report's summary."""
-    with Api(url, api_key) as api:
-        found = api.find(PATH, monitor, "monitor")
-        run = api.post(f"{PATH}/{found['id']}/checks")
-        run = wait_until(
-            f"check of {found['name']}",
-            lambda: api.get(f"{PATH}/{found['id']}/checks/{run['id']}"),
-            lambda row: row["status"] not in CHECK_RUNNING,
-            timeout=timeout,
-            status=lambda row: row["status"],
-            fraction=lambda row: row.get("progress"),
-        )
-        if run["status"] == "failed":
-            raise CommandError(f"The check of {found['name']} failed: {run.get('error') or 'no reason given'}")
-        report = api.get(f"/api/v1/drift-reports/{run['report_id']}") if run.get("report_id") else None
+    found = api.find(PATH, monitor, "monitor")
+    run = api.post(f"{PATH}/{found['id']}/checks")
+    run = wait_until(
+        f"check of {found['name']}",
+        lambda: api.get(f"{PATH}/{found['id']}/checks/{run['id']}"),
+        lambda row: row["status"] not in CHECK_RUNNING,
+        timeout=timeout,
+        status=lambda row: row["status"],
+        fraction=lambda row: row.get("progress"),
+    )
+    if run["status"] == "failed":
+        raise CommandError(f"The check of {found['name']} failed: {run.get('error') or 'no reason given'}")
+    report = api.get(f"/api/v1/drift-reports/{run['report_id']}") if run.get("report_id") else None
     if as_json:
         print_json({"check": run, "report": report})
     elif report is None:
@@ -156,19 +147,14 @@ def check(
 
 
 @app.command()
-def report(
-    monitor: MonitorArgument,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@connected
+def report(monitor: MonitorArgument, *, api: Api, as_json: bool) -> None:
     """The latest drift report: the verdict of every column."""
-    with Api(url, api_key) as api:
-        found = api.find(PATH, monitor, "monitor")
-        latest = api.items(f"{PATH}/{found['id']}/reports", limit=1)
-        if not latest:
-            raise CommandError(f"Monitor {found['name']} has no report yet; run `tessera monitors check`")
-        full = api.get(f"/api/v1/drift-reports/{latest[0]['id']}")
+    found = api.find(PATH, monitor, "monitor")
+    latest = api.items(f"{PATH}/{found['id']}/reports", limit=1)
+    if not latest:
+        raise CommandError(f"Monitor {found['name']} has no report yet; run `tessera monitors check`")
+    full = api.get(f"/api/v1/drift-reports/{latest[0]['id']}")
     if as_json:
         print_json(full)
         return

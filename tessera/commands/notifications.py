@@ -7,16 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tessera.commands.api import (
-    DEFAULT_URL,
-    Api,
-    ApiKeyOption,
-    CommandError,
-    JsonOption,
-    LimitOption,
-    UrlOption,
-    command_group,
-)
+from tessera.commands.api import Api, CommandError, LimitOption, command_group, connected
 from tessera.commands.output import Column, show_items, show_record
 
 channels_app = command_group("Notification channels: webhooks, Slack, e-mail.")
@@ -54,6 +45,7 @@ def _headers(pairs: list[str]) -> dict[str, str]:
 
 
 @channels_app.command("create")
+@connected
 def create_channel(
     name: Annotated[str, typer.Argument(help="The channel's name")],
     kind: Annotated[str, typer.Option("--type", help="webhook, slack or email")] = "webhook",
@@ -67,9 +59,9 @@ def create_channel(
     recipient: Annotated[list[str], typer.Option(help="To address (email; repeat)")] = [],  # noqa: B006
     username: Annotated[str | None, typer.Option(help="SMTP user (email)")] = None,
     password: Annotated[str | None, typer.Option(help="SMTP password (email)")] = None,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
+    *,
+    api: Api,
+    as_json: bool,
 ) -> None:
     """Create a channel; a webhook's signing secret is printed once."""
     body: dict[str, Any] = {"name": name, "type": kind}
@@ -82,32 +74,26 @@ def create_channel(
         body |= {key: value for key, value in (("username", username), ("password", password)) if value}
     else:
         raise CommandError(f"Unknown channel type {kind!r}: webhook, slack or email")
-    with Api(url, api_key) as api:
-        created = api.post(CHANNELS, body)
+    created = api.post(CHANNELS, body)
     fields = [*_CHANNEL_COLUMNS, ("signing secret (shown once)", "signing_secret")]
     show_record(created, fields, as_json=as_json, title=f"Channel {created['name']}")
 
 
 @channels_app.command("list")
-def list_channels(
-    limit: LimitOption = None, url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, as_json: JsonOption = False
-) -> None:
+@connected
+def list_channels(limit: LimitOption = None, *, api: Api, as_json: bool) -> None:
     """The organization's channels."""
-    with Api(url, api_key) as api:
-        show_items(api.items(CHANNELS, limit=limit), _CHANNEL_COLUMNS, as_json=as_json, title="Channels")
+    show_items(api.items(CHANNELS, limit=limit), _CHANNEL_COLUMNS, as_json=as_json, title="Channels")
 
 
 @channels_app.command("test")
+@connected
 def test_channel(
-    channel: Annotated[str, typer.Argument(help="Channel id or name")],
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
+    channel: Annotated[str, typer.Argument(help="Channel id or name")], *, api: Api, as_json: bool
 ) -> None:
     """Send a test message now; exits non-zero unless it was delivered."""
-    with Api(url, api_key) as api:
-        found = api.find(CHANNELS, channel, "channel")
-        delivery = api.post(f"{CHANNELS}/{found['id']}/test")
+    found = api.find(CHANNELS, channel, "channel")
+    delivery = api.post(f"{CHANNELS}/{found['id']}/test")
     show_record(delivery, _DELIVERY_FIELDS, as_json=as_json, title=f"Test message to {found['name']}")
     if delivery["state"] != "delivered":
         raise CommandError(f"The test message was not delivered ({delivery['state']}): {delivery.get('last_error')}")
@@ -138,6 +124,7 @@ def _channel_names(api: Api) -> dict[str, str]:
 
 
 @rules_app.command("create")
+@connected
 def create_rule(
     name: Annotated[str, typer.Argument(help="The rule's name")],
     channel: Annotated[list[str], typer.Option(help="Channel id or name to notify (repeat)")],
@@ -147,32 +134,29 @@ def create_rule(
     group_by: Annotated[list[str], typer.Option(help="Label to group alerts by (repeat)")] = [],  # noqa: B006
     group_wait: Annotated[int | None, typer.Option(help="Seconds to wait before a new group's first notice")] = None,
     repeat_interval: Annotated[int | None, typer.Option(help="Seconds before repeating a firing group")] = None,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-    as_json: JsonOption = False,
+    *,
+    api: Api,
+    as_json: bool,
 ) -> None:
     """Create a rule sending matching events to channels."""
-    with Api(url, api_key) as api:
-        channel_ids = [api.find(CHANNELS, ref, "channel")["id"] for ref in channel]
-        body = {
-            "name": name,
-            "channel_ids": channel_ids,
-            "event_types": event_type,
-            "matchers": matcher,
-            "group_by": group_by,
-            "min_severity": min_severity,
-            "group_wait_s": group_wait,
-            "repeat_interval_s": repeat_interval,
-        }
-        created = api.post(RULES, {key: value for key, value in body.items() if value is not None})
-        show_record(created, _rule_columns(_channel_names(api)), as_json=as_json, title=f"Rule {created['name']}")
+    channel_ids = [api.find(CHANNELS, ref, "channel")["id"] for ref in channel]
+    body = {
+        "name": name,
+        "channel_ids": channel_ids,
+        "event_types": event_type,
+        "matchers": matcher,
+        "group_by": group_by,
+        "min_severity": min_severity,
+        "group_wait_s": group_wait,
+        "repeat_interval_s": repeat_interval,
+    }
+    created = api.post(RULES, {key: value for key, value in body.items() if value is not None})
+    show_record(created, _rule_columns(_channel_names(api)), as_json=as_json, title=f"Rule {created['name']}")
 
 
 @rules_app.command("list")
-def list_rules(
-    limit: LimitOption = None, url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None, as_json: JsonOption = False
-) -> None:
+@connected
+def list_rules(limit: LimitOption = None, *, api: Api, as_json: bool) -> None:
     """The organization's rules."""
-    with Api(url, api_key) as api:
-        rules = api.items(RULES, limit=limit)
-        show_items(rules, _rule_columns({} if as_json else _channel_names(api)), as_json=as_json, title="Rules")
+    rules = api.items(RULES, limit=limit)
+    show_items(rules, _rule_columns({} if as_json else _channel_names(api)), as_json=as_json, title="Rules")
