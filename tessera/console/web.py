@@ -4,7 +4,7 @@ there (which buttons to draw), the CSRF token, and rendering a template as a pag
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,6 +154,18 @@ def with_status(response: HTMLResponse, status_code: int) -> HTMLResponse:
     """A page re-rendered to show the API's refusal keeps the API's status (422, 403, 409...)."""
     response.status_code = status_code
     return response
+
+
+async def act_then_show(
+    action: Awaitable[Any], show: Callable[..., Awaitable[HTMLResponse]], done: Callable[[Any], str]
+) -> HTMLResponse:
+    """A page's button: the API call, then the page again with the outcome on top (`done` of the API's answer,
+    or the API's refusal with its status)."""
+    try:
+        answer = await action
+    except ApiError as exc:
+        return with_status(await show(outcome={"kind": "error", "text": exc.message}), exc.status)
+    return await show(outcome={"kind": "ok", "text": done(answer)})
 
 
 def error_field(exc: ApiError, default: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
@@ -203,6 +203,29 @@ Name = Annotated[str, Query()]
 Strings = Annotated[list[str], Query()]
 
 
+class _Search:
+    """The query of MLflow's two search routes (registered models, model versions)."""
+
+    def __init__(
+        self,
+        filter: str | None = None,
+        max_results: int | None = None,
+        order_by: Strings = [],  # noqa: B006 (FastAPI copies defaults)
+        page_token: str | None = None,
+    ) -> None:
+        self.filter_string, self.max_results, self.order_by, self.page_token = filter, max_results, order_by, page_token
+
+
+SearchQuery = Annotated[_Search, Depends()]
+
+
+def _found(key: str, items: list[dict[str, Any]], token: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {key: items}
+    if token:
+        body["next_page_token"] = token
+    return body
+
+
 # --- registered models -----------------------------------------------------------------------------
 
 
@@ -241,21 +264,9 @@ def delete_registered_model(body: ByName, session: SessionDep, access: AccessDep
 
 
 @_api.get("/registered-models/search")
-def search_registered_models(
-    session: SessionDep,
-    access: AccessDep,
-    filter: str | None = None,
-    max_results: int | None = None,
-    order_by: Strings = [],  # noqa: B006 (FastAPI copies defaults)
-    page_token: str | None = None,
-) -> dict:
-    found, token = mlf.search_models(
-        session, access, filter_string=filter, max_results=max_results, order_by=order_by, page_token=page_token
-    )
-    body: dict[str, Any] = {"registered_models": _models_json(session, found)}
-    if token:
-        body["next_page_token"] = token
-    return body
+def search_registered_models(session: SessionDep, access: AccessDep, query: SearchQuery) -> dict:
+    found, token = mlf.search_models(session, access, **vars(query))
+    return _found("registered_models", _models_json(session, found), token)
 
 
 def _latest_versions(session: Session, access: Access, name: str, stages: list[str]) -> dict:
@@ -347,21 +358,9 @@ def delete_model_version(body: ByVersion, session: SessionDep, access: AccessDep
 
 
 @_api.get("/model-versions/search")
-def search_model_versions(
-    session: SessionDep,
-    access: AccessDep,
-    filter: str | None = None,
-    max_results: int | None = None,
-    order_by: Strings = [],  # noqa: B006 (FastAPI copies defaults)
-    page_token: str | None = None,
-) -> dict:
-    found, token = mlf.search_versions(
-        session, access, filter_string=filter, max_results=max_results, order_by=order_by, page_token=page_token
-    )
-    body: dict[str, Any] = {"model_versions": [version_json(v) for v in found]}
-    if token:
-        body["next_page_token"] = token
-    return body
+def search_model_versions(session: SessionDep, access: AccessDep, query: SearchQuery) -> dict:
+    found, token = mlf.search_versions(session, access, **vars(query))
+    return _found("model_versions", [version_json(v) for v in found], token)
 
 
 @_api.post("/model-versions/transition-stage")

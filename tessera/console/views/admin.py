@@ -3,11 +3,13 @@ the organization's members and roles, and the audit log with its filters."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter
 
 from shared.core.auth import SCOPES
 from tessera.console.api import ApiError
-from tessera.console.web import PAGE_SIZE, Console, ConsoleDep, parse_uuid, with_status
+from tessera.console.web import PAGE_SIZE, Console, ConsoleDep, act_then_show, parse_uuid, with_status
 
 router = APIRouter()
 EXPIRIES = {"": None, "1d": 86400, "30d": 30 * 86400, "90d": 90 * 86400, "365d": 365 * 86400}
@@ -78,11 +80,8 @@ async def create_api_key(c: ConsoleDep):
 
 @router.post("/api-keys/{key_id}/revoke")
 async def revoke_api_key(c: ConsoleDep, key_id: str):
-    try:
-        revoked = await c.api.delete(f"/api/v1/api-keys/{parse_uuid(key_id)}")
-    except ApiError as exc:
-        return with_status(await _keys(c, outcome={"kind": "error", "text": exc.message}), exc.status)
-    return await _keys(c, outcome={"kind": "ok", "text": f"Key {revoked['name']} revoked"})
+    revoked = c.api.delete(f"/api/v1/api-keys/{parse_uuid(key_id)}")
+    return await act_then_show(revoked, partial(_keys, c), lambda key: f"Key {key['name']} revoked")
 
 
 # --- members -------------------------------------------------------------------------------------

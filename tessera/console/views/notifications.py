@@ -4,10 +4,12 @@ send a test and see the result), each channel's delivery log with every attempt'
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter
 
 from tessera.console.api import ApiError
-from tessera.console.web import PAGE_SIZE, Console, ConsoleDep, error_field, parse_uuid, with_status
+from tessera.console.web import PAGE_SIZE, Console, ConsoleDep, act_then_show, error_field, parse_uuid, with_status
 
 router = APIRouter(prefix="/channels")
 CHANNEL_TYPES = ("webhook", "slack")
@@ -147,8 +149,5 @@ async def _silences(
 
 @silences_router.post("/{silence_id}/expire")
 async def expire_silence(c: ConsoleDep, silence_id: str):
-    try:
-        await c.api.delete(f"/api/v1/silences/{parse_uuid(silence_id)}")
-    except ApiError as exc:
-        return with_status(await _silences(c, outcome={"kind": "error", "text": exc.message}), exc.status)
-    return await _silences(c, outcome={"kind": "ok", "text": "Silence expired"})
+    expired = c.api.delete(f"/api/v1/silences/{parse_uuid(silence_id)}")
+    return await act_then_show(expired, partial(_silences, c), lambda _: "Silence expired")

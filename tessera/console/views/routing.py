@@ -4,12 +4,13 @@ times when a rule's notifications wait), each listed, created and deleted."""
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter
 
 from tessera.console.api import ApiError
-from tessera.console.web import PAGE_SIZE, Console, ConsoleDep, error_field, parse_uuid, with_status
+from tessera.console.web import PAGE_SIZE, Console, ConsoleDep, act_then_show, error_field, parse_uuid, with_status
 
 rules_router = APIRouter(prefix="/rules")
 mute_windows_router = APIRouter(prefix="/mute-windows")
@@ -95,11 +96,8 @@ async def create_rule(c: ConsoleDep):
 
 @rules_router.post("/{rule_id}/delete")
 async def delete_rule(c: ConsoleDep, rule_id: str):
-    try:
-        rule = await c.api.delete(f"/api/v1/rules/{parse_uuid(rule_id)}")
-    except ApiError as exc:
-        return with_status(await _rules(c, outcome={"kind": "error", "text": exc.message}), exc.status)
-    return await _rules(c, outcome={"kind": "ok", "text": f"Rule {rule['name']} deleted"})
+    deleted = c.api.delete(f"/api/v1/rules/{parse_uuid(rule_id)}")
+    return await act_then_show(deleted, partial(_rules, c), lambda rule: f"Rule {rule['name']} deleted")
 
 
 # --- mute windows ---------------------------------------------------------------------------------
@@ -156,8 +154,5 @@ async def create_mute_window(c: ConsoleDep):
 
 @mute_windows_router.post("/{window_id}/delete")
 async def delete_mute_window(c: ConsoleDep, window_id: str):
-    try:
-        await c.api.delete(f"/api/v1/silences/mute-windows/{parse_uuid(window_id)}")
-    except ApiError as exc:
-        return with_status(await _mute_windows(c, outcome={"kind": "error", "text": exc.message}), exc.status)
-    return await _mute_windows(c, outcome={"kind": "ok", "text": "Mute window deleted"})
+    deleted = c.api.delete(f"/api/v1/silences/mute-windows/{parse_uuid(window_id)}")
+    return await act_then_show(deleted, partial(_mute_windows, c), lambda _: "Mute window deleted")
