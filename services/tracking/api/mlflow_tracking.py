@@ -7,6 +7,8 @@ raises the MlflowException it would raise against MLflow's own server.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session
 
@@ -234,7 +236,7 @@ def log_outputs(body: JsonBody, session: SessionDep, access: AccessDep) -> Respo
 
 @router.post("/runs/search", openapi_extra=wire.body(wire.SearchRuns))
 def search_runs(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
-    request = {
+    request: dict[str, Any] = {
         "experiment_ids": [str(e) for e in as_list(body.get("experiment_ids"), "experiment_ids")],
         "filter_string": body.get("filter"),
         "run_view_type": body.get("run_view_type"),
