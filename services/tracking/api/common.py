@@ -55,16 +55,15 @@ def respond_page(field: str, items: list, next_token: str | None) -> Response:
     return respond(content)
 
 
-def respond_rendered(field: str, item_json: str, extra: str = "") -> Response:
-    """`{field: item}` for an item the database already rendered as JSON."""
-    return Response(f'{{"{field}":{item_json}{extra}}}'.encode(), media_type="application/json")
+def rendered_body(field: str, item_json: str, next_token: str | None = None) -> bytes:
+    """`{field: item}` for an item the database already rendered as JSON, and MLflow's `next_page_token`
+    when there is a next page."""
+    token = f',"next_page_token":{orjson.dumps(next_token).decode()}' if next_token else ""
+    return f'{{"{field}":{item_json}{token}}}'.encode()
 
 
-def respond_rendered_page(field: str, items_json: str, next_token: str | None) -> Response:
-    """respond_page for items the database already rendered as a JSON array."""
-    return respond_rendered(
-        field, items_json, f',"next_page_token":{orjson.dumps(next_token).decode()}' if next_token else ""
-    )
+def respond_rendered(field: str, item_json: str, next_token: str | None = None) -> Response:
+    return Response(rendered_body(field, item_json, next_token), media_type="application/json")
 
 
 def run_id_of(body: dict[str, Any]) -> str | None:

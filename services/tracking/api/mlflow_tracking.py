@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session
 
-from services.tracking.api import hot_writes, render, wire
+from services.tracking.api import hot_reads, hot_writes, render, wire
 from services.tracking.api.common import (
     JsonBody,
     QueryParams,
@@ -21,7 +21,6 @@ from services.tracking.api.common import (
     respond,
     respond_page,
     respond_rendered,
-    respond_rendered_page,
     run_id_of,
 )
 from services.tracking.domain import experiments, logged_models, metrics, run_json, runs, search
@@ -30,8 +29,8 @@ from shared.core.deps import AccessDep, SessionDep, SettingsDep
 from shared.core.hot_routes import HotRoute, hot_pool_lifespan
 
 router = APIRouter(tags=["mlflow-tracking"])
-# A training loop's write calls: served first by hot_writes, these endpoints answer what it leaves (see
-# shared.core.hot_routes); mounted before every other route of the app.
+# A training loop's write calls and the most frequent reads: served first by hot_writes and hot_reads,
+# these endpoints answer what they leave (see shared.core.hot_routes); mounted before every other route.
 hot_router = APIRouter(tags=["mlflow-tracking"], lifespan=hot_pool_lifespan)
 
 
@@ -132,7 +131,6 @@ def create_run(body: JsonBody, session: SessionDep, access: AccessDep) -> Respon
     return respond({"run": render.run(view)})
 
 
-@router.get("/runs/get", openapi_extra=wire.query(wire.RunRef))
 def get_run(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
     if run_json.in_database(session):
         return respond_rendered("run", runs.get_run_json(session, access, run_id_of(query)))
@@ -234,7 +232,6 @@ def log_outputs(body: JsonBody, session: SessionDep, access: AccessDep) -> Respo
     return respond()
 
 
-@router.post("/runs/search", openapi_extra=wire.body(wire.SearchRuns))
 def search_runs(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     request: dict[str, Any] = {
         "experiment_ids": [str(e) for e in as_list(body.get("experiment_ids"), "experiment_ids")],
@@ -246,9 +243,25 @@ def search_runs(body: JsonBody, session: SessionDep, access: AccessDep) -> Respo
     }
     if run_json.in_database(session):
         page, next_token = search.search_runs_json(session, access, **request)
-        return respond_rendered_page("runs", page, next_token)
+        return respond_rendered("runs", page, next_token)
     found, next_token = search.search_runs(session, access, **request)
     return respond_page("runs", [render.run(view) for view in found], next_token)
+
+
+hot_router.add_api_route(
+    "/runs/get",
+    get_run,
+    methods=["GET"],
+    openapi_extra=wire.query(wire.RunRef),
+    route_class_override=HotRoute.serving(hot_reads.get_run),
+)
+hot_router.add_api_route(
+    "/runs/search",
+    search_runs,
+    methods=["POST"],
+    openapi_extra=wire.body(wire.SearchRuns),
+    route_class_override=HotRoute.serving(hot_reads.search_runs),
+)
 
 
 # --- metric history -----------------------------------------------------------------------------------

@@ -140,18 +140,16 @@ def get_run_row(session: Session, access: Access, run_id: str | None, scope: str
 
     One query for the run and its project's id (this runs on every log call); the caller's roles in the
     project are usually remembered (shared.core.auth), so the access check asks nothing more."""
-    row = session.execute(_with_project(select(ExperimentRun), run_id)).first()
+    row = session.execute(
+        with_project(select(ExperimentRun)).where(ExperimentRun.id == parse_uuid(run_id, "run_id"))
+    ).first()
     row = _authorize(access, row, run_id, scope)
     return row.ExperimentRun
 
 
-def _with_project(query: Select, run_id: str | None) -> Select:
-    """`query` over the run `run_id`, with its project's id."""
-    return (
-        query.add_columns(Experiment.project_id)
-        .join(Experiment, Experiment.id == ExperimentRun.experiment_id)
-        .where(ExperimentRun.id == parse_uuid(run_id, "run_id"))
-    )
+def with_project(query: Select) -> Select:
+    """`query` over runs, with each run's project id."""
+    return query.add_columns(Experiment.project_id).join(Experiment, Experiment.id == ExperimentRun.experiment_id)
 
 
 def _authorize(access: Access, row: Row | None, run_id: str | None, scope: str) -> Row:
@@ -247,7 +245,8 @@ def get_run_json(session: Session, access: Access, run_id: str | None) -> str:
     """get_run on PostgreSQL (run_json.in_database), rendered as MLflow's Run message by the one statement
     that finds the run and its project."""
     run = run_json.run_json().label("run")
-    row = session.execute(_with_project(select(run).select_from(ExperimentRun), run_id)).first()
+    query = with_project(select(run).select_from(ExperimentRun))
+    row = session.execute(query.where(ExperimentRun.id == parse_uuid(run_id, "run_id"))).first()
     row = _authorize(access, row, run_id, READ)
     return row.run
 

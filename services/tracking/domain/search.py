@@ -19,7 +19,7 @@ from services.tracking.domain.search_grammar import parse_filter, parse_order_by
 from services.tracking.domain.sql import decode_page_token, encode_page_token
 from services.tracking.domain.validation import validate_max_results
 from shared.core.auth import Access
-from shared.core.errors import InvalidParameter
+from shared.core.errors import InvalidParameter, PermissionDenied
 from shared.db.models import Experiment, ExperimentRun
 
 VIEW_TYPES = experiments.VIEW_TYPES
@@ -39,17 +39,16 @@ def _readable_experiment_ids(session: Session, access: Access, experiment_ids: l
             continue
     if not wanted:
         return []
-    return list(
-        session.scalars(
-            select(Experiment.id).where(
-                Experiment.id.in_(wanted),
-                Experiment.project_id.in_(access.readable_project_ids(experiments.READ)),
-            )
-        )
-    )
+    if not access.principal.has_scope(experiments.READ):
+        # Refused, not filtered to nothing: an empty page would tell the caller there is nothing to see.
+        raise PermissionDenied(f"API key lacks the '{experiments.READ}' scope")
+    # Every role in a project reads it. The roles come from the per-process cache (shared.core.auth),
+    # which this fills for the hot path of later searches (api/hot_reads.py).
+    found = session.execute(select(Experiment.id, Experiment.project_id).where(Experiment.id.in_(wanted)))
+    return [experiment_id for experiment_id, project_id in found if access.project_role(project_id) is not None]
 
 
-def _checked(run_view_type: str | None, max_results: object, page_token: str | None) -> tuple[str, int, int]:
+def checked(run_view_type: str | None, max_results: object, page_token: str | None) -> tuple[str, int, int]:
     """The view type, page size and offset of a search, or a 400 naming the bad one."""
     limit = validate_max_results(max_results, default=1000)
     offset = decode_page_token(page_token)
@@ -83,7 +82,7 @@ def search_runs(
     page_token: str | None = None,
 ) -> tuple[list[runs.RunView], str | None]:
     """The page's runs and the next page's token."""
-    view_type, limit, offset = _checked(run_view_type, max_results, page_token)
+    view_type, limit, offset = checked(run_view_type, max_results, page_token)
     # Parse everything before touching the database: a bad filter is a 400 whatever the data.
     compiled = search_sql.compile_run_search(parse_filter(filter_string), parse_order_by(order_by))
     scope = _readable_experiment_ids(session, access, experiment_ids)
@@ -93,10 +92,10 @@ def search_runs(
     # instances cost more than the query (render reads the same attribute names from either).
     query = _matching(compiled, scope, view_type).with_only_columns(ExperimentRun.__table__, maintain_column_froms=True)
     page = session.execute(query.order_by(*compiled.clauses).offset(offset).limit(limit + 1)).all()
-    return runs.load_views(session, page[:limit]), _next_token(page, offset, limit)
+    return runs.load_views(session, page[:limit]), next_token(page, offset, limit)
 
 
-def _next_token(page: Sequence, offset: int, limit: int) -> str | None:
+def next_token(page: Sequence, offset: int, limit: int) -> str | None:
     # One row more than the page tells whether there is a next page without a COUNT.
     return encode_page_token(offset + limit) if len(page) > limit else None
 
@@ -161,7 +160,7 @@ def search_runs_json(
 ) -> tuple[str, str | None]:
     """search_runs on PostgreSQL (run_json.in_database), the page already rendered: a JSON array of
     MLflow's Run messages."""
-    view_type, limit, offset = _checked(run_view_type, max_results, page_token)
+    view_type, limit, offset = checked(run_view_type, max_results, page_token)
     dialect = session.get_bind().dialect
     key = (dialect, filter_string or "", tuple(order_by or ()), view_type)
     statement = page_statement(*key, max(1, len(experiment_ids)))  # a bad filter is a 400 whatever the data
@@ -177,4 +176,4 @@ def search_runs_json(
             # For the rest of the request's transaction: a search is the last statement of its request.
             cursor.execute("SET LOCAL enable_sort = off")
         texts = [row[0] for row in cursor.execute(statement.sql, statement.page_params(scope, offset, limit))]
-    return "[" + ",".join(texts[:limit]) + "]", _next_token(texts, offset, limit)
+    return "[" + ",".join(texts[:limit]) + "]", next_token(texts, offset, limit)

@@ -1,0 +1,96 @@
+"""The hot side of the read calls a UI page and a script make most (get-run, search): what
+`shared.core.hot_routes` runs before the usual endpoints in mlflow_tracking.py.
+
+Each handler finds what it serves with the statements of the PostgreSQL path (the run rendered by the
+database, see run_json), checks from memory that the caller may read the project, and sends the text
+PostgreSQL rendered. It returns None (the usual endpoint answers) for anything else: bad input, the
+default experiment "0" (found by project), a run or experiment it cannot see, a caller or role not
+remembered.
+"""
+
+from __future__ import annotations
+
+import uuid
+from functools import lru_cache
+
+from psycopg import AsyncConnection
+from sqlalchemy import Uuid, bindparam, select
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
+
+from services.tracking.api.common import as_list, rendered_body, run_id_of
+from services.tracking.domain import experiments, run_json, runs, search
+from services.tracking.domain.ids import parse_uuid
+from shared.core.auth import Principal, remembered_project_permission
+from shared.core.errors import TesseraError
+from shared.core.hot_routes import HotRequest
+from shared.db.models import ExperimentRun
+
+_DIALECT = psycopg_dialect()
+_EXPERIMENT_PROJECTS = "SELECT id, project_id FROM experiments WHERE id = ANY(%(ids)s)"
+
+
+@lru_cache(maxsize=1)
+def _get_run_sql() -> str:
+    query = runs.with_project(select(run_json.run_json()).select_from(ExperimentRun))
+    statement = query.where(ExperimentRun.id == bindparam("run_id", type_=Uuid))
+    return str(statement.compile(dialect=_DIALECT))
+
+
+def _readable(principal: Principal, project_id: uuid.UUID) -> bool:
+    return remembered_project_permission(principal, project_id, experiments.READ) is True
+
+
+async def get_run(request: HotRequest) -> bytes | None:
+    try:
+        run_id = parse_uuid(run_id_of(request.params), "run_id")
+    except TesseraError:
+        return None
+    async with request.connection() as conn:
+        row = await (await conn.execute(_get_run_sql(), {"run_id": run_id})).fetchone()
+    if row is None or not _readable(request.principal, row[1]):
+        return None
+    return rendered_body("run", row[0])
+
+
+async def _readable_scope(conn: AsyncConnection, principal: Principal, experiment_ids: list) -> list[uuid.UUID] | None:
+    """The experiments, when the caller may read each one that exists (None: ask the usual endpoint)."""
+    try:
+        wanted = [uuid.UUID(str(experiment_id)) for experiment_id in experiment_ids]
+    except ValueError:
+        return None  # "0" (the default experiment) or a malformed id
+    found = await (await conn.execute(_EXPERIMENT_PROJECTS, {"ids": wanted})).fetchall()
+    if not found or not all(_readable(principal, project_id) for _, project_id in found):
+        return None
+    by_id = {experiment_id: project_id for experiment_id, project_id in found}
+    return [experiment_id for experiment_id in dict.fromkeys(wanted) if experiment_id in by_id]
+
+
+async def search_runs(request: HotRequest) -> bytes | None:
+    body = request.params
+    try:
+        view_type, limit, offset = search.checked(
+            body.get("run_view_type"), body.get("max_results"), body.get("page_token")
+        )
+        experiment_ids = as_list(body.get("experiment_ids"), "experiment_ids")
+        filter_string, order_by = body.get("filter") or "", tuple(as_list(body.get("order_by"), "order_by"))
+        if not isinstance(filter_string, str) or not all(isinstance(key, str) for key in order_by):
+            return None
+        key = (_DIALECT, filter_string, order_by, view_type)
+        statement = search.page_statement(*key, max(1, len(experiment_ids)))
+    except TesseraError:
+        return None
+    async with request.connection() as conn:
+        scope = await _readable_scope(conn, request.principal, experiment_ids)
+        if scope is None:
+            return None
+        if len(scope) != len(experiment_ids):
+            statement = search.page_statement(*key, len(scope))
+        params = statement.page_params(scope, offset, limit)
+        if statement.no_sort:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL enable_sort = off")
+                rows = await (await conn.execute(statement.sql, params)).fetchall()
+        else:
+            rows = await (await conn.execute(statement.sql, params)).fetchall()
+    texts = [row[0] for row in rows]
+    return rendered_body("runs", "[" + ",".join(texts[:limit]) + "]", search.next_token(texts, offset, limit))
