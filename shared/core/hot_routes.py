@@ -49,6 +49,7 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.core.auth import Principal
+from shared.core.context import RequestContext, current_request
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 # Set on a request the hot handler has left: the route then serves it the usual way.
@@ -119,6 +120,7 @@ class HotRequest:
     principal: Principal
     pool: HotPool
     state: State  # the app's (settings, authenticator, ...)
+    context: RequestContext  # what an audit row says of the request
 
     def connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection]:
         return self.pool.connection()
@@ -151,7 +153,7 @@ class HotRoute(APIRoute):
             if received is None:
                 return  # the client went away mid-upload: nobody to answer
             body = received
-        answer = await _answer(self.hot, scope, body)
+        answer = await _answer(self.hot, scope, body, current_request() or _context(scope, uuid.uuid4().hex))
         if answer is None:
             await super().handle(scope, _replay(body, receive), send)
             return
@@ -183,6 +185,8 @@ class HotDispatch:
                 request_id = value
             elif name == b"content-length":
                 length = value
+        if request_id is None or not _REQUEST_ID.fullmatch(request_id):
+            request_id = uuid.uuid4().hex.encode()
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             await self.app(scope, receive, send)
             return
@@ -193,7 +197,7 @@ class HotDispatch:
                 return
             body = received
         try:
-            answer = await _answer(route.hot, scope, body)
+            answer = await _answer(route.hot, scope, body, _context(scope, request_id.decode()))
         except Exception:
             log.warning("hot_route.error_served_as_usual", path=scope["path"], exc_info=True)
             answer = None
@@ -201,8 +205,6 @@ class HotDispatch:
             scope[_TRIED] = True
             await self.app(scope, _replay(body, receive), send)
             return
-        if request_id is None or not _REQUEST_ID.fullmatch(request_id):
-            request_id = uuid.uuid4().hex.encode()
         headers = [*_JSON_HEADERS, (b"x-request-id", request_id)]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
@@ -228,12 +230,24 @@ class HotApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-async def _answer(handler: HotHandler, scope: Scope, body: bytes) -> bytes | None:
-    request = _hot_request(scope, scope["method"], body)
+async def _answer(handler: HotHandler, scope: Scope, body: bytes, context: RequestContext) -> bytes | None:
+    request = _hot_request(scope, scope["method"], body, context)
     return await handler(request) if request is not None else None
 
 
-def _hot_request(scope: Scope, method: str, body: bytes) -> HotRequest | None:
+def _context(scope: Scope, request_id: str) -> RequestContext:
+    client = scope.get("client")
+    user_agent = next((value for name, value in scope["headers"] if name == b"user-agent"), None)
+    return RequestContext(
+        request_id=request_id,
+        method=scope["method"],
+        path=scope["path"],
+        ip_address=client[0] if client else None,
+        user_agent=user_agent.decode("latin-1") if user_agent is not None else None,
+    )
+
+
+def _hot_request(scope: Scope, method: str, body: bytes, context: RequestContext) -> HotRequest | None:
     """The request as a hot handler sees it; None when only the usual endpoint can serve it."""
     state = scope["app"].state
     pool = getattr(state, "hot_pool", None)
@@ -244,12 +258,12 @@ def _hot_request(scope: Scope, method: str, body: bytes) -> HotRequest | None:
     if principal is None:
         return None
     if method == "GET":
-        return HotRequest(_query(scope), principal, pool, state)
+        return HotRequest(_query(scope), principal, pool, state, context)
     try:
         params = orjson.loads(body) if body else {}
     except orjson.JSONDecodeError:
         return None
-    return HotRequest(params, principal, pool, state) if isinstance(params, dict) else None
+    return HotRequest(params, principal, pool, state, context) if isinstance(params, dict) else None
 
 
 def _query(scope: Scope) -> dict[str, Any]:

@@ -72,8 +72,13 @@ def test_a_training_loop_writes_its_run_and_leaves_audit_rows_only_for_state_cha
     assert math.isnan(history[3][1]) and history[4][1] == 0.25
     assert len(client.get_metric_history(run_id, "acc")) == 10
 
+    client.set_terminated(run_id)
+    run = client.get_run(run_id)
+    assert (run.info.status, run.info.lifecycle_stage) == ("FINISHED", "active") and run.info.end_time
+
     audited = _audit_paths(db, tenant.org_id)
     assert audited.get("runs/create") == 1 and audited.get("experiments/create") == 1
+    assert audited.get("runs/update") == 1
     assert not {"runs/log-metric", "runs/log-batch", "runs/log-parameter", "runs/set-tag"} & set(audited)
 
 

@@ -117,7 +117,6 @@ def delete_experiment_tag(body: JsonBody, session: SessionDep, access: AccessDep
 # --- runs ----------------------------------------------------------------------------------------------
 
 
-@router.post("/runs/create", openapi_extra=wire.body(wire.CreateRun))
 def create_run(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     view = runs.create_run(
         session,
@@ -137,7 +136,6 @@ def get_run(query: QueryParams, session: SessionDep, access: AccessDep) -> Respo
     return respond({"run": render.run(runs.get_run(session, access, run_id_of(query)))})
 
 
-@router.post("/runs/update", openapi_extra=wire.body(wire.UpdateRun))
 def update_run(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     run = runs.update_run(
         session,
@@ -200,6 +198,8 @@ def log_batch(body: JsonBody, session: SessionDep, access: AccessDep, settings: 
 
 
 for _path, _endpoint, _wire, _hot in (
+    ("/runs/create", create_run, wire.CreateRun, hot_writes.create_run),
+    ("/runs/update", update_run, wire.UpdateRun, hot_writes.update_run),
     ("/runs/set-tag", set_tag, wire.SetRunTag, hot_writes.set_tag),
     ("/runs/log-parameter", log_parameter, wire.LogParam, hot_writes.log_param),
     ("/runs/log-metric", log_metric, wire.LogMetric, hot_writes.log_metric),

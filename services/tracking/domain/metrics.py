@@ -116,21 +116,26 @@ def _copy_literal(value: float) -> str:
     return "Infinity" if value > 0 else "-Infinity"
 
 
-def _copy_points(session: Session, run_id: uuid.UUID, points: list[MetricPoint]) -> None:
-    # Keys passed validate_key (no tab, newline or backslash), so COPY's text format needs no escaping.
+COPY_POINTS = "COPY run_metrics (run_id, key, value, is_nan, step, timestamp) FROM STDIN"
+
+
+def copy_rows(run_id: uuid.UUID, points: list[MetricPoint]) -> str:
+    """The points in COPY's text format. Keys passed validate_key (no tab, newline or backslash), so they
+    need no escaping."""
     run = str(run_id)
     if all(math.isfinite(p.value) for p in points):
-        buffer = "".join(f"{run}\t{p.key}\t{p.value!r}\tf\t{p.step}\t{p.timestamp}\n" for p in points)
-    else:
-        buffer = "".join(
-            f"{run}\t{p.key}\t{_copy_literal(p.value)}\t{'t' if p.value != p.value else 'f'}\t{p.step}\t{p.timestamp}\n"
-            for p in points
-        )
-    copy_sql = "COPY run_metrics (run_id, key, value, is_nan, step, timestamp) FROM STDIN"
+        return "".join(f"{run}\t{p.key}\t{p.value!r}\tf\t{p.step}\t{p.timestamp}\n" for p in points)
+    return "".join(
+        f"{run}\t{p.key}\t{_copy_literal(p.value)}\t{'t' if p.value != p.value else 'f'}\t{p.step}\t{p.timestamp}\n"
+        for p in points
+    )
+
+
+def _copy_points(session: Session, run_id: uuid.UUID, points: list[MetricPoint]) -> None:
     # SQLAlchemy types the driver's connection as optional; a session's open connection has one.
     driver = session.connection().connection.driver_connection
-    with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:  # type: ignore[union-attr]
-        copy.write(buffer)
+    with driver.cursor() as cursor, cursor.copy(COPY_POINTS) as copy:  # type: ignore[union-attr]
+        copy.write(copy_rows(run_id, points))
 
 
 def _copy_new_points(session: Session, run_id: uuid.UUID, points: list[MetricPoint]) -> None:
@@ -159,13 +164,19 @@ def _point_rows(run_id: uuid.UUID, points: list[MetricPoint], *, store_nan: bool
     ]
 
 
-def _latest_rows(run_id: uuid.UUID, points: list[MetricPoint]) -> list[dict]:
-    """Each key's point with the highest (step, timestamp) in this batch; NaN kept as NULL + is_nan."""
+def latest_points(points: list[MetricPoint]) -> list[MetricPoint]:
+    """Each key's point with the highest (step, timestamp) in this batch (the later one on a tie), in key
+    order: concurrent batches on one run then lock latest-value rows in the same order (no deadlock)."""
     best: dict[str, MetricPoint] = {}
     for point in points:
         current = best.get(point.key)
         if current is None or (point.step, point.timestamp) >= (current.step, current.timestamp):
             best[point.key] = point
+    return sorted(best.values(), key=lambda p: p.key)
+
+
+def _latest_rows(run_id: uuid.UUID, points: list[MetricPoint]) -> list[dict]:
+    """latest_points as rows; NaN kept as NULL + is_nan."""
     return [
         {
             "run_id": run_id,
@@ -175,8 +186,7 @@ def _latest_rows(run_id: uuid.UUID, points: list[MetricPoint]) -> list[dict]:
             "step": p.step,
             "timestamp": p.timestamp,
         }
-        # Sorted keys: concurrent batches on one run lock rows in the same order (no deadlock).
-        for p in sorted(best.values(), key=lambda p: p.key)
+        for p in latest_points(points)
     ]
 
 
