@@ -15,6 +15,7 @@ milliseconds per delivery of each part.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -66,6 +67,7 @@ from shared.core import events  # noqa: E402
 from shared.core.auth import Access, Principal  # noqa: E402
 from shared.core.crypto import SecretBox  # noqa: E402
 from shared.core.settings import get_settings  # noqa: E402
+from shared.db.base import utcnow  # noqa: E402
 from shared.db.migrate import upgrade  # noqa: E402
 from shared.db.models import Organization, OrganizationMembership, User  # noqa: E402
 from shared.db.session import get_database  # noqa: E402
@@ -284,6 +286,88 @@ def _emit(
     return committed
 
 
+def _measure_stages(org_id, options) -> dict:
+    """The pipeline's stages run in this process, batch by batch as a worker runs them, each stage's CPU
+    time measured (`time.process_time`: what this process spent, whatever else the machine runs), and the
+    PostgreSQL backends' CPU over the whole; no Celery, so no broker or task machinery in the figures."""
+    from services.notifier.domain import attempt_log, dispatch, grouping, intake, muting, rule_match
+    from services.notifier.domain.config import cache
+
+    settings = get_settings()
+    box = SecretBox(settings.encryption_keys)
+    retry = attempt_log.RetryPolicy.from_settings(settings)
+    database = get_database(settings.database_url)
+    event_ids = []
+    for first in range(-options.warmup, options.events, options.batch):
+        with database.session_scope() as session:
+            rows = [
+                events.emit(session, *_event(sequence, options.drift), organization_id=org_id)
+                for sequence in range(first, min(first + options.batch, options.events))
+            ]
+            session.flush()
+            event_ids.append([row.id for row in rows])
+    spent: dict[str, float] = {}
+
+    def timed(stage, work, *arguments):
+        started = time.process_time()
+        result = work(*arguments)
+        spent[stage] = spent.get(stage, 0.0) + time.process_time() - started
+        return result
+
+    delivered = 0
+    for index, batch in enumerate(event_ids):
+        if index == options.warmup // options.batch:
+            spent.clear()
+            delivered = 0
+            backends_before = _cpu_seconds(_postgres_backends())
+        session = database.sessionmaker()
+        now = utcnow()
+        taken = timed("1 intake", intake.take_events, session, batch, now)
+        configs = timed("2 rule match", cache.configs, session, {event.organization_id for event in taken}, box, now)
+        alerts = timed("1 intake", intake.event_alerts, session, taken, set(configs))
+        targets = timed("2 rule match", rule_match.match, alerts, configs)
+        groups = list(timed("3 grouping", grouping.place, session, targets, now).values())
+        held_alerts = timed("3 grouping", grouping.alerts_of, session, groups)
+        held = timed("4 muting", muting.held_back, session, groups, held_alerts, configs, now)
+        notified = timed(
+            "5 dispatch",
+            dispatch.notify,
+            session,
+            groups,
+            held_alerts,
+            held,
+            configs,
+            now,
+            settings.public_url,
+            now + retry.lease,
+        )
+        timed("commit", session.commit)
+        session.close()
+        started_at = utcnow()
+        results = timed("5 dispatch: send", dispatch.send_all, notified.claimed, settings, started_at)
+        session = database.sessionmaker()
+        outcomes = list(zip(notified.claimed, results, strict=True))
+        timed(
+            "6 attempt log",
+            functools.partial(attempt_log.record, started_at=started_at, retry=retry, now=utcnow()),
+            session,
+            outcomes,
+        )
+        timed("commit", session.commit)
+        session.close()
+        delivered += sum(result.ok for result in results)
+    postgres = _cpu_seconds(_postgres_backends()) - backends_before
+    per_delivery = {stage: round(seconds * 1000 / max(delivered, 1), 3) for stage, seconds in sorted(spent.items())}
+    return {
+        "events": options.events,
+        "delivered": delivered,
+        "cpu_ms_per_delivery_by_stage": per_delivery,
+        "python_ms_per_delivery": round(sum(spent.values()) * 1000 / max(delivered, 1), 3),
+        "postgres_ms_per_delivery": round(postgres * 1000 / max(delivered, 1), 3),
+        "load": round(os.getloadavg()[0], 2),
+    }
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -311,6 +395,11 @@ def main() -> None:
         "--drift", action="store_true", help="events as a drift check commits them (drift.detected, one-shot)"
     )
     parser.add_argument("--quick", action="store_true", help="1,500 events at 300/s after 300 (a few minutes)")
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="no Celery: run the pipeline's stages in this process and print each stage's CPU per delivery",
+    )
     options = parser.parse_args()
     if options.quick:
         options.events, options.rate, options.warmup = 1500, 300.0, 300
@@ -328,6 +417,9 @@ def main() -> None:
         upgrade(get_settings().database_url)
         receiver = Receiver()
         org_id = _set_up_tenant(receiver.url)
+        if options.stages:
+            print(json.dumps(_measure_stages(org_id, options)))
+            return
         for index in range(options.workers):
             processes.append(
                 _celery(
