@@ -1,19 +1,18 @@
-"""The attempt log, the last stage: every attempt recorded, and each delivery moved on — delivered, failed,
-dead (attempts exhausted) or pending again with `next_attempt_at` from the backoff.
+"""The attempt log, the last stage: every attempt recorded, and each delivery moved on.
 
-A delivery is claimed in a short transaction (state `in_flight` with a lease), sent outside any
-transaction, and its outcome recorded in another: the attempt goes to the log, and the delivery
-becomes delivered, failed, dead (attempts exhausted) or pending again with `next_attempt_at` set
-from the backoff. Retries are scheduled in the database and picked up by the sweeper, never by long
-broker countdowns; a worker that dies mid-send leaves an in-flight delivery whose lease runs out,
-and the sweeper queues it again. The receiver may then see the notification twice — always with
-the same id (`webhook-id`, Message-ID), by which it deduplicates.
+A delivery is claimed (state `in_flight` with a lease: by `dispatch.claim`, or created so by
+`dispatch.notify` for a task that sends at once), sent outside any transaction, and its outcome recorded
+here in another: the attempt goes to the log, and the delivery becomes delivered, failed, dead (attempts
+exhausted) or pending again with `next_attempt_at` set from the backoff. Retries are scheduled in the
+database and picked up by the sweeper, never by long broker countdowns; a worker that dies mid-send leaves
+an in-flight delivery whose lease runs out, and the sweeper queues it again. The receiver may then see the
+notification twice — always with the same id (`webhook-id`, Message-ID), by which it deduplicates.
 
-After an attempt (the senders classify it): 2xx delivered; 3xx and other 4xx failed for good; 410 failed
-and the channel disabled; 429, 408, 5xx and connection trouble retried, not before `Retry-After`.
-Retries back off exponentially with full jitter (`next_attempt_delay`); after `max_attempts` the delivery
-is dead-lettered (`state_after`). The log is also what people read (notifications, deliveries, attempts)
-and act on (redeliver).
+After an attempt (the senders classify it): 2xx delivered; 3xx and other 4xx failed for good; 410 failed and
+the channel disabled; 429, 408, 5xx and connection trouble retried, not before `Retry-After`. Retries back
+off exponentially with full jitter (`next_attempt_delay`); after `max_attempts` the delivery is
+dead-lettered (`state_after`). The log is also what people read (notifications, deliveries, attempts) and
+act on (redeliver).
 """
 
 from __future__ import annotations

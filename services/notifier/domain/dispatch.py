@@ -4,8 +4,9 @@ sent.
 `notify` runs the timers of due groups (judged by `muting`): Alertmanager's dedup against each channel's
 notification log (`grouping.decide_flush`) decides what to send; each notification is stored with
 everything needed to render it again, with one delivery per channel, in the caller's transaction.
-`claim` then marks due deliveries in flight with a lease (one conditional UPDATE: two workers given the
-same delivery cannot both claim it), and `send_all` sends them concurrently, outside any transaction, on
+A task that sends right after its commit has them created claimed (in flight with a lease); otherwise
+`claim` marks due deliveries in flight (one conditional UPDATE: two workers given the same delivery
+cannot both claim it). `send_all` sends them concurrently, outside any transaction, on
 the process's outbound event loop (`senders`). The outcome goes to the attempt log (`attempt_log`).
 
 Open questions of the grouping module, decided here:

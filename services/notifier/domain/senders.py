@@ -13,9 +13,9 @@ webhook and Slack senders are coroutines (aiohttp); the email sender is sync (sm
   failed for good.
 - SMTP 4xx replies and connection trouble: retry. SMTP 5xx replies and refused hosts: failed for good.
 
-Retries back off exponentially with full jitter (`next_attempt_delay`); after `MAX_ATTEMPTS` the
-notification is dead-lettered (`state_after`). Errors name hosts and status codes only: Slack
-webhook URLs and SMTP passwords are secrets and never appear in results.
+What follows an attempt (backoff, Retry-After, dead letters) is the attempt log's (`attempt_log`).
+Errors name hosts and status codes only: Slack webhook URLs and SMTP passwords are secrets and never
+appear in results.
 """
 
 from __future__ import annotations
