@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 
 from services.monitor.domain import alerts, checks
 from services.monitor.domain.schedule import next_slot
-from shared.db.models import Alert, ModelMonitoring, MonitorCheckRun
+from shared.db.models import Alert, ModelMonitoring, MonitorCheckRun, MonitorCheckShard
 from tests.monitor.test_api import make_version
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -136,3 +136,24 @@ def test_a_late_check_of_an_older_slot_leaves_the_alert_to_the_newer_slots_verdi
     assert drift_alerts() == resolved
     assert {run.slot_time: run.status for run in runs_of(db_session, monitor)} == dict.fromkeys(slots, "done")
     assert all(run.report_id is not None for run in runs_of(db_session, monitor))
+
+
+def test_a_shard_is_recorded_once_and_a_retaken_runs_old_tasks_find_nothing_to_do(db_session, tenant):
+    add_monitor(db_session, tenant.project_id, window_s=600)
+    [run_id] = checks.claim_due_slots(db_session, T0 + timedelta(seconds=61))
+    started = T0 + timedelta(seconds=62)
+    job = checks.start(db_session, run_id, started, LEASE)
+    db_session.add_all(MonitorCheckShard(run_id=run_id, number=number, columns=[f"c{number}"]) for number in range(2))
+    db_session.flush()
+    assert checks.resume(db_session, run_id, started) == job
+    assert checks.record_shard(db_session, run_id, 0, {"columns": {"c0": "first"}}, started) is False
+    # A redelivered shard: its results were recorded, the second ones are dropped.
+    assert checks.record_shard(db_session, run_id, 0, {"columns": {"c0": "again"}}, started) is False
+    assert checks.record_shard(db_session, run_id, 1, {"columns": {"c1": "first"}}, started) is True
+    shards = db_session.scalars(select(MonitorCheckShard).where(MonitorCheckShard.run_id == run_id)).all()
+    assert [shard.result["columns"] for shard in shards] == [{"c0": "first"}, {"c1": "first"}]
+    # After the lease the run is retaken: tasks of the first claim no longer find it.
+    retaken = started + LEASE + timedelta(seconds=1)
+    assert checks.start(db_session, run_id, retaken, LEASE) is not None
+    assert checks.resume(db_session, run_id, started) is None
+    assert checks.resume(db_session, run_id, retaken).window_end == retaken
