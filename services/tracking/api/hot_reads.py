@@ -4,13 +4,15 @@
 Each handler finds what it serves with the statements of the PostgreSQL path (the run rendered by the
 database, see run_json), checks from memory that the caller may read the project, and sends the text
 PostgreSQL rendered. It returns None (the usual endpoint answers) for anything else: bad input, the
-default experiment "0" (found by project), a run or experiment it cannot see, a caller or role not
-remembered.
+default experiment "0" (found by project), a run or experiment it cannot see or that does not exist, a
+caller or role not remembered.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import lru_cache
 
 from psycopg import AsyncConnection
@@ -52,45 +54,45 @@ async def get_run(request: HotRequest) -> bytes | None:
     return rendered_body("run", row[0])
 
 
-async def _readable_scope(conn: AsyncConnection, principal: Principal, experiment_ids: list) -> list[uuid.UUID] | None:
-    """The experiments, when the caller may read each one that exists (None: ask the usual endpoint)."""
+def _wanted(experiment_ids: list) -> list[uuid.UUID] | None:
     try:
-        wanted = [uuid.UUID(str(experiment_id)) for experiment_id in experiment_ids]
+        return list(dict.fromkeys(uuid.UUID(str(experiment_id)) for experiment_id in experiment_ids))
     except ValueError:
         return None  # "0" (the default experiment) or a malformed id
-    found = await (await conn.execute(_EXPERIMENT_PROJECTS, {"ids": wanted})).fetchall()
-    if not found or not all(_readable(principal, project_id) for _, project_id in found):
-        return None
-    by_id = {experiment_id: project_id for experiment_id, project_id in found}
-    return [experiment_id for experiment_id in dict.fromkeys(wanted) if experiment_id in by_id]
+
+
+@asynccontextmanager
+async def _without_sort(conn: AsyncConnection, no_sort: bool) -> AsyncIterator[None]:
+    """A transaction in which PostgreSQL does not sort, when the page is read in an index's order."""
+    if not no_sort:
+        yield
+        return
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_sort = off")
+        yield
 
 
 async def search_runs(request: HotRequest) -> bytes | None:
+    """The experiments' projects and the page in one round trip (a pipeline): the page is sent only when
+    the caller may read every experiment asked for, all of which exist."""
     body = request.params
     try:
         view_type, limit, offset = search.checked(
             body.get("run_view_type"), body.get("max_results"), body.get("page_token")
         )
-        experiment_ids = as_list(body.get("experiment_ids"), "experiment_ids")
+        scope = _wanted(as_list(body.get("experiment_ids"), "experiment_ids"))
         filter_string, order_by = body.get("filter") or "", tuple(as_list(body.get("order_by"), "order_by"))
-        if not isinstance(filter_string, str) or not all(isinstance(key, str) for key in order_by):
+        if not scope or not isinstance(filter_string, str) or not all(isinstance(key, str) for key in order_by):
             return None
-        key = (_DIALECT, filter_string, order_by, view_type)
-        statement = search.page_statement(*key, max(1, len(experiment_ids)))
+        statement = search.page_statement(_DIALECT, filter_string, order_by, view_type, len(scope))
     except TesseraError:
         return None
-    async with request.connection() as conn:
-        scope = await _readable_scope(conn, request.principal, experiment_ids)
-        if scope is None:
-            return None
-        if len(scope) != len(experiment_ids):
-            statement = search.page_statement(*key, len(scope))
-        params = statement.page_params(scope, offset, limit)
-        if statement.no_sort:
-            async with conn.transaction():
-                await conn.execute("SET LOCAL enable_sort = off")
-                rows = await (await conn.execute(statement.sql, params)).fetchall()
-        else:
-            rows = await (await conn.execute(statement.sql, params)).fetchall()
-    texts = [row[0] for row in rows]
+    async with request.connection() as conn, conn.pipeline():
+        projects = await conn.execute(_EXPERIMENT_PROJECTS, {"ids": scope})
+        async with _without_sort(conn, statement.no_sort):
+            page = await conn.execute(statement.sql, statement.page_params(scope, offset, limit))
+        found = await projects.fetchall()
+        texts = [row[0] for row in await page.fetchall()]
+    if len(found) != len(scope) or not all(_readable(request.principal, project_id) for _, project_id in found):
+        return None
     return rendered_body("runs", "[" + ",".join(texts[:limit]) + "]", search.next_token(texts, offset, limit))
