@@ -55,7 +55,7 @@ def list_alerts(
     unprocessed: bool = True,
     filter: Annotated[list[str], Query(description='label matchers, e.g. severity=~"crit.*"')] = [],  # noqa: B006
     receiver: Annotated[str | None, Query(description="regex a receiver (rule) name must match")] = None,
-):
+) -> list[GettableAlert]:
     """The firing alerts held in the caller's organization; `unprocessed` is accepted for amtool and
     Grafana and changes nothing (Tessera lists what it has processed)."""
     held = held_alerts.active_alerts(
@@ -93,7 +93,7 @@ def list_silences(
     session: SessionDep,
     access: AccessDep,
     filter: Annotated[list[str], Query(description="label matchers a silence's own matchers must match")] = [],  # noqa: B006
-):
+) -> list[GettableSilence]:
     """A silence is listed when the labels its equality matchers name satisfy every filter (Alertmanager's
     own reading of `filter` for silences)."""
     filters = [parse_matcher(text) for text in filter]
@@ -106,7 +106,7 @@ def list_silences(
 
 
 @router.post("/silences", response_model=SilenceCreated, summary="Create or replace a silence (Alertmanager API v2)")
-def post_silence(body: PostableSilence, session: SessionDep, access: AccessDep):
+def post_silence(body: PostableSilence, session: SessionDep, access: AccessDep) -> SilenceCreated:
     """With an `id`, the silence it names is expired and this one replaces it (under a new id)."""
     now = utcnow()
     if body.id is not None:
@@ -124,7 +124,7 @@ def post_silence(body: PostableSilence, session: SessionDep, access: AccessDep):
 
 
 @router.get("/silence/{silence_id}", response_model=GettableSilence, summary="One silence (Alertmanager API v2)")
-def get_silence(silence_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def get_silence(silence_id: uuid.UUID, session: SessionDep, access: AccessDep) -> GettableSilence:
     return _silence(muting.get_silence(session, access, silence_id))
 
 
@@ -134,7 +134,7 @@ def delete_silence(silence_id: uuid.UUID, session: SessionDep, access: AccessDep
 
 
 @router.get("/status", response_model=AlertmanagerStatus, summary="Status (Alertmanager API v2)")
-def status(access: AccessDep):
+def status(access: AccessDep) -> AlertmanagerStatus:
     """What Grafana's data source checks; one logical Alertmanager, so no cluster."""
     return AlertmanagerStatus.for_tessera(STARTED_AT)
 

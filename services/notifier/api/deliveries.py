@@ -6,6 +6,7 @@ import uuid
 from typing import Literal
 
 from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
 
 from services.notifier.api.notifications import Fingerprint
 from services.notifier.api.paging import OrgPage
@@ -18,7 +19,7 @@ from shared.db.models import Delivery
 router = APIRouter(prefix="/api/v1/deliveries", tags=["deliveries"])
 
 
-def _detail(session, row: Delivery) -> DeliveryDetail:
+def _detail(session: Session, row: Delivery) -> DeliveryDetail:
     attempts = [DeliveryAttemptRead.model_validate(a) for a in attempt_log.attempts_of(session, row.id)]
     return DeliveryDetail.model_validate({**DeliveryRead.model_validate(row).model_dump(), "attempt_log": attempts})
 
@@ -33,7 +34,7 @@ def list_deliveries(
     notification_id: uuid.UUID | None = Query(None),
     fingerprint: Fingerprint = None,
     state: Literal["pending", "in_flight", "delivered", "failed", "dead"] | None = Query(None),
-):
+) -> DeliveryPage:
     filters = {"channel_id": channel_id, "rule_id": rule_id, "notification_id": notification_id, "state": state}
     page = attempt_log.list_deliveries(session, access, paging, filters=filters, fingerprint=fingerprint)
     return DeliveryPage(
@@ -42,10 +43,10 @@ def list_deliveries(
 
 
 @router.get("/{delivery_id}", response_model=DeliveryDetail, summary="One delivery with every attempt")
-def get_delivery(delivery_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def get_delivery(delivery_id: uuid.UUID, session: SessionDep, access: AccessDep) -> DeliveryDetail:
     return _detail(session, attempt_log.get_delivery(session, access, delivery_id))
 
 
 @router.post("/{delivery_id}/redeliver", response_model=DeliveryDetail, summary="Send a finished delivery again")
-def redeliver(delivery_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def redeliver(delivery_id: uuid.UUID, session: SessionDep, access: AccessDep) -> DeliveryDetail:
     return _detail(session, attempt_log.redeliver(session, access, delivery_id, utcnow()))

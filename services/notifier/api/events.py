@@ -12,7 +12,7 @@ router = APIRouter(prefix="/api/v1/events", tags=["events"])
 
 
 @router.post("", response_model=EventAccepted, status_code=202, summary="Publish a custom event")
-def publish_event(body: EventCreate, session: SessionDep, access: AccessDep):
+def publish_event(body: EventCreate, session: SessionDep, access: AccessDep) -> EventAccepted:
     row = intake.publish_event(
         session,
         access,

@@ -21,7 +21,7 @@ def get_held_alert(
     access: AccessDep,
     fingerprint: str = Path(max_length=200),
     organization_id: uuid.UUID | None = Query(None),
-):
+) -> HeldAlertRead:
     held, inhibitors = held_alerts.held_alert(session, access, organization_id, fingerprint, utcnow())
     return HeldAlertRead(
         fingerprint=held.alert.fingerprint,

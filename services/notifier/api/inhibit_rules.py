@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Response
 
@@ -11,12 +12,13 @@ from services.notifier.domain.config import muting
 from services.notifier.schemas import InhibitRuleCreate, InhibitRuleRead
 from shared.core.deps import AccessDep, SessionDep
 from shared.core.pagination import Page, entity_page
+from shared.db.models import NotificationInhibitRule
 
 router = APIRouter(prefix="/api/v1/inhibit-rules", tags=["silences and mute windows"])
 
 
 @router.post("", response_model=InhibitRuleRead, status_code=201, summary="Create an inhibit rule")
-def create_inhibit_rule(body: InhibitRuleCreate, session: SessionDep, access: AccessDep):
+def create_inhibit_rule(body: InhibitRuleCreate, session: SessionDep, access: AccessDep) -> NotificationInhibitRule:
     return muting.create_inhibit_rule(
         session,
         access,
@@ -33,12 +35,12 @@ def list_inhibit_rules(
     session: SessionDep,
     access: AccessDep,
     paging: OrgPage,
-):
+) -> dict[str, Any]:
     return entity_page(muting.list_inhibit_rules(session, access, paging))
 
 
 @router.get("/{rule_id}", response_model=InhibitRuleRead, summary="One inhibit rule")
-def get_inhibit_rule(rule_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def get_inhibit_rule(rule_id: uuid.UUID, session: SessionDep, access: AccessDep) -> NotificationInhibitRule:
     return muting.get_inhibit_rule(session, access, rule_id)
 
 

@@ -11,6 +11,7 @@ from services.notifier.api.paging import OrgPage
 from services.notifier.domain import attempt_log
 from services.notifier.schemas import NotificationPage, NotificationRead
 from shared.core.deps import AccessDep, SessionDep
+from shared.db.models import Notification
 
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
 
@@ -24,7 +25,7 @@ def list_notifications(
     paging: OrgPage,
     rule_id: uuid.UUID | None = Query(None),
     fingerprint: Fingerprint = None,
-):
+) -> NotificationPage:
     page = attempt_log.list_notifications(session, access, paging, rule_id=rule_id, fingerprint=fingerprint)
     return NotificationPage(
         items=[NotificationRead.model_validate(row[0]) for row in page.rows],
@@ -33,5 +34,5 @@ def list_notifications(
 
 
 @router.get("/{notification_id}", response_model=NotificationRead, summary="One notification")
-def get_notification(notification_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def get_notification(notification_id: uuid.UUID, session: SessionDep, access: AccessDep) -> Notification:
     return attempt_log.get_notification(session, access, notification_id)

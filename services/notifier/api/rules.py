@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter
 
@@ -14,6 +15,7 @@ from services.notifier.schemas import RuleCreate, RuleHit, RulePreview, RulePrev
 from shared.core.deps import AccessDep, SessionDep
 from shared.core.pagination import Page, entity_page
 from shared.db.base import utcnow
+from shared.db.models import NotificationRule
 
 router = APIRouter(prefix="/api/v1/rules", tags=["notification rules"])
 
@@ -27,7 +29,7 @@ def _stored(fields: dict) -> dict:
 
 
 @router.post("", response_model=RuleRead, status_code=201, summary="Create a rule")
-def create_rule(body: RuleCreate, session: SessionDep, access: AccessDep):
+def create_rule(body: RuleCreate, session: SessionDep, access: AccessDep) -> NotificationRule:
     return rules.create_rule(
         session, access, body.organization_id, _stored(body.model_dump(exclude={"organization_id"}))
     )
@@ -38,12 +40,12 @@ def list_rules(
     session: SessionDep,
     access: AccessDep,
     paging: OrgPage,
-):
+) -> dict[str, Any]:
     return entity_page(rules.list_rules(session, access, paging))
 
 
 @router.post("/preview", response_model=RulePreview, summary="Which rules would this event hit?")
-def preview(body: RulePreviewRequest, session: SessionDep, access: AccessDep):
+def preview(body: RulePreviewRequest, session: SessionDep, access: AccessDep) -> RulePreview:
     org = resolve_organization(access, body.organization_id, "notifications:read")
     if body.project_id is not None:
         access.require_project(body.project_id, "notifications:read")
@@ -60,15 +62,15 @@ def preview(body: RulePreviewRequest, session: SessionDep, access: AccessDep):
 
 
 @router.get("/{rule_id}", response_model=RuleRead, summary="One rule")
-def get_rule(rule_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def get_rule(rule_id: uuid.UUID, session: SessionDep, access: AccessDep) -> NotificationRule:
     return rules.get_rule(session, access, rule_id)
 
 
 @router.patch("/{rule_id}", response_model=RuleRead, summary="Change a rule")
-def update_rule(rule_id: uuid.UUID, body: RuleUpdate, session: SessionDep, access: AccessDep):
+def update_rule(rule_id: uuid.UUID, body: RuleUpdate, session: SessionDep, access: AccessDep) -> NotificationRule:
     return rules.update_rule(session, access, rule_id, _stored(body.changes()))
 
 
 @router.delete("/{rule_id}", response_model=RuleRead, summary="Delete a rule")
-def delete_rule(rule_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def delete_rule(rule_id: uuid.UUID, session: SessionDep, access: AccessDep) -> NotificationRule:
     return rules.delete_rule(session, access, rule_id)

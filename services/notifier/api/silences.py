@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Response
 
@@ -13,7 +14,7 @@ from services.notifier.schemas import MuteWindowCreate, MuteWindowRead, MuteWind
 from shared.core.deps import AccessDep, SessionDep
 from shared.core.pagination import Page, entity_page
 from shared.db.base import utcnow
-from shared.db.models import NotificationSilence
+from shared.db.models import NotificationMuteWindow, NotificationSilence
 
 router = APIRouter(prefix="/api/v1/silences", tags=["silences and mute windows"])
 
@@ -33,7 +34,7 @@ def _read(row: NotificationSilence) -> SilenceRead:
 
 
 @router.post("", response_model=SilenceRead, status_code=201, summary="Silence matching alerts for a while")
-def create_silence(body: SilenceCreate, session: SessionDep, access: AccessDep):
+def create_silence(body: SilenceCreate, session: SessionDep, access: AccessDep) -> SilenceRead:
     row = muting.create_silence(
         session,
         access,
@@ -51,14 +52,14 @@ def list_silences(
     session: SessionDep,
     access: AccessDep,
     paging: OrgPage,
-):
+) -> dict[str, Any]:
     page = muting.list_silences(session, access, paging)
     return {"items": [_read(row[0]) for row in page.rows], "next_page_token": page.next_page_token}
 
 
 # Mute windows before /{silence_id}, so "mute-windows" is not taken for an id.
 @router.post("/mute-windows", response_model=MuteWindowRead, status_code=201, summary="Create a mute window")
-def create_mute_window(body: MuteWindowCreate, session: SessionDep, access: AccessDep):
+def create_mute_window(body: MuteWindowCreate, session: SessionDep, access: AccessDep) -> NotificationMuteWindow:
     return muting.create_mute_window(
         session, access, organization_id=body.organization_id, name=body.name, time_intervals=body.time_intervals
     )
@@ -69,17 +70,19 @@ def list_mute_windows(
     session: SessionDep,
     access: AccessDep,
     paging: OrgPage,
-):
+) -> dict[str, Any]:
     return entity_page(muting.list_mute_windows(session, access, paging))
 
 
 @router.get("/mute-windows/{window_id}", response_model=MuteWindowRead, summary="One mute window")
-def get_mute_window(window_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def get_mute_window(window_id: uuid.UUID, session: SessionDep, access: AccessDep) -> NotificationMuteWindow:
     return muting.get_mute_window(session, access, window_id)
 
 
 @router.put("/mute-windows/{window_id}", response_model=MuteWindowRead, summary="Replace a mute window's intervals")
-def update_mute_window(window_id: uuid.UUID, body: MuteWindowUpdate, session: SessionDep, access: AccessDep):
+def update_mute_window(
+    window_id: uuid.UUID, body: MuteWindowUpdate, session: SessionDep, access: AccessDep
+) -> NotificationMuteWindow:
     return muting.update_mute_window(session, access, window_id, body.time_intervals)
 
 
@@ -90,10 +93,10 @@ def delete_mute_window(window_id: uuid.UUID, session: SessionDep, access: Access
 
 
 @router.get("/{silence_id}", response_model=SilenceRead, summary="One silence")
-def get_silence(silence_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def get_silence(silence_id: uuid.UUID, session: SessionDep, access: AccessDep) -> SilenceRead:
     return _read(muting.get_silence(session, access, silence_id))
 
 
 @router.delete("/{silence_id}", response_model=SilenceRead, summary="Expire a silence now")
-def expire_silence(silence_id: uuid.UUID, session: SessionDep, access: AccessDep):
+def expire_silence(silence_id: uuid.UUID, session: SessionDep, access: AccessDep) -> SilenceRead:
     return _read(muting.expire_silence(session, access, silence_id, utcnow()))
