@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import multiprocessing
 import os
 import random
@@ -735,7 +734,9 @@ def main() -> None:
         help="Tessera commits metric ingest without waiting for the WAL flush (TESSERA_TRACKING_ASYNC_METRIC_COMMIT)",
     )
     args = parser.parse_args()
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # registry calls log each version's creation
+    # The registry calls log each version's creation, an ended run prints its URL (client processes too).
+    os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     seconds = args.seconds or (5.0 if args.quick else 10.0)
     only = [word for word in args.only.split(",") if word]
 
