@@ -100,6 +100,11 @@ def next_token(page: Sequence, offset: int, limit: int) -> str | None:
     return encode_page_token(offset + limit) if len(page) > limit else None
 
 
+# Planned at each call, never prepared: a prepared statement turns generic after a few executions, planned
+# without the experiment or the page size, and the plan this module relies on needs both.
+PREPARE_PAGE = False
+
+
 @dataclass(frozen=True)
 class PageStatement:
     """A rendered search page's SQL for the driver, compiled once per filter, order and number of
@@ -175,5 +180,6 @@ def search_runs_json(
         if statement.no_sort:
             # For the rest of the request's transaction: a search is the last statement of its request.
             cursor.execute("SET LOCAL enable_sort = off")
-        texts = [row[0] for row in cursor.execute(statement.sql, statement.page_params(scope, offset, limit))]
+        params = statement.page_params(scope, offset, limit)
+        texts = [row[0] for row in cursor.execute(statement.sql, params, prepare=PREPARE_PAGE)]
     return "[" + ",".join(texts[:limit]) + "]", next_token(texts, offset, limit)
