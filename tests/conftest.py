@@ -92,6 +92,14 @@ def _stop_model_servers_of_this_session() -> None:
                 os.kill(int(proc.name), signal.SIGTERM)
 
 
+def process_alive(pid: int) -> bool:
+    """Running, not a zombie: a process that has exited but whose parent has not reaped it yet has stopped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

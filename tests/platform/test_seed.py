@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,7 +14,7 @@ from typer.testing import CliRunner
 from services.tracking.domain.seed import training_data
 from tessera.cli import app
 from tessera.seed import DEPLOYMENT
-from tests.conftest import wait_for
+from tests.conftest import process_alive, wait_for
 
 
 @pytest.fixture
@@ -31,7 +30,7 @@ def owner(live_server, celery_worker) -> Iterator[httpx.Client]:
             client.post(f"/api/v1/deployments/{deployment['id']}/stop")
             # The worker stops the processes; waited for, so none outlives the session's worker.
             for pid in (server["pid"] for server in deployment["servers"] if server["pid"]):
-                wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 30, f"model server {pid} to stop")
+                wait_for(lambda pid=pid: not process_alive(pid), 30, f"model server {pid} to stop")
 
 
 def _deployment(client: httpx.Client, name: str) -> dict:

@@ -17,7 +17,7 @@ from typing import IO
 import httpx
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import process_alive, wait_for
 from tests.notifier.conftest import Receiver
 
 
@@ -119,7 +119,7 @@ def test_up_serves_on_the_embedded_default_restarts_a_crashed_worker_and_deliver
         assert "Tessera is running" in output
         assert f"public URL (links in alerts and notifications): http://127.0.0.1:{port}" in output
         # Everything it started has stopped, down to the pool processes, and the port is free again.
-        assert [pid for pid in descendants if _alive(pid)] == []
+        assert [pid for pid in descendants if process_alive(pid)] == []
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0
         assert "worker exited" in output and "restarting" in output
@@ -135,14 +135,6 @@ def _descendants(pid: int) -> list[int]:
     for child in _children(pid):
         found += [child, *_descendants(child)]
     return found
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie (a pid reused by another program would not be a child of the test)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _a_second_up_starts_nothing(tmp_path: Path, env: dict[str, str], port: int) -> None:
