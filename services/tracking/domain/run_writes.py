@@ -195,6 +195,10 @@ async def create_run(
     row = await (await conn.execute(_CREATE_RUN, params)).fetchone()
     if row is None:
         return None
+    project_id = _experiment_projects.get(experiment_id)
+    if project_id is not None and len(_run_projects) < _PROJECTS_MAX:
+        # The run's first log calls, if this process serves them, need not look its project up.
+        _run_projects[run_id] = project_id
     return RunRow(run_id, experiment_id, name, user_name, "RUNNING", start_time, None, row[0])
 
 
