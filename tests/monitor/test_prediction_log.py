@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from services.monitor import tasks
-from services.monitor.domain import prediction_log, predictions, reference
+from services.monitor.domain import checks, prediction_log, predictions, reference
 from shared.core.artifacts import get_artifact_store
 from shared.db.models import ModelMonitoring, MonitorPredictionBatch
 from tests.monitor.test_api import MONITORS, create_monitor, make_version
@@ -264,3 +264,18 @@ def committed_monitor(session, tenant, store) -> ModelMonitoring:
 
 
 COLUMNS = [("x", "numerical", "float"), ("y", "numerical", "float"), ("c", "categorical", "string")]
+
+
+def test_a_check_of_a_monitor_purged_meanwhile_fails_with_a_reason(db_session, tenant, store, monitor):
+    """The purge clears the reference while a worker is between reading the window and loading the
+    profile: the run fails with a message for the API, not with a crash of the worker."""
+    log(db_session, store, monitor, DAY, 10, 1)
+    monitor.min_rows = 1
+    monitor.reference_uri = monitor.reference_profile_uri = None
+    db_session.flush()
+    job = checks.CheckJob(uuid.uuid4(), monitor.id, DAY, DAY, DAY + timedelta(days=1))
+    with pytest.raises(checks.CheckFailed, match="deleted while this check ran"):
+        checks.split(db_session, store, job, shard_columns=1, memory_mb=64)
+    window = checks.read_window(db_session, store, job)
+    with pytest.raises(checks.CheckFailed, match="deleted while this check ran"):
+        checks.compute(db_session, store, job, window, 64, None)

@@ -252,9 +252,8 @@ def _drift_report(
 ) -> DriftReport:
     """The drift report of the window (of the `shard`'s columns only, if given); `progress` gets the share
     of these columns done after each group."""
-    assert monitor.reference_profile_uri is not None  # set with the reference; cleared only once deleted
     try:
-        with store.open_read(monitor.reference_profile_uri) as handle:
+        with store.open_read(_profile_uri(monitor)) as handle:
             return bounded_drift_report(
                 ReferenceProfile.read(handle),
                 columns,
@@ -266,6 +265,13 @@ def _drift_report(
             )
     except (NotFound, ProfileFormatError) as error:
         raise CheckFailed(f"The reference profile cannot be read: {error}") from None
+
+
+def _profile_uri(monitor: ModelMonitoring) -> str:
+    """Where the monitor's reference profile is; a monitor purged while its check ran has none."""
+    if monitor.reference_profile_uri is None:
+        raise CheckFailed("The monitor was deleted while this check ran")
+    return monitor.reference_profile_uri
 
 
 def _check_result(
@@ -312,9 +318,8 @@ def split(session: Session, store: ArtifactStore, job: CheckJob, shard_columns: 
     rows = predictions.WindowColumns(session, store, monitor, job.window_start, job.window_end).num_rows
     if rows < monitor.min_rows:
         return 0
-    assert monitor.reference_profile_uri is not None  # set with the reference; cleared only once deleted
     try:
-        with store.open_read(monitor.reference_profile_uri) as handle:
+        with store.open_read(_profile_uri(monitor)) as handle:
             names = list(ReferenceProfile.read(handle).columns)
     except (NotFound, ProfileFormatError):
         return 0  # the one-task path reports it
