@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import PG_SERVER, REDIS_URL, ROOT, _admin_engine, wait_for
-from tests.platform.test_up import _alive, _descendants, _free_port, embedded_env, healthy, start_up, stop_up
+from tests.conftest import PG_SERVER, REDIS_URL, ROOT, _admin_engine, process_alive, wait_for
+from tests.platform.test_up import _descendants, _free_port, embedded_env, healthy, start_up, stop_up
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
 
@@ -79,7 +79,7 @@ def test_the_readme_walk_from_training_to_a_signed_webhook(backend, request, tmp
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=60)
         assert up.returncode == 0, (tmp_path / "up.log").read_text()[-3000:]
-        assert [pid for pid in started if _alive(pid)] == []
+        assert [pid for pid in started if process_alive(pid)] == []
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0
     finally:
