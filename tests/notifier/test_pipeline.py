@@ -29,6 +29,7 @@ from shared.db.models import (
     NotificationSilence,
     NotifierPeriodicRun,
     NotifierProcessedEvent,
+    OutboxEvent,
 )
 from shared.db.session import Database
 from tests import factories
@@ -626,3 +627,18 @@ def test_deliveries_for_a_task_that_sends_them_at_once_are_created_claimed(pipel
     delivered = pipeline.session.get(Delivery, claimed.delivery_id, populate_existing=True)
     assert delivered.state == "delivered"
     assert receiver.requests[0].headers["webhook-id"] == str(delivered.notification_id)
+
+
+def test_an_event_not_yet_visible_is_left_for_the_handler_that_sees_it(db_session, tenant):
+    """A hand-off that reaches a worker before the event is visible to it claims nothing, so the handler
+    that does see the event (another worker, or the relay's later delivery) still takes it."""
+    event_id = uuid.uuid4()
+    now = utcnow()
+    assert intake.take_events(db_session, [event_id], now) == []
+    assert db_session.get(NotifierProcessedEvent, event_id) is None
+    db_session.add(
+        OutboxEvent(id=event_id, organization_id=tenant.org_id, event_type="custom.alertmanager", payload={})
+    )
+    db_session.flush()
+    assert [row.id for row in intake.take_events(db_session, [event_id], now)] == [event_id]
+    assert intake.take_events(db_session, [event_id], now) == []  # taken once

@@ -26,11 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    Row,
-    exists,
-    select,
-)
+from sqlalchemy import Row, exists, literal, select
 from sqlalchemy.orm import Session
 
 from services.notifier.domain import periodic, records
@@ -40,6 +36,7 @@ from services.notifier.schemas import PostableAlert
 from shared.core import audit, events, quarantine
 from shared.core.auth import Access
 from shared.core.errors import InvalidParameter, NotFound
+from shared.db.base import UTCDateTime
 from shared.db.dialect import upsert_insert
 from shared.db.models import (
     NotifierProcessedEvent,
@@ -191,14 +188,20 @@ def alert_from_event(
 
 def _claim_events(session: Session, event_ids: list[uuid.UUID], now: datetime) -> list[uuid.UUID]:
     """Record the events as processed; returns those that were not already (redelivered or
-    re-published ones drop out). Sorted, so concurrent handlers take these row locks in one order."""
+    re-published ones drop out). Only events this transaction can see are claimed: an id whose event is
+    not visible (yet) is left to whoever sees it. Sorted, so concurrent handlers take these row locks in
+    one order."""
+    outbox = records.table(OutboxEvent)
+    visible = (
+        select(outbox.c.id, literal(now, UTCDateTime())).where(outbox.c.id.in_(set(event_ids))).order_by(outbox.c.id)
+    )
     inserted = session.scalars(
         upsert_insert(session, NotifierProcessedEvent)
+        .from_select(["event_id", "processed_at"], visible)
         .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(NotifierProcessedEvent.event_id),
-        [{"event_id": event_id, "processed_at": now} for event_id in sorted(set(event_ids))],
+        .returning(NotifierProcessedEvent.event_id)
     )
-    return list(inserted)
+    return sorted(inserted)
 
 
 def take_events(session: Session, event_ids: list[uuid.UUID], now: datetime) -> list[Row]:
