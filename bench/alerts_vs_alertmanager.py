@@ -36,6 +36,7 @@ import httpx
 # The notifier benchmark's scratch PostgreSQL database, Redis, receiver and CPU meters (importing it sets
 # the TESSERA_* settings of this run).
 import notifier_throughput as scratch
+import stopping
 from sqlalchemy import text
 
 from services.registry.domain.bootstrap import create_key_for
@@ -359,4 +360,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stopping.run(main)

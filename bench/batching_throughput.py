@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import mlflow.pyfunc
 import numpy as np
+import stopping
 from serving_overhead import process_cpu_ms, save_iris_model
 
 from services.deployer.domain.process_manager import ModelServerSpec, ProcessManager
@@ -126,4 +127,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stopping.run(main)

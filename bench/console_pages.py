@@ -22,6 +22,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import stopping
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -269,4 +271,4 @@ def _free_port() -> int:
 
 
 if __name__ == "__main__":
-    main()
+    stopping.run(main)

@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import stopping  # noqa: E402
 from drift_vs_evidently import EVIDENTLY_METHODS, compare, make_columns  # noqa: E402
 
 SCENARIOS: dict[str, tuple[int, int]] = {
@@ -80,6 +81,7 @@ warnings.filterwarnings("ignore")
 import pandas as pd
 from evidently import Report
 from evidently.presets import DataDriftPreset
+
 reference, current = pd.read_parquet(sys.argv[1]), pd.read_parquet(sys.argv[2])
 snapshot = Report([DataDriftPreset()]).run(current, reference)
 print(json.dumps(snapshot.dict()["metrics"], default=str))
@@ -222,4 +224,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stopping.run(main)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import stopping
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -369,4 +370,4 @@ def _print_table(results: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stopping.run(main)

@@ -31,6 +31,7 @@ from pathlib import Path
 import mlflow.pyfunc
 import pandas as pd
 import sklearn
+import stopping
 from uv import find_uv_bin
 
 from services.deployer.domain.environments import ModelEnvironments
@@ -125,4 +126,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stopping.run(main)

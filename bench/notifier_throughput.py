@@ -29,6 +29,8 @@ import time
 import uuid
 from pathlib import Path
 
+import stopping
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RUN_ID = uuid.uuid4().hex[:8]
@@ -510,4 +512,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stopping.run(main)

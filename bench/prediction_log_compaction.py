@@ -29,6 +29,8 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import stopping
+
 from services.monitor.domain import prediction_log, predictions, reference
 from shared.core.artifacts import ArtifactStore
 from shared.db.migrate import upgrade
@@ -146,4 +148,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stopping.run(main)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import httpx
 import mlflow.pyfunc
+import stopping
 from serving_overhead import free_port, save_iris_model, seed_deployment, server_row, start_gateway
 from sqlalchemy import select
 
@@ -189,4 +190,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stopping.run(main)

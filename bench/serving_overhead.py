@@ -38,6 +38,7 @@ import httpx
 import mlflow.sklearn
 import numpy as np
 import pandas as pd
+import stopping
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import func, select
@@ -341,4 +342,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stopping.run(main)

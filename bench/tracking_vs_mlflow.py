@@ -42,6 +42,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import stopping
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -792,4 +793,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stopping.run(main)

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import stopping  # noqa: E402
 import tracking_vs_mlflow as infra  # noqa: E402  (the servers, scratch databases and COPY seeding)
 
 CHROMIUM = "/usr/bin/chromium"
@@ -194,4 +195,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    stopping.run(main)
