@@ -82,7 +82,9 @@ def _fields(api: Api) -> list[Column]:
 
 
 def _server(server: dict[str, Any]) -> str:
-    return f"{server['role']} #{server['replica']} {server['state']} :{server['port']}"
+    # A server still starting has no port yet.
+    port = f" :{server['port']}" if server["port"] else ""
+    return f"{server['role']} #{server['replica']} {server['state']}{port}"
 
 
 def _batching(row: dict[str, Any]) -> str:
