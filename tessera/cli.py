@@ -239,8 +239,11 @@ def _stop_model_servers(settings: Settings) -> None:
     from shared.db.session import get_database
 
     try:
+        manager = rollouts.process_manager(settings)
         with get_database(settings.database_url).session_scope() as session:
-            stopped = rollouts.stop_recorded_servers(session, rollouts.process_manager(settings))
+            stopped = rollouts.stop_recorded_servers(session, manager)
+        # Also those a worker started but had not recorded when it was stopped.
+        stopped += manager.stop_owned()
     except Exception as exc:  # whatever happened, `up` still exits; say what may be left
         err.print(f"[yellow]Model servers may still run: {exc}[/yellow]")
         return

@@ -145,3 +145,20 @@ def test_free_port_and_port_is_free():
         listener.bind(("127.0.0.1", port))
         listener.listen()
         assert not port_is_free(port)
+
+
+def test_stop_owned_stops_this_platforms_servers_recorded_or_not_and_no_others(iris_model: SavedModel, tmp_path):
+    """What `tessera up` does on exit after stopping the recorded servers: a server a worker started but
+    never recorded (it was stopped mid-start) is found by its owner, another platform's is left alone."""
+    process_manager = ProcessManager(tmp_path / "this-platform", ready_timeout_s=60)
+    spec = ModelServerSpec(model_uri=str(iris_model.path), name="iris-owned", version="1")
+    unrecorded = process_manager.start(spec)
+    other_platform = ProcessManager(tmp_path / "other-platform", ready_timeout_s=60)
+    others = other_platform.start(spec)
+    try:
+        assert process_manager.stop_owned() == 1
+        assert not process_manager.is_running(unrecorded) and not _group_exists(unrecorded.pid)
+        assert other_platform.is_running(others)
+        assert process_manager.stop_owned() == 0
+    finally:
+        other_platform.stop(others)

@@ -146,6 +146,26 @@ class ProcessManager:
             _signal_group(state.pid, signal.SIGKILL)
             _wait_for_group_exit(state.pid, self.stop_grace_s)
 
+    def stop_owned(self) -> int:
+        """Stop every server this platform started, recorded or not (a worker stopped while it was starting
+        one never recorded it); returns how many were running."""
+        owner = str(self.log_dir).encode()
+        owned = []
+        for proc in Path("/proc").iterdir():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0") if proc.name.isdigit() else []
+            except OSError:  # gone meanwhile
+                continue
+            port = _arg_value(cmdline, b"--port")
+            if SERVER_MODULE.encode() in cmdline and _arg_value(cmdline, b"--owner") == owner and port:
+                owned.append(
+                    ModelServerState(pid=int(proc.name), port=int(port), started_at=datetime.now(UTC), log_path="")
+                )
+        running = [state for state in owned if self.is_running(state)]
+        for state in running:
+            self.stop(state)
+        return len(running)
+
     def is_running(self, state: ModelServerState) -> bool:
         """True when the pid is alive, not a zombie, and still our server on that port (pids get reused)."""
         _reap(state.pid)
@@ -200,6 +220,8 @@ class ProcessManager:
             LOCALHOST,
             "--port",
             str(port),
+            "--owner",
+            str(self.log_dir),
         ]
         # Appending keeps the history of restarts; the offset lets us read only this attempt's output.
         with log_path.open("ab") as log:

@@ -25,6 +25,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--request-timeout", type=float, default=60.0, help="seconds before a prediction gets 504")
+    parser.add_argument(
+        "--owner", help="the folder of the platform that started this server; it stops the servers it owns on exit"
+    )
     return parser.parse_args(argv)
 
 
