@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from services.notifier.domain.grouping import GroupTiming
 from services.notifier.domain.matchers import Matcher, coerce_matchers
-from services.notifier.domain.muting import InhibitRule, Silence, TimeInterval
+from services.notifier.domain.muting import InhibitRule, Silence, TimeInterval, to_silence
 from shared.core.crypto import SecretBox
 from shared.db.models import (
     NotificationChannel,
@@ -168,17 +168,6 @@ def _stamps(session: Session, organization_ids: Collection[uuid.UUID], now: date
     return {org_id: frozenset(stamp) for org_id, stamp in parts.items()}
 
 
-def _silence_of(row: NotificationSilence) -> Silence:
-    return Silence(
-        matchers=tuple(coerce_matchers(row.matchers)),
-        starts_at=row.starts_at,
-        ends_at=row.ends_at,
-        created_by=row.created_by,
-        comment=row.comment,
-        id=str(row.id),
-    )
-
-
 def _load(session: Session, organization_id: uuid.UUID, box: SecretBox, now: datetime) -> OrgConfig:
     rules = session.scalars(
         select(NotificationRule)
@@ -210,7 +199,7 @@ def _load(session: Session, organization_id: uuid.UUID, box: SecretBox, now: dat
         channels={
             str(row.id): Channel(row.id, row.enabled, row.disabled_reason, target_for(row, box)) for row in channels
         },
-        silences=tuple(_silence_of(row) for row in silences),
+        silences=tuple(to_silence(row) for row in silences),
         mute_intervals={str(row.id): [TimeInterval.from_dict(item) for item in row.time_intervals] for row in windows},
         inhibit_rules=tuple(
             InhibitRule(
