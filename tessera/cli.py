@@ -238,15 +238,16 @@ def _stop_model_servers(settings: Settings) -> None:
     from services.deployer.domain import rollouts
     from shared.db.session import get_database
 
+    manager = rollouts.process_manager(settings)
+    # Every server this platform started carries its owner, recorded or not (a worker stopped while it was
+    # starting one never recorded it): stopped first, as this needs no database.
+    stopped = manager.stop_owned()
     try:
-        manager = rollouts.process_manager(settings)
+        # Then any recorded server started without an owner (by an earlier release).
         with get_database(settings.database_url).session_scope() as session:
-            stopped = rollouts.stop_recorded_servers(session, manager)
-        # Also those a worker started but had not recorded when it was stopped.
-        stopped += manager.stop_owned()
+            stopped += rollouts.stop_recorded_servers(session, manager)
     except Exception as exc:  # whatever happened, `up` still exits; say what may be left
-        err.print(f"[yellow]Model servers may still run: {exc}[/yellow]")
-        return
+        err.print(f"[yellow]Model servers started by an earlier release may still run: {exc}[/yellow]")
     if stopped:
         console.print(f"Stopped {stopped} model server(s); they start again with the platform.")
 

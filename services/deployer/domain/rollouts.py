@@ -316,14 +316,18 @@ def supervise_server(session: Session, server_id: uuid.UUID, manager: ProcessMan
 
 def stop_recorded_servers(session: Session, manager: ProcessManager) -> int:
     """Stop every model-server process the database records, when the platform itself stops; returns how
-    many. The rows stay: supervision starts the servers again when the platform is back."""
+    many were running. The rows stay: supervision starts the servers again when the platform is back."""
     recorded = session.execute(
         select(DeploymentServer.pid, DeploymentServer.port).where(DeploymentServer.pid.is_not(None))
     ).all()
-    for pid, port in recorded:
-        if pid is not None and port is not None:  # (a recorded process has both)
-            stop_retired(manager, pid, port)
-    return len(recorded)
+    # The manager checks pid *and* port against /proc, so a pid reused since cannot be hit.
+    states = [
+        ModelServerState(pid=pid, port=port, started_at=utcnow(), log_path="") for pid, port in recorded if pid and port
+    ]
+    running = [state for state in states if manager.is_running(state)]
+    for state in running:
+        manager.stop(state)
+    return len(running)
 
 
 def stop_retired(manager: ProcessManager, pid: int, port: int) -> None:
