@@ -60,7 +60,7 @@ def checked(run_view_type: str | None, max_results: object, page_token: str | No
 
 def _matching(compiled: search_sql.CompiledRunSearch, scope: Sequence[object], view_type: str) -> Select:
     """The ids of the runs of the experiments in `scope` that match, in no order yet."""
-    query = select(ExperimentRun.id).where(ExperimentRun.experiment_id.in_(scope), compiled.condition)
+    query = select(ExperimentRun.id).where(compiled.experiment.in_(scope), compiled.condition)
     if view_type == "ACTIVE_ONLY":
         query = query.where(ExperimentRun.deleted_at.is_(None))
     elif view_type == "DELETED_ONLY":
