@@ -171,9 +171,11 @@ def _ipv4_number(part: str) -> int | None:
     return int(digits, base) if digits else 0
 
 
+@lru_cache(maxsize=1024)
 def canonical_host(host: str) -> str:
     """The host with any numeric IPv4 spelling rewritten to dotted-quad; other hosts are returned as
-    they are. OutboundRefused for a host that ends in a number but is no IPv4 address ("1.2.3.256")."""
+    they are. OutboundRefused for a host that ends in a number but is no IPv4 address ("1.2.3.256").
+    Cached: every send vets its destination, and destinations are few."""
     parts = host.split(".")
     if len(parts) > 1 and parts[-1] == "":
         parts.pop()

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     ColumnElement,
     and_,
@@ -137,10 +138,79 @@ def record(
     retry: RetryPolicy,
     now: datetime,
 ) -> None:
-    """Log the attempts and move the deliveries on, set by set (one insert, one executemany per kind
-    of change); a 410 disables the channel."""
+    """Log the attempts and move the deliveries on: on PostgreSQL one statement over arrays for the
+    batch, elsewhere one insert and one executemany per kind of change; a 410 disables the channel."""
     if not outcomes:
         return
+    driver = records.postgres(session)
+    if driver is not None:
+        _record_at_once(driver, outcomes, started_at, retry, now)
+    else:
+        _record_portably(session, outcomes, started_at, retry, now)
+    for claimed, result in outcomes:
+        if result.disable_channel and claimed.target is not None:
+            _disable(session, claimed.target.id, result)
+    session.flush()
+
+
+# The attempts and the deliveries' new states in one statement over arrays. Only the latest claim moves
+# a delivery (a send that outlived its lease was claimed again).
+_RECORD = """
+WITH attempts AS (
+    INSERT INTO notification_delivery_attempts
+        (delivery_id, attempt, started_at, outcome, status_code, latency_ms, error)
+    SELECT delivery_id, attempt, %(started_at)s, outcome, status_code, latency_ms, error
+    FROM unnest(%(id)s::uuid[], %(attempt)s::int[], %(outcome)s::text[], %(code)s::int[],
+                %(latency)s::float8[], %(error)s::text[])
+        AS a(delivery_id, attempt, outcome, status_code, latency_ms, error)
+)
+UPDATE notification_deliveries AS d
+SET state = u.state, lease_until = NULL, last_status_code = u.status_code, last_error = u.error,
+    updated_at = %(now)s,
+    delivered_at = CASE WHEN u.delivered THEN %(now)s ELSE d.delivered_at END,
+    next_attempt_at = CASE WHEN u.retry THEN u.next_attempt_at ELSE d.next_attempt_at END,
+    queued_at = CASE WHEN u.retry THEN NULL ELSE d.queued_at END
+FROM unnest(%(id)s::uuid[], %(attempt)s::int[], %(state)s::text[], %(code)s::int[], %(error)s::text[],
+            %(delivered)s::bool[], %(retry)s::bool[], %(next_attempt_at)s::timestamptz[])
+    AS u(id, attempt, state, status_code, error, delivered, retry, next_attempt_at)
+WHERE d.id = u.id AND d.total_attempts = u.attempt
+"""
+
+
+def _record_at_once(
+    driver: psycopg.Connection[Any],
+    outcomes: Sequence[tuple[ClaimedDelivery, DeliveryResult]],
+    started_at: datetime,
+    retry: RetryPolicy,
+    now: datetime,
+) -> None:
+    moved = [_moved_on(claimed, result, retry, now) for claimed, result in outcomes]
+    driver.execute(
+        _RECORD,
+        {
+            "started_at": started_at,
+            "now": now,
+            "id": [claimed.delivery_id for claimed, _ in outcomes],
+            "attempt": [claimed.attempt for claimed, _ in outcomes],
+            "outcome": [str(result.outcome) for _, result in outcomes],
+            "code": [result.status_code for _, result in outcomes],
+            "latency": [round(result.latency_ms, 3) for _, result in outcomes],
+            "error": [result.error for _, result in outcomes],
+            "state": [values["state"] for values in moved],
+            "delivered": ["delivered_at" in values for values in moved],
+            "retry": ["next_attempt_at" in values for values in moved],
+            "next_attempt_at": [values.get("next_attempt_at") for values in moved],
+        },
+    )
+
+
+def _record_portably(
+    session: Session,
+    outcomes: Sequence[tuple[ClaimedDelivery, DeliveryResult]],
+    started_at: datetime,
+    retry: RetryPolicy,
+    now: datetime,
+) -> None:
     session.execute(
         insert(records.table(DeliveryAttempt)),
         [
@@ -175,10 +245,6 @@ def record(
             .values({name: bindparam(f"b_{name}") for name in columns}),
             rows,
         )
-    for claimed, result in outcomes:
-        if result.disable_channel and claimed.target is not None:
-            _disable(session, claimed.target.id, result)
-    session.flush()
 
 
 def _disable(session: Session, channel_id: uuid.UUID, result: DeliveryResult) -> None:

@@ -42,6 +42,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from sqlalchemy import (
     ColumnElement,
     Select,
@@ -348,6 +349,15 @@ def _lock_active_groups(session: Session, pairs: list[tuple[uuid.UUID, str]]) ->
     )
 
 
+def _lock_active_groups_statement(pairs: list[tuple[uuid.UUID, str]]) -> Select:
+    """`_lock_active_groups` reading the groups as it locks them."""
+    return (
+        select_groups(_keyed(pairs), _GROUPS.c.active.is_(True))
+        .order_by(_GROUPS.c.rule_id, _GROUPS.c.group_key_digest)
+        .with_for_update()
+    )
+
+
 def _lock_groups(session: Session, targets: list[Target], now: datetime) -> dict[tuple[uuid.UUID, str], Group]:
     """The active group of every target, locked. Groups are locked in one global order (rule, key), so
     concurrent handlers cannot deadlock on them; each run of groups with or without a firing alert is
@@ -358,16 +368,63 @@ def _lock_groups(session: Session, targets: list[Target], now: datetime) -> dict
     ordered = sorted(targets, key=lambda target: (target[0].id, group_key_digest(target[1]), target[2].resolved))
     for target in ordered:
         deciding.setdefault((target[0].id, target[1]), target)
+    driver = records.postgres(session)
+    groups: list[Group] = []
     for firing, run in itertools.groupby(deciding.values(), key=lambda target: not target[2].resolved):
-        if firing:
+        if firing and driver is not None:
+            groups.extend(_upsert_groups_returning(driver, list(run), now))
+        elif firing:
             _upsert_groups(session, list(run), now)
+        elif driver is not None:
+            groups.extend(load_groups(session, _lock_active_groups_statement([(rule.id, key) for rule, key, _ in run])))
         else:
             _lock_active_groups(session, [(rule.id, key) for rule, key, _ in run])
-    groups = load_groups(
-        session,
-        select_groups(_keyed(deciding), _GROUPS.c.active.is_(True)),
-    )
+    if driver is None:
+        groups = load_groups(session, select_groups(_keyed(deciding), _GROUPS.c.active.is_(True)))
     return {(group.rule_id, group.group_key): group for group in groups}
+
+
+# On PostgreSQL the firing alerts' groups are created or restarted, locked (in the rows' order) and read
+# back by one statement over arrays.
+_UPSERT_GROUPS = """
+INSERT INTO notification_groups AS g
+    (id, organization_id, rule_id, group_key, group_key_digest, labels, active, created_at,
+     first_alert_starts_at, next_flush_at, notification_log)
+SELECT id, organization_id, rule_id, group_key, group_key_digest, labels::jsonb, true, %(now)s,
+       first_alert_starts_at, next_flush_at, '{}'::jsonb
+FROM unnest(%(id)s::uuid[], %(org)s::uuid[], %(rule)s::uuid[], %(key)s::text[], %(digest)s::text[],
+            %(labels)s::text[], %(starts)s::timestamptz[], %(next)s::timestamptz[])
+    WITH ORDINALITY AS n(id, organization_id, rule_id, group_key, group_key_digest, labels,
+                         first_alert_starts_at, next_flush_at, position)
+ORDER BY position
+ON CONFLICT (rule_id, group_key_digest) DO UPDATE SET
+    active = true,
+    created_at = CASE WHEN g.active THEN g.created_at ELSE excluded.created_at END,
+    first_alert_starts_at = CASE WHEN g.active THEN g.first_alert_starts_at ELSE excluded.first_alert_starts_at END,
+    last_flush_at = CASE WHEN g.active THEN g.last_flush_at END,
+    next_flush_at = CASE WHEN g.active THEN g.next_flush_at ELSE excluded.next_flush_at END
+RETURNING id, organization_id, rule_id, group_key, labels, active, created_at, first_alert_starts_at,
+          last_flush_at, next_flush_at, notification_log
+"""
+
+
+def _upsert_groups_returning(driver: psycopg.Connection[Any], targets: list[Target], now: datetime) -> list[Group]:
+    rows = [_group_row(rule, key, found, now) for rule, key, found in targets]
+    cursor = driver.execute(
+        _UPSERT_GROUPS,
+        {
+            "now": now,
+            "id": [row["id"] for row in rows],
+            "org": [row["organization_id"] for row in rows],
+            "rule": [row["rule_id"] for row in rows],
+            "key": [row["group_key"] for row in rows],
+            "digest": [row["group_key_digest"] for row in rows],
+            "labels": [records.json_text(row["labels"]) for row in rows],
+            "starts": [row["first_alert_starts_at"] for row in rows],
+            "next": [row["next_flush_at"] for row in rows],
+        },
+    )
+    return [Group(*row) for row in cursor]
 
 
 def _alert_row(group: Group, found: EventAlert, now: datetime) -> dict[str, Any]:
@@ -398,7 +455,11 @@ def _store_alerts(session: Session, stored: list[tuple[Group, EventAlert]], now:
             seen = set()
         seen.add((group.id, found.key))
         rounds[-1].append((group, found))
+    driver = records.postgres(session)
     for current in rounds:
+        if driver is not None:
+            _store_round(driver, current, now)
+            continue
         firing = [_alert_row(group, found, now) for group, found in current if not found.resolved]
         if firing:
             statement = upsert_insert(session, records.table(NotificationGroupAlert))
@@ -432,6 +493,51 @@ def _store_alerts(session: Session, stored: list[tuple[Group, EventAlert]], now:
             )
 
 
+# On PostgreSQL a round is one statement over arrays: firing alerts upserted (fresh labels, annotations
+# and end time, the original start time), resolved ones given their end time.
+_STORE_ROUND = """
+WITH firing AS (
+    INSERT INTO notification_group_alerts AS a
+        (id, group_id, fingerprint, labels, annotations, starts_at, ends_at, url, one_shot, updated_at)
+    SELECT id, group_id, fingerprint, labels::jsonb, annotations::jsonb, starts_at, ends_at, url, one_shot, %(now)s
+    FROM unnest(%(id)s::uuid[], %(group)s::uuid[], %(fingerprint)s::text[], %(labels)s::text[],
+                %(annotations)s::text[], %(starts)s::timestamptz[], %(ends)s::timestamptz[], %(url)s::text[],
+                %(one_shot)s::bool[])
+        AS n(id, group_id, fingerprint, labels, annotations, starts_at, ends_at, url, one_shot)
+    ON CONFLICT (group_id, fingerprint) DO UPDATE SET
+        labels = excluded.labels, annotations = excluded.annotations, url = excluded.url,
+        ends_at = excluded.ends_at, updated_at = excluded.updated_at
+)
+UPDATE notification_group_alerts AS a SET ends_at = r.ends_at, updated_at = %(now)s
+FROM unnest(%(r_group)s::uuid[], %(r_fingerprint)s::text[], %(r_ends)s::timestamptz[])
+    AS r(group_id, fingerprint, ends_at)
+WHERE a.group_id = r.group_id AND a.fingerprint = r.fingerprint
+"""
+
+
+def _store_round(driver: psycopg.Connection[Any], current: list[tuple[Group, EventAlert]], now: datetime) -> None:
+    firing = [(group, found.key, found.alert, found.one_shot) for group, found in current if not found.resolved]
+    resolved = [(group, found) for group, found in current if found.resolved]
+    driver.execute(
+        _STORE_ROUND,
+        {
+            "now": now,
+            "id": [uuid.uuid4() for _ in firing],
+            "group": [group.id for group, *_ in firing],
+            "fingerprint": [key for _, key, _, _ in firing],
+            "labels": [records.json_text(alert.labels) for *_, alert, _ in firing],
+            "annotations": [records.json_text(alert.annotations) for *_, alert, _ in firing],
+            "starts": [alert.starts_at for *_, alert, _ in firing],
+            "ends": [alert.ends_at for *_, alert, _ in firing],
+            "url": [alert.url for *_, alert, _ in firing],
+            "one_shot": [one_shot for *_, one_shot in firing],
+            "r_group": [group.id for group, _ in resolved],
+            "r_fingerprint": [found.key for _, found in resolved],
+            "r_ends": [found.alert.ends_at for _, found in resolved],
+        },
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class GroupAlert:
     """An alert held in a group: its row's id, the producer's fingerprint (`key`), whether it is one-shot."""
@@ -442,9 +548,23 @@ class GroupAlert:
     alert: Alert
 
 
+_ALERTS_OF = """
+SELECT id, group_id, fingerprint, labels, annotations, starts_at, ends_at, url, one_shot
+FROM notification_group_alerts WHERE group_id = ANY(%(groups)s::uuid[])
+"""
+
+
 def alerts_of(session: Session, groups: Sequence[Group]) -> dict[uuid.UUID, list[GroupAlert]]:
     """The alerts of each group, in one query."""
     found: dict[uuid.UUID, list[GroupAlert]] = defaultdict(list)
+    driver = records.postgres(session)
+    if driver is not None:
+        for alert_id, group_id, key, labels, annotations, starts_at, ends_at, url, one_shot in driver.execute(
+            _ALERTS_OF, {"groups": [group.id for group in groups]}
+        ):
+            alert = Alert(labels=labels, starts_at=starts_at, ends_at=ends_at, annotations=annotations, url=url)
+            found[group_id].append(GroupAlert(alert_id, key, one_shot, alert))
+        return found
     for row in session.execute(
         select(
             _GROUP_ALERTS.c.id,

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Row, exists, literal, select
 from sqlalchemy.orm import Session
@@ -204,17 +204,51 @@ def _claim_events(session: Session, event_ids: list[uuid.UUID], now: datetime) -
     return sorted(inserted)
 
 
-def take_events(session: Session, event_ids: list[uuid.UUID], now: datetime) -> list[Row]:
+class Event(NamedTuple):
+    """An outbox event as the handler reads it."""
+
+    id: uuid.UUID
+    event_type: str
+    payload: dict[str, Any]
+    organization_id: uuid.UUID
+    project_id: uuid.UUID | None
+    created_at: datetime
+
+
+# On PostgreSQL the batch is claimed, marked published and read by one statement. The claim inserts in id
+# order, so concurrent handlers take these row locks in one order; only events this transaction can see
+# are claimed.
+_TAKE_EVENTS = """
+WITH claimed AS (
+    INSERT INTO notifier_processed_events (event_id, processed_at)
+    SELECT id, %(now)s FROM outbox_events WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), published AS (
+    UPDATE outbox_events AS o SET published_at = %(now)s, publish_attempts = o.publish_attempts + 1
+    FROM claimed WHERE o.id = claimed.event_id AND o.published_at IS NULL
+)
+SELECT o.id, o.event_type, o.payload, o.organization_id, o.project_id, o.created_at
+FROM outbox_events AS o JOIN claimed ON o.id = claimed.event_id
+WHERE o.organization_id IS NOT NULL
+ORDER BY o.created_at, o.id
+"""
+
+
+def take_events(session: Session, event_ids: list[uuid.UUID], now: datetime) -> list[Event]:
     """The batch's events not handled before, claimed, and marked published (handed straight to this
-    handler, the relay need not publish them): rows of id, event_type, payload, organization_id,
-    project_id and created_at, oldest first; events of no organization drop out."""
+    handler, the relay need not publish them), oldest first; events of no organization drop out."""
+    driver = records.postgres(session)
+    if driver is not None:
+        return [Event(*row) for row in driver.execute(_TAKE_EVENTS, {"now": now, "ids": event_ids})]
     claimed = _claim_events(session, event_ids, now)
     if not claimed:
         return []
     events.mark_published(session, claimed, now)
     outbox = records.table(OutboxEvent)
-    return list(
-        session.execute(
+    return [
+        Event(*row)
+        for row in session.execute(
             select(
                 outbox.c.id,
                 outbox.c.event_type,
@@ -224,19 +258,22 @@ def take_events(session: Session, event_ids: list[uuid.UUID], now: datetime) -> 
                 outbox.c.created_at,
             )
             .where(outbox.c.id.in_(claimed), outbox.c.organization_id.is_not(None))
-            .order_by(outbox.c.created_at)
-        ).all()
-    )
+            .order_by(outbox.c.created_at, outbox.c.id)
+        )
+    ]
 
 
 def event_alerts(
-    session: Session, batch: Sequence[Row], organization_ids: Collection[uuid.UUID]
-) -> list[tuple[Row, EventAlert]]:
+    session: Session, batch: Sequence[Event], organization_ids: Collection[uuid.UUID]
+) -> list[tuple[Event, EventAlert]]:
     """The alert of each event of the given organizations (those with rules), its project's slug as a
-    label (one query for the batch)."""
+    label (one query for the batch, none when no event has a project)."""
     wanted = [event for event in batch if event.organization_id in organization_ids]
     project_ids = {event.project_id for event in wanted if event.project_id}
-    slugs = dict(session.execute(select(Project.id, Project.slug).where(Project.id.in_(project_ids))).all())
+    slugs: dict[uuid.UUID | None, str] = {}
+    if project_ids:
+        found = session.execute(select(Project.id, Project.slug).where(Project.id.in_(project_ids)))
+        slugs = dict(found.tuples().all())
     return [
         (
             event,

@@ -15,17 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    Row,
-    select,
-)
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.notifier.domain import intake, muting
 from services.notifier.domain.alerts import Alert, severity_rank
 from services.notifier.domain.config.cache import OrgConfig, Rule
 from services.notifier.domain.grouping import group_key
-from services.notifier.domain.intake import EventAlert
+from services.notifier.domain.intake import Event, EventAlert
 from services.notifier.domain.matchers import matches_all
 from services.notifier.domain.muting import is_muted, is_silenced
 from shared.db.models import (
@@ -53,7 +50,7 @@ def rule_matches(rule: Rule, event_type: str, project_id: uuid.UUID | None, payl
 Target = tuple[Rule, str, EventAlert]
 
 
-def match(event_alerts: Iterable[tuple[Row, EventAlert]], configs: Mapping[uuid.UUID, OrgConfig]) -> list[Target]:
+def match(event_alerts: Iterable[tuple[Event, EventAlert]], configs: Mapping[uuid.UUID, OrgConfig]) -> list[Target]:
     """Every (rule, group key, alert) of the events' alerts, in the events' order."""
     targets: list[Target] = []
     for event, found in event_alerts:
