@@ -159,19 +159,19 @@ _RECORD = """
 WITH attempts AS (
     INSERT INTO notification_delivery_attempts
         (delivery_id, attempt, started_at, outcome, status_code, latency_ms, error)
-    SELECT delivery_id, attempt, %(started_at)s, outcome, status_code, latency_ms, error
-    FROM unnest(%(id)s::uuid[], %(attempt)s::int[], %(outcome)s::text[], %(code)s::int[],
-                %(latency)s::float8[], %(error)s::text[])
+    SELECT delivery_id, attempt, %(started_at)b, outcome, status_code, latency_ms, error
+    FROM unnest(%(id)b::uuid[], %(attempt)b::int[], %(outcome)b::text[], %(code)b::int[],
+                %(latency)b::float8[], %(error)b::text[])
         AS a(delivery_id, attempt, outcome, status_code, latency_ms, error)
 )
 UPDATE notification_deliveries AS d
 SET state = u.state, lease_until = NULL, last_status_code = u.status_code, last_error = u.error,
-    updated_at = %(now)s,
-    delivered_at = CASE WHEN u.delivered THEN %(now)s ELSE d.delivered_at END,
+    updated_at = %(now)b,
+    delivered_at = CASE WHEN u.delivered THEN %(now)b ELSE d.delivered_at END,
     next_attempt_at = CASE WHEN u.retry THEN u.next_attempt_at ELSE d.next_attempt_at END,
     queued_at = CASE WHEN u.retry THEN NULL ELSE d.queued_at END
-FROM unnest(%(id)s::uuid[], %(attempt)s::int[], %(state)s::text[], %(code)s::int[], %(error)s::text[],
-            %(delivered)s::bool[], %(retry)s::bool[], %(next_attempt_at)s::timestamptz[])
+FROM unnest(%(id)b::uuid[], %(attempt)b::int[], %(state)b::text[], %(code)b::int[], %(error)b::text[],
+            %(delivered)b::bool[], %(retry)b::bool[], %(next_attempt_at)b::timestamptz[])
     AS u(id, attempt, state, status_code, error, delivered, retry, next_attempt_at)
 WHERE d.id = u.id AND d.total_attempts = u.attempt
 """

@@ -293,30 +293,30 @@ WITH notifications AS (
     INSERT INTO notifications
         (id, organization_id, rule_id, group_id, group_key, kind, status, reason, payload, created_at)
     SELECT id, organization_id, rule_id, group_id, group_key, kind, status, reason, payload::jsonb, created_at
-    FROM unnest(%(n_id)s::uuid[], %(n_org)s::uuid[], %(n_rule)s::uuid[], %(n_group)s::uuid[], %(n_key)s::text[],
-                %(n_kind)s::text[], %(n_status)s::text[], %(n_reason)s::text[], %(n_payload)s::text[],
-                %(n_created)s::timestamptz[])
+    FROM unnest(%(n_id)b::uuid[], %(n_org)b::uuid[], %(n_rule)b::uuid[], %(n_group)b::uuid[], %(n_key)b::text[],
+                %(n_kind)b::text[], %(n_status)b::text[], %(n_reason)b::text[], %(n_payload)b::text[],
+                %(n_created)b::timestamptz[])
         AS n(id, organization_id, rule_id, group_id, group_key, kind, status, reason, payload, created_at)
 ), alerts AS (
     INSERT INTO notification_alerts (notification_id, fingerprint)
-    SELECT * FROM unnest(%(a_notification)s::uuid[], %(a_fingerprint)s::text[])
+    SELECT * FROM unnest(%(a_notification)b::uuid[], %(a_fingerprint)b::text[])
 ), deliveries AS (
     INSERT INTO notification_deliveries
         (id, notification_id, channel_id, organization_id, rule_id, state, attempts, total_attempts,
          next_attempt_at, queued_at, lease_until, last_attempt_at, last_error, created_at, updated_at)
-    SELECT * FROM unnest(%(d_id)s::uuid[], %(d_notification)s::uuid[], %(d_channel)s::uuid[], %(d_org)s::uuid[],
-                         %(d_rule)s::uuid[], %(d_state)s::text[], %(d_attempts)s::int[], %(d_total)s::int[],
-                         %(d_next)s::timestamptz[], %(d_queued)s::timestamptz[], %(d_lease)s::timestamptz[],
-                         %(d_last)s::timestamptz[], %(d_error)s::text[], %(d_created)s::timestamptz[],
-                         %(d_updated)s::timestamptz[])
+    SELECT * FROM unnest(%(d_id)b::uuid[], %(d_notification)b::uuid[], %(d_channel)b::uuid[], %(d_org)b::uuid[],
+                         %(d_rule)b::uuid[], %(d_state)b::text[], %(d_attempts)b::int[], %(d_total)b::int[],
+                         %(d_next)b::timestamptz[], %(d_queued)b::timestamptz[], %(d_lease)b::timestamptz[],
+                         %(d_last)b::timestamptz[], %(d_error)b::text[], %(d_created)b::timestamptz[],
+                         %(d_updated)b::timestamptz[])
 ), gone AS (
-    DELETE FROM notification_group_alerts WHERE id = ANY(%(gone)s::uuid[])
+    DELETE FROM notification_group_alerts WHERE id = ANY(%(gone)b::uuid[])
 )
 UPDATE notification_groups AS g
 SET active = u.active, last_flush_at = u.last_flush_at, next_flush_at = u.next_flush_at,
     notification_log = u.notification_log::jsonb
-FROM unnest(%(g_id)s::uuid[], %(g_active)s::bool[], %(g_last)s::timestamptz[], %(g_next)s::timestamptz[],
-            %(g_log)s::text[]) AS u(id, active, last_flush_at, next_flush_at, notification_log)
+FROM unnest(%(g_id)b::uuid[], %(g_active)b::bool[], %(g_last)b::timestamptz[], %(g_next)b::timestamptz[],
+            %(g_log)b::text[]) AS u(id, active, last_flush_at, next_flush_at, notification_log)
 WHERE g.id = u.id
 """
 

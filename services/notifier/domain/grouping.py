@@ -390,10 +390,10 @@ _UPSERT_GROUPS = """
 INSERT INTO notification_groups AS g
     (id, organization_id, rule_id, group_key, group_key_digest, labels, active, created_at,
      first_alert_starts_at, next_flush_at, notification_log)
-SELECT id, organization_id, rule_id, group_key, group_key_digest, labels::jsonb, true, %(now)s,
+SELECT id, organization_id, rule_id, group_key, group_key_digest, labels::jsonb, true, %(now)b,
        first_alert_starts_at, next_flush_at, '{}'::jsonb
-FROM unnest(%(id)s::uuid[], %(org)s::uuid[], %(rule)s::uuid[], %(key)s::text[], %(digest)s::text[],
-            %(labels)s::text[], %(starts)s::timestamptz[], %(next)s::timestamptz[])
+FROM unnest(%(id)b::uuid[], %(org)b::uuid[], %(rule)b::uuid[], %(key)b::text[], %(digest)b::text[],
+            %(labels)b::text[], %(starts)b::timestamptz[], %(next)b::timestamptz[])
     WITH ORDINALITY AS n(id, organization_id, rule_id, group_key, group_key_digest, labels,
                          first_alert_starts_at, next_flush_at, position)
 ORDER BY position
@@ -499,17 +499,17 @@ _STORE_ROUND = """
 WITH firing AS (
     INSERT INTO notification_group_alerts AS a
         (id, group_id, fingerprint, labels, annotations, starts_at, ends_at, url, one_shot, updated_at)
-    SELECT id, group_id, fingerprint, labels::jsonb, annotations::jsonb, starts_at, ends_at, url, one_shot, %(now)s
-    FROM unnest(%(id)s::uuid[], %(group)s::uuid[], %(fingerprint)s::text[], %(labels)s::text[],
-                %(annotations)s::text[], %(starts)s::timestamptz[], %(ends)s::timestamptz[], %(url)s::text[],
-                %(one_shot)s::bool[])
+    SELECT id, group_id, fingerprint, labels::jsonb, annotations::jsonb, starts_at, ends_at, url, one_shot, %(now)b
+    FROM unnest(%(id)b::uuid[], %(group)b::uuid[], %(fingerprint)b::text[], %(labels)b::text[],
+                %(annotations)b::text[], %(starts)b::timestamptz[], %(ends)b::timestamptz[], %(url)b::text[],
+                %(one_shot)b::bool[])
         AS n(id, group_id, fingerprint, labels, annotations, starts_at, ends_at, url, one_shot)
     ON CONFLICT (group_id, fingerprint) DO UPDATE SET
         labels = excluded.labels, annotations = excluded.annotations, url = excluded.url,
         ends_at = excluded.ends_at, updated_at = excluded.updated_at
 )
-UPDATE notification_group_alerts AS a SET ends_at = r.ends_at, updated_at = %(now)s
-FROM unnest(%(r_group)s::uuid[], %(r_fingerprint)s::text[], %(r_ends)s::timestamptz[])
+UPDATE notification_group_alerts AS a SET ends_at = r.ends_at, updated_at = %(now)b
+FROM unnest(%(r_group)b::uuid[], %(r_fingerprint)b::text[], %(r_ends)b::timestamptz[])
     AS r(group_id, fingerprint, ends_at)
 WHERE a.group_id = r.group_id AND a.fingerprint = r.fingerprint
 """
@@ -550,7 +550,7 @@ class GroupAlert:
 
 _ALERTS_OF = """
 SELECT id, group_id, fingerprint, labels, annotations, starts_at, ends_at, url, one_shot
-FROM notification_group_alerts WHERE group_id = ANY(%(groups)s::uuid[])
+FROM notification_group_alerts WHERE group_id = ANY(%(groups)b::uuid[])
 """
 
 

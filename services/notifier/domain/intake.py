@@ -221,11 +221,11 @@ class Event(NamedTuple):
 _TAKE_EVENTS = """
 WITH claimed AS (
     INSERT INTO notifier_processed_events (event_id, processed_at)
-    SELECT id, %(now)s FROM outbox_events WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id
+    SELECT id, %(now)b FROM outbox_events WHERE id = ANY(%(ids)b::uuid[]) ORDER BY id
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
 ), published AS (
-    UPDATE outbox_events AS o SET published_at = %(now)s, publish_attempts = o.publish_attempts + 1
+    UPDATE outbox_events AS o SET published_at = %(now)b, publish_attempts = o.publish_attempts + 1
     FROM claimed WHERE o.id = claimed.event_id AND o.published_at IS NULL
 )
 SELECT o.id, o.event_type, o.payload, o.organization_id, o.project_id, o.created_at
