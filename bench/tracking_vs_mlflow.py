@@ -509,6 +509,22 @@ def case_search_experiments(target: Target, n: int) -> list[Callable]:
     return [partial(client.search_experiments, max_results=100) for _ in range(n)]
 
 
+def _experiment(target: Target) -> tuple[str, str]:
+    """An experiment with two tags, as a script finds it (id, name)."""
+    name = f"get-{uuid.uuid4().hex[:8]}"
+    return target.client.create_experiment(name, tags={"team": "bench", "stage": "dev"}), name
+
+
+def case_get_experiment(target: Target, n: int) -> list[Callable]:
+    client, (experiment_id, _) = target.client, _experiment(target)
+    return [partial(client.get_experiment, experiment_id) for _ in range(n)]
+
+
+def case_get_experiment_by_name(target: Target, n: int) -> list[Callable]:
+    client, (_, name) = target.client, _experiment(target)
+    return [partial(client.get_experiment_by_name, name) for _ in range(n)]
+
+
 def _registered_model(target: Target) -> str:
     """A registered model with three versions, each from a run, the last one aliased."""
     client = target.client
@@ -561,6 +577,8 @@ def cases(quick: bool) -> list[Case]:
         Case(f"search_runs, {large:,} runs", _case_search_runs(large), 40 // q, 10 // q),
         Case(f"get_metric_history ({HISTORY_STEPS:,} points)", case_get_metric_history, 20 // q, max(2, 4 // q)),
         Case(f"search_experiments (100 of {SEARCH_EXPERIMENTS})", case_search_experiments, 200 // q, 100 // q),
+        Case("get_experiment", case_get_experiment, 500 // q, 200 // q),
+        Case("get_experiment_by_name", case_get_experiment_by_name, 500 // q, 200 // q),
         Case("registry: get_registered_model", case_registry_get_model, 300 // q, 100 // q),
         Case("registry: get_model_version_by_alias", case_registry_get_version, 300 // q, 100 // q),
         Case("registry: search_registered_models", case_registry_search, 200 // q, 100 // q),

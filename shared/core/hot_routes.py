@@ -121,9 +121,13 @@ class HotRequest:
     pool: HotPool
     state: State  # the app's (settings, authenticator, ...)
     context: RequestContext  # what an audit row says of the request
+    headers: list[tuple[bytes, bytes]]  # as ASGI gives them: lower-case names
 
     def connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection]:
         return self.pool.connection()
+
+    def header(self, name: bytes) -> bytes | None:
+        return next((value for key, value in self.headers if key == name), None)
 
 
 HotHandler = Callable[[HotRequest], Awaitable[bytes | None]]
@@ -257,13 +261,14 @@ def _hot_request(scope: Scope, method: str, body: bytes, context: RequestContext
     principal = state.authenticator.cached(authorization.decode("latin-1"))
     if principal is None:
         return None
+    headers = scope["headers"]
     if method == "GET":
-        return HotRequest(_query(scope), principal, pool, state, context)
+        return HotRequest(_query(scope), principal, pool, state, context, headers)
     try:
         params = orjson.loads(body) if body else {}
     except orjson.JSONDecodeError:
         return None
-    return HotRequest(params, principal, pool, state, context) if isinstance(params, dict) else None
+    return HotRequest(params, principal, pool, state, context, headers) if isinstance(params, dict) else None
 
 
 def _query(scope: Scope) -> dict[str, Any]:

@@ -3,6 +3,7 @@ the same runs on SQLite: every field, NaN and infinities, optional fields, datas
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from sqlalchemy import select
@@ -111,3 +112,48 @@ def test_runs_rendered_by_postgresql_equal_the_python_rendering(client, db_sessi
     for run_id in (full_id, bare_id):
         got = client.get(f"{API}/runs/get", params={"run_id": run_id}, headers=headers)
         assert _normalized(got.json()["run"]) == expected[run_id]
+
+
+def test_experiments_rendered_by_postgresql_equal_the_python_rendering(db_session, tenant):
+    """Every field, tags (quotes, unicode, none), a deleted experiment, no artifact location, and timestamps
+    at every microsecond offset of a millisecond window, where `int(t.timestamp() * 1000)` rounds."""
+    from datetime import UTC, datetime, timedelta
+
+    from services.tracking.domain import experiments
+    from services.tracking.domain.experiment_json import experiment_json
+    from shared.db.models import Experiment, ExperimentTag
+
+    base = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    made = []
+    for i in range(400):
+        moment = base + timedelta(microseconds=i * 2_503 + (i % 7))
+        experiment = Experiment(
+            project_id=tenant.project_id,
+            name=f"render-{uuid.uuid4().hex[:8]}",
+            artifact_location=None if i == 1 else f"mlflow-artifacts:/{i}",
+            created_at=moment,
+            updated_at=moment + timedelta(microseconds=999_999 * i),
+            deleted_at=moment if i % 3 == 0 else None,
+        )
+        db_session.add(experiment)
+        made.append(experiment)
+    db_session.flush()
+    db_session.add_all(
+        [
+            ExperimentTag(experiment_id=made[0].id, key="quote", value='a "b" \\ c\n'),
+            ExperimentTag(experiment_id=made[0].id, key="note", value="é ☃"),
+            ExperimentTag(experiment_id=made[2].id, key="team", value="x"),
+        ]
+    )
+    db_session.flush()
+    ids = [e.id for e in made]
+    in_database = dict(db_session.execute(select(Experiment.id, experiment_json()).where(Experiment.id.in_(ids))).all())
+    tags = experiments.experiment_tags(db_session, ids)
+    for experiment in made:
+        python = render.experiment(experiments.ExperimentView(experiment, tags[experiment.id]))
+        database = json.loads(in_database[experiment.id])
+        assert list(database) == list(python)
+        assert {**database, "tags": sorted(database["tags"], key=repr)} == {
+            **python,
+            "tags": sorted(python["tags"], key=repr),
+        }

@@ -49,13 +49,11 @@ def create_experiment(body: JsonBody, session: SessionDep, access: AccessDep) ->
     return respond({"experiment_id": experiment.id.hex})
 
 
-@router.get("/experiments/get", openapi_extra=wire.query(wire.ExperimentRef))
 def get_experiment(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
     experiment = experiments.get_experiment(session, access, query.get("experiment_id"))
     return respond({"experiment": render.experiment(experiments.view(session, experiment))})
 
 
-@router.get("/experiments/get-by-name", openapi_extra=wire.query(wire.ExperimentByName))
 def get_experiment_by_name(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
     experiment = experiments.get_experiment_by_name(session, access, query.get("experiment_name"))
     return respond({"experiment": render.experiment(experiments.view(session, experiment))})
@@ -74,14 +72,41 @@ def _search_experiments(params: dict, session: Session, access: Access) -> Respo
     return respond_page("experiments", [render.experiment(v) for v in found], next_token)
 
 
-@router.post("/experiments/search", openapi_extra=wire.body(wire.SearchExperiments))
 def search_experiments(body: JsonBody, session: SessionDep, access: AccessDep) -> Response:
     return _search_experiments(body, session, access)
 
 
-@router.get("/experiments/search", openapi_extra=wire.query(wire.SearchExperiments))
 def search_experiments_get(query: QueryParams, session: SessionDep, access: AccessDep) -> Response:
     return _search_experiments(query, session, access)
+
+
+for _read_path, _read, _method, _openapi, _hot_read in (
+    ("/experiments/get", get_experiment, "GET", wire.query(wire.ExperimentRef), hot_reads.get_experiment),
+    (
+        "/experiments/get-by-name",
+        get_experiment_by_name,
+        "GET",
+        wire.query(wire.ExperimentByName),
+        hot_reads.get_experiment_by_name,
+    ),
+    (
+        "/experiments/search",
+        search_experiments,
+        "POST",
+        wire.body(wire.SearchExperiments),
+        hot_reads.search_experiments,
+    ),
+    (
+        "/experiments/search",
+        search_experiments_get,
+        "GET",
+        wire.query(wire.SearchExperiments),
+        hot_reads.search_experiments,
+    ),
+):
+    hot_router.add_api_route(
+        _read_path, _read, methods=[_method], openapi_extra=_openapi, route_class_override=HotRoute.serving(_hot_read)
+    )
 
 
 @router.post("/experiments/update", openapi_extra=wire.body(wire.RenameExperiment))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.orm import Session
 
 from services.tracking.domain import search_sql
@@ -248,6 +248,29 @@ def delete_experiment_tag(session: Session, access: Access, experiment_id: str |
         raise NotFound(f"No tag with name: {key} in experiment with id {experiment.id.hex}")
 
 
+def checked_search(max_results: object, page_token: str | None, view_type: str | None) -> tuple[str, int, int]:
+    """The view type, page size and offset of an experiment search, or a 400 naming the bad one."""
+    limit = validate_max_results(max_results, default=1000)
+    offset = decode_page_token(page_token)
+    view_type = view_type or "ACTIVE_ONLY"
+    if view_type not in VIEW_TYPES:
+        raise InvalidParameter(f"Invalid view_type '{view_type}'; expected one of {', '.join(VIEW_TYPES)}")
+    return view_type, limit, offset
+
+
+def search_query(filter_string: str | None, order_by: list[str] | None, view_type: str, projects: Select) -> Select:
+    """The experiments of `projects` (ids) that match, in the search's order."""
+    query = select(Experiment).where(
+        Experiment.project_id.in_(projects),
+        search_sql.compile_filter(parse_filter(filter_string), search_sql.experiment_comparison),
+    )
+    if view_type == "ACTIVE_ONLY":
+        query = query.where(Experiment.deleted_at.is_(None))
+    elif view_type == "DELETED_ONLY":
+        query = query.where(Experiment.deleted_at.is_not(None))
+    return query.order_by(*search_sql.experiment_order(parse_order_by(order_by)))
+
+
 def search_experiments(
     session: Session,
     access: Access,
@@ -259,22 +282,10 @@ def search_experiments(
     view_type: str | None = None,
     project_id: uuid.UUID | None = None,
 ) -> tuple[list[ExperimentView], str | None]:
-    limit = validate_max_results(max_results, default=1000)
-    offset = decode_page_token(page_token)
-    view_type = view_type or "ACTIVE_ONLY"
-    if view_type not in VIEW_TYPES:
-        raise InvalidParameter(f"Invalid view_type '{view_type}'; expected one of {', '.join(VIEW_TYPES)}")
-    query = select(Experiment).where(
-        Experiment.project_id.in_(access.readable_project_ids(READ)),
-        search_sql.compile_filter(parse_filter(filter_string), search_sql.experiment_comparison),
-    )
+    view_type, limit, offset = checked_search(max_results, page_token, view_type)
+    query = search_query(filter_string, order_by, view_type, access.readable_project_ids(READ))
     if project_id is not None:
         query = query.where(Experiment.project_id == project_id)
-    if view_type == "ACTIVE_ONLY":
-        query = query.where(Experiment.deleted_at.is_(None))
-    elif view_type == "DELETED_ONLY":
-        query = query.where(Experiment.deleted_at.is_not(None))
-    query = query.order_by(*search_sql.experiment_order(parse_order_by(order_by)))
     rows = session.scalars(query.offset(offset).limit(limit + 1)).all()
     next_token = encode_page_token(offset + limit) if len(rows) > limit else None
     rows = rows[:limit]
