@@ -637,7 +637,11 @@ def bench_loadgen(target: Target, headers: dict, seconds: float, connections: in
     """Server capacity without the mlflow client's own CPU cost: pre-encoded 1000-metric log-batch
     bodies sent by a light asyncio client over kept-alive connections (like mlflow-go's k6 runs)."""
     run_ids = [_new_run(target) for _ in range(connections)]
+    # Every point is new, as in training: a body is sent again only with its timestamps moved on (a
+    # byte-for-byte replacement of a fixed-width number), since a batch that repeats stored points is
+    # a client's retry, a no-op that both servers serve another way.
     now = int(time.time() * 1000)
+    stamp = b'"timestamp": %d' % now
     bodies = [
         [
             json.dumps({"run_id": run_id, "metrics": [
@@ -660,7 +664,10 @@ def bench_loadgen(target: Target, headers: dict, seconds: float, connections: in
                 nonlocal sent
                 i = 0
                 while time.monotonic() < deadline:
-                    response = await http.post("/api/2.0/mlflow/runs/log-batch", content=bodies[index][i % 20])
+                    body = bodies[index][i % 20]
+                    if i >= 20:
+                        body = body.replace(stamp, b'"timestamp": %d' % (now + i // 20))
+                    response = await http.post("/api/2.0/mlflow/runs/log-batch", content=body)
                     response.raise_for_status()
                     sent += 1000
                     i += 1
