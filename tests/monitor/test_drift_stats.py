@@ -287,3 +287,100 @@ def test_a_score_equal_to_the_threshold_follows_evidentlys_rule_per_method():
     assert METHODS["z"].is_drift(0.05, 0.05) is False
     assert METHODS["wasserstein"].is_drift(0.1, 0.1) is True
     assert METHODS["psi"].is_drift(0.09, 0.1) is False
+
+
+def nasty_samples() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Pairs of samples where a shortcut in the Wasserstein distance would show: ties within and across the
+    sides, rounded values, heavy tails, huge magnitudes, spikes of one value, shifts near the 0.1
+    threshold, sizes that do not fill a stretch, and missing and infinite values."""
+    generator = rng(40)
+    normal = generator.normal(0, 1, 50_000)
+    with_gaps = generator.normal(0, 1, 30_001)
+    with_gaps[::5] = np.nan
+    with_gaps[3::17] = np.inf
+    with_gaps[7::19] = -np.inf
+    return {
+        "one distribution": (generator.normal(0, 1, 40_000), generator.normal(0, 1, 39_999)),
+        "same size": (generator.normal(0, 1, 40_000), generator.normal(0, 1, 40_000)),
+        "identical": (normal, normal.copy()),
+        "subset": (normal, normal[:12_345].copy()),
+        "shift near the threshold": (normal, generator.normal(0.1, 1, 45_001)),
+        "shift by 1e-12": (normal, normal + 1e-12),
+        "rounded": (np.round(generator.normal(50, 10, 30_000)), np.round(generator.normal(51, 10, 20_011))),
+        "rounded to 3 places": (np.round(normal, 3), np.round(generator.normal(0.02, 1, 41_000), 3)),
+        "seven levels": (generator.choice(np.arange(7.0), 9_000), generator.choice(np.arange(7.0), 9_001)),
+        "cauchy": (generator.standard_cauchy(30_000), generator.standard_cauchy(30_017)),
+        "huge": (generator.standard_cauchy(20_000) * 1e100, generator.standard_cauchy(20_003) * 1e100),
+        "spike of zeros": (
+            np.concatenate([np.zeros(20_000), generator.normal(0, 1, 20_000)]),
+            np.concatenate([np.zeros(5_000), generator.normal(0, 1, 25_000)]),
+        ),
+        "signed zeros": (
+            np.concatenate([np.full(3_000, -0.0), normal[:5_000]]),
+            np.concatenate([np.zeros(2_000), normal[5_000:9_000]]),
+        ),
+        "big integers": (
+            generator.integers(-(2**40), 2**40, 20_000).astype(float),
+            generator.integers(-(2**40), 2**40, 20_001).astype(float),
+        ),
+        "missing and infinite": (with_gaps, generator.normal(0.05, 1, 20_000)),
+        "few against many": (generator.normal(0, 1, 3), generator.normal(0, 1, 100_000)),
+        "many against one": (generator.normal(0, 1, 100_000), np.array([0.25])),
+        "less than a stretch": (generator.normal(0, 1, 255), generator.normal(0.1, 1, 1_000)),
+        "one side constant": (normal, np.full(10_000, 0.5)),
+        "both constant": (np.full(1_000, 2.0), np.full(1_001, 2.0)),
+    }
+
+
+@pytest.mark.parametrize("case", list(nasty_samples()))
+def test_wasserstein_by_stretches_and_by_distinct_values_equals_the_sum_over_every_piece(case):
+    """The stretches summed as blocks (and, with ties, the distance over distinct values) give the sum
+    over every piece of the quantile functions to 1e-9, and scipy's distance, which Evidently calls."""
+    from services.monitor.domain.drift import stats as drift_stats
+    from services.monitor.domain.drift.columns import distribution_from_numbers
+
+    reference, current = nasty_samples()[case]
+    ref_side, cur_side = distribution_from_numbers(reference), distribution_from_numbers(current)
+    sorted_ref, sorted_cur = ref_side.sorted_values(), cur_side.sorted_values()
+    n, m = len(sorted_ref), len(sorted_cur)
+    every_piece = (
+        drift_stats._quantile_pieces(sorted_ref, sorted_cur, n, m, np.arange(1, n + 1), owns_ties=False)
+        + drift_stats._quantile_pieces(sorted_cur, sorted_ref, m, n, np.arange(1, m + 1), owns_ties=True)
+    ) / (n * m)
+    by_stretches = drift_stats.wasserstein_distance(sorted_ref, sorted_cur)
+    chosen = drift_stats.wasserstein_of(ref_side, cur_side)
+    finite_ref, finite_cur = reference[np.isfinite(reference)], current[np.isfinite(current)]
+    expected = stats.wasserstein_distance(finite_ref, finite_cur)
+    for distance_value in (by_stretches, chosen):
+        assert distance_value == pytest.approx(every_piece, rel=1e-9, abs=1e-300)
+        assert distance_value == pytest.approx(expected, rel=1e-9, abs=1e-300)
+    report = detect_drift(
+        pd.DataFrame({"x": reference}), pd.DataFrame({"x": current}), DriftOptions(method="wasserstein")
+    )
+    assert report.columns["x"].score == pytest.approx(expected / max(np.std(finite_ref), 0.001), rel=1e-9, abs=1e-300)
+
+
+def test_standard_deviation_in_blocks_is_numpys():
+    from services.monitor.domain.drift.columns import MOMENT_BLOCK, distribution_from_numbers
+
+    for size in (1, 7, MOMENT_BLOCK, MOMENT_BLOCK * 3 + 5):
+        values = rng(size).lognormal(3, 1, size)
+        side = distribution_from_numbers(values)
+        assert side.std == pytest.approx(np.std(values), rel=1e-12, abs=1e-300)
+        assert side.mean == pytest.approx(np.mean(values), rel=1e-12)
+
+
+def test_values_read_are_sorted_in_place_only_when_they_are_a_copy():
+    from services.monitor.domain.drift.columns import column_values
+
+    values = rng(41).normal(0, 1, 10_000)
+    kept = values.copy()
+    frame = pd.DataFrame({"x": values})
+    column_values(frame, "x")
+    assert np.array_equal(frame["x"].to_numpy(), kept)
+    # One Arrow chunk is viewed in place (read-only), several are joined into a copy: the same result.
+    whole = column_values(pa.table({"x": values}), "x")
+    chunked = column_values(pa.Table.from_batches(pa.table({"x": values}).to_batches(max_chunksize=999)), "x")
+    assert whole is not None and chunked is not None
+    assert np.array_equal(whole.values, chunked.values) and np.array_equal(whole.counts, chunked.counts)
+    assert np.array_equal(whole.values, np.sort(kept))

@@ -27,6 +27,8 @@ Frame: TypeAlias = "pd.DataFrame | pa.Table"
 
 # Evidently 0.7 treats an integer column with at most this many distinct values as categorical.
 INTEGER_CARDINALITY_LIMIT = 10
+# Values handled at once by the standard deviation (512 KB of float64: the block stays in cache).
+MOMENT_BLOCK = 1 << 16
 
 
 class ColumnType(StrEnum):
@@ -219,7 +221,9 @@ def _arrow_values(column: pa.ChunkedArray, any_type: bool) -> Distribution | Non
         or pa.types.is_boolean(arrow_type)
     ):
         integer_dtype = pa.types.is_integer(arrow_type) and column.null_count == 0
-        return distribution_from_numbers(float64_values(column), integer_dtype=integer_dtype)
+        raw = float64_values(column)
+        # A copy made here (chunks joined, nulls filled) is this function's own: sorted where it lies.
+        return distribution_from_numbers(raw, integer_dtype=integer_dtype, owned=raw.flags.owndata)
     if not (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or any_type):
         return None
     value_counts = pc.value_counts(pc.cast(column, pa.string()))
@@ -255,7 +259,9 @@ def _chunk_values(chunk: pa.Array) -> np.ndarray:
     return np.where(valid.view(bool), values, np.nan)
 
 
-def distribution_from_numbers(raw: np.ndarray, integer_dtype: bool = False) -> Distribution:
+def distribution_from_numbers(raw: np.ndarray, integer_dtype: bool = False, owned: bool = False) -> Distribution:
+    """`raw` as distinct values with counts and moments; `owned`: the array is the caller's to give away
+    (a copy it made), so it is sorted in place instead of copied first."""
     # A finite sum means every value is finite (NaN and inf carry into the sum): no mask, no filtered copy.
     # np.mean sums the same way, so the mean is the sum's.
     total = float(np.add.reduce(raw)) if raw.size else 0.0
@@ -264,16 +270,17 @@ def distribution_from_numbers(raw: np.ndarray, integer_dtype: bool = False) -> D
     else:
         missing_count = int(np.count_nonzero(np.isnan(raw)))
         finite = raw[np.isfinite(raw)]
+        owned = True
     mean = std = None
     if finite.size:
         # Moments on the unsorted values, as Evidently computes them (its Wasserstein norm is np.std).
         mean = total / finite.size if finite is raw else float(finite.mean())
-        std = float(finite.std())
-    if finite is raw:
-        # A sorted copy: the caller's array is often a read-only view of Arrow's buffer.
-        finite = np.sort(raw)
-    else:
+        std = _standard_deviation(finite, mean)
+    if owned:
         finite.sort()
+    else:
+        # A sorted copy: the caller's array is often a read-only view of Arrow's buffer.
+        finite = np.sort(finite)
     values, counts = _run_lengths(finite)
     return Distribution(
         values=values,
@@ -285,6 +292,22 @@ def distribution_from_numbers(raw: np.ndarray, integer_dtype: bool = False) -> D
         mean=mean,
         std=std,
     )
+
+
+def _standard_deviation(values: np.ndarray, mean: float) -> float:
+    """`np.std(values)` (population, as Evidently's), a block at a time: np.std makes a temporary as
+    large as the values (80 MB for 10 million), and a fresh buffer that size costs the kernel as much
+    time to map and clear as the arithmetic costs. Equal to np.std up to rounding (the squares are
+    summed in another order)."""
+    squares = 0.0
+    scratch = np.empty(min(MOMENT_BLOCK, values.size))
+    for first in range(0, values.size, MOMENT_BLOCK):
+        block = values[first : first + MOMENT_BLOCK]
+        deviations = scratch[: block.size]
+        np.subtract(block, mean, out=deviations)
+        np.multiply(deviations, deviations, out=deviations)
+        squares += float(np.add.reduce(deviations))
+    return math.sqrt(squares / values.size)
 
 
 def _run_lengths(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

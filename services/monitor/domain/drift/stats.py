@@ -3,8 +3,9 @@
 Each function mirrors one module of `evidently/legacy/calculations/stattests/`; comments point at the
 places where the arithmetic has to follow Evidently's exactly for scores to agree. Nothing here loops
 over rows: both sides are already sorted distinct values with counts, so histograms and CDFs are
-`searchsorted` calls and cumulative sums, and the Wasserstein distance is integer arithmetic on the
-quantile grid.
+`searchsorted` calls and cumulative sums, and the Wasserstein distance is block sums over stretches of
+the quantile functions (integer arithmetic on the quantile grid only where they may cross), or over the
+distinct values when there are few of them.
 
 scipy is imported only inside the tests that need it (scipy.stats alone costs ~60 MB of resident memory,
 and the default tests above 1000 reference rows, Wasserstein and Jensen-Shannon, need none of it).
@@ -24,6 +25,11 @@ from services.monitor.domain.drift.columns import ColumnType, Distribution
 KS_EXACT_MAX_SIZE = 10_000
 # Steps of the quantile functions handled at once by the Wasserstein distance.
 QUANTILE_BLOCK = 1 << 16
+# Reference values per stretch of the Wasserstein integral (see `wasserstein_distance`).
+STRETCH_STEPS = 256
+# With at least this many rows per distinct value (both sides), the Wasserstein distance is taken over the
+# distinct values instead of the rows.
+TIED_ROWS_PER_VALUE = 8
 
 
 @dataclass(frozen=True)
@@ -61,37 +67,107 @@ def ks_p_value(reference: Distribution, current: Distribution, _: ColumnType) ->
 
 
 def wasserstein_normed(reference: Distribution, current: Distribution, _: ColumnType) -> float:
-    distance_value = wasserstein_distance(reference.sorted_values(), current.sorted_values())
-    return distance_value / max(float(reference.std or 0.0), 0.001)
+    return wasserstein_of(reference, current) / max(float(reference.std or 0.0), 0.001)
+
+
+def wasserstein_of(reference: Distribution, current: Distribution) -> float:
+    """W1 of two sides: over the distinct values when there are few of them for the rows (ties), else on
+    the sorted samples."""
+    if (reference.distinct + current.distinct) * TIED_ROWS_PER_VALUE <= reference.size + current.size:
+        return _wasserstein_of_counts(reference, current)
+    return wasserstein_distance(reference.sorted_values(), current.sorted_values())
+
+
+def _wasserstein_of_counts(reference: Distribution, current: Distribution) -> float:
+    """scipy's `_cdf_distance`: |F - G| between consecutive values of both sides, times the gap; the
+    CDF differences as integers on the scale n*m, so exact."""
+    merged, ref_cum, cur_cum = _merged_cdf_counts(reference, current)
+    n, m = reference.size, current.size
+    differences = np.abs(ref_cum[:-1] * m - cur_cum[:-1] * n)
+    return float(np.sum(differences * np.diff(merged))) / (n * m)
 
 
 def wasserstein_distance(reference: np.ndarray, current: np.ndarray) -> float:
     """W1 of two sorted samples as the integral of |F^-1(t) - G^-1(t)| over t in [0, 1].
 
-    The quantile functions step at i/n and j/m. On the integer scale n*m those steps are the arithmetic
-    sequences i*m and j*n, so which sample value applies on each piece, and how long the piece is, follow
-    by integer division: no merge, search or sort of the two samples is needed (scipy sorts both).
+    On the integer scale n*m the quantile functions step at i*m and j*n. The integral is cut into
+    stretches of `STRETCH_STEPS` reference values. Where the two quantile functions cannot cross within
+    a stretch (the largest value of one side in it is at most the smallest of the other: both are
+    sorted, so these are the values at the stretch's ends), |F^-1 - G^-1| integrates to the difference
+    of the two sides' integrals, which are sums of a block of values (the current side's first and last
+    value counted for the part of their step inside the stretch). Only the stretches where they may
+    cross are summed piece by piece (`_quantile_pieces`); for two samples of one distribution that is a
+    few percent of the values, for shifted ones almost none. scipy merges and sorts both samples; this
+    makes two passes of block sums over them.
     """
     n, m = len(reference), len(current)
-    pieces = _quantile_pieces(reference, current, n, m, owns_ties=False)
-    return (pieces + _quantile_pieces(current, reference, m, n, owns_ties=True)) / (n * m)
+    # Stretch c holds reference values bounds[c] to bounds[c + 1] - 1 and ends at step ends[c + 1].
+    bounds = np.append(np.arange(0, n, STRETCH_STEPS, dtype=np.int64), n)
+    ends = bounds * m
+    # The current steps completed at each stretch end, and how far the next current value reaches into
+    # the stretch after it.
+    completed = ends // n
+    into = ends - completed * n
+    first_current = current[np.minimum(completed, m - 1)]
+    ref_integrals = m * np.add.reduceat(reference, bounds[:-1])
+    cur_integrals = n * _block_sums(current, completed) - into[:-1] * first_current[:-1] + into[1:] * first_current[1:]
+    # The current value in force at each stretch's end: the next one only if it has begun.
+    last_current = current[np.minimum(completed[1:] - (into[1:] == 0), m - 1)]
+    apart = (reference[bounds[1:] - 1] <= first_current[:-1]) | (reference[bounds[:-1]] >= last_current)
+    total = float(np.sum(np.abs(ref_integrals[apart] - cur_integrals[apart])))
+    crossing = np.flatnonzero(~apart)
+    for first in range(0, len(crossing), QUANTILE_BLOCK // STRETCH_STEPS):
+        stretches = crossing[first : first + QUANTILE_BLOCK // STRETCH_STEPS]
+        # The pieces of these stretches: those ending at their reference steps, and at their current steps.
+        ref_steps = _concatenated_ranges(bounds[stretches] + 1, bounds[stretches + 1] + 1)
+        cur_steps = _concatenated_ranges(completed[stretches] + 1, completed[stretches + 1] + 1)
+        total += _quantile_pieces(reference, current, n, m, ref_steps, owns_ties=False)
+        total += _quantile_pieces(current, reference, m, n, cur_steps, owns_ties=True)
+    return total / (n * m)
 
 
-def _quantile_pieces(own: np.ndarray, other: np.ndarray, n: int, m: int, owns_ties: bool) -> float:
-    """Sum over the pieces that end at one of `own`'s steps k*m of |own - other| times the piece length.
+def _block_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """The sum of values[bounds[c]:bounds[c + 1]] for each c (0 for an empty block); bounds ascending,
+    the last one len(values)."""
+    sums = np.zeros(len(bounds) - 1)
+    filled = np.flatnonzero(bounds[1:] > bounds[:-1])
+    if len(filled):
+        # Each sum runs to the next start given, which is the end of its block: the blocks between are empty.
+        sums[filled] = np.add.reduceat(values, bounds[filled])
+    return sums
+
+
+def _concatenated_ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)]) without the loop."""
+    lengths = stops - starts
+    kept = lengths > 0
+    starts, lengths = starts[kept], lengths[kept]
+    if not len(starts):
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    increments = np.ones(int(ends[-1]), dtype=np.int64)
+    increments[0] = starts[0]
+    # At each range's first position, jump from the previous range's last value to its start.
+    increments[ends[:-1]] = starts[1:] - (starts[:-1] + lengths[:-1] - 1)
+    return np.cumsum(increments)
+
+
+def _quantile_pieces(own: np.ndarray, other: np.ndarray, n: int, m: int, steps: np.ndarray, owns_ties: bool) -> float:
+    """Sum over the pieces that end at `own`'s steps k*m, k in `steps` (1-based), of |own - other| times
+    the piece length.
 
     Where both samples step at the same point the piece is counted once, on the side that `owns_ties`.
-    Blocks of steps keep the temporaries in cache (about 3x faster than whole-array temporaries at 1M).
     """
     total = 0.0
-    for first in range(0, n, QUANTILE_BLOCK):
-        steps = np.arange(first + 1, min(first + QUANTILE_BLOCK, n) + 1, dtype=np.int64) * m
+    for first in range(0, len(steps), QUANTILE_BLOCK):
+        own_index = steps[first : first + QUANTILE_BLOCK]
+        ends = own_index * m
         # The other sample's value on the piece: its number of steps strictly before this step.
-        other_index = (steps - 1) // n
+        other_index = (ends - 1) // n
         # The piece starts at the previous step of either sample.
-        other_previous = (other_index if owns_ties else steps // n) * n
-        lengths = steps - np.maximum(steps - m, other_previous)
-        gaps = np.abs(own[first : first + len(steps)] - other[other_index])
+        other_previous = (other_index if owns_ties else ends // n) * n
+        lengths = ends - np.maximum(ends - m, other_previous)
+        gaps = np.abs(own[own_index - 1] - other[other_index])
         total += float(np.sum(gaps * lengths))
     return total
 
