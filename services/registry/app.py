@@ -22,6 +22,8 @@ from services.registry.api import (
 from shared.core.settings import Settings
 from shared.core.web import build_app
 
+# Matched before every other route of the app (Starlette tries routes in order).
+SERVING_ROUTERS: list[APIRouter] = [mlflow_registry.hot_router]
 ROUTERS: list[APIRouter] = [
     # identity, tenancy and the audit log
     auth.router,
@@ -39,4 +41,11 @@ ROUTERS: list[APIRouter] = [
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return build_app(settings, title="Tessera Registry", service="registry", routers=ROUTERS, description=__doc__)
+    return build_app(
+        settings,
+        title="Tessera Registry",
+        service="registry",
+        serving_routers=SERVING_ROUTERS,
+        routers=ROUTERS,
+        description=__doc__,
+    )

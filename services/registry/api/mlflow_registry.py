@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
+from services.registry.api import hot_reads
 from services.registry.domain import mlflow_registry as mlf
 from services.registry.domain import models, versions
 from shared.core import artifact_locations
@@ -23,6 +24,7 @@ from shared.core.artifacts import get_artifact_store, safe_key
 from shared.core.auth import Access
 from shared.core.deps import AccessDep, SessionDep, SettingsDep
 from shared.core.errors import InvalidParameter, NotFound
+from shared.core.hot_routes import HotRoute, hot_pool_lifespan
 from shared.core.web import artifact_download
 from shared.db.models import Model, ModelVersion
 
@@ -238,7 +240,6 @@ def create_registered_model(body: CreateRegisteredModel, session: SessionDep, ac
     return {"registered_model": model_json(model, [])}
 
 
-@_api.get("/registered-models/get")
 def get_registered_model(name: Name, session: SessionDep, access: AccessDep) -> dict:
     return {"registered_model": _models_json(session, [mlf.get_model(session, access, name)])[0]}
 
@@ -263,7 +264,6 @@ def delete_registered_model(body: ByName, session: SessionDep, access: AccessDep
     return {}
 
 
-@_api.get("/registered-models/search")
 def search_registered_models(session: SessionDep, access: AccessDep, query: SearchQuery) -> dict:
     found, token = mlf.search_models(session, access, **vars(query))
     return _found("registered_models", _models_json(session, found), token)
@@ -312,7 +312,6 @@ def delete_registered_model_alias(body: DeleteAlias, session: SessionDep, access
     return {}
 
 
-@_api.get("/registered-models/alias")
 def get_model_version_by_alias(name: Name, alias: Name, session: SessionDep, access: AccessDep) -> dict:
     return {"model_version": version_json(mlf.version_by_alias(session, access, name, alias))}
 
@@ -396,9 +395,22 @@ def delete_model_version_tag(body: DeleteModelVersionTag, session: SessionDep, a
     return {}
 
 
+# The reads a serving stack and a UI make most: served first by hot_reads, these endpoints answer what it
+# leaves (see shared.core.hot_routes); mounted before every other route.
+_hot_api = APIRouter()
+for _path, _endpoint, _hot in (
+    ("/registered-models/get", get_registered_model, hot_reads.get_registered_model),
+    ("/registered-models/search", search_registered_models, hot_reads.search_registered_models),
+    ("/registered-models/alias", get_model_version_by_alias, hot_reads.get_model_version_by_alias),
+):
+    _hot_api.add_api_route(_path, _endpoint, methods=["GET"], route_class_override=HotRoute.serving(_hot))
+
 router = APIRouter(tags=["mlflow model registry"])
 router.include_router(_api, prefix="/api/2.0/mlflow")
 router.include_router(_api, prefix="/ajax-api/2.0/mlflow")
+hot_router = APIRouter(tags=["mlflow model registry"], lifespan=hot_pool_lifespan)
+hot_router.include_router(_hot_api, prefix="/api/2.0/mlflow")
+hot_router.include_router(_hot_api, prefix="/ajax-api/2.0/mlflow")
 
 
 @router.get("/model-versions/get-artifact", include_in_schema=False)

@@ -261,7 +261,20 @@ def _order_by(order_by: list[str], columns: dict[str, Any], tie_breakers: list[t
     return clauses
 
 
-def _offset(page_token: str | None) -> int:
+def next_page_token(offset: int, limit: int, rows: int) -> str | None:
+    """The token of the page after `limit` rows from `offset`, when `rows` (read one past the page) say
+    there is one."""
+    if rows <= limit:
+        return None
+    return base64.b64encode(json.dumps({"offset": offset + limit}).encode()).decode()
+
+
+def search_models_limit(max_results: int | None) -> int:
+    return _max_results(max_results, SEARCH_MODELS_DEFAULT, SEARCH_MODELS_MAX)
+
+
+def page_offset(page_token: str | None) -> int:
+    """The offset a search's page token carries (0 without one); a 400 for a token not ours."""
     if not page_token:
         return 0
     try:
@@ -274,13 +287,10 @@ def _offset(page_token: str | None) -> int:
 
 
 def _page(session: Session, query: Select, page_token: str | None, max_results: int) -> tuple[list, str | None]:
-    offset = _offset(page_token)
+    offset = page_offset(page_token)
     # One row more than asked tells whether there is a next page without a COUNT.
     rows = list(session.scalars(query.offset(offset).limit(max_results + 1)).all())
-    token = None
-    if len(rows) > max_results:
-        token = base64.b64encode(json.dumps({"offset": offset + max_results}).encode()).decode()
-    return rows[:max_results], token
+    return rows[:max_results], next_page_token(offset, max_results, len(rows))
 
 
 def _max_results(value: int | None, default: int, limit: int) -> int:
@@ -304,9 +314,18 @@ def search_models(
 ) -> tuple[list[Model], str | None]:
     from mlflow.utils.search_utils import SearchModelUtils
 
-    limit = _max_results(max_results, SEARCH_MODELS_DEFAULT, SEARCH_MODELS_MAX)
-    query = select(Model).where(Model.project_id == project(access, READ).id, Model.deleted_at.is_(None))
+    limit = search_models_limit(max_results)
+    in_project = Model.project_id == project(access, READ).id
     clauses = _mlflow_parse(SearchModelUtils.parse_search_filter, filter_string)
+    query = search_models_query(in_project, clauses, order_by).options(
+        selectinload(Model.aliases).selectinload(ModelAlias.model_version)
+    )
+    return _page(session, query, page_token, limit)
+
+
+def search_models_query(in_project: ColumnElement[bool], clauses: list[dict], order_by: list[str]) -> Select:
+    """The live models `in_project` that match the parsed filter `clauses`, in the search's order."""
+    query = select(Model).where(in_project, Model.deleted_at.is_(None))
     for clause in clauses:
         if clause["type"] == "tag":
             continue
@@ -320,10 +339,7 @@ def search_models(
         "last_updated_timestamp": Model.updated_at,
         "creation_timestamp": Model.created_at,
     }
-    query = query.order_by(*_order_by(order_by, columns, [("name", True)])).options(
-        selectinload(Model.aliases).selectinload(ModelAlias.model_version)
-    )
-    return _page(session, query, page_token, limit)
+    return query.order_by(*_order_by(order_by, columns, [("name", True)]))
 
 
 def search_versions(
