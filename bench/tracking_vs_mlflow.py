@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -371,6 +372,29 @@ class Timing:
         return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
+def settle() -> None:
+    """Before each timed loop: the writes of earlier loops (dirty buffers, the OS's delayed writeback) go
+    to disk now, not during this loop, where a durable commit's WAL flush would queue behind them. Without
+    it each server's loop paid for the previous loop's I/O (often the other server's), at random."""
+    with contextlib.suppress(psycopg.Error):  # not a superuser: the OS's sync still flushes what is pending
+        _admin("CHECKPOINT")
+    os.sync()
+
+
+def commit_floor(conninfo: str, n: int = 200) -> list[float]:
+    """The wall time (ms) of a durable one-row INSERT on an autocommit connection (one WAL flush each) on
+    the same PostgreSQL, just before a write call's loop: what any durable write call waits for at least,
+    whatever the server, and what the disk's other traffic makes it at that moment."""
+    walls = []
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_floor (id bigint GENERATED ALWAYS AS IDENTITY, v text)")
+        for _ in range(n):
+            started = time.perf_counter()
+            conn.execute("INSERT INTO bench_commit_floor (v) VALUES ('x')")
+            walls.append((time.perf_counter() - started) * 1000)
+    return sorted(walls)
+
+
 def timed(server_pid: int, calls: list[Callable[[], object]]) -> Timing:
     parts = []
     server_before = cpu_seconds(server_pid)
@@ -560,18 +584,19 @@ class Case:
     build: Callable[[Target, int], list[Callable]]
     tessera_calls: int
     mlflow_calls: int  # fewer where MLflow's server is slow: the per-call figures do not depend on it
+    writes: bool = False  # each call commits: the durable-commit floor is printed with it
 
 
 def cases(quick: bool) -> list[Case]:
     q = 5 if quick else 1  # --quick divides the call counts
     large = SEARCH_LARGE_QUICK if quick else SEARCH_LARGE
     return [
-        Case("log_metric", case_log_metric, 1000 // q, 200 // q),
-        Case("log_param", case_log_param, 500 // q, 200 // q),
-        Case("set_tag", case_set_tag, 500 // q, 200 // q),
-        Case("log_batch (1000 metrics)", case_log_batch, 40 // q, max(2, 8 // q)),
-        Case("create_run", case_create_run, 500 // q, 100 // q),
-        Case("update_run (end of run)", case_update_run, 500 // q, 100 // q),
+        Case("log_metric", case_log_metric, 1000 // q, 200 // q, writes=True),
+        Case("log_param", case_log_param, 500 // q, 200 // q, writes=True),
+        Case("set_tag", case_set_tag, 500 // q, 200 // q, writes=True),
+        Case("log_batch (1000 metrics)", case_log_batch, 40 // q, max(2, 8 // q), writes=True),
+        Case("create_run", case_create_run, 500 // q, 100 // q, writes=True),
+        Case("update_run (end of run)", case_update_run, 500 // q, 100 // q, writes=True),
         Case("get_run", case_get_run, 500 // q, 200 // q),
         Case(f"search_runs, {SEARCH_SMALL:,} runs", _case_search_runs(SEARCH_SMALL), 100 // q, 40 // q),
         Case(f"search_runs, {large:,} runs", _case_search_runs(large), 40 // q, 10 // q),
@@ -711,7 +736,7 @@ HEADER = (
 )
 
 
-def _print_case(name: str, t: Timing, m: Timing) -> dict:
+def _print_case(name: str, t: Timing, m: Timing, floors: list[list[float]]) -> dict:
     ratio = m.server_part_ms / max(t.server_part_ms, 1e-6)
     cpu_ratio = m.server_cpu_ms / max(t.server_cpu_ms, 1e-6)
     print(
@@ -720,8 +745,23 @@ def _print_case(name: str, t: Timing, m: Timing) -> dict:
         f" {m.server_part_ms:>5.2f} ms {m.server_cpu_ms:>8.2f}  {ratio:>5.1f}x {cpu_ratio:>8.1f}x",
         flush=True,
     )
+    floor_figures = {}
+    if floors:
+        # mean, p50, p99 of the commits measured just before each server's loop
+        (t_mean, t_p50, t_p99), (m_mean, m_p50, m_p99) = (
+            (sum(f) / len(f), f[len(f) // 2], f[int(len(f) * 0.99)]) for f in floors
+        )
+        print(f"{'  durable commit alone (1-row INSERT)':<40} {t_mean:>10.2f} ms   p50 {t_p50:>5.2f} {t_p99:>7.2f}"
+              f"  {m_mean:>9.2f} ms   p50 {m_p50:>5.2f}", flush=True)  # fmt: skip
+        floor_figures = {
+            "tessera_commit_floor_ms": round(t_mean, 3),
+            "tessera_commit_floor_p99_ms": round(t_p99, 3),
+            "mlflow_commit_floor_ms": round(m_mean, 3),
+            "mlflow_commit_floor_p99_ms": round(m_p99, 3),
+        }
     return {
         "call": name,
+        **floor_figures,
         **{
             f"{server}_{figure}": round(value, 3)
             for server, timing in (("tessera", t), ("mlflow", m))
@@ -775,15 +815,22 @@ def main() -> None:
         # The mlflow client sends this bearer token to both; MLflow's server (no auth app) ignores it.
         os.environ["MLFLOW_TRACKING_TOKEN"] = servers.api_key
         tessera, mlflow = _targets(servers)
+        tessera_pg = servers.tessera_sqlalchemy_url.replace("+psycopg", "")
         print("per call: wall, the client's CPU share of it, the server part (wall - client CPU; mean, and p99 "
               "for Tessera), the server processes' CPU (ms); ratio = MLflow / Tessera", flush=True)  # fmt: skip
         print(HEADER, flush=True)
         for case in cases(args.quick):
             if not wanted(case.name):
                 continue
-            t = timed(tessera.pid, case.build(tessera, case.tessera_calls))
-            m = timed(mlflow.pid, case.build(mlflow, case.mlflow_calls))
-            results.append(_print_case(case.name, t, m))
+            calls = case.build(tessera, case.tessera_calls)
+            settle()
+            floors = [commit_floor(tessera_pg)] if case.writes else []
+            t = timed(tessera.pid, calls)
+            calls = case.build(mlflow, case.mlflow_calls)
+            settle()
+            floors += [commit_floor(tessera_pg)] if case.writes else []
+            m = timed(mlflow.pid, calls)
+            results.append(_print_case(case.name, t, m, floors))
         if wanted("concurrent"):
             print(f"{'':<52} {'tessera':>12} {'mlflow':>12}", flush=True)
             rates, shares, cpus = {}, {}, {}
