@@ -148,3 +148,110 @@ def test_a_hot_answer_keeps_the_request_id_and_the_size_limit(live_server, tenan
         too_large = padded + b" " * settings.max_request_bytes
         answer = http.post(f"{API}/runs/log-metric", content=too_large, headers={"content-type": "application/json"})
         assert answer.status_code == 413 and answer.json()["error_code"] == "PAYLOAD_TOO_LARGE"
+
+
+def _fresh_key(db, tenant) -> dict[str, str]:
+    """Headers with a new all-scopes key of the tenant's user: its first call takes the usual path (the
+    caller is not remembered yet). Writing a key empties the process's identity cache (shared.core.auth),
+    so make it before the calls that teach the server the tenant's key, and call `_remember` after using
+    it (its first call records that the key was used, which empties the cache again)."""
+    with db.session_scope() as session:
+        user, org = session.get(User, tenant.user_id), session.get(Organization, tenant.org_id)
+        _, key = factories.make_api_key(session, user=user, org=org)
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _remember(http: httpx.Client, experiment_id: str) -> None:
+    """A usual-path read that has the server remember the client's key and its role in the project, so
+    that its next write takes the hot path."""
+    assert http.get(f"{API}/experiments/get", params={"experiment_id": experiment_id}).status_code == 200
+
+
+def _without_run(info: dict, run_id: str) -> dict:
+    """A run_info with what names the run itself (id, name, the id in the artifact URI) left out."""
+    return {
+        k: v.replace(run_id, "<run>") if isinstance(v, str) else v
+        for k, v in info.items()
+        if k not in ("run_id", "run_uuid", "run_name")
+    }
+
+
+def test_update_run_moves_a_run_through_every_status_and_answers_as_the_usual_path(live_server, db, tenant):
+    fresh = _fresh_key(db, tenant)
+    with httpx.Client(base_url=live_server.url, headers=tenant.headers) as http:
+        experiment_id = http.post(f"{API}/experiments/create", json={"name": f"hot-{uuid.uuid4().hex[:8]}"}).json()
+        created = [http.post(f"{API}/runs/create", json={**experiment_id, "start_time": 5}).json() for _ in range(2)]
+        usual_run, hot_run = (run["run"]["info"]["run_id"] for run in created)
+        end = {"status": "FINISHED", "end_time": 99}
+
+        usual = http.post(f"{API}/runs/update", json={"run_id": usual_run, **end}, headers=fresh)
+        _remember(http, experiment_id["experiment_id"])
+        hot = http.post(f"{API}/runs/update", json={"run_id": hot_run, **end})
+        assert usual.status_code == hot.status_code == 200
+        assert _without_run(hot.json()["run_info"], hot_run) == _without_run(usual.json()["run_info"], usual_run)
+        assert hot.json()["run_info"]["run_id"] == hot_run
+
+        # As in MLflow, any status may follow any other; an end time stays until another is sent.
+        for status in ("RUNNING", "KILLED", "FAILED", "SCHEDULED", "FINISHED"):
+            answer = http.post(f"{API}/runs/update", json={"run_id": hot_run, "status": status}).json()
+            assert (answer["run_info"]["status"], answer["run_info"]["end_time"]) == (status, 99)
+        answer = http.post(f"{API}/runs/update", json={"run_id": hot_run, "end_time": 123}).json()["run_info"]
+        assert (answer["status"], answer["end_time"]) == ("FINISHED", 123)
+        stored = http.get(f"{API}/runs/get", params={"run_id": hot_run}).json()["run"]["info"]
+        assert (stored["status"], stored["end_time"]) == ("FINISHED", 123)
+
+        # What the hot path leaves to the usual one answers as it always did.
+        renamed = http.post(f"{API}/runs/update", json={"run_id": hot_run, "run_name": "renamed"}).json()
+        assert renamed["run_info"]["run_name"] == "renamed"
+        for body, code in (
+            ({"run_id": hot_run, "status": "DONE"}, "INVALID_PARAMETER_VALUE"),
+            ({"run_id": hot_run, "end_time": "soon"}, "INVALID_PARAMETER_VALUE"),
+            ({"run_id": uuid.uuid4().hex, "status": "FINISHED"}, "RESOURCE_DOES_NOT_EXIST"),
+        ):
+            answer = http.post(f"{API}/runs/update", json=body)
+            assert answer.status_code != 200 and answer.json()["error_code"] == code, answer.text
+        assert http.post(f"{API}/runs/delete", json={"run_id": hot_run}).status_code == 200
+        deleted = http.post(f"{API}/runs/update", json={"run_id": hot_run, "status": "KILLED"})
+        assert deleted.json()["error_code"] == "INVALID_PARAMETER_VALUE", deleted.text
+        stored = http.get(f"{API}/runs/get", params={"run_id": hot_run}).json()["run"]["info"]
+        assert stored["status"] == "FINISHED"
+
+
+def test_a_param_is_logged_once_and_a_conflict_answers_as_the_usual_path(live_server, db, tenant):
+    fresh = _fresh_key(db, tenant)
+    with httpx.Client(base_url=live_server.url, headers=tenant.headers) as http:
+        experiment_id = http.post(f"{API}/experiments/create", json={"name": f"hot-{uuid.uuid4().hex[:8]}"}).json()
+        run = http.post(f"{API}/runs/create", json=experiment_id).json()["run"]["info"]["run_id"]
+        param = {"run_id": run, "key": "lr", "value": "0.01"}
+        assert http.post(f"{API}/runs/log-parameter", json=param).json() == {}
+        assert http.post(f"{API}/runs/log-parameter", json=param).json() == {}  # the same value: a no-op
+
+        # The same conflict, first from a caller not remembered (the usual path), then from one who is: the
+        # hot path finds the other value and leaves the request to the usual path, so the answers match.
+        usual = http.post(f"{API}/runs/log-parameter", json={**param, "value": "0.1"}, headers=fresh)
+        _remember(http, experiment_id["experiment_id"])
+        hot = http.post(f"{API}/runs/log-parameter", json={**param, "value": "0.1"})
+        assert usual.status_code == hot.status_code == 400
+        assert usual.json() == hot.json() and hot.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        params = http.get(f"{API}/runs/get", params={"run_id": run}).json()["run"]["data"]["params"]
+        assert params == [{"key": "lr", "value": "0.01"}]
+
+
+def test_set_tag_overwrites_and_its_errors_answer_as_the_usual_path(live_server, db, tenant):
+    fresh = _fresh_key(db, tenant)
+    with httpx.Client(base_url=live_server.url, headers=tenant.headers) as http:
+        experiment_id = http.post(f"{API}/experiments/create", json={"name": f"hot-{uuid.uuid4().hex[:8]}"}).json()
+        run = http.post(f"{API}/runs/create", json=experiment_id).json()["run"]["info"]["run_id"]
+        for value in ("warmup", "train", "train"):
+            assert http.post(f"{API}/runs/set-tag", json={"run_id": run, "key": "phase", "value": value}).json() == {}
+        tags = http.get(f"{API}/runs/get", params={"run_id": run}).json()["run"]["data"]["tags"]
+        assert {"key": "phase", "value": "train"} in tags
+
+        missing = {"run_id": uuid.uuid4().hex, "key": "phase", "value": "x"}
+        usual = http.post(f"{API}/runs/set-tag", json=missing, headers=fresh)
+        _remember(http, experiment_id["experiment_id"])
+        hot = http.post(f"{API}/runs/set-tag", json=missing)
+        assert usual.status_code == hot.status_code == 404
+        assert {k: v for k, v in usual.json().items() if k != "request_id"} == {
+            k: v for k, v in hot.json().items() if k != "request_id"
+        }
