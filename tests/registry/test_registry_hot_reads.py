@@ -53,6 +53,10 @@ def test_hot_registry_reads_answer_as_the_usual_endpoints(live_server, db, setti
         lambda: http.get(f"{API}/registered-models/search", params={"max_results": 2}),
         lambda: http.get(f"{API}/registered-models/search", params={"order_by": ["name DESC"]}),
         lambda: http.get("/ajax-api/2.0/mlflow/registered-models/search"),
+        # What MlflowClient.search_registered_models sends.
+        lambda: http.get(
+            f"{API}/registered-models/search", params={"filter": "tag.`mlflow.prompt.is_prompt` != 'true'"}
+        ),
     ]
     for call in calls:
         answers = [call() for _ in range(3)]
@@ -73,6 +77,8 @@ def test_hot_registry_reads_answer_as_the_usual_endpoints(live_server, db, setti
     assert "next_page_token" not in rest
     # The prompt is left out.
     assert [m["name"] for m in first["registered_models"] + rest["registered_models"]] == names
+    client_filter = {"filter": "tag.`mlflow.prompt.is_prompt` != 'true'", "max_results": 2}
+    assert http.get(f"{API}/registered-models/search", params=client_filter).json() == first
 
     # What the usual path answers, whatever path serves the call.
     for _ in range(3):

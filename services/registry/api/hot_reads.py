@@ -7,7 +7,8 @@ statement that renders the answer in PostgreSQL (domain/registry_json.py), and s
 there is exactly one candidate, the caller may read it (role from memory, as Access.require_project
 decides) and the answer exists. Everything else is left to the usual endpoint: X-Tessera-Project, a
 caller or role not remembered, a name that does not validate, a missing model or alias, the `latest`
-alias, a search with a filter (MLflow's parser is imported only by the usual path), any error.
+alias, a search with a filter other than the prompt exclusion MLflow's client adds (MLflow's parser is
+imported only by the usual path), any error.
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ async def search_registered_models(request: HotRequest) -> bytes | None:
     max_results, page_token = params.get("max_results"), params.get("page_token")
     order_by = params.get("order_by", [])
     order_by = [order_by] if isinstance(order_by, str) else order_by
-    if params.get("filter") or not all(isinstance(key, str) for key in order_by):
+    if params.get("filter") not in (None, "", mlflow_registry.PROMPTS_LEFT_OUT):
+        return None
+    if not all(isinstance(key, str) for key in order_by):
         return None
     if max_results is not None and not (
         isinstance(max_results, str) and max_results.isascii() and max_results.isdigit()

@@ -48,6 +48,9 @@ SEARCH_VERSIONS_DEFAULT = 10_000
 SEARCH_VERSIONS_MAX = 200_000
 LOGGED_MODEL_PREFIX = "m-"
 PROMPT_TAG = "mlflow.prompt.is_prompt"
+# The filter MLflow's client adds to a model search that names no prompt tag: what every search without
+# a prompt clause does anyway (see _tag_filters).
+PROMPTS_LEFT_OUT = f"tag.`{PROMPT_TAG}` != 'true'"
 
 
 def stage_from_mlflow(name: str) -> str:
@@ -312,15 +315,23 @@ def search_models(
     order_by: list[str],
     page_token: str | None,
 ) -> tuple[list[Model], str | None]:
-    from mlflow.utils.search_utils import SearchModelUtils
-
     limit = search_models_limit(max_results)
     in_project = Model.project_id == project(access, READ).id
-    clauses = _mlflow_parse(SearchModelUtils.parse_search_filter, filter_string)
+    clauses = _model_filter(filter_string)
     query = search_models_query(in_project, clauses, order_by).options(
         selectinload(Model.aliases).selectinload(ModelAlias.model_version)
     )
     return _page(session, query, page_token, limit)
+
+
+def _model_filter(filter_string: str | None) -> list[dict]:
+    """The parsed filter of a model search. Without one there is nothing to parse (MLflow's parser gives
+    []), so the first unfiltered search of a worker does not import mlflow (~1 s)."""
+    if not filter_string:
+        return []
+    from mlflow.utils.search_utils import SearchModelUtils
+
+    return _mlflow_parse(SearchModelUtils.parse_search_filter, filter_string)
 
 
 def search_models_query(in_project: ColumnElement[bool], clauses: list[dict], order_by: list[str]) -> Select:
