@@ -517,6 +517,26 @@ def remembered_project_permission(
     return True
 
 
+def remembered_org_permission(
+    principal: Principal, organization_id: uuid.UUID, scope: str, min_role: str | None = None
+) -> bool | None:
+    """`Access.require_org`'s verdict from memory, without I/O: True when allowed, False when refused,
+    None when the caller's role in the organization is not remembered (ask the database)."""
+    if principal.organization_id not in (None, organization_id):
+        return False
+    cached = _identity_cache.org_roles.get((principal.user_id, organization_id))
+    if cached is None or cached[0] <= time.monotonic():
+        return None
+    role = cached[1]
+    if role is None:
+        return False
+    try:
+        Access(cast(Session, None), principal)._check(role, scope, min_role, "organization")
+    except PermissionDenied:
+        return False
+    return True
+
+
 def _detached_copy(project: Project) -> Project:
     """A detached copy of a loaded project, safe to share between threads: the request that loaded the
     original may still change it."""

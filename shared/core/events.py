@@ -104,8 +104,14 @@ def relay_after_commit(session: Session) -> None:
 def _nudge_relay(session: Session) -> None:
     relay = session.info.pop(_OUTBOX_DIRTY, False)
     emitted = session.info.pop(_EMITTED, [])
-    if not (relay or emitted):
-        return
+    if relay or emitted:
+        announce_committed(emitted, relay)
+
+
+def announce_committed(emitted: list[tuple[uuid.UUID, str]], relay: bool = False) -> None:
+    """What a commit does after writing events, for events written without a session (one statement on
+    a connection of a hot route): hands them to their direct subscriber, else nudges the relay. Call it
+    only once they are committed."""
     for hook in _after_commit_hooks:
         try:
             hook(emitted, relay)

@@ -116,12 +116,13 @@ async def hot_pool_lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 @dataclass(slots=True)
 class HotRequest:
-    params: dict[str, Any]  # the JSON body of a POST, the query parameters of a GET
+    params: dict[str, Any]  # the JSON body of a POST (an object), the query parameters of a GET
     principal: Principal
     pool: HotPool
     state: State  # the app's (settings, authenticator, ...)
     context: RequestContext  # what an audit row says of the request
     headers: list[tuple[bytes, bytes]]  # as ASGI gives them: lower-case names
+    items: list[Any] | None = None  # the JSON body of a POST that is an array (then `params` is empty)
 
     def connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection]:
         return self.pool.connection()
@@ -137,10 +138,13 @@ class HotRoute(APIRoute):
     """A route whose requests try `hot` first (see the module's docstring)."""
 
     hot: HotHandler
+    # Whether the handler takes a POST body that is a JSON array (`HotRequest.items`); else such a body
+    # goes to the usual endpoint.
+    array_body: bool = False
 
     @classmethod
-    def serving(cls, handler: HotHandler) -> type[HotRoute]:
-        return type(f"Hot_{handler.__name__}", (cls,), {"hot": staticmethod(handler)})
+    def serving(cls, handler: HotHandler, *, array_body: bool = False) -> type[HotRoute]:
+        return type(f"Hot_{handler.__name__}", (cls,), {"hot": staticmethod(handler), "array_body": array_body})
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -157,7 +161,8 @@ class HotRoute(APIRoute):
             if received is None:
                 return  # the client went away mid-upload: nobody to answer
             body = received
-        answer = await _answer(self.hot, scope, body, current_request() or _context(scope, uuid.uuid4().hex))
+        context = current_request() or _context(scope, uuid.uuid4().hex)
+        answer = await _answer(self.hot, scope, body, context, self.array_body)
         if answer is None:
             await super().handle(scope, _replay(body, receive), send)
             return
@@ -201,7 +206,7 @@ class HotDispatch:
                 return
             body = received
         try:
-            answer = await _answer(route.hot, scope, body, _context(scope, request_id.decode()))
+            answer = await _answer(route.hot, scope, body, _context(scope, request_id.decode()), route.array_body)
         except Exception:
             log.warning("hot_route.error_served_as_usual", path=scope["path"], exc_info=True)
             answer = None
@@ -234,8 +239,10 @@ class HotApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-async def _answer(handler: HotHandler, scope: Scope, body: bytes, context: RequestContext) -> bytes | None:
-    request = _hot_request(scope, scope["method"], body, context)
+async def _answer(
+    handler: HotHandler, scope: Scope, body: bytes, context: RequestContext, array_body: bool = False
+) -> bytes | None:
+    request = _hot_request(scope, scope["method"], body, context, array_body)
     return await handler(request) if request is not None else None
 
 
@@ -251,7 +258,9 @@ def _context(scope: Scope, request_id: str) -> RequestContext:
     )
 
 
-def _hot_request(scope: Scope, method: str, body: bytes, context: RequestContext) -> HotRequest | None:
+def _hot_request(
+    scope: Scope, method: str, body: bytes, context: RequestContext, array_body: bool = False
+) -> HotRequest | None:
     """The request as a hot handler sees it; None when only the usual endpoint can serve it."""
     state = scope["app"].state
     pool = getattr(state, "hot_pool", None)
@@ -268,6 +277,8 @@ def _hot_request(scope: Scope, method: str, body: bytes, context: RequestContext
         params = orjson.loads(body) if body else {}
     except orjson.JSONDecodeError:
         return None
+    if isinstance(params, list) and array_body:
+        return HotRequest({}, principal, pool, state, context, headers, items=params)
     return HotRequest(params, principal, pool, state, context, headers) if isinstance(params, dict) else None
 
 

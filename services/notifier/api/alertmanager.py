@@ -10,7 +10,9 @@ import uuid
 from datetime import timedelta
 from typing import Annotated
 
+import psycopg
 from fastapi import APIRouter, Query
+from pydantic import TypeAdapter, ValidationError
 
 from services.notifier.domain import held_alerts, intake
 from services.notifier.domain.config import muting
@@ -28,21 +30,67 @@ from services.notifier.schemas import (
     SilenceCreated,
     SilenceStatus,
 )
+from shared.core import audit, events
+from shared.core.auth import remembered_org_permission
 from shared.core.deps import AccessDep, SessionDep, SettingsDep
+from shared.core.hot_routes import HotRequest, HotRoute, hot_pool_lifespan
 from shared.db.base import utcnow
 from shared.db.models import NotificationSilence
 
-router = APIRouter(prefix="/api/v2", tags=["alertmanager"])
+router = APIRouter(prefix="/api/v2", tags=["alertmanager"], lifespan=hot_pool_lifespan)
 # Reported as the uptime's start by /status.
 STARTED_AT = utcnow()
 
+_POSTABLE_ALERTS = TypeAdapter(list[PostableAlert])
 
-@router.post("/alerts", status_code=200, summary="Post alerts (Alertmanager API v2)")
+
 def post_alerts(body: list[PostableAlert], session: SessionDep, access: AccessDep, settings: SettingsDep) -> None:
     """Each alert becomes a `custom.alertmanager` event; an `endsAt` in the past resolves it."""
     intake.post_alertmanager_alerts(
         session, access, body, utcnow(), timedelta(seconds=settings.notifier_resolve_timeout_s)
     )
+
+
+async def hot_post_alerts(request: HotRequest) -> bytes | None:
+    """`post_alerts` as a hot route (`shared.core.hot_routes`), for a caller whose API key names an
+    organization in which it may write notifications, as remembered: the alerts are validated by the same
+    schema, their events and the request's audit row committed by one statement, then handed to the
+    notifier's handler as a commit of the usual endpoint hands them. Anything else (an unknown caller, bad
+    input, an empty list, a statement that failed) is left to the usual endpoint."""
+    principal = request.principal
+    organization_id = principal.organization_id
+    if (
+        not request.items
+        or organization_id is None
+        or not remembered_org_permission(principal, organization_id, "notifications:write")
+    ):
+        return None
+    try:
+        alerts = _POSTABLE_ALERTS.validate_python(request.items)
+    except ValidationError:
+        return None
+    resolve_timeout = timedelta(seconds=request.state.settings.notifier_resolve_timeout_s)
+    audit_row = audit.success_row_params(principal, request.context)
+    try:
+        async with request.connection() as conn:
+            event_ids = await intake.commit_alertmanager_alerts(
+                conn, organization_id, alerts, utcnow(), resolve_timeout, audit_row
+            )
+    except psycopg.Error:
+        # The one statement failed, so nothing was written: the usual endpoint answers (its error, if any).
+        return None
+    events.announce_committed([(event_id, intake.ALERTMANAGER_EVENT) for event_id in event_ids])
+    return b"null"
+
+
+router.add_api_route(
+    "/alerts",
+    post_alerts,
+    methods=["POST"],
+    status_code=200,
+    summary="Post alerts (Alertmanager API v2)",
+    route_class_override=HotRoute.serving(hot_post_alerts, array_body=True),
+)
 
 
 @router.get("/alerts", response_model=list[GettableAlert], summary="List alerts (Alertmanager API v2)")

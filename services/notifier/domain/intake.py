@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+import orjson
+import psycopg
 from sqlalchemy import Row, exists, literal, select
 from sqlalchemy.orm import Session
 
@@ -86,18 +88,12 @@ def post_alertmanager_alerts(
     """Alerts in Alertmanager's API v2 shape, all in one transaction: an event each, in the organization
     of the caller (its API key's)."""
     org = resolve_organization(access, None, "notifications:write")
-    rows = []
-    for alert in alerts:
-        ends_at = alert.ends_at or now + resolve_timeout
-        payload = {
-            "status": "resolved" if ends_at <= now else "firing",
-            "labels": alert.labels,
-            "annotations": alert.annotations,
-            "starts_at": (alert.starts_at or now).isoformat(),
-            "ends_at": ends_at.isoformat(),
-            "url": alert.generator_url,
-        }
-        rows.append(events.emit(session, ALERTMANAGER_EVENT, payload, organization_id=org.id))
+    rows = [
+        events.emit(
+            session, ALERTMANAGER_EVENT, alertmanager_payload(alert, now, resolve_timeout), organization_id=org.id
+        )
+        for alert in alerts
+    ]
     session.flush()
     audit.describe(
         session,
@@ -107,6 +103,61 @@ def post_alertmanager_alerts(
         details={"alerts": len(rows)},
     )
     return rows
+
+
+def alertmanager_payload(alert: PostableAlert, now: datetime, resolve_timeout: timedelta) -> dict[str, Any]:
+    """The event payload of an alert posted the Alertmanager way."""
+    ends_at = alert.ends_at or now + resolve_timeout
+    return {
+        "status": "resolved" if ends_at <= now else "firing",
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "starts_at": (alert.starts_at or now).isoformat(),
+        "ends_at": ends_at.isoformat(),
+        "url": alert.generator_url,
+    }
+
+
+# `post_alertmanager_alerts` as one statement on an autocommit connection (the API's hot route): the
+# events and the request's audit row (the one the usual endpoint writes) commit together.
+_POST_ALERTS = """
+WITH posted AS (
+    INSERT INTO outbox_events (id, organization_id, event_type, payload, created_at, publish_attempts)
+    SELECT id, %(org)s, %(event_type)s, payload::jsonb, %(now)s, 0
+    FROM unnest(%(ids)b::uuid[], %(payloads)b::text[]) AS e(id, payload)
+)
+INSERT INTO audit_logs (id, organization_id, actor_user_id, actor_api_key_id, action, object_type, method, path,
+                        ip_address, user_agent, request_id, outcome, status_code, details, created_at)
+VALUES (%(audit_id)s, %(org)s, %(audit_user)s, %(audit_key)s, 'alerts.post', 'event', %(audit_method)s,
+        %(audit_path)s, %(audit_ip)s, %(audit_agent)s, %(audit_request)s, 'success', 200, %(details)s::jsonb, now())
+"""
+
+
+async def commit_alertmanager_alerts(
+    conn: psycopg.AsyncConnection[Any],
+    organization_id: uuid.UUID,
+    alerts: Sequence[PostableAlert],
+    now: datetime,
+    resolve_timeout: timedelta,
+    audit_row: Mapping[str, Any],
+) -> list[uuid.UUID]:
+    """The alerts' events and the audit row, committed by one statement (`conn` is autocommit); returns
+    the events' ids, for the caller to hand them off (`events.announce_committed`)."""
+    ids = [uuid.uuid4() for _ in alerts]
+    payloads = [orjson.dumps(alertmanager_payload(alert, now, resolve_timeout)).decode() for alert in alerts]
+    await conn.execute(
+        _POST_ALERTS,
+        {
+            **audit_row,
+            "org": organization_id,
+            "event_type": ALERTMANAGER_EVENT,
+            "now": now,
+            "ids": ids,
+            "payloads": payloads,
+            "details": orjson.dumps({"alerts": len(alerts)}).decode(),
+        },
+    )
+    return ids
 
 
 # Severity of events that do not state one.
