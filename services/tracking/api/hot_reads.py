@@ -93,7 +93,7 @@ async def search_runs(request: HotRequest) -> bytes | None:
         projects = await conn.execute(_EXPERIMENT_PROJECTS, {"ids": scope})
         async with _without_sort(conn, statement.no_sort):
             params = statement.page_params(scope, offset, limit)
-            page = await conn.execute(statement.sql, params, prepare=search.PREPARE_PAGE)
+            page = await conn.execute(statement.sql, params, prepare=statement.prepare)
         found = await projects.fetchall()
         texts = [row[0] for row in await page.fetchall()]
     if len(found) != len(scope) or not all(_readable(request.principal, project_id) for _, project_id in found):
