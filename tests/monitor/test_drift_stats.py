@@ -379,8 +379,10 @@ def test_values_read_are_sorted_in_place_only_when_they_are_a_copy():
     column_values(frame, "x")
     assert np.array_equal(frame["x"].to_numpy(), kept)
     # One Arrow chunk is viewed in place (read-only), several are joined into a copy: the same result.
-    whole = column_values(pa.table({"x": values}), "x")
-    chunked = column_values(pa.Table.from_batches(pa.table({"x": values}).to_batches(max_chunksize=999)), "x")
+    table = pa.table({"x": values})
+    whole = column_values(table, "x")
+    chunked = column_values(pa.Table.from_batches(table.to_batches(max_chunksize=999)), "x")
     assert whole is not None and chunked is not None
+    assert np.array_equal(table.column("x").to_numpy(), kept)
     assert np.array_equal(whole.values, chunked.values) and np.array_equal(whole.counts, chunked.counts)
     assert np.array_equal(whole.values, np.sort(kept))
