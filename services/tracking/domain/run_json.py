@@ -97,11 +97,10 @@ def _dataset_inputs() -> ColumnElement:
             profile=func.nullif(Dataset.profile, _constant("")),
         )
     )
-    return _array(
-        _json_object(tags=tags.scalar_subquery(), dataset=dataset),
-        RunDatasetInput.run_id == ExperimentRun.id,
-        Dataset.id == RunDatasetInput.dataset_id,
-    )
+    # The dataset by its id for each input (a scalar subquery, not a join): a join planned on fresh
+    # statistics may hash the whole datasets table for every run of the page.
+    found = select(dataset).where(Dataset.id == RunDatasetInput.dataset_id).scalar_subquery()
+    return _array(_json_object(tags=tags.scalar_subquery(), dataset=found), RunDatasetInput.run_id == ExperimentRun.id)
 
 
 def _model_links(direction: str, **extra: Expression) -> ColumnElement:
