@@ -62,7 +62,6 @@ os.environ.update(
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-import services.notifier.tasks  # noqa: E402, F401  (the outbox nudge after each commit)
 from services.notifier.domain import senders  # noqa: E402
 from services.notifier.domain.config import channels, rules  # noqa: E402
 from shared.core import events  # noqa: E402
@@ -422,6 +421,9 @@ def main() -> None:
         if options.stages:
             print(json.dumps(_measure_stages(org_id, options)))
             return
+        # The process's Celery app, as any Tessera process that commits events has it: each commit hands
+        # its events straight to notifier.handle_events (without it they wait for the relay's grace period).
+        import tessera.worker  # noqa: F401
         for index in range(options.workers):
             processes.append(
                 _celery(
