@@ -25,15 +25,24 @@ to its handler before FastAPI's and Starlette's own layers, the middleware and t
 which keeps the body-size limit, the `x-request-id` header and the request metrics); those layers cost as
 much CPU as a hot call itself. The pool is opened with the app (`hot_pool_lifespan`, a router lifespan)
 on PostgreSQL only; elsewhere (SQLite) every request takes the usual path.
+
+A `RawRoute` (the deployer's serving routes) goes further: its requests are always its own, whatever they
+carry, and it answers every one of them itself (`serve`: status, headers, body), errors included. `HotApp`
+matches the paths of its raw routes (a prefix check, then the route's pattern) before anything else and
+serves them the same way, without the middleware and routing, keeping the body-size limit, the
+`x-request-id` header, the request context and the metrics; an exception becomes the answer the app's own
+exception handler for it gives, as it would on the usual path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -46,10 +55,13 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy.engine import make_url
 from starlette.datastructures import State
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.core.auth import Principal
-from shared.core.context import RequestContext, current_request
+from shared.core.context import RequestContext, current_request, reset_request, set_request
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 # Set on a request the hot handler has left: the route then serves it the usual way.
@@ -170,7 +182,35 @@ class HotRoute(APIRoute):
         await send({"type": "http.response.body", "body": answer})
 
 
-Observe = Callable[[str, str, int, float], None]  # (method, path, status, seconds)
+RawHeaders = list[tuple[bytes, bytes]]
+RawAnswer = tuple[int, RawHeaders, bytes]  # status, headers (content-type and content-length included), body
+
+
+class RawRoute(APIRoute):
+    """A route that answers its requests itself, straight from ASGI (see the module's docstring): FastAPI
+    documents it from its endpoint, which is never called. Put it in a serving router (matched first), so
+    that serving its paths before the app's routing changes no answer."""
+
+    async def serve(self, scope: Scope, body: bytes | None) -> RawAnswer:
+        """The answer; `scope["path_params"]` holds the path's parameters, `body` is None for a GET."""
+        raise NotImplementedError
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Reached through the whole app: a wrong method (FastAPI's 405), or an app that is not a HotApp.
+        if scope["method"] not in (self.methods or ()):
+            await super().handle(scope, receive, send)
+            return
+        body = None
+        if scope["method"] == "POST":
+            body = await read_body(receive)
+            if body is None:
+                return  # the client went away mid-upload: nobody to answer
+        status, headers, content = await self.serve(scope, body)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+Observe = Callable[[str, str, int, float], None]  # (method, path or route template, status, seconds)
 
 
 class HotDispatch:
@@ -185,6 +225,68 @@ class HotDispatch:
         self.max_body = max_body
         self.observe = observe
         self.routes: dict[tuple[str, str], HotRoute] = {}
+        # The raw routes by the literal start of their path ("/deployments/" for "/deployments/{id}/...").
+        self.raw_routes: dict[str, list[RawRoute]] = {}
+
+    def add_raw_route(self, route: RawRoute) -> None:
+        self.raw_routes.setdefault(route.path_format.partition("{")[0], []).append(route)
+
+    def raw_route(self, method: str, path: str) -> tuple[RawRoute, dict[str, Any]] | None:
+        """The raw route serving a request, with the path's parameters."""
+        for prefix, routes in self.raw_routes.items():
+            if path.startswith(prefix):
+                for route in routes:
+                    match = route.path_regex.match(path)
+                    if match is not None and method in (route.methods or ()):
+                        convertors = route.param_convertors
+                        return route, {key: convertors[key].convert(value) for key, value in match.groupdict().items()}
+        return None
+
+    async def serve_raw(
+        self, route: RawRoute, path_params: dict[str, Any], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        started = time.perf_counter()
+        request_id = length = user_agent = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"user-agent":
+                user_agent = value
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await self.app(scope, receive, send)  # the app's answer to that (413)
+            return
+        if request_id is None or not _REQUEST_ID.fullmatch(request_id):
+            request_id = _new_request_id()
+        client = scope.get("client")
+        context = RequestContext(
+            request_id=request_id.decode(),
+            method=scope["method"],
+            path=scope["path"],
+            ip_address=client[0] if client else None,
+            user_agent=user_agent.decode("latin-1") if user_agent is not None else None,
+        )
+        scope["path_params"] = path_params
+        token = set_request(context)
+        structlog.contextvars.bind_contextvars(request_id=context.request_id)
+        try:
+            try:
+                body = None
+                if scope["method"] == "POST":
+                    body = await read_body(receive, self.max_body)
+                    if body is None:
+                        return  # the client went away mid-upload: nobody to answer
+                status, headers, content = await route.serve(scope, body)
+            except Exception as exc:
+                status, headers, content = await _error_answer(scope, receive, exc)
+        finally:
+            reset_request(token)
+            structlog.contextvars.unbind_contextvars("request_id")
+        headers.append((b"x-request-id", request_id))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+        self.observe(scope["method"], route.path, status, time.perf_counter() - started)
 
     async def serve(self, route: HotRoute, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -221,22 +323,57 @@ class HotDispatch:
 
 
 class HotApp(FastAPI):
-    """A FastAPI app that hands the requests of its hot routes' paths to `hot_dispatch` first."""
+    """A FastAPI app that hands the requests of its raw routes, and of its hot routes' paths, to
+    `hot_dispatch` first."""
 
     hot_dispatch: HotDispatch | None = None
 
     def serve_hot_routes(self, *, max_body: int, observe: Observe) -> None:
         self.hot_dispatch = HotDispatch(super().__call__, max_body=max_body, observe=observe)
 
+    def serve_raw_routes(self, routes: Iterable[BaseRoute]) -> None:
+        """Serve the raw routes among `routes` before everything else: those of a router the app includes
+        first and without a prefix (their paths are the app's)."""
+        assert self.hot_dispatch is not None, "serve_hot_routes first"
+        for route in routes:
+            if isinstance(route, RawRoute):
+                self.hot_dispatch.add_raw_route(route)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         dispatch = self.hot_dispatch
         if dispatch is not None and scope["type"] == "http":
-            route = dispatch.routes.get((scope["method"], scope["path"]))
+            path = scope["path"]
+            route = dispatch.routes.get((scope["method"], path))
             if route is not None:
                 scope["app"] = self
                 await dispatch.serve(route, scope, receive, send)
                 return
+            if dispatch.raw_routes and (raw := dispatch.raw_route(scope["method"], path)) is not None:
+                scope["app"] = self
+                await dispatch.serve_raw(raw[0], raw[1], scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
+
+
+class PayloadTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Request body over {limit} bytes")
+
+
+async def _error_answer(scope: Scope, receive: Receive, exc: Exception) -> RawAnswer:
+    """What the app's exception handler for `exc` answers (the usual path's error bodies), as a RawAnswer."""
+    app = scope["app"]
+    if isinstance(exc, PayloadTooLarge):
+        body = orjson.dumps({"error_code": "PAYLOAD_TOO_LARGE", "message": str(exc)})
+        return 413, [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())], body
+    handler = next((app.exception_handlers[kind] for kind in type(exc).__mro__ if kind in app.exception_handlers), None)
+    if handler is None:
+        raise exc
+    response = handler(Request(scope, receive), exc)
+    if inspect.isawaitable(response):
+        response = await response
+    assert isinstance(response, Response)
+    return response.status_code, list(response.raw_headers), bytes(response.body)
 
 
 async def _answer(
@@ -244,6 +381,12 @@ async def _answer(
 ) -> bytes | None:
     request = _hot_request(scope, scope["method"], body, context, array_body)
     return await handler(request) if request is not None else None
+
+
+def _new_request_id() -> bytes:
+    """32 random hex digits, as uuid4().hex gives, without its system call: a request id needs to be
+    unique, not secret (callers choose their own)."""
+    return b"%032x" % random.getrandbits(128)
 
 
 def _context(scope: Scope, request_id: str) -> RequestContext:
@@ -294,14 +437,20 @@ def _query(scope: Scope) -> dict[str, Any]:
     return params
 
 
-async def read_body(receive: Receive) -> bytes | None:
-    """The request body; None when the client went away before sending all of it."""
+async def read_body(receive: Receive, limit: int | None = None) -> bytes | None:
+    """The request body; None when the client went away before sending all of it. PayloadTooLarge past
+    `limit` bytes (a body sent without a length: one with a length over the limit is refused before)."""
     chunks = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise PayloadTooLarge(limit)
+        chunks.append(chunk)
         if not message.get("more_body"):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -3,10 +3,11 @@
 The link is one column, `model_monitoring.deployment_id`: the deployer's and the monitor's APIs both set and
 clear it through `link_monitor` here, and both show it. A deployment has at most one linked monitor.
 
-The gateway's flusher turns served requests into the monitor's row shape (`served_rows`) and queues them in
-the database (`queue_rows`); the monitor's ingest task takes queued batches (`take_batches`), logs their rows
-to the linked monitor and deletes them in the same transaction. Neither service calls the other, and a slow
-or stopped monitor only lets the batches wait.
+The gateway's flusher queues its served requests in the database as they came (`served_request`: request
+and answer bodies, time, request id; `queue_rows`), so that serving pays for no parsing; the monitor's ingest
+task takes queued batches (`take_batches`), turns them into the monitor's rows (`batch_rows`: each input row
+paired with its prediction), logs those to the linked monitor and deletes the batches in the same
+transaction. Neither service calls the other, and a slow or stopped monitor only lets the batches wait.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def link_monitor(session: Session, deployment: Deployment, monitor_id: uuid.UUID
 
 
 def queue_rows(session: Session, deployment_id: uuid.UUID, rows: list[dict[str, Any]], now: datetime) -> None:
+    """Queue served requests (`served_request`) or rows already in the monitor's shape."""
     batch = ServedPredictionBatch(deployment_id=deployment_id, row_count=len(rows), rows=rows, created_at=now)
     session.add(batch)
 
@@ -87,11 +89,36 @@ def take_batches(session: Session, limit: int) -> list[ServedPredictionBatch]:
 # --- served requests as the monitor's rows ------------------------------------------------------------------
 
 
+def served_request(record: dict[str, Any]) -> dict[str, Any] | None:
+    """What is queued of one request the gateway served (a record of its prediction log): the bodies as they
+    came, the time and the request id; None for a failed request, which has no predictions to log."""
+    if record["status_code"] != 200:
+        return None
+    return {
+        "request": record["request"].decode("utf-8", "replace"),
+        "response": record["response"].decode("utf-8", "replace"),
+        "timestamp": record["timestamp"],
+        "request_id": record.get("request_id"),
+    }
+
+
+def batch_rows(queued: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The monitor's rows of a queued batch: its served requests' rows (`served_rows`), and rows queued in the
+    monitor's shape as they are."""
+    rows: list[dict[str, Any]] = []
+    for item in queued:
+        if "request" in item:
+            rows += served_rows(item)
+        else:
+            rows.append(item)
+    return rows
+
+
 def served_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The monitor's rows (`features`, `prediction`, `timestamp`, `request_id`) for one served request: its
     input rows paired with their predictions. Failed requests, and payloads whose rows cannot be paired with
     their predictions, give none."""
-    if record["status_code"] != 200:
+    if record.get("status_code", 200) != 200:
         return []
     try:
         features = _feature_rows(orjson.loads(record["request"]))

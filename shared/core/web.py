@@ -261,8 +261,9 @@ def build_app(
     serving_routers: Iterable[APIRouter] = (),
     description: str = "",
 ) -> FastAPI:
-    """`serving_routers` are matched before every other route (Starlette tries routes in order): the
-    deployer's gateway, whose requests would otherwise pay for matching every route of every service."""
+    """`serving_routers` are matched before every other route (Starlette tries routes in order), and their
+    raw routes (the deployer's gateway) before the middleware too (shared.core.hot_routes): their requests
+    would otherwise pay for the middleware stack and for matching every route of every service."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_json)
     app = HotApp(
@@ -280,13 +281,25 @@ def build_app(
     _install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, service=service, max_body=settings.max_request_bytes)
 
+    # The metric children of each (method, path or route template, status): a hot or raw route's paths are
+    # few, and looking children up by labels costs more than counting.
+    children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
     def observe(method: str, path: str, status: int, seconds: float) -> None:
-        REQUESTS.labels(service, method, path, str(status)).inc()
-        LATENCY.labels(service, method, path).observe(seconds)
+        key = (method, path, status)
+        child = children.get(key)
+        if child is None:
+            child = children[key] = (
+                REQUESTS.labels(service, method, path, str(status)),
+                LATENCY.labels(service, method, path),
+            )
+        child[0].inc()
+        child[1].observe(seconds)
 
     app.serve_hot_routes(max_body=settings.max_request_bytes, observe=observe)
     for router in serving_routers:
         app.include_router(router)
+        app.serve_raw_routes(router.routes)
     app.include_router(_ops_router(service))
     app.include_router(browser_session.router)
     install_docs(app)

@@ -309,3 +309,63 @@ def test_kserve_manifests_carry_the_replica_count(client, tenant, version):
 
     predictors = [manifest["spec"]["predictor"] for manifest in manifests]
     assert [(p["minReplicas"], p["maxReplicas"]) for p in predictors] == [(3, 3), (2, 6)]
+
+
+def test_the_gateways_paths_are_served_before_the_middleware_with_the_apps_own_answers(
+    app, client, db_session, tenant, other_tenant, version
+):
+    """The serving routes are raw routes, dispatched ahead of the middleware and routing: every answer, errors
+    included, is the one the whole app gives, with the caller's request id kept and the request counted."""
+    deployment = create(client, tenant, version).json()
+    url = f"/deployments/{deployment['id']}/invocations"
+    requests = [
+        ("POST", url, {}),  # 401
+        ("POST", url, other_tenant.headers),  # 404: not theirs
+        ("POST", f"/deployments/{uuid.uuid4()}/invocations", tenant.headers),  # 404
+        ("POST", "/deployments/not-a-uuid/invocations", tenant.headers),  # 422
+        ("POST", url, tenant.headers),  # 503: not serving yet
+        ("GET", f"/deployments/{deployment['id']}/v2/health/ready", tenant.headers),  # 503
+        ("GET", url, tenant.headers),  # 405: not a raw route's method, left to the app
+    ]
+
+    def answers() -> list[tuple[int, dict, str | None]]:
+        return [
+            (response.status_code, response.json(), response.headers.get("x-request-id"))
+            for method, path, headers in requests
+            for response in [client.request(method, path, json={}, headers={**headers, "x-request-id": "caller-1"})]
+        ]
+
+    dispatched = answers()
+    assert [status for status, _, _ in dispatched] == [401, 404, 404, 422, 503, 503, 405]
+    assert {request_id for _, _, request_id in dispatched} == {"caller-1"}
+    raw_routes = dict(app.hot_dispatch.raw_routes)
+    app.hot_dispatch.raw_routes.clear()  # now through the middleware and the router
+    try:
+        assert answers() == dispatched
+    finally:
+        app.hot_dispatch.raw_routes.update(raw_routes)
+    metrics = client.get("/metrics").text
+    assert (
+        'tessera_http_requests_total{method="POST",route="/deployments/{deployment_id}/invocations",'
+        'service="platform",status="503"}' in metrics
+    )
+
+
+def test_a_gateway_request_over_the_size_limit_is_refused_with_or_without_a_length(settings, db_session, tenant):
+    from fastapi.testclient import TestClient
+
+    from tessera.platform import create_app
+
+    app = create_app(settings.model_copy(update={"max_request_bytes": 1000}))
+    app.state.db = db_session.info["tx_db"]
+    url = f"/deployments/{uuid.uuid4()}/invocations"
+    with TestClient(app, raise_server_exceptions=False) as client:
+        with_length = client.post(url, content=b"x" * 1001, headers=tenant.headers)
+        # Sent in chunks, without a length: counted as it arrives.
+        chunked = client.post(url, content=iter([b"x" * 600, b"x" * 600]), headers=tenant.headers)
+        within = client.post(url, content=iter([b"x" * 500, b"x" * 500]), headers=tenant.headers)
+    for response in (with_length, chunked):
+        assert response.status_code == 413, response.text
+        assert response.json() == {"error_code": "PAYLOAD_TOO_LARGE", "message": "Request body over 1000 bytes"}
+        assert "x-request-id" in response.headers
+    assert within.status_code == 404  # read whole, then answered: no such deployment

@@ -32,6 +32,7 @@ from services.deployer import tasks
 from services.deployer.domain import kserve
 from services.deployer.domain.process_manager import ModelServerState
 from services.deployer.domain.rollouts import process_manager
+from shared.core.served_predictions import batch_rows
 from shared.db.models import (
     Deployment,
     DeploymentHistory,
@@ -220,7 +221,8 @@ def _queued_rows(db, deployment_id: uuid.UUID) -> list[dict]:
             .where(ServedPredictionBatch.deployment_id == deployment_id)
             .order_by(ServedPredictionBatch.created_at)
         ).all()
-    return [row for rows in batches for row in rows]
+    # The gateway queues requests as they came; the monitor's ingest pairs their rows with their predictions.
+    return batch_rows([item for items in batches for item in items])
 
 
 def _logged_row_count(db, monitor_id: uuid.UUID) -> int:

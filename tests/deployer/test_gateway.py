@@ -19,7 +19,7 @@ from services.deployer.domain.rollout_state import RedisCounterStore
 from services.deployer.domain.traffic import sticky_point
 from services.deployer.domain.upstream import UpstreamAnswer, UpstreamError
 from shared.core.auth import Authenticator
-from shared.core.served_predictions import served_rows
+from shared.core.served_predictions import batch_rows, served_request, served_rows
 from shared.db.models import Deployment, DeploymentHistory, DeploymentServer, ModelMonitoring, OutboxEvent
 from tests.conftest import REDIS_URL
 from tests.deployer.test_api import make_version
@@ -290,6 +290,9 @@ def test_monitor_rows_pair_each_input_row_with_its_prediction(request_body):
     single = record | {"request_id": "r1", "response": b'{"predictions": [0]}'}
     single["request"] = orjson.dumps({"dataframe_records": [{"a": 1, "b": 2}]})
     assert [row["request_id"] for row in served_rows(single)] == ["r1"]
+    # Queued as served (the bodies as they came), paired by the monitor's ingest: the same rows.
+    assert batch_rows([served_request(record | {"request_id": "r1"})]) == served_rows(record | {"request_id": "r1"})
+    assert served_request(record | {"status_code": 503}) is None
 
 
 class CanaryBreaksAfter:

@@ -4,10 +4,11 @@ Authentication: `Authorization: Bearer <API key>` (or a login token) whose owner
 project with the `deployments:read` scope; verdicts are cached for a few seconds, so a revoked key stops
 working within that time. The gateway itself lives for the app's lifetime (one keep-alive HTTP client).
 
-The serving routes are documented in OpenAPI like any other, but their requests skip FastAPI's per-request
-machinery (Request and Response objects, dependency solving, parameter validation), which cost more CPU than
-the forwarding itself: `ServingRoute.handle` takes the body and two headers straight from ASGI, forwards,
-and writes the model server's answer back as it came. The app's middleware and error handlers still apply.
+The serving routes are documented in OpenAPI like any other, but they are raw routes (shared.core.hot_routes):
+the app serves their paths before its middleware and routing, and without FastAPI's per-request machinery
+(Request and Response objects, dependency solving, parameter validation), which cost more CPU than the
+forwarding itself. `ServingRoute.serve` takes the body and two headers straight from ASGI, forwards, and
+answers with the model server's status and body as they came; errors get the app's usual error bodies.
 """
 
 from __future__ import annotations
@@ -20,18 +21,17 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
-from starlette.types import Receive, Scope, Send
+from starlette.types import Scope
 
 from services.deployer.domain.gateway import Gateway, SessionScope
 from services.deployer.domain.prediction_log import PredictionLogger, database_sink
 from services.deployer.domain.rollout_state import CounterStore, DatabaseCounterStore, RedisCounterStore
-from services.deployer.domain.upstream import AiohttpUpstreamClient, UpstreamClient
+from services.deployer.domain.upstream import HttpUpstreamClient, UpstreamClient
 from services.deployer.schemas import ShadowStatsRead
 from shared.core.deps import MaxResults, PageToken
 from shared.core.docs import AUTHENTICATED_BY_BEARER, error_responses
-from shared.core.hot_routes import read_body
+from shared.core.hot_routes import RawAnswer, RawRoute
 from shared.core.pagination import Page, sequence_page
 from shared.core.settings import Settings
 
@@ -69,7 +69,7 @@ def rollout_state_store(settings: Settings, session_scope: SessionScope) -> Coun
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Generous pool: every concurrent request holds one connection to a model server.
-    client = AiohttpUpstreamClient(max_connections=512, timeout_s=60.0, connect_timeout_s=2.0)
+    client = HttpUpstreamClient(max_connections=512, timeout_s=60.0, connect_timeout_s=2.0)
     app.state.deployer_gateway = build_gateway(app, client)
     try:
         yield
@@ -81,48 +81,45 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(prefix="/deployments/{deployment_id}", tags=["gateway"], lifespan=_lifespan)
 
 
-class ServingRoute(APIRoute):
-    """A gateway route: FastAPI documents it from its endpoint's signature, `handle` serves it.
+_NOT_A_UUID = "Input should be a valid UUID"
+# The deployment ids seen in paths, parsed once (cleared when full: ids come from callers).
+_deployment_ids: dict[str, uuid.UUID] = {}
+
+
+class ServingRoute(RawRoute):
+    """A gateway route: FastAPI documents it from its endpoint's signature, `serve` answers it.
 
     The endpoint is never called: it only declares the operation's path parameters for OpenAPI.
     """
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] not in (self.methods or ()):
-            await super().handle(scope, receive, send)  # FastAPI's 405
-            return
-        await _serve(scope, receive, send)
-
-
-async def _serve(scope: Scope, receive: Receive, send: Send) -> None:
-    raw_id = scope["path_params"]["deployment_id"]
-    try:
-        deployment_id = uuid.UUID(raw_id)
-    except ValueError:
-        error = {"type": "uuid_parsing", "loc": ("path", "deployment_id"), "msg": "Input should be a valid UUID"}
-        raise RequestValidationError([error]) from None
-    # Everything after /deployments/{id}: the model server's own path.
-    path = scope["path"].partition(f"/deployments/{raw_id}")[2]
-    body = None
-    if scope["method"] == "POST":
-        body = await read_body(receive)
-        if body is None:
-            return  # the client went away mid-upload: nobody to answer
-    content_type = authorization = None
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            content_type = value.decode("latin-1")
-        elif name == b"authorization":
-            authorization = value.decode("latin-1")
-    gateway: Gateway = scope["app"].state.deployer_gateway
-    answer = await gateway.forward(deployment_id, path, body, content_type, authorization, scope["headers"])
-    headers = [
-        (b"content-type", answer.media_type.encode("latin-1")),
-        (b"content-length", str(len(answer.content)).encode("latin-1")),
-        *((name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()),
-    ]
-    await send({"type": "http.response.start", "status": answer.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": answer.content})
+    async def serve(self, scope: Scope, body: bytes | None) -> RawAnswer:
+        raw_id = scope["path_params"]["deployment_id"]
+        deployment_id = _deployment_ids.get(raw_id)
+        if deployment_id is None:
+            try:
+                deployment_id = uuid.UUID(raw_id)
+            except ValueError:
+                error = {"type": "uuid_parsing", "loc": ("path", "deployment_id"), "msg": _NOT_A_UUID}
+                raise RequestValidationError([error]) from None
+            if len(_deployment_ids) >= 4096:
+                _deployment_ids.clear()
+            _deployment_ids[raw_id] = deployment_id
+        # Everything after /deployments/{id}: the model server's own path.
+        path = scope["path"].partition(raw_id)[2]
+        content_type = authorization = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+        gateway: Gateway = scope["app"].state.deployer_gateway
+        answer = await gateway.forward(deployment_id, path, body, content_type, authorization, scope["headers"])
+        headers = [
+            (b"content-type", answer.media_type.encode("latin-1")),
+            (b"content-length", b"%d" % len(answer.content)),
+            *answer.raw_headers,
+        ]
+        return answer.status_code, headers, answer.content
 
 
 # The path parameters of the serving operations, for OpenAPI (no docstrings: they would become descriptions).

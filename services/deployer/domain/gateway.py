@@ -101,6 +101,9 @@ class Upstream:
     requests_ok: Any = field(compare=False, repr=False)
     requests_failed: Any = field(compare=False, repr=False)
     latency: Any = field(compare=False, repr=False)
+    # What every answer it serves says of it, as a dict and as raw ASGI headers.
+    answer_headers: dict[str, str] = field(compare=False, repr=False, default_factory=dict)
+    raw_answer_headers: tuple[tuple[bytes, bytes], ...] = field(compare=False, repr=False, default=())
 
     @classmethod
     def build(
@@ -108,6 +111,7 @@ class Upstream:
     ) -> Upstream:
         # Metric children resolved once per table load, not per request.
         labels = (str(deployment_id), version, role)
+        headers = {"x-tessera-model-version": version, "x-tessera-route": role}
         return cls(
             role,
             version_id,
@@ -116,6 +120,8 @@ class Upstream:
             REQUESTS.labels(*labels, "ok"),
             REQUESTS.labels(*labels, "error"),
             LATENCY.labels(*labels),
+            headers,
+            tuple((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()),
         )
 
 
@@ -140,12 +146,13 @@ class RouteTable:
     expires_at: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GatewayResponse:
     status_code: int
     content: bytes
     media_type: str
     headers: dict[str, str]
+    raw_headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 def load_route_table(session: Session, deployment_id: uuid.UUID, ttl_s: float) -> RouteTable | None:
@@ -329,7 +336,8 @@ class Gateway:
             response.status_code,
             response.content,
             response.content_type or "application/json",
-            {"x-tessera-model-version": upstream.version, "x-tessera-route": upstream.role},
+            upstream.answer_headers,
+            upstream.raw_answer_headers,
         )
 
     async def _call(

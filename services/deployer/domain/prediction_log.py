@@ -100,12 +100,15 @@ class PredictionLogger:
 
 
 def database_sink(session_scope: Callable[[], AbstractContextManager[Session]]) -> PredictionSink:
-    """Queue each batch's rows per deployment in one transaction, in a thread (off the event loop)."""
+    """Queue each batch's served requests per deployment in one transaction, in a thread (off the event loop).
+    They are queued as they came: the monitor's ingest task pairs their rows with their predictions, so the
+    serving process spends nothing on parsing them."""
 
     def write(batch: list[dict[str, Any]]) -> None:
         by_deployment: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for record in batch:
-            by_deployment[record["deployment_id"]].extend(served_predictions.served_rows(record))
+            if (served := served_predictions.served_request(record)) is not None:
+                by_deployment[record["deployment_id"]].append(served)
         now = datetime.now(UTC)
         with session_scope() as session:
             for deployment_id, rows in by_deployment.items():

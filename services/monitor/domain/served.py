@@ -1,7 +1,8 @@
 """Predictions served by the gateway, logged to the monitor linked to their deployment.
 
 The gateway queues them in the database (`shared.core.served_predictions`); this takes the oldest queued
-batches, logs each as one file of the linked monitor, and deletes it, in the caller's transaction: a batch
+batches, pairs their input rows with their predictions, logs each batch as one file of the linked monitor,
+and deletes it, in the caller's transaction: a batch
 is logged once, and stays queued until a commit says it was. Rows are matched to the monitor's schema by
 name: request columns the monitor does not watch are left out; a batch lacking a watched column is not
 logged (it would be refused the same way at every try) and is counted. A failure to write a file (the
@@ -76,7 +77,7 @@ def _log_to(
             PredictionRow.model_validate(
                 row | {"features": {name: value for name, value in row["features"].items() if name in watched}}
             )
-            for row in batch.rows
+            for row in served_predictions.batch_rows(batch.rows)
         ]
         table = predictions.rows_to_table(rows, monitor, now)
     except Exception as error:  # refused rows would be refused at every try: counted and let go, never stuck

@@ -166,8 +166,8 @@ class ServedPredictionBatch(UUIDPrimaryKey, Base):
 
     The gateway writes one row per flushed batch (its process never calls the monitor), and the monitor's
     ingest task turns rows into logged predictions and deletes them in one transaction: a slow or stopped
-    monitor only lets rows wait here, and none is logged twice. The rows' shape is
-    `shared.core.served_predictions`'s.
+    monitor only lets rows wait here, and none is logged twice. `rows` holds served requests as they came
+    (`row_count` counts them) or rows in the monitor's shape; see `shared.core.served_predictions`.
     """
 
     __tablename__ = "served_prediction_batches"
