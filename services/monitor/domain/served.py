@@ -71,22 +71,25 @@ def _log_to(
     now: datetime,
     outcome: IngestOutcome,
 ) -> None:
+    queued = served_predictions.batch_rows(batch.rows)
+    if not queued:
+        return  # served requests none of whose rows could be paired with predictions: nothing to log
     try:
         watched = set(monitor.column_schema["columns"]) - {predictions.prediction_column(monitor)}
         rows = [
             PredictionRow.model_validate(
                 row | {"features": {name: value for name, value in row["features"].items() if name in watched}}
             )
-            for row in served_predictions.batch_rows(batch.rows)
+            for row in queued
         ]
         table = predictions.rows_to_table(rows, monitor, now)
     except Exception as error:  # refused rows would be refused at every try: counted and let go, never stuck
-        outcome.refused += batch.row_count
+        outcome.refused += len(queued)
         log.warning(
             "monitor.served_rows_refused",
             monitor_id=str(monitor.id),
             deployment_id=str(batch.deployment_id),
-            rows=batch.row_count,
+            rows=len(queued),
             reason=getattr(error, "message", str(error)),
             expected=isinstance(error, InvalidParameter | ValidationError),
         )
