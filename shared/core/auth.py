@@ -101,6 +101,12 @@ SESSION_SCHEME = "Session"
 # IDENTITY_CACHE_TTL_S in every other process (other uvicorn workers, other services). Key and token
 # expiry are checked on every hit.
 IDENTITY_CACHE_TTL_S = 5.0
+# A remembered caller this close to the end of their freshness (or to the next touch of their key) is read
+# again in the background by the hot path (Authenticator.refresh, from shared.core.hot_routes), with the
+# roles remembered for them, so that a steady caller is not found expired every IDENTITY_CACHE_TTL_S and
+# sent down the usual path. Each entry still ends IDENTITY_CACHE_TTL_S after the database last vouched for
+# it: the bound above holds.
+IDENTITY_REFRESH_AHEAD_S = 1.5
 _IDENTITY_CACHE_MAX = 10_000
 _IDENTITY_MODELS = (User, ApiKey, BrowserSession, Organization, OrganizationMembership, Project, ProjectMember)
 _IDENTITY_TABLES = frozenset(model.__table__.name for model in _IDENTITY_MODELS)
@@ -141,6 +147,10 @@ class _IdentityCache:
             if len(table) >= _IDENTITY_CACHE_MAX:
                 table.clear()
             table[key] = value
+
+    def forget(self, table: dict, key: object) -> None:
+        with self.lock:
+            table.pop(key, None)
 
 
 _identity_cache = _IdentityCache()
@@ -188,6 +198,40 @@ class Authenticator:
             return None
         return entry.principal
 
+    def expiring(self, authorization: str) -> bool:
+        """Whether the remembered caller is due for `refresh`: their entry ends, or their key is due to be
+        touched, within IDENTITY_REFRESH_AHEAD_S."""
+        entry = _identity_cache.principals.get(_credential_digest(authorization))
+        if entry is None:
+            return False
+        if entry.fresh_until - time.monotonic() < IDENTITY_REFRESH_AHEAD_S:
+            return True
+        touch_due = timedelta(seconds=self.touch_interval_s - IDENTITY_REFRESH_AHEAD_S)
+        return entry.touched_at is not None and datetime.now(UTC) - entry.touched_at > touch_due
+
+    def refresh(self, session: Session, authorization: str) -> None:
+        """Reads the caller and the roles remembered for them from the database again and remembers them
+        afresh (touching the key ahead of time when it is nearly due); a caller no longer valid is
+        forgotten at once."""
+        digest = _credential_digest(authorization)
+        generation = _identity_cache.generation
+        try:
+            principal, valid_until, touched_at = self._authenticate(
+                session, authorization, touch_ahead_s=IDENTITY_REFRESH_AHEAD_S
+            )
+        except Unauthenticated:
+            _identity_cache.forget(_identity_cache.principals, digest)
+            return
+        entry = _CachedPrincipal(principal, time.monotonic() + IDENTITY_CACHE_TTL_S, valid_until, touched_at)
+        _identity_cache.put(_identity_cache.principals, digest, entry, generation)
+        access = Access(session, principal)
+        for user_id, project_id in list(_identity_cache.project_roles):
+            if user_id == principal.user_id:
+                access._read_member_project(project_id, generation)
+        for user_id, organization_id in list(_identity_cache.org_roles):
+            if user_id == principal.user_id:
+                access._read_member_org_role(organization_id, generation)
+
     def authenticate(self, session: Session, authorization: str | None) -> Principal:
         principal = self.cached(authorization)
         if principal is not None:
@@ -200,13 +244,15 @@ class Authenticator:
         _identity_cache.put(_identity_cache.principals, _credential_digest(authorization), entry, generation)
         return principal
 
-    def _authenticate(self, session: Session, authorization: str) -> tuple[Principal, datetime | None, datetime | None]:
+    def _authenticate(
+        self, session: Session, authorization: str, *, touch_ahead_s: float = 0.0
+    ) -> tuple[Principal, datetime | None, datetime | None]:
         scheme, _, credentials = authorization.partition(" ")
         scheme = scheme.lower()
         credentials = credentials.strip()
         if scheme == "bearer":
             if parse_api_key(credentials):
-                return self._from_api_key(session, credentials, email=None)
+                return self._from_api_key(session, credentials, email=None, touch_ahead_s=touch_ahead_s)
             claims = decode_token(credentials, secret=self.jwt_secret)
             if claims is None:
                 raise Unauthenticated("Invalid or expired token")
@@ -220,18 +266,20 @@ class Authenticator:
                 raise Unauthenticated("Invalid or expired token")
             return Principal(user_id=user.id, email=user.email), claims.expires, None
         if scheme == "basic":
-            return self._from_basic(session, credentials)
+            return self._from_basic(session, credentials, touch_ahead_s=touch_ahead_s)
         if scheme == SESSION_SCHEME.lower():
             return self._from_browser_session(session, credentials)
         raise Unauthenticated("Unsupported authorization scheme")
 
-    def _from_basic(self, session: Session, credentials: str) -> tuple[Principal, datetime | None, datetime | None]:
+    def _from_basic(
+        self, session: Session, credentials: str, *, touch_ahead_s: float = 0.0
+    ) -> tuple[Principal, datetime | None, datetime | None]:
         try:
             email, _, secret = base64.b64decode(credentials, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise Unauthenticated("Malformed basic credentials") from None
         if parse_api_key(secret):
-            return self._from_api_key(session, secret, email=email)
+            return self._from_api_key(session, secret, email=email, touch_ahead_s=touch_ahead_s)
         cache_key = _password_cache_key(email, secret)
         with _password_cache_lock:
             cached = _password_cache.get(cache_key)
@@ -257,7 +305,7 @@ class Authenticator:
         return Principal(user_id=row.User.id, email=row.User.email), row.expires_at, None
 
     def _from_api_key(
-        self, session: Session, key: str, *, email: str | None
+        self, session: Session, key: str, *, email: str | None, touch_ahead_s: float = 0.0
     ) -> tuple[Principal, datetime | None, datetime | None]:
         prefix = parse_api_key(key)
         row = session.execute(
@@ -278,7 +326,7 @@ class Authenticator:
         # Touch last_used_at at most once per interval: a write per call would double hot-path cost. On the
         # Core connection, so that this write is not taken for an identity change that empties the cache.
         touched_at = api_key.last_used_at
-        if touched_at is None or now - touched_at > timedelta(seconds=self.touch_interval_s):
+        if touched_at is None or now - touched_at > timedelta(seconds=self.touch_interval_s - touch_ahead_s):
             touch = update(ApiKey.__table__).where(ApiKey.id == api_key.id).values(last_used_at=now)
             session.connection().execute(touch)
             touched_at = now
@@ -317,11 +365,15 @@ class Access:
         return self._org_roles[organization_id]
 
     def _member_org_role(self, organization_id: uuid.UUID) -> str | None:
-        key = (self.principal.user_id, organization_id)
-        cached = _identity_cache.org_roles.get(key)
+        cached = _identity_cache.org_roles.get((self.principal.user_id, organization_id))
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        generation = _identity_cache.generation
+        return self._read_member_org_role(organization_id, _identity_cache.generation)
+
+    def _read_member_org_role(self, organization_id: uuid.UUID, generation: int) -> str | None:
+        """The user's role in the organization from the database, remembered (unless the cache was emptied
+        since `generation`)."""
+        key = (self.principal.user_id, organization_id)
         role = self.session.scalar(
             select(OrganizationMembership.role)
             .join(Organization, Organization.id == OrganizationMembership.organization_id)
@@ -337,11 +389,16 @@ class Access:
     def _member_project(self, project_id: uuid.UUID) -> tuple[Project | None, str | None, str | None]:
         """A detached copy of the live project with the user's org role and project role (None, None, None:
         not a member)."""
-        key = (self.principal.user_id, project_id)
-        cached = _identity_cache.project_roles.get(key)
+        cached = _identity_cache.project_roles.get((self.principal.user_id, project_id))
         if cached is not None and cached[0] > time.monotonic():
             return cached[1:]
-        generation = _identity_cache.generation
+        return self._read_member_project(project_id, _identity_cache.generation)
+
+    def _read_member_project(
+        self, project_id: uuid.UUID, generation: int
+    ) -> tuple[Project | None, str | None, str | None]:
+        """_member_project from the database, remembered (unless the cache was emptied since `generation`)."""
+        key = (self.principal.user_id, project_id)
         uid = self.principal.user_id
         # One round trip for the project and both roles.
         row = self.session.execute(

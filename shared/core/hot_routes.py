@@ -17,7 +17,9 @@ So a hot handler serves only what it can prove will succeed, in one statement, a
 else — a caller or role not remembered, a cookie-authenticated browser, bad input, a missing or deleted
 object, an error of any kind — to the usual endpoint, whose answers (error codes, audit row of a failure)
 stay the only ones. A revoked key stops working as it does on the usual path: at once in the process that
-revoked it, within IDENTITY_CACHE_TTL_S (5 s) in the others. Not every hot call leaves an audit row:
+revoked it, within IDENTITY_CACHE_TTL_S (5 s) in the others. A steady caller's remembered identity and
+roles are read again in a worker thread shortly before they end (`Authenticator.refresh`), so their calls
+do not fall to the usual path every 5 s. Not every hot call leaves an audit row:
 audit what changes state (see each handler).
 
 Once a hot route has served a path, `HotApp` (the app class of every service) hands that path's requests
@@ -410,9 +412,12 @@ def _hot_request(
     authorization = next((value for name, value in scope["headers"] if name == b"authorization"), None)
     if pool is None or authorization is None:
         return None
-    principal = state.authenticator.cached(authorization.decode("latin-1"))
+    credential = authorization.decode("latin-1")
+    principal = state.authenticator.cached(credential)
     if principal is None:
         return None
+    if state.authenticator.expiring(credential):
+        _refresh_soon(state, credential)
     headers = scope["headers"]
     if method == "GET":
         return HotRequest(_query(scope), principal, pool, state, context, headers)
@@ -423,6 +428,30 @@ def _hot_request(
     if isinstance(params, list) and array_body:
         return HotRequest({}, principal, pool, state, context, headers, items=params)
     return HotRequest(params, principal, pool, state, context, headers) if isinstance(params, dict) else None
+
+
+# Credentials being read again in a worker thread (at most one refresh per credential at a time).
+_refreshing: set[str] = set()
+
+
+def _refresh_soon(state: State, credential: str) -> None:
+    """Has the caller and their remembered roles read again in the default executor's thread
+    (`Authenticator.refresh`), so that this request and the next ones stay on the hot path while the
+    remembered entries are renewed before they end."""
+    if credential in _refreshing:
+        return
+    _refreshing.add(credential)
+
+    def refresh() -> None:
+        try:
+            with state.db.session_scope() as session:
+                state.authenticator.refresh(session, credential)
+        except Exception:
+            log.warning("hot_route.identity_refresh_failed", exc_info=True)
+        finally:
+            _refreshing.discard(credential)
+
+    asyncio.get_running_loop().run_in_executor(None, refresh)
 
 
 def _query(scope: Scope) -> dict[str, Any]:

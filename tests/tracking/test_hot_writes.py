@@ -5,6 +5,7 @@ usual answers — errors, tenancy, roles, a revoked key — are the same as on t
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from functools import partial
 
@@ -15,6 +16,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from sqlalchemy import func, select
 
+from shared.core import auth
 from shared.db.models import ApiKey, AuditLog, Organization, User
 from tests import factories
 from tests.conftest import point_mlflow_at
@@ -255,3 +257,24 @@ def test_set_tag_overwrites_and_its_errors_answer_as_the_usual_path(live_server,
         assert {k: v for k, v in usual.json().items() if k != "request_id"} == {
             k: v for k, v in hot.json().items() if k != "request_id"
         }
+
+
+def test_a_steady_caller_stays_on_the_hot_path_past_the_identity_cache_ttl(live_server, monkeypatch, db, tenant):
+    """The caller and their role are read again in the background shortly before they end, so a training
+    loop's calls do not fall to the usual path (which leaves an audit row per call) every TTL."""
+    monkeypatch.setattr(auth, "IDENTITY_CACHE_TTL_S", 1.0)
+    monkeypatch.setattr(auth, "IDENTITY_REFRESH_AHEAD_S", 0.5)
+    with httpx.Client(base_url=live_server.url, headers=tenant.headers) as http:
+        experiment_id = http.post(f"{API}/experiments/create", json={"name": f"hot-{uuid.uuid4().hex[:8]}"}).json()
+        run = http.post(f"{API}/runs/create", json=experiment_id).json()["run"]["info"]["run_id"]
+        point = {"run_id": run, "key": "loss", "value": 0.5, "timestamp": 1}
+        _remember(http, experiment_id["experiment_id"])
+        before = _audit_paths(db, tenant.org_id).get("runs/log-metric", 0)
+        step, deadline = 0, time.monotonic() + 3.5  # three TTLs and a half
+        while time.monotonic() < deadline:
+            assert http.post(f"{API}/runs/log-metric", json={**point, "step": step}).status_code == 200
+            step += 1
+            time.sleep(0.02)
+        assert _audit_paths(db, tenant.org_id).get("runs/log-metric", 0) == before
+        history = http.get(f"{API}/metrics/get-history", params={"run_id": run, "metric_key": "loss"}).json()
+        assert len(history["metrics"]) == step
