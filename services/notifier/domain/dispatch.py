@@ -98,8 +98,8 @@ def _log_json(entry: NotificationLogEntry) -> dict:
 
 @dataclass
 class _Planned:
-    """Rows a batch of flushes creates or removes, written table by table (one statement or
-    executemany each, no ORM objects: nothing reads them back in this transaction)."""
+    """Rows a batch of flushes creates or removes, written by one statement on PostgreSQL (table by
+    table, an executemany each, elsewhere); no ORM objects: nothing reads them back in this transaction."""
 
     notifications: list[dict] = field(default_factory=list)
     alerts: list[dict] = field(default_factory=list)

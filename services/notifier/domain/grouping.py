@@ -257,7 +257,7 @@ def decide_flush(
 @dataclass(slots=True)
 class Group:
     """A notification group's row as plain data (no ORM instance on the hot path): a flush moves its
-    timer and notification log in place, and `flush_groups` writes them back in one executemany."""
+    timer and notification log in place, and `dispatch.notify` writes them back with the flush's rows."""
 
     id: uuid.UUID
     organization_id: uuid.UUID
@@ -444,8 +444,8 @@ def _alert_row(group: Group, found: EventAlert, now: datetime) -> dict[str, Any]
 
 
 def _store_alerts(session: Session, stored: list[tuple[Group, EventAlert]], now: datetime) -> None:
-    """Firing alerts are upserted, resolved ones get their end time, a statement (or one executemany)
-    for each per round. An alert seen twice in a batch (firing, then resolved) starts a new round, so
+    """Firing alerts are upserted, resolved ones get their end time: one statement per round on
+    PostgreSQL, a statement (or one executemany) for each elsewhere. An alert seen twice in a batch (firing, then resolved) starts a new round, so
     the events apply in their order."""
     rounds: list[list[tuple[Group, EventAlert]]] = []
     seen: set[tuple[uuid.UUID, str]] = set()
@@ -584,7 +584,7 @@ def alerts_of(session: Session, groups: Sequence[Group]) -> dict[uuid.UUID, list
 
 def place(session: Session, targets: list[Target], now: datetime) -> dict[tuple[uuid.UUID, str], Group]:
     """Put each target's alert into its group (created, or restarted, for a firing alert); returns the
-    groups, locked, by (rule id, group key). A statement per kind of change, whatever the batch's size."""
+    groups, locked, by (rule id, group key). A fixed number of statements, whatever the batch's size."""
     groups = _lock_groups(session, targets, now)
     _store_alerts(
         session, [(groups[(rule.id, key)], found) for rule, key, found in targets if (rule.id, key) in groups], now
