@@ -445,8 +445,8 @@ def _alert_row(group: Group, found: EventAlert, now: datetime) -> dict[str, Any]
 
 def _store_alerts(session: Session, stored: list[tuple[Group, EventAlert]], now: datetime) -> None:
     """Firing alerts are upserted, resolved ones get their end time: one statement per round on
-    PostgreSQL, a statement (or one executemany) for each elsewhere. An alert seen twice in a batch (firing, then resolved) starts a new round, so
-    the events apply in their order."""
+    PostgreSQL, a statement (or one executemany) for each elsewhere. An alert seen twice in a batch
+    (firing, then resolved) starts a new round, so the events apply in their order."""
     rounds: list[list[tuple[Group, EventAlert]]] = []
     seen: set[tuple[uuid.UUID, str]] = set()
     for group, found in stored:
