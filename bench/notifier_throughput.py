@@ -424,6 +424,7 @@ def main() -> None:
         # The process's Celery app, as any Tessera process that commits events has it: each commit hands
         # its events straight to notifier.handle_events (without it they wait for the relay's grace period).
         import tessera.worker  # noqa: F401
+
         for index in range(options.workers):
             processes.append(
                 _celery(
