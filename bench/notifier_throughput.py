@@ -55,8 +55,6 @@ os.environ.update(
         "TESSERA_DATA_DIR": str(DATA_DIR),
         "TESSERA_OUTBOUND_ALLOWLIST": '["127.0.0.1"]',
         "TESSERA_LOG_LEVEL": "WARNING",
-        "TESSERA_NOTIFIER_FLUSH_INTERVAL_S": "0.5",
-        "TESSERA_NOTIFIER_SWEEP_INTERVAL_S": "1",
     }
 )
 
