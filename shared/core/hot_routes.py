@@ -69,6 +69,7 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 # Set on a request the hot handler has left: the route then serves it the usual way.
 _TRIED = "tessera.hot_tried"
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+_MAX_RAW_MATCHES = 4096
 
 log = structlog.get_logger("tessera.http")
 
@@ -229,12 +230,26 @@ class HotDispatch:
         self.routes: dict[tuple[str, str], HotRoute] = {}
         # The raw routes by the literal start of their path ("/deployments/" for "/deployments/{id}/...").
         self.raw_routes: dict[str, list[RawRoute]] = {}
+        # (method, path) -> what `raw_route` found for it: a deployment's requests repeat their paths.
+        self._raw_matches: dict[tuple[str, str], tuple[RawRoute, dict[str, Any]] | None] = {}
 
     def add_raw_route(self, route: RawRoute) -> None:
         self.raw_routes.setdefault(route.path_format.partition("{")[0], []).append(route)
+        self._raw_matches.clear()
 
     def raw_route(self, method: str, path: str) -> tuple[RawRoute, dict[str, Any]] | None:
-        """The raw route serving a request, with the path's parameters."""
+        """The raw route serving a request, with the path's parameters (a copy: the scope's to change)."""
+        key = (method, path)
+        if key in self._raw_matches:
+            found = self._raw_matches[key]
+            return (found[0], dict(found[1])) if found is not None else None
+        found = self._match_raw_route(method, path)
+        if len(self._raw_matches) >= _MAX_RAW_MATCHES:  # paths come from callers: kept, not hoarded
+            self._raw_matches.clear()
+        self._raw_matches[key] = found
+        return (found[0], dict(found[1])) if found is not None else None
+
+    def _match_raw_route(self, method: str, path: str) -> tuple[RawRoute, dict[str, Any]] | None:
         for prefix, routes in self.raw_routes.items():
             if path.startswith(prefix):
                 for route in routes:

@@ -366,8 +366,14 @@ class Gateway:
 
     async def authorize_deployment(self, deployment_id: uuid.UUID, authorization: str | None) -> RouteTable:
         """The deployment's routing table, once the caller may read it (404 for anyone who cannot see it)."""
-        table = await self._route_table(deployment_id)
-        await self._authorize(authorization, table.project_id)
+        # Both cached for a few seconds: checked here first, so the usual request awaits nothing.
+        now = time.monotonic()
+        table = self._routes.get(deployment_id)
+        if table is None or table.expires_at <= now:
+            table = await self._route_table(deployment_id)
+        key = (hashlib.sha256((authorization or "").encode()).hexdigest(), table.project_id)
+        if self._authorized.get(key, 0.0) <= now:
+            await self._authorize(authorization, table.project_id)
         return table
 
     def _observe(self, table: RouteTable, upstream: Upstream, elapsed_s: float, outcome: rollout_state.Outcome) -> None:
