@@ -177,7 +177,11 @@ class HotRoute(APIRoute):
                 return  # the client went away mid-upload: nobody to answer
             body = received
         context = current_request() or _context(scope, uuid.uuid4().hex)
-        answer = await _answer(self.hot, scope, body, context, self.array_body)
+        try:
+            answer = await _answer(self.hot, scope, body, context, self.array_body)
+        except Exception:
+            log.warning("hot_route.error_served_as_usual", path=scope["path"], exc_info=True)
+            answer = None
         if answer is None:
             await super().handle(scope, _replay(body, receive), send)
             return

@@ -115,7 +115,7 @@ def test_hot_experiment_reads_answer_as_the_usual_endpoints(live_server, db, set
     assert walked == sorted(names, reverse=True)
     assert token is None
     active = http.post(f"{API}/experiments/search", json={**search, "view_type": "ACTIVE_ONLY", "max_results": 5})
-    assert [e["name"] for e in active.json()["experiments"]] == [names[1], names[0]]
+    assert [e["name"] for e in active.json()["experiments"]] == sorted(names[:2], reverse=True)
 
     # Another organization's caller, remembered after its first call: what the usual path answered before.
     other = httpx.Client(base_url=live_server.url, headers=other_tenant.headers, timeout=30)
@@ -140,3 +140,13 @@ def test_hot_experiment_reads_answer_as_the_usual_endpoints(live_server, db, set
         assert refused.status_code == 403
         assert refused.json()["error_code"] == "PERMISSION_DENIED"
         assert narrow.get(f"{API}/experiments/get-by-name", params={"experiment_name": names[0]}).status_code == 403
+
+
+def test_a_page_token_that_is_not_a_string_is_a_400_on_either_path(live_server, tenant):
+    http = httpx.Client(base_url=live_server.url, headers=tenant.headers, timeout=30)
+    experiment_id = _post(http, "experiments/create", {"name": f"token-{uuid.uuid4().hex[:8]}"})["experiment_id"]
+    for path, body in (("experiments/search", {}), ("runs/search", {"experiment_ids": [experiment_id]})):
+        for _ in range(3):
+            answer = http.post(f"{API}/{path}", json={**body, "page_token": 5})
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error_code"] == "INVALID_PARAMETER_VALUE"

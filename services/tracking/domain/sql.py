@@ -35,7 +35,7 @@ def decode_page_token(token: str | None) -> int:
         return 0
     try:
         offset = orjson.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
-    except (binascii.Error, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+    except (binascii.Error, ValueError, KeyError, TypeError, AttributeError, orjson.JSONDecodeError):
         raise InvalidParameter(f"Invalid page token '{token}'") from None
     if not isinstance(offset, int) or offset < 0:
         raise InvalidParameter(f"Invalid page token '{token}'")
