@@ -100,6 +100,10 @@ def wasserstein_distance(reference: np.ndarray, current: np.ndarray) -> float:
     few percent of the values, for shifted ones almost none. scipy merges and sorts both samples; this
     makes two passes of block sums over them.
     """
+    if len(reference) < len(current):
+        # The distance is symmetric. Stretches over the larger sample hold at most one more step of the
+        # other than of their own, which bounds the arrays of steps summed piece by piece.
+        reference, current = current, reference
     n, m = len(reference), len(current)
     # Stretch c holds reference values bounds[c] to bounds[c + 1] - 1 and ends at step ends[c + 1].
     bounds = np.append(np.arange(0, n, STRETCH_STEPS, dtype=np.int64), n)
