@@ -63,11 +63,6 @@ def test_plan_groups_fits_the_budget_and_keeps_at_least_one_column_per_group():
     assert [len(group) for group in plan_groups(sizes, 150 * MB)] == [3, 3, 3, 1]
     assert [len(group) for group in plan_groups(sizes, 1)] == [1] * 10
     assert plan_groups(sizes, 10_000 * MB) == [list(sizes)]
-    # Two threads: 2 x 6 x 10 MB to work on; 3 columns would fit 220 MB, but a group is worked on in rounds
-    # of two columns, so it takes 2 (but the last, which takes what is left).
-    assert [len(group) for group in plan_groups(sizes, 220 * MB, threads=2)] == [2, 2, 2, 2, 2]
-    assert [len(group) for group in plan_groups(sizes, 250 * MB, threads=2)] == [4, 4, 2]
-    assert [len(group) for group in plan_groups(dict(list(sizes.items())[:7]), 220 * MB, threads=2)] == [2, 2, 3]
 
 
 @pytest.mark.parametrize("memory_mb", [1, 10_000])

@@ -143,27 +143,21 @@ def plan_groups(sizes: Mapping[str, tuple[int, int]], budget: int, threads: int 
     and current bytes. A group holds its reference profiles while its current columns are read, and a
     read needs about twice what it decodes (the file's pages, then the values), so a group takes its
     reference bytes, twice its current bytes and, per thread, the working set of its largest column.
-    At least one column per group.
-
-    A group larger than `threads` is cut to a multiple of it (but the last): its columns are worked on
-    in rounds of `threads`, and a last round with fewer columns than threads leaves cores idle until
-    the group is done (3 columns on 2 threads take as long as 4)."""
-    names = list(sizes)
+    At least one column per group."""
     groups: list[list[str]] = []
-    start = 0
-    while start < len(names):
-        end, held, largest = start, 0, 0
-        while end < len(names):
-            reference_bytes, current_bytes = sizes[names[end]]
-            needs = reference_bytes + READ_COPIES * current_bytes
-            widest = max(largest, reference_bytes, current_bytes)
-            if end > start and held + needs + threads * WORKING_COPIES * widest > budget:
-                break
-            held, largest, end = held + needs, widest, end + 1
-        if end < len(names) and end - start > threads:
-            end -= (end - start) % threads
-        groups.append(names[start:end])
-        start = end
+    group: list[str] = []
+    held = largest = 0
+    for name, (reference_bytes, current_bytes) in sizes.items():
+        needs = reference_bytes + READ_COPIES * current_bytes
+        widest = max(largest, reference_bytes, current_bytes)
+        if group and held + needs + threads * WORKING_COPIES * widest > budget:
+            groups.append(group)
+            group, held, widest = [], 0, max(reference_bytes, current_bytes)
+        group.append(name)
+        held += needs
+        largest = widest
+    if group:
+        groups.append(group)
     return groups
 
 
