@@ -8,7 +8,7 @@ import json
 import uuid
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from services.monitor.domain import served
 from shared.core import served_predictions
@@ -23,6 +23,9 @@ DEPLOYMENTS = "/api/v1/deployments"
 
 @pytest.fixture
 def deployment(db_session, tenant) -> Deployment:
+    # Ingest takes every queued batch: those that other tests' gateways left in the shared database are
+    # set aside for this test's transaction, which is rolled back at its end.
+    db_session.execute(delete(ServedPredictionBatch))
     version = make_version(db_session, tenant.project_id)
     deployment = Deployment(id=uuid.uuid4(), project_id=tenant.project_id, name="churn", model_version_id=version.id)
     db_session.add(deployment)
