@@ -2,13 +2,13 @@
 alias, the models' list): what `shared.core.hot_routes` runs before the usual endpoints in
 mlflow_registry.py.
 
-Each handler sends, in one round trip (a pipeline), the caller's default-project candidates and the
-statement that renders the answer in PostgreSQL (domain/registry_json.py), and serves the text only when
-there is exactly one candidate, the caller may read it (role from memory, as Access.require_project
-decides) and the answer exists. Everything else is left to the usual endpoint: X-Tessera-Project, a
-caller or role not remembered, a name that does not validate, a missing model or alias, the `latest`
-alias, a search with a filter other than the prompt exclusion MLflow's client adds (MLflow's parser is
-imported only by the usual path), any error.
+Each handler sends one statement (domain/registry_json.py): the answer rendered by PostgreSQL, each row
+with the caller's default-project candidates, and serves the text only when there is an answer and
+exactly one candidate that the caller may read (role from memory, as Access.require_project decides).
+Everything else is left to the usual endpoint: X-Tessera-Project, a caller or role not remembered, a name
+that does not validate, a missing model or alias, a search page with no model, the `latest` alias, a
+search with a filter other than the prompt exclusion MLflow's client adds (MLflow's parser is imported
+only by the usual path), any error.
 """
 
 from __future__ import annotations
@@ -45,21 +45,19 @@ async def _in_default_project(
     principal = request.principal
     if request.header(b"x-tessera-project") is not None or not principal.has_scope(READ):
         return None
-    narrowing = principal.organization_id is not None, principal.project_id is not None
     caller: dict[str, uuid.UUID | None] = {
         "user_id": principal.user_id,
         "organization_id": principal.organization_id,
         "project_id": principal.project_id,
     }
-    candidates = registry_json.default_projects(_DIALECT, *narrowing)
-    async with request.connection() as conn, conn.pipeline():
-        projects = await conn.execute(candidates.sql, {**candidates.params, **caller})
-        rendered = await conn.execute(answer.sql, {**answer.params, **values, **caller})
-        found = await projects.fetchall()
-        texts = [row[0] for row in await rendered.fetchall()]
-    if len(found) != 1 or remembered_project_permission(principal, found[0][0], READ) is not True:
+    async with request.connection() as conn:
+        rows = await (await conn.execute(answer.sql, {**answer.params, **values, **caller})).fetchall()
+    # Each row: a text and the candidates (the same on every row). No row: the usual path decides.
+    if not rows or len(rows[0][1]) != 1:
         return None
-    return texts
+    if remembered_project_permission(principal, rows[0][1][0], READ) is not True:
+        return None
+    return [row[0] for row in rows]
 
 
 def _narrowing(request: HotRequest) -> tuple[bool, bool]:

@@ -3,10 +3,10 @@ finds them: the statements of the registry's hot reads (api/hot_reads.py). The o
 api/mlflow_registry.model_json and version_json make of the same rows; tests hold the two together.
 
 Every MLflow registry call works in the caller's default project (Access.default_project). The hot
-statements find it as that method does, in the same round trip as the answer: `default_projects` gives
-the candidates (an API key's project, else the `default` projects of the caller's organizations), and the
-answer's statement reads only models of those candidates; a caller with other than exactly one candidate,
-or who sends X-Tessera-Project, is left to the usual path."""
+statements find it as that method does, in the statement of the answer: each row carries the candidates
+(an API key's project, else the `default` projects of the caller's organizations), and the answer reads
+only models of those candidates; a caller with other than exactly one candidate, or who sends
+X-Tessera-Project, is left to the usual path."""
 
 from __future__ import annotations
 
@@ -40,41 +40,40 @@ def _stage(column: Any) -> ColumnElement[Any]:
     )
 
 
-def _with_optional(required: ColumnElement[Any], **optional: Any) -> ColumnElement[Any]:
-    """`required` (a jsonb object) and the optional fields that are not NULL (MLflow leaves them out)."""
-    present = func.jsonb_strip_nulls(json_object(func.jsonb_build_object, **optional))
-    return required.op("||")(present)
+def _without_nulls(**fields: Any) -> ColumnElement[Any]:
+    """A json object of `fields` in the order given, the NULL ones left out (MLflow leaves out unset optional
+    fields). Built as json, not jsonb: json_build_object only writes text, where jsonb builds a tree that is
+    then written out (and sorts the keys); json_strip_nulls reparses the text once. It strips nested objects
+    too, which holds the versions of a model's latest_versions (every required field is NOT NULL)."""
+    return func.json_strip_nulls(json_object(**fields))
 
 
 def version_json(version: Any, model_name: Any) -> ColumnElement[Any]:
     """A row of `version` (ModelVersion or an alias of it) as the text of MLflow's ModelVersion message."""
-    return cast(_version_object(version, model_name), Text)
+    return cast(_without_nulls(**_version_fields(version, model_name)), Text)
 
 
-def _version_object(version: Any, model_name: Any) -> ColumnElement[Any]:
+def _version_fields(version: Any, model_name: Any) -> dict[str, ColumnElement[Any]]:
+    """A version's fields, the optional ones NULL when unset (`_without_nulls` leaves them out)."""
     alias = aliased(ModelAlias)
     aliases = json_array(alias.alias, alias.model_version_id == version.id, order_by=alias.alias)
-    required = json_object(
-        func.jsonb_build_object,
-        name=model_name,
-        version=cast(version.version, Text),
-        creation_timestamp=epoch_ms(version.created_at),
-        last_updated_timestamp=epoch_ms(version.updated_at),
-        current_stage=_stage(version.stage),
-        source=func.coalesce(version.source, constant("")),
-        status=version.status,
-        tags=_tags(version.tags),
-        aliases=aliases,
-    )
-    return _with_optional(
-        required,
-        user_id=hex_id(version.created_by),
-        description=version.description,
-        run_id=hex_id(version.run_id),
-        run_link=version.run_link,
+    return {
+        "name": model_name,
+        "version": cast(version.version, Text),
+        "creation_timestamp": epoch_ms(version.created_at),
+        "last_updated_timestamp": epoch_ms(version.updated_at),
+        "current_stage": _stage(version.stage),
+        "source": func.coalesce(version.source, constant("")),
+        "status": version.status,
+        "tags": _tags(version.tags),
+        "aliases": aliases,
+        "user_id": hex_id(version.created_by),
+        "description": version.description,
+        "run_id": hex_id(version.run_id),
+        "run_link": version.run_link,
         # text || NULL is NULL: no model_id without a logged model.
-        model_id=constant(mlflow_registry.LOGGED_MODEL_PREFIX).op("||")(hex_id(version.logged_model_id)),
-    )
+        "model_id": constant(mlflow_registry.LOGGED_MODEL_PREFIX).op("||")(hex_id(version.logged_model_id)),
+    }
 
 
 def model_json() -> ColumnElement[Any]:
@@ -86,8 +85,9 @@ def model_json() -> ColumnElement[Any]:
         .where(rival.model_id == latest.model_id, rival.stage == latest.stage, rival.deleted_at.is_(None))
         .scalar_subquery()
     )
+    # The versions' unset fields are left out by the model's json_strip_nulls.
     latest_versions = json_array(
-        _version_object(latest, Model.name),
+        json_object(**_version_fields(latest, Model.name)),
         latest.model_id == Model.id,
         latest.deleted_at.is_(None),
         latest.version == highest,
@@ -106,16 +106,17 @@ def model_json() -> ColumnElement[Any]:
         .where(alias.model_id == Model.id, target.id == alias.model_version_id)
         .scalar_subquery()
     )
-    required = json_object(
-        func.jsonb_build_object,
+    model = _without_nulls(
         name=Model.name,
         creation_timestamp=epoch_ms(Model.created_at),
         last_updated_timestamp=epoch_ms(Model.updated_at),
         latest_versions=latest_versions,
         tags=_tags(Model.tags),
         aliases=aliases,
+        user_id=hex_id(Model.created_by),
+        description=Model.description,
     )
-    return cast(_with_optional(required, user_id=hex_id(Model.created_by), description=Model.description), Text)
+    return cast(model, Text)
 
 
 # --- statements -------------------------------------------------------------------------------------
@@ -145,9 +146,13 @@ def _candidates(organization: bool, project: bool) -> Select:
     return ids if project else select(Project.id).where(Project.slug == "default", Project.id.in_(ids))
 
 
-@lru_cache(maxsize=8)
-def default_projects(dialect: Dialect, organization: bool, project: bool) -> Statement:
-    return _compiled(dialect, _candidates(organization, project).limit(2))
+def _with_candidates(dialect: Dialect, query: Select, organization: bool, project: bool) -> Statement:
+    """`query` (json texts) with a second column: the candidates (at most two) as an array, an InitPlan that
+    PostgreSQL evaluates once. One statement instead of the candidates' and the answer's in a pipeline:
+    one parse-bind-execute and one result less per call. No row (no answer) leaves the call to the usual
+    path, which then looks for the candidates itself."""
+    candidates = func.array(_candidates(organization, project).limit(2).scalar_subquery())
+    return _compiled(dialect, query.add_columns(candidates))
 
 
 def _live_model(organization: bool, project: bool) -> list[ColumnElement[bool]]:
@@ -161,7 +166,8 @@ def _live_model(organization: bool, project: bool) -> list[ColumnElement[bool]]:
 @lru_cache(maxsize=8)
 def model_by_name(dialect: Dialect, organization: bool, project: bool) -> Statement:
     """The json of the live model `name` of the candidates (one row per candidate project at most)."""
-    return _compiled(dialect, select(model_json()).where(*_live_model(organization, project)).limit(2))
+    query = select(model_json()).where(*_live_model(organization, project)).limit(2)
+    return _with_candidates(dialect, query, organization, project)
 
 
 @lru_cache(maxsize=8)
@@ -179,7 +185,7 @@ def version_by_alias(dialect: Dialect, organization: bool, project: bool) -> Sta
         )
         .limit(2)
     )
-    return _compiled(dialect, query)
+    return _with_candidates(dialect, query, organization, project)
 
 
 @lru_cache(maxsize=64)
@@ -189,4 +195,4 @@ def search_models_page(dialect: Dialect, order_by: tuple[str, ...], organization
     projects = Model.project_id.in_(_candidates(organization, project))
     query = mlflow_registry.search_models_query(projects, [], list(order_by))
     query = query.with_only_columns(model_json()).offset(bindparam("offset", 0)).limit(bindparam("fetch", 0))
-    return _compiled(dialect, query)
+    return _with_candidates(dialect, query, organization, project)
