@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from services.notifier.domain import attempt_log, dispatch, grouping, intake, periodic, pipeline
 from shared.core import quarantine
-from shared.core.celery_app import BROKER_ERRORS, Declarations, Periodic, database, run_isolated, settings
+from shared.core.celery_app import BROKER_ERRORS, Declarations, Periodic, database, run_screened, settings
 from shared.core.crypto import SecretBox
 from shared.db.base import utcnow
 from shared.db.models import Delivery
@@ -69,11 +69,12 @@ def _queue_dispatch(delivery_ids: Sequence[uuid.UUID]) -> None:
 def handle_events(event_ids: list[str]) -> None:
     """A batch of events from the relay (or the sweeper) in one transaction; those already handled
     drop out, so a redelivered message costs one statement. An event that fails the batch is retried
-    alone and, failing still, quarantined (`shared.core.quarantine`)."""
-    run_isolated(EVENTS_CONSUMER, event_ids, _handle_events)
+    alone and, failing still, quarantined (`shared.core.quarantine`), which the handler's transaction
+    checks first."""
+    run_screened(EVENTS_CONSUMER, event_ids, _handle_events)
 
 
-def _handle_events(event_ids: list[uuid.UUID]) -> None:
+def _handle_events(event_ids: list[uuid.UUID], screen: quarantine.Screen) -> None:
     """Rules, groups and, for groups due now, the deliveries, created claimed in the same transaction and
     sent by this task right after it commits: no queue between an event and its webhook. A worker that dies
     before recording the outcome leaves them in flight; the sweeper sends them again once the lease
@@ -81,8 +82,11 @@ def _handle_events(event_ids: list[uuid.UUID]) -> None:
     current = settings()
     retry = attempt_log.RetryPolicy.from_settings(current)
     with database().session_scope() as session:
+        runnable = screen(session, event_ids)
+        if not runnable:
+            return
         now = utcnow()
-        handled = pipeline.handle_events(session, event_ids, _box(), now, current.public_url, now + retry.lease)
+        handled = pipeline.handle_events(session, runnable, _box(), now, current.public_url, now + retry.lease)
     _start_timers(handled.timers, now)
     _send_and_record(handled.claimed, retry)
 
@@ -106,13 +110,13 @@ def _start_timers(timers: dict[uuid.UUID, datetime], now: datetime) -> None:
 def dispatch_deliveries(delivery_ids: list[str]) -> None:
     """Claims the due ones among its deliveries (others are delivered, or in flight elsewhere), sends
     them in parallel and records the outcomes in one transaction; isolated as `handle_events` is."""
-    run_isolated(DISPATCH_CONSUMER, delivery_ids, _dispatch)
+    run_screened(DISPATCH_CONSUMER, delivery_ids, _dispatch)
 
 
-def _dispatch(delivery_ids: list[uuid.UUID]) -> None:
+def _dispatch(delivery_ids: list[uuid.UUID], screen: quarantine.Screen) -> None:
     retry = attempt_log.RetryPolicy.from_settings(settings())
     with database().session_scope() as session:
-        claimed = _claim(session, delivery_ids, retry, utcnow())
+        claimed = _claim(session, screen(session, delivery_ids), retry, utcnow())
     _send_and_record(claimed, retry)
 
 
@@ -172,16 +176,19 @@ def flush_groups(group_ids: list[str]) -> None:
     """Flush the given groups if due — at a group_wait's end (`_start_timers`), or one by one when the
     periodic flush's batch failed — and send what is due in the same task. Isolated: a group that cannot
     be flushed is retried alone, then quarantined (the periodic flush then passes it by)."""
-    run_isolated(FLUSH_CONSUMER, group_ids, _flush_groups)
+    run_screened(FLUSH_CONSUMER, group_ids, _flush_groups)
 
 
-def _flush_groups(group_ids: list[uuid.UUID]) -> None:
+def _flush_groups(group_ids: list[uuid.UUID], screen: quarantine.Screen) -> None:
     current = settings()
     retry = attempt_log.RetryPolicy.from_settings(current)
     with database().session_scope() as session:
+        runnable = screen(session, group_ids)
+        if not runnable:
+            return
         now = utcnow()
         notified = pipeline.flush_due_groups_by_id(
-            session, group_ids, _box(), now, current.public_url, now + retry.lease
+            session, runnable, _box(), now, current.public_url, now + retry.lease
         )
     _send_and_record(notified.claimed, retry)
 

@@ -143,21 +143,32 @@ def run_isolated(
 ) -> None:
     """`quarantine.run_isolated` with this app's database, settings and queue: a failing item is
     retried alone by sending the consumer's task with just its id."""
+    quarantine.run_isolated(consumer, item_ids, process, **_isolation(consumer))
+
+
+def run_screened(
+    consumer: quarantine.Consumer,
+    item_ids: Sequence[str | uuid.UUID],
+    process: Callable[[list[uuid.UUID], quarantine.Screen], None],
+) -> None:
+    """`quarantine.run_screened` the same way: the consumer's own transaction screens the batch, so a batch
+    costs no transaction for the pre-check."""
+    quarantine.run_screened(consumer, item_ids, process, **_isolation(consumer))
+
+
+def _isolation(consumer: quarantine.Consumer) -> dict[str, Any]:
     current = settings()
 
     def requeue(item_id: uuid.UUID, countdown_s: float) -> None:
         current_app.send_task(consumer.task, [[str(item_id)]], countdown=countdown_s)
 
-    quarantine.run_isolated(
-        consumer,
-        item_ids,
-        process,
-        session_scope=database().session_scope,
-        requeue=requeue,
-        max_attempts=current.quarantine_max_attempts,
-        retry_base_s=current.quarantine_retry_base_s,
-        broker_errors=BROKER_ERRORS,
-    )
+    return {
+        "session_scope": database().session_scope,
+        "requeue": requeue,
+        "max_attempts": current.quarantine_max_attempts,
+        "retry_base_s": current.quarantine_retry_base_s,
+        "broker_errors": BROKER_ERRORS,
+    }
 
 
 # Commits within this window share one relay run, which starts when the window closes: a burst is

@@ -124,6 +124,20 @@ def retry_delay(attempts: int, base_s: float) -> float:
     return min(base_s * 2 ** max(attempts - 1, 0), 600.0)
 
 
+class Screen:
+    """The pre-check of a batch, run by its consumer in the transaction that handles it (no transaction
+    of its own): `screen(session, ids)` drops the quarantined items and remembers the known states, so
+    that items that go through after earlier failures are marked resolved."""
+
+    def __init__(self, consumer_task: str) -> None:
+        self.consumer_task = consumer_task
+        self.states: dict[uuid.UUID, str] = {}
+
+    def __call__(self, session: Session, item_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        self.states.update(known_states(session, self.consumer_task, item_ids))
+        return [item_id for item_id in item_ids if self.states.get(item_id) != QUARANTINED]
+
+
 def run_isolated(
     consumer: Consumer,
     item_ids: Sequence[str | uuid.UUID],
@@ -136,34 +150,66 @@ def run_isolated(
     broker_errors: tuple[type[BaseException], ...] = (),
 ) -> None:
     """Run `process` on the batch; if it fails, on each item alone (see module doc). `process` opens its
-    own transactions; `requeue(item_id, countdown_s)` sends the consumer's task for one item later."""
+    own transactions, after a pre-check in a transaction of its own; `requeue(item_id, countdown_s)` sends
+    the consumer's task for one item later."""
+
+    def screened(ids: list[uuid.UUID], screen: Screen) -> None:
+        with session_scope() as session:
+            runnable = screen(session, ids)
+        if runnable:
+            process(runnable)
+
+    run_screened(
+        consumer,
+        item_ids,
+        screened,
+        session_scope=session_scope,
+        requeue=requeue,
+        max_attempts=max_attempts,
+        retry_base_s=retry_base_s,
+        broker_errors=broker_errors,
+    )
+
+
+def run_screened(
+    consumer: Consumer,
+    item_ids: Sequence[str | uuid.UUID],
+    process: Callable[[list[uuid.UUID], Screen], None],
+    *,
+    session_scope: Callable[[], AbstractContextManager[Session]],
+    requeue: Callable[[uuid.UUID, float], None],
+    max_attempts: int,
+    retry_base_s: float,
+    broker_errors: tuple[type[BaseException], ...] = (),
+) -> None:
+    """`run_isolated` for a consumer that screens its items itself: `process(ids, screen)` calls
+    `screen(session, ids)` first in its own first transaction and handles only the ids it returns."""
     ids = list(dict.fromkeys(uuid.UUID(str(item_id)) for item_id in item_ids))
-    with session_scope() as session:
-        states = known_states(session, consumer.task, ids)
-    runnable = [item_id for item_id in ids if states.get(item_id) != QUARANTINED]
-    if not runnable:
+    if not ids:
         return
+    screen = Screen(consumer.task)
     try:
-        process(runnable)
-        succeeded = runnable
+        process(ids, screen)
+        succeeded = ids
     except Exception as exc:
         if is_transient(exc, broker_errors):
             raise
-        if len(runnable) == 1:
-            _failed(consumer, runnable[0], exc, session_scope, requeue, max_attempts, retry_base_s)
+        if len(ids) == 1:
+            _failed(consumer, ids[0], exc, session_scope, requeue, max_attempts, retry_base_s)
             return
-        log.warning("quarantine.batch_failed", consumer=consumer.task, items=len(runnable), error=_describe(exc))
+        log.warning("quarantine.batch_failed", consumer=consumer.task, items=len(ids), error=_describe(exc))
         succeeded = []
-        for item_id in runnable:
+        for item_id in ids:
             try:
-                process([item_id])
+                process([item_id], screen)
             except Exception as item_exc:
                 if is_transient(item_exc, broker_errors):
                     raise
                 _failed(consumer, item_id, item_exc, session_scope, requeue, max_attempts, retry_base_s)
             else:
                 succeeded.append(item_id)
-    recovered = [item_id for item_id in succeeded if item_id in states and states[item_id] != RESOLVED]
+    # Those that went through after failing before (a quarantined item was screened out, not run).
+    recovered = [item_id for item_id in succeeded if screen.states.get(item_id) in (RETRYING, REPLAYING)]
     if recovered:
         with session_scope() as session:
             mark_resolved(session, consumer.task, recovered, utcnow())
