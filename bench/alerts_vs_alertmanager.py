@@ -289,6 +289,13 @@ STAGES = {
     "tasks": "pipeline (the task around the stages)",
 }
 _NOTIFIER_FRAME = re.compile(r"\(services/notifier/(?:domain/|api/)?([a-z_]+)\.py:\d+\)")
+# Innermost frames of a thread that waits rather than runs: an event loop's poll (the outbound loop's,
+# kombu's hub), a task thread waiting for the outbound loop's result, psycopg waiting for PostgreSQL
+# (whose own CPU is counted apart). py-spy --nonblocking reports them as active; they are left out.
+_WAITS = re.compile(
+    r"^(?:\w+\.)?(?:select \(selectors\.py|poll \(kombu/utils/eventio\.py|wait \(threading\.py"
+    r"|wait \(psycopg/connection\.py)"
+)
 
 
 def stage_shares(prefix: str) -> dict[str, float]:
@@ -299,6 +306,8 @@ def stage_shares(prefix: str) -> dict[str, float]:
         with open(path) as profile:
             for line in profile:
                 stack, _, count = line.rstrip().rpartition(" ")
+                if _WAITS.match(stack.rpartition(";")[2]):
+                    continue
                 modules = _NOTIFIER_FRAME.findall(stack)
                 if modules:
                     stage = STAGES.get(modules[-1], modules[-1])
