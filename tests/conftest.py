@@ -128,6 +128,15 @@ class _TransactionalDatabase(Database):
         )
 
 
+def in_test_transaction(application, db_session: Session):
+    """The app with its every request inside the test's rolled-back transaction."""
+    application.state.db = db_session.info["tx_db"]
+    # No hot pool: its own connections would not see the test's transaction, and its identity refresh
+    # would use the transaction's one connection from another thread.
+    application.state.hot_pool = None
+    return application
+
+
 @pytest.fixture
 def db_session(db) -> Iterator[Session]:
     connection = db.engine.connect()
@@ -148,9 +157,7 @@ def app(settings, db_session):
     """The platform app, its every request inside the test's rolled-back transaction."""
     from tessera.platform import create_app
 
-    application = create_app(settings)
-    application.state.db = db_session.info["tx_db"]
-    return application
+    return in_test_transaction(create_app(settings), db_session)
 
 
 @pytest.fixture

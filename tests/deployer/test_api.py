@@ -21,6 +21,7 @@ from shared.db.models import (
     User,
 )
 from tests import factories
+from tests.conftest import in_test_transaction
 
 
 def make_version(session: Session, project_id: uuid.UUID, *, number: int = 1, model: Model | None = None):
@@ -356,8 +357,7 @@ def test_a_gateway_request_over_the_size_limit_is_refused_with_or_without_a_leng
 
     from tessera.platform import create_app
 
-    app = create_app(settings.model_copy(update={"max_request_bytes": 1000}))
-    app.state.db = db_session.info["tx_db"]
+    app = in_test_transaction(create_app(settings.model_copy(update={"max_request_bytes": 1000})), db_session)
     url = f"/deployments/{uuid.uuid4()}/invocations"
     with TestClient(app, raise_server_exceptions=False) as client:
         with_length = client.post(url, content=b"x" * 1001, headers=tenant.headers)

@@ -29,6 +29,7 @@ from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 from tessera.platform import create_app
+from tests.conftest import in_test_transaction
 
 EXAMPLES_PER_OPERATION = 5
 # Past this many seconds, the remaining operations get one example each: all are still exercised, and
@@ -46,8 +47,7 @@ schemathesis.serializer.alias("application/vnd.apache.parquet", "application/oct
 @pytest.fixture
 def fuzzed_app(settings, db_session, tenant):
     # Fuzzed bodies are small; a tight limit keeps a generated giant upload from slowing the run.
-    app = create_app(settings.model_copy(update={"max_request_bytes": 1024 * 1024}))
-    app.state.db = db_session.info["tx_db"]
+    app = in_test_transaction(create_app(settings.model_copy(update={"max_request_bytes": 1024 * 1024})), db_session)
     return app, {"Authorization": f"Bearer {tenant.api_key}"}, tenant
 
 
