@@ -4,15 +4,31 @@ into JSON. Each piece gives what the Python renderers give for the same value (t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, Float, String, cast, extract, func, literal_column, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import SQLCoreOperations
 
 # A column, or an expression over columns.
 Expression = SQLCoreOperations[Any]
 EMPTY_ARRAY: ColumnElement[Any] = literal_column("'[]'::json")
+
+
+@dataclass(frozen=True)
+class Statement:
+    """SQL for the driver; `params` holds the values compiled into it, add the call's own."""
+
+    sql: str
+    params: dict[str, Any]
+
+
+def compiled(dialect: Dialect, statement: Any) -> Statement:
+    """A statement compiled once for `dialect` (a hot route keeps it and sends only its own values)."""
+    rendered = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    return Statement(str(rendered), dict(rendered.params))
 
 
 def constant(text: str) -> ColumnElement[Any]:

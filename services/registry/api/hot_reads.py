@@ -24,6 +24,7 @@ from services.registry.domain.models import READ, validate_name
 from shared.core.auth import remembered_project_permission
 from shared.core.errors import TesseraError
 from shared.core.hot_routes import HotRequest
+from shared.db.json_sql import Statement
 
 _DIALECT = psycopg_dialect()
 
@@ -38,9 +39,7 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-async def _in_default_project(
-    request: HotRequest, answer: registry_json.Statement, values: dict[str, Any]
-) -> list[str] | None:
+async def _in_default_project(request: HotRequest, answer: Statement, values: dict[str, Any]) -> list[str] | None:
     """The answer's texts over the caller's default project, or None when the usual path must decide."""
     principal = request.principal
     if request.header(b"x-tessera-project") is not None or not principal.has_scope(READ):

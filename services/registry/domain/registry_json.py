@@ -10,7 +10,6 @@ X-Tessera-Project, is left to the usual path."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -19,7 +18,17 @@ from sqlalchemy.orm import aliased
 
 from services.registry.domain import mlflow_registry
 from shared.core.auth import member_project_ids
-from shared.db.json_sql import EMPTY_ARRAY, aggregate_order_by, constant, epoch_ms, hex_id, json_array, json_object
+from shared.db.json_sql import (
+    EMPTY_ARRAY,
+    Statement,
+    aggregate_order_by,
+    compiled,
+    constant,
+    epoch_ms,
+    hex_id,
+    json_array,
+    json_object,
+)
 from shared.db.models import Model, ModelAlias, ModelVersion, Project
 
 _EMPTY_OBJECT: ColumnElement[Any] = literal_column("'{}'::jsonb")
@@ -122,19 +131,6 @@ def model_json() -> ColumnElement[Any]:
 # --- statements -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Statement:
-    """SQL for the driver; `params` holds the values compiled into it, add the call's own."""
-
-    sql: str
-    params: dict[str, Any]
-
-
-def _compiled(dialect: Dialect, statement: Any) -> Statement:
-    rendered = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    return Statement(str(rendered), dict(rendered.params))
-
-
 def _candidates(organization: bool, project: bool) -> Select:
     """Access.default_project's candidates, the caller as bind parameters (user_id, organization_id,
     project_id): the API key's project, else the `default` projects of the caller's organizations."""
@@ -152,7 +148,7 @@ def _with_candidates(dialect: Dialect, query: Select, organization: bool, projec
     one parse-bind-execute and one result less per call. No row (no answer) leaves the call to the usual
     path, which then looks for the candidates itself."""
     candidates = func.array(_candidates(organization, project).limit(2).scalar_subquery())
-    return _compiled(dialect, query.add_columns(candidates))
+    return compiled(dialect, query.add_columns(candidates))
 
 
 def _live_model(organization: bool, project: bool) -> list[ColumnElement[bool]]:

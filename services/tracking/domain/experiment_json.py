@@ -4,7 +4,6 @@ api/render.experiment makes of the same experiment; tests hold the two together.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -13,7 +12,7 @@ from sqlalchemy import JSON, ColumnElement, Dialect, Text, Uuid, bindparam, case
 from services.tracking.domain import experiments, search_sql
 from services.tracking.domain.search_grammar import parse_order_by
 from shared.core.auth import member_project_ids
-from shared.db.json_sql import EMPTY_ARRAY, constant, epoch_ms, hex_id, json_array, json_object
+from shared.db.json_sql import EMPTY_ARRAY, Statement, compiled, constant, epoch_ms, hex_id, json_array, json_object
 from shared.db.models import Experiment, ExperimentTag
 
 
@@ -47,26 +46,13 @@ def _callers_projects(organization: bool, project: bool) -> Any:
     )
 
 
-@dataclass(frozen=True)
-class Statement:
-    """SQL for the driver; `params` holds the values compiled into it, add the call's own."""
-
-    sql: str
-    params: dict[str, Any]
-
-
-def _compiled(dialect: Dialect, statement: Any) -> Statement:
-    rendered = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    return Statement(str(rendered), dict(rendered.params))
-
-
 @lru_cache(maxsize=4)
 def by_id(dialect: Dialect) -> Statement:
     """(json, project id) of the experiment `experiment_id`."""
     query = select(experiment_json(), Experiment.project_id).where(
         Experiment.id == bindparam("experiment_id", type_=Uuid)
     )
-    return _compiled(dialect, query)
+    return compiled(dialect, query)
 
 
 @lru_cache(maxsize=16)
@@ -81,7 +67,7 @@ def by_name(dialect: Dialect, organization: bool, project: bool) -> Statement:
         )
         .limit(2)
     )
-    return _compiled(dialect, query)
+    return compiled(dialect, query)
 
 
 @lru_cache(maxsize=256)
@@ -122,4 +108,4 @@ def search_page(
         .join(Experiment, Experiment.id == page.c.id)
         .order_by(page.c.position)
     )
-    return _compiled(dialect, query)
+    return compiled(dialect, query)
